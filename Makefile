@@ -1,0 +1,38 @@
+# Two entry points for a newcomer: `make demo` and `make test`. Both create .venv if missing.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+
+.PHONY: demo test bench clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --upgrade pip setuptools wheel
+
+# torch is pinned first: a CPU wheel of 2.13.0 is on the machines used here; an unpinned torch
+# would pull a multi-GB CUDA build. silero-vad and BeatNet ship the real models the tests use;
+# their own dependencies are not needed (--no-deps).
+$(VENV)/.test-deps: pyproject.toml setup.py | $(PY)
+	$(PIP) install torch==2.13.0
+	$(PIP) install -e '.[test]'
+	$(PIP) install --no-deps silero-vad==6.2.3 BeatNet==1.1.3
+	touch $@
+
+$(VENV)/.demo-deps: pyproject.toml setup.py | $(PY)
+	$(PIP) install -e '.[onnx]'
+	$(PIP) install --no-deps silero-vad==6.2.3
+	touch $@
+
+demo: $(VENV)/.demo-deps
+	$(VENV)/bin/edgeseq demo
+
+test: $(VENV)/.test-deps
+	$(PY) -m pytest
+
+bench: $(VENV)/.test-deps
+	$(PIP) install -e '.[bench]'
+	$(PY) tools/bench.py
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache

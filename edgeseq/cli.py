@@ -1,0 +1,50 @@
+"""The `edgeseq` command line. Each command lives in its own module under edgeseq/commands/
+and is imported only when used, so `edgeseq --version` stays fast."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from edgeseq import __version__
+from edgeseq.errors import EdgeseqError
+
+# command -> (module under edgeseq.commands, one-line help). Modules define
+# `add_arguments(parser)` and `run(args) -> int`.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "inspect": ("inspect", "show an artifact's layers, features, parameters and I/O"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="edgeseq", description=__doc__.split("\n")[0])
+    p.add_argument("--version", action="version", version=f"edgeseq {__version__}")
+    p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module, help_) in COMMANDS.items():
+        sp = sub.add_parser(name, help=help_)
+        sp.set_defaults(_module=module)
+        sp.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="show tracebacks on errors")
+        importlib.import_module(f"edgeseq.commands.{module}").add_arguments(sp)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(importlib.import_module(f"edgeseq.commands.{args._module}").run(args) or 0)
+    except EdgeseqError as e:
+        if args.debug:
+            raise
+        print(f"edgeseq {args.command}: {type(e).__name__}: {e}", file=sys.stderr)
+        return 2
+    except (FileNotFoundError, IsADirectoryError, PermissionError) as e:
+        if args.debug:
+            raise
+        print(f"edgeseq {args.command}: {e}", file=sys.stderr)
+        return 2

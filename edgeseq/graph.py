@@ -1,0 +1,253 @@
+"""The edgeseq graph: named Values, Nodes in topological order, and constant tensors.
+
+A node input names either a graph value (graph input or another node's output) or a
+constant; "" marks an absent optional input. Recurrent nodes reference their weights through
+`Node.weights` (slot -> constant name); glue ops take constants as ordinary inputs.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Union
+
+import numpy as np
+
+from edgeseq.errors import GraphError, ShapeError
+from edgeseq.ops import Op, RECURRENT, SPECS, normalize_attrs
+
+Dim = Union[int, str]            # a fixed size, or a symbol such as "T" or "N"
+Shape = tuple[Dim, ...]
+
+
+@dataclass
+class Value:
+    """A named tensor flowing through the graph."""
+    name: str
+    dtype: str
+    shape: Shape
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "dtype": self.dtype, "shape": list(self.shape)}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "Value":
+        return cls(d["name"], d["dtype"], tuple(d["shape"]))
+
+    def describe(self) -> str:
+        dims = ", ".join(str(d) for d in self.shape)
+        return f"({dims}) {self.dtype}"
+
+
+@dataclass
+class Node:
+    """One op application."""
+    name: str
+    op: Op
+    inputs: list[str]
+    outputs: list[str]
+    attrs: dict[str, Any] = field(default_factory=dict)
+    weights: dict[str, str] = field(default_factory=dict)
+
+    def input(self, slot: str) -> str:
+        """The value name bound to the named positional input, or "" if absent."""
+        names = SPECS[self.op].inputs
+        i = names.index(slot)
+        return self.inputs[i] if i < len(self.inputs) else ""
+
+    def output(self, slot: str) -> str:
+        names = SPECS[self.op].outputs
+        i = names.index(slot)
+        return self.outputs[i] if i < len(self.outputs) else ""
+
+    def to_json(self) -> dict:
+        attrs = {k: list(v) if isinstance(v, tuple) else v for k, v in self.attrs.items()}
+        return {"name": self.name, "op": self.op.value, "inputs": list(self.inputs),
+                "outputs": list(self.outputs), "attrs": attrs, "weights": dict(self.weights)}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "Node":
+        try:
+            op = Op(d["op"])
+        except ValueError:
+            raise GraphError(f"node '{d.get('name')}': unknown op '{d['op']}'") from None
+        return cls(d["name"], op, list(d["inputs"]), list(d["outputs"]), dict(d.get("attrs", {})),
+                   dict(d.get("weights", {})))
+
+
+@dataclass
+class Graph:
+    """A model: inputs, outputs, nodes in topological order, and constants (weights)."""
+    name: str
+    inputs: list[Value]
+    outputs: list[Value]
+    nodes: list[Node]
+    constants: dict[str, np.ndarray] = field(default_factory=dict)
+    values: dict[str, Value] = field(default_factory=dict)   # inferred intermediates
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    # ---- lookup -------------------------------------------------------------------------
+    def node(self, name: str) -> Node:
+        for n in self.nodes:
+            if n.name == name:
+                return n
+        raise KeyError(name)
+
+    def value(self, name: str) -> Value:
+        """Value info for a graph input, output, intermediate or constant."""
+        for v in self.inputs:
+            if v.name == name:
+                return v
+        if name in self.values:
+            return self.values[name]
+        if name in self.constants:
+            c = self.constants[name]
+            return Value(name, str(c.dtype), tuple(c.shape))
+        for v in self.outputs:
+            if v.name == name:
+                return v
+        raise KeyError(name)
+
+    def weight(self, node: Node, slot: str) -> np.ndarray | None:
+        """The constant bound to a recurrent node's weight slot, or None."""
+        name = node.weights.get(slot)
+        return None if name is None else self.constants[name]
+
+    def scale(self, node: Node, slot: str) -> np.ndarray | None:
+        """Per-row float32 scale of an int8 weight slot, or None."""
+        name = node.weights.get(slot)
+        return None if name is None else self.constants.get(name + ".scale")
+
+    # ---- checking -----------------------------------------------------------------------
+    def validate(self) -> "Graph":
+        """Check names, order, attributes, weight shapes; infer every value's shape and dtype.
+
+        Raises GraphError / ShapeError naming the node and saying expected vs got.
+        Normalises attributes in place (defaults filled), fills `self.values`.
+        """
+        from edgeseq.shapes import infer_node  # late: shapes imports graph types
+
+        known: dict[str, Value] = {}
+        for v in self.inputs:
+            if v.name in known:
+                raise GraphError(f"duplicate graph input '{v.name}'")
+            if v.name in self.constants:
+                raise GraphError(f"graph input '{v.name}' has the same name as a constant")
+            known[v.name] = v
+        for name, c in self.constants.items():
+            if not isinstance(c, np.ndarray):
+                raise GraphError(f"constant '{name}' is not a numpy array")
+            known[name] = Value(name, str(c.dtype), tuple(c.shape))
+        seen_nodes: set[str] = set()
+        self.values = {}
+        for node in self.nodes:
+            where = f"node '{node.name}' ({node.op.value})"
+            if node.name in seen_nodes:
+                raise GraphError(f"duplicate node name '{node.name}'")
+            seen_nodes.add(node.name)
+            s = SPECS[node.op]
+            try:
+                node.attrs = normalize_attrs(node.op, node.attrs)
+            except (KeyError, ValueError) as e:
+                raise GraphError(f"{where}: {e}") from None
+            if not s.variadic_inputs and len(node.inputs) > len(s.inputs):
+                raise GraphError(f"{where}: expected at most {len(s.inputs)} inputs "
+                                 f"{list(s.inputs)}, got {len(node.inputs)}")
+            if len(node.inputs) < s.min_inputs or any(not node.inputs[i] for i in range(s.min_inputs)):
+                raise GraphError(f"{where}: expected at least {s.min_inputs} inputs "
+                                 f"{list(s.inputs[:s.min_inputs])}, got {node.inputs}")
+            for name in node.inputs:
+                if name and name not in known:
+                    raise GraphError(f"{where}: input '{name}' is not a graph input, constant, "
+                                     f"or the output of an earlier node")
+            slots = {sl.name for sl in s.slots}
+            for slot, cname in node.weights.items():
+                if slot not in slots:
+                    raise GraphError(f"{where}: unknown weight slot '{slot}'; "
+                                     f"slots: {sorted(slots)}")
+                if cname not in self.constants:
+                    raise GraphError(f"{where}: weight '{slot}' refers to missing constant '{cname}'")
+            for sl in s.slots:
+                if sl.required and sl.name not in node.weights:
+                    raise GraphError(f"{where}: required weight slot '{sl.name}' is missing")
+            if not s.variadic_outputs and len(node.outputs) > len(s.outputs):
+                raise GraphError(f"{where}: expected at most {len(s.outputs)} outputs, "
+                                 f"got {len(node.outputs)}")
+            ins = [known[n] if n else None for n in node.inputs]
+            try:
+                outs = infer_node(self, node, ins)
+            except ShapeError as e:
+                raise ShapeError(f"{where}: {e}") from None
+            for name, v in zip(node.outputs, outs):
+                if not name:
+                    continue
+                if name in known:
+                    raise GraphError(f"{where}: output '{name}' is already defined")
+                val = Value(name, v.dtype, v.shape)
+                known[name] = val
+                self.values[name] = val
+        for v in self.outputs:
+            if v.name not in known:
+                raise GraphError(f"graph output '{v.name}' is not produced by any node or input")
+            got = known[v.name]
+            v.dtype = got.dtype
+            try:
+                v.shape = _merge_shape(v.shape, got.shape)
+            except ShapeError as e:
+                raise ShapeError(f"output '{v.name}': {e}") from None
+        return self
+
+    # ---- serialisation ------------------------------------------------------------------
+    def to_json(self) -> dict:
+        """Everything but constant data (constants are listed with dtype and shape)."""
+        return {
+            "name": self.name,
+            "inputs": [v.to_json() for v in self.inputs],
+            "outputs": [v.to_json() for v in self.outputs],
+            "nodes": [n.to_json() for n in self.nodes],
+            "constants": {k: {"dtype": str(c.dtype), "shape": list(c.shape)}
+                          for k, c in self.constants.items()},
+            "metadata": self.metadata,
+        }
+
+    def dumps(self) -> str:
+        return json.dumps(self.to_json(), separators=(",", ":"), allow_nan=True)
+
+    @classmethod
+    def from_json(cls, d: dict, constants: dict[str, np.ndarray]) -> "Graph":
+        """Rebuild from `to_json` output and the constant arrays (not validated)."""
+        try:
+            return cls(d["name"], [Value.from_json(v) for v in d["inputs"]],
+                       [Value.from_json(v) for v in d["outputs"]],
+                       [Node.from_json(n) for n in d["nodes"]], dict(constants), {},
+                       dict(d.get("metadata", {})))
+        except (KeyError, TypeError) as e:
+            raise GraphError(f"malformed graph JSON: missing or bad field {e}") from None
+
+    def copy(self) -> "Graph":
+        """A structural copy sharing constant arrays (passes replace, never mutate, arrays)."""
+        return Graph.from_json(json.loads(self.dumps()), self.constants)
+
+    # ---- reporting -----------------------------------------------------------------------
+    def recurrent_nodes(self) -> Iterable[Node]:
+        return (n for n in self.nodes if n.op in RECURRENT)
+
+    def fresh_name(self, base: str) -> str:
+        """A name not used by any value, constant or node."""
+        used = {v.name for v in self.inputs} | set(self.values) | set(self.constants) \
+            | {n.name for n in self.nodes} | {o for n in self.nodes for o in n.outputs}
+        if base not in used:
+            return base
+        i = 1
+        while f"{base}_{i}" in used:
+            i += 1
+        return f"{base}_{i}"
+
+
+def _merge_shape(declared: Shape, inferred: Shape) -> Shape:
+    """Prefer concrete inferred dims; keep declared symbols where inference has none."""
+    if not declared:
+        return tuple(inferred)
+    if len(declared) != len(inferred) or any(
+            isinstance(d, int) and isinstance(i, int) and d != i for d, i in zip(declared, inferred)):
+        raise ShapeError(f"graph output declared as {tuple(declared)} but computes {tuple(inferred)}")
+    return tuple(i if isinstance(i, int) else d for d, i in zip(declared, inferred))

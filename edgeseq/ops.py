@@ -1,0 +1,317 @@
+"""The edgeseq op set: every op defined once, with its attributes, weight slots and group.
+
+Semantics of each op are written down in `edgeseq.reference` (float64 NumPy); this module
+only says what a well-formed node of each op looks like.
+"""
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class Op(enum.Enum):
+    # recurrent
+    LSTM = "LSTM"
+    GRU = "GRU"
+    RNN = "RNN"
+    # linear algebra / conv
+    MATMUL = "MatMul"
+    GEMM = "Gemm"
+    CONV1D = "Conv1d"
+    # elementwise binary (numpy broadcasting)
+    ADD = "Add"
+    SUB = "Sub"
+    MUL = "Mul"
+    DIV = "Div"
+    POW = "Pow"
+    # elementwise unary
+    RELU = "Relu"
+    SIGMOID = "Sigmoid"
+    TANH = "Tanh"
+    SQRT = "Sqrt"
+    EXP = "Exp"
+    LOG = "Log"
+    NEG = "Neg"
+    ABS = "Abs"
+    CLIP = "Clip"
+    LEAKY_RELU = "LeakyRelu"
+    # normalising / reducing
+    SOFTMAX = "Softmax"
+    LOG_SOFTMAX = "LogSoftmax"
+    REDUCE_MEAN = "ReduceMean"
+    REDUCE_SUM = "ReduceSum"
+    # layout
+    CONCAT = "Concat"
+    SPLIT = "Split"
+    SLICE = "Slice"
+    TRANSPOSE = "Transpose"
+    RESHAPE = "Reshape"
+    SQUEEZE = "Squeeze"
+    UNSQUEEZE = "Unsqueeze"
+    PAD = "Pad"
+    GATHER = "Gather"
+    CAST = "Cast"
+    IDENTITY = "Identity"
+
+
+RECURRENT = frozenset({Op.LSTM, Op.GRU, Op.RNN})
+BINARY = frozenset({Op.ADD, Op.SUB, Op.MUL, Op.DIV, Op.POW})
+UNARY = frozenset({Op.RELU, Op.SIGMOID, Op.TANH, Op.SQRT, Op.EXP, Op.LOG, Op.NEG, Op.ABS,
+                   Op.CLIP, Op.LEAKY_RELU, Op.CAST, Op.IDENTITY})
+ELEMENTWISE = BINARY | UNARY
+LINEAR = frozenset({Op.MATMUL, Op.GEMM, Op.CONV1D})
+REDUCTION = frozenset({Op.SOFTMAX, Op.LOG_SOFTMAX, Op.REDUCE_MEAN, Op.REDUCE_SUM})
+LAYOUT = frozenset({Op.CONCAT, Op.SPLIT, Op.SLICE, Op.TRANSPOSE, Op.RESHAPE, Op.SQUEEZE,
+                    Op.UNSQUEEZE, Op.PAD, Op.GATHER})
+
+DTYPES = ("float32", "float16", "float64", "int8", "int32", "int64", "bool")
+WEIGHT_DTYPES = ("float32", "float16", "int8")
+
+# Recurrent activations (ONNX names in lower snake case) with their default (alpha, beta).
+# `None` means the parameter is unused by that function.
+ACTIVATIONS: dict[str, tuple[float | None, float | None]] = {
+    "sigmoid": (None, None),
+    "tanh": (None, None),
+    "relu": (None, None),
+    "affine": (1.0, 0.0),           # alpha * x + beta
+    "leaky_relu": (0.01, None),
+    "thresholded_relu": (1.0, None),
+    "scaled_tanh": (1.0, 1.0),      # alpha * tanh(beta * x)
+    "hard_sigmoid": (0.2, 0.5),     # max(0, min(1, alpha * x + beta))
+    "elu": (1.0, None),
+    "softsign": (None, None),
+    "softplus": (None, None),
+}
+
+DIRECTIONS = ("forward", "reverse", "bidirectional")
+COUPLINGS = ("none", "input", "forget")
+
+REQUIRED = object()  # sentinel: attribute has no default
+
+
+@dataclass(frozen=True)
+class Attr:
+    """One typed attribute. kind: int, float, bool, str, ints, floats, strs."""
+    name: str
+    kind: str
+    default: Any = REQUIRED
+    choices: tuple | None = None
+
+
+@dataclass(frozen=True)
+class Slot:
+    """A named weight operand of a recurrent op (a constant tensor of the graph)."""
+    name: str
+    required: bool
+    doc: str
+
+
+@dataclass(frozen=True)
+class OpSpec:
+    op: Op
+    inputs: tuple[str, ...]            # names of positional inputs; trailing ones may be ""
+    min_inputs: int
+    outputs: tuple[str, ...]
+    min_outputs: int
+    attrs: tuple[Attr, ...] = ()
+    slots: tuple[Slot, ...] = ()
+    variadic_inputs: bool = False      # Concat
+    variadic_outputs: bool = False     # Split
+
+    def attr(self, name: str) -> Attr:
+        for a in self.attrs:
+            if a.name == name:
+                return a
+        raise KeyError(name)
+
+
+_RECURRENT_ATTRS = (
+    Attr("hidden_size", "int"),
+    Attr("direction", "str", "forward", DIRECTIONS),
+    # batch_first: x [N,T,I], y [N,T,D,H], states [N,D,H]; else x [T,N,I], y [T,D,N,H], states [D,N,H]
+    Attr("batch_first", "bool", False),
+    # one activation name per function per direction, e.g. LSTM forward: [f, g, h]
+    Attr("activations", "strs", ()),
+    Attr("activation_alpha", "floats", ()),
+    Attr("activation_beta", "floats", ()),
+    Attr("gate_clip", "float", 0.0),   # ONNX `clip`: bound on gate pre-activations; 0 = none
+)
+
+# Weight slots. Every slot has a leading direction axis D (1, or 2 when bidirectional).
+# LSTM gate order is i, f, c, o; GRU gate order is z, r, h (ONNX); H = hidden_size,
+# P = proj_size or H, I = input size. Weights may be float32, float16, or int8 with a
+# float32 per-row scale tensor named "<tensor>.scale" of shape [D, rows].
+_FACTORED = (
+    Slot("w_h_u", False, "[D, G*H, r] left factor of w_h (w_h = w_h_u @ w_h_v)"),
+    Slot("w_h_v", False, "[D, r, P] right factor of w_h"),
+)
+
+SPECS: dict[Op, OpSpec] = {}
+
+
+def _spec(*args, **kw) -> None:
+    s = OpSpec(*args, **kw)
+    SPECS[s.op] = s
+
+
+_spec(Op.LSTM, ("x", "sequence_lens", "initial_h", "initial_c"), 1, ("y", "y_h", "y_c"), 0,
+      _RECURRENT_ATTRS + (
+          Attr("proj_size", "int", 0),          # LSTMP output size; 0 = no projection
+          Attr("cell_clip", "float", 0.0),      # 0 = none
+          Attr("proj_clip", "float", 0.0),      # 0 = none
+          # CIFG: which gate is derived from the other (input: i = 1 - f, TFLite/Android NN;
+          # forget: f = 1 - i, onnxruntime's input_forget). The derived gate's rows in
+          # w_x/w_h/b are present but ignored (kept zero by converters).
+          Attr("coupled_gate", "str", "none", COUPLINGS),
+          Attr("layer_norm_epsilon", "float", 1e-8),
+      ),
+      (Slot("w_x", True, "[D, 4H, I] input weights, gates i,f,c,o"),
+       Slot("w_h", False, "[D, 4H, P] recurrent weights (absent when factored)"),
+       *_FACTORED,
+       Slot("b", False, "[D, 4H] bias (sum of input and recurrent biases)"),
+       Slot("peephole", False, "[D, 3, H] peephole weights for i, f, o"),
+       Slot("layer_norm", False, "[D, 4, H] layer-norm gains for i, f, c, o (bias b added after)"),
+       Slot("w_proj", False, "[D, P, H] projection weights"),
+       Slot("b_proj", False, "[D, P] projection bias")))
+
+_spec(Op.GRU, ("x", "sequence_lens", "initial_h"), 1, ("y", "y_h"), 0,
+      _RECURRENT_ATTRS + (Attr("linear_before_reset", "bool", False),),
+      (Slot("w_x", True, "[D, 3H, I] input weights, gates z,r,h"),
+       Slot("w_h", False, "[D, 3H, H] recurrent weights (absent when factored)"),
+       *_FACTORED,
+       Slot("b_x", False, "[D, 3H] input bias"),
+       Slot("b_h", False, "[D, 3H] recurrent bias")))
+
+_spec(Op.RNN, ("x", "sequence_lens", "initial_h"), 1, ("y", "y_h"), 0,
+      _RECURRENT_ATTRS,
+      (Slot("w_x", True, "[D, H, I] input weights"),
+       Slot("w_h", False, "[D, H, H] recurrent weights (absent when factored)"),
+       *_FACTORED,
+       Slot("b", False, "[D, H] bias (sum of input and recurrent biases)")))
+
+# Glue ops take constants as ordinary inputs (a node input may name a graph constant).
+_spec(Op.MATMUL, ("a", "b"), 2, ("y",), 1)
+_spec(Op.GEMM, ("a", "b", "c"), 2, ("y",), 1,
+      (Attr("alpha", "float", 1.0), Attr("beta", "float", 1.0),
+       Attr("trans_a", "bool", False), Attr("trans_b", "bool", False)))
+_spec(Op.CONV1D, ("x", "w", "b"), 2, ("y",), 1,
+      (Attr("stride", "int", 1), Attr("pads", "ints", (0, 0)), Attr("dilation", "int", 1),
+       Attr("group", "int", 1)))
+for _op in BINARY:
+    _spec(_op, ("a", "b"), 2, ("y",), 1)
+for _op in (Op.RELU, Op.SIGMOID, Op.TANH, Op.SQRT, Op.EXP, Op.LOG, Op.NEG, Op.ABS, Op.IDENTITY):
+    _spec(_op, ("x",), 1, ("y",), 1)
+_spec(Op.CLIP, ("x",), 1, ("y",), 1,
+      (Attr("min", "float", float("-inf")), Attr("max", "float", float("inf"))))
+_spec(Op.LEAKY_RELU, ("x",), 1, ("y",), 1, (Attr("alpha", "float", 0.01),))
+_spec(Op.CAST, ("x",), 1, ("y",), 1, (Attr("to", "str", REQUIRED, DTYPES),))
+_spec(Op.SOFTMAX, ("x",), 1, ("y",), 1, (Attr("axis", "int", -1),))
+_spec(Op.LOG_SOFTMAX, ("x",), 1, ("y",), 1, (Attr("axis", "int", -1),))
+_spec(Op.REDUCE_MEAN, ("x",), 1, ("y",), 1, (Attr("axes", "ints"), Attr("keepdims", "bool", True)))
+_spec(Op.REDUCE_SUM, ("x",), 1, ("y",), 1, (Attr("axes", "ints"), Attr("keepdims", "bool", True)))
+_spec(Op.CONCAT, ("x",), 1, ("y",), 1, (Attr("axis", "int"),), variadic_inputs=True)
+_spec(Op.SPLIT, ("x",), 1, ("y",), 1, (Attr("axis", "int"), Attr("split", "ints")),
+      variadic_outputs=True)
+# ONNX Slice semantics (negative indices, clamping, negative steps) with constant bounds.
+_spec(Op.SLICE, ("x",), 1, ("y",), 1,
+      (Attr("starts", "ints"), Attr("ends", "ints"), Attr("axes", "ints"), Attr("steps", "ints")))
+_spec(Op.TRANSPOSE, ("x",), 1, ("y",), 1, (Attr("perm", "ints"),))
+# ONNX Reshape semantics: 0 copies the input dim, -1 is inferred.
+_spec(Op.RESHAPE, ("x",), 1, ("y",), 1, (Attr("shape", "ints"),))
+_spec(Op.SQUEEZE, ("x",), 1, ("y",), 1, (Attr("axes", "ints"),))
+_spec(Op.UNSQUEEZE, ("x",), 1, ("y",), 1, (Attr("axes", "ints"),))
+# pads: ONNX order [x1_begin, x2_begin, ..., x1_end, x2_end, ...]
+_spec(Op.PAD, ("x",), 1, ("y",), 1,
+      (Attr("pads", "ints"), Attr("mode", "str", "constant", ("constant", "reflect", "edge")),
+       Attr("value", "float", 0.0)))
+_spec(Op.GATHER, ("x", "indices"), 2, ("y",), 1, (Attr("axis", "int", 0),))
+
+
+def spec(op: Op) -> OpSpec:
+    """The OpSpec of `op`."""
+    return SPECS[op]
+
+
+def num_directions(attrs: dict) -> int:
+    """1, or 2 for a bidirectional recurrent node."""
+    return 2 if attrs.get("direction") == "bidirectional" else 1
+
+
+def num_activations(op: Op) -> int:
+    """Activation functions per direction: LSTM (f, g, h), GRU (f, g), RNN (f)."""
+    return {Op.LSTM: 3, Op.GRU: 2, Op.RNN: 1}[op]
+
+
+DEFAULT_ACTIVATIONS = {Op.LSTM: ("sigmoid", "tanh", "tanh"), Op.GRU: ("sigmoid", "tanh"),
+                       Op.RNN: ("tanh",)}
+
+
+def normalize_attrs(op: Op, attrs: dict) -> dict:
+    """Fill defaults and make recurrent activation lists explicit (one entry per function per
+    direction, alpha/beta filled from ACTIVATIONS). Raises KeyError/ValueError on bad input;
+    `Graph.validate` turns those into errors that name the node."""
+    s = SPECS[op]
+    out: dict = {}
+    known = {a.name for a in s.attrs}
+    unknown = set(attrs) - known
+    if unknown:
+        raise ValueError(f"unknown attribute(s) {sorted(unknown)} for {op.value}; "
+                         f"known: {sorted(known)}")
+    for a in s.attrs:
+        if a.name in attrs:
+            v = attrs[a.name]
+        elif a.default is REQUIRED:
+            raise ValueError(f"attribute '{a.name}' is required for {op.value}")
+        else:
+            v = a.default
+        v = _coerce(a, v)
+        if a.choices is not None and v not in a.choices:
+            raise ValueError(f"attribute '{a.name}' must be one of {list(a.choices)}, got {v!r}")
+        out[a.name] = v
+    if op in RECURRENT:
+        _normalize_activations(op, out)
+    return out
+
+
+def _coerce(a: Attr, v: Any) -> Any:
+    if a.kind == "int":
+        return int(v)
+    if a.kind == "float":
+        return float(v)
+    if a.kind == "bool":
+        return bool(v)
+    if a.kind == "str":
+        return str(v)
+    if a.kind == "ints":
+        return tuple(int(x) for x in v)
+    if a.kind == "floats":
+        return tuple(float(x) for x in v)
+    if a.kind == "strs":
+        return tuple(str(x) for x in v)
+    raise AssertionError(a.kind)
+
+
+def _normalize_activations(op: Op, attrs: dict) -> None:
+    d = num_directions(attrs)
+    k = num_activations(op)
+    acts = attrs["activations"] or DEFAULT_ACTIVATIONS[op] * d
+    if len(acts) == k and d == 2:
+        acts = tuple(acts) * 2
+    if len(acts) != k * d:
+        raise ValueError(f"activations: expected {k * d} names ({k} per direction), got {len(acts)}")
+    for name in acts:
+        if name not in ACTIVATIONS:
+            raise ValueError(f"activation '{name}' is not supported; supported: {sorted(ACTIVATIONS)}")
+    # The IR stores alpha/beta explicitly, one per activation (0.0 where unused); converters
+    # translate their format's convention (ONNX consumes them in order) into this.
+    alpha, beta = list(attrs["activation_alpha"]), list(attrs["activation_beta"])
+    for label, vals, idx in (("activation_alpha", alpha, 0), ("activation_beta", beta, 1)):
+        if not vals:
+            vals.extend(ACTIVATIONS[n][idx] or 0.0 for n in acts)
+        elif len(vals) != len(acts):
+            raise ValueError(f"{label}: expected {len(acts)} values (one per activation), "
+                             f"got {len(vals)}")
+    attrs["activations"] = tuple(acts)
+    attrs["activation_alpha"] = tuple(float(x) for x in alpha)
+    attrs["activation_beta"] = tuple(float(x) for x in beta)
