@@ -1,0 +1,529 @@
+"""The NumPy reference interpreter: the meaning of every edgeseq op, in float64.
+
+Slow and obvious on purpose (DESIGN.md §2 formulas, ONNX semantics for glue ops). Every fast
+kernel, converter and quant pass is checked against `run`. One small function per op,
+registered in `_OPS` by op; recurrent ops share one masked time loop (`_run_direction`).
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from edgeseq.errors import GraphError, InputError
+from edgeseq.graph import Graph, Node
+from edgeseq.ops import Op, num_directions
+
+F64 = np.float64
+_OPS: dict[Op, Callable] = {}
+
+
+def implements(*ops: Op):
+    """Register `fn(graph, node, ins) -> list[np.ndarray]` as the meaning of `ops`."""
+    def deco(fn):
+        for op in ops:
+            if op in _OPS:
+                raise AssertionError(f"duplicate reference implementation for {op}")
+            _OPS[op] = fn
+        return fn
+    return deco
+
+
+# ---- running a graph --------------------------------------------------------------------------
+def run(graph: Graph, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Run `graph` on `inputs` in float64; returns every graph output by name."""
+    if not graph.values and graph.nodes:
+        graph.validate()
+    env: dict[str, np.ndarray] = {}
+    for name, c in graph.constants.items():
+        env[name] = _to_compute(dequantize(c, graph.constants.get(name + ".scale")))
+    env.update(_check_inputs(graph, inputs))
+    for node in graph.nodes:
+        ins = [env[n] if n else None for n in node.inputs]
+        try:
+            outs = _OPS[node.op](graph, node, ins)
+        except KeyError:
+            if node.op not in _OPS:
+                raise GraphError(f"node '{node.name}': no reference implementation for "
+                                 f"op {node.op.value}") from None
+            raise
+        for name, v in zip(node.outputs, outs):
+            if name:
+                env[name] = v
+    return {v.name: env[v.name] for v in graph.outputs}
+
+
+def _check_inputs(graph: Graph, inputs: dict) -> dict[str, np.ndarray]:
+    """Every graph input given, with the declared rank and fixed dims; symbols bound consistently."""
+    declared = {v.name for v in graph.inputs}
+    unknown = sorted(set(inputs) - declared)
+    if unknown:
+        raise InputError(f"unknown input(s) {unknown}; graph '{graph.name}' takes {sorted(declared)}")
+    out: dict[str, np.ndarray] = {}
+    symbols: dict[str, tuple[int, str]] = {}
+    for v in graph.inputs:
+        if v.name not in inputs:
+            raise InputError(f"input '{v.name}' of graph '{graph.name}' is missing: "
+                             f"expected {v.describe()}")
+        arr = np.asarray(inputs[v.name])
+        want = f"expected {v.describe()}, got {tuple(arr.shape)} {arr.dtype}"
+        if arr.ndim != len(v.shape):
+            raise InputError(f"input '{v.name}': rank {arr.ndim} but {want}")
+        for k, (d, got) in enumerate(zip(v.shape, arr.shape)):
+            if isinstance(d, int) and d != got:
+                raise InputError(f"input '{v.name}': dim {k} is {got} but {want}")
+            if isinstance(d, str):
+                seen = symbols.setdefault(d, (got, v.name))
+                if seen[0] != got:
+                    raise InputError(f"input '{v.name}': dim {k} ('{d}') is {got} but input "
+                                     f"'{seen[1]}' has '{d}' = {seen[0]}")
+        is_float = v.dtype.startswith("float")
+        if is_float != (arr.dtype.kind == "f"):
+            raise InputError(f"input '{v.name}': dtype {arr.dtype} but {want}")
+        out[v.name] = _to_compute(arr)
+    return out
+
+
+def dequantize(w: np.ndarray, scale: np.ndarray | None = None) -> np.ndarray:
+    """float64 view of a stored weight: int8 times its per-row scale, float16/32 upcast."""
+    if w.dtype == np.int8 and scale is not None:
+        return w.astype(F64) * np.asarray(scale, F64)[..., None]
+    return w.astype(F64) if w.dtype.kind == "f" else w
+
+
+def _to_compute(a: np.ndarray) -> np.ndarray:
+    a = np.asarray(a)
+    return a.astype(F64) if a.dtype.kind == "f" else a
+
+
+# ---- activations (ONNX formulas; alpha/beta explicit per activation) -------------------------
+def _sigmoid(x, a, b):
+    with np.errstate(over="ignore"):
+        return 1.0 / (1.0 + np.exp(-x))
+
+
+def _elu(x, a, b):
+    with np.errstate(over="ignore"):
+        return np.where(x >= 0, x, a * np.expm1(np.minimum(x, 0.0)))
+
+
+ACTIVATION_FNS: dict[str, Callable] = {
+    "sigmoid": _sigmoid,
+    "tanh": lambda x, a, b: np.tanh(x),
+    "relu": lambda x, a, b: np.maximum(x, 0.0),
+    "affine": lambda x, a, b: a * x + b,
+    "leaky_relu": lambda x, a, b: np.where(x >= 0, x, a * x),
+    "thresholded_relu": lambda x, a, b: np.where(x > a, x, 0.0),
+    "scaled_tanh": lambda x, a, b: a * np.tanh(b * x),
+    "hard_sigmoid": lambda x, a, b: np.clip(a * x + b, 0.0, 1.0),
+    "elu": _elu,
+    "softsign": lambda x, a, b: x / (1.0 + np.abs(x)),
+    "softplus": lambda x, a, b: np.logaddexp(0.0, x),
+}
+
+
+def _activations(node: Node, d: int, k: int) -> list[Callable]:
+    """The k activation functions of direction d, with their alpha/beta bound."""
+    a = node.attrs
+    fns = []
+    for j in range(d * k, d * k + k):
+        fn, al, be = ACTIVATION_FNS[a["activations"][j]], a["activation_alpha"][j], \
+            a["activation_beta"][j]
+        fns.append(lambda x, fn=fn, al=al, be=be: fn(x, al, be))
+    return fns
+
+
+# ---- recurrent: shared plumbing --------------------------------------------------------------
+def recurrent_weight(graph: Graph, node: Node, slot: str) -> np.ndarray | None:
+    """float64 weight of a slot (all directions), dequantised; w_h rebuilt from its factors."""
+    if slot == "w_h" and "w_h" not in node.weights and "w_h_u" in node.weights:
+        return np.matmul(recurrent_weight(graph, node, "w_h_u"),
+                         recurrent_weight(graph, node, "w_h_v"))
+    w = graph.weight(node, slot)
+    return None if w is None else dequantize(w, graph.scale(node, slot))
+
+
+def _clip(x: np.ndarray, bound: float) -> np.ndarray:
+    return np.clip(x, -bound, bound) if bound > 0 else x
+
+
+def _reverse_index(lens: np.ndarray, t_len: int) -> np.ndarray:
+    """idx[t, n]: time index that the reverse pass of batch n reads at its step t.
+
+    Inside each sequence's valid part the order is flipped (len-1 .. 0); positions past the
+    end are left in place (they are masked). The map is its own inverse."""
+    t = np.arange(t_len)[:, None]
+    return np.where(t < lens[None, :], lens[None, :] - 1 - t, t)
+
+
+def _run_direction(step: Callable, xw: np.ndarray, states: tuple, lens: np.ndarray,
+                   reverse: bool) -> tuple[np.ndarray, tuple]:
+    """Run one direction over time with per-batch lengths.
+
+    xw: [T, N, G] input contributions (W_x x_t, precomputed); states: tuple of [N, *] arrays,
+    states[0] is the output state. Steps past a sequence's end leave its state unchanged and
+    emit zeros. Returns y [T, N, P] and the final states."""
+    t_len, n = xw.shape[:2]
+    cols = np.arange(n)
+    if reverse:
+        idx = _reverse_index(lens, t_len)
+        xw = xw[idx, cols]
+    ys = np.zeros((t_len,) + states[0].shape)
+    for t in range(t_len):
+        active = (t < lens)[:, None]
+        new = step(xw[t], states)
+        states = tuple(np.where(active, s_new, s_old) for s_new, s_old in zip(new, states))
+        ys[t] = np.where(active, states[0], 0.0)
+    if reverse:
+        ys = ys[idx, cols]
+    return ys, states
+
+
+def _recurrent(graph: Graph, node: Node, ins: list, n_states: int, make_step: Callable) -> list:
+    """Layout, lengths, initial states and directions common to LSTM/GRU/RNN.
+
+    make_step(d) -> (input weight [G, I] of direction d, step fn). Returns [y, y_h, (y_c)]."""
+    a = node.attrs
+    ins = list(ins) + [None] * (4 - len(ins))
+    x, seq_lens = ins[0], ins[1]
+    bf = a["batch_first"]
+    x = x.transpose(1, 0, 2) if bf else x                      # [T, N, I]
+    t_len, n = x.shape[:2]
+    lens = np.full(n, t_len, dtype=np.int64) if seq_lens is None else np.asarray(seq_lens, np.int64)
+    if lens.shape != (n,) or np.any(lens < 0) or np.any(lens > t_len):
+        raise InputError(f"node '{node.name}' ({node.op.value}): sequence_lens must be {n} values "
+                         f"in [0, {t_len}], got {lens.tolist()}")
+    n_dir = num_directions(a)
+    h_size = a["hidden_size"]
+    p_size = a.get("proj_size", 0) or h_size
+    init = []
+    for k, size in zip(range(2, 2 + n_states), (p_size, h_size)):
+        s = ins[k]
+        if s is None:
+            s = np.zeros((n_dir, n, size))
+        elif bf:
+            s = s.transpose(1, 0, 2)
+        init.append(s)
+    ys, finals = [], [[] for _ in range(n_states)]
+    for d in range(n_dir):
+        w_x, step = make_step(d)
+        reverse = a["direction"] == "reverse" or d == 1
+        y, st = _run_direction(step, x @ w_x.T, tuple(s[d] for s in init), lens, reverse)
+        ys.append(y)
+        for k in range(n_states):
+            finals[k].append(st[k])
+    y = np.stack(ys, axis=1)                                    # [T, D, N, P]
+    states = [np.stack(f, axis=0) for f in finals]              # [D, N, *]
+    if bf:
+        y = y.transpose(2, 0, 1, 3)
+        states = [s.transpose(1, 0, 2) for s in states]
+    return [y] + states
+
+
+# ---- LSTM ------------------------------------------------------------------------------------
+def _layer_norm(a: np.ndarray, gamma: np.ndarray, eps: float) -> np.ndarray:
+    mean = a.mean(axis=-1, keepdims=True)
+    var = ((a - mean) ** 2).mean(axis=-1, keepdims=True)
+    return gamma * (a - mean) / np.sqrt(var + eps)
+
+
+def lstm_step(xw: np.ndarray, h: np.ndarray, c: np.ndarray, w: dict, attrs: dict,
+              acts: list[Callable]) -> tuple[np.ndarray, np.ndarray]:
+    """One LSTM step for a batch. xw = W_x x_t [N, 4H]; w holds one direction's float64
+    weights (w_h [4H, P], b [4H], peephole [3, H], layer_norm [4, H], w_proj, b_proj)."""
+    f_act, g_act, h_act = acts
+    hs = c.shape[-1]
+    pre = xw + h @ w["w_h"].T
+    a_i, a_f, a_c, a_o = (pre[:, k * hs:(k + 1) * hs] for k in range(4))
+    p = w.get("peephole")
+    if p is not None:
+        a_i, a_f = a_i + p[0] * c, a_f + p[1] * c
+
+    def gate_input(a_g, k):
+        ln, b = w.get("layer_norm"), w.get("b")
+        z = _layer_norm(a_g, ln[k], attrs["layer_norm_epsilon"]) if ln is not None else a_g
+        z = z + b[k * hs:(k + 1) * hs] if b is not None else z
+        return _clip(z, attrs["gate_clip"])
+
+    coupled = attrs["coupled_gate"]
+    f = f_act(gate_input(a_f, 1)) if coupled != "forget" else None
+    i = f_act(gate_input(a_i, 0)) if coupled != "input" else 1.0 - f
+    if f is None:
+        f = 1.0 - i
+    g = g_act(gate_input(a_c, 2))
+    c_new = _clip(f * c + i * g, attrs["cell_clip"])
+    # NOTE: the output peephole reads the new cell state (Android NN / TFLite), not c_{t-1}
+    if p is not None:
+        a_o = a_o + p[2] * c_new
+    o = f_act(gate_input(a_o, 3))
+    m = o * h_act(c_new)
+    if "w_proj" not in w:
+        return m, c_new
+    h_new = m @ w["w_proj"].T
+    if w.get("b_proj") is not None:
+        h_new = h_new + w["b_proj"]
+    return _clip(h_new, attrs["proj_clip"]), c_new
+
+
+_LSTM_SLOTS = ("w_h", "b", "peephole", "layer_norm", "w_proj", "b_proj")
+
+
+@implements(Op.LSTM)
+def _lstm(graph, node, ins):
+    full = {s: recurrent_weight(graph, node, s) for s in ("w_x",) + _LSTM_SLOTS}
+
+    def make_step(d):
+        w = {s: full[s][d] for s in _LSTM_SLOTS if full[s] is not None}
+        acts = _activations(node, d, 3)
+        return full["w_x"][d], lambda xw, st: lstm_step(xw, st[0], st[1], w, node.attrs, acts)
+    return _recurrent(graph, node, ins, 2, make_step)
+
+
+# ---- GRU -------------------------------------------------------------------------------------
+def gru_step(xw: np.ndarray, h: np.ndarray, w: dict, attrs: dict,
+             acts: list[Callable]) -> np.ndarray:
+    """One GRU step (ONNX, gates z, r, h). xw = W_x x_t + b_x [N, 3H]."""
+    f_act, g_act = acts
+    hs = h.shape[-1]
+    w_h, b_h, clip = w["w_h"], w["b_h"], attrs["gate_clip"]
+    rec = h @ w_h[:2 * hs].T + b_h[:2 * hs]
+    z = f_act(_clip(xw[:, :hs] + rec[:, :hs], clip))
+    r = f_act(_clip(xw[:, hs:2 * hs] + rec[:, hs:], clip))
+    if attrs["linear_before_reset"]:
+        h_rec = r * (h @ w_h[2 * hs:].T + b_h[2 * hs:])
+    else:
+        h_rec = (r * h) @ w_h[2 * hs:].T + b_h[2 * hs:]
+    h_tilde = g_act(_clip(xw[:, 2 * hs:] + h_rec, clip))
+    return (1.0 - z) * h_tilde + z * h
+
+
+@implements(Op.GRU)
+def _gru(graph, node, ins):
+    hs3 = 3 * node.attrs["hidden_size"]
+    n_dir = num_directions(node.attrs)
+    w_x, w_h = recurrent_weight(graph, node, "w_x"), recurrent_weight(graph, node, "w_h")
+    zeros = np.zeros((n_dir, hs3))
+    b_x = recurrent_weight(graph, node, "b_x")
+    b_h = recurrent_weight(graph, node, "b_h")
+    b_x, b_h = (zeros if b is None else b for b in (b_x, b_h))
+
+    def make_step(d):
+        w = {"w_h": w_h[d], "b_h": b_h[d]}
+        acts = _activations(node, d, 2)
+        # the input bias rides on the precomputed input contribution: append it as a column
+        w_xb = np.concatenate([w_x[d], b_x[d][:, None]], axis=1)
+        return w_xb, lambda xw, st: (gru_step(xw, st[0], w, node.attrs, acts),)
+    return _recurrent(graph, node, _with_ones_column(ins), 1, make_step)
+
+
+def _with_ones_column(ins: list) -> list:
+    """Append a column of ones to x so that [W_x | b] @ [x; 1] = W_x x + b."""
+    x = ins[0]
+    return [np.concatenate([x, np.ones(x.shape[:-1] + (1,))], axis=-1)] + list(ins[1:])
+
+
+# ---- RNN -------------------------------------------------------------------------------------
+@implements(Op.RNN)
+def _rnn(graph, node, ins):
+    a = node.attrs
+    n_dir, hs = num_directions(a), a["hidden_size"]
+    w_x, w_h = recurrent_weight(graph, node, "w_x"), recurrent_weight(graph, node, "w_h")
+    b = recurrent_weight(graph, node, "b")
+    b = np.zeros((n_dir, hs)) if b is None else b
+
+    def make_step(d):
+        (act,) = _activations(node, d, 1)
+        w_xb = np.concatenate([w_x[d], b[d][:, None]], axis=1)
+        return w_xb, lambda xw, st: (act(_clip(xw + st[0] @ w_h[d].T, a["gate_clip"])),)
+    return _recurrent(graph, node, _with_ones_column(ins), 1, make_step)
+
+
+# ---- glue: linear ----------------------------------------------------------------------------
+@implements(Op.MATMUL)
+def _matmul(graph, node, ins):
+    return [np.matmul(ins[0], ins[1])]
+
+
+@implements(Op.GEMM)
+def _gemm(graph, node, ins):
+    at = node.attrs
+    a = ins[0].T if at["trans_a"] else ins[0]
+    b = ins[1].T if at["trans_b"] else ins[1]
+    y = at["alpha"] * (a @ b)
+    c = ins[2] if len(ins) > 2 else None
+    return [y + at["beta"] * c if c is not None else y]
+
+
+@implements(Op.CONV1D)
+def _conv1d(graph, node, ins):
+    at = node.attrs
+    x, w = ins[0], ins[1]
+    b = ins[2] if len(ins) > 2 else None
+    x = np.pad(x, ((0, 0), (0, 0), tuple(at["pads"])))
+    n_out, c_per_group, k = w.shape
+    g = at["group"]
+    out_len = (x.shape[2] - at["dilation"] * (k - 1) - 1) // at["stride"] + 1
+    taps = np.arange(out_len)[:, None] * at["stride"] + np.arange(k)[None, :] * at["dilation"]
+    win = x[:, :, taps]                                         # [N, C, L_out, K]
+    o_per_group = n_out // g
+    y = np.concatenate([
+        np.einsum("nclk,ock->nol", win[:, j * c_per_group:(j + 1) * c_per_group],
+                  w[j * o_per_group:(j + 1) * o_per_group]) for j in range(g)], axis=1)
+    return [y + b[None, :, None] if b is not None else y]
+
+
+# ---- glue: elementwise -----------------------------------------------------------------------
+def _int_div(a, b):
+    return np.trunc(np.true_divide(a, b)).astype(np.result_type(a, b))
+
+
+_BINARY = {Op.ADD: np.add, Op.SUB: np.subtract, Op.MUL: np.multiply, Op.POW: np.power}
+
+
+@implements(*_BINARY)
+def _binary(graph, node, ins):
+    return [_BINARY[node.op](ins[0], ins[1])]
+
+
+@implements(Op.DIV)
+def _div(graph, node, ins):
+    a, b = ins
+    if a.dtype.kind in "iu" and b.dtype.kind in "iu":
+        return [_int_div(a, b)]    # ONNX integer Div truncates toward zero
+    return [np.true_divide(a, b)]
+
+
+_UNARY = {
+    Op.RELU: lambda x: np.maximum(x, 0),
+    Op.SIGMOID: lambda x: _sigmoid(x, None, None),
+    Op.TANH: np.tanh,
+    Op.SQRT: np.sqrt,
+    Op.EXP: np.exp,
+    Op.LOG: np.log,
+    Op.NEG: np.negative,
+    Op.ABS: np.abs,
+    Op.IDENTITY: lambda x: x,
+}
+
+
+@implements(*_UNARY)
+def _unary(graph, node, ins):
+    return [_UNARY[node.op](ins[0])]
+
+
+@implements(Op.CLIP)
+def _clip_op(graph, node, ins):
+    return [np.clip(ins[0], node.attrs["min"], node.attrs["max"])]
+
+
+@implements(Op.LEAKY_RELU)
+def _leaky_relu(graph, node, ins):
+    x = ins[0]
+    return [np.where(x >= 0, x, node.attrs["alpha"] * x)]
+
+
+@implements(Op.CAST)
+def _cast(graph, node, ins):
+    # a cast to a narrower float rounds there first, then computation goes on in float64
+    return [_to_compute(ins[0].astype(node.attrs["to"]))]
+
+
+# ---- glue: normalising / reducing ------------------------------------------------------------
+@implements(Op.SOFTMAX, Op.LOG_SOFTMAX)
+def _softmax(graph, node, ins):
+    x, ax = ins[0], node.attrs["axis"]
+    shifted = x - x.max(axis=ax, keepdims=True)
+    log_sum = np.log(np.exp(shifted).sum(axis=ax, keepdims=True))
+    log_p = shifted - log_sum
+    return [log_p if node.op is Op.LOG_SOFTMAX else np.exp(log_p)]
+
+
+@implements(Op.REDUCE_MEAN, Op.REDUCE_SUM)
+def _reduce(graph, node, ins):
+    axes = tuple(node.attrs["axes"]) or None
+    fn = np.mean if node.op is Op.REDUCE_MEAN else np.sum
+    return [fn(ins[0], axis=axes, keepdims=node.attrs["keepdims"])]
+
+
+# ---- glue: layout ----------------------------------------------------------------------------
+@implements(Op.CONCAT)
+def _concat(graph, node, ins):
+    return [np.concatenate(ins, axis=node.attrs["axis"])]
+
+
+@implements(Op.SPLIT)
+def _split(graph, node, ins):
+    cuts = np.cumsum(node.attrs["split"])[:-1]
+    return np.split(ins[0], cuts, axis=node.attrs["axis"])
+
+
+@implements(Op.SLICE)
+def _slice(graph, node, ins):
+    x = ins[0]
+    at = node.attrs
+    for st, en, ax, sp in zip(at["starts"], at["ends"], at["axes"], at["steps"]):
+        ax = ax % x.ndim
+        # range(*slice.indices) gives ONNX clamping, including negative steps to index 0
+        x = np.take(x, np.arange(*slice(st, en, sp).indices(x.shape[ax])), axis=ax)
+    return [x]
+
+
+@implements(Op.TRANSPOSE)
+def _transpose(graph, node, ins):
+    perm = node.attrs["perm"] or None
+    return [np.transpose(ins[0], perm)]
+
+
+@implements(Op.RESHAPE)
+def _reshape(graph, node, ins):
+    x = ins[0]
+    shape = [x.shape[k] if d == 0 else d for k, d in enumerate(node.attrs["shape"])]
+    return [x.reshape(shape)]
+
+
+@implements(Op.SQUEEZE)
+def _squeeze(graph, node, ins):
+    x = ins[0]
+    axes = tuple(a % x.ndim for a in node.attrs["axes"]) or \
+        tuple(k for k, d in enumerate(x.shape) if d == 1)
+    return [np.squeeze(x, axis=axes)]
+
+
+@implements(Op.UNSQUEEZE)
+def _unsqueeze(graph, node, ins):
+    x = ins[0]
+    rank = x.ndim + len(node.attrs["axes"])
+    return [np.expand_dims(x, tuple(sorted(a % rank for a in node.attrs["axes"])))]
+
+
+@implements(Op.PAD)
+def _pad(graph, node, ins):
+    x, at = ins[0], node.attrs
+    r = x.ndim
+    begin, end = at["pads"][:r], at["pads"][r:]
+    # negative pads crop (ONNX); positive ones pad
+    crop = tuple(slice(max(-b, 0), x.shape[k] - max(-e, 0)) for k, (b, e) in enumerate(zip(begin, end)))
+    x = x[crop]
+    widths = tuple((max(b, 0), max(e, 0)) for b, e in zip(begin, end))
+    if at["mode"] == "constant":
+        return [np.pad(x, widths, mode="constant", constant_values=at["value"])]
+    return [np.pad(x, widths, mode=at["mode"])]
+
+
+@implements(Op.GATHER)
+def _gather(graph, node, ins):
+    x, idx = ins
+    ax = node.attrs["axis"] % x.ndim
+    if np.any(idx >= x.shape[ax]) or np.any(idx < -x.shape[ax]):
+        raise InputError(f"node '{node.name}' (Gather): indices out of range for axis {ax} "
+                         f"of size {x.shape[ax]}")
+    return [np.take(x, idx, axis=ax)]
+
+
+def _check_complete() -> None:
+    missing = set(Op) - set(_OPS)
+    if missing:
+        raise AssertionError(f"reference lacks ops: {sorted(o.value for o in missing)}")
+
+
+_check_complete()
