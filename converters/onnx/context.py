@@ -1,0 +1,147 @@
+"""Conversion state shared by the ONNX handlers: known constants, inferred shapes, emitted nodes.
+
+Handlers read operands through the context (`inp`, `const`, `need_const`, `attrs`) and emit
+edgeseq nodes with `emit`. A handler that meets something it cannot map raises `Unsupported`;
+the converter collects every such problem and reports them all at once.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import helper
+
+from edgeseq.graph import Node
+from edgeseq.ops import Op
+
+
+class Unsupported(Exception):
+    """Raised by a handler: this node (or one of its attribute values) cannot be mapped."""
+
+
+ONNX_TO_NP = {
+    onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.FLOAT16: "float16",
+    onnx.TensorProto.DOUBLE: "float64", onnx.TensorProto.INT8: "int8",
+    onnx.TensorProto.INT32: "int32", onnx.TensorProto.INT64: "int64",
+    onnx.TensorProto.BOOL: "bool",
+}
+
+
+def node_label(node: onnx.NodeProto) -> str:
+    return f"'{node.name}' ({node.op_type})" if node.name else f"<unnamed> ({node.op_type})"
+
+
+class Context:
+    def __init__(self, opsets: dict[str, int], shapes: dict[str, tuple[str, tuple]]):
+        self.opsets = opsets
+        self.consts: dict[str, np.ndarray] = {}
+        self.shapes = shapes                    # ONNX name -> (dtype, shape) from shape inference
+        self.nodes: list[Node] = []
+        self.used: dict[str, np.ndarray] = {}  # constants referenced by emitted nodes
+        self.alias: dict[str, str] = {}
+        self._names: set[str] = set()
+        self.node: onnx.NodeProto | None = None  # the ONNX node being converted
+        self.node_name = ""
+
+    # ---- operands ----------------------------------------------------------------------
+    def resolve(self, name: str) -> str:
+        while name in self.alias:
+            name = self.alias[name]
+        return name
+
+    def const(self, name: str) -> np.ndarray | None:
+        """The constant value of an operand, or None if it is computed at run time."""
+        return self.consts.get(self.resolve(name)) if name else None
+
+    def input_name(self, node: onnx.NodeProto, i: int) -> str:
+        return node.input[i] if i < len(node.input) else ""
+
+    def need_const(self, node: onnx.NodeProto, i: int, what: str) -> np.ndarray:
+        """Operand i, which must be known at conversion time."""
+        name = self.input_name(node, i)
+        v = self.const(name)
+        if v is None:
+            raise Unsupported(
+                f"input {i} ('{what}' = '{name}') must be a constant after folding but is computed "
+                f"at run time; fix the input it depends on with --fix NAME=VALUE or its shape with "
+                f"--shape NAME=DIMS")
+        return v
+
+    def opt_const(self, node: onnx.NodeProto, i: int, what: str) -> np.ndarray | None:
+        """Optional operand i: None if absent, else it must be a constant."""
+        return self.need_const(node, i, what) if self.input_name(node, i) else None
+
+    def inp(self, node: onnx.NodeProto, i: int) -> str:
+        """Name of operand i for an emitted node ("" if absent); constants are recorded."""
+        name = self.resolve(self.input_name(node, i))
+        if name and name in self.consts:
+            self.used[name] = self.consts[name]
+        return name
+
+    def use_const(self, name: str) -> str:
+        self.used[name] = self.consts[name]
+        return name
+
+    def add_const(self, base: str, arr: np.ndarray) -> str:
+        """Register a new constant (e.g. re-ordered weights) and return its unique name."""
+        name = self.fresh(base)
+        self.consts[name] = np.ascontiguousarray(arr)
+        self.used[name] = self.consts[name]
+        return name
+
+    def dtype(self, name: str) -> str | None:
+        name = self.resolve(name)
+        if name in self.consts:
+            return str(self.consts[name].dtype)
+        return self.shapes.get(name, (None, None))[0]
+
+    def shape(self, name: str) -> tuple | None:
+        """Static-or-symbolic shape from ONNX shape inference (None if unknown)."""
+        name = self.resolve(name)
+        if name in self.consts:
+            return tuple(self.consts[name].shape)
+        return self.shapes.get(name, (None, None))[1]
+
+    # ---- attributes --------------------------------------------------------------------
+    @staticmethod
+    def attrs(node: onnx.NodeProto, known: set[str] | frozenset[str] = frozenset()) -> dict[str, Any]:
+        """Attributes as Python values (strings decoded); names outside `known` are refused."""
+        out = {}
+        for a in node.attribute:
+            v = helper.get_attribute_value(a)
+            if isinstance(v, bytes):
+                v = v.decode()
+            elif isinstance(v, list) and v and isinstance(v[0], bytes):
+                v = [s.decode() for s in v]
+            out[a.name] = v
+        extra = set(out) - set(known)
+        if extra:
+            raise Unsupported(f"unsupported attribute(s) {sorted(extra)}; this converter "
+                              f"understands {sorted(known) or 'none'}")
+        return out
+
+    # ---- output ------------------------------------------------------------------------
+    def fresh(self, base: str) -> str:
+        name, k = base, 1
+        while name in self._names or name in self.consts:
+            name = f"{base}_{k}"
+            k += 1
+        self._names.add(name)
+        return name
+
+    def reserve(self, names) -> None:
+        self._names.update(n for n in names if n)
+
+    def emit(self, op: Op, inputs: list[str], outputs: list[str], attrs: dict | None = None,
+             weights: dict[str, str] | None = None, suffix: str = "") -> Node:
+        """Append an edgeseq node (named after the ONNX node being converted)."""
+        n = Node(self.fresh(self.node_name + suffix), op, list(inputs), list(outputs),
+                 dict(attrs or {}), dict(weights or {}))
+        self.reserve(outputs)
+        self.nodes.append(n)
+        return n
+
+    def tmp(self, base: str) -> str:
+        """A fresh intermediate value name."""
+        return self.fresh(base)

@@ -1,0 +1,250 @@
+"""ONNX -> edgeseq Graph: load, pin user-fixed inputs, infer shapes, fold, map every node.
+
+The converter never executes the model. It walks the whole graph once: Constant nodes and
+nodes whose operands are all known are folded (fold.py), Shape/Size of statically shaped
+values become constants, and everything else goes to the handler registered for its op type
+and opset. Every problem found on the way is collected and raised as ONE
+UnsupportedModelError, so a user sees the full list of what stands in the way.
+"""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+import onnx
+from onnx import helper
+
+from edgeseq.errors import GraphError, ShapeError, UnsupportedModelError
+from edgeseq.graph import Graph, Node, Value
+from edgeseq.ops import Op
+from edgeseq.converters.onnx import registry
+from edgeseq.converters.onnx.context import ONNX_TO_NP, Context, Unsupported, node_label
+from edgeseq.converters.onnx.fold import constant_value, try_fold
+
+# Importing the handler modules registers them.
+from edgeseq.converters.onnx import layout as _layout  # noqa: F401
+from edgeseq.converters.onnx import math as _math  # noqa: F401
+from edgeseq.converters.onnx import recurrent as _recurrent  # noqa: F401
+
+
+def load_model(path_or_model) -> tuple[onnx.ModelProto, str]:
+    """A ModelProto with external data (`.onnx.data`) loaded, and a name for messages."""
+    if isinstance(path_or_model, onnx.ModelProto):
+        return path_or_model, path_or_model.graph.name or "model"
+    path = Path(path_or_model)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such model file")
+    try:
+        # load_external_data resolves `.onnx.data` files relative to the model's folder.
+        model = onnx.load(str(path), load_external_data=True)
+    except Exception as e:  # noqa: BLE001 - protobuf raises several unrelated types
+        raise UnsupportedModelError(f"{path}: not a readable ONNX model ({e})") from None
+    return model, path.name
+
+
+def parse_fix(spec: str) -> tuple[str, np.ndarray | list]:
+    """'NAME=VALUE' with VALUE a number, a comma list, or a .npy file."""
+    name, sep, val = spec.partition("=")
+    if not sep or not name:
+        raise UnsupportedModelError(f"--fix expects NAME=VALUE, got '{spec}'")
+    if val.endswith(".npy"):
+        return name, np.load(val)
+    try:
+        return name, [float(x) if any(c in x for c in ".eE") else int(x)
+                      for x in val.replace(" ", "").split(",") if x]
+    except ValueError:
+        raise UnsupportedModelError(f"--fix {name}: cannot parse '{val}' as numbers") from None
+
+
+def parse_shape(spec: str) -> tuple[str, tuple[int, ...]]:
+    """'NAME=DIMS' with DIMS like 1,576 or 1x576."""
+    name, sep, val = spec.partition("=")
+    try:
+        dims = tuple(int(x) for x in val.replace("x", ",").split(",") if x)
+    except ValueError:
+        dims = ()
+    if not sep or not name or not dims:
+        raise UnsupportedModelError(f"--shape expects NAME=DIMS (e.g. x=1,100,40), got '{spec}'")
+    return name, dims
+
+
+def _elem_dtype(vi: onnx.ValueInfoProto) -> str | None:
+    return ONNX_TO_NP.get(vi.type.tensor_type.elem_type)
+
+
+def _dims(vi: onnx.ValueInfoProto) -> tuple | None:
+    t = vi.type.tensor_type
+    if not t.HasField("shape"):
+        return None
+    out = []
+    for k, d in enumerate(t.shape.dim):
+        if d.HasField("dim_value"):
+            out.append(int(d.dim_value))
+        elif d.dim_param:
+            out.append(d.dim_param)
+        else:
+            out.append(f"{vi.name}:{k}")
+    return tuple(out)
+
+
+def _pin_inputs(model: onnx.ModelProto, fix: Mapping, shapes: Mapping) -> dict[str, np.ndarray]:
+    """Apply --shape to input declarations and turn --fix inputs into initializers."""
+    g = model.graph
+    by_name = {vi.name: vi for vi in g.input}
+    init_names = {t.name for t in g.initializer}
+    for name in list(fix) + list(shapes):
+        if name not in by_name or name in init_names:
+            raise UnsupportedModelError(
+                f"--fix/--shape '{name}' is not a graph input; inputs: "
+                f"{[v.name for v in g.input if v.name not in init_names]}")
+    for name, dims in shapes.items():
+        vi = by_name[name]
+        old = _dims(vi)
+        if old is not None and len(old) != len(dims):
+            raise ShapeError(f"--shape {name}: model declares rank {len(old)} {old}, got {dims}")
+        if old is not None:
+            for o, d in zip(old, dims):
+                if isinstance(o, int) and o != d:
+                    raise ShapeError(f"--shape {name}: model declares {old}, got {dims}")
+        tt = vi.type.tensor_type
+        tt.shape.Clear()
+        for d in dims:
+            tt.shape.dim.add().dim_value = d
+    fixed: dict[str, np.ndarray] = {}
+    for name, val in fix.items():
+        vi = by_name[name]
+        dt = _elem_dtype(vi) or "float32"
+        arr = np.asarray(val, dtype=dt)
+        want = _dims(vi)
+        if want is not None and all(isinstance(d, int) for d in want) and arr.shape != want:
+            if arr.size != int(np.prod(want)):
+                raise ShapeError(f"--fix {name}: model declares shape {want}, "
+                                 f"got {arr.size} value(s)")
+            arr = arr.reshape(want)
+        fixed[name] = arr
+        g.initializer.append(onnx.numpy_helper.from_array(arr, name))
+    keep = [vi for vi in g.input if vi.name not in fixed]
+    del g.input[:]
+    g.input.extend(keep)
+    return fixed
+
+
+def _infer(model: onnx.ModelProto) -> dict[str, tuple[str | None, tuple | None]]:
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
+    except Exception:  # noqa: BLE001 - fall back to the declared shapes only
+        inferred = model
+    g = inferred.graph
+    return {vi.name: (_elem_dtype(vi), _dims(vi))
+            for vi in list(g.input) + list(g.value_info) + list(g.output)}
+
+
+def convert(path_or_model, *, fix: Mapping | None = None, shapes: Mapping | None = None,
+            validate: bool = True) -> Graph:
+    """Convert an ONNX model (path or ModelProto) into a validated edgeseq Graph.
+
+    fix: input name -> value (array, number or list) baked in as a constant.
+    shapes: input name -> dims, fixing dynamic dims so shape sub-graphs fold.
+    """
+    model, label = load_model(path_or_model)
+    model = copy.deepcopy(model)
+    fix = dict(fix or {})
+    shapes = dict(shapes or {})
+    fixed = _pin_inputs(model, fix, shapes)
+    g = model.graph
+    opsets = {("" if o.domain == "ai.onnx" else o.domain): o.version for o in model.opset_import}
+    opsets.setdefault("", 1)
+    ctx = Context(opsets, _infer(model))
+    for t in g.initializer:
+        ctx.consts[t.name] = onnx.numpy_helper.to_array(t)
+    init_names = set(ctx.consts)
+    ctx.reserve(init_names)
+    graph_inputs = [vi for vi in g.input if vi.name not in init_names]
+    ctx.reserve(vi.name for vi in graph_inputs)
+    for n in g.node:
+        ctx.reserve(n.output)
+
+    problems: list[str] = []
+    unsupported_ops: dict[str, list[str]] = {}
+    names_seen: set[str] = set()
+    for k, node in enumerate(g.node):
+        base = node.name or f"{node.op_type}_{k}"
+        while base in names_seen:
+            base += "_"
+        names_seen.add(base)
+        ctx.node, ctx.node_name = node, base
+        if node.op_type == "Constant" and node.domain in ("", "ai.onnx"):
+            ctx.consts[node.output[0]] = constant_value(node)
+            continue
+        ins = [ctx.const(n) if n else None for n in node.input]
+        if all(v is not None for n, v in zip(node.input, ins) if n):
+            res = try_fold(node, ins, opsets)
+            if res is not None:
+                for name, arr in zip(node.output, res):
+                    if name:
+                        ctx.consts[name] = arr
+                continue
+        if node.op_type in ("Shape", "Size") and node.domain in ("", "ai.onnx"):
+            shp = ctx.shape(node.input[0])
+            if shp is not None and all(isinstance(d, int) for d in shp):
+                res = try_fold(node, [np.zeros(shp, dtype=np.float32)], opsets)
+                if res is not None:
+                    ctx.consts[node.output[0]] = res[0]
+                    continue
+        domain = "" if node.domain == "ai.onnx" else node.domain
+        opset = opsets.get(domain, 1)
+        h = registry.lookup(node.op_type, domain, opset)
+        if h is None:
+            key = f"{domain + '::' if domain else ''}{node.op_type} (opset {opset})"
+            unsupported_ops.setdefault(key, []).append(node.name or base)
+            continue
+        try:
+            h.fn(ctx, node)
+        except Unsupported as e:
+            problems.append(f"node {node_label(node)}: {e}")
+
+    if unsupported_ops or problems:
+        lines = [f"{label}: cannot convert {len(unsupported_ops)} unsupported op type(s) and "
+                 f"{len(problems)} node problem(s):"]
+        for key, nodes in unsupported_ops.items():
+            shown = ", ".join(f"'{n}'" for n in nodes[:8]) + (" ..." if len(nodes) > 8 else "")
+            lines.append(f"  - op {key}: no handler; nodes {shown}")
+        lines += [f"  - {p}" for p in problems]
+        lines.append("  supported ONNX ops: " + ", ".join(registry.supported()))
+        lines.append("  (any op whose operands are all constants is folded, whatever its type)")
+        raise UnsupportedModelError("\n".join(lines))
+
+    inputs = []
+    for vi in graph_inputs:
+        dt = _elem_dtype(vi)
+        if dt is None:
+            raise UnsupportedModelError(f"{label}: graph input '{vi.name}' has an unsupported "
+                                        f"element type {vi.type.tensor_type.elem_type}")
+        shp = _dims(vi)
+        inputs.append(Value(vi.name, dt, shp if shp is not None else ()))
+    outputs = []
+    for vi in g.output:
+        src = ctx.resolve(vi.name)
+        if src != vi.name:
+            # an output that is another value under a new name (Identity, Dropout ...)
+            if src in ctx.consts:
+                ctx.use_const(src)
+            ctx.nodes.append(Node(ctx.fresh(f"{vi.name}/identity"), Op.IDENTITY, [src], [vi.name]))
+        elif src in ctx.consts and not any(vi.name in n.outputs for n in ctx.nodes):
+            c = ctx.consts[src]
+            ctx.nodes.append(Node(ctx.fresh(f"{vi.name}/identity"), Op.IDENTITY,
+                                  [ctx.add_const(vi.name + "/value", c)], [vi.name]))
+        shp = _dims(vi)
+        outputs.append(Value(vi.name, _elem_dtype(vi) or "float32", shp or ()))
+    graph = Graph(g.name or Path(label).stem, inputs, outputs, ctx.nodes, dict(ctx.used),
+                  metadata={"source_format": "onnx", "opsets": opsets,
+                            "producer": f"{model.producer_name} {model.producer_version}".strip(),
+                            "fixed_inputs": sorted(fixed)})
+    if validate:
+        try:
+            graph.validate()
+        except (GraphError, ShapeError) as e:
+            raise type(e)(f"{label}: converted graph is inconsistent: {e}") from None
+    return graph

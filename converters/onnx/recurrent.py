@@ -1,0 +1,176 @@
+"""ONNX LSTM / GRU / RNN -> edgeseq recurrent nodes, every attribute and optional input.
+
+Weights are re-laid out once here: ONNX stacks LSTM gates i,o,f,c and edgeseq i,f,c,o; ONNX
+biases [Wb, Rb] are summed for LSTM/RNN and kept apart for GRU (whose reset-gate term needs
+Rb separately); peepholes P[i,o,f] become [D, 3, H] in i,f,o order.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from edgeseq.ops import ACTIVATIONS, Op
+from edgeseq.converters.onnx.context import Context, Unsupported
+from edgeseq.converters.onnx.registry import handler
+
+# ONNX activation names -> edgeseq names (ops.ACTIVATIONS).
+_ACT = {"Sigmoid": "sigmoid", "Tanh": "tanh", "Relu": "relu", "Affine": "affine",
+        "LeakyRelu": "leaky_relu", "ThresholdedRelu": "thresholded_relu",
+        "ScaledTanh": "scaled_tanh", "HardSigmoid": "hard_sigmoid", "Elu": "elu",
+        "Softsign": "softsign", "Softplus": "softplus"}
+_ACT_LOWER = {k.lower(): v for k, v in _ACT.items()}
+
+_COMMON = {"activation_alpha", "activation_beta", "activations", "clip", "direction",
+           "hidden_size", "layout"}
+_DIRECTIONS = {"forward": 1, "reverse": 1, "bidirectional": 2}
+_DEFAULT_ACTS = {Op.LSTM: ("Sigmoid", "Tanh", "Tanh"), Op.GRU: ("Sigmoid", "Tanh"),
+                 Op.RNN: ("Tanh",)}
+_N_GATES = {Op.LSTM: 4, Op.GRU: 3, Op.RNN: 1}
+# ONNX LSTM gate blocks i,o,f,c -> edgeseq i,f,c,o: take ONNX blocks 0,2,3,1.
+_LSTM_ORDER = (0, 2, 3, 1)
+
+
+def _activations(op: Op, a: dict, d: int) -> tuple[tuple, tuple, tuple]:
+    """Explicit per-function (names, alpha, beta); ONNX consumes alpha/beta lists in order,
+    only by the functions that take the parameter (as onnxruntime does)."""
+    k = len(_DEFAULT_ACTS[op])
+    names = list(a.get("activations") or _DEFAULT_ACTS[op] * d)
+    if len(names) == k and d == 2:
+        names = names * 2
+    if len(names) != k * d:
+        raise Unsupported(f"activations: expected {k * d} names ({k} per direction), "
+                          f"got {len(names)}: {names}")
+    out_names = []
+    for nm in names:
+        if nm.lower() not in _ACT_LOWER:
+            raise Unsupported(f"activation '{nm}' is not supported; supported: {sorted(_ACT)}")
+        out_names.append(_ACT_LOWER[nm.lower()])
+    alphas = list(a.get("activation_alpha") or [])
+    betas = list(a.get("activation_beta") or [])
+    al, be = [], []
+    for nm in out_names:
+        da, db = ACTIVATIONS[nm]
+        al.append(float(alphas.pop(0)) if da is not None and alphas else float(da or 0.0))
+        be.append(float(betas.pop(0)) if db is not None and betas else float(db or 0.0))
+    if alphas or betas:
+        raise Unsupported(f"activation_alpha/activation_beta have {len(alphas)}/{len(betas)} "
+                          f"value(s) left over for activations {names}")
+    return tuple(out_names), tuple(al), tuple(be)
+
+
+def _f32(x: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def _common(ctx: Context, node, op: Op, extra: set[str]):
+    a = ctx.attrs(node, _COMMON | extra)
+    direction = a.get("direction", "forward")
+    if direction not in _DIRECTIONS:
+        raise Unsupported(f"direction '{direction}' is not one of {sorted(_DIRECTIONS)}")
+    d = _DIRECTIONS[direction]
+    layout = int(a.get("layout", 0))
+    if layout not in (0, 1):
+        raise Unsupported(f"layout must be 0 or 1, got {layout}")
+    w = ctx.need_const(node, 1, "W")
+    r = ctx.need_const(node, 2, "R")
+    if w.ndim != 3 or r.ndim != 3 or w.shape[0] != d or r.shape[0] != d:
+        raise Unsupported(f"W {w.shape} / R {r.shape}: expected [num_directions={d}, G*H, *]")
+    h = int(a.get("hidden_size", r.shape[-1]))
+    g = _N_GATES[op]
+    if w.shape[1] != g * h or r.shape[1:] != (g * h, h):
+        raise Unsupported(f"W {w.shape} / R {r.shape} do not match hidden_size={h} "
+                          f"({g} gate(s))")
+    clip = a.get("clip")
+    if clip is not None and not clip > 0:
+        raise Unsupported(f"clip must be > 0, got {clip}")
+    acts, alpha, beta = _activations(op, a, d)
+    attrs = {"hidden_size": h, "direction": direction, "batch_first": layout == 1,
+             "activations": acts, "activation_alpha": alpha, "activation_beta": beta,
+             "gate_clip": float(clip or 0.0)}
+    return a, attrs, _f32(w), _f32(r), d, h
+
+
+def _io(ctx: Context, node, n_states: int) -> tuple[list[str], list[str]]:
+    """edgeseq inputs [x, sequence_lens, initial_h(, initial_c)] and outputs."""
+    ins = [ctx.inp(node, 0), ctx.inp(node, 4), ctx.inp(node, 5)]
+    if n_states == 2:
+        ins.append(ctx.inp(node, 6))
+    while ins and not ins[-1]:
+        ins.pop()
+    outs = list(node.output)
+    while outs and not outs[-1]:
+        outs.pop()
+    return ins, outs
+
+
+@handler("LSTM", since=7)
+def lstm(ctx: Context, node) -> None:
+    a, attrs, w, r, d, h = _common(ctx, node, Op.LSTM, {"input_forget"})
+    order = np.concatenate([np.arange(k * h, (k + 1) * h) for k in _LSTM_ORDER])
+    w_x, w_h = w[:, order], r[:, order]
+    b = ctx.opt_const(node, 3, "B")
+    if b is not None:
+        b = _f32(b)
+        if b.shape != (d, 8 * h):
+            raise Unsupported(f"B: expected ({d}, {8 * h}), got {b.shape}")
+        b = (b[:, :4 * h] + b[:, 4 * h:])[:, order]
+    p = ctx.opt_const(node, 7, "P")
+    if p is not None:
+        p = _f32(p)
+        if p.shape != (d, 3 * h):
+            raise Unsupported(f"P: expected ({d}, {3 * h}), got {p.shape}")
+        p = p.reshape(d, 3, h)[:, [0, 2, 1]].copy()   # i,o,f -> i,f,o
+    coupled = int(a.get("input_forget", 0))
+    if coupled not in (0, 1):
+        raise Unsupported(f"input_forget must be 0 or 1, got {coupled}")
+    if coupled:
+        # NOTE: onnxruntime couples as f = 1 - i (the reverse of TFLite CIFG); the derived
+        # forget gate's rows are ignored by edgeseq and zeroed so nothing reads stale weights.
+        attrs["coupled_gate"] = "forget"
+        fr = slice(h, 2 * h)
+        w_x, w_h = w_x.copy(), w_h.copy()
+        w_x[:, fr] = 0
+        w_h[:, fr] = 0
+        if b is not None:
+            b[:, fr] = 0
+        if p is not None:
+            p[:, 1] = 0
+    base = ctx.node_name
+    weights = {"w_x": ctx.add_const(f"{base}/w_x", w_x), "w_h": ctx.add_const(f"{base}/w_h", w_h)}
+    if b is not None:
+        weights["b"] = ctx.add_const(f"{base}/b", b)
+    if p is not None:
+        weights["peephole"] = ctx.add_const(f"{base}/peephole", p)
+    ins, outs = _io(ctx, node, 2)
+    ctx.emit(Op.LSTM, ins, outs, attrs, weights)
+
+
+@handler("GRU", since=7)
+def gru(ctx: Context, node) -> None:
+    a, attrs, w, r, d, h = _common(ctx, node, Op.GRU, {"linear_before_reset"})
+    attrs["linear_before_reset"] = bool(int(a.get("linear_before_reset", 0)))
+    base = ctx.node_name
+    weights = {"w_x": ctx.add_const(f"{base}/w_x", w), "w_h": ctx.add_const(f"{base}/w_h", r)}
+    b = ctx.opt_const(node, 3, "B")
+    if b is not None:
+        b = _f32(b)
+        if b.shape != (d, 6 * h):
+            raise Unsupported(f"B: expected ({d}, {6 * h}), got {b.shape}")
+        weights["b_x"] = ctx.add_const(f"{base}/b_x", b[:, :3 * h])
+        weights["b_h"] = ctx.add_const(f"{base}/b_h", b[:, 3 * h:])
+    ins, outs = _io(ctx, node, 1)
+    ctx.emit(Op.GRU, ins, outs, attrs, weights)
+
+
+@handler("RNN", since=7)
+def rnn(ctx: Context, node) -> None:
+    a, attrs, w, r, d, h = _common(ctx, node, Op.RNN, set())
+    base = ctx.node_name
+    weights = {"w_x": ctx.add_const(f"{base}/w_x", w), "w_h": ctx.add_const(f"{base}/w_h", r)}
+    b = ctx.opt_const(node, 3, "B")
+    if b is not None:
+        b = _f32(b)
+        if b.shape != (d, 2 * h):
+            raise Unsupported(f"B: expected ({d}, {2 * h}), got {b.shape}")
+        weights["b"] = ctx.add_const(f"{base}/b", b[:, :h] + b[:, h:])
+    ins, outs = _io(ctx, node, 1)
+    ctx.emit(Op.RNN, ins, outs, attrs, weights)
