@@ -43,6 +43,7 @@ class Context:
         self._names: set[str] = set()
         self.node: onnx.NodeProto | None = None  # the ONNX node being converted
         self.node_name = ""
+        self.wanted_const: list[str] = []        # operands that had to be constants but were not
 
     # ---- operands ----------------------------------------------------------------------
     def resolve(self, name: str) -> str:
@@ -62,11 +63,28 @@ class Context:
         name = self.input_name(node, i)
         v = self.const(name)
         if v is None:
+            self.wanted_const.append(self.resolve(name))
             raise Unsupported(
                 f"input {i} ('{what}' = '{name}') must be a constant after folding but is computed "
                 f"at run time; fix the input it depends on with --fix NAME=VALUE or its shape with "
                 f"--shape NAME=DIMS")
         return v
+
+    def need_consts(self, node: onnx.NodeProto, operands: dict[int, str]) -> dict[int, np.ndarray | None]:
+        """Several operands that must be constants when present (absent ones give None);
+        reports all that are not, in one problem."""
+        out, missing = {}, []
+        for i, what in operands.items():
+            name = self.input_name(node, i)
+            out[i] = self.const(name) if name else None
+            if name and out[i] is None:
+                self.wanted_const.append(self.resolve(name))
+                missing.append(f"input {i} ('{what}' = '{name}')")
+        if missing:
+            raise Unsupported(f"{', '.join(missing)} must be constant(s) after folding but are "
+                              f"computed at run time; fix the graph inputs they depend on with "
+                              f"--fix NAME=VALUE (or their shapes with --shape NAME=DIMS)")
+        return out
 
     def opt_const(self, node: onnx.NodeProto, i: int, what: str) -> np.ndarray | None:
         """Optional operand i: None if absent, else it must be a constant."""

@@ -214,7 +214,11 @@ def convert(path_or_model, *, fix: Mapping | None = None, shapes: Mapping | None
         lines += [f"  - {p}" for p in problems]
         lines.append("  supported ONNX ops: " + ", ".join(registry.supported()))
         lines.append("  (any op whose operands are all constants is folded, whatever its type)")
-        raise UnsupportedModelError("\n".join(lines))
+        err = UnsupportedModelError("\n".join(lines))
+        # Graph inputs that would have to be fixed (--fix) for conversion to go through.
+        input_names = {vi.name for vi in graph_inputs}
+        err.needs_fix = sorted({n for n in ctx.wanted_const if n in input_names})
+        raise err
 
     inputs = []
     for vi in graph_inputs:

@@ -70,8 +70,9 @@ def _common(ctx: Context, node, op: Op, extra: set[str]):
     layout = int(a.get("layout", 0))
     if layout not in (0, 1):
         raise Unsupported(f"layout must be 0 or 1, got {layout}")
-    w = ctx.need_const(node, 1, "W")
-    r = ctx.need_const(node, 2, "R")
+    ops = ctx.need_consts(node, {1: "W", 2: "R", 3: "B", 7: "P"} if op is Op.LSTM
+                          else {1: "W", 2: "R", 3: "B"})
+    w, r = ops[1], ops[2]
     if w.ndim != 3 or r.ndim != 3 or w.shape[0] != d or r.shape[0] != d:
         raise Unsupported(f"W {w.shape} / R {r.shape}: expected [num_directions={d}, G*H, *]")
     h = int(a.get("hidden_size", r.shape[-1]))
@@ -86,7 +87,7 @@ def _common(ctx: Context, node, op: Op, extra: set[str]):
     attrs = {"hidden_size": h, "direction": direction, "batch_first": layout == 1,
              "activations": acts, "activation_alpha": alpha, "activation_beta": beta,
              "gate_clip": float(clip or 0.0)}
-    return a, attrs, _f32(w), _f32(r), d, h
+    return a, attrs, _f32(w), _f32(r), d, h, ops.get(3), ops.get(7)
 
 
 def _io(ctx: Context, node, n_states: int) -> tuple[list[str], list[str]]:
@@ -104,16 +105,14 @@ def _io(ctx: Context, node, n_states: int) -> tuple[list[str], list[str]]:
 
 @handler("LSTM", since=7)
 def lstm(ctx: Context, node) -> None:
-    a, attrs, w, r, d, h = _common(ctx, node, Op.LSTM, {"input_forget"})
+    a, attrs, w, r, d, h, b, p = _common(ctx, node, Op.LSTM, {"input_forget"})
     order = np.concatenate([np.arange(k * h, (k + 1) * h) for k in _LSTM_ORDER])
     w_x, w_h = w[:, order], r[:, order]
-    b = ctx.opt_const(node, 3, "B")
     if b is not None:
         b = _f32(b)
         if b.shape != (d, 8 * h):
             raise Unsupported(f"B: expected ({d}, {8 * h}), got {b.shape}")
         b = (b[:, :4 * h] + b[:, 4 * h:])[:, order]
-    p = ctx.opt_const(node, 7, "P")
     if p is not None:
         p = _f32(p)
         if p.shape != (d, 3 * h):
@@ -146,11 +145,10 @@ def lstm(ctx: Context, node) -> None:
 
 @handler("GRU", since=7)
 def gru(ctx: Context, node) -> None:
-    a, attrs, w, r, d, h = _common(ctx, node, Op.GRU, {"linear_before_reset"})
+    a, attrs, w, r, d, h, b, _ = _common(ctx, node, Op.GRU, {"linear_before_reset"})
     attrs["linear_before_reset"] = bool(int(a.get("linear_before_reset", 0)))
     base = ctx.node_name
     weights = {"w_x": ctx.add_const(f"{base}/w_x", w), "w_h": ctx.add_const(f"{base}/w_h", r)}
-    b = ctx.opt_const(node, 3, "B")
     if b is not None:
         b = _f32(b)
         if b.shape != (d, 6 * h):
@@ -163,10 +161,9 @@ def gru(ctx: Context, node) -> None:
 
 @handler("RNN", since=7)
 def rnn(ctx: Context, node) -> None:
-    a, attrs, w, r, d, h = _common(ctx, node, Op.RNN, set())
+    a, attrs, w, r, d, h, b, _ = _common(ctx, node, Op.RNN, set())
     base = ctx.node_name
     weights = {"w_x": ctx.add_const(f"{base}/w_x", w), "w_h": ctx.add_const(f"{base}/w_h", r)}
-    b = ctx.opt_const(node, 3, "B")
     if b is not None:
         b = _f32(b)
         if b.shape != (d, 2 * h):
