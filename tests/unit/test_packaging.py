@@ -1,0 +1,138 @@
+"""Packaging and layering: the wheel installs the sibling folders as edgeseq.* sub-packages
+(never as top-level packages), and the import layers of DESIGN.md §1 hold."""
+from __future__ import annotations
+
+import ast
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SIBLINGS = ("converters", "quant", "runtime")
+# the façade may reach up into the sibling packages (lazily); everything else in edgeseq/ is core
+FACADE = {"__init__.py", "__main__.py", "cli.py", "api.py"}
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> zipfile.ZipFile:
+    """Build the wheel from a clean copy of the sources (no stale build/ dir can leak in)."""
+    tmp = tmp_path_factory.mktemp("wheel")
+    src = tmp / "src"
+    src.mkdir()
+    for name in ("pyproject.toml", "setup.py", "README.md"):
+        shutil.copy2(ROOT / name, src / name)
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
+    for pkg in ("edgeseq",) + SIBLINGS:
+        shutil.copytree(ROOT / pkg, src / pkg, ignore=ignore)
+    r = subprocess.run([sys.executable, "-m", "build", "--wheel", "--no-isolation",
+                        "--outdir", str(tmp / "dist"), str(src)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    (whl,) = (tmp / "dist").glob("edgeseq-*.whl")
+    return zipfile.ZipFile(whl)
+
+
+def test_wheel_maps_siblings_under_edgeseq(wheel):
+    names = set(wheel.namelist())
+    for want in ("edgeseq/__init__.py", "edgeseq/artifact.py", "edgeseq/commands/inspect.py",
+                 "edgeseq/runtime/__init__.py", "edgeseq/converters/registry.py",
+                 "edgeseq/quant/__init__.py"):
+        assert want in names, f"{want} missing from the wheel"
+    tops = {n.split("/")[0] for n in names}
+    assert not tops & {"runtime", "quant", "converters", "tests", "tools"}, sorted(tops)
+
+
+def test_wheel_holds_every_module_of_every_package(wheel):
+    """A sub-package folder without __init__.py would silently drop out of the wheel."""
+    names = set(wheel.namelist())
+    missing = []
+    for pkg in ("edgeseq",) + SIBLINGS:
+        for f in (ROOT / pkg).rglob("*.py"):
+            if "__pycache__" in f.parts:
+                continue
+            rel = f.relative_to(ROOT / pkg).as_posix()
+            inside = f"edgeseq/{rel}" if pkg == "edgeseq" else f"edgeseq/{pkg}/{rel}"
+            if inside not in names:
+                missing.append(inside)
+    assert not missing, f"not in the wheel (folder without __init__.py?): {missing}"
+
+
+def test_wheel_declares_console_script_and_core_dependencies(wheel):
+    (ep,) = [n for n in wheel.namelist() if n.endswith(".dist-info/entry_points.txt")]
+    assert "edgeseq = edgeseq.cli:main" in wheel.read(ep).decode()
+    (meta,) = [n for n in wheel.namelist() if n.endswith(".dist-info/METADATA")]
+    requires = [ln for ln in wheel.read(meta).decode().splitlines()
+                if ln.startswith("Requires-Dist:") and "extra ==" not in ln]
+    core = {ln.split()[1].split(">")[0].split("=")[0].split("<")[0] for ln in requires}
+    assert core == {"numpy", "numba", "safetensors"}, requires
+
+
+def test_import_edgeseq_is_light():
+    """`import edgeseq` (and building the CLI parser) loads no converter, quant or runtime
+    module, and none of the heavy frameworks."""
+    code = (
+        "import sys, edgeseq, edgeseq.artifact, edgeseq.summary, edgeseq.cli\n"
+        "edgeseq.cli.build_parser()\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('runtime', 'quant', 'converters', 'torch', 'onnx', 'onnxruntime', 'numba', 'tflite')"
+        " or m.startswith(('edgeseq.runtime', 'edgeseq.quant', 'edgeseq.converters')))\n"
+        "print(bad)\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                       cwd="/")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "[]", f"imported eagerly: {r.stdout.strip()}"
+
+
+def _imports(path: Path) -> list[tuple[int, str]]:
+    """Every module name a file imports, anywhere in it (top level or inside functions)."""
+    out = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            out += [(node.lineno, a.name) for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            out += [(node.lineno, node.module)]
+            out += [(node.lineno, f"{node.module}.{a.name}") for a in node.names]
+    return out
+
+
+def _package_files(pkg: str) -> list[Path]:
+    return sorted(f for f in (ROOT / pkg).rglob("*.py") if "__pycache__" not in f.parts)
+
+
+def _violations(files, forbidden: tuple[str, ...]) -> list[str]:
+    bad = []
+    for f in files:
+        for line, mod in _imports(f):
+            if mod in forbidden or mod.startswith(tuple(p + "." for p in forbidden)):
+                where = f.relative_to(ROOT) if f.is_relative_to(ROOT) else f.name
+                bad.append(f"{where}:{line} imports {mod}")
+    return bad
+
+
+def test_core_modules_never_import_the_upper_layers():
+    core = [f for f in (ROOT / "edgeseq").glob("*.py") if f.name not in FACADE]
+    names = {f.stem for f in core}
+    assert {"ops", "graph", "shapes", "errors", "artifact", "summary", "reference"} <= names
+    assert not _violations(core, ("edgeseq.converters", "edgeseq.quant", "edgeseq.runtime"))
+
+
+def test_layers_between_siblings():
+    """converters and quant never import runtime; runtime never imports converters or quant;
+    nothing imports a sibling by its short folder name."""
+    bad = _violations(_package_files("converters") + _package_files("quant"), ("edgeseq.runtime",))
+    bad += _violations(_package_files("runtime"), ("edgeseq.converters", "edgeseq.quant"))
+    every = sum((_package_files(p) for p in ("edgeseq",) + SIBLINGS), [])
+    bad += _violations(every, SIBLINGS)
+    assert not bad, "\n".join(bad)
+
+
+def test_the_ast_check_can_fail(tmp_path):
+    f = tmp_path / "m.py"
+    f.write_text("def g():\n    from edgeseq.runtime import session\n    import runtime.plan\n")
+    assert _violations([f], ("edgeseq.runtime",)) == ["m.py:2 imports edgeseq.runtime",
+                                                      "m.py:2 imports edgeseq.runtime.session"]
+    assert _violations([f], SIBLINGS) == ["m.py:3 imports runtime.plan"]
