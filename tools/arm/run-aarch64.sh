@@ -1,0 +1,318 @@
+#!/usr/bin/env bash
+# Run edgeseq on an emulated aarch64 (arm64) Debian root under qemu-user, and print PASS/FAIL.
+#
+#   sudo tools/arm/run-aarch64.sh            # from the root of an edgeseq checkout
+#
+# What it does (each step is skipped when already done, so a second run reuses the root):
+#   1. host: apt-get install qemu-user-static binfmt-support debootstrap; mount binfmt_misc;
+#      enable the qemu-aarch64 binfmt handler.
+#   2. host: debootstrap --foreign an arm64 bookworm root from the mirror apt already uses.
+#   3. in a private mount namespace (mounts vanish with it, so the host's /proc and /dev are
+#      never left bound, even after kill -9): second stage, mount proc/sys/dev, bind an ARM
+#      /proc/cpuinfo (onnxruntime aborts on import when it sees the x86 host's), install
+#      python3.11 + venv, pip install edgeseq[onnx] from this checkout (binary wheels only),
+#      then run: import check, the kernel-test subset, the end-to-end check against x86.
+#
+# Environment (all optional):
+#   EDGESEQ_ARM_ROOT      arm64 root to create/reuse            (/var/tmp/edgeseq-arm64)
+#   EDGESEQ_ARM_MIRROR    Debian mirror for the root            (apt's own Debian mirror)
+#   EDGESEQ_ARM_CPU       CPU qemu emulates and cpuinfo names   (cortex-a72: Raspberry Pi 4)
+#   EDGESEQ_ARM_PYTEST    pytest arguments for the kernel part  (tools/arm/kernel-tests.txt)
+#   EDGESEQ_ARM_PARTS     which parts to run                    ("import kernels e2e")
+#   EDGESEQ_HOST_PYTHON   x86 Python with edgeseq[onnx] + silero-vad for the x86 reference
+#                         (default: the checkout's .venv, else a venv made under the root's
+#                         sibling directory)
+set -euo pipefail
+
+SELF="$(readlink -f "${BASH_SOURCE[0]}")"
+HERE="$(dirname "$SELF")"
+REPO="$(cd "$HERE/../.." && pwd)"
+ROOT="${EDGESEQ_ARM_ROOT:-/var/tmp/edgeseq-arm64}"
+ARM_CPU="${EDGESEQ_ARM_CPU:-cortex-a72}"
+PARTS="${EDGESEQ_ARM_PARTS:-import kernels e2e}"
+SUITE=bookworm
+VENV=/opt/edgeseq-venv            # inside the root
+SRC=/opt/edgeseq-src              # inside the root: copy of the checkout
+WORK=/opt/edgeseq-work            # inside the root: x86 reference outputs, logs
+SILERO_VERSION=6.2.3
+NICE=(nice -n 10)                 # the host is shared; heavy steps run niced
+
+log() { printf '[arm64 %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
+die() { log "ERROR: $*"; exit 2; }
+
+# ---------------------------------------------------------------------------------------------
+# host side
+# ---------------------------------------------------------------------------------------------
+host_packages() {
+    local need=()
+    for p in qemu-user-static binfmt-support debootstrap debian-archive-keyring; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
+    done
+    [ "$(uname -m)" = aarch64 ] && return 0   # native arm64 host: nothing to emulate
+    if [ ${#need[@]} -gt 0 ]; then
+        log "apt-get install ${need[*]}"
+        "${NICE[@]}" apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive "${NICE[@]}" apt-get install -y -qq "${need[@]}" >/dev/null
+    fi
+}
+
+enable_binfmt() {
+    [ "$(uname -m)" = aarch64 ] && return 0
+    if [ ! -e /proc/sys/fs/binfmt_misc/register ]; then
+        log "mounting binfmt_misc"
+        mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc
+    fi
+    if [ ! -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ]; then
+        log "enabling the qemu-aarch64 binfmt handler"
+        update-binfmts --enable qemu-aarch64 || update-binfmts --import qemu-aarch64
+    fi
+    grep -q '^enabled' /proc/sys/fs/binfmt_misc/qemu-aarch64 || die "qemu-aarch64 binfmt handler is not enabled"
+    # NOTE: flag F (fix-binary) means the kernel opened the interpreter at registration, so the
+    # root needs no copy of qemu; without it, the chroot must contain the interpreter path.
+    if ! grep -q '^flags:.*F' /proc/sys/fs/binfmt_misc/qemu-aarch64; then
+        local interp
+        interp="$(sed -n 's/^interpreter //p' /proc/sys/fs/binfmt_misc/qemu-aarch64)"
+        mkdir -p "$ROOT$(dirname "$interp")"
+        cp -f "$interp" "$ROOT$interp"
+    fi
+}
+
+# The Debian mirror apt already uses (deb822 .sources or one-line sources.list); an Ubuntu host's
+# mirror carries no Debian suite, so fall back to deb.debian.org there.
+apt_mirror() {
+    [ -n "${EDGESEQ_ARM_MIRROR:-}" ] && { echo "$EDGESEQ_ARM_MIRROR"; return; }
+    local m=""
+    m="$(awk '/^URIs:/ {u=$2} /^Suites:/ && u != "" {for (i=2;i<=NF;i++) if ($i !~ /-(security|updates|backports)$/) {print u; exit}}' \
+            /etc/apt/sources.list.d/*.sources 2>/dev/null | grep -v -e security -e ubuntu | head -n1 || true)"
+    [ -z "$m" ] && m="$(grep -h -E '^deb[[:space:]]' /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null \
+            | awk '{for (i=2;i<=NF;i++) if ($i ~ /^[a-z]+:\/\//) {print $i; break}}' \
+            | grep -E '/debian/?$' | grep -v security | head -n1 || true)"
+    echo "${m:-http://deb.debian.org/debian}"
+}
+
+bootstrap_stage1() {
+    if [ -e "$ROOT/.edgeseq-stage1" ]; then return 0; fi
+    local mirror; mirror="$(apt_mirror)"
+    log "debootstrap --foreign arm64 $SUITE into $ROOT from $mirror"
+    # A half-made root from an interrupted run is removed; anything else at that path is not ours.
+    case "$(readlink -m "$ROOT")" in /|/*/*) ;; *) die "EDGESEQ_ARM_ROOT=$ROOT: choose a path at least two levels deep";; esac
+    if [ -d "$ROOT" ] && [ -n "$(ls -A "$ROOT")" ] && [ ! -d "$ROOT/debootstrap" ]; then
+        die "$ROOT exists, is not empty and is not an unfinished debootstrap root; refusing to delete it"
+    fi
+    [ "$(readlink -m "$ROOT")" = / ] && die "refusing to use / as the root"
+    rm -rf "$ROOT"; mkdir -p "$ROOT"
+    "${NICE[@]}" debootstrap --arch=arm64 --foreign --variant=minbase "$SUITE" "$ROOT" "$mirror" >"$ROOT.debootstrap.log" 2>&1 \
+        || { tail -n 20 "$ROOT.debootstrap.log" >&2; die "debootstrap stage 1 failed (log: $ROOT.debootstrap.log)"; }
+    echo "$mirror" >"$ROOT/.edgeseq-stage1"
+}
+
+# The CA bundle pip uses on the host (TLS-intercepting proxies sign with their own CA) and the
+# host's PyPI index if it is a network mirror; file:// indexes are x86 wheel caches, not copied.
+host_pip_setting() {
+    local key="$1" env="$2" v="${!2:-}"
+    [ -z "$v" ] && v="$(pip3 config get "$key" 2>/dev/null || python3 -m pip config get "$key" 2>/dev/null || true)"
+    echo "$v"
+}
+
+write_pip_config() {
+    local cert index extra urls=""
+    cert="$(host_pip_setting global.cert PIP_CERT)"
+    [ -z "$cert" ] && cert="${SSL_CERT_FILE:-${REQUESTS_CA_BUNDLE:-}}"
+    [ -z "$cert" ] && [ -e /etc/ssl/certs/ca-certificates.crt ] && cert=/etc/ssl/certs/ca-certificates.crt
+    mkdir -p "$ROOT/etc/edgeseq"
+    if [ -n "$cert" ] && [ -e "$cert" ]; then
+        cp -f "$cert" "$ROOT/etc/edgeseq/host-ca.crt"
+    fi
+    index="$(host_pip_setting global.index-url PIP_INDEX_URL)"
+    extra="$(host_pip_setting global.extra-index-url PIP_EXTRA_INDEX_URL)"
+    for u in $extra; do case "$u" in http://*|https://*) urls="$urls $u";; esac; done
+    {
+        echo "[global]"
+        [ -e "$ROOT/etc/edgeseq/host-ca.crt" ] && echo "cert = /etc/edgeseq/host-ca.crt"
+        case "$index" in http://*|https://*) echo "index-url = $index";; esac
+        [ -n "$urls" ] && echo "extra-index-url =$urls"
+        echo "only-binary = :all:"
+        echo "disable-pip-version-check = true"
+        echo "timeout = 180"
+    } >"$ROOT/etc/pip.conf"
+}
+
+make_cpuinfo() {
+    local n i out="$ROOT/etc/edgeseq/cpuinfo"
+    n="$(nproc --all)"
+    mkdir -p "$ROOT/etc/edgeseq"; : >"$out"
+    for ((i = 0; i < n; i++)); do sed "s/@N@/$i/" "$HERE/cpuinfo-${ARM_CPU}.template" >>"$out"; done
+}
+
+copy_checkout() {
+    log "copying the checkout $REPO -> $ROOT$SRC"
+    rm -rf "$ROOT$SRC"; mkdir -p "$ROOT$SRC"
+    tar -C "$REPO" --exclude=.git --exclude=.venv --exclude=__pycache__ --exclude='*.egg-info' \
+        --exclude=build --exclude=dist --exclude=.pytest_cache --exclude=.hypothesis -cf - . \
+        | tar -C "$ROOT$SRC" -xf -
+}
+
+# x86 reference outputs for the end-to-end part: same inputs, same converter, run on this host.
+host_python() {
+    local py="${EDGESEQ_HOST_PYTHON:-}"
+    [ -z "$py" ] && [ -x "$REPO/.venv/bin/python" ] && py="$REPO/.venv/bin/python"
+    if [ -n "$py" ] && "$py" -c "import edgeseq.runtime, edgeseq.converters.onnx, onnxruntime, silero_vad" 2>/dev/null; then
+        echo "$py"; return
+    fi
+    local venv="$ROOT.x86-venv"
+    if [ ! -x "$venv/bin/python" ]; then
+        log "creating x86 reference venv $venv"
+        python3 -m venv "$venv"
+    fi
+    "${NICE[@]}" "$venv/bin/pip" install -q --only-binary=:all: "numpy" "numba" "safetensors" "onnx" "onnxruntime" >&2
+    "${NICE[@]}" "$venv/bin/pip" install -q --no-deps --only-binary=:all: "silero-vad==$SILERO_VERSION" >&2
+    "${NICE[@]}" "$venv/bin/pip" install -q --no-deps "$REPO" >&2
+    echo "$venv/bin/python"
+}
+
+emit_x86_reference() {
+    local py; py="$(host_python)"
+    log "x86 reference outputs with $py"
+    rm -rf "$ROOT$WORK/x86"; mkdir -p "$ROOT$WORK/x86"
+    "${NICE[@]}" "$py" "$HERE/e2e_check.py" emit "$ROOT$WORK/x86" >"$ROOT$WORK/x86-emit.log" 2>&1 \
+        || { cat "$ROOT$WORK/x86-emit.log" >&2; return 1; }
+    cat "$ROOT$WORK/x86-emit.log" >&2
+}
+
+# ---------------------------------------------------------------------------------------------
+# inside the private mount namespace
+# ---------------------------------------------------------------------------------------------
+MOUNTED=()
+cleanup_mounts() {
+    local i
+    for ((i = ${#MOUNTED[@]} - 1; i >= 0; i--)); do
+        umount "${MOUNTED[$i]}" 2>/dev/null || umount -l "${MOUNTED[$i]}" 2>/dev/null || true
+    done
+    MOUNTED=()
+}
+
+mount_root() {
+    mount -t proc proc "$ROOT/proc"; MOUNTED+=("$ROOT/proc")
+    mount -t sysfs sysfs "$ROOT/sys"; MOUNTED+=("$ROOT/sys")
+    mount --bind /dev "$ROOT/dev"; MOUNTED+=("$ROOT/dev")
+    mount --make-private "$ROOT/dev"
+    mkdir -p "$ROOT/dev/pts" "$ROOT/dev/shm"
+    mount -t devpts -o newinstance,ptmxmode=0666 devpts "$ROOT/dev/pts"; MOUNTED+=("$ROOT/dev/pts")
+    mount -t tmpfs -o mode=1777 tmpfs "$ROOT/dev/shm"; MOUNTED+=("$ROOT/dev/shm")
+    # NOTE: onnxruntime's cpuinfo aborts on import when /proc/cpuinfo describes the x86 host;
+    # LLVM (Numba) also reads "CPU part" here to pick its target CPU.
+    mount --bind "$ROOT/etc/edgeseq/cpuinfo" "$ROOT/proc/cpuinfo"; MOUNTED+=("$ROOT/proc/cpuinfo")
+}
+
+# Run a command in the root with a clean environment.
+in_root() {
+    local cert_env=()
+    if [ -e "$ROOT/etc/edgeseq/host-ca.crt" ]; then
+        cert_env=(PIP_CERT=/etc/edgeseq/host-ca.crt REQUESTS_CA_BUNDLE=/etc/edgeseq/host-ca.crt
+                  SSL_CERT_FILE=/etc/edgeseq/host-ca.crt)
+    fi
+    "${NICE[@]}" chroot "$ROOT" /usr/bin/env -i HOME=/root LANG=C.UTF-8 TERM=dumb \
+        PATH=$VENV/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+        QEMU_CPU="$ARM_CPU" DEBIAN_FRONTEND=noninteractive "${cert_env[@]}" "$@"
+}
+
+inside_namespace() {
+    trap cleanup_mounts EXIT
+    trap 'exit 130' INT TERM
+    export QEMU_CPU="$ARM_CPU"
+    if [ ! -e "$ROOT/.edgeseq-stage2" ]; then
+        log "debootstrap second stage (emulated; several minutes)"
+        "${NICE[@]}" chroot "$ROOT" /debootstrap/debootstrap --second-stage >"$ROOT.stage2.log" 2>&1 \
+            || { tail -n 20 "$ROOT.stage2.log" >&2; die "debootstrap second stage failed (log: $ROOT.stage2.log)"; }
+        touch "$ROOT/.edgeseq-stage2"
+    fi
+    mount_root
+    cp -f /etc/resolv.conf "$ROOT/etc/resolv.conf" 2>/dev/null || true
+    if [ ! -e "$ROOT/.edgeseq-python" ]; then
+        log "apt-get install python3.11 python3.11-venv python3-pip (emulated)"
+        in_root apt-get update -qq
+        in_root apt-get install -y -qq --no-install-recommends python3.11 python3.11-venv python3-pip ca-certificates >/dev/null
+        touch "$ROOT/.edgeseq-python"
+    fi
+    if [ ! -x "$ROOT$VENV/bin/python" ]; then
+        log "creating venv $VENV in the root"
+        in_root python3.11 -m venv "$VENV"
+    fi
+    log "pip install (aarch64 wheels only): numpy numba safetensors onnx onnxruntime pytest hypothesis silero-vad"
+    in_root pip install -q --only-binary=:all: numpy numba safetensors onnx onnxruntime pytest hypothesis
+    in_root pip install -q --only-binary=:all: --no-deps "silero-vad==$SILERO_VERSION"
+    log "pip install edgeseq from the checkout (pure-Python wheel built in the root)"
+    in_root pip install -q --no-deps --force-reinstall --no-build-isolation "$SRC" 2>/dev/null \
+        || { in_root pip install -q --only-binary=:all: setuptools wheel && in_root pip install -q --no-deps --force-reinstall --no-build-isolation "$SRC"; }
+    in_root pip install -q --only-binary=:all: "$SRC[onnx]" >/dev/null   # resolves the declared deps
+
+    local results=() part t0 rc
+    for part in $PARTS; do
+        t0=$SECONDS; rc=0
+        case "$part" in
+            import)  in_root python "$SRC/tools/arm/env_report.py" || rc=$? ;;
+            kernels) run_kernel_tests || rc=$? ;;
+            e2e)     in_root python "$SRC/tools/arm/e2e_check.py" check "$WORK/x86" || rc=$? ;;
+            *) die "unknown part '$part' (known: import kernels e2e)" ;;
+        esac
+        results+=("$part:$rc:$((SECONDS - t0))")
+    done
+    printf '%s\n' "${results[@]}" >"$ROOT$WORK/results"
+}
+
+run_kernel_tests() {
+    local args
+    if [ -n "${EDGESEQ_ARM_PYTEST:-}" ]; then
+        args="$EDGESEQ_ARM_PYTEST"
+    else
+        args="$(grep -v '^[[:space:]]*#' "$HERE/kernel-tests.txt" | tr '\n' ' ')"
+    fi
+    # NOTE: run the venv's pytest from the copied tree: tests import the installed edgeseq (the
+    # sibling folders runtime/, converters/ only exist as edgeseq.* once installed).
+    # shellcheck disable=SC2086
+    in_root /usr/bin/env -C "$SRC" pytest -p no:cacheprovider -q -o addopts="--import-mode=importlib" $args
+}
+
+# ---------------------------------------------------------------------------------------------
+main() {
+    [ "$(id -u)" = 0 ] || die "run as root (debootstrap, chroot and mounts need it)"
+    [ -e "$HERE/cpuinfo-${ARM_CPU}.template" ] || die "no cpuinfo template for EDGESEQ_ARM_CPU=$ARM_CPU in $HERE"
+    local t_start=$SECONDS
+    host_packages
+    enable_binfmt
+    bootstrap_stage1
+    write_pip_config
+    make_cpuinfo
+    copy_checkout
+    mkdir -p "$ROOT$WORK"; rm -f "$ROOT$WORK/results"
+    local x86_ok=0
+    case " $PARTS " in *" e2e "*) emit_x86_reference || x86_ok=$? ;; esac
+    # A private mount namespace: every mount below dies with it, whatever happens to this script.
+    unshare --mount --propagation private -- bash "$SELF" __inside || true
+    # belt and braces: nothing of ours may stay mounted in the host namespace
+    if grep -q " $ROOT/" /proc/mounts; then
+        log "WARNING: mounts under $ROOT remain in the host namespace:"; grep " $ROOT/" /proc/mounts >&2
+    fi
+
+    local line part rc secs status all=0
+    echo
+    echo "==== edgeseq on emulated aarch64 ($ARM_CPU via qemu-user; timings are EMULATION, not board speed) ===="
+    [ "$x86_ok" = 0 ] || { echo "x86-reference  FAIL  (could not produce x86 outputs)"; all=1; }
+    if [ -e "$ROOT$WORK/results" ]; then
+        while IFS= read -r line; do
+            IFS=: read -r part rc secs <<<"$line"
+            if [ "$rc" = 0 ]; then status=PASS; else status=FAIL; all=1; fi
+            printf '%-14s %s  (%ss emulated, exit %s)\n' "$part" "$status" "$secs" "$rc"
+        done <"$ROOT$WORK/results"
+    else
+        echo "setup          FAIL  (the emulated root could not be prepared; see messages above)"; all=1
+    fi
+    for part in $PARTS; do
+        grep -q "^$part:" "$ROOT$WORK/results" 2>/dev/null || { printf '%-14s FAIL  (did not run)\n' "$part"; all=1; }
+    done
+    printf 'total          %ss wall\n' "$((SECONDS - t_start))"
+    if [ "$all" = 0 ]; then echo "RESULT: PASS"; else echo "RESULT: FAIL"; fi
+    return "$all"
+}
+
+if [ "${1:-}" = __inside ]; then inside_namespace; else main "$@"; fi
