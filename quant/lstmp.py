@@ -99,6 +99,17 @@ def _probe_ok(graph: Graph, node: Node, chain: list[Node], d: int, p: int) -> bo
     return out.shape[-1] == d * p and bool(np.all(out == np.arange(d * p)))
 
 
+def _resize_reshapes(chain: list[Node], old: int, new: int) -> list[tuple[Node, tuple]]:
+    """Reshapes in the chain that spell the feature size out literally now get the new size
+    (the probe then checks the result); returns (node, previous shape) for undoing."""
+    changed = []
+    for n in chain:
+        if n.op is Op.RESHAPE and n.attrs["shape"] and n.attrs["shape"][-1] == old:
+            changed.append((n, n.attrs["shape"]))
+            n.attrs["shape"] = tuple(n.attrs["shape"][:-1]) + (new,)
+    return changed
+
+
 def _next_blocks(graph: Graph, consumer: Node, d: int, h: int) -> list[np.ndarray]:
     """For each direction d of the layer, the consumer's weight columns reading it, as rows×H."""
     w = graph.constants[consumer.inputs[1] if consumer.op in _HEADS else consumer.weights["w_x"]]
@@ -159,7 +170,10 @@ def _rewrite(graph: Graph, node: Node, proj: int | None, energy: float | None, u
         w_h_new.append(left[:rows])
         next_new.append(left[rows:])
         kept.append(float(np.sum(s[:r] ** 2) / np.sum(s ** 2)) if np.any(s) else 1.0)
+    resized = _resize_reshapes(chain, d * h, d * r)
     if not _probe_ok(graph, node, chain, d, r):
+        for reshape, old in resized:
+            reshape.attrs["shape"] = old
         raise Refused(f"the glue to its consumer cannot carry {d}×{r} projected features "
                       f"(fixed sizes in a Reshape?)")
     old = node.weights["w_h"]
