@@ -1,0 +1,132 @@
+"""PyTorch -> edgeseq: nn.Modules through torch.export, saved .pt2 programs, bare state_dicts.
+
+- `from_module(module, example_inputs)`: export the module and map the aten ops to the IR
+  (LSTM incl. proj_size, GRU, RNN, linear, conv1d, elementwise, softmax, view/permute glue).
+- `convert_exported(path)`: a program saved with `torch.export.save` (.pt2).
+- `convert_state_dict(path, arch=SPEC)`: a state_dict (.pt/.pth/.safetensors) of a standard
+  stack described by a short spec such as "lstm(batch_first)+linear" (see `_spec.py`).
+
+torch is an optional dependency (`pip install edgeseq[torch]`); it is imported only here,
+when a function is called. Tried with PyTorch 2.13.0+cpu.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from edgeseq.errors import UnsupportedModelError
+from edgeseq.graph import Graph
+
+
+def require_torch():
+    """The torch module, or a clear error saying how to get it."""
+    try:
+        import torch
+    except ImportError as e:
+        raise UnsupportedModelError(
+            "converting PyTorch models needs torch: pip install 'edgeseq[torch]' "
+            f"(import failed: {e})") from None
+    return torch
+
+
+def _lower(ep, name: str) -> Graph:
+    # handlers register themselves on import
+    from edgeseq.converters.torch import _glue, _recurrent  # noqa: F401
+    from edgeseq.converters.torch._lowering import Lowering
+    return Lowering(ep, name).run()
+
+
+def _export(torch, module, args: tuple):
+    try:
+        return torch.export.export(module, args)
+    except Exception as e:  # torch raises many types here; say which step failed
+        raise UnsupportedModelError(
+            f"torch.export could not trace {type(module).__name__}: {type(e).__name__}: "
+            f"{str(e).splitlines()[0] if str(e) else ''}") from e
+
+
+def from_module(module, example_inputs, *, dynamic_time: bool = True,
+                time_axis: int | dict[str, int] | None = None, name: str | None = None) -> Graph:
+    """Convert an nn.Module (in eval mode) traced on `example_inputs` into a validated Graph.
+
+    With `dynamic_time`, the sequence axis of the inputs becomes the symbol "T": by default the
+    one input axis whose size equals the first recurrent layer's sequence length; give
+    `time_axis` (an axis of the first input, or {input name: axis}) when that is ambiguous.
+    The batch size stays that of the example.
+    """
+    torch = require_torch()
+    args = (example_inputs,) if isinstance(example_inputs, torch.Tensor) else tuple(example_inputs)
+    module = module.eval()
+    name = name or type(module).__name__
+    with torch.no_grad():
+        ga = _lower(_export(torch, module, args), name)
+    if not dynamic_time:
+        return ga.validate()
+    ga.validate()
+    axes = _time_axes(ga, args, time_axis)
+    longer = tuple(_extend(torch, a, axes.get(v.name)) for a, v in zip(args, ga.inputs))
+    with torch.no_grad():
+        gb = _lower(_export(torch, module, longer), name)
+    from edgeseq.converters.torch._dynamic import generalize_time
+    return generalize_time(ga, gb, axes)
+
+
+def _time_axes(g: Graph, args: tuple, time_axis) -> dict[str, int]:
+    names = [v.name for v in g.inputs]
+    if isinstance(time_axis, int):
+        return {names[0]: time_axis}
+    if isinstance(time_axis, dict):
+        bad = sorted(set(time_axis) - set(names))
+        if bad:
+            raise UnsupportedModelError(f"time_axis names unknown input(s) {bad}; inputs: {names}")
+        return dict(time_axis)
+    rec = next(iter(g.recurrent_nodes()), None)
+    if rec is None:
+        raise UnsupportedModelError("dynamic_time: the model has no recurrent layer to take the "
+                                    "sequence length from; pass time_axis= or dynamic_time=False")
+    x = g.value(rec.inputs[0])
+    t0 = x.shape[1 if rec.attrs["batch_first"] else 0]
+    found = [(v.name, k) for v in g.inputs if v.dtype.startswith("float")
+             for k, d in enumerate(v.shape) if d == t0]
+    if len(found) != 1:
+        raise UnsupportedModelError(
+            f"dynamic_time: cannot tell the sequence axis: the first recurrent layer "
+            f"'{rec.name}' sees {t0} steps and input axes {found or 'none'} have that size; "
+            f"pass time_axis= (e.g. time_axis=1) or use distinct example sizes")
+    return {found[0][0]: found[0][1]}
+
+
+def _extend(torch, a, axis):
+    """`a` with one more step along `axis` (a copy of its last step)."""
+    if axis is None:
+        return a
+    return torch.cat([a, a.narrow(axis, a.shape[axis] - 1, 1)], dim=axis)
+
+
+def convert_exported(path: str | Path, **_: Any) -> Graph:
+    """Convert a program saved with torch.export.save (.pt2). Shapes stay those it was
+    exported with (torch.export fixes the sequence length of recurrent ops); for a symbolic
+    sequence length convert the nn.Module with `from_module`."""
+    torch = require_torch()
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    try:
+        ep = torch.export.load(str(path))
+    except Exception as e:
+        raise UnsupportedModelError(f"{path}: not a torch.export program: {e}") from e
+    return _lower(ep, path.stem).validate()
+
+
+def convert_state_dict(path: str | Path, arch: str | None = None, **_: Any) -> Graph:
+    """Convert a state_dict file (.pt/.pth/.safetensors) of a standard stack described by
+    `arch` (see edgeseq.converters.torch._spec for the grammar)."""
+    from edgeseq.converters.torch._spec import build_from_state_dict, load_state_dict
+    if not arch:
+        raise UnsupportedModelError(
+            f"{path}: a bare state_dict needs --arch / arch= describing the stack, "
+            f"e.g. 'lstm(batch_first)+linear'")
+    return build_from_state_dict(load_state_dict(path), arch, name=Path(path).stem)
+
+
+__all__ = ["from_module", "convert_exported", "convert_state_dict", "require_torch"]

@@ -1,0 +1,309 @@
+"""Handlers for the non-recurrent aten ops: linear algebra, conv, elementwise, softmax, layout.
+
+Each handler gets the lowering context, the fx node and its arguments with fx nodes replaced
+by IR values (`V`) or numpy constants; it emits IR nodes and returns what the aten op returns.
+Output shapes come from the exported program's example metadata (`node.meta["val"]`).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from edgeseq.errors import UnsupportedModelError
+from edgeseq.ops import Op
+from edgeseq.converters.torch._lowering import BIG, V, handles
+
+
+def out_shape(node) -> tuple[int, ...]:
+    return tuple(int(d) for d in node.meta["val"].shape)
+
+
+def _axis(dim: int, rank: int) -> int:
+    return dim % rank if rank else 0
+
+
+def _t(x, base, cx):
+    """Transpose of the last two axes; folded for constants."""
+    if isinstance(x, V):
+        perm = list(range(x.rank))
+        perm[-2:] = perm[-2:][::-1]
+        shp = tuple(x.shape[p] for p in perm)
+        return cx.emit1(Op.TRANSPOSE, [x], base, shp, perm=perm)
+    return np.swapaxes(np.asarray(x), -1, -2)
+
+
+# ---- linear algebra ---------------------------------------------------------------------------
+@handles("aten.linear.default")
+def _linear(cx, node, x, w, b=None):
+    shp = out_shape(node)
+    y = cx.emit1(Op.MATMUL, [x, _t(w, node.name + "_wT", cx)], node.name, shp)
+    if b is not None:
+        y = cx.emit1(Op.ADD, [y, b], node.name + "_bias", shp)
+    return y
+
+
+@handles("aten.addmm.default")
+def _addmm(cx, node, bias, a, b, *, beta=1.0, alpha=1.0):
+    return cx.emit1(Op.GEMM, [a, b, bias], node.name, out_shape(node), alpha=alpha, beta=beta)
+
+
+@handles("aten.mm.default", "aten.matmul.default", "aten.bmm.default")
+def _matmul(cx, node, a, b):
+    return cx.emit1(Op.MATMUL, [a, b], node.name, out_shape(node))
+
+
+@handles("aten.t.default")
+def _transpose2(cx, node, x):
+    return _t(x, node.name, cx)
+
+
+def _conv1d(cx, node, x, w, b, stride, padding, dilation, groups):
+    if x.rank != 3:
+        raise UnsupportedModelError(f"Conv1d input must be batched (N, C, L), got {x.shape}")
+    k = np.shape(w)[-1]
+    (stride,), (dilation,) = tuple(stride), tuple(dilation)
+    if isinstance(padding, str):
+        if padding == "valid":
+            pads = (0, 0)
+        else:   # 'same' (stride 1): PyTorch puts the odd extra pad on the right
+            total = dilation * (k - 1)
+            pads = (total // 2, total - total // 2)
+    else:
+        (p,) = tuple(padding)
+        pads = (p, p)
+    return cx.emit1(Op.CONV1D, [x, w, b], node.name, out_shape(node), stride=stride, pads=pads,
+                    dilation=dilation, group=groups)
+
+
+@handles("aten.conv1d.default", "aten.conv1d.padding")
+def _conv1d_op(cx, node, x, w, b=None, stride=(1,), padding=(0,), dilation=(1,), groups=1):
+    return _conv1d(cx, node, x, w, b, stride, padding, dilation, groups)
+
+
+@handles("aten.convolution.default")
+def _convolution(cx, node, x, w, b, stride, padding, dilation, transposed, output_padding, groups):
+    if transposed or len(stride) != 1:
+        raise UnsupportedModelError("only 1-D, non-transposed convolution maps to Conv1d")
+    return _conv1d(cx, node, x, w, b, stride, padding, dilation, groups)
+
+
+@handles("aten.max_pool1d.default")
+def _max_pool1d(cx, node, x, kernel_size, stride=(), padding=(0,), dilation=(1,), ceil_mode=False):
+    # NOTE: the IR has no pooling op; max over a window of k is k strided Slices folded by
+    # max(a, b) = (a + b + |a - b|) / 2, exact up to one rounding of a + b.
+    (k,) = tuple(kernel_size)
+    s = tuple(stride)[0] if len(stride) else k
+    if tuple(padding) not in ((0,), ()) or tuple(dilation) not in ((1,), ()) or ceil_mode:
+        raise UnsupportedModelError("max_pool1d: only padding 0, dilation 1, ceil_mode False")
+    shp = out_shape(node)
+    n_out = shp[-1]
+    parts = [cx.emit1(Op.SLICE, [x], f"{node.name}_tap{j}", shp, starts=[j],
+                      ends=[j + s * (n_out - 1) + 1], axes=[-1], steps=[s]) for j in range(k)]
+    acc = parts[0]
+    for j, p in enumerate(parts[1:], 1):
+        base = f"{node.name}_max{j}"
+        total = cx.emit1(Op.ADD, [acc, p], base + "_sum", shp)
+        diff = cx.emit1(Op.SUB, [acc, p], base + "_diff", shp)
+        mag = cx.emit1(Op.ABS, [diff], base + "_abs", shp)
+        both = cx.emit1(Op.ADD, [total, mag], base + "_twice", shp)
+        acc = cx.emit1(Op.MUL, [both, np.float32(0.5)], base, shp)
+    return acc
+
+
+# ---- elementwise ------------------------------------------------------------------------------
+def _binary(op: Op):
+    def fn(cx, node, a, b, *, alpha=1):
+        if alpha != 1:
+            b = cx.emit1(Op.MUL, [b, np.float32(alpha)], node.name + "_alpha", b.shape) \
+                if isinstance(b, V) else np.asarray(b, np.float32) * alpha
+        return cx.emit1(op, [_f32(a), _f32(b)], node.name, out_shape(node))
+    return fn
+
+
+def _f32(x):
+    return x if isinstance(x, V) else np.asarray(x, dtype=np.float32)
+
+
+handles("aten.add.Tensor", "aten.add.Scalar")(_binary(Op.ADD))
+handles("aten.sub.Tensor", "aten.sub.Scalar")(_binary(Op.SUB))
+handles("aten.mul.Tensor", "aten.mul.Scalar")(_binary(Op.MUL))
+
+
+@handles("aten.div.Tensor", "aten.div.Scalar")
+def _div(cx, node, a, b):
+    return cx.emit1(Op.DIV, [_f32(a), _f32(b)], node.name, out_shape(node))
+
+
+@handles("aten.rsub.Scalar", "aten.rsub.Tensor")
+def _rsub(cx, node, a, b, alpha=1):
+    return _binary(Op.SUB)(cx, node, b, a, alpha=alpha)
+
+
+@handles("aten.pow.Tensor_Scalar")
+def _pow(cx, node, a, e):
+    return cx.emit1(Op.POW, [a, np.float32(e)], node.name, out_shape(node))
+
+
+_UNARY = {"relu": Op.RELU, "sigmoid": Op.SIGMOID, "tanh": Op.TANH, "exp": Op.EXP, "log": Op.LOG,
+          "neg": Op.NEG, "abs": Op.ABS, "sqrt": Op.SQRT}
+
+
+def _unary(op: Op):
+    def fn(cx, node, x):
+        return cx.emit1(op, [x], node.name, out_shape(node))
+    return fn
+
+
+for _name, _op in _UNARY.items():
+    handles(f"aten.{_name}.default")(_unary(_op))
+
+
+@handles("aten.rsqrt.default")
+def _rsqrt(cx, node, x):
+    r = cx.emit1(Op.SQRT, [x], node.name + "_sqrt", out_shape(node))
+    return cx.emit1(Op.DIV, [np.float32(1.0), r], node.name, out_shape(node))
+
+
+@handles("aten.silu.default")
+def _silu(cx, node, x):
+    s = cx.emit1(Op.SIGMOID, [x], node.name + "_sigmoid", out_shape(node))
+    return cx.emit1(Op.MUL, [x, s], node.name, out_shape(node))
+
+
+@handles("aten.hardtanh.default", "aten.clamp.default")
+def _clip(cx, node, x, lo=None, hi=None):
+    lo = float("-inf") if lo is None else float(lo)
+    hi = float("inf") if hi is None else float(hi)
+    return cx.emit1(Op.CLIP, [x], node.name, out_shape(node), min=lo, max=hi)
+
+
+@handles("aten.leaky_relu.default")
+def _leaky_relu(cx, node, x, slope=0.01):
+    return cx.emit1(Op.LEAKY_RELU, [x], node.name, out_shape(node), alpha=slope)
+
+
+@handles("aten.softmax.int", "aten._softmax.default")
+def _softmax(cx, node, x, dim, *_):
+    return cx.emit1(Op.SOFTMAX, [x], node.name, out_shape(node), axis=_axis(dim, x.rank))
+
+
+@handles("aten.log_softmax.int", "aten._log_softmax.default")
+def _log_softmax(cx, node, x, dim, *_):
+    return cx.emit1(Op.LOG_SOFTMAX, [x], node.name, out_shape(node), axis=_axis(dim, x.rank))
+
+
+def _reduce(op: Op):
+    def fn(cx, node, x, dims=None, keepdim=False, *, dtype=None):
+        axes = [_axis(d, x.rank) for d in (dims or range(x.rank))]
+        return cx.emit1(op, [x], node.name, out_shape(node), axes=axes, keepdims=keepdim)
+    return fn
+
+
+handles("aten.mean.dim")(_reduce(Op.REDUCE_MEAN))
+handles("aten.sum.dim_IntList")(_reduce(Op.REDUCE_SUM))
+
+
+@handles("aten.dropout.default", "aten.alias.default", "aten.clone.default",
+         "aten.contiguous.default", "aten.detach.default", "aten.lift_fresh_copy.default",
+         "aten._to_copy.default", "aten.to.dtype", "aten.type_as.default")
+def _passthrough(cx, node, x, *args, **kwargs):
+    # NOTE: eval-mode dropout and copies/casts between float dtypes are identities here
+    # (the IR computes in float32 throughout).
+    if str(node.target).startswith("aten.dropout") and len(args) > 1 and args[1]:
+        raise UnsupportedModelError("dropout in training mode; call module.eval() first")
+    return x
+
+
+# ---- layout -----------------------------------------------------------------------------------
+@handles("aten.view.default", "aten.reshape.default", "aten._unsafe_view.default")
+def _reshape(cx, node, x, shape):
+    return cx.emit1(Op.RESHAPE, [x], node.name, out_shape(node), shape=[int(d) for d in shape])
+
+
+@handles("aten.flatten.using_ints")
+def _flatten(cx, node, x, start=0, end=-1):
+    shp = out_shape(node)
+    return cx.emit1(Op.RESHAPE, [x], node.name, shp, shape=list(shp))
+
+
+@handles("aten.permute.default")
+def _permute(cx, node, x, dims):
+    perm = [_axis(d, x.rank) for d in dims]
+    return cx.emit1(Op.TRANSPOSE, [x], node.name, out_shape(node), perm=perm)
+
+
+@handles("aten.transpose.int")
+def _transpose(cx, node, x, a, b):
+    perm = list(range(x.rank))
+    a, b = _axis(a, x.rank), _axis(b, x.rank)
+    perm[a], perm[b] = perm[b], perm[a]
+    return cx.emit1(Op.TRANSPOSE, [x], node.name, out_shape(node), perm=perm)
+
+
+@handles("aten.cat.default")
+def _cat(cx, node, xs, dim=0):
+    rank = len(out_shape(node))
+    return cx.emit1(Op.CONCAT, [_f32(x) for x in xs], node.name, out_shape(node),
+                    axis=_axis(dim, rank))
+
+
+@handles("aten.squeeze.dim", "aten.squeeze.dims", "aten.squeeze.default")
+def _squeeze(cx, node, x, dims=None):
+    if dims is None:
+        axes = [k for k, d in enumerate(x.shape) if d == 1]
+    else:
+        dims = [dims] if isinstance(dims, int) else dims
+        # torch leaves a non-1 dim alone where ONNX would fail: keep only true size-1 axes
+        axes = [_axis(d, x.rank) for d in dims if x.shape[_axis(d, x.rank)] == 1]
+    if not axes:
+        return x
+    return cx.emit1(Op.SQUEEZE, [x], node.name, out_shape(node), axes=axes)
+
+
+@handles("aten.unsqueeze.default")
+def _unsqueeze(cx, node, x, dim):
+    return cx.emit1(Op.UNSQUEEZE, [x], node.name, out_shape(node), axes=[_axis(dim, x.rank + 1)])
+
+
+@handles("aten.select.int")
+def _select(cx, node, x, dim, index):
+    ax = _axis(dim, x.rank)
+    idx = index % x.shape[ax]
+    shp = list(x.shape)
+    shp[ax] = 1
+    s = cx.emit1(Op.SLICE, [x], node.name + "_slice", tuple(shp), starts=[idx], ends=[idx + 1],
+                 axes=[ax], steps=[1])
+    return cx.emit1(Op.SQUEEZE, [s], node.name, out_shape(node), axes=[ax])
+
+
+@handles("aten.slice.Tensor")
+def _slice(cx, node, x, dim=0, start=None, end=None, step=1):
+    ax = _axis(dim, x.rank)
+    n = x.shape[ax]
+    start = 0 if start is None else int(start)
+    end = BIG if end is None or end >= n else int(end)
+    if start == 0 and end == BIG and step == 1:
+        return x
+    return cx.emit1(Op.SLICE, [x], node.name, out_shape(node), starts=[start], ends=[end],
+                    axes=[ax], steps=[step])
+
+
+def _split(cx, node, x, sizes, dim):
+    ax = _axis(dim, x.rank)
+    shapes = [tuple(int(d) for d in v.shape) for v in node.meta["val"]]
+    return cx.emit(Op.SPLIT, [x], node.name, shapes, {"axis": ax, "split": [s[ax] for s in shapes]})
+
+
+@handles("aten.split.Tensor", "aten.split_with_sizes.default", "aten.chunk.default")
+def _split_op(cx, node, x, sizes, dim=0):
+    return _split(cx, node, x, sizes, dim)
+
+
+@handles("aten.constant_pad_nd.default")
+def _pad(cx, node, x, pad, value=0.0):
+    # torch lists (begin, end) pairs from the last axis backwards; ONNX wants all begins first
+    begins, ends = [0] * x.rank, [0] * x.rank
+    for k in range(len(pad) // 2):
+        ax = x.rank - 1 - k
+        begins[ax], ends[ax] = int(pad[2 * k]), int(pad[2 * k + 1])
+    return cx.emit1(Op.PAD, [x], node.name, out_shape(node), pads=begins + ends,
+                    mode="constant", value=float(value))

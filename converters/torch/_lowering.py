@@ -1,0 +1,295 @@
+"""Lower a `torch.export` ExportedProgram (static shapes) to an edgeseq Graph.
+
+One small handler per aten op, registered by decorator (`@handles("aten.linear.default")`).
+A node whose inputs are all constants is folded by running it in PyTorch itself, so shape
+arithmetic, `zeros` initial states and the like never reach the handlers. Every op that has no
+handler is collected and reported at once, with the source line torch.export recorded.
+"""
+from __future__ import annotations
+
+import operator
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+from edgeseq.errors import UnsupportedModelError
+from edgeseq.graph import Graph, Node, Value
+from edgeseq.ops import Op
+
+HANDLERS: dict[str, Callable] = {}
+
+
+def handles(*targets: str):
+    """Register `fn(cx, node, *args, **kwargs)` for aten ops named like 'aten.linear.default'."""
+    def deco(fn):
+        for t in targets:
+            if t in HANDLERS:
+                raise AssertionError(f"duplicate torch handler for {t}")
+            HANDLERS[t] = fn
+        return fn
+    return deco
+
+
+@dataclass(frozen=True)
+class V:
+    """An IR value produced while lowering, with its static (example) shape."""
+    name: str
+    shape: tuple[int, ...]
+    dtype: str = "float32"
+
+    @property
+    def rank(self) -> int:
+        return len(self.shape)
+
+
+class _Poison:
+    """Stands for the result of an op that could not be lowered (so errors do not cascade)."""
+
+
+POISON = _Poison()
+BIG = 2 ** 62          # "to the end" for Slice ends (shapes.py treats >= 2**61 as open-ended)
+
+
+def target_name(target: Any) -> str:
+    if target is operator.getitem:
+        return "getitem"
+    return str(target)
+
+
+def source_location(node) -> str:
+    """The innermost user frame torch.export recorded for `node`, as 'file:line: code'."""
+    trace = (node.meta.get("stack_trace") or "").strip().splitlines()
+    for k in range(len(trace) - 1, -1, -1):
+        line = trace[k].strip()
+        if line.startswith("File "):
+            code = trace[k + 1].strip() if k + 1 < len(trace) else ""
+            parts = line.split(",")
+            where = parts[0][5:].strip().strip('"') + ":" + parts[1].replace("line", "").strip() \
+                if len(parts) > 1 else line
+            return f"{where}: {code}" if code else where
+    return "<no source location recorded>"
+
+
+class Emitter:
+    """Builds IR nodes and constants with fresh names (shared by lowering and state_dict)."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.nodes: list[Node] = []
+        self.constants: dict[str, np.ndarray] = {}
+        self.inputs: list[Value] = []
+        self._used: set[str] = set()
+
+    # ---- emission ------------------------------------------------------------------------
+    def fresh(self, base: str) -> str:
+        base = base.replace(".", "_")
+        name, k = base, 1
+        while name in self._used:
+            name = f"{base}_{k}"
+            k += 1
+        self._used.add(name)
+        return name
+
+    def const(self, arr, base: str) -> str:
+        """Register a numpy constant under a fresh name; float tensors become float32."""
+        a = np.asarray(arr)
+        if a.dtype.kind == "f":
+            a = a.astype(np.float32)
+        name = self.fresh(base)
+        self.constants[name] = np.ascontiguousarray(a)
+        return name
+
+    def name_of(self, x, base: str = "const") -> str:
+        """IR name for a handler argument: an IR value, or a constant to register."""
+        if isinstance(x, V):
+            return x.name
+        return self.const(np.asarray(x, dtype=np.float32) if np.isscalar(x) else x, base)
+
+    def emit(self, op: Op, inputs: list, base: str, out_shapes: list[tuple], attrs=None,
+             weights=None, dtype: str = "float32") -> list[V]:
+        """Append one IR node; returns its outputs as V (None where out_shapes has None)."""
+        node_name = self.fresh(base)
+        names = [self.name_of(x, f"{node_name}_in{k}") if x is not None else ""
+                 for k, x in enumerate(inputs)]
+        outs, out_names = [], []
+        for k, shp in enumerate(out_shapes):
+            if shp is None:
+                outs.append(None)
+                out_names.append("")
+                continue
+            n = self.fresh(f"{node_name}_out" if k == 0 else f"{node_name}_out{k}")
+            outs.append(V(n, tuple(int(d) for d in shp), dtype))
+            out_names.append(n)
+        while out_names and not out_names[-1]:
+            out_names.pop()
+        self.nodes.append(Node(node_name, op, names, out_names, dict(attrs or {}),
+                               dict(weights or {})))
+        return outs
+
+    def emit1(self, op: Op, inputs: list, base: str, out_shape: tuple, /, **attrs) -> V:
+        return self.emit(op, inputs, base, [out_shape], attrs)[0]
+
+    def input(self, name: str, shape: tuple[int, ...], dtype: str = "float32") -> V:
+        v = V(self.fresh(name), tuple(int(d) for d in shape), dtype)
+        self.inputs.append(Value(v.name, dtype, v.shape))
+        return v
+
+    def finish(self, results: list) -> Graph:
+        """The Graph whose outputs are `results` (named output / output_k)."""
+        names = ["output"] if len(results) == 1 else [f"output_{k}" for k in range(len(results))]
+        outputs = []
+        renamed: dict[str, str] = {}
+        for want, r in zip(names, results):
+            if not isinstance(r, V):        # a constant output: carry it through Identity
+                r = self.emit1(Op.IDENTITY, [r], "const_output", np.shape(r))
+            r = V(renamed.get(r.name, r.name), r.shape, r.dtype)
+            if not self._renamable(r.name):
+                r = self.emit1(Op.IDENTITY, [r], want + "_copy", r.shape)
+            renamed[r.name] = want
+            self._rename(r.name, want)
+            outputs.append(Value(want, r.dtype, ()))
+        return Graph(self.name, self.inputs, outputs, self.nodes, self.constants)
+
+    def _renamable(self, name: str) -> bool:
+        """Produced by a node (not a graph input) and not already a graph output name."""
+        return any(name in n.outputs for n in self.nodes) and not name.startswith("output")
+
+    def _rename(self, old: str, new: str) -> None:
+        if old == new:
+            return
+        if new in self._used:
+            # some value already uses the wanted name; move it out of the way first
+            self._rename(new, self.fresh(new + "_renamed"))
+        for n in self.nodes:
+            n.inputs = [new if x == old else x for x in n.inputs]
+            n.outputs = [new if x == old else x for x in n.outputs]
+        self._used.add(new)
+
+
+class Lowering(Emitter):
+    """One lowering of an ExportedProgram: the fx node -> value map and the problems found."""
+
+    def __init__(self, ep, name: str):
+        import torch
+        super().__init__(name)
+        self.torch = torch
+        self.ep = ep
+        self.env: dict[Any, Any] = {}
+        self.problems: list[str] = []
+
+    # ---- walking ---------------------------------------------------------------------------
+    def _placeholder_values(self) -> dict[str, Any]:
+        """Parameters, buffers and lifted constants by placeholder name (as torch tensors)."""
+        sig = self.ep.graph_signature
+        out: dict[str, Any] = {}
+        sd, consts = self.ep.state_dict, getattr(self.ep, "constants", {})
+        for src in (sig.inputs_to_parameters, sig.inputs_to_buffers,
+                    getattr(sig, "inputs_to_lifted_tensor_constants", {})):
+            for ph, key in src.items():
+                out[ph] = sd[key] if key in sd else consts[key]
+        return out
+
+    def run(self) -> Graph:
+        torch = self.torch
+        params = self._placeholder_values()
+        user_inputs = list(self.ep.graph_signature.user_inputs)
+        for node in self.ep.graph.nodes:
+            if node.op == "placeholder":
+                if node.name in params:
+                    self.env[node] = params[node.name].detach().cpu().numpy()
+                elif node.name in user_inputs:
+                    val = node.meta.get("val")
+                    if not isinstance(val, torch.Tensor):
+                        raise UnsupportedModelError(
+                            f"input '{node.name}' is not a tensor ({type(val).__name__}); "
+                            f"only tensor inputs can become graph inputs")
+                    self.env[node] = self.input(node.name, val.shape, _np_dtype(val.dtype))
+                else:
+                    raise UnsupportedModelError(f"placeholder '{node.name}' is neither a user "
+                                                f"input nor a parameter/buffer/constant")
+            elif node.op == "call_function":
+                self.env[node] = self._call(node)
+            elif node.op == "output":
+                return self._finish(node)
+        raise UnsupportedModelError("exported program has no output node")
+
+    def _call(self, node):
+        args = _map(node.args, self.env)
+        kwargs = _map(node.kwargs, self.env)
+        flat = list(_flatten((args, kwargs)))
+        if any(x is POISON for x in flat):
+            return POISON
+        if node.target is operator.getitem:
+            return args[0][args[1]]
+        if not any(isinstance(x, V) for x in flat):
+            return self._fold(node, args, kwargs)
+        key = target_name(node.target)
+        fn = HANDLERS.get(key)
+        if fn is None:
+            self.problems.append(f"{key} (node '{node.name}') at {source_location(node)}")
+            return POISON
+        try:
+            return fn(self, node, *args, **kwargs)
+        except UnsupportedModelError as e:
+            self.problems.append(f"{key} (node '{node.name}') at {source_location(node)}: {e}")
+            return POISON
+
+    def _fold(self, node, args, kwargs):
+        """Run a node whose inputs are all constants in PyTorch (constant folding)."""
+        torch = self.torch
+        t_args = _map(args, {}, to_torch=torch)
+        t_kwargs = _map(kwargs, {}, to_torch=torch)
+        with torch.no_grad():
+            out = node.target(*t_args, **t_kwargs)
+        return _map(out, {}, to_numpy=True)
+
+    def _finish(self, out_node) -> Graph:
+        if self.problems:
+            raise UnsupportedModelError(
+                f"{len(self.problems)} op(s) of '{self.name}' cannot be converted:\n  "
+                + "\n  ".join(self.problems)
+                + f"\nsupported aten ops: {', '.join(sorted(HANDLERS))}")
+        results = list(_flatten(_map(out_node.args[0], self.env)))
+        kinds = [str(getattr(s.kind, "name", s.kind)) for s in self.ep.graph_signature.output_specs]
+        if len(kinds) == len(results):      # drop buffer mutations, keep what the user returns
+            results = [r for r, k in zip(results, kinds) if k == "USER_OUTPUT"]
+        return self.finish(results)
+
+
+def _np_dtype(tdtype) -> str:
+    s = str(tdtype).replace("torch.", "")
+    if s in ("float32", "float64", "float16", "bfloat16"):
+        return "float32"
+    if s in ("int64", "int32"):
+        return s
+    raise UnsupportedModelError(f"input dtype {s} is not supported (float or int32/int64 only)")
+
+
+def _map(x, env, to_torch=None, to_numpy=False):
+    """Replace fx Nodes by env entries, recursively; tensors become numpy arrays unless
+    `to_torch` (the torch module) is given, which turns numpy arrays into tensors."""
+    import torch
+    import torch.fx as fx
+    if isinstance(x, fx.Node):
+        return env[x]
+    if isinstance(x, (list, tuple)):
+        return type(x)(_map(y, env, to_torch, to_numpy) for y in x)
+    if isinstance(x, dict):
+        return {k: _map(y, env, to_torch, to_numpy) for k, y in x.items()}
+    if to_torch is not None and isinstance(x, np.ndarray):
+        return to_torch.from_numpy(np.array(x))
+    if to_torch is None and isinstance(x, torch.Tensor):
+        return x.detach().cpu().numpy()
+    return x
+
+
+def _flatten(x):
+    if isinstance(x, (list, tuple)):
+        for y in x:
+            yield from _flatten(y)
+    elif isinstance(x, dict):
+        for y in x.values():
+            yield from _flatten(y)
+    else:
+        yield x
