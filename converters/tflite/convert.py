@@ -1,0 +1,128 @@
+"""The TFLite converter: walk the first subgraph, map each operator with its handler, report
+every unsupported operator or option at once, and return a validated Graph."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from edgeseq.errors import UnsupportedModelError
+from edgeseq.graph import Graph, Value
+
+from edgeseq.converters.tflite import glue, lstm, reader  # noqa: F401  (registers handlers)
+from edgeseq.converters.tflite.context import HANDLERS, Context, OpView, Unsupported
+
+# Operators that feed a sequence op through its time axis (input 0).
+_SEQUENCE_OPS = {"UNIDIRECTIONAL_SEQUENCE_LSTM": ("timeMajor", False),
+                 "BIDIRECTIONAL_SEQUENCE_LSTM": ("timeMajor", True)}
+
+_HINTS = {
+    "WHILE": "Keras 3 (and any GRU) converts to a WHILE loop; convert an LSTM with tf-keras and "
+             "TF_USE_LEGACY_KERAS=1 to get the fused UNIDIRECTIONAL_SEQUENCE_LSTM",
+    "CUSTOM": "custom and Flex (SELECT_TF_OPS) operators cannot be mapped",
+}
+
+
+def _ops(loaded: reader.Loaded, sub) -> list[OpView]:
+    codes = loaded.model.operatorCodes or []
+    out = []
+    for i, op in enumerate(sub.operators or []):
+        code = codes[op.opcodeIndex]
+        if code.customCode:
+            cc = code.customCode.decode() if isinstance(code.customCode, bytes) else code.customCode
+            name = f"CUSTOM:{cc}"
+        else:
+            name = reader.op_name(reader.builtin_code(code))
+        out.append(OpView(i, name, int(code.version), op))
+    return out
+
+
+def _dynamic_time_axes(ctx: Context, ops: list[OpView], inputs: list[int]) -> dict[int, int]:
+    """Graph inputs read directly by a sequence op: their time axis becomes the symbol "T"."""
+    axes: dict[int, int] = {}
+    for op in ops:
+        if op.name in _SEQUENCE_OPS:
+            opt, default = _SEQUENCE_OPS[op.name]
+            time_major = bool(op.option(opt, default))
+            for k in (0, 39):
+                if op.input(k) in inputs:
+                    axes[op.input(k)] = 0 if time_major else 1
+    return axes
+
+
+def convert(path: str | Path, *, dynamic_time: bool = True, subgraph: int = 0) -> Graph:
+    """Convert a .tflite model into a validated edgeseq Graph (float activations; hybrid int8
+    LSTM weights stay int8 with per-row scales; other quantised constants are dequantised).
+
+    dynamic_time: give graph inputs that feed a sequence op directly a symbolic time axis "T"
+    (TFLite fixes it at conversion time; edgeseq runs and streams any length).
+    """
+    loaded = reader.load(path)
+    subs = loaded.model.subgraphs or []
+    if not subs:
+        raise UnsupportedModelError(f"{path}: the model has no subgraph")
+    sub = subs[subgraph]
+    ctx = Context(loaded, sub)
+    ops = _ops(loaded, sub)
+
+    problems: list[tuple[int, str]] = []   # (operator index, message); -1 = the graph
+    for op in ops:
+        h = HANDLERS.get(op.name)
+        if h is None:
+            hint = _HINTS.get(op.name.split(":")[0])
+            problems.append((op.index, f"{op.label} (version {op.version}): no edgeseq mapping"
+                             + (f" ({hint})" if hint else "")))
+        elif h.max_version is not None and op.version > h.max_version:
+            problems.append((op.index, f"{op.label}: version {op.version} is newer than the "
+                                       f"mapped versions (<= {h.max_version})"))
+
+    graph_inputs = [int(i) for i in (sub.inputs if sub.inputs is not None else [])]
+    time_axes = _dynamic_time_axes(ctx, ops, graph_inputs) if dynamic_time else {}
+    inputs: list[Value] = []
+    for idx in graph_inputs:
+        t = ctx.tensor(idx)
+        if t.type not in (0, 9, 3, 7):   # FLOAT32, INT8, UINT8, INT16 (quantised activations)
+            problems.append((-1, f"graph input {idx} '{ctx.tname(idx)}': type "
+                                 f"{reader.dtype_name(t.type)} is not supported (float32 or "
+                                 f"quantised activations only)"))
+            continue
+        if t.type != 0:
+            ctx.notes.append(f"graph input '{ctx.tname(idx)}' is {reader.dtype_name(t.type)} in "
+                             f"TFLite; edgeseq takes its real (float32) values")
+        shape = list(ctx.shape(idx))
+        if idx in time_axes:
+            shape[time_axes[idx]] = "T"
+        name = ctx.fresh(ctx.tname(idx))
+        ctx.names[idx] = name
+        inputs.append(Value(name, "float32", tuple(shape)))
+
+    for op in ops:
+        if op.name in HANDLERS:
+            ctx.current = op
+            try:
+                HANDLERS[op.name].fn(ctx, op)
+                continue
+            except Unsupported as e:
+                problems.append((op.index, f"{op.label}: {e}"))
+        # NOTE: bind the outputs of an unmapped operator to placeholders so that the operators
+        # after it are still checked and every problem is reported in one go
+        for idx in op.outputs:
+            ctx.names.setdefault(idx, ctx.fresh(f"<unmapped {ctx.tname(idx)}>"))
+    ctx.current = None
+
+    if problems:
+        supported = ", ".join(sorted(HANDLERS))
+        raise UnsupportedModelError(
+            f"{path}: {len(problems)} unsupported operator(s)/option(s):\n  "
+            + "\n  ".join(m for _, m in sorted(problems, key=lambda p: p[0]))
+            + f"\nsupported operators: {supported}")
+
+    outputs = []
+    for idx in (sub.outputs if sub.outputs is not None else []):
+        if int(idx) not in ctx.names:
+            raise UnsupportedModelError(f"{path}: graph output {idx} '{ctx.tname(idx)}' is not "
+                                        f"produced by any mapped operator")
+        outputs.append(Value(ctx.value(int(idx)), "float32", ()))
+    meta = {"source_format": "tflite", "source": Path(path).name}
+    if ctx.notes:
+        meta["conversion_notes"] = ctx.notes
+    g = Graph(Path(path).stem, inputs, outputs, ctx.nodes, ctx.constants, metadata=meta)
+    return g.validate()
