@@ -9,4 +9,10 @@ from edgeseq.graph import Graph, Node, Value
 from edgeseq.ops import Op
 
 __all__ = ["__version__", "Graph", "Node", "Value", "Op", "EdgeseqError", "GraphError",
-           "ShapeError", "UnsupportedModelError", "ArtifactError", "InputError"]
+           "ShapeError", "UnsupportedModelError", "ArtifactError", "InputError", "load"]
+
+
+def load(path, **options):
+    """Load an .eseq artifact and compile it: returns an `edgeseq.runtime.Model`."""
+    from edgeseq.runtime.session import load as _load  # lazy: keeps `import edgeseq` light
+    return _load(path, **options)

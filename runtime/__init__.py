@@ -1,0 +1,9 @@
+"""edgeseq.runtime: run Graphs with Numba kernels (numpy + numba only; no converters/quant).
+
+    model = edgeseq.runtime.Model(graph)      # or edgeseq.load("model.eseq")
+    out = model.run({"x": x})
+    s = model.stream(); s.push({"x": chunk})
+"""
+from edgeseq.runtime.session import InputSpec, Model, Stream, load
+
+__all__ = ["Model", "Stream", "InputSpec", "load"]

@@ -1,0 +1,1 @@
+"""Private Numba kernels (see runtime/plan.py for the registry that selects them)."""

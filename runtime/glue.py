@@ -1,0 +1,265 @@
+"""Glue-op kernels in float32 NumPy (they run once per call over whole tensors, never per
+time step, so NumPy's vectorised loops and BLAS are the right tool). Every float value in the
+runtime is float32: Cast to float16 rounds to half precision and goes on in float32, Cast to
+float64 is a no-op. Semantics follow edgeseq.reference (ONNX-like)."""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from edgeseq.errors import InputError
+from edgeseq.graph import Graph, Node
+from edgeseq.ops import Op
+from edgeseq.runtime.plan import Kernel, register
+from edgeseq.shapes import slice_bounds
+
+
+def _glue(*ops: Op) -> Callable:
+    """Register fn(node, ins) -> list of outputs as the float32 kernel of each op."""
+    def deco(fn: Callable) -> Callable:
+        for op in ops:
+            cls = type(f"{op.name.title()}Kernel", (_Glue,), {"fn": staticmethod(fn)})
+            register(op)(cls)
+        return fn
+    return deco
+
+
+class _Glue(Kernel):
+    fn: Callable
+
+    def __init__(self, graph: Graph, node: Node, **options) -> None:
+        super().__init__(graph, node)
+
+    def __call__(self, ins: list) -> list:
+        return self.fn(self.node, ins)
+
+
+def _f32(a: np.ndarray) -> np.ndarray:
+    return a.astype(np.float32, copy=False) if a.dtype.kind == "f" else a
+
+
+# ---- linear ----------------------------------------------------------------------------------
+@_glue(Op.MATMUL)
+def _matmul(node, ins):
+    return [np.matmul(ins[0], ins[1])]
+
+
+@_glue(Op.GEMM)
+def _gemm(node, ins):
+    a, b, c = ins[0], ins[1], ins[2] if len(ins) > 2 else None
+    at = node.attrs
+    a = a.T if at["trans_a"] else a
+    b = b.T if at["trans_b"] else b
+    y = np.dot(a, b)
+    if at["alpha"] != 1.0:
+        y *= np.float32(at["alpha"])
+    if c is not None:
+        y += c if at["beta"] == 1.0 else np.float32(at["beta"]) * c
+    return [y]
+
+
+@register(Op.CONV1D)
+class Conv1dKernel(Kernel):
+    """1-D convolution as im2col + one GEMM per group (weights reshaped once at load)."""
+
+    def __init__(self, graph: Graph, node: Node, **options) -> None:
+        super().__init__(graph, node)
+        self.w2 = None
+        w = graph.constants.get(node.inputs[1])
+        if w is not None:
+            self.w2 = self._reshape_w(np.asarray(w, dtype=np.float32))
+
+    def _reshape_w(self, w: np.ndarray) -> np.ndarray:
+        g = self.node.attrs["group"]
+        o, cg, k = w.shape
+        # [group, O/group, C/group * K] matching the im2col column order (c, k)
+        return np.ascontiguousarray(w.reshape(g, o // g, cg * k))
+
+    def __call__(self, ins: list) -> list:
+        x, w = ins[0], ins[1]
+        b = ins[2] if len(ins) > 2 else None
+        a = self.node.attrs
+        w2 = self.w2 if self.w2 is not None else self._reshape_w(np.asarray(w, np.float32))
+        g, stride, dil = a["group"], a["stride"], a["dilation"]
+        k = w.shape[2]
+        x = np.pad(x, ((0, 0), (0, 0), tuple(a["pads"]))) if any(a["pads"]) else x
+        n, c, length = x.shape
+        out_len = (length - dil * (k - 1) - 1) // stride + 1
+        # cols[n, c, k, l] = x[n, c, l * stride + k * dil]
+        sn, sc, sl = x.strides
+        cols = np.lib.stride_tricks.as_strided(
+            x, (n, c, k, out_len), (sn, sc, sl * dil, sl * stride), writeable=False)
+        cg = c // g
+        ys = []
+        for j in range(g):
+            colj = cols[:, j * cg:(j + 1) * cg].reshape(n, cg * k, out_len)
+            ys.append(np.matmul(w2[j], colj))                 # [N, O/g, L]
+        y = ys[0] if g == 1 else np.concatenate(ys, axis=1)
+        if b is not None:
+            y += b[None, :, None]
+        return [y]
+
+
+# ---- elementwise -----------------------------------------------------------------------------
+_BINARY = {Op.ADD: np.add, Op.SUB: np.subtract, Op.MUL: np.multiply, Op.POW: np.power}
+
+
+@_glue(*_BINARY)
+def _binary(node, ins):
+    return [_BINARY[node.op](ins[0], ins[1])]
+
+
+@_glue(Op.DIV)
+def _div(node, ins):
+    a, b = ins
+    if a.dtype.kind in "iu" and b.dtype.kind in "iu":
+        # ONNX integer Div truncates toward zero
+        return [np.trunc(np.true_divide(a, b)).astype(np.result_type(a, b))]
+    return [np.true_divide(a, b)]
+
+
+def _sigmoid(x):
+    # 1/(1+e^-x) overflows to inf for very negative x and gives the right limit 0
+    with np.errstate(over="ignore"):
+        return (1.0 / (1.0 + np.exp(-x))).astype(x.dtype, copy=False)
+
+
+_UNARY = {
+    Op.RELU: lambda x: np.maximum(x, 0),
+    Op.SIGMOID: _sigmoid,
+    Op.TANH: np.tanh,
+    Op.SQRT: np.sqrt,
+    Op.EXP: np.exp,
+    Op.LOG: np.log,
+    Op.NEG: np.negative,
+    Op.ABS: np.abs,
+    Op.IDENTITY: lambda x: x,
+}
+
+
+@_glue(*_UNARY)
+def _unary(node, ins):
+    return [_UNARY[node.op](ins[0])]
+
+
+@_glue(Op.CLIP)
+def _clip(node, ins):
+    x = ins[0]
+    return [np.clip(x, node.attrs["min"], node.attrs["max"]).astype(x.dtype, copy=False)]
+
+
+@_glue(Op.LEAKY_RELU)
+def _leaky(node, ins):
+    x = ins[0]
+    return [np.where(x >= 0, x, np.float32(node.attrs["alpha"]) * x).astype(x.dtype, copy=False)]
+
+
+@_glue(Op.CAST)
+def _cast(node, ins):
+    to = node.attrs["to"]
+    x = ins[0]
+    if to == "float16":
+        return [x.astype(np.float16).astype(np.float32)]
+    if to in ("float32", "float64"):
+        return [x.astype(np.float32, copy=False)]
+    return [x.astype(to)]
+
+
+# ---- normalising / reducing ------------------------------------------------------------------
+@_glue(Op.SOFTMAX, Op.LOG_SOFTMAX)
+def _softmax(node, ins):
+    x = ins[0]
+    ax = node.attrs["axis"]
+    z = x - x.max(axis=ax, keepdims=True)
+    e = np.exp(z)
+    s = e.sum(axis=ax, keepdims=True)
+    return [e / s if node.op is Op.SOFTMAX else z - np.log(s)]
+
+
+@_glue(Op.REDUCE_MEAN, Op.REDUCE_SUM)
+def _reduce(node, ins):
+    x = ins[0]
+    axes = tuple(node.attrs["axes"]) or None
+    fn = np.mean if node.op is Op.REDUCE_MEAN else np.sum
+    return [_f32(np.asarray(fn(x, axis=axes, keepdims=node.attrs["keepdims"])))]
+
+
+# ---- layout ----------------------------------------------------------------------------------
+@_glue(Op.CONCAT)
+def _concat(node, ins):
+    return [np.concatenate(ins, axis=node.attrs["axis"])]
+
+
+@_glue(Op.SPLIT)
+def _split(node, ins):
+    x = ins[0]
+    ax = node.attrs["axis"]
+    cuts = np.cumsum(node.attrs["split"])[:-1]
+    return [np.ascontiguousarray(p) for p in np.split(x, cuts, axis=ax)]
+
+
+@_glue(Op.SLICE)
+def _slice(node, ins):
+    x = ins[0]
+    at = node.attrs
+    idx = [slice(None)] * x.ndim
+    for st, en, ax, sp in zip(at["starts"], at["ends"], at["axes"], at["steps"]):
+        ax = ax % x.ndim
+        s0, s1, s2 = slice_bounds(x.shape[ax], st, en, sp)
+        # NOTE: a negative step that ends before index 0 yields stop=-1, which Python would
+        # read as "the last element"; None keeps ONNX's meaning
+        idx[ax] = slice(s0, None if s1 < 0 else s1, s2)
+    return [np.ascontiguousarray(x[tuple(idx)])]
+
+
+@_glue(Op.TRANSPOSE)
+def _transpose(node, ins):
+    return [np.ascontiguousarray(np.transpose(ins[0], node.attrs["perm"] or None))]
+
+
+@_glue(Op.RESHAPE)
+def _reshape(node, ins):
+    x = ins[0]
+    shape = [x.shape[k] if d == 0 else d for k, d in enumerate(node.attrs["shape"])]
+    return [np.reshape(x, shape)]
+
+
+@_glue(Op.SQUEEZE)
+def _squeeze(node, ins):
+    x = ins[0]
+    axes = tuple(node.attrs["axes"]) or tuple(k for k, d in enumerate(x.shape) if d == 1)
+    return [np.squeeze(x, axis=axes)]
+
+
+@_glue(Op.UNSQUEEZE)
+def _unsqueeze(node, ins):
+    x = ins[0]
+    r = x.ndim + len(node.attrs["axes"])
+    return [np.expand_dims(x, tuple(sorted(a % r for a in node.attrs["axes"])))]
+
+
+@_glue(Op.PAD)
+def _pad(node, ins):
+    x = ins[0]
+    at = node.attrs
+    r = x.ndim
+    begin, end = at["pads"][:r], at["pads"][r:]
+    # negative pads crop (ONNX); positive ones pad
+    x = x[tuple(slice(max(-b, 0), x.shape[k] - max(-e, 0))
+                for k, (b, e) in enumerate(zip(begin, end)))]
+    widths = [(max(b, 0), max(e, 0)) for b, e in zip(begin, end)]
+    if at["mode"] == "constant":
+        return [np.pad(x, widths, mode="constant", constant_values=at["value"])]
+    return [np.pad(x, widths, mode=at["mode"])]
+
+
+@_glue(Op.GATHER)
+def _gather(node, ins):
+    x, idx = ins
+    ax = node.attrs["axis"] % x.ndim
+    if idx.size and (idx.max() >= x.shape[ax] or idx.min() < -x.shape[ax]):
+        raise InputError(f"node '{node.name}' (Gather): indices out of range for axis {ax} "
+                         f"of size {x.shape[ax]}")
+    idx = np.where(idx < 0, idx + x.shape[ax], idx)
+    return [np.take(x, idx, axis=ax)]

@@ -1,0 +1,96 @@
+"""Fused float32 GRU kernel (ONNX semantics, gates z, r, h; both linear_before_reset forms).
+
+Packed operands (built by `runtime.families.gru`):
+  aux [6, H] float32: rows 0-2 input bias b_x (z, r, h), rows 3-5 recurrent bias b_h.
+  ip [4] int64: linear_before_reset, act_f, act_g, reverse.
+  fp [5] float64: gate_clip, alpha_f, beta_f, alpha_g, beta_g.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from edgeseq.runtime.config import NJIT
+from edgeseq.runtime.kernels.activations import activate
+from edgeseq.runtime.kernels.linalg import clip_inplace, matvec_rows, step_rows
+
+N_IP = 4
+N_FP = 5
+
+
+@njit(**NJIT)
+def _input_contribution(x, w_x, pre, rows, times, n_act, xz):
+    """xz[b] = W_x x_t for the active rows (copied when precomputed by one GEMM)."""
+    if pre:
+        for a in range(n_act):
+            xz[rows[a], :] = x[times[a], rows[a], :]
+    else:
+        xt = np.empty((x.shape[1], x.shape[2]), dtype=np.float32)
+        for a in range(n_act):
+            xt[rows[a], :] = x[times[a], rows[a], :]
+        matvec_rows(w_x, 0, w_x.shape[0], xt, rows, n_act, xz, False)
+
+
+@njit(**NJIT)
+def _gru_step(x, w_x, pre, w_h, aux, ip, fp, rows, times, n_act, h, y, xz, rz, tmp):
+    n_hidden = h.shape[1]
+    lbr = ip[0] != 0
+    _input_contribution(x, w_x, pre, rows, times, n_act, xz)
+    # recurrent part: all three gate blocks at once when reset is applied after the matmul
+    matvec_rows(w_h, 0, 3 * n_hidden if lbr else 2 * n_hidden, h, rows, n_act, rz, False)
+    for a in range(n_act):
+        b = rows[a]
+        xb = xz[b]
+        rb = rz[b]
+        hb = h[b]
+        for g in range(2):
+            o = g * n_hidden
+            for j in range(n_hidden):
+                xb[o + j] += aux[g, j] + rb[o + j] + aux[3 + g, j]
+        clip_inplace(xb, 0, 2 * n_hidden, fp[0])
+        activate(xb, 0, 2 * n_hidden, ip[1], fp[1], fp[2])
+        if lbr:
+            for j in range(n_hidden):
+                xb[2 * n_hidden + j] += aux[2, j] + xb[n_hidden + j] * (rb[2 * n_hidden + j] + aux[5, j])
+        else:
+            for j in range(n_hidden):
+                tmp[b, j] = xb[n_hidden + j] * hb[j]
+    if not lbr:
+        # reset applied before the matmul: W_hh (r * h) needs r first, so a second pass
+        matvec_rows(w_h, 2 * n_hidden, 3 * n_hidden, tmp, rows, n_act, rz, False)
+        for a in range(n_act):
+            b = rows[a]
+            for j in range(n_hidden):
+                xz[b, 2 * n_hidden + j] += aux[2, j] + rz[b, j] + aux[5, j]
+    for a in range(n_act):
+        b = rows[a]
+        xb = xz[b]
+        hb = h[b]
+        clip_inplace(xb, 2 * n_hidden, n_hidden, fp[0])
+        activate(xb, 2 * n_hidden, n_hidden, ip[2], fp[3], fp[4])
+        for j in range(n_hidden):
+            nj = xb[2 * n_hidden + j]
+            hb[j] = nj + xb[j] * (hb[j] - nj)        # (1 - z) n + z h
+        y[times[a], b, :] = hb
+
+
+@njit(**NJIT)
+def _gru_sequence(x, w_x, pre, w_h, aux, ip, fp, lens, h, y):
+    """One direction over x [T, N, *] (pre=1: x holds W_x x_t [T, N, 3H]); h [N, H] in place;
+    y [T, N, H] (zero past each sequence's length)."""
+    t_len, n_batch = x.shape[0], x.shape[1]
+    n_hidden = h.shape[1]
+    reverse = ip[3] != 0
+    rows = np.empty(n_batch, dtype=np.int64)
+    times = np.empty(n_batch, dtype=np.int64)
+    xz = np.empty((n_batch, 3 * n_hidden), dtype=np.float32)
+    rz = np.empty((n_batch, 3 * n_hidden), dtype=np.float32)
+    tmp = np.empty((n_batch, n_hidden), dtype=np.float32)
+    for s in range(t_len):
+        n_act = step_rows(s, t_len, lens, reverse, rows, times)
+        if n_act < n_batch:
+            for b in range(n_batch):
+                if s >= lens[b]:
+                    y[s, b, :] = 0.0
+        if n_act > 0:
+            _gru_step(x, w_x, pre, w_h, aux, ip, fp, rows, times, n_act, h, y, xz, rz, tmp)

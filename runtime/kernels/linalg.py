@@ -1,0 +1,99 @@
+"""Small dense linear-algebra building blocks shared by the recurrent kernels.
+
+Numba cannot call BLAS without SciPy, and a per-step BLAS call costs more than it saves at
+batch 1; these loops are written so LLVM vectorises the contiguous inner dimension (fastmath
+`reassoc` lets it split the sum over vector lanes).
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from edgeseq.runtime.config import NJIT
+
+
+@njit(**NJIT)
+def matvec_rows(w, r0, r1, v, rows, n_rows, out, accumulate):
+    """out[b, j - r0] (+)= w[j, :] . v[b, :] for j in [r0, r1), b in rows[:n_rows].
+
+    w [R, K] C-contiguous; v [N, K]; out [N, >= r1 - r0]. Weight rows are the outer loop so
+    one row is read from memory once and reused from L1 for every batch row; batch rows are
+    taken four at a time so each loaded weight element feeds four multiply-adds."""
+    k_len = w.shape[1]
+    for j in range(r0, r1):
+        jo = j - r0
+        b = 0
+        while b + 4 <= n_rows:
+            n0, n1, n2, n3 = rows[b], rows[b + 1], rows[b + 2], rows[b + 3]
+            a0 = np.float32(0.0)
+            a1 = np.float32(0.0)
+            a2 = np.float32(0.0)
+            a3 = np.float32(0.0)
+            for k in range(k_len):
+                wk = w[j, k]
+                a0 += wk * v[n0, k]
+                a1 += wk * v[n1, k]
+                a2 += wk * v[n2, k]
+                a3 += wk * v[n3, k]
+            if accumulate:
+                out[n0, jo] += a0
+                out[n1, jo] += a1
+                out[n2, jo] += a2
+                out[n3, jo] += a3
+            else:
+                out[n0, jo] = a0
+                out[n1, jo] = a1
+                out[n2, jo] = a2
+                out[n3, jo] = a3
+            b += 4
+        while b < n_rows:
+            n0 = rows[b]
+            a0 = np.float32(0.0)
+            for k in range(k_len):
+                a0 += w[j, k] * v[n0, k]
+            if accumulate:
+                out[n0, jo] += a0
+            else:
+                out[n0, jo] = a0
+            b += 1
+
+
+@njit(**NJIT)
+def clip_inplace(buf, start, n, bound):
+    """buf[start:start+n] = clip(buf, -bound, bound); bound <= 0 means no clipping."""
+    if bound > 0:
+        hi = np.float32(bound)
+        lo = -hi
+        for k in range(start, start + n):
+            buf[k] = min(max(buf[k], lo), hi)
+
+
+@njit(**NJIT)
+def layer_norm_inplace(buf, start, n, gamma, eps):
+    """buf[start:start+n] = gamma * (a - mean) / sqrt(var + eps) (TFLite LSTM layer norm)."""
+    s = 0.0
+    for k in range(start, start + n):
+        s += buf[k]
+    mean = s / n
+    v = 0.0
+    for k in range(start, start + n):
+        d = buf[k] - mean
+        v += d * d
+    inv = 1.0 / np.sqrt(v / n + eps)
+    m32 = np.float32(mean)
+    i32 = np.float32(inv)
+    for k in range(n):
+        buf[start + k] = gamma[k] * ((buf[start + k] - m32) * i32)
+
+
+@njit(**NJIT)
+def step_rows(step, t_len, lens, reverse, rows, times):
+    """Batch rows still inside their sequence at step `step`, and the time index each reads
+    (reverse: len-1-step). Returns how many rows are active."""
+    n_act = 0
+    for b in range(lens.shape[0]):
+        if step < lens[b]:
+            rows[n_act] = b
+            times[n_act] = lens[b] - 1 - step if reverse else step
+            n_act += 1
+    return n_act

@@ -1,0 +1,157 @@
+"""Fused float32 LSTM kernels (DESIGN.md §2: peephole, CIFG both couplings, projection with
+bias and clip, layer norm, cell/gate clip, configurable activations), split the way the TFLite
+LSTM is: `_gate_preactivations`, `_update_cell`, `_update_hidden`, `_project`, composed by
+`_lstm_step` and `_lstm_sequence`.
+
+Packed operands (built once per node by `runtime.families.lstm`), so that a call passes few
+arguments (Numba's dispatch cost grows with the argument count):
+  aux [12, M] float32, M = max(H, P): rows 0-3 bias i,f,c,o; 4-6 peephole i,f,o;
+      7-10 layer-norm gains i,f,c,o; 11 projection bias.
+  ip [8] int64: has_peephole, coupling (0 none, 1 i = 1-f, 2 f = 1-i), has_layer_norm,
+      has_projection, act_f, act_g, act_h (codes of kernels.activations), reverse.
+  fp [10] float64: cell_clip, proj_clip, gate_clip, ln_eps, alpha/beta of f, g, h.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from edgeseq.runtime.config import NJIT
+from edgeseq.runtime.kernels.activations import activate
+from edgeseq.runtime.kernels.linalg import (clip_inplace, layer_norm_inplace, matvec_rows,
+                                            step_rows)
+
+N_IP = 8
+N_FP = 10
+
+
+@njit(**NJIT)
+def _gate_preactivations(x, w_x, pre, w_h, h, rows, times, n_act, z):
+    """z[b] = W_x x_t + W_h h_{t-1} for the active batch rows (no bias: it is added after a
+    layer norm, which must see the bare sum)."""
+    g = w_h.shape[0]
+    if pre:
+        for a in range(n_act):
+            b = rows[a]
+            t = times[a]
+            for j in range(g):
+                z[b, j] = x[t, b, j]
+        matvec_rows(w_h, 0, g, h, rows, n_act, z, True)
+    else:
+        xt = np.empty((x.shape[1], x.shape[2]), dtype=np.float32)
+        for a in range(n_act):
+            b = rows[a]
+            xt[b, :] = x[times[a], b, :]
+        matvec_rows(w_x, 0, g, xt, rows, n_act, z, False)
+        matvec_rows(w_h, 0, g, h, rows, n_act, z, True)
+
+
+@njit(**NJIT)
+def _gate_input(zb, k, n_cell, aux, ip, fp):
+    """Layer norm (optional), bias, gate clip: the activation's input for gate k in place."""
+    s = k * n_cell
+    if ip[2]:
+        layer_norm_inplace(zb, s, n_cell, aux[7 + k], fp[3])
+    for j in range(n_cell):
+        zb[s + j] += aux[k, j]
+    clip_inplace(zb, s, n_cell, fp[2])
+
+
+@njit(**NJIT)
+def _update_cell(zb, c, aux, ip, fp):
+    """Gates i, f, c and the new cell state (in place in c)."""
+    n_cell = c.shape[0]
+    if ip[0]:
+        for j in range(n_cell):
+            zb[j] += aux[4, j] * c[j]
+            zb[n_cell + j] += aux[5, j] * c[j]
+    coupling = ip[1]
+    for k in range(3):
+        _gate_input(zb, k, n_cell, aux, ip, fp)
+    if coupling != 1:
+        activate(zb, 0, n_cell, ip[4], fp[4], fp[5])
+    if coupling != 2:
+        activate(zb, n_cell, n_cell, ip[4], fp[4], fp[5])
+    activate(zb, 2 * n_cell, n_cell, ip[5], fp[6], fp[7])
+    one = np.float32(1.0)
+    if coupling == 1:
+        for j in range(n_cell):
+            zb[j] = one - zb[n_cell + j]
+    elif coupling == 2:
+        for j in range(n_cell):
+            zb[n_cell + j] = one - zb[j]
+    for j in range(n_cell):
+        c[j] = zb[n_cell + j] * c[j] + zb[j] * zb[2 * n_cell + j]
+    clip_inplace(c, 0, n_cell, fp[0])
+
+
+@njit(**NJIT)
+def _update_hidden(zb, c, m, aux, ip, fp):
+    """Output gate (its peephole reads the NEW cell) and m = o * act_h(c)."""
+    n_cell = c.shape[0]
+    so = 3 * n_cell
+    if ip[0]:
+        # NOTE: the output peephole reads c_t, not c_{t-1} (Android NN / TFLite)
+        for j in range(n_cell):
+            zb[so + j] += aux[6, j] * c[j]
+    _gate_input(zb, 3, n_cell, aux, ip, fp)
+    activate(zb, so, n_cell, ip[4], fp[4], fp[5])
+    for j in range(n_cell):
+        m[j] = c[j]
+    activate(m, 0, n_cell, ip[6], fp[8], fp[9])
+    for j in range(n_cell):
+        m[j] = zb[so + j] * m[j]
+
+
+@njit(**NJIT)
+def _project(m, w_proj, aux, fp, h_out):
+    """h = clip(W_proj m + b_proj, +-proj_clip)."""
+    n_out, n_cell = w_proj.shape
+    for p in range(n_out):
+        acc = np.float32(0.0)
+        for j in range(n_cell):
+            acc += w_proj[p, j] * m[j]
+        h_out[p] = acc + aux[11, p]
+    clip_inplace(h_out, 0, n_out, fp[1])
+
+
+@njit(**NJIT)
+def _lstm_step(x, w_x, pre, w_h, w_proj, aux, ip, fp, rows, times, n_act, h, c, y, z, m):
+    """One time step for the active batch rows; writes h, c in place and y[t, b]."""
+    _gate_preactivations(x, w_x, pre, w_h, h, rows, times, n_act, z)
+    for a in range(n_act):
+        b = rows[a]
+        zb = z[b]
+        cb = c[b]
+        _update_cell(zb, cb, aux, ip, fp)
+        _update_hidden(zb, cb, m, aux, ip, fp)
+        hb = h[b]
+        if ip[3]:
+            _project(m, w_proj, aux, fp, hb)
+        else:
+            for j in range(m.shape[0]):
+                hb[j] = m[j]
+        y[times[a], b, :] = hb
+
+
+@njit(**NJIT)
+def _lstm_sequence(x, w_x, pre, w_h, w_proj, aux, ip, fp, lens, h, c, y):
+    """Run one direction over x [T, N, *]: pre=1 means x already holds W_x x_t [T, N, 4H]
+    (one GEMM done by the caller), pre=0 means raw inputs [T, N, I] (short chunks).
+    h [N, P], c [N, H] carry the state in place; y [T, N, P] receives outputs (zero past
+    each sequence's length)."""
+    t_len, n_batch = x.shape[0], x.shape[1]
+    n_cell = c.shape[1]
+    reverse = ip[7] != 0
+    rows = np.empty(n_batch, dtype=np.int64)
+    times = np.empty(n_batch, dtype=np.int64)
+    z = np.empty((n_batch, 4 * n_cell), dtype=np.float32)
+    m = np.empty(n_cell, dtype=np.float32)
+    for s in range(t_len):
+        n_act = step_rows(s, t_len, lens, reverse, rows, times)
+        if n_act < n_batch:
+            for b in range(n_batch):
+                if s >= lens[b]:
+                    y[s, b, :] = 0.0
+        if n_act > 0:
+            _lstm_step(x, w_x, pre, w_h, w_proj, aux, ip, fp, rows, times, n_act, h, c, y, z, m)

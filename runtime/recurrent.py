@@ -1,0 +1,223 @@
+"""float32 dense kernel families for LSTM, GRU and RNN nodes: weight preparation at load,
+layout handling (batch_first, directions, per-batch lengths) around the Numba sequence
+kernels. Also the fallback for float16/int8/factored weights without a dedicated kernel:
+weights are dequantised (and factors multiplied out) once at load."""
+from __future__ import annotations
+
+import numpy as np
+
+from edgeseq.errors import GraphError, InputError
+from edgeseq.graph import Graph, Node
+from edgeseq.ops import Op, num_directions
+from edgeseq.runtime.kernels import gru as _gru
+from edgeseq.runtime.kernels import lstm as _lstm
+from edgeseq.runtime.kernels import rnn as _rnn
+from edgeseq.runtime.kernels.activations import ACT_CODES
+from edgeseq.runtime.plan import Kernel, as_float32, register
+
+# Below this many (time x batch) rows the input projection runs inside the kernel, step by
+# step; from here on one BLAS GEMM over all steps is cheaper (measured: a NumPy GEMM call
+# costs ~1-2 us, more than an in-kernel 8x8 GEMV).
+GEMM_MIN_ROWS = 4
+
+_COUPLING = {"none": 0, "input": 1, "forget": 2}
+
+
+def dense_weight(graph: Graph, node: Node, slot: str) -> np.ndarray | None:
+    """float32 [D, ...] weight of a slot: int8 dequantised with its per-row scale, float16
+    widened, a factored w_h multiplied out. Never modifies the graph's arrays."""
+    if slot == "w_h" and "w_h" not in node.weights and "w_h_u" in node.weights:
+        u = dense_weight(graph, node, "w_h_u").astype(np.float64)
+        v = dense_weight(graph, node, "w_h_v").astype(np.float64)
+        return as_float32(np.matmul(u, v))
+    w = graph.weight(node, slot)
+    if w is None:
+        return None
+    if w.dtype == np.int8:
+        scale = graph.scale(node, slot)
+        return as_float32(w.astype(np.float32) * scale[..., None])
+    return as_float32(w)
+
+
+class _Recurrent(Kernel):
+    """Shared plumbing: directions, layouts, sequence lengths, initial states."""
+    n_gates = 1
+    n_states = 1
+
+    def __init__(self, graph: Graph, node: Node, **options) -> None:
+        super().__init__(graph, node)
+        if options:
+            raise GraphError(f"node '{node.name}' ({node.op.value}): the dense kernel takes no "
+                             f"options, got {sorted(options)}")
+        a = node.attrs
+        self.n_dir = num_directions(a)
+        self.hidden = a["hidden_size"]
+        self.out_size = a.get("proj_size", 0) or self.hidden
+        self.batch_first = a["batch_first"]
+        kinds = {str(graph.constants[n].dtype) for s, n in node.weights.items()
+                 if s.startswith("w_")}
+        if kinds - {"float32"} or "w_h_u" in node.weights:
+            self.note = "weights dequantised to float32 at load"
+        w_x = dense_weight(graph, node, "w_x")
+        w_h = dense_weight(graph, node, "w_h")
+        self.w_x = [as_float32(w_x[d]) for d in range(self.n_dir)]
+        self.w_h = [as_float32(w_h[d]) for d in range(self.n_dir)]
+        self.reverse = [a["direction"] == "reverse" or d == 1 for d in range(self.n_dir)]
+
+    def _acts(self, d: int, k: int) -> tuple[list[int], list[float]]:
+        a = self.node.attrs
+        sl = slice(d * k, d * k + k)
+        codes = [ACT_CODES[n] for n in a["activations"][sl]]
+        ab = []
+        for al, be in zip(a["activation_alpha"][sl], a["activation_beta"][sl]):
+            ab += [al, be]
+        return codes, ab
+
+    def _lens(self, seq_lens, t_len: int, n_batch: int) -> np.ndarray:
+        if seq_lens is None:
+            return np.full(n_batch, t_len, dtype=np.int64)
+        lens = np.array(seq_lens, dtype=np.int64)    # a fresh, writable copy: one specialisation
+        if lens.shape != (n_batch,) or (lens.size and (lens.min() < 0 or lens.max() > t_len)):
+            raise InputError(f"node '{self.node.name}' ({self.node.op.value}): sequence_lens must "
+                             f"be {n_batch} values in [0, {t_len}], got {lens.tolist()}")
+        return np.ascontiguousarray(lens)
+
+    def _state(self, s, n_batch: int, size: int) -> np.ndarray:
+        """Initial state as a writable [D, N, size] float32 array (kernels update it)."""
+        if s is None:
+            return np.zeros((self.n_dir, n_batch, size), dtype=np.float32)
+        if self.batch_first:
+            s = s.transpose(1, 0, 2)
+        return np.array(s, dtype=np.float32, order="C", copy=True)
+
+    def __call__(self, ins: list) -> list:
+        x, seq_lens = ins[0], ins[1]
+        if self.batch_first:
+            x = x.transpose(1, 0, 2)
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        if not x.flags.writeable:
+            # NOTE: Numba compiles a separate specialisation for read-only arrays; copy instead
+            x = x.copy()
+        t_len, n_batch = x.shape[0], x.shape[1]
+        lens = self._lens(seq_lens, t_len, n_batch)
+        sizes = (self.out_size, self.hidden)
+        states = [self._state(ins[2 + k] if 2 + k < len(ins) else None, n_batch, sizes[k])
+                  for k in range(self.n_states)]
+        if self.n_dir == 1:
+            y = np.empty((t_len, 1, n_batch, self.out_size), dtype=np.float32)
+            ys = [y.reshape(t_len, n_batch, self.out_size)]
+        else:
+            ys = [np.empty((t_len, n_batch, self.out_size), dtype=np.float32) for _ in range(2)]
+        pre = t_len * n_batch >= GEMM_MIN_ROWS
+        for d in range(self.n_dir):
+            if pre:
+                xin = np.dot(x.reshape(t_len * n_batch, -1), self.w_x[d].T).reshape(
+                    t_len, n_batch, -1)
+            else:
+                xin = x
+            self._run(d, xin, int(pre), lens, [s[d] for s in states], ys[d])
+        if self.n_dir == 2:
+            y = np.stack(ys, axis=1)
+        if self.batch_first:
+            y = np.ascontiguousarray(y.transpose(2, 0, 1, 3))
+            states = [np.ascontiguousarray(s.transpose(1, 0, 2)) for s in states]
+        return [y] + states
+
+    def _run(self, d, xin, pre, lens, states, y) -> None:
+        raise NotImplementedError
+
+    def warmup(self) -> None:
+        """Compile (or load from Numba's cache) both input paths: in-kernel projection for
+        short chunks and the precomputed-GEMM path."""
+        n_in = self.w_x[0].shape[1]
+        for t_len in (1, GEMM_MIN_ROWS):
+            self([np.zeros((1, t_len, n_in) if self.batch_first else (t_len, 1, n_in),
+                           dtype=np.float32), None, None, None])
+
+
+@register(Op.LSTM)
+class LstmKernel(_Recurrent):
+    n_gates = 4
+    n_states = 2
+
+    def __init__(self, graph: Graph, node: Node, **options) -> None:
+        super().__init__(graph, node, **options)
+        a = node.attrs
+        hs, ps, nd = self.hidden, self.out_size, self.n_dir
+        b = dense_weight(graph, node, "b")
+        peep = dense_weight(graph, node, "peephole")
+        ln = dense_weight(graph, node, "layer_norm")
+        w_proj = dense_weight(graph, node, "w_proj")
+        b_proj = dense_weight(graph, node, "b_proj")
+        width = max(hs, ps)
+        self.aux, self.ip, self.fp, self.w_proj = [], [], [], []
+        for d in range(nd):
+            aux = np.zeros((12, width), dtype=np.float32)
+            if b is not None:
+                aux[0:4, :hs] = b[d].reshape(4, hs)
+            if peep is not None:
+                aux[4:7, :hs] = peep[d]
+            if ln is not None:
+                aux[7:11, :hs] = ln[d]
+            if b_proj is not None:
+                aux[11, :ps] = b_proj[d]
+            codes, ab = self._acts(d, 3)
+            self.aux.append(aux)
+            self.ip.append(np.array([peep is not None, _COUPLING[a["coupled_gate"]],
+                                     ln is not None, w_proj is not None, *codes,
+                                     self.reverse[d]], dtype=np.int64))
+            self.fp.append(np.array([a["cell_clip"], a["proj_clip"], a["gate_clip"],
+                                     a["layer_norm_epsilon"], *ab], dtype=np.float64))
+            self.w_proj.append(as_float32(w_proj[d]) if w_proj is not None
+                               else np.zeros((0, 0), dtype=np.float32))
+
+    def _run(self, d, xin, pre, lens, states, y) -> None:
+        _lstm._lstm_sequence(xin, self.w_x[d], pre, self.w_h[d], self.w_proj[d], self.aux[d],
+                             self.ip[d], self.fp[d], lens, states[0], states[1], y)
+
+
+@register(Op.GRU)
+class GruKernel(_Recurrent):
+    n_gates = 3
+
+    def __init__(self, graph: Graph, node: Node, **options) -> None:
+        super().__init__(graph, node, **options)
+        hs = self.hidden
+        b_x = dense_weight(graph, node, "b_x")
+        b_h = dense_weight(graph, node, "b_h")
+        self.aux, self.ip, self.fp = [], [], []
+        for d in range(self.n_dir):
+            aux = np.zeros((6, hs), dtype=np.float32)
+            if b_x is not None:
+                aux[0:3] = b_x[d].reshape(3, hs)
+            if b_h is not None:
+                aux[3:6] = b_h[d].reshape(3, hs)
+            codes, ab = self._acts(d, 2)
+            self.aux.append(aux)
+            self.ip.append(np.array([node.attrs["linear_before_reset"], *codes, self.reverse[d]],
+                                    dtype=np.int64))
+            self.fp.append(np.array([node.attrs["gate_clip"], *ab], dtype=np.float64))
+
+    def _run(self, d, xin, pre, lens, states, y) -> None:
+        _gru._gru_sequence(xin, self.w_x[d], pre, self.w_h[d], self.aux[d], self.ip[d],
+                           self.fp[d], lens, states[0], y)
+
+
+@register(Op.RNN)
+class RnnKernel(_Recurrent):
+    def __init__(self, graph: Graph, node: Node, **options) -> None:
+        super().__init__(graph, node, **options)
+        b = dense_weight(graph, node, "b")
+        self.aux, self.ip, self.fp = [], [], []
+        for d in range(self.n_dir):
+            aux = np.zeros((1, self.hidden), dtype=np.float32)
+            if b is not None:
+                aux[0] = b[d]
+            codes, ab = self._acts(d, 1)
+            self.aux.append(aux)
+            self.ip.append(np.array([*codes, self.reverse[d]], dtype=np.int64))
+            self.fp.append(np.array([node.attrs["gate_clip"], *ab], dtype=np.float64))
+
+    def _run(self, d, xin, pre, lens, states, y) -> None:
+        _rnn._rnn_sequence(xin, self.w_x[d], pre, self.w_h[d], self.aux[d], self.ip[d],
+                           self.fp[d], lens, states[0], y)

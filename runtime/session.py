@@ -1,0 +1,241 @@
+"""The public runtime: `Model` (compile a Graph once, run whole sequences) and `Stream`
+(push chunks, carry recurrent state).
+
+Input policy (checked here, so kernels never see bad input):
+* every required input by name; inputs only used as recurrent initial states or sequence
+  lengths are optional (zeros / full length);
+* rank and fixed dims must match; a symbolic dim ("T", "N") must take one value across all
+  inputs of a call;
+* float inputs: float32 is used as is; float64 and float16 are converted to float32 (the
+  runtime computes in float32); integer inputs (sequence lengths, indices) must be integers;
+* non-finite values (NaN, +-inf) raise InputError unless the Model was built with
+  `check_finite=False`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edgeseq.errors import InputError
+from edgeseq.graph import Graph
+from edgeseq.ops import RECURRENT
+from edgeseq.runtime.plan import Plan, build_plan
+from edgeseq.runtime.streaming import _state_only_inputs, time_axes
+
+_FLOAT_KINDS = "f"
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    name: str
+    dtype: str
+    shape: tuple
+    optional: bool
+
+    @property
+    def is_float(self) -> bool:
+        return self.dtype.startswith("float")
+
+    def describe(self) -> str:
+        return "(" + ", ".join(str(d) for d in self.shape) + f") {self.dtype}"
+
+
+class Model:
+    """A compiled graph: an execution plan with one prepared kernel per node.
+
+    Thread-safe: `run` keeps no state on the Model, and each thread can own a Stream."""
+
+    def __init__(self, graph: Graph, *, check_finite: bool = True, delta: dict | None = None,
+                 warmup: bool = True, name: str | None = None) -> None:
+        graph.validate()
+        self.graph = graph
+        self.name = name or graph.name
+        self.check_finite = check_finite
+        self.plan: Plan = build_plan(graph, delta=delta)
+        optional = _state_only_inputs(graph)
+        self.inputs = [InputSpec(v.name, v.dtype, tuple(v.shape), v.name in optional)
+                       for v in graph.inputs]
+        self._input_index = {s.name: s for s in self.inputs}
+        self.output_names = [v.name for v in graph.outputs]
+        self._steps = [(s.kernel, s.sources, s.outputs) for s in self.plan.steps]
+        if warmup:
+            for s in self.plan.steps:
+                w = getattr(s.kernel, "warmup", None)
+                if w is not None:
+                    w()
+
+    def __repr__(self) -> str:
+        ins = ", ".join(f"{s.name}: {s.describe()}" for s in self.inputs)
+        return f"Model({self.name!r}, inputs=[{ins}], outputs={self.output_names})"
+
+    def describe(self) -> str:
+        """The plan: which kernel runs each node."""
+        return self.plan.describe()
+
+    # ---- input checking ------------------------------------------------------------------
+    def check_inputs(self, inputs: dict) -> dict[str, np.ndarray]:
+        """Validated, converted inputs (float32 floats, int64 integers)."""
+        if not isinstance(inputs, dict):
+            raise InputError(f"model '{self.name}': inputs must be a dict of name -> array, "
+                             f"got {type(inputs).__name__}")
+        extra = [k for k in inputs if k not in self._input_index]
+        if extra:
+            raise InputError(f"model '{self.name}': unknown input(s) {extra}; expected "
+                             f"{[s.name for s in self.inputs]}")
+        env: dict[str, np.ndarray] = {}
+        symbols: dict[str, tuple[int, str]] = {}
+        for spec in self.inputs:
+            a = inputs.get(spec.name)
+            if a is None:
+                if spec.optional:
+                    continue
+                raise InputError(f"model '{self.name}': missing input '{spec.name}' "
+                                 f"(expected {spec.describe()})")
+            env[spec.name] = self._check_one(spec, a, symbols)
+        return env
+
+    def _check_one(self, spec: InputSpec, a, symbols: dict) -> np.ndarray:
+        if not isinstance(a, np.ndarray):
+            a = np.asarray(a)
+        where = f"model '{self.name}': input '{spec.name}'"
+        if a.ndim != len(spec.shape):
+            raise InputError(f"{where}: expected {spec.describe()}, got rank {a.ndim} "
+                             f"shape {a.shape} {a.dtype}")
+        for k, (want, got) in enumerate(zip(spec.shape, a.shape)):
+            if isinstance(want, int):
+                if want != got:
+                    raise InputError(f"{where}: expected {spec.describe()}, got {a.shape} "
+                                     f"{a.dtype} (dim {k} must be {want})")
+            else:
+                seen = symbols.setdefault(want, (got, spec.name))
+                if seen[0] != got:
+                    raise InputError(f"{where}: dim {k} ('{want}') is {got} but input "
+                                     f"'{seen[1]}' has '{want}' = {seen[0]}")
+        kind = a.dtype.kind
+        if spec.is_float:
+            if kind != _FLOAT_KINDS:
+                raise InputError(f"{where}: expected {spec.describe()}, got dtype {a.dtype}")
+            if a.dtype != np.float32:
+                a = a.astype(np.float32)
+            if self.check_finite and not np.isfinite(a).all():
+                bad = int(np.size(a) - np.count_nonzero(np.isfinite(a)))
+                raise InputError(f"{where}: {bad} non-finite value(s) (NaN or inf); build the "
+                                 f"Model with check_finite=False to allow them")
+        else:
+            if kind not in "iu":
+                raise InputError(f"{where}: expected {spec.describe()}, got dtype {a.dtype}")
+        return a
+
+    # ---- execution -----------------------------------------------------------------------
+    def _execute(self, env: dict, state: dict | None = None, given=()) -> dict:
+        for kernel, sources, outs in self._steps:
+            ins = [env.get(x) if k == "v" else x for k, x in sources]
+            if state is not None and kernel.node.name in state:
+                _feed_state(kernel.node, ins, state[kernel.node.name], given)
+            res = kernel(ins)
+            if state is not None and kernel.node.name in state:
+                st = state[kernel.node.name]
+                for slot, arr in zip(("h", "c"), res[1:]):
+                    st[slot] = arr
+            for name, arr in zip(outs, res):
+                if name:
+                    env[name] = arr
+        return env
+
+    def run(self, inputs: dict) -> dict[str, np.ndarray]:
+        """Run whole sequences: {input name: array} -> {output name: array}."""
+        env = self._execute(self.check_inputs(inputs))
+        return {n: env[n] for n in self.output_names}
+
+    def stream(self, time_axes: dict[str, int] | None = None) -> "Stream":
+        """A Stream over this model (one per thread). time_axes: {input: axis} when the
+        time axis of an input cannot be inferred."""
+        return Stream(self, time_axes)
+
+
+def _feed_state(node, ins: list, st: dict, given) -> None:
+    """Use the carried state as the node's initial state, unless the caller passed that
+    initial state explicitly as a graph input in this push (explicit wins)."""
+    bf = node.attrs["batch_first"]
+    n_batch = ins[0].shape[0 if bf else 1]
+    for k, slot in ((2, "h"), (3, "c")):
+        if slot not in st:
+            continue
+        name = node.inputs[k] if k < len(node.inputs) else ""
+        if name and name in given:
+            continue
+        have = st[slot].shape[0 if bf else 1]
+        if have != n_batch:
+            raise InputError(f"stream: node '{node.name}' carries state for batch {have}, but "
+                             f"this chunk has batch {n_batch}; call reset() to change batch")
+        while len(ins) <= k:
+            ins.append(None)
+        ins[k] = st[slot]
+
+
+class Stream:
+    """Push chunks of a sequence; recurrent state is carried between pushes so that any
+    chunking equals one full run. Not thread-safe: use one Stream per thread."""
+
+    def __init__(self, model: Model, time_axes_: dict | None = None) -> None:
+        self.model = model
+        g = model.graph
+        self.axes = time_axes(g, time_axes_)
+        self._rec = [n for n in g.nodes if n.op in RECURRENT]
+        self._state: dict[str, dict[str, np.ndarray]] = {}
+        self._batch: int | None = None
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the carried state: the next push starts a new sequence."""
+        self._state = {n.name: {} for n in self._rec}
+
+    @property
+    def state(self) -> dict[str, dict[str, np.ndarray]]:
+        """Carried state per recurrent node: {"h": y_h-shaped array, "c": y_c-shaped (LSTM)};
+        empty dicts before the first push. Returns copies."""
+        return {k: {s: a.copy() for s, a in v.items()} for k, v in self._state.items()}
+
+    @state.setter
+    def state(self, value: dict) -> None:
+        g = self.model.graph
+        new = {n.name: {} for n in self._rec}
+        for name, slots in value.items():
+            if name not in new:
+                raise InputError(f"stream state: unknown recurrent node '{name}'; nodes: "
+                                 f"{sorted(new)}")
+            node = g.node(name)
+            for slot, arr in slots.items():
+                if slot not in ("h", "c") or (slot == "c" and node.op.value != "LSTM"):
+                    raise InputError(f"stream state of '{name}': unknown slot '{slot}'")
+                arr = np.asarray(arr, dtype=np.float32)
+                want = _state_shape(node, slot)
+                if arr.ndim != 3 or any(isinstance(w, int) and w != a
+                                        for w, a in zip(want, arr.shape)):
+                    raise InputError(f"stream state of '{name}'['{slot}']: expected "
+                                     f"{want}, got {arr.shape}")
+                new[name][slot] = np.array(arr, copy=True)
+        self._state = new
+
+    def push(self, chunk: dict) -> dict[str, np.ndarray]:
+        """Run one chunk of every streamed input; returns the graph outputs for the chunk
+        (time-carrying outputs hold the chunk's steps, final states the state after it)."""
+        m = self.model
+        env = m.check_inputs(chunk)
+        env = m._execute(env, self._state, chunk)
+        return {n: env[n] for n in m.output_names}
+
+
+def _state_shape(node, slot: str) -> tuple:
+    a = node.attrs
+    d = 2 if a["direction"] == "bidirectional" else 1
+    size = a["hidden_size"] if slot == "c" else (a.get("proj_size", 0) or a["hidden_size"])
+    return ("N", d, size) if a["batch_first"] else (d, "N", size)
+
+
+def load(path: str | Path, **options) -> Model:
+    """Load an .eseq artifact (memory-mapped) and compile it."""
+    from edgeseq.artifact import load as load_artifact
+    return Model(load_artifact(path), **options)

@@ -1,0 +1,278 @@
+"""Which graphs can stream, and along which axis time runs through every value.
+
+A graph streams when every node is per-time-step: its output at step t depends only on
+inputs at step t (and, for forward recurrent nodes, on the carried state). Then pushing a
+sequence chunk by chunk equals one full run. What cannot stream exactly, and is refused with
+a GraphError naming the node: reverse/bidirectional recurrence (needs the future),
+per-batch sequence_lens, a Conv1d whose kernel spans several time steps, reductions,
+softmax, slicing, padding or concatenation along the time axis, and mixing a time value with
+a per-chunk value (such as a final state) that is not constant.
+
+Rules are registered per op: rule(node, axes, values, static) -> output axes, where axes[k]
+is the time axis of input k (None: no time axis) and static[k] says whether input k is
+constant over the stream.
+"""
+from __future__ import annotations
+
+import itertools
+from typing import Callable
+
+from edgeseq.errors import GraphError
+from edgeseq.graph import Graph, Node, Value
+from edgeseq.ops import BINARY, Op, RECURRENT, UNARY
+
+_RULES: dict[Op, Callable] = {}
+
+
+class NotStreamable(Exception):
+    """Internal: a node cannot run chunk by chunk (turned into a GraphError naming it)."""
+
+
+def _rule(*ops: Op):
+    def deco(fn):
+        for op in ops:
+            _RULES[op] = fn
+        return fn
+    return deco
+
+
+def _need(cond: bool, msg: str) -> None:
+    if not cond:
+        raise NotStreamable(msg)
+
+
+def _one_time_input(axes, static, k=0):
+    _need(axes[k] is not None, "its main input has no time axis")
+    for j, (a, s) in enumerate(zip(axes, static)):
+        if j != k and a is None:
+            _need(s, f"input {j} is a per-chunk value (not constant over the stream)")
+    return axes[k]
+
+
+@_rule(*RECURRENT)
+def _recurrent(node, axes, vals, static):
+    a = node.attrs
+    _need(a["direction"] == "forward",
+          f"direction '{a['direction']}' needs the whole sequence (only forward streams)")
+    _need(len(node.inputs) < 2 or not node.inputs[1],
+          "per-batch sequence_lens cannot be applied chunk by chunk")
+    want = 1 if a["batch_first"] else 0
+    _need(axes[0] == want, f"time must run along axis {want} of its input x, got axis {axes[0]}")
+    return [want, None, None]
+
+
+@_rule(*UNARY, Op.SOFTMAX, Op.LOG_SOFTMAX)
+def _unary(node, axes, vals, static):
+    t = _one_time_input(axes, static)
+    if node.op in (Op.SOFTMAX, Op.LOG_SOFTMAX):
+        _need(node.attrs["axis"] % len(vals[0].shape) != t, "it normalises over the time axis")
+    return [t]
+
+
+@_rule(*BINARY)
+def _binary(node, axes, vals, static):
+    rank = max(len(v.shape) for v in vals)
+    out = set()
+    for a, v, s in zip(axes, vals, static):
+        shift = rank - len(v.shape)
+        if a is not None:
+            out.add(a + shift)
+        else:
+            _need(s, "an operand is a per-chunk value (not constant over the stream)")
+    _need(len(out) == 1, "its operands have time along different axes")
+    t = out.pop()
+    for a, v in zip(axes, vals):
+        k = t - (rank - len(v.shape))
+        if a is None and k >= 0:
+            _need(v.shape[k] == 1, f"operand '{v.name}' has size {v.shape[k]} along the time axis")
+    return [t]
+
+
+@_rule(Op.MATMUL)
+def _matmul(node, axes, vals, static):
+    t = _one_time_input(axes, static)
+    a, b = vals
+    _need(len(a.shape) >= 2 and t != len(a.shape) - 1, "it contracts over the time axis")
+    rank = max(len(a.shape), len(b.shape))
+    return [t + rank - len(a.shape)]
+
+
+@_rule(Op.GEMM)
+def _gemm(node, axes, vals, static):
+    t = _one_time_input(axes, static)
+    _need(t == 0 and not node.attrs["trans_a"], "it contracts over the time axis")
+    if len(vals) > 2 and vals[2] is not None:
+        c = vals[2]
+        _need(len(c.shape) < 2 or c.shape[0] == 1, "its bias has a row per time step")
+    return [0]
+
+
+@_rule(Op.CONV1D)
+def _conv(node, axes, vals, static):
+    t = _one_time_input(axes, static)
+    a = node.attrs
+    _need(t != 1, "time runs along its channel axis")
+    if t == 2:
+        k = vals[1].shape[2]
+        _need(k == 1 and a["stride"] == 1 and a["dilation"] == 1 and not any(a["pads"]),
+              f"its kernel (size {k}, stride {a['stride']}, pads {list(a['pads'])}) spans "
+              "several time steps")
+    return [t]
+
+
+@_rule(Op.REDUCE_MEAN, Op.REDUCE_SUM)
+def _reduce(node, axes, vals, static):
+    t = _one_time_input(axes, static)
+    r = len(vals[0].shape)
+    red = {x % r for x in node.attrs["axes"]} if node.attrs["axes"] else set(range(r))
+    _need(t not in red, "it reduces over the time axis")
+    return [t if node.attrs["keepdims"] else t - sum(1 for x in red if x < t)]
+
+
+@_rule(Op.CONCAT)
+def _concat(node, axes, vals, static):
+    _need(all(a is not None for a in axes) and len(set(axes)) == 1,
+          "its inputs do not all carry time along the same axis")
+    _need(node.attrs["axis"] % len(vals[0].shape) != axes[0], "it concatenates along time")
+    return [axes[0]]
+
+
+@_rule(Op.SPLIT)
+def _split(node, axes, vals, static):
+    t = _one_time_input(axes, static)
+    _need(node.attrs["axis"] % len(vals[0].shape) != t, "it splits along time")
+    return [t] * len(node.outputs)
+
+
+@_rule(Op.SLICE)
+def _slice(node, axes, vals, static):
+    t = _one_time_input(axes, static)
+    r = len(vals[0].shape)
+    for st, en, ax, sp in zip(*(node.attrs[k] for k in ("starts", "ends", "axes", "steps"))):
+        full = st == 0 and sp == 1 and en >= 2 ** 31 - 1
+        _need(ax % r != t or full, "it slices along time")
+    return [t]
+
+
+@_rule(Op.TRANSPOSE)
+def _transpose(node, axes, vals, static):
+    t = _one_time_input(axes, static)
+    return [list(node.attrs["perm"]).index(t)]
+
+
+@_rule(Op.RESHAPE)
+def _reshape(node, axes, vals, static):
+    t = _one_time_input(axes, static)
+    shape = list(node.attrs["shape"])
+    src = vals[0].shape
+    ok = len(shape) > t and all(shape[k] == 0 or (isinstance(src[k], int) and shape[k] == src[k])
+                                for k in range(t)) and shape[t] == 0
+    _need(ok, "it reshapes across the time axis (only a reshape keeping the dims up to and "
+              "including time, with 0 at the time axis, streams)")
+    return [t]
+
+
+@_rule(Op.SQUEEZE)
+def _squeeze(node, axes, vals, static):
+    t = _one_time_input(axes, static)
+    r = len(vals[0].shape)
+    sq = {x % r for x in node.attrs["axes"]}
+    _need(bool(sq) and t not in sq, "it may squeeze the time axis (give explicit axes)")
+    return [t - sum(1 for x in sq if x < t)]
+
+
+@_rule(Op.UNSQUEEZE)
+def _unsqueeze(node, axes, vals, static):
+    t = _one_time_input(axes, static)
+    r = len(vals[0].shape) + len(node.attrs["axes"])
+    new = sorted(x % r for x in node.attrs["axes"])
+    kept = [k for k in range(r) if k not in new]
+    return [kept[t]]
+
+
+@_rule(Op.PAD)
+def _pad(node, axes, vals, static):
+    t = _one_time_input(axes, static)
+    r = len(vals[0].shape)
+    p = node.attrs["pads"]
+    _need(p[t] == 0 and p[t + r] == 0, "it pads along time")
+    return [t]
+
+
+@_rule(Op.GATHER)
+def _gather(node, axes, vals, static):
+    t = _one_time_input(axes, static)
+    ax = node.attrs["axis"] % len(vals[0].shape)
+    _need(ax != t, "it gathers along time")
+    return [t if t < ax else t + len(vals[1].shape) - 1]
+
+
+def time_axes(graph: Graph, given: dict[str, int | None] | None = None) -> dict[str, int | None]:
+    """Time axis of every value of a validated graph when streaming (None: no time axis).
+
+    `given` fixes the time axis of graph inputs; the others are found by trying each axis
+    and keeping the assignment under which every node streams. Raises GraphError naming
+    the node (or input) that prevents streaming."""
+    given = dict(given or {})
+    names = {v.name for v in graph.inputs}
+    unknown = set(given) - names
+    if unknown:
+        raise GraphError(f"time_axes names unknown input(s) {sorted(unknown)}; inputs: "
+                         f"{sorted(names)}")
+    state_only = _state_only_inputs(graph)
+    free = [v for v in graph.inputs if v.name not in given and v.name not in state_only]
+    choices = [list(range(len(v.shape))) for v in free]
+    first_error: GraphError | None = None
+    for combo in itertools.islice(itertools.product(*choices), 4096):
+        axes = {v.name: None for v in graph.inputs}
+        axes.update(given)
+        axes.update({v.name: a for v, a in zip(free, combo)})
+        try:
+            return _propagate(graph, axes)
+        except GraphError as e:
+            first_error = first_error or e
+    if first_error is None:
+        raise GraphError("graph has no inputs to stream")
+    raise first_error
+
+
+def _state_only_inputs(graph: Graph) -> set[str]:
+    """Graph inputs used only as recurrent initial states or sequence lengths."""
+    uses: dict[str, set[bool]] = {}
+    for n in graph.nodes:
+        for k, name in enumerate(n.inputs):
+            if name:
+                uses.setdefault(name, set()).add(n.op in RECURRENT and k >= 1)
+    return {v.name for v in graph.inputs if uses.get(v.name) == {True}}
+
+
+def _propagate(graph: Graph, axes: dict[str, int | None]) -> dict[str, int | None]:
+    static = {v.name: axes[v.name] is None for v in graph.inputs}
+    for name in graph.constants:
+        axes[name], static[name] = None, True
+    for node in graph.nodes:
+        ins = [n for n in node.inputs]
+        vals: list[Value | None] = [graph.value(n) if n else None for n in ins]
+        in_axes = [axes.get(n) if n else None for n in ins]
+        in_static = [static.get(n, True) if n else True for n in ins]
+        if node.op not in RECURRENT and all(a is None for a in in_axes) and all(in_static):
+            outs = [None] * len(node.outputs)
+            for o in node.outputs:
+                static[o] = True
+        else:
+            try:
+                if node.op in RECURRENT:
+                    outs = _RULES[node.op](node, in_axes, vals, in_static)
+                else:
+                    present = [(a, v, s) for a, v, s in zip(in_axes, vals, in_static) if v]
+                    outs = _RULES[node.op](node, [p[0] for p in present],
+                                           [p[1] for p in present], [p[2] for p in present])
+            except NotStreamable as e:
+                raise GraphError(f"cannot stream: node '{node.name}' ({node.op.value}): "
+                                 f"{e}") from None
+            for o, a in zip(node.outputs, outs):
+                static[o] = False
+        for o, a in zip(node.outputs, outs):
+            if o:
+                axes[o] = a
+    return axes
