@@ -242,7 +242,11 @@ def convert(path_or_model, *, fix: Mapping | None = None, shapes: Mapping | None
                                   [ctx.add_const(vi.name + "/value", c)], [vi.name]))
         shp = _dims(vi)
         outputs.append(Value(vi.name, _elem_dtype(vi) or "float32", shp or ()))
-    graph = Graph(g.name or Path(label).stem, inputs, outputs, ctx.nodes, dict(ctx.used),
+    # Only constants some node still reads go into the graph (handlers may have replaced one,
+    # e.g. re-laid-out recurrent weights or a 0-d operand made 1-d).
+    referenced = {n for node in ctx.nodes for n in list(node.inputs) + list(node.weights.values())}
+    constants = {k: v for k, v in ctx.consts.items() if k in referenced}
+    graph = Graph(g.name or Path(label).stem, inputs, outputs, ctx.nodes, constants,
                   metadata={"source_format": "onnx", "opsets": opsets,
                             "producer": f"{model.producer_name} {model.producer_version}".strip(),
                             "fixed_inputs": sorted(fixed)})

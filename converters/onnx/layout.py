@@ -192,5 +192,15 @@ def pad_input(ctx: Context, node) -> None:
 @handler("Gather", since=1)
 def gather(ctx: Context, node) -> None:
     a = ctx.attrs(node, {"axis"})
-    ctx.emit(Op.GATHER, [ctx.inp(node, 0), ctx.inp(node, 1)], [node.output[0]],
-             {"axis": int(a.get("axis", 0))})
+    axis = int(a.get("axis", 0))
+    idx = ctx.const(node.input[1])
+    if idx is not None and idx.ndim == 0:
+        # A constant scalar index is Slice + Squeeze (keeps 0-d index tensors out of the IR).
+        k = int(idx)
+        tmp = ctx.tmp(f"{node.output[0]}/slice")
+        ctx.emit(Op.SLICE, [ctx.inp(node, 0)], [tmp],
+                 {"starts": (k,), "ends": (k + 1 if k != -1 else 2 ** 63 - 1,), "axes": (axis,),
+                  "steps": (1,)}, suffix="/slice")
+        ctx.emit(Op.SQUEEZE, [tmp], [node.output[0]], {"axes": (axis,)}, suffix="/squeeze")
+        return
+    ctx.emit(Op.GATHER, [ctx.inp(node, 0), ctx.inp(node, 1)], [node.output[0]], {"axis": axis})

@@ -25,8 +25,20 @@ def _binary(op: Op):
                 a = ctx.add_const(f"{a}/as_{db}", ctx.consts[a].astype(db))
             else:
                 raise Unsupported(f"operand dtypes differ ({da} vs {db})")
+        a, b = _rank1_scalar(ctx, a, b), _rank1_scalar(ctx, b, a)
         ctx.emit(op, [a, b], [node.output[0]])
     return convert
+
+
+def _rank1_scalar(ctx: Context, name: str, other: str) -> str:
+    """A 0-d constant as shape (1,) when the other operand has rank >= 1: broadcasting gives the
+    same result, and artifacts then never need 0-d tensors (edgeseq.artifact currently stores
+    them as (1,); see docs/onnx.md)."""
+    c = ctx.consts.get(name)
+    shp = ctx.shape(other)
+    if c is not None and c.ndim == 0 and shp:
+        return ctx.add_const(f"{name}/1d", c.reshape(1))
+    return name
 
 
 def _unary(op: Op):

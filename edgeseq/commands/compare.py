@@ -1,0 +1,101 @@
+"""`edgeseq compare MODEL [ART] --input NAME=FILE.npy ... [--random] [--json]`: run the original
+model in its own runtime (onnxruntime for .onnx; see edgeseq.peers) and the artifact in
+edgeseq on the same inputs; print per output the max abs and max relative error."""
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", metavar="MODEL", help="original model file (.onnx, ...)")
+    p.add_argument("artifact", metavar="ART", nargs="?", default=None,
+                   help="an .eseq artifact; converted from MODEL on the fly when omitted")
+    p.add_argument("--input", action="append", default=[], metavar="NAME=FILE.npy")
+    p.add_argument("--random", action="store_true",
+                   help="random inputs for every input not given (symbolic dims -> --dim)")
+    p.add_argument("--dim", type=int, default=4, metavar="K",
+                   help="size used for symbolic dims with --random (default 4)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--fix", action="append", default=[], metavar="NAME=VALUE",
+                   help="as for convert; the value is also fed to the original model")
+    p.add_argument("--shape", action="append", default=[], metavar="NAME=DIMS")
+    p.add_argument("--engine", choices=("auto", "runtime", "reference"), default="auto")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+
+def random_inputs(graph, given: dict, k: int, seed: int) -> dict:
+    """Standard-normal floats (ints in [1, k]: lengths) for inputs not in `given`."""
+    rng = np.random.default_rng(seed)
+    out = dict(given)
+    for v in graph.inputs:
+        if v.name in out:
+            continue
+        shape = tuple(d if isinstance(d, int) else k for d in v.shape)
+        if v.dtype.startswith("float"):
+            out[v.name] = rng.standard_normal(shape).astype(v.dtype)
+        elif v.dtype == "bool":
+            out[v.name] = rng.integers(0, 2, shape).astype(bool)
+        else:
+            out[v.name] = rng.integers(1, k + 1, shape).astype(v.dtype)
+    return out
+
+
+def errors(got: np.ndarray, want: np.ndarray) -> tuple[float, float]:
+    """max |got - want|, and that relative to max |want| (the output's scale)."""
+    got = np.asarray(got, dtype=np.float64)
+    want = np.asarray(want, dtype=np.float64)
+    if got.shape != want.shape:
+        from edgeseq.errors import ShapeError
+        raise ShapeError(f"output shapes differ: edgeseq {got.shape} vs peer {want.shape}")
+    if not want.size:
+        return 0.0, 0.0
+    diff = float(np.max(np.abs(got - want)))
+    scale = float(np.max(np.abs(want)))
+    return diff, diff / scale if scale > 0 else (0.0 if diff == 0 else float("inf"))
+
+
+def run(args: argparse.Namespace) -> int:
+    from edgeseq.commands.convert import parse_fix_shape
+    from edgeseq.commands.run import execute, load_graph, parse_inputs
+    from edgeseq.errors import InputError
+    from edgeseq.peers import run_peer
+
+    opts = parse_fix_shape(args)
+    graph = load_graph(args.artifact or args.model, **opts)
+    inputs = parse_inputs(args.input)
+    if args.random:
+        inputs = random_inputs(graph, inputs, args.dim, args.seed)
+    missing = [v.name for v in graph.inputs if v.name not in inputs]
+    if missing:
+        raise InputError(f"no value for input(s) {missing}; give --input NAME=FILE.npy or --random")
+    ours, engine = execute(graph, {v.name: inputs[v.name] for v in graph.inputs}, args.engine)
+    peer_in = dict(inputs)
+    for name, val in opts.get("fix", {}).items():
+        peer_in[name] = np.asarray(val)
+    theirs = run_peer(args.model, peer_in)
+    rows = []
+    for name, want in theirs.items():
+        if name not in ours:
+            rows.append({"output": name, "shape": list(np.shape(want)), "max_abs": None,
+                         "max_rel": None, "note": "not produced by the artifact"})
+            continue
+        a, r = errors(ours[name], want)
+        rows.append({"output": name, "shape": list(np.shape(want)), "max_abs": a, "max_rel": r})
+    if args.json:
+        print(json.dumps({"model": args.model, "artifact": args.artifact, "engine": engine,
+                          "outputs": rows}, indent=2))
+        return 0
+    print(f"{args.model} (peer) vs {args.artifact or 'converted on the fly'} (edgeseq {engine})")
+    w = max(len("output"), *(len(r["output"]) for r in rows))
+    print(f"{'output':<{w}}  {'shape':<16}  {'max abs err':>11}  {'max rel err':>11}")
+    for r in rows:
+        if r["max_abs"] is None:
+            print(f"{r['output']:<{w}}  {str(tuple(r['shape'])):<16}  {r['note']}")
+        else:
+            print(f"{r['output']:<{w}}  {str(tuple(r['shape'])):<16}  {r['max_abs']:>11.3e}  "
+                  f"{r['max_rel']:>11.3e}")
+    print("(max rel err = max abs err / max |peer output|)")
+    return 0

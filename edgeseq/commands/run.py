@@ -1,0 +1,71 @@
+"""`edgeseq run ART --input NAME=FILE.npy ... [--output-dir DIR]`: run an artifact (or any
+convertible model) on the runtime, falling back to the reference interpreter."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("artifact", metavar="ART", help="an .eseq artifact (or a model file to convert)")
+    p.add_argument("--input", action="append", default=[], metavar="NAME=FILE.npy",
+                   help="one graph input (repeat for each)")
+    p.add_argument("--output-dir", default=None, metavar="DIR",
+                   help="write one NAME.npy per output here")
+    p.add_argument("--engine", choices=("auto", "runtime", "reference"), default="auto",
+                   help="auto: the Numba runtime when available, else the reference interpreter")
+
+
+def parse_inputs(specs: list[str]) -> dict[str, np.ndarray]:
+    from edgeseq.errors import InputError
+    out = {}
+    for s in specs:
+        name, sep, path = s.partition("=")
+        if not sep or not name or not path:
+            raise InputError(f"--input expects NAME=FILE.npy, got '{s}'")
+        out[name] = np.load(path)
+    return out
+
+
+def load_graph(path: str, **convert_options):
+    """A validated Graph from an .eseq artifact, or converted from a model file."""
+    if Path(path).suffix.lower() == ".eseq":
+        from edgeseq import artifact
+        return artifact.load(path)
+    from edgeseq.converters.registry import convert
+    return convert(path, **convert_options)
+
+
+def execute(graph, inputs: dict, engine: str = "auto") -> tuple[dict, str]:
+    """Outputs of `graph` and the name of the engine that produced them."""
+    if engine in ("auto", "runtime"):
+        try:
+            from edgeseq.runtime import Model
+        except ImportError:
+            if engine == "runtime":
+                raise
+        else:
+            return Model(graph).run(inputs), "runtime"
+    from edgeseq import reference
+    return reference.run(graph, inputs), "reference"
+
+
+def run(args: argparse.Namespace) -> int:
+    graph = load_graph(args.artifact)
+    outs, engine = execute(graph, parse_inputs(args.input), args.engine)
+    print(f"ran {args.artifact} on the {engine}", file=sys.stderr)
+    out_dir = Path(args.output_dir) if args.output_dir else None
+    if out_dir:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    for name, arr in outs.items():
+        arr = np.asarray(arr)
+        line = f"{name}: shape {tuple(arr.shape)} {arr.dtype}"
+        if out_dir:
+            f = out_dir / f"{name.replace('/', '_')}.npy"
+            np.save(f, arr)
+            line += f" -> {f}"
+        print(line)
+    return 0
