@@ -13,6 +13,9 @@ from edgeseq.errors import EdgeseqError
 # `add_arguments(parser)` and `run(args) -> int`.
 COMMANDS: dict[str, tuple[str, str]] = {
     "inspect": ("inspect", "show an artifact's layers, features, parameters and I/O"),
+    "convert": ("convert", "convert a model file (.onnx, ...) into an .eseq artifact"),
+    "run": ("run", "run an artifact on .npy inputs and write its outputs"),
+    "compare": ("compare", "compare an artifact with the original model in its own runtime"),
 }
 
 
