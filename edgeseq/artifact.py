@@ -8,7 +8,9 @@ tensor bytes. The header's `__metadata__` carries strings only:
     edgeseq.graph     Graph.dumps() (the constant table lists each tensor's dtype and shape)
     edgeseq.producer  who wrote the file, e.g. "edgeseq 0.1.0"
     edgeseq.source    hash of the source model ("sha256:<hex>"), or "" when unknown
-    edgeseq.checksum  "sha256:<hex>" over every tensor's bytes, tensors in name order
+    edgeseq.checksum  "sha256:<hex>" over the edgeseq.graph text (UTF-8), then every
+                      tensor's bytes, tensors in name order. The graph is covered too, so a
+                      damaged attribute (say cell_clip) cannot load silently.
 
 Tensor names are the graph's constant names (int8 scales are ordinary constants
 "<weight>.scale"). Loading is O(header): constants are read-only NumPy views of one
@@ -94,13 +96,18 @@ def save(graph: Graph, path: PathLike, *, producer: str | None = None,
                                 f"artifact cannot hold; allowed: {sorted(set(_ST_TO_NP.values()))}")
         # safetensors stores little-endian; hash what lands on disk
         tensors[name] = arr.astype(arr.dtype.newbyteorder("<"), copy=False)
+    try:
+        graph_text = graph.dumps()
+    except (TypeError, ValueError) as e:
+        raise ArtifactError(f"{path}: graph '{graph.name}' cannot be written as JSON "
+                            f"(metadata or attributes hold a non-JSON value): {e}") from None
     metadata = {
         "edgeseq.format": FORMAT,
         "edgeseq.version": f"{VERSION[0]}.{VERSION[1]}",
-        "edgeseq.graph": graph.dumps(),
+        "edgeseq.graph": graph_text,
         "edgeseq.producer": producer if producer is not None else f"edgeseq {__version__}",
         "edgeseq.source": source_hash(source),
-        "edgeseq.checksum": _checksum((tensors[k] for k in sorted(tensors))),
+        "edgeseq.checksum": _checksum(graph_text, (tensors[k] for k in sorted(tensors))),
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -127,14 +134,14 @@ def source_hash(source: PathLike | bytes | None) -> str:
         return ""
     if isinstance(source, (bytes, bytearray, memoryview)):
         return "sha256:" + hashlib.sha256(source).hexdigest()
-    if os.path.isfile(source):
+    if isinstance(source, os.PathLike) or os.path.isfile(source):
         with open(source, "rb") as f:
             return "sha256:" + hashlib.file_digest(f, "sha256").hexdigest()
     return str(source)
 
 
-def _checksum(arrays) -> str:
-    h = hashlib.sha256()
+def _checksum(graph_text: str, arrays) -> str:
+    h = hashlib.sha256(graph_text.encode("utf-8"))
     for a in arrays:
         h.update(_as_bytes(a))
     return "sha256:" + h.hexdigest()
@@ -177,26 +184,25 @@ def read(path: PathLike, *, verify: bool = True) -> Artifact:
 
     constants: dict[str, np.ndarray] = {}
     data_start = info.file_bytes - info.data_bytes
+    mm = None
     if table:
         with open(path, "rb") as f:
             mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
         if len(mm) != info.file_bytes:
             raise ArtifactError(f"{path}: file changed size while being read")
-        if verify:
-            view = memoryview(mm)
-            got = _checksum(view[data_start + table[k][2]:data_start + table[k][3]]
-                            for k in sorted(table))
-            if got != info.checksum:
-                raise ArtifactError(f"{path}: checksum mismatch: tensor data is corrupt "
-                                    f"(header says {info.checksum}, data hashes to {got})")
-        for name, (dt, shape, start, end) in table.items():
-            arr = np.frombuffer(mm, dtype=np.dtype(dt).newbyteorder("<"),
-                                count=int(np.prod(shape, dtype=np.int64)),
-                                offset=data_start + start)
-            constants[name] = arr.reshape(shape)
-    elif verify and _checksum(()) != info.checksum:
-        raise ArtifactError(f"{path}: checksum mismatch: header says {info.checksum} for a file "
-                            f"without tensors")
+    if verify:
+        view = memoryview(mm) if mm is not None else memoryview(b"")
+        got = _checksum(meta["edgeseq.graph"],
+                        (view[data_start + table[k][2]:data_start + table[k][3]]
+                         for k in sorted(table)))
+        if got != info.checksum:
+            raise ArtifactError(f"{path}: checksum mismatch: graph or tensor data is corrupt "
+                                f"(header says {info.checksum or 'nothing'}, content hashes "
+                                f"to {got})")
+    for name, (dt, shape, start, end) in table.items():
+        arr = np.frombuffer(mm, dtype=np.dtype(dt).newbyteorder("<"),
+                            count=int(np.prod(shape, dtype=np.int64)), offset=data_start + start)
+        constants[name] = arr.reshape(shape)
     info.verified = verify
     try:
         graph = Graph.from_json(graph_json, constants).validate()

@@ -191,7 +191,7 @@ def test_checksum_covers_data_and_source_hash_covers_the_model(tmp_path, rng):
     info = artifact.read_info(path)
     import hashlib
     assert info.source == "sha256:" + hashlib.sha256(b"pretend onnx bytes").hexdigest()
-    h = hashlib.sha256()
+    h = hashlib.sha256(g.dumps().encode())
     for k in sorted(g.constants):
         h.update(np.ascontiguousarray(g.constants[k]).tobytes())
     assert info.checksum == "sha256:" + h.hexdigest()
@@ -313,9 +313,13 @@ def _set_hidden(g):
     g["nodes"][0]["attrs"]["hidden_size"] = 7
 
 
+def _set_cell_clip(g):
+    g["nodes"][0]["attrs"]["cell_clip"] = 7.0
+
+
 # name -> (make the bad file from the saved one, the message it must give)
 CORRUPTIONS = {
-    "flipped_data_byte": (lambda s, d: _flip_data_byte(s, d), "checksum mismatch: tensor data is corrupt"),
+    "flipped_data_byte": (lambda s, d: _flip_data_byte(s, d), "checksum mismatch: graph or tensor data is corrupt"),
     "version_2": (lambda s, d: rewrite_header(s, d, _version("2.0")),
                   "newer major version 2.0: this edgeseq reads format 1.x"),
     "version_garbage": (lambda s, d: rewrite_header(s, d, _version("one")),
@@ -331,8 +335,11 @@ CORRUPTIONS = {
     "extra_tensor": (lambda s, d: reserialize(
         s, d, lambda t: t.__setitem__("stowaway", np.zeros(3, np.float32))),
         "tensor\\(s\\) \\['stowaway'\\] in the file are not constants of the graph"),
-    "graph_inconsistent": (lambda s, d: rewrite_header(s, d, _graph_edit(_set_hidden)),
-                           "the stored graph is invalid: ShapeError: node 'lstm' \\(LSTM\\)"),
+    "graph_edited": (lambda s, d: rewrite_header(s, d, _graph_edit(_set_cell_clip)),
+                     "checksum mismatch: graph or tensor data is corrupt"),
+    "checksum_missing": (lambda s, d: rewrite_header(
+        s, d, lambda h: h["__metadata__"].pop("edgeseq.checksum")),
+        "checksum mismatch: .*header says nothing"),
     "graph_not_json": (lambda s, d: rewrite_header(
         s, d, lambda h: h["__metadata__"].__setitem__("edgeseq.graph", "{oops")),
         "'edgeseq.graph' is not JSON"),
@@ -368,9 +375,18 @@ def test_flipped_byte_loads_only_when_verification_is_off(saved, tmp_path):
     assert g.nodes[0].op is Op.LSTM
 
 
-def test_no_damage_crashes_the_loader(saved, tmp_path):
-    """Truncation at many offsets and single-byte flips anywhere: either the file still loads
-    (a flip in padding or a free-text field) or an ArtifactError comes out; nothing else."""
+def test_inconsistent_graph_is_refused_even_without_checksum(saved, tmp_path):
+    bad = rewrite_header(saved, tmp_path / "h7.eseq", _graph_edit(_set_hidden))
+    with pytest.raises(ArtifactError, match="the stored graph is invalid: ShapeError: "
+                                            "node 'lstm' \\(LSTM\\): weight 'w_x'"):
+        artifact.load(bad, verify=False)
+
+
+def test_no_damage_crashes_or_loads_silently_changed(saved, tmp_path):
+    """Truncation at many offsets and single-bit flips anywhere: either an ArtifactError comes
+    out, or (a flip in a free-text field such as the producer) the graph and every constant
+    are exactly the original; never another exception, never a silently different model."""
+    original = artifact.load(saved)
     raw = saved.read_bytes()
     rng = np.random.default_rng(11)
     bad = tmp_path / "fuzz.eseq"
@@ -382,7 +398,10 @@ def test_no_damage_crashes_the_loader(saved, tmp_path):
         for data in (raw[:pos], raw[:pos] + bytes([raw[pos] ^ (1 << int(rng.integers(8)))]) + raw[pos + 1:]):
             bad.write_bytes(data)
             try:
-                artifact.load(bad)
+                g = artifact.load(bad)
+                assert g.to_json() == original.to_json(), f"silent change at byte {pos}"
+                for k, c in original.constants.items():
+                    assert same_bits(g.constants[k], c), f"silent change of {k} at byte {pos}"
                 outcomes["loaded"] += 1
             except ArtifactError as e:
                 assert str(bad) in str(e)
