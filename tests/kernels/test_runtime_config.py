@@ -1,0 +1,55 @@
+"""Every Numba kernel in runtime/ takes its flags from runtime/config.py."""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import numpy as np
+
+from edgeseq.runtime.config import FASTMATH_FLAGS, NJIT
+from edgeseq.runtime.kernels.activations import fast_sigmoid, fast_tanh
+
+RUNTIME = Path(__file__).resolve().parents[2] / "runtime"
+
+
+def _njit_calls():
+    for path in sorted(RUNTIME.rglob("*.py")):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.FunctionDef,)):
+                for dec in node.decorator_list:
+                    name = dec.func if isinstance(dec, ast.Call) else dec
+                    ident = getattr(name, "id", getattr(name, "attr", ""))
+                    if ident in ("njit", "jit", "vectorize", "guvectorize", "stencil"):
+                        yield path.name, node.name, dec
+
+
+def test_every_njit_uses_the_config():
+    found = list(_njit_calls())
+    assert len(found) > 10, "expected the kernels to be found"
+    for fname, fn, dec in found:
+        assert isinstance(dec, ast.Call), f"{fname}:{fn} uses bare @{ast.unparse(dec)}"
+        assert not dec.args, f"{fname}:{fn}: positional njit arguments"
+        kw = dec.keywords
+        assert len(kw) == 1 and kw[0].arg is None and ast.unparse(kw[0].value) == "NJIT", \
+            f"{fname}:{fn}: must be @njit(**NJIT), got @{ast.unparse(dec)}"
+
+
+def test_config_flags():
+    assert not {"nnan", "ninf", "fast"} & set(NJIT["fastmath"])
+    assert set(NJIT["fastmath"]) == set(FASTMATH_FLAGS)
+    assert NJIT["error_model"] == "numpy" and NJIT["cache"] is True
+
+
+def test_rational_tanh_sigmoid_accuracy():
+    x = np.concatenate([np.linspace(-12, 12, 20001), [-np.inf, np.inf, 0.0, -0.0, 1e-30]])
+    x32 = x.astype(np.float32)
+    t = np.array([fast_tanh(v) for v in x32], dtype=np.float64)
+    s = np.array([fast_sigmoid(v) for v in x32], dtype=np.float64)
+    x64 = x32.astype(np.float64)
+    assert np.max(np.abs(t - np.tanh(x64))) < 5e-7
+    with np.errstate(over="ignore"):
+        assert np.max(np.abs(s - 1.0 / (1.0 + np.exp(-x64)))) < 5e-7
+    # +-inf saturate (within the approximation's error, never NaN)
+    assert abs(t[-5] + 1) < 5e-7 and abs(t[-4] - 1) < 5e-7
+    assert abs(s[-5]) < 5e-7 and abs(s[-4] - 1) < 5e-7

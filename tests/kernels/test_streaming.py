@@ -1,0 +1,202 @@
+"""Stream.push over any chunking equals one full run; what cannot stream is refused."""
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from edgeseq import testing
+from edgeseq.errors import GraphError, InputError
+from edgeseq.graph import Graph, Node, Value
+from edgeseq.ops import Op
+from edgeseq.runtime import Model
+
+STREAM_TOL = 1e-6
+T_LEN = 23
+
+VARIANTS = {
+    "lstm": lambda r, bf: testing.lstm_graph(r, 5, 7, batch_first=bf),
+    "lstm_peep_cifg": lambda r, bf: testing.lstm_graph(r, 5, 7, peephole=True,
+                                                      coupled_gate="input", batch_first=bf),
+    "lstm_cifg_forget": lambda r, bf: testing.lstm_graph(r, 5, 7, coupled_gate="forget",
+                                                        batch_first=bf),
+    "lstmp_ln_clips": lambda r, bf: testing.lstm_graph(
+        r, 5, 7, proj_size=4, proj_bias=True, layer_norm=True, cell_clip=0.5, proj_clip=0.4,
+        gate_clip=2.0, batch_first=bf),
+    "gru_lbr0": lambda r, bf: testing.gru_graph(r, 5, 7, batch_first=bf),
+    "gru_lbr1": lambda r, bf: testing.gru_graph(r, 5, 7, linear_before_reset=True,
+                                                batch_first=bf),
+    "rnn": lambda r, bf: testing.rnn_graph(r, 5, 7, activations=("relu",), batch_first=bf),
+}
+
+
+def _chunks(sizes, total):
+    out, start, k = [], 0, 0
+    while start < total:
+        n = min(sizes[k % len(sizes)], total - start)
+        out.append((start, start + n))
+        start, k = start + n, k + 1
+    return out
+
+
+def _stream_all(stream, x, t_axis, sizes):
+    ys = []
+    for a, b in _chunks(sizes, x.shape[t_axis]):
+        chunk = x[a:b] if t_axis == 0 else x[:, a:b]
+        ys.append(stream.push({"x": chunk}))
+    return ys
+
+
+@pytest.mark.parametrize("bf", [False, True], ids=["tm", "bf"])
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_chunked_equals_full_run(variant, bf):
+    rng = np.random.default_rng(7)
+    graph = VARIANTS[variant](rng, bf)
+    model = Model(graph, warmup=False)
+    x = rng.standard_normal((3, T_LEN, 5) if bf else (T_LEN, 3, 5)).astype(np.float32)
+    full = model.run({"x": x})
+    t_axis = 1 if bf else 0
+    stream = model.stream()
+    for sizes in ([1], [7], [T_LEN], [2, 5, 1, 9]):
+        stream.reset()
+        outs = _stream_all(stream, x, t_axis, sizes)
+        y = np.concatenate([o["y"] for o in outs], axis=t_axis)
+        assert np.max(np.abs(y - full["y"])) <= STREAM_TOL, sizes
+        for name in full:
+            if name != "y":    # final states after the last chunk
+                assert np.max(np.abs(outs[-1][name] - full[name])) <= STREAM_TOL, name
+
+
+def _glue_graph(rng) -> Graph:
+    """MatMul + Add + Relu in front of an LSTM, Transpose/Reshape + Gemm-like MatMul +
+    Softmax behind it: every node is per time step."""
+    c = {"w_in": rng.standard_normal((4, 6)).astype(np.float32),
+         "b_in": rng.standard_normal((6,)).astype(np.float32),
+         "w_out": rng.standard_normal((5, 3)).astype(np.float32)}
+    lstm = testing.lstm_graph(rng, 6, 5, peephole=True)
+    c.update(lstm.constants)
+    node = lstm.nodes[0]
+    nodes = [Node("mm", Op.MATMUL, ["x", "w_in"], ["a"]),
+             Node("add", Op.ADD, ["a", "b_in"], ["b"]),
+             Node("relu", Op.RELU, ["b"], ["xr"]),
+             Node(node.name, Op.LSTM, ["xr"], ["y", "y_h", "y_c"], dict(node.attrs),
+                  dict(node.weights)),
+             Node("sq", Op.SQUEEZE, ["y"], ["ys"], {"axes": (1,)}),
+             Node("head", Op.MATMUL, ["ys", "w_out"], ["logits"]),
+             Node("sm", Op.SOFTMAX, ["logits"], ["prob"], {"axis": -1})]
+    g = Graph("glue", [Value("x", "float32", ("T", "N", 4))],
+              [Value("prob", "float32", ()), Value("y_h", "float32", ())], nodes, c)
+    return g.validate()
+
+
+def test_glue_around_recurrent_streams():
+    rng = np.random.default_rng(3)
+    model = Model(_glue_graph(rng), warmup=False)
+    x = rng.standard_normal((T_LEN, 2, 4)).astype(np.float32)
+    full = model.run({"x": x})
+    stream = model.stream()
+    for sizes in ([1], [7], [T_LEN]):
+        stream.reset()
+        outs = _stream_all(stream, x, 0, sizes)
+        prob = np.concatenate([o["prob"] for o in outs], axis=0)
+        assert np.max(np.abs(prob - full["prob"])) <= STREAM_TOL
+        assert np.max(np.abs(outs[-1]["y_h"] - full["y_h"])) <= STREAM_TOL
+
+
+def test_state_get_set_resumes_exactly():
+    rng = np.random.default_rng(4)
+    model = Model(testing.lstm_graph(rng, 5, 7, proj_size=3), warmup=False)
+    x = rng.standard_normal((10, 2, 5)).astype(np.float32)
+    full = model.run({"x": x})["y"]
+    s1 = model.stream()
+    s1.push({"x": x[:4]})
+    saved = s1.state
+    s2 = model.stream()
+    s2.state = saved
+    rest = s2.push({"x": x[4:]})["y"]
+    assert np.max(np.abs(rest - full[4:])) <= STREAM_TOL
+    assert set(saved["lstm"]) == {"h", "c"}
+    with pytest.raises(InputError, match="expected"):
+        s2.state = {"lstm": {"h": np.zeros((1, 2, 9))}}
+    with pytest.raises(InputError, match="unknown recurrent node"):
+        s2.state = {"nope": {}}
+
+
+def test_batch_change_mid_stream_is_refused():
+    rng = np.random.default_rng(5)
+    model = Model(testing.gru_graph(rng, 3, 4), warmup=False)
+    s = model.stream()
+    s.push({"x": np.zeros((2, 2, 3), np.float32)})
+    with pytest.raises(InputError, match="batch 2.*batch 3"):
+        s.push({"x": np.zeros((2, 3, 3), np.float32)})
+    s.reset()
+    s.push({"x": np.zeros((2, 3, 3), np.float32)})
+
+
+def test_explicit_initial_state_overrides_carried_state():
+    rng = np.random.default_rng(6)
+    model = Model(testing.rnn_graph(rng, 3, 4, initial_state=True), warmup=False)
+    x = rng.standard_normal((6, 1, 3)).astype(np.float32)
+    h0 = rng.standard_normal((1, 1, 4)).astype(np.float32)
+    want = model.run({"x": x, "initial_h": h0})["y"]
+    s = model.stream()
+    s.push({"x": x[:2]})                         # some unrelated history
+    got = s.push({"x": x, "initial_h": h0})["y"]  # explicit state wins
+    assert np.max(np.abs(got - want)) <= STREAM_TOL
+
+
+@pytest.mark.parametrize("make,match", [
+    (lambda r: testing.lstm_graph(r, 3, 4, direction="bidirectional"), "only forward streams"),
+    (lambda r: testing.gru_graph(r, 3, 4, direction="reverse"), "only forward streams"),
+    (lambda r: testing.rnn_graph(r, 3, 4, seq_lens=True), "sequence_lens"),
+])
+def test_non_streamable_recurrent_is_refused(make, match):
+    model = Model(make(np.random.default_rng(0)), warmup=False)
+    with pytest.raises(GraphError, match=match):
+        model.stream()
+
+
+def test_conv_over_time_is_refused_but_per_frame_conv_streams():
+    rng = np.random.default_rng(1)
+    w3 = rng.standard_normal((4, 2, 3)).astype(np.float32)
+    g = Graph("conv", [Value("x", "float32", ("N", 2, "T"))], [Value("y", "float32", ())],
+              [Node("conv", Op.CONV1D, ["x", "w"], ["y"], {"pads": (1, 1)})], {"w": w3})
+    with pytest.raises(GraphError, match="cannot stream: node 'conv'.*spans several time steps"):
+        Model(g.validate(), warmup=False).stream(time_axes={"x": 2})
+    # the same conv applied per frame (time along the batch axis, as silero-vad does) streams
+    model = Model(g, warmup=False)
+    x = rng.standard_normal((9, 2, 5)).astype(np.float32)
+    full = model.run({"x": x})["y"]
+    s = model.stream(time_axes={"x": 0})
+    got = np.concatenate([s.push({"x": x[a:a + 2]})["y"] for a in range(0, 9, 2)])
+    assert np.max(np.abs(got - full)) <= STREAM_TOL
+
+
+def test_one_model_many_threads_one_stream_each():
+    rng = np.random.default_rng(2)
+    model = Model(testing.lstm_graph(rng, 6, 16, peephole=True), warmup=True)
+    xs = [rng.standard_normal((40, 1, 6)).astype(np.float32) for _ in range(4)]
+    want = [model.run({"x": x})["y"] for x in xs]
+    got: dict[int, np.ndarray] = {}
+    errors: list = []
+
+    def work(k):
+        try:
+            s = model.stream()
+            for _ in range(3):
+                s.reset()
+                ys = [s.push({"x": xs[k][t:t + 1]})["y"] for t in range(40)]
+            got[k] = np.concatenate(ys)
+            assert np.max(np.abs(model.run({"x": xs[k]})["y"] - want[k])) <= STREAM_TOL
+        except Exception as e:  # surfaced below with the thread's index
+            errors.append((k, e))
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    for k in range(4):
+        assert np.max(np.abs(got[k] - want[k])) <= STREAM_TOL
