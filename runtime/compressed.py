@@ -1,0 +1,124 @@
+"""LSTM kernel families for compressed weights: int8 (per-row scales), float16, factored
+W_h = U·V (svd), any mix, with or without a projection (lstmp). Weights stay in their stored
+form; `kernels.quantized` widens them inside the dot products.
+
+GRU and RNN with compressed weights use the plan's fallback (weights dequantised at load).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from edgeseq.graph import Graph, Node
+from edgeseq.ops import Op
+from edgeseq.runtime.kernels import quantized as _q
+from edgeseq.runtime.plan import register
+from edgeseq.runtime.recurrent import LstmKernel, _Recurrent
+
+_EMPTY = {np.dtype(np.float32): np.zeros((0, 0), np.float32),
+          np.dtype(np.uint16): np.zeros((0, 0), np.uint16),
+          np.dtype(np.int8): np.zeros((0, 0), np.int8)}
+_NO_SCALE = np.zeros(0, np.float32)
+
+
+def _own(a: np.ndarray, dtype) -> np.ndarray:
+    # NOTE: a read-only memory map would compile a second specialisation; one contiguous
+    # copy of the *stored* (small) form is taken instead, never a dequantised one
+    a = np.ascontiguousarray(a, dtype=dtype)
+    return a if a.flags.writeable else a.copy()
+
+
+def pack(w: np.ndarray, scale: np.ndarray | None) -> tuple:
+    """(kind, f32, u16, i8, scale) for one 2-D stored matrix (see kernels.quantized)."""
+    if w.dtype == np.int8:
+        return (_q.I8, _EMPTY[np.dtype(np.float32)], _EMPTY[np.dtype(np.uint16)],
+                _own(w, np.int8), _own(scale, np.float32).reshape(-1))
+    if w.dtype == np.float16:
+        return (_q.F16, _EMPTY[np.dtype(np.float32)], _own(w, np.float16).view(np.uint16),
+                _EMPTY[np.dtype(np.int8)], _NO_SCALE)
+    return (_q.F32, _own(w, np.float32), _EMPTY[np.dtype(np.uint16)], _EMPTY[np.dtype(np.int8)],
+            _NO_SCALE)
+
+
+def pack_slot(graph: Graph, node: Node, slot: str, d: int) -> tuple:
+    w = graph.weight(node, slot)
+    if w is None:
+        return pack(np.zeros((0, 0), np.float32), None)
+    sc = graph.scale(node, slot)
+    return pack(w[d], None if sc is None else sc[d])
+
+
+class CompressedLstm(LstmKernel):
+    """LSTM on stored int8/fp16/float32 matrices, dense or factored W_h."""
+
+    def __init__(self, graph: Graph, node: Node, **options) -> None:
+        # NOTE: LstmKernel.__init__ would dequantise W_x/W_h (the float32 path); only the cell
+        # operands are taken from it, by packing through a view whose matrices are tiny.
+        self._init_cell(graph, node, **options)
+        nd = self.n_dir
+        self.factored = "w_h_u" in node.weights
+        self.mx = [pack_slot(graph, node, "w_x", d) for d in range(nd)]
+        self.mh = [pack_slot(graph, node, "w_h", d) for d in range(nd)]
+        self.mu = [pack_slot(graph, node, "w_h_u", d) for d in range(nd)]
+        self.mv = [pack_slot(graph, node, "w_h_v", d) for d in range(nd)]
+        self.mp = [pack_slot(graph, node, "w_proj", d) for d in range(nd)]
+        kinds = sorted({str(graph.constants[n].dtype) for s, n in node.weights.items()
+                        if s.startswith("w_")})
+        self.note = f"{'+'.join(kinds)} weights used as stored" + \
+            (", W_h factored (two GEMVs)" if self.factored else "")
+        self.n_input = graph.weight(node, "w_x").shape[-1]
+
+    def _init_cell(self, graph: Graph, node: Node, **options) -> None:
+        """Cell operands (aux, ip, fp) exactly as the float32 kernel packs them."""
+        shadow = Graph(graph.name, graph.inputs, graph.outputs, graph.nodes,
+                       _light_constants(graph, node), graph.values, graph.metadata)
+        LstmKernel.__init__(self, shadow, node, **options)
+        self.w_x = self.w_h = self.w_proj = None     # the float32 path's matrices: unused
+
+    def __call__(self, ins: list) -> list:
+        x, seq_lens = ins[0], ins[1]
+        if self.batch_first:
+            x = x.transpose(1, 0, 2)
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        if not x.flags.writeable:
+            x = x.copy()
+        t_len, n_batch = x.shape[0], x.shape[1]
+        lens = self._lens(seq_lens, t_len, n_batch)
+        sizes = (self.out_size, self.hidden)
+        states = [self._state(ins[2 + k] if 2 + k < len(ins) else None, n_batch, sizes[k])
+                  for k in range(2)]
+        ys = [np.empty((t_len, n_batch, self.out_size), dtype=np.float32)
+              for _ in range(self.n_dir)]
+        for d in range(self.n_dir):
+            xin = _q.input_projection(self.mx[d], x)
+            _q.lstm_sequence(xin, self.mh[d], self.mu[d], self.mv[d], self.factored, self.mp[d],
+                             self.aux[d], self.ip[d], self.fp[d], lens, states[0][d],
+                             states[1][d], ys[d])
+        y = np.stack(ys, axis=1)
+        if self.batch_first:
+            y = np.ascontiguousarray(y.transpose(2, 0, 1, 3))
+            states = [np.ascontiguousarray(s.transpose(1, 0, 2)) for s in states]
+        return [y] + states
+
+    def warmup(self) -> None:
+        for t_len in (1, 4):
+            shape = (1, t_len, self.n_input) if self.batch_first else (t_len, 1, self.n_input)
+            self([np.zeros(shape, dtype=np.float32), None, None, None])
+
+
+def _light_constants(graph: Graph, node: Node) -> dict:
+    """The node's constants with every matrix replaced by a zero float32 array of its shape
+    *without* allocating it (broadcast views), so the float32 packer stays cheap."""
+    consts = dict(graph.constants)
+    for slot in ("w_x", "w_h", "w_h_u", "w_h_v", "w_proj"):
+        name = node.weights.get(slot)
+        if name is not None:
+            w = graph.constants[name]
+            consts[name] = np.broadcast_to(np.float32(0), (w.shape[0], 1, 1))
+    return consts
+
+
+for _dtype in ("int8", "float16", "mixed"):
+    register(Op.LSTM, wdtype=_dtype)(type(f"CompressedLstm_{_dtype}", (CompressedLstm,), {}))
+for _dtype in ("float32", "int8", "float16", "mixed"):
+    register(Op.LSTM, wdtype=_dtype, factored=True)(
+        type(f"FactoredLstm_{_dtype}", (CompressedLstm,), {}))

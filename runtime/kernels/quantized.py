@@ -1,0 +1,200 @@
+"""Matrix-vector products on compressed weights, and the LSTM sequence kernel built on them.
+
+A weight matrix travels as a tuple `(kind, f32, u16, i8, scale)`: kind 0 float32 (`f32`),
+1 float16 stored as its bits in uint16 (`u16`), 2 int8 (`i8`) with one float32 scale per row
+(`scale`); the unused members are empty arrays, so every matrix has one Numba type and one
+compiled kernel serves all mixes. Nothing is dequantised into memory: int8 and half values are
+widened in registers inside the dot product (int8: acc = Σ q·x in float32, then × scale_row;
+half: LLVM `fpext half -> float`, which becomes vcvtph2ps on F16C CPUs and vectorises).
+
+The LSTM cell maths (gates, cell, hidden) is the float32 kernel's own (`kernels.lstm`); only
+the products with W_x, W_h (dense or factored U·V) and W_proj are replaced here.
+"""
+from __future__ import annotations
+
+import numpy as np
+from llvmlite import ir
+from numba import njit, types
+from numba.extending import intrinsic
+
+from edgeseq.runtime.config import NJIT
+from edgeseq.runtime.kernels.linalg import clip_inplace, step_rows
+from edgeseq.runtime.kernels.lstm import _update_cell, _update_hidden
+
+F32, F16, I8 = 0, 1, 2
+
+
+@intrinsic
+def widen(typingctx, x):
+    """float32 value of a stored weight element: uint16 holds IEEE half bits (bitcast to half,
+    then fpext), int8 and float32 convert as numbers."""
+    if x == types.uint16:
+        def codegen(context, builder, signature, args):
+            return builder.fpext(builder.bitcast(args[0], ir.HalfType()), ir.FloatType())
+    elif x in (types.int8, types.float32):
+        def codegen(context, builder, signature, args):
+            return context.cast(builder, args[0], signature.args[0], types.float32)
+    else:
+        return None
+    return types.float32(x), codegen
+
+
+@njit(**NJIT)
+def _dot_row(w, j, v, b):
+    """Σ_k w[j, k] v[b, k] for one stored weight row."""
+    acc = np.float32(0.0)
+    for k in range(w.shape[1]):
+        acc += widen(w[j, k]) * v[b, k]
+    return acc
+
+
+@njit(**NJIT)
+def _rows4(w, j, v, b, out, accumulate, scale):
+    """Rows j..j+3 against one vector: each loaded element of v feeds four rows."""
+    a0 = np.float32(0.0)
+    a1 = np.float32(0.0)
+    a2 = np.float32(0.0)
+    a3 = np.float32(0.0)
+    for k in range(w.shape[1]):
+        vk = v[b, k]
+        a0 += widen(w[j, k]) * vk
+        a1 += widen(w[j + 1, k]) * vk
+        a2 += widen(w[j + 2, k]) * vk
+        a3 += widen(w[j + 3, k]) * vk
+    if scale.shape[0]:
+        a0 *= scale[j]
+        a1 *= scale[j + 1]
+        a2 *= scale[j + 2]
+        a3 *= scale[j + 3]
+    if accumulate:
+        out[b, j] += a0
+        out[b, j + 1] += a1
+        out[b, j + 2] += a2
+        out[b, j + 3] += a3
+    else:
+        out[b, j] = a0
+        out[b, j + 1] = a1
+        out[b, j + 2] = a2
+        out[b, j + 3] = a3
+
+
+@njit(**NJIT)
+def _matvec_typed(w, scale, v, rows, n_rows, out, accumulate):
+    """out[b, j] (+)= scale[j]·Σ_k w[j, k] v[b, k] (no scale when `scale` is empty)."""
+    n = w.shape[0]
+    if n_rows == 1:
+        # batch 1 (the latency case): four weight rows per pass over v
+        b = rows[0]
+        j = 0
+        while j + 4 <= n:
+            _rows4(w, j, v, b, out, accumulate, scale)
+            j += 4
+        while j < n:
+            acc = _dot_row(w, j, v, b)
+            if scale.shape[0]:
+                acc *= scale[j]
+            out[b, j] = out[b, j] + acc if accumulate else acc
+            j += 1
+        return
+    # batch > 1: weight rows outer, so each row is read from memory once per step
+    for j in range(n):
+        s = scale[j] if scale.shape[0] else np.float32(1.0)
+        for a in range(n_rows):
+            b = rows[a]
+            acc = _dot_row(w, j, v, b) * s
+            out[b, j] = out[b, j] + acc if accumulate else acc
+
+
+@njit(**NJIT)
+def matvec(m, v, rows, n_rows, out, accumulate):
+    """out[b, :] (+)= W v[b, :] for b in rows[:n_rows], W = the compressed matrix `m`."""
+    kind = m[0]
+    if kind == I8:
+        _matvec_typed(m[3], m[4], v, rows, n_rows, out, accumulate)
+    elif kind == F16:
+        _matvec_typed(m[2], m[4][:0], v, rows, n_rows, out, accumulate)
+    else:
+        _matvec_typed(m[1], m[4][:0], v, rows, n_rows, out, accumulate)
+
+
+@njit(**NJIT)
+def n_rows_of(m):
+    kind = m[0]
+    return m[3].shape[0] if kind == I8 else (m[2].shape[0] if kind == F16 else m[1].shape[0])
+
+
+@njit(**NJIT)
+def input_projection(m, x):
+    """W x_t for every step and batch row at once: x [T, N, I] -> [T, N, R]. The weight is
+    read once (row blocks stay in cache across all T·N vectors)."""
+    t_len, n_batch = x.shape[0], x.shape[1]
+    flat = x.reshape(t_len * n_batch, x.shape[2])
+    out = np.empty((t_len * n_batch, n_rows_of(m)), dtype=np.float32)
+    rows = np.arange(t_len * n_batch)
+    matvec(m, flat, rows, t_len * n_batch, out, False)
+    return out.reshape(t_len, n_batch, out.shape[1])
+
+
+@njit(**NJIT)
+def _recurrent(w_h, w_u, w_v, factored, h, rows, n_act, z, tmp):
+    """z[b] += W_h h[b]; factored: tmp = V h, then z += U tmp (two GEMVs)."""
+    if factored:
+        matvec(w_v, h, rows, n_act, tmp, False)
+        matvec(w_u, tmp, rows, n_act, z, True)
+    else:
+        matvec(w_h, h, rows, n_act, z, True)
+
+
+@njit(**NJIT)
+def _project(w_proj, m, aux, fp, h_out, mm, pr, one):
+    """h = clip(W_proj m + b_proj, ±proj_clip) with a compressed W_proj."""
+    mm[0, :] = m
+    matvec(w_proj, mm, one, 1, pr, False)
+    n_out = h_out.shape[0]
+    for p in range(n_out):
+        h_out[p] = pr[0, p] + aux[11, p]
+    clip_inplace(h_out, 0, n_out, fp[1])
+
+
+@njit(**NJIT)
+def lstm_sequence(xin, w_h, w_u, w_v, factored, w_proj, aux, ip, fp, lens, h, c, y):
+    """One direction over xin [T, N, 4H] = W_x x_t (see `input_projection`); h [N, P] and
+    c [N, H] carry the state in place; y [T, N, P] gets outputs (zero past each length).
+    ip/fp/aux are packed as for `kernels.lstm._lstm_sequence`."""
+    t_len, n_batch = xin.shape[0], xin.shape[1]
+    n_cell = c.shape[1]
+    n_out = h.shape[1]
+    reverse = ip[7] != 0
+    rows = np.empty(n_batch, dtype=np.int64)
+    times = np.empty(n_batch, dtype=np.int64)
+    one = np.zeros(1, dtype=np.int64)
+    z = np.empty((n_batch, 4 * n_cell), dtype=np.float32)
+    tmp = np.empty((n_batch, n_rows_of(w_v) if factored else 1), dtype=np.float32)
+    m = np.empty(n_cell, dtype=np.float32)
+    mm = np.empty((1, n_cell), dtype=np.float32)
+    pr = np.empty((1, n_out), dtype=np.float32)
+    for s in range(t_len):
+        n_act = step_rows(s, t_len, lens, reverse, rows, times)
+        if n_act < n_batch:
+            for b in range(n_batch):
+                if s >= lens[b]:
+                    y[s, b, :] = 0.0
+        if n_act == 0:
+            continue
+        for a in range(n_act):
+            b = rows[a]
+            z[b, :] = xin[times[a], b, :]
+        _recurrent(w_h, w_u, w_v, factored, h, rows, n_act, z, tmp)
+        for a in range(n_act):
+            b = rows[a]
+            zb = z[b]
+            cb = c[b]
+            _update_cell(zb, cb, aux, ip, fp)
+            _update_hidden(zb, cb, m, aux, ip, fp)
+            hb = h[b]
+            if ip[3]:
+                _project(w_proj, m, aux, fp, hb, mm, pr, one)
+            else:
+                for j in range(n_cell):
+                    hb[j] = m[j]
+            y[times[a], b, :] = hb
