@@ -120,6 +120,7 @@ def _load_builtin_kernels() -> None:
     # can be imported (and extended) without compiling anything.
     import edgeseq.runtime.recurrent  # noqa: F401
     import edgeseq.runtime.glue  # noqa: F401
+    import edgeseq.runtime.compressed  # noqa: F401  (int8/fp16/factored LSTM, quant issue)
 
 
 @dataclass
@@ -164,10 +165,20 @@ def build_plan(graph: Graph, *, delta: dict | None = None) -> Plan:
         if not SPECS[node.op].variadic_inputs:
             names += [""] * (n_in - len(names))
         sources = tuple(("-", None) if not n else
-                        ("c", graph.constants[n]) if n in graph.constants else ("v", n)
+                        ("c", glue_constant(graph, n)) if n in graph.constants else ("v", n)
                         for n in names)
         plan.steps.append(Step(node, kernel, asked, sources, tuple(node.outputs)))
     return plan
+
+
+def glue_constant(graph: Graph, name: str) -> np.ndarray:
+    """A constant as a glue kernel reads it: an int8 weight with a per-row "<name>.scale"
+    (quant int8 pass on a Gemm/MatMul head) is dequantised once at load, float16 widened."""
+    c = graph.constants[name]
+    scale = graph.constants.get(name + ".scale")
+    if c.dtype == np.int8 and scale is not None:
+        return c.astype(np.float32) * np.asarray(scale, np.float32)[..., None]
+    return c.astype(np.float32) if c.dtype == np.float16 else c
 
 
 def as_float32(a: np.ndarray) -> np.ndarray:
