@@ -407,3 +407,18 @@ def test_no_damage_crashes_or_loads_silently_changed(saved, tmp_path):
                 assert str(bad) in str(e)
                 outcomes["refused"] += 1
     assert outcomes["refused"] > len(positions)   # every truncation at least
+
+
+# ---- the runtime runs straight from the read-only memory map ------------------------------------
+@pytest.mark.parametrize("kind", ["lstm_all_features", "gru_fp16", "lstm_int8", "glue"])
+def test_runtime_runs_a_loaded_artifact(kind, tmp_path, rng, tol):
+    import edgeseq
+    g = GRAPHS[kind](rng)
+    path = artifact.save(g, tmp_path / f"{kind}.eseq")
+    model = edgeseq.load(path)
+    inputs = random_inputs(g, rng, T=5, N=2, dims={"rs:2": 4})
+    want, got = reference.run(g, inputs), model.run(inputs)
+    assert set(got) == set(want)
+    for k in want:
+        err = float(np.max(np.abs(got[k].astype(np.float64) - want[k])))
+        assert err <= tol["float32"], f"{k}: max abs error {err:.2e}"
