@@ -367,3 +367,28 @@ def test_factored_recurrent_weight():
                if s not in ("w_h_u", "w_h_v")}
     weights["w_h"] = u.astype(np.float64) @ v.astype(np.float64)
     assert max_err(reference.run(graph, inputs), scalar_run(graph, inputs, weights)) <= 1e-12
+
+
+# ---- random combinations of every LSTM feature --------------------------------------------------
+def _random_lstm_features(rng: np.random.Generator) -> dict:
+    pick = lambda *options: options[int(rng.integers(len(options)))]  # noqa: E731
+    hidden = int(rng.integers(1, 6))
+    return dict(direction=pick("forward", "reverse", "bidirectional"),
+                proj_size=pick(0, 0, int(rng.integers(1, 5))), proj_bias=pick(False, True),
+                peephole=pick(False, True), coupled_gate=pick("none", "input", "forget"),
+                layer_norm=pick(False, True), cell_clip=pick(0.0, 0.5, 2.0),
+                proj_clip=pick(0.0, 0.3), gate_clip=pick(0.0, 1.0),
+                batch_first=pick(False, True), seq_lens=pick(False, True),
+                initial_state=pick(False, True), bias=pick(True, True, False),
+                weight_scale=pick(None, 1.5)), hidden
+
+
+@pytest.mark.parametrize("seed", range(16))
+def test_random_lstm_feature_combination(seed):
+    rng = np.random.default_rng([seed, 99])
+    features, hidden = _random_lstm_features(rng)
+    if not features["proj_size"]:
+        features["proj_bias"], features["proj_clip"] = False, 0.0
+    graph = lstm_graph(rng, int(rng.integers(1, 5)), hidden, **features)
+    inputs = random_inputs(graph, rng, int(rng.integers(1, 6)), int(rng.integers(1, 4)))
+    assert max_err(reference.run(graph, inputs), scalar_run(graph, inputs)) <= 1e-12, features
