@@ -58,17 +58,24 @@ def from_module(module, example_inputs, *, dynamic_time: bool = True,
     args = (example_inputs,) if isinstance(example_inputs, torch.Tensor) else tuple(example_inputs)
     module = module.eval()
     name = name or type(module).__name__
-    with torch.no_grad():
-        ga = _lower(_export(torch, module, args), name)
+
+    def trace(a: tuple) -> Graph:
+        with torch.no_grad():
+            return _lower(_export(torch, module, a), name)
+
+    ga = trace(args)
     if not dynamic_time:
         return ga.validate()
+    return _with_time_symbol(torch, ga, trace, args, time_axis)
+
+
+def _with_time_symbol(torch, ga: Graph, trace, args: tuple, time_axis) -> Graph:
+    """Trace again with one more step and make the time axis symbolic (see _dynamic.py)."""
+    from edgeseq.converters.torch._dynamic import generalize_time
     ga.validate()
     axes = _time_axes(ga, args, time_axis)
     longer = tuple(_extend(torch, a, axes.get(v.name)) for a, v in zip(args, ga.inputs))
-    with torch.no_grad():
-        gb = _lower(_export(torch, module, longer), name)
-    from edgeseq.converters.torch._dynamic import generalize_time
-    return generalize_time(ga, gb, axes)
+    return generalize_time(ga, trace(longer), axes)
 
 
 def _time_axes(g: Graph, args: tuple, time_axis) -> dict[str, int]:
@@ -103,10 +110,25 @@ def _extend(torch, a, axis):
     return torch.cat([a, a.narrow(axis, a.shape[axis] - 1, 1)], dim=axis)
 
 
-def convert_exported(path: str | Path, **_: Any) -> Graph:
-    """Convert a program saved with torch.export.save (.pt2). Shapes stay those it was
-    exported with (torch.export fixes the sequence length of recurrent ops); for a symbolic
-    sequence length convert the nn.Module with `from_module`."""
+def _no_options(path, opts: dict) -> None:
+    given = sorted(k for k, v in opts.items() if v)
+    if given:
+        raise UnsupportedModelError(f"{path}: option(s) {given} apply to ONNX models, not to "
+                                    f"PyTorch files")
+
+
+def convert_exported(path: str | Path, *, dynamic_time: bool = True,
+                     time_axis: int | dict[str, int] | None = None, **opts: Any) -> Graph:
+    """Convert a program saved with torch.export.save (.pt2).
+
+    torch.export fixes the sequence length of recurrent ops, so a saved program has static
+    shapes. With `dynamic_time` the program's own module is re-exported one step longer to
+    make the time axis symbolic; when the program cannot run at another length (its
+    reshapes baked the example's length in), the static graph is returned and
+    `graph.metadata["static_time"]` says why. For a symbolic length in that case convert the
+    nn.Module with `from_module`.
+    """
+    _no_options(path, opts)
     torch = require_torch()
     path = Path(path)
     if not path.is_file():
@@ -115,13 +137,38 @@ def convert_exported(path: str | Path, **_: Any) -> Graph:
         ep = torch.export.load(str(path))
     except Exception as e:
         raise UnsupportedModelError(f"{path}: not a torch.export program: {e}") from e
-    return _lower(ep, path.stem).validate()
+    ga = _lower(ep, path.stem).validate()
+    if not dynamic_time:
+        return ga
+    args = tuple(_example(torch, v) for v in ga.inputs)
+    module = ep.module(check_guards=False)
+    # NOTE: the unlifted module checks inputs against the example shapes in a forward
+    # pre-hook; drop it so the program can be traced at another length
+    module._forward_pre_hooks.clear()
+
+    def trace(a: tuple) -> Graph:
+        with torch.no_grad():
+            return _lower(_export(torch, module, a), path.stem)
+    try:
+        return _with_time_symbol(torch, ga, trace, args, time_axis)
+    except UnsupportedModelError as e:
+        ga.metadata["static_time"] = f"sequence length fixed at export: {e}"
+        return ga
 
 
-def convert_state_dict(path: str | Path, arch: str | None = None, **_: Any) -> Graph:
+def _example(torch, v):
+    """A tensor matching a graph input (float: random; integer, e.g. lengths: the full size)."""
+    shape = tuple(int(d) for d in v.shape)
+    if v.dtype.startswith("float"):
+        return torch.randn(shape)
+    return torch.full(shape, max(shape + (1,)), dtype=getattr(torch, v.dtype))
+
+
+def convert_state_dict(path: str | Path, arch: str | None = None, **opts: Any) -> Graph:
     """Convert a state_dict file (.pt/.pth/.safetensors) of a standard stack described by
     `arch` (see edgeseq.converters.torch._spec for the grammar)."""
     from edgeseq.converters.torch._spec import build_from_state_dict, load_state_dict
+    _no_options(path, opts)
     if not arch:
         raise UnsupportedModelError(
             f"{path}: a bare state_dict needs --arch / arch= describing the stack, "

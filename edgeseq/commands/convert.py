@@ -11,6 +11,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="bake a graph input in as a constant (number, comma list, or .npy file)")
     p.add_argument("--shape", action="append", default=[], metavar="NAME=DIMS",
                    help="fix a dynamic input's dims, e.g. x=1,100,40 (lets shape arithmetic fold)")
+    p.add_argument("--arch", default=None, metavar="SPEC",
+                   help="layer stack of a bare PyTorch state_dict (.pt/.pth/.safetensors), "
+                        "e.g. 'lstm(batch_first)+linear' (see docs/torch.md)")
     g = p.add_argument_group("compression (edgeseq.quant)")
     g.add_argument("--weights", choices=("fp32", "fp16", "int8"), default=None)
     g.add_argument("--svd-rank", type=int, default=None, metavar="R")
@@ -44,7 +47,8 @@ def run(args: argparse.Namespace) -> int:
     from edgeseq import __version__, artifact
     from edgeseq.converters.registry import convert
 
-    graph = convert(args.model, **parse_fix_shape(args))
+    graph = convert(args.model, **parse_fix_shape(args),
+                    **({"arch": args.arch} if args.arch else {}))
     compress = {k: v for k, v in (("weights", args.weights), ("svd_rank", args.svd_rank),
                                   ("svd_energy", args.svd_energy), ("lstmp", args.lstmp),
                                   ("calibration", args.calibrate)) if v is not None}
