@@ -1,0 +1,353 @@
+"""TFLite converter conformance: every fixture written by tools/make_tflite_fixtures.py
+converts, and the edgeseq reference interpreter matches the TFLite interpreter (ai-edge-litert)
+with random weights and inputs: float within TOL["float32"]; hybrid int8 within a bound derived
+from TFLite's run-time activation quantisation (see `hybrid_bound`)."""
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgeseq import reference
+from edgeseq.errors import UnsupportedModelError
+from edgeseq.converters.tflite import convert
+from edgeseq.converters.tflite.interpreter import TfliteSession, run_tflite
+
+_TOOL = Path(__file__).resolve().parents[2] / "tools" / "make_tflite_fixtures.py"
+
+
+def _load_tool():
+    spec = importlib.util.spec_from_file_location("make_tflite_fixtures", _TOOL)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+fx = _load_tool()
+GRID = fx.lstm_grid()
+FLOAT_UNI = [n for n, s in GRID.items() if not s.hybrid and s.activation != fx.ACT.NONE]
+HYBRID_UNI = [n for n, s in GRID.items() if s.hybrid in ("sym", "asym")]
+
+
+def write(tmp_path: Path, name: str, rng) -> tuple[Path, object]:
+    f = fx.build(name, rng)
+    path = tmp_path / f"{name}.tflite"
+    path.write_bytes(f.data)
+    return path, f
+
+
+def random_inputs(graph, path, rng, scale: float = 1.0) -> dict[str, np.ndarray]:
+    sess = TfliteSession(path)
+    return {d["name"]: (scale * rng.standard_normal(d["shape"])).astype(np.float32)
+            for d in sess.it.get_input_details()}
+
+
+def compare(path, graph, feeds) -> dict[str, float]:
+    want = run_tflite(path, feeds)
+    got = reference.run(graph, feeds)
+    assert set(got) == set(want)
+    return {k: _err(got[k], want[k]) for k in want}
+
+
+def _err(a, b) -> float:
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    assert a.shape == b.shape, f"shape {a.shape} vs {b.shape}"
+    return float(np.max(np.abs(a - b)))
+
+
+def lstm_node(graph):
+    return next(n for n in graph.nodes if n.op.value == "LSTM")
+
+
+# ---- float -----------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", FLOAT_UNI)
+def test_unidirectional_float_matches_tflite(tmp_path, rng, tol, name):
+    path, f = write(tmp_path, name, rng)
+    g = convert(path)
+    s = f.spec
+    node = lstm_node(g)
+    a = node.attrs
+    # the mapping is not vacuous: every feature of the fixture shows up in the IR node
+    assert a["coupled_gate"] == ("input" if s.cifg else "none")
+    assert ("peephole" in node.weights) == s.peephole
+    assert ("layer_norm" in node.weights) == s.layer_norm
+    assert a["proj_size"] == s.n_output and ("b_proj" in node.weights) == s.proj_bias
+    assert a["cell_clip"] == pytest.approx(s.cell_clip) and a["batch_first"] == (not s.time_major)
+    assert a["proj_clip"] == pytest.approx(s.proj_clip if s.n_output else 0.0)
+    feeds = random_inputs(g, path, rng)
+    errs = compare(path, g, feeds)
+    assert max(errs.values()) <= tol["float32"], errs
+
+
+@pytest.mark.parametrize("name", fx.BIDI)
+def test_bidirectional_float_matches_tflite(tmp_path, rng, tol, name):
+    path, f = write(tmp_path, name, rng)
+    g = convert(path)
+    feeds = random_inputs(g, path, rng)
+    errs = compare(path, g, feeds)
+    assert max(errs.values()) <= tol["float32"], errs
+
+
+def test_keras_like_classifier_matches_tflite(tmp_path, rng, tol):
+    path, f = write(tmp_path, "keras_bidi_classifier", rng)
+    g = convert(path)
+    ops = {n.op.value for n in g.nodes}
+    assert {"LSTM", "Slice", "Concat", "Gemm", "MatMul", "Softmax", "Split", "Squeeze",
+            "Unsqueeze", "Transpose", "Sigmoid", "Tanh", "Relu", "Reshape"} <= ops, ops
+    feeds = random_inputs(g, path, rng)
+    errs = compare(path, g, feeds)
+    assert max(errs.values()) <= tol["float32"], errs
+
+
+@pytest.mark.parametrize("name", [n for n in fx.STEPS if not n.endswith("hybrid")])
+def test_lstm_step_op_over_invokes(tmp_path, rng, tol, name):
+    """LSTM (full kernel) is one step whose state lives in variable tensors: T invokes of
+    TFLite equal one T-step run of the converted graph fed the stacked inputs."""
+    path, f = write(tmp_path, name, rng)
+    g = convert(path)
+    n_batch, n_input = f.spec.n_batch, f.spec.n_input
+    xs = rng.standard_normal((5, n_batch, n_input)).astype(np.float32)
+    sess = TfliteSession(path)
+    want = np.stack([sess.run({"x": x})["y"] for x in xs])
+    first = reference.run(g, {"x": xs[0]})["y"]
+    assert _err(first, want[0]) <= tol["float32"]
+    # the same cell as a sequence: swap the Unsqueeze/Squeeze glue for a [T, N, I] input
+    seq = g.copy()
+    seq.nodes = [lstm_node(seq)]
+    seq.nodes[0].inputs[0] = "x"
+    seq.inputs[0].shape = ("T", n_batch, n_input)
+    seq.outputs = [type(seq.outputs[0])(seq.nodes[0].outputs[0], "float32", ())]
+    y = reference.run(seq.validate(), {"x": xs})[seq.outputs[0].name][:, 0]
+    assert _err(y, want) <= tol["float32"]
+
+
+# ---- hybrid int8 -----------------------------------------------------------------------------
+def _spread(fn, z, e):
+    """max |fn(z') - fn(z)| over |z' - z| <= e, exact for a monotone fn."""
+    return np.maximum(fn(z + e) - fn(z), fn(z) - fn(z - e))
+
+
+def hybrid_bound(s, w: dict, x: np.ndarray, h0=None, c0=None) -> tuple[np.ndarray, np.ndarray]:
+    """(float trajectory y, bound E on |y_TFLite-hybrid - y_float|) for a unidirectional cell.
+
+    TFLite's hybrid kernel multiplies int8 weights by activations quantised to int8 at run
+    time, per batch row (x_t, h_{t-1}, and m_t before the projection): v -> s*round(v/s) with
+    s = max|v|/127 (asymmetric: (max-min)/255), so each component moves by at most
+    max|v|/254. It is therefore the float model with the SAME dequantised weights run on
+    perturbed activations. The perturbation is propagated through the cell: matmuls by
+    sum_j |W_rj| * d_j; sigmoid/tanh/relu by their exact spread over the interval (monotone);
+    products by |a|Db + |b|Da + DaDb; clips are 1-Lipschitz. All of that is rigorous; through
+    layer norm the first-order sensitivity 2e(1 + |n|)/sigma is used and doubled.
+    `w` holds the fixture's dequantised float weights by TFLite slot; the trajectory is
+    computed here independently in float64."""
+    xt_all = x.astype(np.float64) if s.time_major else np.swapaxes(x, 0, 1).astype(np.float64)
+    T, N, _ = xt_all.shape
+    H, P = s.n_cell, s.out
+    sig = lambda z: 1.0 / (1.0 + np.exp(-z))  # noqa: E731
+    act = np.tanh if s.activation == fx.ACT.TANH else (lambda z: np.maximum(z, 0.0))
+    W = {k: v.astype(np.float64) for k, v in w.items()}
+    peep = {0: W.get(9), 1: W.get(10), 3: W.get(11)}
+    h = np.zeros((N, P)) if h0 is None else np.asarray(h0, np.float64)
+    c = np.zeros((N, H)) if c0 is None else np.asarray(c0, np.float64)
+    Eh, Ec = np.zeros((N, P)), np.zeros((N, H))
+    ys, Es = [], []
+    rowmax = lambda v: np.max(np.abs(v), axis=1, keepdims=True)  # noqa: E731
+    for t in range(T):
+        xt = xt_all[t]
+        dx = rowmax(xt) / 254.0
+        dh = (rowmax(h) + np.max(Eh, axis=1, keepdims=True)) / 254.0
+
+        def pre(g, cc, Ecc):
+            a = xt @ W[1 + g].T + h @ W[5 + g].T
+            Ea = dx * np.abs(W[1 + g]).sum(1) + (dh + Eh) @ np.abs(W[5 + g]).T
+            if peep.get(g) is not None:
+                a, Ea = a + peep[g] * cc, Ea + np.abs(peep[g]) * Ecc
+            if 20 + g in W:
+                mu = a.mean(1, keepdims=True)
+                sd = np.sqrt(((a - mu) ** 2).mean(1, keepdims=True) + 1e-8)
+                n = (a - mu) / sd
+                e = np.max(Ea, axis=1, keepdims=True)
+                return W[20 + g] * n + W[12 + g], 2.0 * np.abs(W[20 + g]) * 2 * e * (1 + np.abs(n)) / sd
+            return a + W[12 + g], Ea
+
+        zf, Ezf = pre(1, c, Ec)
+        f, Ef = sig(zf), _spread(sig, zf, Ezf)
+        if s.cifg:
+            i, Ei = 1.0 - f, Ef
+        else:
+            zi, Ezi = pre(0, c, Ec)
+            i, Ei = sig(zi), _spread(sig, zi, Ezi)
+        zg, Ezg = pre(2, None, None)
+        g, Eg = act(zg), _spread(act, zg, Ezg)
+        c_new = f * c + i * g
+        Ec_new = np.abs(c) * Ef + f * Ec + Ef * Ec + np.abs(g) * Ei + i * Eg + Ei * Eg
+        if s.cell_clip:
+            c_new = np.clip(c_new, -s.cell_clip, s.cell_clip)
+            Ec_new = np.minimum(Ec_new, 2 * s.cell_clip)
+        zo, Ezo = pre(3, c_new, Ec_new)
+        o, Eo = sig(zo), _spread(sig, zo, Ezo)
+        ac, Eac = act(c_new), _spread(act, c_new, Ec_new)
+        m = o * ac
+        Em = np.abs(ac) * Eo + o * Eac + Eo * Eac
+        if s.n_output:
+            dm = (rowmax(m) + np.max(Em, axis=1, keepdims=True)) / 254.0
+            h_new = m @ W[16].T + W.get(17, 0.0)
+            Eh_new = (Em + dm) @ np.abs(W[16]).T
+            if s.proj_clip:
+                h_new = np.clip(h_new, -s.proj_clip, s.proj_clip)
+                Eh_new = np.minimum(Eh_new, 2 * s.proj_clip)
+        else:
+            h_new, Eh_new = m, Em
+        h, c, Eh, Ec = h_new, c_new, Eh_new, Ec_new
+        ys.append(h), Es.append(Eh)
+    y, E = np.stack(ys), np.stack(Es)
+    if not s.time_major:
+        y, E = np.swapaxes(y, 0, 1), np.swapaxes(E, 0, 1)
+    return y, E
+
+
+def with_initial_state(g):
+    """The converted graph with the LSTM's initial state as graph inputs h0, c0."""
+    from edgeseq.graph import Value
+    g = g.copy()
+    node = lstm_node(g)
+    a = node.attrs
+    n = g.inputs[0].shape[0 if a["batch_first"] else 1]
+    p = a["proj_size"] or a["hidden_size"]
+    st = lambda k: (n, 1, k) if a["batch_first"] else (1, n, k)  # noqa: E731
+    g.inputs += [Value("h0", "float32", st(p)), Value("c0", "float32", st(a["hidden_size"]))]
+    node.inputs = [node.inputs[0], "", "h0", "c0"]
+    return g.validate()
+
+
+@pytest.mark.parametrize("name", HYBRID_UNI)
+def test_unidirectional_hybrid_within_derived_bound(tmp_path, rng, tol, name):
+    path, f = write(tmp_path, name, rng)
+    g = convert(path)
+    s = f.spec
+    node = lstm_node(g)
+    for slot in ["w_x", "w_h"] + (["w_proj"] if s.n_output else []):
+        w = g.weight(node, slot)
+        assert w.dtype == np.int8 and g.scale(node, slot).shape == w.shape[:2], slot
+    w_deq = fx.dequantized(f.weights, s)
+    # 1) step by step from TFLite's own state (read from its variable tensors): the one-step
+    #    bound is tight because only this step's activation quantisation enters
+    one = tmp_path / "one_step.tflite"
+    one.write_bytes(fx.unidirectional_lstm(fx.replace(s, n_time=1), f.weights))
+    g1 = with_initial_state(convert(one, dynamic_time=False))
+    sess = TfliteSession(one)
+    idx = {d["name"]: d["index"] for d in sess.it.get_tensor_details()}
+    xs = rng.standard_normal((s.n_time, s.n_batch, s.n_input)).astype(np.float32)
+    worst = 0.0
+    for t in range(s.n_time):
+        h_prev = sess.it.get_tensor(idx["lstm/output_state"]).copy()
+        c_prev = sess.it.get_tensor(idx["lstm/cell_state"]).copy()
+        x = xs[t][None] if s.time_major else xs[t][:, None]
+        want = sess.run({"x": x})["y"]
+        lay = (lambda v: v[:, None]) if not s.time_major else (lambda v: v[None])
+        got = reference.run(g1, {"x": x, "h0": lay(h_prev), "c0": lay(c_prev)})["y"]
+        _, bound = hybrid_bound(s, w_deq, x, h_prev, c_prev)
+        err = np.abs(got - want)
+        assert np.all(err <= bound + tol["float32"]), (t, err.max(), bound.max())
+        worst = max(worst, float(err.max()))
+    assert worst > 0    # the hybrid kernel really quantised something
+    # 2) whole sequences: without layer norm the accumulated bound holds (with layer norm it
+    #    is not informative past one step). Against the float model (unquantised weights)
+    #    edgeseq (int8 weights, float activations) errs by the same order as TFLite's hybrid
+    #    kernel (int8 weights and activations): measured 0.5x-1.1x of TFLite's error
+    feeds = random_inputs(g, path, rng)
+    got, want = reference.run(g, feeds)["y"], run_tflite(path, feeds)["y"]
+    y_float, bound = hybrid_bound(s, w_deq, feeds["x"])
+    assert _err(got, y_float) <= 1e-6    # the bound's own trajectory is edgeseq's model
+    if not s.layer_norm:
+        assert np.all(np.abs(got - want) <= bound + tol["float32"])
+    fpath = tmp_path / "float.tflite"
+    fpath.write_bytes(fx.unidirectional_lstm(fx.replace(s, hybrid=""), f.weights))
+    y_ref_float = run_tflite(fpath, feeds)["y"]
+    e_tfl, e_es = _err(want, y_ref_float), _err(got, y_ref_float)
+    assert e_es <= 2 * e_tfl + tol["float32"], (e_es, e_tfl)
+
+
+def test_hybrid_per_channel_scales(tmp_path, rng, tol):
+    """Per-row int8 scales (quantized_dimension 0) map to the IR's per-row scales exactly."""
+    path, f = write(tmp_path, "uni_full_clip_bm_hybrid_channel", rng)
+    g = convert(path)
+    node = lstm_node(g)
+    sc = g.scale(node, "w_x")
+    assert g.weight(node, "w_x").dtype == np.int8
+    assert len(np.unique(sc[0, 6:12])) > 1      # forget-gate rows carry different scales
+    fpath = tmp_path / "deq.tflite"
+    fpath.write_bytes(fx.unidirectional_lstm(fx.replace(f.spec, hybrid=""),
+                                             fx.dequantized(f.weights, f.spec)))
+    gf = convert(fpath)
+    feeds = {"x": rng.standard_normal((2, 7, 5)).astype(np.float32)}
+    assert _err(reference.run(g, feeds)["y"], reference.run(gf, feeds)["y"]) <= tol["float32"]
+    assert _err(reference.run(gf, feeds)["y"], run_tflite(fpath, feeds)["y"]) <= tol["float32"]
+
+
+def test_hybrid_step_op(tmp_path, rng):
+    path, f = write(tmp_path, "step_full_clip_tm_hybrid", rng)
+    g = convert(path)
+    assert g.weight(lstm_node(g), "w_x").dtype == np.int8
+    x = rng.standard_normal((f.spec.n_batch, f.spec.n_input)).astype(np.float32)
+    y_float, bound = hybrid_bound(f.spec, fx.dequantized(f.weights, f.spec), x[None])
+    got, want = reference.run(g, {"x": x})["y"], run_tflite(path, {"x": x})["y"]
+    assert _err(got, y_float[0]) <= 1e-6
+    assert np.abs(got - want).max() > 0
+    assert np.all(np.abs(got - want) <= bound[0] + 1e-5)
+
+
+# ---- refusals --------------------------------------------------------------------------------
+def test_unsupported_reported_at_once(tmp_path, rng):
+    path, _ = write(tmp_path, "unsupported", rng)
+    with pytest.raises(UnsupportedModelError) as e:
+        convert(path)
+    msg = str(e.value)
+    assert "3 unsupported" in msg
+    assert "operator #0 FLOOR" in msg and "operator #2 SQUARE" in msg
+    assert "operator #1 ADD" in msg and "SIGN_BIT" in msg
+    assert "UNIDIRECTIONAL_SEQUENCE_LSTM" in msg          # the supported list
+
+
+def test_lstm_activation_none_refused(tmp_path, rng):
+    path, _ = write(tmp_path, "uni_plain_noact_bm", rng)
+    with pytest.raises(UnsupportedModelError, match="fused activation NONE"):
+        convert(path)
+
+
+def test_not_a_tflite_file(tmp_path):
+    p = tmp_path / "junk.tflite"
+    p.write_bytes(b"\x00" * 64)
+    with pytest.raises(UnsupportedModelError, match="not a TFLite flatbuffer"):
+        convert(p)
+
+
+def test_registry_and_time_symbol(tmp_path, rng, tol):
+    from edgeseq.converters.registry import convert as convert_any
+    path, _ = write(tmp_path, "uni_full_clip_bm", rng)
+    g = convert_any(path)
+    assert g.inputs[0].shape == (2, "T", 5)
+    # any length runs, although TFLite fixed T = 7 in the file
+    x = rng.standard_normal((2, 11, 5)).astype(np.float32)
+    assert _err(reference.run(g, {"x": x})["y"], run_tflite(path, {"x": x})["y"]) <= tol["float32"]
+    assert convert(path, dynamic_time=False).inputs[0].shape == (2, 7, 5)
+
+
+def test_bidirectional_merged_batch_major_two_rows(tmp_path, rng, tol):
+    """TFLite's merged batch-major BIDIRECTIONAL_SEQUENCE_LSTM output is wrong for batch rows
+    after the first (ai-edge-litert 2.3; its split outputs are right). edgeseq's merged output
+    equals TFLite's split outputs concatenated, for every row."""
+    s = fx.LstmSpec(time_major=False, n_output=4, peephole=True)
+    w_fw, w_bw = fx.random_lstm_weights(rng, s), fx.random_lstm_weights(rng, s)
+    merged, split = tmp_path / "merged.tflite", tmp_path / "split.tflite"
+    merged.write_bytes(fx.bidirectional_lstm(s, w_fw, w_bw, merge=True))
+    split.write_bytes(fx.bidirectional_lstm(s, w_fw, w_bw, merge=False))
+    x = rng.standard_normal((2, 7, 5)).astype(np.float32)
+    ys = run_tflite(split, {"x": x})
+    got = reference.run(convert(merged), {"x": x})["y"]
+    assert _err(got, np.concatenate([ys["y_fw"], ys["y_bw"]], -1)) <= tol["float32"]
+    assert _err(got[:1], run_tflite(merged, {"x": x})["y"][:1]) <= tol["float32"]
