@@ -265,7 +265,10 @@ def normalize_attrs(op: Op, attrs: dict) -> dict:
             raise ValueError(f"attribute '{a.name}' is required for {op.value}")
         else:
             v = a.default
-        v = _coerce(a, v)
+        try:
+            v = _coerce(a, v)
+        except (TypeError, ValueError):
+            raise ValueError(f"attribute '{a.name}' must be of kind {a.kind}, got {v!r}") from None
         if a.choices is not None and v not in a.choices:
             raise ValueError(f"attribute '{a.name}' must be one of {list(a.choices)}, got {v!r}")
         out[a.name] = v
@@ -275,6 +278,12 @@ def normalize_attrs(op: Op, attrs: dict) -> dict:
 
 
 def _coerce(a: Attr, v: Any) -> Any:
+    # NOTE: refuse what would coerce silently to a wrong value: "false" -> True, 4.7 -> 4,
+    # "12" -> (1, 2)
+    if isinstance(v, str) and a.kind != "str":
+        raise ValueError(v)
+    if a.kind == "int" and isinstance(v, float) and not v.is_integer():
+        raise ValueError(v)
     if a.kind == "int":
         return int(v)
     if a.kind == "float":

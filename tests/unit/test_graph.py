@@ -161,6 +161,26 @@ def test_bad_attribute_numbers(attrs, msg, rng):
         g.validate()
 
 
+@pytest.mark.parametrize("attrs, msg", [
+    ({"hidden_size": 4.5}, "attribute 'hidden_size' must be of kind int, got 4.5"),
+    ({"batch_first": "false"}, "attribute 'batch_first' must be of kind bool, got 'false'"),
+    ({"activations": "tanh"}, "attribute 'activations' must be of kind strs, got 'tanh'"),
+    ({"cell_clip": [1.0]}, "attribute 'cell_clip' must be of kind float, got [1.0]"),
+])
+def test_attribute_of_wrong_kind_is_not_coerced_silently(attrs, msg, rng):
+    g = lstm(rng)
+    g.nodes[0].attrs.update(attrs)
+    with raises(GraphError, "node 'lstm' (LSTM): " + msg):
+        g.validate()
+
+
+def test_ints_attribute_of_wrong_kind():
+    g = relu_chain()
+    g.nodes[1] = Node("t", Op.TRANSPOSE, ["y"], ["z"], {"perm": 3})
+    with raises(GraphError, "node 't' (Transpose): attribute 'perm' must be of kind ints, got 3"):
+        g.validate()
+
+
 def test_bad_glue_attribute_names_node():
     g = relu_chain()
     g.nodes[1] = Node("cast", Op.CAST, ["y"], ["z"], {"to": "complex64"})
