@@ -1,0 +1,119 @@
+"""The edgeseq runtime (Numba kernels) on converted TFLite models against the TFLite
+interpreter: whole sequences, and streaming, where TFLite keeps the LSTM state in variable
+tensors across invoke() and edgeseq's Stream.push carries it across chunks."""
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgeseq import reference
+from edgeseq.converters.tflite import convert
+from edgeseq.converters.tflite.interpreter import TfliteSession, run_tflite
+from edgeseq.runtime import Model
+
+_TOOL = Path(__file__).resolve().parents[2] / "tools" / "make_tflite_fixtures.py"
+
+
+def _load_tool():
+    spec = importlib.util.spec_from_file_location("make_tflite_fixtures", _TOOL)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+fx = _load_tool()
+FLOAT = ["uni_full_clip_tm", "uni_full_clip_bm", "uni_plain_noclip_tm", "uni_ln_clip_bm",
+         "uni_projbias_clip_tm", "uni_plain_relu_tm", "bidi_full_merge_bm", "bidi_peephole_split_tm",
+         "keras_bidi_classifier"]
+HYBRID = ["uni_full_clip_tm_hybrid", "uni_full_clip_bm_hybrid", "uni_peephole_clip_tm_hybrid"]
+
+
+def _err(a, b) -> float:
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    assert a.shape == b.shape, f"shape {a.shape} vs {b.shape}"
+    return float(np.max(np.abs(a - b)))
+
+
+def _feeds(path, rng):
+    return {d["name"]: rng.standard_normal(d["shape"]).astype(np.float32)
+            for d in TfliteSession(path).it.get_input_details()}
+
+
+@pytest.mark.parametrize("name", FLOAT)
+def test_runtime_float_matches_tflite(tmp_path, rng, tol, name):
+    path = tmp_path / f"{name}.tflite"
+    path.write_bytes(fx.build(name, rng).data)
+    feeds = _feeds(path, rng)
+    got = Model(convert(path)).run(feeds)
+    want = run_tflite(path, feeds)
+    assert max(_err(got[k], want[k]) for k in want) <= tol["float32"]
+
+
+@pytest.mark.parametrize("name", HYBRID)
+def test_runtime_hybrid(tmp_path, rng, tol, name):
+    """int8 weights: the runtime equals the reference (same int8 model) to float32 rounding,
+    so it inherits the reference's derived bound against TFLite's hybrid kernel."""
+    path = tmp_path / f"{name}.tflite"
+    path.write_bytes(fx.build(name, rng).data)
+    g = convert(path)
+    feeds = _feeds(path, rng)
+    got = Model(g).run(feeds)["y"]
+    ref = reference.run(g, feeds)["y"]
+    want = run_tflite(path, feeds)["y"]
+    assert _err(got, ref) <= tol["float32"]
+    assert np.all(np.abs(got - want) <= np.abs(ref - want) + tol["float32"])
+
+
+@pytest.mark.parametrize("name", ["uni_full_clip_tm", "uni_full_clip_bm", "uni_full_clip_tm_hybrid"])
+def test_stream_matches_tflite_invokes(tmp_path, rng, tol, name):
+    """Chunks of 3 steps: TFLite invoke() after invoke() (state in variable tensors) vs
+    edgeseq Stream.push after push, chunk by chunk."""
+    f = fx.build(name, rng)
+    s = fx.replace(f.spec, n_time=3)
+    path = tmp_path / "chunk.tflite"
+    path.write_bytes(fx.unidirectional_lstm(s, f.weights))
+    sess = TfliteSession(path)
+    stream = Model(convert(path)).stream()
+    hybrid = bool(s.hybrid)
+    chunks = [rng.standard_normal(fx._x_shape(s)).astype(np.float32) for _ in range(4)]
+    outs_tfl, outs_es = [], []
+    for x in chunks:
+        outs_tfl.append(sess.run({"x": x})["y"])
+        outs_es.append(stream.push({"x": x})["y"])
+        if not hybrid:
+            assert _err(outs_es[-1], outs_tfl[-1]) <= tol["float32"]
+    axis = 0 if s.time_major else 1
+    if hybrid:
+        # the stream equals one whole run of the same int8 model, and stays within what the
+        # whole run differs from TFLite's hybrid kernel
+        g = convert(path)
+        whole = reference.run(g, {"x": np.concatenate(chunks, axis)})["y"]
+        es, tfl = np.concatenate(outs_es, axis), np.concatenate(outs_tfl, axis)
+        assert _err(es, whole) <= tol["float32"]
+        assert np.all(np.abs(es - tfl) <= np.abs(whole - tfl) + tol["float32"])
+
+
+def test_stream_step_op(tmp_path, rng, tol):
+    """LSTM (full kernel, one step per invoke, state in variable tensors) against Stream.push
+    of one step at a time. The converted step graph itself takes x [N, I] with no time axis,
+    which the runtime's Stream cannot carry state over (it needs a time axis in the input), so
+    the same cell is streamed through its one-step UNIDIRECTIONAL_SEQUENCE_LSTM twin."""
+    f = fx.build("step_full_clip_tm", rng)
+    path, twin = tmp_path / "step.tflite", tmp_path / "twin.tflite"
+    path.write_bytes(f.data)
+    twin.write_bytes(fx.unidirectional_lstm(fx.replace(f.spec, n_time=1), f.weights))
+    sess = TfliteSession(path)
+    first = rng.standard_normal((f.spec.n_batch, f.spec.n_input)).astype(np.float32)
+    # the step graph runs (one step from zero state) in the runtime as well
+    assert _err(Model(convert(path)).run({"x": first})["y"], run_tflite(path, {"x": first})["y"]) \
+        <= tol["float32"]
+    stream = Model(convert(twin)).stream()
+    for _ in range(5):
+        x = rng.standard_normal((f.spec.n_batch, f.spec.n_input)).astype(np.float32)
+        want = sess.run({"x": x})["y"]
+        assert _err(stream.push({"x": x[None]})["y"][0], want) <= tol["float32"]
