@@ -48,13 +48,17 @@ def _dynamic_time_axes(ctx: Context, ops: list[OpView], inputs: list[int]) -> di
     return axes
 
 
-def convert(path: str | Path, *, dynamic_time: bool = True, subgraph: int = 0) -> Graph:
+def convert(path: str | Path, *, dynamic_time: bool = True, subgraph: int = 0,
+            fix: dict | None = None, shapes: dict | None = None) -> Graph:
     """Convert a .tflite model into a validated edgeseq Graph (float activations; hybrid int8
     LSTM weights stay int8 with per-row scales; other quantised constants are dequantised).
 
     dynamic_time: give graph inputs that feed a sequence op directly a symbolic time axis "T"
     (TFLite fixes it at conversion time; edgeseq runs and streams any length).
     """
+    if fix:
+        raise UnsupportedModelError(f"{path}: --fix is not supported for TFLite models (their "
+                                    f"inputs are tensors, not shape-bearing graph inputs)")
     loaded = reader.load(path)
     subs = loaded.model.subgraphs or []
     if not subs:
@@ -91,6 +95,12 @@ def convert(path: str | Path, *, dynamic_time: bool = True, subgraph: int = 0) -
         if idx in time_axes:
             shape[time_axes[idx]] = "T"
         name = ctx.fresh(ctx.tname(idx))
+        if shapes and name in shapes:
+            want = list(shapes[name])
+            if len(want) != len(shape):
+                raise UnsupportedModelError(f"{path}: --shape {name}: rank {len(want)}, the "
+                                            f"input has rank {len(shape)} {tuple(shape)}")
+            shape = [w if w not in (None, -1) else d for w, d in zip(want, shape)]
         ctx.names[idx] = name
         inputs.append(Value(name, "float32", tuple(shape)))
 

@@ -351,3 +351,21 @@ def test_bidirectional_merged_batch_major_two_rows(tmp_path, rng, tol):
     got = reference.run(convert(merged), {"x": x})["y"]
     assert _err(got, np.concatenate([ys["y_fw"], ys["y_bw"]], -1)) <= tol["float32"]
     assert _err(got[:1], run_tflite(merged, {"x": x})["y"][:1]) <= tol["float32"]
+
+
+def test_cli_convert_and_compare(tmp_path, rng, capsys):
+    """`edgeseq convert model.tflite -o out.eseq` and `edgeseq compare model.tflite out.eseq`
+    (the .tflite peer is the TFLite interpreter, registered in edgeseq.peers)."""
+    from edgeseq.cli import main
+    from edgeseq.peers import run_peer
+    path, _ = write(tmp_path, "keras_bidi_classifier", rng)
+    art = tmp_path / "k.eseq"
+    assert main(["convert", str(path), "-o", str(art)]) == 0
+    assert art.exists()
+    assert main(["compare", str(path), str(art), "--random", "--dim", "7", "--json"]) == 0
+    assert "probs" in capsys.readouterr().out
+    x = rng.standard_normal((2, 7, 5)).astype(np.float32)
+    assert set(run_peer(path, {"x": x})) == {"probs"}
+    bad, _ = write(tmp_path, "unsupported", rng)
+    assert main(["convert", str(bad), "-o", str(tmp_path / "u.eseq")]) == 2
+    assert "operator #0 FLOOR" in capsys.readouterr().err
