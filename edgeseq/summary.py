@@ -120,6 +120,11 @@ def _table(rows: list[list[str]], header: list[str]) -> list[str]:
     return [fmt(header), fmt(["-" * w for w in widths])] + [fmt(r) for r in rows]
 
 
+def _matrix_dtypes(f: dict) -> str:
+    """dtypes of the weight matrices (biases, peepholes and gains are always float32)."""
+    return ",".join(sorted({dt for slot, dt in f["weight_dtypes"].items() if slot.startswith("w_")}))
+
+
 def _features(f: dict) -> str:
     """The non-default features of a recurrent layer, compactly."""
     out = []
@@ -171,16 +176,16 @@ def format_summary(s: dict[str, Any]) -> str:
     rec = [f for f in s["layers"] if Op(f["op"]) in RECURRENT]
     if rec:
         rows = [[f["node"], f["op"], f["direction"], f["input_size"], f["hidden_size"],
-                 ",".join(sorted(set(f["weight_dtypes"].values()))), f"{f['params']:,}",
+                 _matrix_dtypes(f), f"{f['params']:,}", _human_bytes(f["bytes"]),
                  _features(f)] for f in rec]
         lines += _table(rows, ["layer", "op", "direction", "in", "hidden", "weights", "params",
-                               "features"])
+                               "bytes", "features"])
         lines.append("")
     other = [f for f in s["layers"] if Op(f["op"]) not in RECURRENT]
     if other:
-        rows = [[f["node"], f["op"], ",".join(f["params_by_dtype"]), f"{f['params']:,}"]
-                for f in other]
-        lines += _table(rows, ["node", "op", "dtypes", "params"])
+        rows = [[f["node"], f["op"], ",".join(f["params_by_dtype"]), f"{f['params']:,}",
+                 _human_bytes(f["bytes"])] for f in other]
+        lines += _table(rows, ["node", "op", "dtypes", "params", "bytes"])
         lines.append("")
     p = s["parameters"]
     rows = [[dt, f"{st['count']:,}", _human_bytes(st["bytes"])] for dt, st in p["by_dtype"].items()]

@@ -185,3 +185,32 @@ def test_bad_file_via_subprocess(lstm_art, tmp_path):
     assert r.returncode == 1 and "Traceback" in r.stderr and "data region truncated" in r.stderr
     r = _cli("inspect", str(lstm_art), "--json")
     assert r.returncode == 0 and json.loads(r.stdout)["layers"][0]["node"] == "lstm"
+
+
+def test_inspect_a_real_converted_model(tmp_path, capsys):
+    """The shipped demo classifier (2-layer LSTM, ONNX): layer facts and parameter counts agree
+    with the ONNX initializers, counted here with the onnx library."""
+    import onnx
+    from onnx import numpy_helper
+
+    from edgeseq.converters.onnx import convert
+
+    src = Path(__file__).resolve().parents[2] / "edgeseq" / "data" / "demo_classifier.onnx"
+    model = onnx.load(src)
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    want_layers = []
+    for node in model.graph.node:
+        if node.op_type == "LSTM":
+            w, r = inits[node.input[1]], inits[node.input[2]]
+            b = inits[node.input[3]] if len(node.input) > 3 and node.input[3] else None
+            # edgeseq sums ONNX's two biases (Wb + Rb) into one
+            want_layers.append((w.shape[2], r.shape[2], w.size + r.size + (b.size // 2 if b is not None else 0)))
+    path = artifact.save(convert(src), tmp_path / "demo.eseq", source=src)
+    assert main(["inspect", str(path), "--json"]) == 0
+    s = json.loads(capsys.readouterr().out)
+    got = [(f["input_size"], f["hidden_size"], f["params"]) for f in s["layers"] if f["op"] == "LSTM"]
+    assert got == want_layers
+    assert s["ops"]["LSTM"] == 2
+    assert s["artifact"]["source"].startswith("sha256:")
+    assert main(["inspect", str(path)]) == 0
+    assert "LSTM" in capsys.readouterr().out
