@@ -392,3 +392,19 @@ def test_random_lstm_feature_combination(seed):
     graph = lstm_graph(rng, int(rng.integers(1, 5)), hidden, **features)
     inputs = random_inputs(graph, rng, int(rng.integers(1, 6)), int(rng.integers(1, 4)))
     assert max_err(reference.run(graph, inputs), scalar_run(graph, inputs)) <= 1e-12, features
+
+
+@pytest.mark.parametrize("op", [Op.LSTM, Op.GRU, Op.RNN])
+def test_zero_length_keeps_initial_state(op):
+    """A sequence of length 0 runs no step: outputs zero, final state = initial state.
+    (onnxruntime returns zeros for its final state instead; ONNX leaves it unspecified.)"""
+    graph = BUILDERS[op](np.random.default_rng(4), 3, 4, direction="bidirectional",
+                         seq_lens=True, initial_state=True)
+    inputs = random_inputs(graph, np.random.default_rng(5), 4, 2)
+    inputs["sequence_lens"] = np.array([0, 4], np.int32)
+    got = reference.run(graph, inputs)
+    assert max_err(got, scalar_run(graph, inputs)) <= 1e-12
+    assert not got["y"][:, :, 0].any()
+    np.testing.assert_array_equal(got["y_h"][:, 0], inputs["initial_h"][:, 0])
+    if op is Op.LSTM:
+        np.testing.assert_array_equal(got["y_c"][:, 0], inputs["initial_c"][:, 0])
