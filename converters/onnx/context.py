@@ -40,6 +40,7 @@ class Context:
         self.nodes: list[Node] = []
         self.used: dict[str, np.ndarray] = {}  # constants referenced by emitted nodes
         self.alias: dict[str, str] = {}
+        self.symbolic: dict[str, object] = {}   # shape values with dynamic dims (symbolic.py)
         self._names: set[str] = set()
         self.node: onnx.NodeProto | None = None  # the ONNX node being converted
         self.node_name = ""
@@ -95,6 +96,10 @@ class Context:
         name = self.resolve(self.input_name(node, i))
         if name and name in self.consts:
             self.used[name] = self.consts[name]
+        if name in self.symbolic:
+            raise Unsupported(
+                f"input {i} ('{name}') is computed from dynamic dims ({self.symbolic[name]}) and "
+                f"is used as data; fix the dims with --shape NAME=DIMS so it folds")
         return name
 
     def use_const(self, name: str) -> str:

@@ -22,6 +22,7 @@ from edgeseq.ops import Op
 from edgeseq.converters.onnx import registry
 from edgeseq.converters.onnx.context import ONNX_TO_NP, Context, Unsupported, node_label
 from edgeseq.converters.onnx.fold import constant_value, try_fold
+from edgeseq.converters.onnx.symbolic import try_symbolic
 
 # Importing the handler modules registers them.
 from edgeseq.converters.onnx import layout as _layout  # noqa: F401
@@ -193,6 +194,8 @@ def convert(path_or_model, *, fix: Mapping | None = None, shapes: Mapping | None
                 if res is not None:
                     ctx.consts[node.output[0]] = res[0]
                     continue
+        if try_symbolic(ctx, node):
+            continue
         domain = "" if node.domain == "ai.onnx" else node.domain
         opset = opsets.get(domain, 1)
         h = registry.lookup(node.op_type, domain, opset)

@@ -8,6 +8,7 @@ import numpy as np
 from edgeseq.ops import Op
 from edgeseq.converters.onnx.context import ONNX_TO_NP, Context, Unsupported
 from edgeseq.converters.onnx.registry import handler
+from edgeseq.converters.onnx.symbolic import SymVec, reshape_target
 
 
 def _ints(x) -> tuple[int, ...]:
@@ -108,6 +109,17 @@ def transpose(ctx: Context, node) -> None:
 @handler("Reshape", since=5)
 def reshape(ctx: Context, node) -> None:
     a = ctx.attrs(node, {"allowzero"})
+    sym = ctx.symbolic.get(ctx.resolve(node.input[1]))
+    if isinstance(sym, SymVec):
+        # a target computed from dynamic dims: copy matching dims (0), infer one (-1)
+        shape = reshape_target(sym, ctx.shape(node.input[0]))
+        if shape is None:
+            raise Unsupported(f"shape input '{node.input[1]}' = {sym} has more than one dynamic "
+                              f"dim that is not the input's own; fix dims with --shape")
+        if a.get("allowzero", 0) and any(d.is_int and d.coef == 0 for d in sym.dims):
+            raise Unsupported("Reshape with allowzero=1 and a 0 in its shape is not supported")
+        ctx.emit(Op.RESHAPE, [ctx.inp(node, 0)], [node.output[0]], {"shape": shape})
+        return
     shape = _ints(ctx.need_const(node, 1, "shape"))
     if a.get("allowzero", 0) and 0 in shape:
         raise Unsupported(f"Reshape with allowzero=1 and a 0 in shape {list(shape)} is not supported")

@@ -11,6 +11,7 @@ import numpy as np
 from edgeseq.ops import ACTIVATIONS, Op
 from edgeseq.converters.onnx.context import Context, Unsupported
 from edgeseq.converters.onnx.registry import handler
+from edgeseq.converters.onnx.symbolic import Filled
 
 # ONNX activation names -> edgeseq names (ops.ACTIVATIONS).
 _ACT = {"Sigmoid": "sigmoid", "Tanh": "tanh", "Relu": "relu", "Affine": "affine",
@@ -92,9 +93,16 @@ def _common(ctx: Context, node, op: Op, extra: set[str]):
 
 def _io(ctx: Context, node, n_states: int) -> tuple[list[str], list[str]]:
     """edgeseq inputs [x, sequence_lens, initial_h(, initial_c)] and outputs."""
-    ins = [ctx.inp(node, 0), ctx.inp(node, 4), ctx.inp(node, 5)]
+    def state(i: int) -> str:
+        # zeros of a run-time shape (ConstantOfShape of Shape(x) pieces) = no initial state
+        sym = ctx.symbolic.get(ctx.resolve(ctx.input_name(node, i)))
+        if isinstance(sym, Filled) and sym.value == 0.0:
+            return ""
+        return ctx.inp(node, i)
+
+    ins = [ctx.inp(node, 0), ctx.inp(node, 4), state(5)]
     if n_states == 2:
-        ins.append(ctx.inp(node, 6))
+        ins.append(state(6))
     while ins and not ins[-1]:
         ins.pop()
     outs = list(node.output)
