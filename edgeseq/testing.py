@@ -16,7 +16,6 @@ import numpy as np
 from edgeseq.graph import Graph, Node, Value
 from edgeseq.ops import Op, num_directions
 
-N_GATES = {Op.LSTM: 4, Op.GRU: 3, Op.RNN: 1}
 GATE_INDEX = {"input": 0, "forget": 1}       # LSTM row block of the CIFG-derived gate
 
 

@@ -3,7 +3,6 @@ torch.nn.functional.conv1d; plus input checking errors of `reference.run`."""
 from __future__ import annotations
 
 import numpy as np
-import onnx
 import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
