@@ -231,7 +231,8 @@ def _read_header(path: Path) -> tuple[dict, ArtifactInfo]:
         n = int.from_bytes(head[:8], "little")
         if (len(head) > 8 and head[8:9] != b"{") or n > _MAX_HEADER:
             raise ArtifactError(f"{path}: not an edgeseq artifact: no safetensors JSON header "
-                                f"(is it an ONNX, TFLite or other model file? convert it first)")
+                                f"(is it an ONNX, TFLite or other model file? convert it first: "
+                                f"edgeseq convert {path} -o {path.stem}.eseq)")
         if 8 + n > size:
             raise ArtifactError(f"{path}: truncated: header length {n} bytes goes beyond the "
                                 f"file size ({size} bytes)")
@@ -245,7 +246,9 @@ def _read_header(path: Path) -> tuple[dict, ArtifactInfo]:
     if not isinstance(meta, dict) or meta.get("edgeseq.format") != FORMAT:
         raise ArtifactError(f"{path}: not an edgeseq artifact: a safetensors file without edgeseq "
                             f"metadata ('edgeseq.format' is "
-                            f"{meta.get('edgeseq.format') if isinstance(meta, dict) else None!r})")
+                            f"{meta.get('edgeseq.format') if isinstance(meta, dict) else None!r}); "
+                            f"a PyTorch state_dict converts with: edgeseq convert {path} "
+                            f"--arch SPEC -o {path.stem}.eseq")
     version = meta.get("edgeseq.version", "")
     try:
         major, minor = (int(p) for p in version.split("."))
