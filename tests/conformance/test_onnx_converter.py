@@ -1,0 +1,214 @@
+"""The ONNX converter's own contract: one error for everything unsupported, the versioned
+handler registry, folding (constant, --fix, --shape), external data, glue ops vs onnxruntime."""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from edgeseq import reference
+from edgeseq.converters.onnx import convert, registry
+from edgeseq.errors import UnsupportedModelError
+from edgeseq.ops import Op
+
+F = TensorProto.FLOAT
+
+
+def model_of(nodes, inputs, outputs, inits=(), opset=17):
+    g = helper.make_graph(nodes, "m", inputs, outputs, list(inits))
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
+    m.ir_version = 8
+    return m
+
+
+def vi(name, shape, t=F):
+    return helper.make_tensor_value_info(name, t, shape)
+
+
+def ort_run(model, feeds):
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    s = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    return dict(zip([o.name for o in s.get_outputs()], s.run(None, feeds)))
+
+
+def test_two_unsupported_ops_fail_in_one_error_naming_both():
+    nodes = [helper.make_node("Relu", ["x"], ["a"], name="relu0"),
+             helper.make_node("Erf", ["a"], ["b"], name="erf_first"),
+             helper.make_node("Erf", ["b"], ["c"], name="erf_second"),
+             helper.make_node("NonZero", ["c"], ["d"], name="nz"),
+             helper.make_node("Pad", ["x", "pads"], ["e"], name="bad_pad", mode="wrap")]
+    pads = numpy_helper.from_array(np.zeros(4, np.int64), "pads")
+    m = model_of(nodes, [vi("x", [2, 3])], [vi("d", None, TensorProto.INT64), vi("e", [2, 3])],
+                 [pads])
+    with pytest.raises(UnsupportedModelError) as e:
+        convert(m)
+    msg = str(e.value)
+    for part in ("Erf (opset 17)", "'erf_first'", "'erf_second'", "NonZero (opset 17)", "'nz'",
+                 "'bad_pad' (Pad)", "mode 'wrap'", "supported ONNX ops", "LSTM (opset>=7)"):
+        assert part in msg, f"{part!r} missing from:\n{msg}"
+    assert msg.count("\n") < 12, "one compact error expected"
+
+
+def test_unsupported_attribute_values_are_listed():
+    w = numpy_helper.from_array(np.zeros((1, 8, 3), np.float32), "W")
+    r = numpy_helper.from_array(np.zeros((1, 8, 2), np.float32), "R")
+    nodes = [helper.make_node("GRU", ["x", "W", "R"], ["y"], name="g", hidden_size=2,
+                              activations=["Sigmoid", "Gelu"]),
+             helper.make_node("GRU", ["x", "W", "R"], ["y2"], name="g2", hidden_size=2,
+                              direction="sideways")]
+    m = model_of(nodes, [vi("x", [4, 1, 3])], [vi("y", None), vi("y2", None)], [w, r])
+    # W is [1, 8, 3] but GRU needs 3*H = 6 rows: reported too
+    with pytest.raises(UnsupportedModelError) as e:
+        convert(m)
+    msg = str(e.value)
+    assert "'g' (GRU)" in msg and "'g2' (GRU)" in msg and "sideways" in msg
+
+
+def test_registry_picks_newest_handler_not_above_the_opset():
+    assert registry.lookup("Squeeze", "", 11).since == 1
+    assert registry.lookup("Squeeze", "", 13).since == 13
+    assert registry.lookup("Squeeze", "ai.onnx", 21).since == 13
+    assert registry.lookup("LSTM", "", 6) is None
+    assert registry.lookup("LSTM", "com.microsoft", 14) is None
+
+
+def test_registry_refuses_a_duplicate_key():
+    with pytest.raises(AssertionError, match="duplicate"):
+        registry.handler("LSTM", since=7)(lambda ctx, node: None)
+
+
+@pytest.mark.parametrize("opset", [11, 13])
+def test_squeeze_unsqueeze_attribute_and_input_forms(opset):
+    if opset < 13:
+        nodes = [helper.make_node("Unsqueeze", ["x"], ["a"], axes=[0]),
+                 helper.make_node("Squeeze", ["a"], ["y"], axes=[0])]
+        inits = []
+    else:
+        nodes = [helper.make_node("Unsqueeze", ["x", "ax"], ["a"]),
+                 helper.make_node("Squeeze", ["a", "ax"], ["y"])]
+        inits = [numpy_helper.from_array(np.array([0], np.int64), "ax")]
+    m = model_of(nodes, [vi("x", [2, 3])], [vi("y", [2, 3])], inits, opset=opset)
+    g = convert(m)
+    assert [n.op for n in g.nodes] == [Op.UNSQUEEZE, Op.SQUEEZE]
+    x = np.arange(6, dtype=np.float32).reshape(2, 3)
+    np.testing.assert_array_equal(reference.run(g, {"x": x})["y"], x)
+
+
+def _dynamic_reshape_model():
+    """Reshape whose target is computed from a second input (a run-time shape)."""
+    nodes = [helper.make_node("Reshape", ["x", "shape"], ["y"], name="reshape_by_input")]
+    return model_of(nodes, [vi("x", [2, 6]), vi("shape", [2], TensorProto.INT64)], [vi("y", None)])
+
+
+def test_non_constant_operand_names_the_node_and_fix_resolves_it():
+    m = _dynamic_reshape_model()
+    with pytest.raises(UnsupportedModelError) as e:
+        convert(m)
+    assert "'reshape_by_input' (Reshape)" in str(e.value) and "--fix" in str(e.value)
+    assert e.value.needs_fix == ["shape"]
+    g = convert(m, fix={"shape": [3, 4]})
+    assert [v.name for v in g.inputs] == ["x"]
+    x = np.arange(12, dtype=np.float32).reshape(2, 6)
+    np.testing.assert_array_equal(reference.run(g, {"x": x})["y"], x.reshape(3, 4))
+
+
+def test_shape_option_folds_shape_arithmetic():
+    """Shape(x)[1] * 2 used as a Reshape target: needs the dim; --shape provides it."""
+    nodes = [helper.make_node("Shape", ["x"], ["s"]),
+             helper.make_node("Gather", ["s", "one"], ["d"], axis=0),
+             helper.make_node("Mul", ["d", "two"], ["d2"]),
+             helper.make_node("Div", ["d0", "two"], ["half"]),
+             helper.make_node("Gather", ["s", "zero"], ["d0"], axis=0),
+             helper.make_node("Concat", ["half", "d2"], ["target"], axis=0),
+             helper.make_node("Reshape", ["x", "target"], ["y"], name="r")]
+    nodes = nodes[:3] + [nodes[4], nodes[3]] + nodes[5:]
+    inits = [numpy_helper.from_array(np.array([1], np.int64), "one"),
+             numpy_helper.from_array(np.array([0], np.int64), "zero"),
+             numpy_helper.from_array(np.array([2], np.int64), "two")]
+    m = model_of(nodes, [vi("x", ["A", "B"])], [vi("y", None)], inits)
+    with pytest.raises(UnsupportedModelError, match="'r' \\(Reshape\\)"):
+        convert(m)       # A/2 is not expressible with 0 / -1 alongside another symbol
+    g = convert(m, shapes={"x": (4, 3)})
+    x = np.arange(12, dtype=np.float32).reshape(4, 3)
+    np.testing.assert_array_equal(reference.run(g, {"x": x})["y"], x.reshape(2, 6))
+
+
+def test_external_data_is_loaded(tmp_path, rng):
+    w = rng.standard_normal((64, 32)).astype(np.float32)
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["y"])]
+    m = model_of(nodes, [vi("x", [2, 64])], [vi("y", [2, 32])], [numpy_helper.from_array(w, "w")])
+    path = tmp_path / "ext.onnx"
+    onnx.save_model(m, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location="ext.onnx.data", size_threshold=0)
+    assert (tmp_path / "ext.onnx.data").stat().st_size >= w.nbytes
+    g = convert(path)
+    x = rng.standard_normal((2, 64)).astype(np.float32)
+    np.testing.assert_allclose(reference.run(g, {"x": x})["y"], x.astype(np.float64) @ w, atol=1e-5)
+
+
+def test_glue_ops_match_onnxruntime(rng, tol):
+    """Glue a real export meets, with constants folded (Where/Equal/Range/ConstantOfShape)."""
+    c = lambda n, a: numpy_helper.from_array(np.asarray(a), n)  # noqa: E731
+    inits = [
+        c("wc", rng.standard_normal((6, 4, 3)).astype(np.float32)),
+        c("bc", rng.standard_normal(6).astype(np.float32)),
+        c("pads", np.array([0, 0, 1, 0, 0, 2], np.int64)),
+        c("gw", rng.standard_normal((6, 5)).astype(np.float32)),
+        c("gb", rng.standard_normal(5).astype(np.float32)),
+        c("split", np.array([2, 3], np.int64)),
+        c("lo", np.array(-0.5, np.float32)), c("hi", np.array(0.7, np.float32)),
+        c("idx", np.array([2, 0], np.int64)), c("k", np.array(1, np.int64)),
+        c("n3", np.array([3], np.int64)), c("flag", np.array([1], np.int64)),
+        c("rm_axes", np.array([1], np.int64)), c("perm_shape", np.array([0, -1], np.int64)),
+    ]
+    nodes = [
+        helper.make_node("Pad", ["x", "pads"], ["xp"], mode="reflect"),
+        helper.make_node("Conv", ["xp", "wc", "bc"], ["cv"], kernel_shape=[3], strides=[2],
+                         auto_pad="SAME_UPPER"),
+        helper.make_node("LeakyRelu", ["cv"], ["lr"], alpha=0.2),
+        helper.make_node("Transpose", ["lr"], ["tr"], perm=[0, 2, 1]),
+        helper.make_node("Reshape", ["tr", "perm_shape"], ["fl"]),
+        helper.make_node("Flatten", ["tr"], ["fl2"], axis=2),
+        helper.make_node("Gemm", ["fl2", "gw", "gb"], ["gm"], alpha=0.5, beta=2.0),
+        helper.make_node("Split", ["gm", "split"], ["s1", "s2"], axis=1),
+        helper.make_node("Clip", ["s2", "lo", "hi"], ["cl"]),
+        helper.make_node("Softmax", ["cl"], ["sm"], axis=-1),
+        helper.make_node("LogSoftmax", ["s1"], ["ls"], axis=1),
+        helper.make_node("Gather", ["sm", "idx"], ["ga"], axis=1),
+        helper.make_node("Gather", ["sm", "k"], ["gk"], axis=1),
+        helper.make_node("ReduceMean", ["tr", "rm_axes"], ["rm"], keepdims=0),
+        # folded: Range(0, 3) == 1 -> Where(...) constant
+        helper.make_node("Range", ["zero_s", "three_s", "one_s"], ["rg"]),
+        helper.make_node("Equal", ["rg", "flag"], ["eq"]),
+        helper.make_node("Where", ["eq", "two_f", "half_f"], ["wh"]),
+        helper.make_node("Mul", ["ga", "wh_col"], ["out1"]),
+        helper.make_node("Sqrt", ["wh"], ["sq"]),
+        helper.make_node("Sub", ["gk", "sq_first"], ["out2"]),
+        helper.make_node("Tanh", ["fl"], ["th"]),
+        helper.make_node("Dropout", ["th"], ["out3"]),
+        helper.make_node("Identity", ["rm"], ["out4"]),
+        helper.make_node("Concat", ["ls", "ls"], ["out5"], axis=1),
+    ]
+    inits += [c("zero_s", np.array(0, np.int64)), c("three_s", np.array(3, np.int64)),
+              c("one_s", np.array(1, np.int64)), c("two_f", np.array(2.0, np.float32)),
+              c("half_f", np.array(0.5, np.float32))]
+    # wh_col: the folded Where result reshaped to [1, 3] -> needs Slice of it to [1, 2]
+    nodes.insert(17, helper.make_node("Slice", ["wh", "s0", "e2"], ["wh2"]))
+    nodes.insert(18, helper.make_node("Unsqueeze", ["wh2", "ax0"], ["wh_col"]))
+    nodes.insert(20, helper.make_node("Slice", ["sq", "s0", "s1e"], ["sq_first"]))
+    inits += [c("s0", np.array([0], np.int64)), c("e2", np.array([2], np.int64)),
+              c("s1e", np.array([1], np.int64)), c("ax0", np.array([0], np.int64))]
+    outs = [vi(n, None) for n in ("out1", "out2", "out3", "out4", "out5")]
+    m = model_of(nodes, [vi("x", [1, 4, 9])], outs, inits, opset=18)
+    x = rng.standard_normal((1, 4, 9)).astype(np.float32)
+    want = ort_run(m, {"x": x})
+    g = convert(m)
+    ops = {n.op for n in g.nodes}
+    assert Op.CONV1D in ops and Op.PAD in ops and Op.GEMM in ops
+    got = reference.run(g, {"x": x})
+    for k, w in want.items():
+        assert got[k].shape == w.shape, k
+        assert float(np.max(np.abs(got[k] - w))) <= tol["float32"], k
