@@ -37,8 +37,12 @@ def _lower(ep, name: str) -> Graph:
 
 
 def _export(torch, module, args: tuple):
+    import warnings
     try:
-        return torch.export.export(module, args)
+        with warnings.catch_warnings():
+            # nn.RNNBase re-assigns _flat_weights while tracing; harmless, and not the user's
+            warnings.filterwarnings("ignore", message=".*were assigned during export.*")
+            return torch.export.export(module, args)
     except Exception as e:  # torch raises many types here; say which step failed
         raise UnsupportedModelError(
             f"torch.export could not trace {type(module).__name__}: {type(e).__name__}: "
@@ -47,7 +51,7 @@ def _export(torch, module, args: tuple):
 
 def from_module(module, example_inputs, *, dynamic_time: bool = True,
                 time_axis: int | dict[str, int] | None = None, name: str | None = None) -> Graph:
-    """Convert an nn.Module (in eval mode) traced on `example_inputs` into a validated Graph.
+    """Convert an nn.Module, in eval mode, traced on `example_inputs` into a validated Graph.
 
     With `dynamic_time`, the sequence axis of the inputs becomes the symbol "T": by default the
     one input axis whose size equals the first recurrent layer's sequence length; give
@@ -56,17 +60,21 @@ def from_module(module, example_inputs, *, dynamic_time: bool = True,
     """
     torch = require_torch()
     args = (example_inputs,) if isinstance(example_inputs, torch.Tensor) else tuple(example_inputs)
-    module = module.eval()
     name = name or type(module).__name__
 
     def trace(a: tuple) -> Graph:
         with torch.no_grad():
             return _lower(_export(torch, module, a), name)
 
-    ga = trace(args)
-    if not dynamic_time:
-        return ga.validate()
-    return _with_time_symbol(torch, ga, trace, args, time_axis)
+    was_training = module.training
+    module.eval()     # NOTE: inference semantics (no dropout); the caller's mode is restored
+    try:
+        ga = trace(args)
+        if not dynamic_time:
+            return ga.validate()
+        return _with_time_symbol(torch, ga, trace, args, time_axis)
+    finally:
+        module.train(was_training)
 
 
 def _with_time_symbol(torch, ga: Graph, trace, args: tuple, time_axis) -> Graph:

@@ -218,17 +218,19 @@ class Lowering(Emitter):
         args = _map(node.args, self.env)
         kwargs = _map(node.kwargs, self.env)
         flat = list(_flatten((args, kwargs)))
+        key = target_name(node.target)
+        fn = HANDLERS.get(key)
+        if node.target is not operator.getitem and fn is None and \
+                any(isinstance(x, (V, _Poison)) for x in flat):
+            # keep walking past an unsupported op so that every one is reported
+            self.problems.append(f"{key} (node '{node.name}') at {source_location(node)}")
+            return POISON
         if any(x is POISON for x in flat):
             return POISON
         if node.target is operator.getitem:
             return args[0][args[1]]
         if not any(isinstance(x, V) for x in flat):
             return self._fold(node, args, kwargs)
-        key = target_name(node.target)
-        fn = HANDLERS.get(key)
-        if fn is None:
-            self.problems.append(f"{key} (node '{node.name}') at {source_location(node)}")
-            return POISON
         try:
             return fn(self, node, *args, **kwargs)
         except UnsupportedModelError as e:
