@@ -62,8 +62,10 @@ def from_module(module, example_inputs, *, dynamic_time: bool = True,
     args = (example_inputs,) if isinstance(example_inputs, torch.Tensor) else tuple(example_inputs)
     name = name or type(module).__name__
 
+    from edgeseq.converters.torch._packed import padded_sequences
+
     def trace(a: tuple) -> Graph:
-        with torch.no_grad():
+        with torch.no_grad(), padded_sequences(torch, module):
             return _lower(_export(torch, module, a), name)
 
     was_training = module.training
@@ -141,6 +143,8 @@ def convert_exported(path: str | Path, *, dynamic_time: bool = True,
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
+    from edgeseq.converters.torch._packed import _custom_op
+    _custom_op(torch)      # programs exported through from_module may use edgeseq::padded_rnn
     try:
         ep = torch.export.load(str(path))
     except Exception as e:

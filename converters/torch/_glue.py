@@ -204,13 +204,19 @@ handles("aten.sum.dim_IntList")(_reduce(Op.REDUCE_SUM))
 
 @handles("aten.dropout.default", "aten.alias.default", "aten.clone.default",
          "aten.contiguous.default", "aten.detach.default", "aten.lift_fresh_copy.default",
-         "aten._to_copy.default", "aten.to.dtype", "aten.type_as.default")
+         "aten._to_copy.default", "aten.to.dtype", "aten.to.device", "aten.to.dtype_layout",
+         "aten.type_as.default")
 def _passthrough(cx, node, x, *args, **kwargs):
     # NOTE: eval-mode dropout and copies/casts between float dtypes are identities here
     # (the IR computes in float32 throughout).
     if str(node.target).startswith("aten.dropout") and len(args) > 1 and args[1]:
         raise UnsupportedModelError("dropout in training mode; call module.eval() first")
     return x
+
+
+@handles("aten._assert_tensor_metadata.default")
+def _assert_metadata(cx, node, *args, **kwargs):
+    return None     # a trace-time check of dtype/device; nothing to compute
 
 
 # ---- layout -----------------------------------------------------------------------------------

@@ -187,3 +187,25 @@ handles("aten.lstm.input")(_aten_rnn("lstm"))
 handles("aten.gru.input")(_aten_rnn("gru"))
 handles("aten.rnn_tanh.input")(_aten_rnn("rnn_tanh"))
 handles("aten.rnn_relu.input")(_aten_rnn("rnn_relu"))
+
+
+@handles("edgeseq.padded_rnn.default")
+def _padded_rnn(cx, node, x, lengths, h0, c0, params, mode, has_biases, num_layers,
+                bidirectional, batch_first):
+    """pack_padded_sequence -> RNN -> pad_packed_sequence (see _packed.py): sequence_lens."""
+    stack = Stack(mode, int(num_layers), bool(bidirectional), bool(batch_first))
+    groups = split_params(mode if mode in ("lstm", "gru") else "rnn", list(params), stack,
+                          bool(has_biases))
+    hidden = int(groups[0]["w_ih"].shape[0]) // GATES[mode]
+    layers = [groups[k * stack.dirs:(k + 1) * stack.dirs] for k in range(stack.num_layers)]
+    if not isinstance(lengths, V):
+        lengths = V(cx.const(np.asarray(lengths, np.int64), f"{node.name}_lengths"),
+                    np.shape(lengths), "int64")
+    used = _used_outputs(node)
+    y, h, c = build_stack(cx, stack, x, layers, hidden, h0=h0, c0=c0, need_h=1 in used,
+                          need_c=2 in used and mode == "lstm", base=node.name,
+                          sequence_lens=lengths)
+    if batch_first:       # the op's y is time-major, like pad_packed_sequence's default
+        n, t, f = y.shape
+        y = cx.emit1(Op.TRANSPOSE, [y], f"{node.name}_time_major", (t, n, f), perm=[1, 0, 2])
+    return y, h, c

@@ -1,0 +1,163 @@
+"""Variable-length sequences: pack_padded_sequence -> nn.LSTM/GRU/RNN -> pad_packed_sequence.
+
+torch.export cannot trace packed sequences (the packed data's size depends on the lengths'
+values). While exporting, `padded_sequences()` routes that pattern through one custom op,
+`edgeseq::padded_rnn(x, lengths, ...)`, which keeps the padded tensor and the lengths; its
+handler maps it to IR recurrent nodes with `sequence_lens`. The IR's semantics are those of
+packing: outputs past a sequence's end are zero (pad_packed_sequence's padding_value 0) and
+the final state is the state at each sequence's last step.
+
+Limits (refused with an error, not silently changed): padding_value must be 0; the padded
+output has the input's full length (PyTorch trims it to max(lengths) unless total_length is
+given: pass total_length=x.shape[time] for identical shapes).
+"""
+from __future__ import annotations
+
+import contextlib
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+from edgeseq.errors import UnsupportedModelError
+
+_OP = None
+
+
+@dataclass
+class _Padded:
+    """What pack_padded_sequence returns while exporting: the padded input and its lengths."""
+    x: Any
+    lengths: Any
+    batch_first: bool
+
+
+@dataclass
+class _PaddedOut:
+    """What a recurrent module returns for a _Padded input: time-major y and the lengths."""
+    y: Any
+    lengths: Any
+
+
+def _custom_op(torch):
+    global _OP
+    if _OP is not None:
+        return _OP
+    from torch.nn.utils import rnn as rnn_utils
+    pack, pad = rnn_utils.pack_padded_sequence, rnn_utils.pad_packed_sequence
+
+    # NOTE: explicit schema: this module uses postponed annotations, which infer_schema can't read
+    @torch.library.custom_op(
+        "edgeseq::padded_rnn", mutates_args=(),
+        schema="(Tensor x, Tensor lengths, Tensor? h0, Tensor? c0, Tensor[] params, str mode, "
+               "bool has_biases, int num_layers, bool bidirectional, bool batch_first) "
+               "-> (Tensor, Tensor, Tensor)")
+    def padded_rnn(x, lengths, h0, c0, params, mode, has_biases, num_layers, bidirectional,
+                   batch_first):
+        # eager meaning: exactly PyTorch's own packed path; y is returned time-major
+        t, n, d, hidden, proj = _sizes(x, params, mode, num_layers, bidirectional, batch_first)
+        packed = pack(x, lengths.cpu(), batch_first=batch_first, enforce_sorted=False)
+        idx = packed.sorted_indices
+        h0 = x.new_zeros((num_layers * d, n, proj)) if h0 is None else h0
+        c0 = x.new_zeros((num_layers * d, n, hidden)) if c0 is None else c0
+        hx = [h0.index_select(1, idx), c0.index_select(1, idx)] if mode == "lstm" \
+            else h0.index_select(1, idx)
+        fn = getattr(torch._VF, mode)
+        res = fn(packed.data, packed.batch_sizes, hx, params, has_biases, num_layers, 0.0,
+                 False, bidirectional)
+        out = rnn_utils.PackedSequence(res[0], packed.batch_sizes, idx, packed.unsorted_indices)
+        y, _ = pad(out, batch_first=False, total_length=t)
+        un = packed.unsorted_indices
+        h = res[1].index_select(1, un)
+        c = res[2].index_select(1, un) if mode == "lstm" else x.new_zeros((1,))
+        return y, h, c
+
+    @padded_rnn.register_fake
+    def _(x, lengths, h0, c0, params, mode, has_biases, num_layers, bidirectional, batch_first):
+        t, n, d, hidden, proj = _sizes(x, params, mode, num_layers, bidirectional, batch_first)
+        y = x.new_empty((t, n, d * proj))
+        h = x.new_empty((num_layers * d, n, proj))
+        c = x.new_empty((num_layers * d, n, hidden)) if mode == "lstm" else x.new_empty((1,))
+        return y, h, c
+
+    _OP = padded_rnn
+    return _OP
+
+
+def _sizes(x, params, mode, num_layers, bidirectional, batch_first):
+    """(T, N, directions, hidden, output size) of a recurrent call."""
+    d = 2 if bidirectional else 1
+    n, t = (x.shape[0], x.shape[1]) if batch_first else (x.shape[1], x.shape[0])
+    per = len(params) // (num_layers * d)
+    hidden = params[0].shape[0] // {"lstm": 4, "gru": 3}.get(mode, 1)
+    proj = params[per - 1].shape[0] if mode == "lstm" and per in (3, 5) else hidden
+    return t, n, d, hidden, proj
+
+
+def _mode(mod, nn) -> str:
+    if isinstance(mod, nn.LSTM):
+        return "lstm"
+    if isinstance(mod, nn.GRU):
+        return "gru"
+    return "rnn_relu" if mod.nonlinearity == "relu" else "rnn_tanh"
+
+
+@contextlib.contextmanager
+def padded_sequences(torch, module):
+    """Patch packing, the recurrent modules' forward and unpacking for one export."""
+    nn = torch.nn
+    rnn_utils = torch.nn.utils.rnn
+    op = _custom_op(torch)
+    orig_pack, orig_pad = rnn_utils.pack_padded_sequence, rnn_utils.pad_packed_sequence
+
+    def pack(x, lengths, batch_first=False, enforce_sorted=True):
+        if not isinstance(lengths, torch.Tensor):
+            lengths = torch.as_tensor(lengths, dtype=torch.int64)
+        return _Padded(x, lengths, batch_first)
+
+    def pad(seq, batch_first=False, padding_value=0.0, total_length=None):
+        if not isinstance(seq, _PaddedOut):
+            return orig_pad(seq, batch_first, padding_value, total_length)
+        if padding_value != 0.0:
+            raise UnsupportedModelError(f"pad_packed_sequence(padding_value={padding_value}): "
+                                        f"the IR pads finished sequences with 0")
+        if total_length is not None and total_length != seq.y.shape[0]:
+            raise UnsupportedModelError(f"pad_packed_sequence(total_length={total_length}) "
+                                        f"differs from the input length {seq.y.shape[0]}")
+        y = seq.y.transpose(0, 1) if batch_first else seq.y
+        return y, seq.lengths
+
+    def forward_for(cls):
+        orig = cls.forward
+
+        def forward(self, input, hx=None):
+            if not isinstance(input, _Padded):
+                return orig(self, input, hx)
+            mode = _mode(self, nn)
+            h0, c0 = (hx if hx is not None else (None, None)) if mode == "lstm" else (hx, None)
+            y, h, c = op(input.x, input.lengths, h0, c0, list(self._flat_weights), mode,
+                         self.bias, self.num_layers, self.bidirectional, input.batch_first)
+            out = _PaddedOut(y, input.lengths)
+            return (out, (h, c)) if mode == "lstm" else (out, h)
+        return orig, forward
+
+    patched = []   # (owner, attribute, original)
+
+    def patch(owner, attr, new):
+        patched.append((owner, attr, getattr(owner, attr)))
+        setattr(owner, attr, new)
+
+    try:
+        for cls in (nn.LSTM, nn.GRU, nn.RNN):
+            patch(cls, "forward", forward_for(cls)[1])
+        # the user's modules may have imported the functions by name
+        owners = {rnn_utils, torch.nn.utils} | {sys.modules.get(type(m).__module__) for m in module.modules()}
+        for mod in filter(None, owners):
+            for attr, val in list(vars(mod).items()):
+                if val is orig_pack:
+                    patch(mod, attr, pack)
+                elif val is orig_pad:
+                    patch(mod, attr, pad)
+        yield
+    finally:
+        for owner, attr, val in reversed(patched):
+            setattr(owner, attr, val)
