@@ -126,10 +126,32 @@ class _Recurrent(Kernel):
     def _run(self, d, xin, pre, lens, states, y) -> None:
         raise NotImplementedError
 
+    def stream_entry(self, check_finite: bool) -> tuple:
+        """(njit fn, packed weights, ip, fp) of the short-chunk streaming kernel of
+        direction 0: fn(x [T, N, I], wbuf, ip, fp, state, y) -> 0, or 1 on non-finite x."""
+        parts = [self.w_x[0], self.w_h[0], self._proj(0), self.aux[0]]
+        offsets = np.cumsum([0] + [p.size for p in parts[:-1]])
+        wbuf = np.concatenate([p.ravel() for p in parts]).astype(np.float32)
+        ip = np.concatenate([self.ip[0], [self.w_x[0].shape[1], self.hidden, self.out_size,
+                                          *offsets, self.aux[0].shape[1], int(check_finite)]])
+        return self.stream_fn, wbuf, ip.astype(np.int64), self.fp[0]
+
+    def state_size(self, n_batch: int) -> int:
+        """Floats of carried state for a batch (h, then c for LSTM)."""
+        return n_batch * (self.out_size + (self.hidden if self.n_states == 2 else 0))
+
+    def _proj(self, d: int) -> np.ndarray:
+        return np.zeros(0, dtype=np.float32)
+
     def warmup(self) -> None:
         """Compile (or load from Numba's cache) both input paths: in-kernel projection for
         short chunks and the precomputed-GEMM path."""
         n_in = self.w_x[0].shape[1]
+        if not self.reverse[0]:
+            fn, wbuf, ip, fp = self.stream_entry(True)
+            fn(np.zeros((1, 1, n_in), np.float32), wbuf, ip, fp,
+               np.zeros(self.state_size(1), np.float32),
+               np.empty((1, 1, 1, self.out_size), np.float32))
         for t_len in (1, GEMM_MIN_ROWS):
             self([np.zeros((1, t_len, n_in) if self.batch_first else (t_len, 1, n_in),
                            dtype=np.float32), None, None, None])
@@ -171,6 +193,11 @@ class LstmKernel(_Recurrent):
             self.w_proj.append(as_float32(w_proj[d]) if w_proj is not None
                                else np.zeros((0, 0), dtype=np.float32))
 
+    stream_fn = staticmethod(_lstm._lstm_stream)
+
+    def _proj(self, d: int) -> np.ndarray:
+        return self.w_proj[d]
+
     def _run(self, d, xin, pre, lens, states, y) -> None:
         _lstm._lstm_sequence(xin, self.w_x[d], pre, self.w_h[d], self.w_proj[d], self.aux[d],
                              self.ip[d], self.fp[d], lens, states[0], states[1], y)
@@ -198,6 +225,8 @@ class GruKernel(_Recurrent):
                                     dtype=np.int64))
             self.fp.append(np.array([node.attrs["gate_clip"], *ab], dtype=np.float64))
 
+    stream_fn = staticmethod(_gru._gru_stream)
+
     def _run(self, d, xin, pre, lens, states, y) -> None:
         _gru._gru_sequence(xin, self.w_x[d], pre, self.w_h[d], self.aux[d], self.ip[d],
                            self.fp[d], lens, states[0], y)
@@ -217,6 +246,8 @@ class RnnKernel(_Recurrent):
             self.aux.append(aux)
             self.ip.append(np.array([*codes, self.reverse[d]], dtype=np.int64))
             self.fp.append(np.array([node.attrs["gate_clip"], *ab], dtype=np.float64))
+
+    stream_fn = staticmethod(_rnn._rnn_stream)
 
     def _run(self, d, xin, pre, lens, states, y) -> None:
         _rnn._rnn_sequence(xin, self.w_x[d], pre, self.w_h[d], self.aux[d], self.ip[d],

@@ -25,6 +25,7 @@ from edgeseq.runtime.plan import Plan, build_plan
 from edgeseq.runtime.streaming import _state_only_inputs, time_axes
 
 _FLOAT_KINDS = "f"
+_F32 = np.dtype(np.float32)
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,7 @@ class Model:
                        for v in graph.inputs]
         self._input_index = {s.name: s for s in self.inputs}
         self.output_names = [v.name for v in graph.outputs]
+        self.last_stats = None      # DeltaStats of the latest run(..., delta=...)
         self._steps = [(s.kernel, s.sources, s.outputs) for s in self.plan.steps]
         if warmup:
             for s in self.plan.steps:
@@ -144,14 +146,24 @@ class Model:
                     env[name] = arr
         return env
 
-    def run(self, inputs: dict) -> dict[str, np.ndarray]:
-        """Run whole sequences: {input name: array} -> {output name: array}."""
+    def run(self, inputs: dict, delta=None) -> dict[str, np.ndarray]:
+        """Run whole sequences: {input name: array} -> {output name: array}.
+        delta: thresholds for delta execution of the recurrent nodes (θ, (θx, θh), or
+        {node: θ or (θx, θh)}; see kernels.delta_session); per-layer skip statistics of the
+        call then land in `self.last_stats` (of the latest delta run in any thread)."""
+        if delta is not None:
+            from edgeseq.runtime.kernels.delta_session import run_delta
+            return run_delta(self, self.check_inputs(inputs), delta)
         env = self._execute(self.check_inputs(inputs))
         return {n: env[n] for n in self.output_names}
 
-    def stream(self, time_axes: dict[str, int] | None = None) -> "Stream":
+    def stream(self, time_axes: dict[str, int] | None = None, delta=None) -> "Stream":
         """A Stream over this model (one per thread). time_axes: {input: axis} when the
-        time axis of an input cannot be inferred."""
+        time axis of an input cannot be inferred. delta: as for `run`; the stream then
+        carries the delta state too and accumulates `stream.stats`."""
+        if delta is not None:
+            from edgeseq.runtime.kernels.delta_session import DeltaStream
+            return DeltaStream(self, time_axes, delta)
         return Stream(self, time_axes)
 
 
@@ -185,7 +197,8 @@ class Stream:
         self.axes = time_axes(g, time_axes_)
         self._rec = [n for n in g.nodes if n.op in RECURRENT]
         self._state: dict[str, dict[str, np.ndarray]] = {}
-        self._batch: int | None = None
+        self._fast = _FastPath.build(model)
+        self._flat = self._hv = self._cv = None
         self.reset()
 
     def reset(self) -> None:
@@ -222,10 +235,113 @@ class Stream:
     def push(self, chunk: dict) -> dict[str, np.ndarray]:
         """Run one chunk of every streamed input; returns the graph outputs for the chunk
         (time-carrying outputs hold the chunk's steps, final states the state after it)."""
+        f = self._fast
+        if f is not None and len(chunk) == 1:
+            # lean path for short chunks of a one-node recurrent graph: one compiled call
+            x = chunk.get(f.x_name)
+            if type(x) is np.ndarray and x.dtype == _F32 and x.ndim == 3 \
+                    and x.shape[2] == f.n_input and x.flags.c_contiguous and x.flags.writeable:
+                if f.batch_first:
+                    n, t = x.shape[0], x.shape[1]
+                    ok = n == 1
+                else:
+                    t, n = x.shape[0], x.shape[1]
+                    ok = True
+                if ok and 0 < t * n < f.max_rows:
+                    flat = self._flat_for(n)
+                    y = np.empty((n, t, 1, f.n_out) if f.batch_first else (t, 1, n, f.n_out),
+                                 dtype=np.float32)
+                    if f.fn(x if not f.batch_first else x.reshape(t, 1, f.n_input),
+                            f.wbuf, f.ip, f.fp, flat, y):
+                        raise InputError(f"model '{self.model.name}': input '{f.x_name}': "
+                                         f"non-finite value(s) (NaN or inf); build the Model "
+                                         f"with check_finite=False to allow them")
+                    out = {}
+                    for name, kind in f.outputs:
+                        out[name] = y if kind == 0 else (self._hv if kind == 1 else self._cv).copy()
+                    return out
         m = self.model
         env = m.check_inputs(chunk)
         env = m._execute(env, self._state, chunk)
         return {n: env[n] for n in m.output_names}
+
+
+    def _flat_for(self, n_batch: int) -> np.ndarray:
+        """The fast path's state buffer for this batch, holding the carried state."""
+        f = self._fast
+        st = self._state[f.node_name]
+        if self._flat is not None and st.get("h") is self._hv and self._hv.shape[f.batch_axis] \
+                == n_batch:
+            return self._flat
+        if "h" in st and st["h"].shape[f.batch_axis] != n_batch:
+            raise InputError(f"stream: node '{f.node_name}' carries state for batch "
+                             f"{st['h'].shape[f.batch_axis]}, but this chunk has batch "
+                             f"{n_batch}; call reset() to change batch")
+        flat = np.zeros(f.kernel.state_size(n_batch), dtype=np.float32)
+        lay = (lambda size: (n_batch, 1, size)) if f.batch_first else (lambda size: (1, n_batch, size))
+        hv = flat[:n_batch * f.n_out].reshape(lay(f.n_out))
+        if "h" in st:
+            hv[...] = st["h"]
+        st["h"] = hv
+        cv = None
+        if f.lstm:
+            cv = flat[n_batch * f.n_out:].reshape(lay(f.hidden))
+            if "c" in st:
+                cv[...] = st["c"]
+            st["c"] = cv
+        self._flat, self._hv, self._cv = flat, hv, cv
+        return flat
+
+
+@dataclass
+class _FastPath:
+    """What the lean push path needs, for graphs that are one forward recurrent node fed
+    by a graph input (plus optional initial-state inputs) without sequence lengths."""
+    node_name: str
+    kernel: object
+    fn: object
+    wbuf: np.ndarray
+    ip: np.ndarray
+    fp: np.ndarray
+    x_name: str
+    n_input: int
+    n_out: int
+    hidden: int
+    lstm: bool
+    batch_first: bool
+    batch_axis: int
+    max_rows: int
+    outputs: list
+
+    @classmethod
+    def build(cls, model: Model) -> "_FastPath | None":
+        g = model.graph
+        if len(g.nodes) != 1 or g.nodes[0].op not in RECURRENT:
+            return None
+        node = g.nodes[0]
+        kernel = model.plan.steps[0].kernel
+        a = node.attrs
+        x_name = node.inputs[0]
+        spec = model._input_index.get(x_name)
+        from edgeseq.runtime.recurrent import GEMM_MIN_ROWS, GruKernel, LstmKernel, RnnKernel
+        # NOTE: exact types only: a subclass (e.g. compressed weights) may not keep the
+        # float32 matrices the packed entry reads
+        if spec is None or a["direction"] != "forward" \
+                or type(kernel) not in (LstmKernel, GruKernel, RnnKernel) \
+                or (len(node.inputs) > 1 and node.inputs[1]) \
+                or any(isinstance(d, int) for d in spec.shape[:2]):
+            return None
+        kinds = {node.output("y"): 0, node.output("y_h"): 1}
+        if node.op.value == "LSTM":
+            kinds[node.output("y_c")] = 2
+        outs = [(v.name, kinds.get(v.name)) for v in g.outputs]
+        if any(k is None for _, k in outs):
+            return None
+        fn, wbuf, ip, fp = kernel.stream_entry(model.check_finite)
+        bf = a["batch_first"]
+        return cls(node.name, kernel, fn, wbuf, ip, fp, x_name, spec.shape[2], kernel.out_size,
+                   kernel.hidden, node.op.value == "LSTM", bf, 0 if bf else 1, GEMM_MIN_ROWS,
+                   outs)
 
 
 def _state_shape(node, slot: str) -> tuple:

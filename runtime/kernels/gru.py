@@ -94,3 +94,23 @@ def _gru_sequence(x, w_x, pre, w_h, aux, ip, fp, lens, h, y):
                     y[s, b, :] = 0.0
         if n_act > 0:
             _gru_step(x, w_x, pre, w_h, aux, ip, fp, rows, times, n_act, h, y, xz, rz, tmp)
+
+
+@njit(**NJIT)
+def _gru_stream(x, wbuf, ip, fp, state, y):
+    """Short-chunk streaming entry (see lstm._lstm_stream). ip[4:12]: n_input, n_hidden,
+    n_hidden, offsets of w_x, w_h, (unused), aux, aux width; ip[12]: check finite."""
+    if ip[12]:
+        for v in x.ravel():
+            if not np.isfinite(v):
+                return 1
+    t_len, n_batch = x.shape[0], x.shape[1]
+    n_input, n_hidden = ip[4], ip[5]
+    g = 3 * n_hidden
+    w_x = wbuf[ip[7]:ip[7] + g * n_input].reshape(g, n_input)
+    w_h = wbuf[ip[8]:ip[8] + g * n_hidden].reshape(g, n_hidden)
+    aux = wbuf[ip[10]:ip[10] + 6 * ip[11]].reshape(6, ip[11])
+    h = state[:n_batch * n_hidden].reshape(n_batch, n_hidden)
+    lens = np.full(n_batch, t_len, dtype=np.int64)
+    _gru_sequence(x, w_x, 0, w_h, aux, ip, fp, lens, h, y.reshape(t_len, n_batch, n_hidden))
+    return 0

@@ -155,3 +155,30 @@ def _lstm_sequence(x, w_x, pre, w_h, w_proj, aux, ip, fp, lens, h, c, y):
                     y[s, b, :] = 0.0
         if n_act > 0:
             _lstm_step(x, w_x, pre, w_h, w_proj, aux, ip, fp, rows, times, n_act, h, c, y, z, m)
+
+
+@njit(**NJIT)
+def _lstm_stream(x, wbuf, ip, fp, state, y):
+    """Short-chunk streaming entry with few arguments (Numba's dispatch cost grows with
+    each one): weights packed in one float32 buffer, h and c in one state buffer.
+    ip[8:16]: n_input, n_cell, n_out, offsets of w_x, w_h, w_proj, aux, aux width.
+    Returns 1 without touching the state if x holds a non-finite value (the caller raises),
+    else runs the chunk (state updated in place, y [T, 1, N, P] written) and returns 0."""
+    if ip[16]:
+        for v in x.ravel():
+            if not np.isfinite(v):
+                return 1
+    t_len, n_batch = x.shape[0], x.shape[1]
+    n_input, n_cell, n_out = ip[8], ip[9], ip[10]
+    g = 4 * n_cell
+    w_x = wbuf[ip[11]:ip[11] + g * n_input].reshape(g, n_input)
+    w_h = wbuf[ip[12]:ip[12] + g * n_out].reshape(g, n_out)
+    w_proj = wbuf[ip[13]:ip[13] + n_out * n_cell].reshape(n_out, n_cell) if ip[3] else \
+        wbuf[0:0].reshape(0, 0)
+    aux = wbuf[ip[14]:ip[14] + 12 * ip[15]].reshape(12, ip[15])
+    h = state[:n_batch * n_out].reshape(n_batch, n_out)
+    c = state[n_batch * n_out:n_batch * (n_out + n_cell)].reshape(n_batch, n_cell)
+    lens = np.full(n_batch, t_len, dtype=np.int64)
+    _lstm_sequence(x, w_x, 0, w_h, w_proj, aux, ip, fp, lens, h, c,
+                   y.reshape(t_len, n_batch, n_out))
+    return 0

@@ -50,3 +50,22 @@ def _rnn_sequence(x, w_x, pre, w_h, aux, ip, fp, lens, h, y):
                     y[s, b, :] = 0.0
         if n_act > 0:
             _rnn_step(x, w_x, pre, w_h, aux, ip, fp, rows, times, n_act, h, y, xz)
+
+
+@njit(**NJIT)
+def _rnn_stream(x, wbuf, ip, fp, state, y):
+    """Short-chunk streaming entry (see lstm._lstm_stream). ip[2:10]: n_input, n_hidden,
+    n_hidden, offsets of w_x, w_h, (unused), aux, aux width; ip[10]: check finite."""
+    if ip[10]:
+        for v in x.ravel():
+            if not np.isfinite(v):
+                return 1
+    t_len, n_batch = x.shape[0], x.shape[1]
+    n_input, n_hidden = ip[2], ip[3]
+    w_x = wbuf[ip[5]:ip[5] + n_hidden * n_input].reshape(n_hidden, n_input)
+    w_h = wbuf[ip[6]:ip[6] + n_hidden * n_hidden].reshape(n_hidden, n_hidden)
+    aux = wbuf[ip[8]:ip[8] + ip[9]].reshape(1, ip[9])
+    h = state[:n_batch * n_hidden].reshape(n_batch, n_hidden)
+    lens = np.full(n_batch, t_len, dtype=np.int64)
+    _rnn_sequence(x, w_x, 0, w_h, aux, ip, fp, lens, h, y.reshape(t_len, n_batch, n_hidden))
+    return 0

@@ -48,13 +48,16 @@ def _stream_all(stream, x, t_axis, sizes):
     return ys
 
 
+@pytest.mark.parametrize("n_batch", [1, 3])
 @pytest.mark.parametrize("bf", [False, True], ids=["tm", "bf"])
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
-def test_chunked_equals_full_run(variant, bf):
+def test_chunked_equals_full_run(variant, bf, n_batch):
+    """Chunks mix the lean one-call path (T*N < 4) and the general path."""
     rng = np.random.default_rng(7)
     graph = VARIANTS[variant](rng, bf)
     model = Model(graph, warmup=False)
-    x = rng.standard_normal((3, T_LEN, 5) if bf else (T_LEN, 3, 5)).astype(np.float32)
+    shape = (n_batch, T_LEN, 5) if bf else (T_LEN, n_batch, 5)
+    x = rng.standard_normal(shape).astype(np.float32)
     full = model.run({"x": x})
     t_axis = 1 if bf else 0
     stream = model.stream()
@@ -102,6 +105,35 @@ def test_glue_around_recurrent_streams():
         prob = np.concatenate([o["prob"] for o in outs], axis=0)
         assert np.max(np.abs(prob - full["prob"])) <= STREAM_TOL
         assert np.max(np.abs(outs[-1]["y_h"] - full["y_h"])) <= STREAM_TOL
+
+
+def test_non_finite_chunk_on_the_lean_path_leaves_state_untouched():
+    rng = np.random.default_rng(8)
+    model = Model(testing.lstm_graph(rng, 3, 4), warmup=False)
+    x = rng.standard_normal((6, 1, 3)).astype(np.float32)
+    s = model.stream()
+    s.push({"x": x[:2]})
+    before = s.state
+    bad = x[2:3].copy()
+    bad[0, 0, 1] = np.nan
+    with pytest.raises(InputError, match="input 'x': non-finite"):
+        s.push({"x": bad})
+    after = s.state
+    for k in ("h", "c"):
+        assert np.array_equal(before["lstm"][k], after["lstm"][k])
+    rest = np.concatenate([s.push({"x": x[t:t + 1]})["y"] for t in range(2, 6)])
+    assert np.max(np.abs(rest - model.run({"x": x})["y"][2:])) <= STREAM_TOL
+
+
+def test_returned_states_are_not_aliased_to_the_carried_state():
+    rng = np.random.default_rng(9)
+    model = Model(testing.gru_graph(rng, 3, 4), warmup=False)
+    s = model.stream()
+    x = rng.standard_normal((1, 1, 3)).astype(np.float32)
+    first = s.push({"x": x})["y_h"]
+    kept = first.copy()
+    s.push({"x": x})
+    assert np.array_equal(first, kept)
 
 
 def test_state_get_set_resumes_exactly():
