@@ -55,10 +55,28 @@ class TfliteSession:
         if resized:
             self.it.allocate_tensors()
         for d in self.it.get_input_details():
-            self.it.set_tensor(d["index"], np.asarray(inputs[d["name"]], dtype=d["dtype"]))
+            self.it.set_tensor(d["index"], _to_model(np.asarray(inputs[d["name"]]), d))
         self.it.invoke()
-        return {d["name"]: np.array(self.it.get_tensor(d["index"]))
+        return {d["name"]: _from_model(np.array(self.it.get_tensor(d["index"])), d)
                 for d in self.it.get_output_details()}
+
+
+def _to_model(a: np.ndarray, d: dict) -> np.ndarray:
+    """Real-valued input -> the model's type (quantised with its scale and zero point when
+    the model takes int8/int16 and `a` is float, as edgeseq graphs take real values)."""
+    scale, zp = d.get("quantization", (0.0, 0))
+    if np.issubdtype(d["dtype"], np.integer) and a.dtype.kind == "f" and scale:
+        info = np.iinfo(d["dtype"])
+        return np.clip(np.round(a / scale) + zp, info.min, info.max).astype(d["dtype"])
+    return a.astype(d["dtype"])
+
+
+def _from_model(a: np.ndarray, d: dict) -> np.ndarray:
+    """A quantised output -> its real values (float32)."""
+    scale, zp = d.get("quantization", (0.0, 0))
+    if a.dtype.kind in "iu" and scale:
+        return ((a.astype(np.float64) - zp) * scale).astype(np.float32)
+    return a
 
 
 def run_tflite(path: str | Path, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
