@@ -4,6 +4,7 @@
 
 Per fixture: max |edgeseq reference - TFLite| and max |edgeseq runtime - TFLite|; for hybrid
 int8 fixtures also the error of each against the float model with the unquantised weights.
+Full-integer (`*_int8`) models get int8-representable inputs; their outputs are dequantised.
 """
 from __future__ import annotations
 
@@ -47,8 +48,13 @@ def main(argv=None) -> int:
             except UnsupportedModelError as e:
                 rows.append((name, "refused: " + str(e).splitlines()[1].strip()[:60], "", "", ""))
                 continue
-            feeds = {k["name"]: rng.standard_normal(k["shape"]).astype(np.float32)
-                     for k in TfliteSession(path).it.get_input_details()}
+            feeds = {}
+            for k in TfliteSession(path).it.get_input_details():
+                x = rng.standard_normal(k["shape"])
+                sc = k["quantization"][0]
+                if sc:   # a full-integer model: feed values its int8 input represents exactly
+                    x = np.clip(np.round(x / sc), -127, 127) * sc
+                feeds[k["name"]] = x.astype(np.float32)
             want = run_tflite(path, feeds)
             ref = reference.run(g, feeds)
             e_ref = max(_err(ref[k], want[k]) for k in want)
