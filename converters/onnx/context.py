@@ -28,6 +28,10 @@ ONNX_TO_NP = {
 }
 
 
+def _n_static(shape) -> int:
+    return sum(isinstance(d, int) for d in shape)
+
+
 def node_label(node: onnx.NodeProto) -> str:
     return f"'{node.name}' ({node.op_type})" if node.name else f"<unnamed> ({node.op_type})"
 
@@ -40,6 +44,7 @@ class Context:
         self.nodes: list[Node] = []
         self.used: dict[str, np.ndarray] = {}  # constants referenced by emitted nodes
         self.alias: dict[str, str] = {}
+        self.inferred: dict = {}                  # name -> edgeseq Value of emitted outputs
         self.symbolic: dict[str, object] = {}   # shape values with dynamic dims (symbolic.py)
         self._names: set[str] = set()
         self.node: onnx.NodeProto | None = None  # the ONNX node being converted
@@ -120,11 +125,16 @@ class Context:
         return self.shapes.get(name, (None, None))[0]
 
     def shape(self, name: str) -> tuple | None:
-        """Static-or-symbolic shape from ONNX shape inference (None if unknown)."""
+        """Shape from ONNX shape inference or, where that knows less (e.g. inside inlined If
+        branches), from edgeseq's own inference on the nodes emitted so far (None if unknown)."""
         name = self.resolve(name)
         if name in self.consts:
             return tuple(self.consts[name].shape)
-        return self.shapes.get(name, (None, None))[1]
+        a = self.shapes.get(name, (None, None))[1]
+        b = self.inferred[name].shape if name in self.inferred else None
+        if a is None or (b is not None and _n_static(b) > _n_static(a)):
+            return b
+        return a
 
     # ---- attributes --------------------------------------------------------------------
     @staticmethod
@@ -163,7 +173,39 @@ class Context:
                  dict(attrs or {}), dict(weights or {}))
         self.reserve(outputs)
         self.nodes.append(n)
+        self._infer(n)
         return n
+
+    def _infer(self, n: Node) -> None:
+        """Track output shapes with edgeseq's shape rules (best effort: Graph.validate has the
+        last word and reports what is wrong)."""
+        from edgeseq.errors import EdgeseqError
+        from edgeseq.graph import Graph, Value
+        from edgeseq.ops import normalize_attrs
+        from edgeseq.shapes import infer_node
+
+        ins = []
+        for name in n.inputs:
+            if not name:
+                ins.append(None)
+            elif name in self.consts:
+                c = self.consts[name]
+                ins.append(Value(name, str(c.dtype), tuple(c.shape)))
+            elif name in self.inferred:
+                ins.append(self.inferred[name])
+            else:
+                dt, shp = self.shapes.get(name, (None, None))
+                if dt is None or shp is None:
+                    return
+                ins.append(Value(name, dt, shp))
+        try:
+            n.attrs = normalize_attrs(n.op, n.attrs)
+            outs = infer_node(Graph("infer", [], [], [], self.consts), n, ins)
+        except (EdgeseqError, KeyError, ValueError, TypeError, IndexError):
+            return
+        for name, v in zip(n.outputs, outs):
+            if name:
+                self.inferred[name] = Value(name, v.dtype, v.shape)
 
     def tmp(self, base: str) -> str:
         """A fresh intermediate value name."""

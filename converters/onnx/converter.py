@@ -137,9 +137,34 @@ def _infer(model: onnx.ModelProto) -> dict[str, tuple[str | None, tuple | None]]
         inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
     except Exception:  # noqa: BLE001 - fall back to the declared shapes only
         inferred = model
-    g = inferred.graph
-    return {vi.name: (_elem_dtype(vi), _dims(vi))
-            for vi in list(g.input) + list(g.value_info) + list(g.output)}
+    out: dict[str, tuple[str | None, tuple | None]] = {}
+
+    def collect(g: onnx.GraphProto) -> None:
+        for vi in list(g.input) + list(g.value_info) + list(g.output):
+            out.setdefault(vi.name, (_elem_dtype(vi), _dims(vi)))
+        for n in g.node:          # If branches and other sub-graphs
+            for a in n.attribute:
+                if a.type == onnx.AttributeProto.GRAPH:
+                    collect(a.g)
+
+    collect(inferred.graph)
+    return out
+
+
+def _inline_if(ctx: Context, node: onnx.NodeProto) -> list[onnx.NodeProto] | None:
+    """The nodes of the branch an If takes when its condition is a constant (None if it is
+    not). Branch initializers become constants; the If's outputs alias the branch outputs."""
+    cond = ctx.const(node.input[0])
+    if cond is None or cond.size != 1:
+        return None
+    branch = next(a.g for a in node.attribute
+                  if a.name == ("then_branch" if bool(np.ravel(cond)[0]) else "else_branch"))
+    for t in branch.initializer:
+        ctx.consts[t.name] = onnx.numpy_helper.to_array(t)
+    for out, bout in zip(node.output, branch.output):
+        if out:
+            ctx.alias[out] = bout.name
+    return list(branch.node)
 
 
 def convert(path_or_model, *, fix: Mapping | None = None, shapes: Mapping | None = None,
@@ -170,7 +195,12 @@ def convert(path_or_model, *, fix: Mapping | None = None, shapes: Mapping | None
     problems: list[str] = []
     unsupported_ops: dict[str, list[str]] = {}
     names_seen: set[str] = set()
-    for k, node in enumerate(g.node):
+    # A work list, not a plain loop: an If whose condition folds splices its taken branch in.
+    pending = list(g.node)
+    k = -1
+    while pending:
+        node = pending.pop(0)
+        k += 1
         base = node.name or f"{node.op_type}_{k}"
         while base in names_seen:
             base += "_"
@@ -196,6 +226,12 @@ def convert(path_or_model, *, fix: Mapping | None = None, shapes: Mapping | None
                     continue
         if try_symbolic(ctx, node):
             continue
+        if node.op_type == "If" and node.domain in ("", "ai.onnx"):
+            branch = _inline_if(ctx, node)
+            if branch is not None:
+                ctx.reserve(o for n in branch for o in n.output)
+                pending[:0] = branch
+                continue
         domain = "" if node.domain == "ai.onnx" else node.domain
         opset = opsets.get(domain, 1)
         h = registry.lookup(node.op_type, domain, opset)

@@ -111,3 +111,33 @@ def test_openvino_model_streams_and_matches_onnxruntime(frames, tol):
     want, got = np.array(want), np.array(got)
     _assert_meaningful(want)
     assert float(np.max(np.abs(got - want))) <= tol["silero_prob"]
+
+
+@pytest.mark.parametrize("fname,fix,shapes", [
+    # nested If on the sample rate: fixing sr folds the outer If to its 16 kHz branch; the
+    # inner Ifs test batch size / chunk length, so those dims are fixed too
+    ("silero_vad.onnx", {"sr": 16000}, {"input": (1, 576), "state": (2, 1, 128)}),
+    # the LSTM decomposed into Gemm/Split/Sigmoid/Tanh, If on sr only
+    ("silero_vad_op18_ifless.onnx", {"sr": 16000}, {}),
+])
+def test_models_with_if_convert_with_fixed_sample_rate(fname, fix, shapes, frames, tol):
+    path = DATA / fname
+    graph = convert(path, fix=fix, shapes=shapes)
+    assert [v.name for v in graph.inputs] == ["input", "state"]
+    ours = theirs = np.zeros((2, 1, 128), np.float32)
+    got, want = [], []
+    for f in frames[:48]:
+        w = run_peer(path, {"input": f[None], "state": theirs, "sr": np.array(16000, np.int64)})
+        g = reference.run(graph, {"input": f[None], "state": ours})
+        theirs, ours = w["stateN"], g["stateN"].astype(np.float32)
+        want.append(float(w["output"].ravel()[0]))
+        got.append(float(g["output"].ravel()[0]))
+    want, got = np.array(want), np.array(got)
+    _assert_meaningful(want)
+    assert float(np.max(np.abs(got - want))) <= tol["silero_prob"]
+
+
+def test_if_on_an_unfixed_input_is_reported():
+    from edgeseq.errors import UnsupportedModelError
+    with pytest.raises(UnsupportedModelError, match=r"If \(opset 16\)"):
+        convert(DATA / "silero_vad.onnx")
