@@ -39,7 +39,7 @@ _OPTIONS = {
     "linear": {"out"}, "softmax": {"dim"}, "log_softmax": {"dim"},
     **{k: set() for k in ACTIVATIONS},
 }
-_ITEM = re.compile(r"^\s*([a-z_]+)\s*(?::\s*([A-Za-z0-9_.]+))?\s*(?:\((.*)\))?\s*$")
+_ITEM = re.compile(r"^\s*([a-z_][a-z0-9_]*)\s*(?::\s*([A-Za-z0-9_.]+))?\s*(?:\((.*)\))?\s*$")
 _RNN_KEY = re.compile(r"^(?:(.*)\.)?(weight|bias)_(ih|hh|hr)_l(\d+)(_reverse)?$")
 _LIN_KEY = re.compile(r"^(?:(.*)\.)?(weight|bias)$")
 
