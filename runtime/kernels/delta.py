@@ -1,0 +1,258 @@
+"""Delta-network kernels (DESIGN.md §4 "Delta-based zero skipping") for LSTM, GRU and RNN.
+
+Per direction and batch row the kernel carries the last propagated input x̂ [I], output ĥ [P]
+and two pre-activation memories: m_x = Σ W_x[:, kept]·Δx (the input part) and m_h = Σ W_h[:,
+kept]·Δh (the recurrent part). At each step only the columns whose component changed by more
+than θ are read, so the weights are stored TRANSPOSED (wT[k] is column k of W, contiguous):
+a skipped column is a skipped contiguous block of memory. The gates are then computed from the
+memories by the dense kernels' own cell code (`kernels.lstm._update_cell`, ...), so peephole,
+layer norm, clips, CIFG and projection behave exactly as in the dense cell; biases are added
+there too (after a layer norm, which must see the bare sum), not stored in the memories.
+
+Weights may be float32, float16 (as uint16 bits) or int8: they are widened in registers
+(`kernels.quantized.widen`). An int8 weight's per-row scale multiplies the memory when it is
+read (m = Σ q·Δ accumulates unscaled; W·x̂ = scale ⊙ m), so the memories stay exact sums.
+Factored W_h = U·V (LSTM): m_h lives in V-space (r values); z += U (s_V ⊙ m_h) densely.
+
+counts [3] int64 accumulates: kept input columns, kept recurrent columns, row-steps run.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from edgeseq.runtime.config import NJIT
+from edgeseq.runtime.kernels.activations import activate
+from edgeseq.runtime.kernels.linalg import clip_inplace, step_rows
+from edgeseq.runtime.kernels.lstm import _update_cell, _update_hidden
+from edgeseq.runtime.kernels.quantized import _project, matvec, widen
+
+
+@njit(**NJIT)
+def _axpy2(wT, k0, d0, k1, d1, acc):
+    """acc += d0·W[:, k0] + d1·W[:, k1]: two columns per pass over the memory."""
+    for j in range(acc.shape[0]):
+        acc[j] += widen(wT[k0, j]) * d0 + widen(wT[k1, j]) * d1
+
+
+@njit(**NJIT)
+def _axpy1(wT, k0, d0, acc):
+    for j in range(acc.shape[0]):
+        acc[j] += widen(wT[k0, j]) * d0
+
+
+@njit(**NJIT)
+def absorb(v, vhat, theta, wT, acc, idx, dv):
+    """Delta step of one vector: the components with |v - v̂| > θ are kept, v̂ takes their new
+    value and acc += W[:, kept]·Δ[kept] (only those columns of W are read). Returns how many
+    columns were kept. idx/dv are scratch of len(v)."""
+    n = 0
+    for k in range(v.shape[0]):
+        d = v[k] - vhat[k]
+        if abs(d) > theta:
+            vhat[k] = v[k]
+            idx[n] = k
+            dv[n] = d
+            n += 1
+    p = 0
+    while p + 2 <= n:
+        _axpy2(wT, idx[p], dv[p], idx[p + 1], dv[p + 1], acc)
+        p += 2
+    if p < n:
+        _axpy1(wT, idx[p], dv[p], acc)
+    return n
+
+
+@njit(**NJIT)
+def read_memory(mem, scale, out, accumulate):
+    """out (+)= scale ⊙ mem (no scale when `scale` is empty)."""
+    n = mem.shape[0]
+    if scale.shape[0]:
+        if accumulate:
+            for j in range(n):
+                out[j] += scale[j] * mem[j]
+        else:
+            for j in range(n):
+                out[j] = scale[j] * mem[j]
+    else:
+        if accumulate:
+            for j in range(n):
+                out[j] += mem[j]
+        else:
+            for j in range(n):
+                out[j] = mem[j]
+
+
+@njit(**NJIT)
+def _zero_past_end(s, lens, n_act, y):
+    if n_act < lens.shape[0]:
+        for b in range(lens.shape[0]):
+            if s >= lens[b]:
+                y[s, b, :] = 0.0
+
+
+@njit(**NJIT)
+def lstm_delta_sequence(x, wxT, sx, whT, sh, u, factored, w_proj, aux, ip, fp, lens, h, c, y,
+                        xhat, hhat, mx, mh, th, counts):
+    """One direction over raw inputs x [T, N, I]. wxT [I, 4H], whT [P, 4H] (factored: V^T
+    [P, r], u = packed U [4H, r]); sx/sh per-row scales or empty; w_proj packed (or empty);
+    aux/ip/fp packed as for `kernels.lstm`. h [N, P], c [N, H] carry the state in place;
+    xhat [N, I], hhat [N, P], mx [N, 4H], mh [N, 4H or r] carry the delta state in place;
+    th = (θx, θh)."""
+    t_len, n_batch = x.shape[0], x.shape[1]
+    n_cell = c.shape[1]
+    reverse = ip[7] != 0
+    thx = np.float32(th[0])
+    thh = np.float32(th[1])
+    rows = np.empty(n_batch, dtype=np.int64)
+    times = np.empty(n_batch, dtype=np.int64)
+    one = np.zeros(1, dtype=np.int64)
+    z = np.empty((n_batch, 4 * n_cell), dtype=np.float32)
+    tmp = np.empty((n_batch, mh.shape[1]), dtype=np.float32)
+    m = np.empty(n_cell, dtype=np.float32)
+    mm = np.empty((1, n_cell), dtype=np.float32)
+    pr = np.empty((1, h.shape[1]), dtype=np.float32)
+    width = max(x.shape[2], h.shape[1])
+    idx = np.empty(width, dtype=np.int64)
+    dv = np.empty(width, dtype=np.float32)
+    for s in range(t_len):
+        n_act = step_rows(s, t_len, lens, reverse, rows, times)
+        _zero_past_end(s, lens, n_act, y)
+        if n_act == 0:
+            continue
+        for a in range(n_act):
+            b = rows[a]
+            counts[0] += absorb(x[times[a], b], xhat[b], thx, wxT, mx[b], idx, dv)
+            counts[1] += absorb(h[b], hhat[b], thh, whT, mh[b], idx, dv)
+            read_memory(mx[b], sx, z[b], False)
+            if factored:
+                read_memory(mh[b], sh, tmp[b], False)
+            else:
+                read_memory(mh[b], sh, z[b], True)
+        counts[2] += n_act
+        if factored:
+            matvec(u, tmp, rows, n_act, z, True)
+        for a in range(n_act):
+            b = rows[a]
+            zb = z[b]
+            cb = c[b]
+            _update_cell(zb, cb, aux, ip, fp)
+            _update_hidden(zb, cb, m, aux, ip, fp)
+            hb = h[b]
+            if ip[3]:
+                _project(w_proj, m, aux, fp, hb, mm, pr, one)
+            else:
+                for j in range(n_cell):
+                    hb[j] = m[j]
+            y[times[a], b, :] = hb
+
+
+@njit(**NJIT)
+def gru_delta_sequence(x, wxT, sx, whT, sh, w_hh, aux, ip, fp, lens, h, y,
+                       xhat, hhat, mx, mh, th, counts):
+    """One direction of a GRU (ONNX z, r, h). wxT [I, 3H]; whT [H, 3H] when
+    linear_before_reset = 1 (the h gate's recurrent term r ⊙ (W_hh h + b) is linear in h,
+    so its memory is exact), else [H, 2H] (z, r only) and w_hh = packed W_hh [H, H] runs
+    densely on r ⊙ h each step. Packing of aux/ip/fp as `kernels.gru`."""
+    t_len, n_batch = x.shape[0], x.shape[1]
+    n_hidden = h.shape[1]
+    lbr = ip[0] != 0
+    reverse = ip[3] != 0
+    thx = np.float32(th[0])
+    thh = np.float32(th[1])
+    rows = np.empty(n_batch, dtype=np.int64)
+    times = np.empty(n_batch, dtype=np.int64)
+    xz = np.empty((n_batch, 3 * n_hidden), dtype=np.float32)
+    rz = np.zeros((n_batch, 3 * n_hidden), dtype=np.float32)
+    tmp = np.empty((n_batch, n_hidden), dtype=np.float32)
+    hh = np.empty((n_batch, n_hidden), dtype=np.float32)
+    width = max(x.shape[2], n_hidden)
+    idx = np.empty(width, dtype=np.int64)
+    dv = np.empty(width, dtype=np.float32)
+    for s in range(t_len):
+        n_act = step_rows(s, t_len, lens, reverse, rows, times)
+        _zero_past_end(s, lens, n_act, y)
+        if n_act == 0:
+            continue
+        for a in range(n_act):
+            b = rows[a]
+            counts[0] += absorb(x[times[a], b], xhat[b], thx, wxT, mx[b], idx, dv)
+            counts[1] += absorb(h[b], hhat[b], thh, whT, mh[b], idx, dv)
+            read_memory(mx[b], sx, xz[b], False)
+            read_memory(mh[b], sh, rz[b, :mh.shape[1]], False)
+            xb = xz[b]
+            rb = rz[b]
+            for g in range(2):
+                o = g * n_hidden
+                for j in range(n_hidden):
+                    xb[o + j] += aux[g, j] + rb[o + j] + aux[3 + g, j]
+            clip_inplace(xb, 0, 2 * n_hidden, fp[0])
+            activate(xb, 0, 2 * n_hidden, ip[1], fp[1], fp[2])
+            if lbr:
+                for j in range(n_hidden):
+                    xb[2 * n_hidden + j] += aux[2, j] + xb[n_hidden + j] * (
+                        rb[2 * n_hidden + j] + aux[5, j])
+            else:
+                for j in range(n_hidden):
+                    tmp[b, j] = xb[n_hidden + j] * h[b, j]
+        counts[2] += n_act
+        if not lbr:
+            # NOTE: W_hh (r ⊙ h) is not linear in Δh (r changes every step): computed densely
+            matvec(w_hh, tmp, rows, n_act, hh, False)
+            for a in range(n_act):
+                b = rows[a]
+                for j in range(n_hidden):
+                    xz[b, 2 * n_hidden + j] += aux[2, j] + hh[b, j] + aux[5, j]
+        for a in range(n_act):
+            b = rows[a]
+            xb = xz[b]
+            hb = h[b]
+            clip_inplace(xb, 2 * n_hidden, n_hidden, fp[0])
+            activate(xb, 2 * n_hidden, n_hidden, ip[2], fp[3], fp[4])
+            for j in range(n_hidden):
+                nj = xb[2 * n_hidden + j]
+                hb[j] = nj + xb[j] * (hb[j] - nj)        # (1 - z) n + z h
+            y[times[a], b, :] = hb
+
+
+@njit(**NJIT)
+def rnn_delta_sequence(x, wxT, sx, whT, sh, aux, ip, fp, lens, h, y,
+                       xhat, hhat, mx, mh, th, counts):
+    """One direction of a simple RNN: h = act(clip(W x̂ + R ĥ + b)) from the two memories."""
+    t_len, n_batch = x.shape[0], x.shape[1]
+    n_hidden = h.shape[1]
+    reverse = ip[1] != 0
+    thx = np.float32(th[0])
+    thh = np.float32(th[1])
+    rows = np.empty(n_batch, dtype=np.int64)
+    times = np.empty(n_batch, dtype=np.int64)
+    z = np.empty(n_hidden, dtype=np.float32)
+    width = max(x.shape[2], n_hidden)
+    idx = np.empty(width, dtype=np.int64)
+    dv = np.empty(width, dtype=np.float32)
+    for s in range(t_len):
+        n_act = step_rows(s, t_len, lens, reverse, rows, times)
+        _zero_past_end(s, lens, n_act, y)
+        for a in range(n_act):
+            b = rows[a]
+            counts[0] += absorb(x[times[a], b], xhat[b], thx, wxT, mx[b], idx, dv)
+            counts[1] += absorb(h[b], hhat[b], thh, whT, mh[b], idx, dv)
+            read_memory(mx[b], sx, z, False)
+            read_memory(mh[b], sh, z, True)
+            for j in range(n_hidden):
+                z[j] += aux[0, j]
+            clip_inplace(z, 0, n_hidden, fp[0])
+            activate(z, 0, n_hidden, ip[0], fp[1], fp[2])
+            h[b, :] = z
+            y[times[a], b, :] = z
+        counts[2] += n_act
+
+
+@njit(**NJIT)
+def absorb_rows(v, vhat, wT, acc):
+    """Propagate whole vectors (every non-zero change) for each batch row: used once to put
+    an initial state's contribution W_h h0 into the memory."""
+    idx = np.empty(v.shape[1], dtype=np.int64)
+    dv = np.empty(v.shape[1], dtype=np.float32)
+    for b in range(v.shape[0]):
+        absorb(v[b], vhat[b], np.float32(0.0), wT, acc[b], idx, dv)
