@@ -7,6 +7,7 @@ vowels and silence (< 0.1) in the gaps, so a conversion that agrees only on near
 outputs cannot pass."""
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -16,50 +17,21 @@ from edgeseq import reference
 from edgeseq.converters.onnx import convert
 from edgeseq.peers import run_peer
 
-silero_vad = pytest.importorskip("silero_vad", reason="pip install --no-deps silero-vad==6.2.3")
+import silero_vad  # noqa: E402 - test dependency: pip install --no-deps silero-vad==6.2.3
 DATA = Path(silero_vad.__file__).parent / "data"
-SR, HOP, CONTEXT = 16000, 512, 64
+_TOOL = Path(__file__).resolve().parents[2] / "tools" / "silero_frames.py"
 
 
-def _resonator_ir(freq: float, bw: float, n: int = 400) -> np.ndarray:
-    r, th = np.exp(-np.pi * bw / SR), 2 * np.pi * freq / SR
-    a1, a2 = -2 * r * np.cos(th), r * r
-    y = np.zeros(n)
-    y[0] = 1.0
-    y[1] = -a1 * y[0]
-    for i in range(2, n):
-        y[i] = -a1 * y[i - 1] - a2 * y[i - 2]
-    return y
-
-
-def _vowel(dur: float, f0: float, formants) -> np.ndarray:
-    n = int(dur * SR)
-    t = np.arange(n) / SR
-    phase = np.cumsum(f0 * (1 + 0.08 * np.sin(2 * np.pi * 3 * t))) / SR
-    pulses = (np.diff(np.floor(phase), prepend=0) > 0).astype(float)
-    src = np.convolve(pulses, np.exp(-np.arange(40) / 8.0))[:n]
-    out = sum(g * np.convolve(src, _resonator_ir(f, b))[:n] for f, b, g in formants)
-    env = np.minimum(1, np.minimum(t / 0.05, (dur - t) / 0.05))
-    return out / np.abs(out).max() * 0.5 * env
-
-
-def speech_like_frames(seed: int = 0) -> np.ndarray:
-    """[n_frames, 576] float32 frames of vowels and silence."""
-    a = [(700, 110, 1.0), (1220, 120, 0.5), (2600, 160, 0.25)]
-    i = [(300, 80, 1.0), (2300, 120, 0.4), (3000, 200, 0.2)]
-    u = [(350, 80, 1.0), (900, 100, 0.4), (2300, 150, 0.1)]
-    sil = lambda s: np.zeros(int(s * SR))  # noqa: E731
-    audio = np.concatenate([sil(0.5), _vowel(0.4, 120, a), _vowel(0.3, 140, i), sil(0.3),
-                            _vowel(0.5, 110, u), _vowel(0.4, 130, a), sil(0.6)])
-    audio = (audio + 0.003 * np.random.default_rng(seed).standard_normal(audio.size))
-    padded = np.concatenate([np.zeros(CONTEXT), audio]).astype(np.float32)
-    n = audio.size // HOP
-    return np.stack([padded[k * HOP:k * HOP + HOP + CONTEXT] for k in range(n)])
+def _tool():
+    spec = importlib.util.spec_from_file_location("silero_frames", _TOOL)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
 
 
 @pytest.fixture(scope="module")
 def frames() -> np.ndarray:
-    return speech_like_frames()
+    return _tool().speech_like_frames()
 
 
 def _assert_meaningful(probs: np.ndarray) -> None:
