@@ -452,6 +452,44 @@ def keras_like(s: LstmSpec, w_fw: dict, w_bw: dict, rng: np.random.Generator) ->
     return b.finish([x], [probs])
 
 
+def stacked(s1: LstmSpec, w1: dict, s2: LstmSpec, w2: dict, rng: np.random.Generator) -> bytes:
+    """Two stacked LSTMs (the second with projection and layer norm) and a per-step
+    classifier: x -> LSTM -> LSTM -> FULLY_CONNECTED (keep_num_dims) -> SOFTMAX. Streamable."""
+    assert s1.time_major == s2.time_major and s2.n_input == s1.out
+    b = ModelBuilder("stacked LSTM per-step classifier")
+    x = b.tensor("x", _x_shape(s1))
+    h = x
+    for k, (s, w) in enumerate(((s1, w1), (s2, w2))):
+        ins = add_lstm_operands(b, s, w, f"lstm{k}")
+        ins[0] = h
+        h = b.tensor(f"lstm{k}/y", _y_shape(s, s.out))
+        opt = fb.UnidirectionalSequenceLSTMOptionsT()
+        opt.fusedActivationFunction, opt.cellClip, opt.projClip = s.activation, s.cell_clip, s.proj_clip
+        opt.timeMajor = s.time_major
+        b.op(fb.BuiltinOperator.UNIDIRECTIONAL_SEQUENCE_LSTM, ins, [h],
+             OPT.UnidirectionalSequenceLSTMOptions, opt, _lstm_version(s))
+    n_cls = 3
+    logits = b.tensor("logits", _y_shape(s2, n_cls))
+    fopt = fb.FullyConnectedOptionsT()
+    fopt.keepNumDims = True
+    b.op(fb.BuiltinOperator.FULLY_CONNECTED,
+         [h, b.const("fc/w", rng.uniform(-1, 1, (n_cls, s2.out))),
+          b.const("fc/b", rng.uniform(-0.2, 0.2, n_cls))], [logits], OPT.FullyConnectedOptions, fopt)
+    probs = b.tensor("probs", _y_shape(s2, n_cls))
+    smopt = fb.SoftmaxOptionsT()
+    smopt.beta = 2.0
+    b.op(fb.BuiltinOperator.SOFTMAX, [logits], [probs], OPT.SoftmaxOptions, smopt)
+    return b.finish([x], [probs])
+
+
+def stacked_specs(n_time: int = 7, hybrid: str = "") -> tuple[LstmSpec, LstmSpec]:
+    s1 = LstmSpec(n_time=n_time, cell_clip=10.0, hybrid=hybrid)
+    s2 = LstmSpec(n_input=s1.out, n_cell=8, n_output=4, proj_bias=True, layer_norm=True,
+                  peephole=True, cifg=True, cell_clip=3.0, proj_clip=0.5, n_time=n_time,
+                  hybrid=hybrid)
+    return s1, s2
+
+
 def unsupported_model() -> bytes:
     """Two ops edgeseq does not map (SVDF-free: FLOOR and a custom op) plus one bad option."""
     b = ModelBuilder()
@@ -552,6 +590,11 @@ def build(name: str, rng: np.random.Generator) -> Fixture:
         s = LstmSpec(time_major=False, cell_clip=10.0)
         w_fw, w_bw = random_lstm_weights(rng, s), random_lstm_weights(rng, s)
         return Fixture(name, keras_like(s, w_fw, w_bw, rng), s, {"fw": w_fw, "bw": w_bw}, "keras")
+    if name.startswith("stacked_classifier"):
+        s1, s2 = stacked_specs(hybrid="sym" if name.endswith("hybrid") else "")
+        w1, w2 = random_lstm_weights(rng, s1), random_lstm_weights(rng, s2)
+        return Fixture(name, stacked(s1, w1, s2, w2, rng), s1, {"l1": w1, "l2": w2,
+                                                                   "spec2": s2}, "stacked")
     if name == "unsupported":
         return Fixture(name, unsupported_model(), kind="unsupported")
     raise KeyError(f"unknown fixture '{name}'; known: {names()}")
@@ -566,7 +609,9 @@ INT8 = [f"uni_{f}_clip_tm_int8" for f in FEATURES] + ["uni_plain_noclip_bm_int8"
 
 def names() -> list[str]:
     """Every fixture name."""
-    return list(lstm_grid()) + STEPS + INT8 + BIDI + ["keras_bidi_classifier", "unsupported"]
+    return (list(lstm_grid()) + STEPS + INT8 + BIDI
+            + ["keras_bidi_classifier", "stacked_classifier", "stacked_classifier_hybrid",
+               "unsupported"])
 
 
 def write(name: str, out_dir: Path, seed: int = 0) -> Path:

@@ -195,23 +195,13 @@ def unpack(ctx: Context, op: OpView) -> None:
         ctx.emit(Op.SQUEEZE, [part], [ctx.out(out_idx)], axes=(axis,))
 
 
-@handler("DEQUANTIZE", max_version=6)
-def dequantize(ctx: Context, op: OpView) -> None:
+@handler("DEQUANTIZE", "QUANTIZE", max_version=6)
+def quantize_dequantize(ctx: Context, op: OpView) -> None:
     src = op.input(0)
     if ctx.is_const(src):
         # float16 or int8 weights behind DEQUANTIZE: fold into a float32 constant
         ctx.fold(op.outputs[0], ctx.real(src).astype(np.float32))
         return
-    # activations are float in edgeseq: a run-time (de)quantisation is the identity
+    # activations are real-valued floats in edgeseq: a run-time (de)quantisation is the identity
     ctx.emit(Op.IDENTITY, [ctx.value(src)], [ctx.out(op.outputs[0])])
-    ctx.notes.append(f"{op.label}: run-time DEQUANTIZE mapped to Identity (float activations)")
-
-
-@handler("QUANTIZE", max_version=3)
-def quantize(ctx: Context, op: OpView) -> None:
-    src = op.input(0)
-    if ctx.is_const(src):
-        ctx.fold(op.outputs[0], ctx.real(src).astype(np.float32))
-        return
-    ctx.emit(Op.IDENTITY, [ctx.value(src)], [ctx.out(op.outputs[0])])
-    ctx.notes.append(f"{op.label}: run-time QUANTIZE mapped to Identity (float activations)")
+    ctx.notes.append(f"{op.label}: run-time {op.name} mapped to Identity (float activations)")

@@ -62,7 +62,7 @@ def load(path: str | Path) -> Loaded:
     try:
         model = fb.ModelT.InitFromObj(fb.Model.GetRootAs(data, 0))
     except Exception as e:  # a truncated flatbuffer raises from deep inside flatbuffers
-        raise UnsupportedModelError(f"{path}: cannot parse the TFLite flatbuffer: {e}") from None
+        raise UnsupportedModelError(f"{path}: cannot parse the TFLite flatbuffer (truncated or corrupt?): {e}") from None
     return Loaded(model, data, str(path))
 
 

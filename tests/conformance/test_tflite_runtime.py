@@ -3,7 +3,6 @@ interpreter: whole sequences, and streaming, where TFLite keeps the LSTM state i
 tensors across invoke() and edgeseq's Stream.push carries it across chunks."""
 from __future__ import annotations
 
-import importlib.util
 import sys
 from pathlib import Path
 
@@ -15,18 +14,9 @@ from edgeseq.converters.tflite import convert
 from edgeseq.converters.tflite.interpreter import TfliteSession, run_tflite
 from edgeseq.runtime import Model
 
-_TOOL = Path(__file__).resolve().parents[2] / "tools" / "make_tflite_fixtures.py"
-
-
-def _load_tool():
-    spec = importlib.util.spec_from_file_location("make_tflite_fixtures", _TOOL)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
-fx = _load_tool()
+# the fixture maker is a tool script, not a package module
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools"))
+import make_tflite_fixtures as fx  # noqa: E402
 FLOAT = ["uni_full_clip_tm", "uni_full_clip_bm", "uni_plain_noclip_tm", "uni_ln_clip_bm",
          "uni_projbias_clip_tm", "uni_plain_relu_tm", "bidi_full_merge_bm", "bidi_peephole_split_tm",
          "keras_bidi_classifier"]
@@ -117,3 +107,25 @@ def test_stream_step_op(tmp_path, rng, tol):
         x = rng.standard_normal((f.spec.n_batch, f.spec.n_input)).astype(np.float32)
         want = sess.run({"x": x})["y"]
         assert _err(stream.push({"x": x[None]})["y"][0], want) <= tol["float32"]
+
+
+@pytest.mark.parametrize("name", ["stacked_classifier", "stacked_classifier_hybrid"])
+def test_stream_stacked_classifier(tmp_path, rng, tol, name):
+    """Two stacked LSTMs (the second the full Android-NN cell) + per-step FULLY_CONNECTED +
+    SOFTMAX(beta=2): chunks pushed through a Stream equal TFLite's invoke() after invoke()
+    (float); for hybrid int8 the stream equals one whole run of the same int8 model."""
+    f = fx.build(name, rng)
+    s1, s2 = fx.stacked_specs(n_time=2, hybrid=f.spec.hybrid)
+    chunk_model = tmp_path / "chunk.tflite"
+    chunk_model.write_bytes(fx.stacked(s1, f.weights["l1"], s2, f.weights["l2"], rng))
+    g = convert(chunk_model)
+    sess, stream = TfliteSession(chunk_model), Model(g).stream()
+    chunks = [rng.standard_normal(fx._x_shape(s1)).astype(np.float32) for _ in range(4)]
+    ours = []
+    for x in chunks:
+        want = sess.run({"x": x})["probs"]
+        ours.append(stream.push({"x": x})["probs"])
+        if not s1.hybrid:
+            assert _err(ours[-1], want) <= tol["float32"]
+    whole = reference.run(g, {"x": np.concatenate(chunks, 0)})["probs"]
+    assert _err(np.concatenate(ours, 0), whole) <= tol["float32"]
