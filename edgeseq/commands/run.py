@@ -17,6 +17,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="write one NAME.npy per output here")
     p.add_argument("--engine", choices=("auto", "runtime", "reference"), default="auto",
                    help="auto: the Numba runtime when available, else the reference interpreter")
+    p.add_argument("--delta", default=None, metavar="θ[,θh]",
+                   help="delta execution of the recurrent layers (runtime only): skip input/"
+                        "state components that changed by at most θ (θx,θh: separate "
+                        "thresholds); prints per-layer skip statistics to stderr")
 
 
 def parse_inputs(specs: list[str]) -> dict[str, np.ndarray]:
@@ -53,9 +57,30 @@ def execute(graph, inputs: dict, engine: str = "auto") -> tuple[dict, str]:
     return reference.run(graph, inputs), "reference"
 
 
+def execute_delta(graph, inputs: dict, delta: str, engine: str) -> tuple[dict, str]:
+    """Outputs of a delta run on the runtime; the per-layer statistics go to stderr."""
+    from edgeseq.errors import InputError
+    if engine == "reference":
+        raise InputError("--delta needs the runtime engine (the reference interpreter is exact)")
+    try:
+        th = tuple(float(v) for v in delta.split(","))
+    except ValueError:
+        raise InputError(f"--delta expects θ or θx,θh (numbers), got '{delta}'") from None
+    if len(th) not in (1, 2):
+        raise InputError(f"--delta expects θ or θx,θh, got '{delta}'")
+    from edgeseq.runtime import Model
+    model = Model(graph)
+    outs = model.run(inputs, delta=th[0] if len(th) == 1 else th)
+    print(model.last_stats, file=sys.stderr)
+    return outs, "runtime (delta)"
+
+
 def run(args: argparse.Namespace) -> int:
     graph = load_graph(args.artifact)
-    outs, engine = execute(graph, parse_inputs(args.input), args.engine)
+    if getattr(args, "delta", None) is not None:
+        outs, engine = execute_delta(graph, parse_inputs(args.input), args.delta, args.engine)
+    else:
+        outs, engine = execute(graph, parse_inputs(args.input), args.engine)
     print(f"ran {args.artifact} on the {engine}", file=sys.stderr)
     out_dir = Path(args.output_dir) if args.output_dir else None
     if out_dir:
