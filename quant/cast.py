@@ -7,7 +7,7 @@ from typing import Callable
 import numpy as np
 
 from edgeseq.graph import Graph, Node
-from edgeseq.ops import RECURRENT
+from edgeseq.ops import RECURRENT, Op
 from edgeseq.quant.common import (LINEAR_WEIGHT_INPUT, MATRIX_SLOTS, SCALE_SUFFIX, is_layer,
                                   note_pass, put_constant, size_rows)
 
@@ -19,14 +19,17 @@ def matrix_weights(graph: Graph, node: Node, *, linear: bool) -> list[str]:
     """Constant names of a layer's matrices (recurrent matrix slots, or a glue op's weight)."""
     if node.op in RECURRENT:
         return [node.weights[s] for s in MATRIX_SLOTS if s in node.weights]
-    if linear and is_layer(graph, node):
+    # NOTE: Conv1d weights stay float32: they are a front end's small filters, and a conv
+    # kernel reads its weight array directly (no per-row-scale convention for [O, C, K])
+    if linear and node.op in (Op.MATMUL, Op.GEMM) and is_layer(graph, node):
         return [node.inputs[LINEAR_WEIGHT_INPUT[node.op]]]
     return []
 
 
 def recast(graph: Graph, encode: Encoder, *, from_dtypes: tuple[str, ...], pass_name: str,
            linear: bool = True) -> tuple[Graph, list[dict]]:
-    """A copy of `graph` with every layer matrix of a dtype in `from_dtypes` re-encoded."""
+    """A copy of `graph` with every layer matrix of a dtype in `from_dtypes` re-encoded
+    (recurrent matrix slots, and with `linear` the constant weight of MatMul/Gemm)."""
     src = graph if graph.values or not graph.nodes else graph.copy().validate()
     out = src.copy()
     done: set[str] = set()

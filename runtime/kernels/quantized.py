@@ -80,29 +80,85 @@ def _rows4(w, j, v, b, out, accumulate, scale):
 
 @njit(**NJIT)
 def _matvec_typed(w, scale, v, rows, n_rows, out, accumulate):
-    """out[b, j] (+)= scale[j]·Σ_k w[j, k] v[b, k] (no scale when `scale` is empty)."""
+    """out[b, j] (+)= scale[j]·Σ_k w[j, k] v[b, k] for b in rows[:n_rows] (no scale when
+    `scale` is empty). Weight rows outer, four at a time, so the matrix streams from memory
+    once per call; vectors four at a time (4x4 tiles: each widened weight element feeds four
+    vectors, each vector element four rows), the rest one at a time."""
     n = w.shape[0]
-    if n_rows == 1:
-        # batch 1 (the latency case): four weight rows per pass over v
-        b = rows[0]
-        j = 0
-        while j + 4 <= n:
-            _rows4(w, j, v, b, out, accumulate, scale)
-            j += 4
-        while j < n:
-            acc = _dot_row(w, j, v, b)
-            if scale.shape[0]:
-                acc *= scale[j]
-            out[b, j] = out[b, j] + acc if accumulate else acc
-            j += 1
-        return
-    # batch > 1: weight rows outer, so each row is read from memory once per step
-    for j in range(n):
-        s = scale[j] if scale.shape[0] else np.float32(1.0)
+    quads = n_rows // 4
+    j = 0
+    while j + 4 <= n:
+        for a in range(quads):
+            _tile44(w, j, v, rows[4 * a], rows[4 * a + 1], rows[4 * a + 2], rows[4 * a + 3],
+                    out, accumulate, scale)
+        for a in range(4 * quads, n_rows):
+            _rows4(w, j, v, rows[a], out, accumulate, scale)
+        j += 4
+    for jj in range(j, n):
+        sc = scale[jj] if scale.shape[0] else np.float32(1.0)
         for a in range(n_rows):
             b = rows[a]
-            acc = _dot_row(w, j, v, b) * s
-            out[b, j] = out[b, j] + acc if accumulate else acc
+            acc = _dot_row(w, jj, v, b) * sc
+            out[b, jj] = out[b, jj] + acc if accumulate else acc
+
+
+@njit(**NJIT)
+def _store4(out, b, j, accumulate, scale, x0, x1, x2, x3):
+    if scale.shape[0]:
+        x0 *= scale[j]
+        x1 *= scale[j + 1]
+        x2 *= scale[j + 2]
+        x3 *= scale[j + 3]
+    if accumulate:
+        out[b, j] += x0
+        out[b, j + 1] += x1
+        out[b, j + 2] += x2
+        out[b, j + 3] += x3
+    else:
+        out[b, j] = x0
+        out[b, j + 1] = x1
+        out[b, j + 2] = x2
+        out[b, j + 3] = x3
+
+
+@njit(**NJIT)
+def _tile44(w, j, v, b0, b1, b2, b3, out, accumulate, scale):
+    """Rows j..j+3 against vectors b0..b3: 16 accumulators (AVX-512VL has 32 vector
+    registers; measured 1.7x faster than 4x2 tiles for the all-steps input projection)."""
+    z = np.float32(0.0)
+    a00, a01, a02, a03 = z, z, z, z
+    a10, a11, a12, a13 = z, z, z, z
+    a20, a21, a22, a23 = z, z, z, z
+    a30, a31, a32, a33 = z, z, z, z
+    for k in range(w.shape[1]):
+        v0 = v[b0, k]
+        v1 = v[b1, k]
+        v2 = v[b2, k]
+        v3 = v[b3, k]
+        w0 = widen(w[j, k])
+        w1 = widen(w[j + 1, k])
+        w2 = widen(w[j + 2, k])
+        w3 = widen(w[j + 3, k])
+        a00 += w0 * v0
+        a01 += w0 * v1
+        a02 += w0 * v2
+        a03 += w0 * v3
+        a10 += w1 * v0
+        a11 += w1 * v1
+        a12 += w1 * v2
+        a13 += w1 * v3
+        a20 += w2 * v0
+        a21 += w2 * v1
+        a22 += w2 * v2
+        a23 += w2 * v3
+        a30 += w3 * v0
+        a31 += w3 * v1
+        a32 += w3 * v2
+        a33 += w3 * v3
+    _store4(out, b0, j, accumulate, scale, a00, a10, a20, a30)
+    _store4(out, b1, j, accumulate, scale, a01, a11, a21, a31)
+    _store4(out, b2, j, accumulate, scale, a02, a12, a22, a32)
+    _store4(out, b3, j, accumulate, scale, a03, a13, a23, a33)
 
 
 @njit(**NJIT)
