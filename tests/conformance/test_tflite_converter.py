@@ -131,7 +131,8 @@ def hybrid_bound(s, w: dict, x: np.ndarray, h0=None, c0=None) -> tuple[np.ndarra
     perturbed activations. The perturbation is propagated through the cell: matmuls by
     sum_j |W_rj| * d_j; sigmoid/tanh/relu by their exact spread over the interval (monotone);
     products by |a|Db + |b|Da + DaDb; clips are 1-Lipschitz. All of that is rigorous; through
-    layer norm the first-order sensitivity 2e(1 + |n|)/sigma is used and doubled.
+    layer norm n = (a - mean)/sigma the first-order sensitivity
+    |dn_r| <= (Da_r + mean(Da) + |n_r| mean(|n| Da)) / sigma is used and doubled.
     `w` holds the fixture's dequantised float weights by TFLite slot; the trajectory is
     computed here independently in float64."""
     xt_all = x.astype(np.float64) if s.time_major else np.swapaxes(x, 0, 1).astype(np.float64)
@@ -160,8 +161,10 @@ def hybrid_bound(s, w: dict, x: np.ndarray, h0=None, c0=None) -> tuple[np.ndarra
                 mu = a.mean(1, keepdims=True)
                 sd = np.sqrt(((a - mu) ** 2).mean(1, keepdims=True) + 1e-8)
                 n = (a - mu) / sd
-                e = np.max(Ea, axis=1, keepdims=True)
-                return W[20 + g] * n + W[12 + g], 2.0 * np.abs(W[20 + g]) * 2 * e * (1 + np.abs(n)) / sd
+                # dn = (da - mean(da) - n * mean(n * da)) / sd, to first order
+                dn = (Ea + Ea.mean(1, keepdims=True)
+                      + np.abs(n) * (np.abs(n) * Ea).mean(1, keepdims=True)) / sd
+                return W[20 + g] * n + W[12 + g], 2.0 * np.abs(W[20 + g]) * dn
             return a + W[12 + g], Ea
 
         zf, Ezf = pre(1, c, Ec)
@@ -405,3 +408,26 @@ def test_truncated_file(tmp_path, rng):
     cut.write_bytes(f.data[: len(f.data) // 3])
     with pytest.raises(UnsupportedModelError, match="cut.tflite"):
         convert(cut)
+
+
+@pytest.mark.parametrize("feats", [{}, {"cifg": True, "peephole": True, "n_output": 4,
+                                        "proj_bias": True, "cell_clip": 0.8, "proj_clip": 0.3}])
+def test_bidirectional_hybrid_within_derived_bound(tmp_path, rng, tol, feats):
+    """Hybrid BIDIRECTIONAL_SEQUENCE_LSTM: int8 weights for both directions ([2, rows] scales);
+    each direction is within the accumulated hybrid bound of its own cell (the backward one
+    on the time-reversed input)."""
+    s = fx.LstmSpec(**feats, hybrid="sym")
+    w_fw, w_bw = fx.random_lstm_weights(rng, s), fx.random_lstm_weights(rng, s)
+    path = tmp_path / "bidi_hybrid.tflite"
+    path.write_bytes(fx.bidirectional_lstm(s, w_fw, w_bw, merge=False))
+    g = convert(path)
+    node = lstm_node(g)
+    assert node.attrs["direction"] == "bidirectional"
+    assert g.weight(node, "w_h").dtype == np.int8 and g.scale(node, "w_h").shape[0] == 2
+    x = rng.standard_normal(fx._x_shape(s)).astype(np.float32)
+    got, want = reference.run(g, {"x": x}), run_tflite(path, {"x": x})
+    _, e_fw = hybrid_bound(s, fx.dequantized(w_fw, s), x)
+    _, e_bw = hybrid_bound(s, fx.dequantized(w_bw, s), x[::-1])
+    for k, bound in (("y_fw", e_fw), ("y_bw", e_bw[::-1])):
+        err = np.abs(got[k] - want[k])
+        assert 0 < err.max() and np.all(err <= bound + tol["float32"]), (k, err.max(), bound.max())
