@@ -44,6 +44,8 @@ class Context:
         self.nodes: list[Node] = []
         self.used: dict[str, np.ndarray] = {}  # constants referenced by emitted nodes
         self.alias: dict[str, str] = {}
+        self.graph_inputs: set[str] = set()
+        self.producers: dict[str, onnx.NodeProto] = {}   # ONNX value name -> producing node
         self.inferred: dict = {}                  # name -> edgeseq Value of emitted outputs
         self.symbolic: dict[str, object] = {}   # shape values with dynamic dims (symbolic.py)
         self._names: set[str] = set()
@@ -135,6 +137,24 @@ class Context:
         if a is None or (b is not None and _n_static(b) > _n_static(a)):
             return b
         return a
+
+    def input_ancestors(self, name: str) -> tuple[set[str], set[str]]:
+        """Graph inputs that `name` depends on through their values, and through their shapes
+        only (reached via Shape/Size), following the ONNX producers."""
+        seen, values, shapes = set(), set(), set()
+        todo = [(name, False)]
+        while todo:
+            n, via_shape = todo.pop()
+            if not n or (n, via_shape) in seen:
+                continue
+            seen.add((n, via_shape))
+            if n in self.graph_inputs:
+                (shapes if via_shape else values).add(n)
+            node = self.producers.get(n)
+            if node is not None:
+                through = via_shape or node.op_type in ("Shape", "Size")
+                todo.extend((i, through) for i in node.input)
+        return values, shapes - values
 
     # ---- attributes --------------------------------------------------------------------
     @staticmethod

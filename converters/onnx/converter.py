@@ -25,6 +25,7 @@ from edgeseq.converters.onnx.fold import constant_value, try_fold
 from edgeseq.converters.onnx.symbolic import try_symbolic
 
 # Importing the handler modules registers them.
+from edgeseq.converters.onnx import control as _control  # noqa: F401
 from edgeseq.converters.onnx import layout as _layout  # noqa: F401
 from edgeseq.converters.onnx import math as _math  # noqa: F401
 from edgeseq.converters.onnx import recurrent as _recurrent  # noqa: F401
@@ -189,8 +190,10 @@ def convert(path_or_model, *, fix: Mapping | None = None, shapes: Mapping | None
     ctx.reserve(init_names)
     graph_inputs = [vi for vi in g.input if vi.name not in init_names]
     ctx.reserve(vi.name for vi in graph_inputs)
+    ctx.graph_inputs = {vi.name for vi in graph_inputs}
     for n in g.node:
         ctx.reserve(n.output)
+        ctx.producers.update((o, n) for o in n.output if o)
 
     problems: list[str] = []
     unsupported_ops: dict[str, list[str]] = {}
@@ -230,6 +233,7 @@ def convert(path_or_model, *, fix: Mapping | None = None, shapes: Mapping | None
             branch = _inline_if(ctx, node)
             if branch is not None:
                 ctx.reserve(o for n in branch for o in n.output)
+                ctx.producers.update((o, n) for n in branch for o in n.output if o)
                 pending[:0] = branch
                 continue
         domain = "" if node.domain == "ai.onnx" else node.domain

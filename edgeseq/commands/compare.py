@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 import numpy as np
 
@@ -88,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps({"model": args.model, "artifact": args.artifact, "engine": engine,
                           "outputs": rows}, indent=2))
         return 0
-    print(f"{args.model} (peer) vs {args.artifact or 'converted on the fly'} (edgeseq {engine})")
+    print(f"{Path(args.model).name} (peer) vs {Path(args.artifact).name if args.artifact else 'converted on the fly'} (edgeseq {engine})")
     w = max(len("output"), *(len(r["output"]) for r in rows))
     print(f"{'output':<{w}}  {'shape':<16}  {'max abs err':>11}  {'max rel err':>11}")
     for r in rows:

@@ -110,6 +110,12 @@ def test_models_with_if_convert_with_fixed_sample_rate(fname, fix, shapes, frame
 
 
 def test_if_on_an_unfixed_input_is_reported():
+    """The error names the If and the input whose value (sr) or dims (input) must be fixed."""
     from edgeseq.errors import UnsupportedModelError
-    with pytest.raises(UnsupportedModelError, match=r"If \(opset 16\)"):
+    with pytest.raises(UnsupportedModelError) as e:
         convert(DATA / "silero_vad.onnx")
+    assert "'If_0' (If)" in str(e.value) and "fix the value of sr with --fix" in str(e.value)
+    assert e.value.needs_fix == ["sr"]
+    with pytest.raises(UnsupportedModelError) as e:
+        convert(DATA / "silero_vad.onnx", fix={"sr": 16000})
+    assert "fix the dims of input with --shape" in str(e.value)
