@@ -21,7 +21,6 @@ import itertools
 import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 from ai_edge_litert import schema_py_generated as fb

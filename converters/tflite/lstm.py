@@ -360,9 +360,7 @@ def bidirectional(ctx: Context, op: OpView) -> None:
             ctx.emit(Op.TRANSPOSE, [y], [src], perm=(0, 2, 1, 3))
         ctx.emit(Op.RESHAPE, [src], [ctx.out(op.outputs[0])], shape=(0, 0, -1))
     else:
-        p = cells[0].n_output
         halves = [ctx.tmp("y_fw"), ctx.tmp("y_bw")]
         ctx.emit(Op.SPLIT, [y], halves, axis=dir_axis, split=(1, 1))
         for half, out_idx in zip(halves, op.outputs[:2]):
             ctx.emit(Op.SQUEEZE, [half], [ctx.out(out_idx)], axes=(dir_axis,))
-        del p
