@@ -16,6 +16,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "convert": ("convert", "convert a model file (.onnx, ...) into an .eseq artifact"),
     "run": ("run", "run an artifact on .npy inputs and write its outputs"),
     "compare": ("compare", "compare an artifact with the original model in its own runtime"),
+    "demo": ("demo", "convert, run and time a model against onnxruntime (default: the packaged one)"),
+    "bench": ("bench", "benchmark the runtime against onnxruntime (table + JSON)"),
 }
 
 

@@ -250,8 +250,31 @@ def _pad(node, ins):
                 for k, (b, e) in enumerate(zip(begin, end)))]
     widths = [(max(b, 0), max(e, 0)) for b, e in zip(begin, end)]
     if at["mode"] == "constant":
-        return [np.pad(x, widths, mode="constant", constant_values=at["value"])]
-    return [np.pad(x, widths, mode=at["mode"])]
+        # NOTE: np.pad costs tens of microseconds of Python per call; this is one allocation
+        out = np.full(tuple(d + b + e for d, (b, e) in zip(x.shape, widths)), at["value"],
+                      dtype=x.dtype)
+        out[tuple(slice(b, b + d) for d, (b, _) in zip(x.shape, widths))] = x
+        return [out]
+    for k, (b, e) in enumerate(widths):
+        if b or e:
+            x = _pad_axis(x, k, b, e, at["mode"])
+    return [x]
+
+
+def _pad_axis(x: np.ndarray, axis: int, b: int, e: int, mode: str) -> np.ndarray:
+    """Reflect (mirror without the edge) or edge (repeat it) padding along one axis."""
+    n = x.shape[axis]
+    if mode == "reflect":
+        if b > n - 1 or e > n - 1:
+            return np.pad(x, [(b, e) if k == axis else (0, 0) for k in range(x.ndim)],
+                          mode="reflect")
+        left = np.arange(b, 0, -1)
+        right = np.arange(n - 2, n - 2 - e, -1)
+    else:
+        left = np.zeros(b, dtype=np.int64)
+        right = np.full(e, n - 1, dtype=np.int64)
+    idx = np.concatenate([left, np.arange(n), right])
+    return np.take(x, idx, axis=axis)
 
 
 @_glue(Op.GATHER)

@@ -23,6 +23,7 @@ from edgeseq.graph import Graph
 from edgeseq.ops import RECURRENT
 from edgeseq.runtime.plan import Plan, build_plan
 from edgeseq.runtime.streaming import _state_only_inputs, time_axes
+from edgeseq.runtime.threads import ThreadPins
 
 _FLOAT_KINDS = "f"
 _F32 = np.dtype(np.float32)
@@ -49,8 +50,10 @@ class Model:
     Thread-safe: `run` keeps no state on the Model, and each thread can own a Stream."""
 
     def __init__(self, graph: Graph, *, check_finite: bool = True, delta: dict | None = None,
-                 warmup: bool = True, name: str | None = None) -> None:
+                 warmup: bool = True, name: str | None = None, threads: int = 1) -> None:
         graph.validate()
+        self.threads = threads
+        self._pins = ThreadPins(threads)
         self.graph = graph
         self.name = name or graph.name
         self.check_finite = check_finite
@@ -154,7 +157,12 @@ class Model:
         if delta is not None:
             from edgeseq.runtime.kernels.delta_session import run_delta
             return run_delta(self, self.check_inputs(inputs), delta)
-        env = self._execute(self.check_inputs(inputs))
+        env = self.check_inputs(inputs)
+        saved = self._pins.pin()
+        try:
+            env = self._execute(env)
+        finally:
+            self._pins.restore(saved)
         return {n: env[n] for n in self.output_names}
 
     def stream(self, time_axes: dict[str, int] | None = None, delta=None) -> "Stream":
@@ -262,7 +270,11 @@ class Stream:
                     return out
         m = self.model
         env = m.check_inputs(chunk)
-        env = m._execute(env, self._state, chunk)
+        saved = m._pins.pin()
+        try:
+            env = m._execute(env, self._state, chunk)
+        finally:
+            m._pins.restore(saved)
         return {n: env[n] for n in m.output_names}
 
 

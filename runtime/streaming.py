@@ -17,6 +17,8 @@ from __future__ import annotations
 import itertools
 from typing import Callable
 
+import numpy as np
+
 from edgeseq.errors import GraphError
 from edgeseq.graph import Graph, Node, Value
 from edgeseq.ops import BINARY, Op, RECURRENT, UNARY
@@ -165,11 +167,23 @@ def _reshape(node, axes, vals, static):
     t = _one_time_input(axes, static)
     shape = list(node.attrs["shape"])
     src = vals[0].shape
-    ok = len(shape) > t and all(shape[k] == 0 or (isinstance(src[k], int) and shape[k] == src[k])
-                                for k in range(t)) and shape[t] == 0
-    _need(ok, "it reshapes across the time axis (only a reshape keeping the dims up to and "
-              "including time, with 0 at the time axis, streams)")
-    return [t]
+    _need(all(isinstance(d, int) for k, d in enumerate(src) if k != t),
+          "its input has symbolic dims besides time")
+    after = int(np.prod(src[t + 1:], dtype=np.int64))
+    before = int(np.prod(src[:t], dtype=np.int64))
+    for k, d in enumerate(shape):
+        # time lands on axis k if it is copied there (0 at its own index) or inferred (-1),
+        # and the elements before/after it in the output are exactly those of one step
+        if not (d == -1 or (d == 0 and k == t)):
+            continue
+        out_dims = [src[j] if (e == 0 and j < len(src)) else e for j, e in enumerate(shape)]
+        pre, post = out_dims[:k], out_dims[k + 1:]
+        if all(isinstance(e, int) and e > 0 for e in pre + post) and \
+                (pre == list(src[:t]) or (before == 1 and int(np.prod(pre, dtype=np.int64)) == 1)) \
+                and int(np.prod(post, dtype=np.int64)) == after:
+            return [k]
+    raise NotStreamable("it reshapes across the time axis (it streams only when the elements "
+                        "of one time step stay together and time is copied (0) or inferred (-1))")
 
 
 @_rule(Op.SQUEEZE)

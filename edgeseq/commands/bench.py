@@ -1,0 +1,18 @@
+"""`edgeseq bench`: the runtime benchmark against onnxruntime (edgeseq.commands._benchmark)."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+CASES = "lstm,stream,gru,batch,overhead,silero,cold"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--quick", action="store_true", help="fewer repeats and sizes")
+    p.add_argument("--json", type=Path, help="write results as JSON here")
+    p.add_argument("--cases", default=CASES, help=f"comma-separated subset of: {CASES}")
+
+
+def run(args: argparse.Namespace) -> int:
+    from edgeseq.commands._benchmark import run as run_bench
+    return run_bench(args)
