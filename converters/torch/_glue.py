@@ -28,7 +28,11 @@ def _t(x, base, cx):
         perm[-2:] = perm[-2:][::-1]
         shp = tuple(x.shape[p] for p in perm)
         return cx.emit1(Op.TRANSPOSE, [x], base, shp, perm=perm)
-    return np.swapaxes(np.asarray(x), -1, -2)
+    entry = cx._params.get(id(x))
+    t = np.ascontiguousarray(np.swapaxes(np.asarray(x), -1, -2))
+    if entry is not None and entry[0] is x:
+        cx.name_param(t, entry[1] + ".T")
+    return t
 
 
 # ---- linear algebra ---------------------------------------------------------------------------

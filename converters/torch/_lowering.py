@@ -80,6 +80,12 @@ class Emitter:
         self.constants: dict[str, np.ndarray] = {}
         self.inputs: list[Value] = []
         self._used: set[str] = set()
+        # parameters by identity: (array, preferred name, IR constant once registered)
+        self._params: dict[int, list] = {}
+
+    def name_param(self, arr: np.ndarray, name: str) -> None:
+        """Give a module parameter its own name (e.g. 'lstm.weight_ih_l0') and share it."""
+        self._params[id(arr)] = [arr, name, None]
 
     # ---- emission ------------------------------------------------------------------------
     def fresh(self, base: str) -> str:
@@ -104,6 +110,11 @@ class Emitter:
         """IR name for a handler argument: an IR value, or a constant to register."""
         if isinstance(x, V):
             return x.name
+        entry = self._params.get(id(x))
+        if entry is not None and entry[0] is x:
+            if entry[2] is None:
+                entry[2] = self.const(x, entry[1])
+            return entry[2]
         return self.const(np.asarray(x, dtype=np.float32) if np.isscalar(x) else x, base)
 
     def emit(self, op: Op, inputs: list, base: str, out_shapes: list[tuple], attrs=None,
@@ -190,6 +201,14 @@ class Lowering(Emitter):
                 out[ph] = sd[key] if key in sd else consts[key]
         return out
 
+    def _param_key(self, placeholder: str) -> str:
+        sig = self.ep.graph_signature
+        for src in (sig.inputs_to_parameters, sig.inputs_to_buffers,
+                    getattr(sig, "inputs_to_lifted_tensor_constants", {})):
+            if placeholder in src:
+                return src[placeholder]
+        return placeholder
+
     def run(self) -> Graph:
         torch = self.torch
         params = self._placeholder_values()
@@ -197,7 +216,9 @@ class Lowering(Emitter):
         for node in self.ep.graph.nodes:
             if node.op == "placeholder":
                 if node.name in params:
-                    self.env[node] = params[node.name].detach().cpu().numpy()
+                    arr = params[node.name].detach().cpu().numpy()
+                    self.name_param(arr, self._param_key(node.name))
+                    self.env[node] = arr
                 elif node.name in user_inputs:
                     val = node.meta.get("val")
                     if not isinstance(val, torch.Tensor):

@@ -136,12 +136,12 @@ def build_stack(cx, stack: Stack, x: V, layers: list[list[dict]], hidden: int, *
         res = cx.emit(op, ins, name, outs, attrs, weights)
         y = res[0]
         if bf:
-            x = cx.emit1(Op.RESHAPE, [y], f"{name}_merge", (n, t, dirs * p), shape=[0, 0, -1])
+            x = cx.emit1(Op.RESHAPE, [y], f"{name}_merge", (n, t, dirs * p), shape=[0, 0, dirs * p])
         elif dirs == 1:
             x = cx.emit1(Op.SQUEEZE, [y], f"{name}_merge", (t, n, p), axes=[1])
         else:
             yt = cx.emit1(Op.TRANSPOSE, [y], f"{name}_tnd", (t, n, dirs, p), perm=[0, 2, 1, 3])
-            x = cx.emit1(Op.RESHAPE, [yt], f"{name}_merge", (t, n, dirs * p), shape=[0, 0, -1])
+            x = cx.emit1(Op.RESHAPE, [yt], f"{name}_merge", (t, n, dirs * p), shape=[0, 0, dirs * p])
         for k, finals in ((1, finals_h), (2, finals_c)):
             if k < len(res) and res[k] is not None:
                 s = res[k]
