@@ -13,7 +13,7 @@ from typing import Any, Iterable, Union
 import numpy as np
 
 from edgeseq.errors import GraphError, ShapeError
-from edgeseq.ops import Op, RECURRENT, SPECS, normalize_attrs
+from edgeseq.ops import DTYPES, Op, RECURRENT, SPECS, normalize_attrs
 
 Dim = Union[int, str]            # a fixed size, or a symbol such as "T" or "N"
 Shape = tuple[Dim, ...]
@@ -128,6 +128,7 @@ class Graph:
 
         known: dict[str, Value] = {}
         for v in self.inputs:
+            _check_value(v, "graph input")
             if v.name in known:
                 raise GraphError(f"duplicate graph input '{v.name}'")
             if v.name in self.constants:
@@ -141,6 +142,11 @@ class Graph:
         self.values = {}
         for node in self.nodes:
             where = f"node '{node.name}' ({node.op.value})"
+            if not isinstance(node.name, str) or not all(
+                    isinstance(n, str) for n in [*node.inputs, *node.outputs, *node.weights.values()]):
+                raise GraphError(f"{where}: name, inputs, outputs and weights must be strings, got "
+                                 f"inputs {node.inputs!r}, outputs {node.outputs!r}, "
+                                 f"weights {node.weights!r}")
             if node.name in seen_nodes:
                 raise GraphError(f"duplicate node name '{node.name}'")
             seen_nodes.add(node.name)
@@ -186,6 +192,7 @@ class Graph:
                 known[name] = val
                 self.values[name] = val
         for v in self.outputs:
+            _check_value(v, "graph output")
             if v.name not in known:
                 raise GraphError(f"graph output '{v.name}' is not produced by any node or input")
             got = known[v.name]
@@ -220,7 +227,7 @@ class Graph:
                        [Value.from_json(v) for v in d["outputs"]],
                        [Node.from_json(n) for n in d["nodes"]], dict(constants), {},
                        dict(d.get("metadata", {})))
-        except (KeyError, TypeError) as e:
+        except (KeyError, TypeError, ValueError) as e:
             raise GraphError(f"malformed graph JSON: missing or bad field {e}") from None
 
     def copy(self) -> "Graph":
@@ -241,6 +248,20 @@ class Graph:
         while f"{base}_{i}" in used:
             i += 1
         return f"{base}_{i}"
+
+
+def _check_value(v: Value, what: str) -> None:
+    """A graph input/output needs a name and dims that are sizes or symbol names; an input
+    also a known dtype (an output's dtype is inferred)."""
+    if not isinstance(v.name, str) or not v.name:
+        raise GraphError(f"{what} name must be a non-empty string, got {v.name!r}")
+    if what == "graph input" and v.dtype not in DTYPES:
+        raise GraphError(f"{what} '{v.name}': dtype {v.dtype!r} is not one of {list(DTYPES)}")
+    for d in v.shape:
+        if isinstance(d, bool) or not ((isinstance(d, (int, np.integer)) and d >= 0)
+                                       or (isinstance(d, str) and d)):
+            raise ShapeError(f"{what} '{v.name}': each dim must be a size >= 0 or a symbol "
+                             f"name, got {tuple(v.shape)}")
 
 
 def _merge_shape(declared: Shape, inferred: Shape) -> Shape:

@@ -289,6 +289,8 @@ def _coerce(a: Attr, v: Any) -> Any:
     if a.kind == "float":
         return float(v)
     if a.kind == "bool":
+        if v not in (0, 1):     # True/False, 0/1, numpy bools; not None, 1.5, []
+            raise ValueError(v)
         return bool(v)
     if a.kind == "str":
         return str(v)

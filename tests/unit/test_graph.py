@@ -181,6 +181,53 @@ def test_ints_attribute_of_wrong_kind():
         g.validate()
 
 
+@pytest.mark.parametrize("value, exc, msg", [
+    (Value("x", "float", ("T", 3)), GraphError,
+     "graph input 'x': dtype 'float' is not one of ['float32'"),
+    (Value("x", None, ("T", 3)), GraphError, "graph input 'x': dtype None is not one of"),
+    (Value("x", "float32", (None, 3)), ShapeError,
+     "graph input 'x': each dim must be a size >= 0 or a symbol name, got (None, 3)"),
+    (Value("x", "float32", ("T", -1)), ShapeError, "got ('T', -1)"),
+    (Value("x", "float32", ("T", 1.5)), ShapeError, "got ('T', 1.5)"),
+    (Value("x", "float32", ("", 3)), ShapeError, "got ('', 3)"),
+    (Value("", "float32", ("T", 3)), GraphError, "graph input name must be a non-empty string"),
+])
+def test_graph_input_needs_dtype_and_proper_dims(value, exc, msg):
+    g = relu_chain()
+    g.inputs = [value]
+    g.nodes[0].inputs = [value.name]
+    with raises(exc, msg):
+        g.validate()
+
+
+def test_declared_output_dims_must_be_sizes_or_symbols(rng):
+    g = lstm(rng)
+    g.outputs[0] = Value("y", "float32", (None, 1, "N", 4))
+    with raises(ShapeError, "graph output 'y': each dim must be a size >= 0 or a symbol name"):
+        g.validate()
+
+
+def test_non_string_names_in_a_node_are_graph_errors(rng):
+    g = lstm(rng)
+    g.nodes[0].weights["w_x"] = ["lstm.w_x"]
+    with raises(GraphError, "node 'lstm' (LSTM): name, inputs, outputs and weights must be strings"):
+        g.validate()
+    g = relu_chain()
+    g.nodes[0].inputs = [["x"]]
+    with raises(GraphError, "node 'a' (Relu): name, inputs, outputs and weights must be strings"):
+        g.validate()
+
+
+@pytest.mark.parametrize("v", [None, 1.5, [], 2])
+def test_bool_attribute_accepts_only_truth_values(v, rng):
+    g = lstm(rng)
+    g.nodes[0].attrs["batch_first"] = v
+    with raises(GraphError, "attribute 'batch_first' must be of kind bool"):
+        g.validate()
+    g.nodes[0].attrs["batch_first"] = np.False_     # numpy bools (from converters) are fine
+    g.validate()
+
+
 def test_bad_glue_attribute_names_node():
     g = relu_chain()
     g.nodes[1] = Node("cast", Op.CAST, ["y"], ["z"], {"to": "complex64"})
@@ -309,6 +356,10 @@ def test_malformed_json_is_a_graph_error(rng):
     d = json.loads(_full_graph(rng).dumps())
     d["nodes"][0]["op"] = "Attention"
     with raises(GraphError, "node 'lstm': unknown op 'Attention'"):
+        Graph.from_json(d, {})
+    d["nodes"][0]["op"] = "LSTM"
+    d["nodes"][0]["attrs"] = "x"
+    with raises(GraphError, "malformed graph JSON"):
         Graph.from_json(d, {})
     del d["inputs"]
     with raises(GraphError, "malformed graph JSON: missing or bad field 'inputs'"):
