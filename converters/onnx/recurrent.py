@@ -151,31 +151,35 @@ def lstm(ctx: Context, node) -> None:
     ctx.emit(Op.LSTM, ins, outs, attrs, weights)
 
 
-@handler("GRU", since=7)
-def gru(ctx: Context, node) -> None:
-    a, attrs, w, r, d, h, b, _ = _common(ctx, node, Op.GRU, {"linear_before_reset"})
-    attrs["linear_before_reset"] = bool(int(a.get("linear_before_reset", 0)))
+def _gru_or_rnn(ctx: Context, node, op: Op, extra: set[str]) -> dict:
+    """Shared by GRU and RNN: weights, bias ([D, 2*G*H] = [Wb, Rb]) and the emitted node."""
+    a, attrs, w, r, d, h, b, _ = _common(ctx, node, op, extra)
+    g = _N_GATES[op]
     base = ctx.node_name
     weights = {"w_x": ctx.add_const(f"{base}/w_x", w), "w_h": ctx.add_const(f"{base}/w_h", r)}
     if b is not None:
         b = _f32(b)
-        if b.shape != (d, 6 * h):
-            raise Unsupported(f"B: expected ({d}, {6 * h}), got {b.shape}")
-        weights["b_x"] = ctx.add_const(f"{base}/b_x", b[:, :3 * h])
-        weights["b_h"] = ctx.add_const(f"{base}/b_h", b[:, 3 * h:])
+        if b.shape != (d, 2 * g * h):
+            raise Unsupported(f"B: expected ({d}, {2 * g * h}), got {b.shape}")
+        wb, rb = b[:, :g * h], b[:, g * h:]
+        if op is Op.GRU:
+            # NOTE: GRU keeps Rb apart: with linear_before_reset it sits inside r * (...).
+            weights["b_x"] = ctx.add_const(f"{base}/b_x", wb)
+            weights["b_h"] = ctx.add_const(f"{base}/b_h", rb)
+        else:
+            weights["b"] = ctx.add_const(f"{base}/b", wb + rb)
+    if op is Op.GRU:
+        attrs["linear_before_reset"] = bool(int(a.get("linear_before_reset", 0)))
     ins, outs = _io(ctx, node, 1)
-    ctx.emit(Op.GRU, ins, outs, attrs, weights)
+    ctx.emit(op, ins, outs, attrs, weights)
+    return attrs
+
+
+@handler("GRU", since=7)
+def gru(ctx: Context, node) -> None:
+    _gru_or_rnn(ctx, node, Op.GRU, {"linear_before_reset"})
 
 
 @handler("RNN", since=7)
 def rnn(ctx: Context, node) -> None:
-    a, attrs, w, r, d, h, b, _ = _common(ctx, node, Op.RNN, set())
-    base = ctx.node_name
-    weights = {"w_x": ctx.add_const(f"{base}/w_x", w), "w_h": ctx.add_const(f"{base}/w_h", r)}
-    if b is not None:
-        b = _f32(b)
-        if b.shape != (d, 2 * h):
-            raise Unsupported(f"B: expected ({d}, {2 * h}), got {b.shape}")
-        weights["b"] = ctx.add_const(f"{base}/b", b[:, :h] + b[:, h:])
-    ins, outs = _io(ctx, node, 1)
-    ctx.emit(Op.RNN, ins, outs, attrs, weights)
+    _gru_or_rnn(ctx, node, Op.RNN, set())
