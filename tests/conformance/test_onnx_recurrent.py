@@ -18,6 +18,7 @@ onnxruntime deviations from the ONNX spec, and how each is handled here:
 from __future__ import annotations
 
 import itertools
+import zlib
 
 import numpy as np
 import onnx
@@ -29,7 +30,7 @@ from edgeseq import reference
 from edgeseq.converters.onnx import convert
 from edgeseq.ops import Op
 
-T, N, I, H = 6, 3, 4, 5
+T, N, I, H = 6, 3, 4, 5          # default sizes; the grids draw random ones per case
 GATES = {"LSTM": 4, "GRU": 3, "RNN": 1}
 SO = ort.SessionOptions()
 SO.intra_op_num_threads = 1
@@ -39,7 +40,7 @@ SO.log_severity_level = 3
 def build(op: str, rng: np.random.Generator, *, direction="forward", layout=0, seq_lens=False,
           initial=False, peephole=False, input_forget=0, clip=None, bias=True,
           activations=None, alpha=None, beta=None, linear_before_reset=None,
-          outputs=("Y", "Y_h", "Y_c"), hidden=H, n_input=I, scale=1.0):
+          outputs=("Y", "Y_h", "Y_c"), hidden=H, n_input=I, scale=1.0, T=T, N=N):
     """A one-node ONNX model of `op` with random weights (initializers) and its feeds."""
     d = 2 if direction == "bidirectional" else 1
     g = GATES[op]
@@ -58,7 +59,7 @@ def build(op: str, rng: np.random.Generator, *, direction="forward", layout=0, s
     ins = [helper.make_tensor_value_info("X", TensorProto.FLOAT, xs)]
     if seq_lens:
         feeds["sequence_lens"] = rng.integers(1, T + 1, N).astype(np.int32)
-        feeds["sequence_lens"][0] = T
+        feeds["sequence_lens"][rng.integers(N)] = T
         ins.append(helper.make_tensor_value_info("sequence_lens", TensorProto.INT32, (N,)))
         node_in[4] = "sequence_lens"
     if initial:
@@ -139,6 +140,18 @@ def run_ort(model: onnx.ModelProto, feeds: dict) -> dict:
     return {k: (v.transpose(2, 0, 1, 3) if k == "Y" else v.transpose(1, 0, 2)) for k, v in out.items()}
 
 
+def case_rng(rng, *params) -> np.random.Generator:
+    """A generator of its own per grid case (the `rng` fixture restarts at one seed for every
+    test), so sizes and weights differ from case to case yet are reproducible."""
+    return np.random.default_rng([int(rng.integers(2 ** 31)), zlib.crc32(repr(params).encode())])
+
+
+def sizes(rng) -> dict:
+    """Random sizes for one case (small: the grid is large)."""
+    return {"hidden": int(rng.integers(1, 9)), "n_input": int(rng.integers(1, 7)),
+            "T": int(rng.integers(1, 8)), "N": int(rng.integers(1, 5))}
+
+
 def check(model, feeds, tol):
     want = run_ort(model, feeds)
     graph = convert(model)
@@ -158,9 +171,10 @@ LSTM_GRID = list(itertools.product(DIRECTIONS, (0, 1), (False, True), (False, Tr
 
 @pytest.mark.parametrize("direction,layout,seq_lens,initial,peephole,input_forget,clip", LSTM_GRID)
 def test_lstm_grid(direction, layout, seq_lens, initial, peephole, input_forget, clip, rng, tol):
+    rng = case_rng(rng, direction, layout, seq_lens, initial, peephole, input_forget, clip)
     model, feeds = build("LSTM", rng, direction=direction, layout=layout, seq_lens=seq_lens,
                          initial=initial, peephole=peephole, input_forget=input_forget,
-                         clip=clip, scale=3.0 if clip else 1.0)
+                         clip=clip, scale=3.0 if clip else 1.0, **sizes(rng))
     g = check(model, feeds, tol)
     node = next(g.recurrent_nodes())
     assert node.attrs["coupled_gate"] == ("forget" if input_forget else "none")
@@ -173,9 +187,10 @@ def test_lstm_grid(direction, layout, seq_lens, initial, peephole, input_forget,
         ("GRU", "RNN"), DIRECTIONS, (0, 1), (False, True), (False, True), (0, 1), (None, 0.7))
     if not (op == "RNN" and lbr)])
 def test_gru_rnn_grid(op, direction, layout, seq_lens, initial, lbr, clip, rng, tol):
+    rng = case_rng(rng, op, direction, layout, seq_lens, initial, lbr, clip)
     model, feeds = build(op, rng, direction=direction, layout=layout, seq_lens=seq_lens,
                          initial=initial, clip=clip, scale=3.0 if clip else 1.0,
-                         linear_before_reset=lbr if op == "GRU" else None)
+                         linear_before_reset=lbr if op == "GRU" else None, **sizes(rng))
     check(model, feeds, tol)
 
 
