@@ -212,3 +212,21 @@ def test_glue_ops_match_onnxruntime(rng, tol):
     for k, w in want.items():
         assert got[k].shape == w.shape, k
         assert float(np.max(np.abs(got[k] - w))) <= tol["float32"], k
+
+
+def test_backend_run_node_and_run_model(rng, tol):
+    """The Backend's other entry points: run_node (weights as inputs) and run_model."""
+    from edgeseq.converters.onnx import backend
+    h, i = 3, 2
+    x = rng.standard_normal((4, 2, i)).astype(np.float32)
+    w = rng.standard_normal((1, 3 * h, i)).astype(np.float32)
+    r = rng.standard_normal((1, 3 * h, h)).astype(np.float32)
+    node = helper.make_node("GRU", ["X", "W", "R"], ["Y", "Y_h"], hidden_size=h,
+                            linear_before_reset=1)
+    got = backend.run_node(node, [x, w, r])
+    m = model_of([node], [vi("X", list(x.shape)), vi("W", list(w.shape)), vi("R", list(r.shape))],
+                 [vi("Y", None), vi("Y_h", None)], opset=14)
+    want = ort_run(m, {"X": x, "W": w, "R": r})
+    assert float(np.max(np.abs(got[0] - want["Y"]))) <= tol["float32"]
+    assert float(np.max(np.abs(got[1] - want["Y_h"]))) <= tol["float32"]
+    assert backend.supports_device("CPU") and not backend.supports_device("CUDA")
