@@ -17,7 +17,7 @@ import numpy as np
 from numba import njit
 
 from edgeseq.runtime.config import NJIT
-from edgeseq.runtime.kernels.activations import activate
+from edgeseq.runtime.kernels.activations import activate, fast_sigmoid, fast_tanh
 from edgeseq.runtime.kernels.linalg import (clip_inplace, layer_norm_inplace, matvec_rows,
                                             step_rows)
 
@@ -32,10 +32,7 @@ def _gate_preactivations(x, w_x, pre, w_h, h, rows, times, n_act, z):
     g = w_h.shape[0]
     if pre:
         for a in range(n_act):
-            b = rows[a]
-            t = times[a]
-            for j in range(g):
-                z[b, j] = x[t, b, j]
+            z[rows[a], :] = x[times[a], rows[a], :]
         matvec_rows(w_h, 0, g, h, rows, n_act, z, True)
     else:
         xt = np.empty((x.shape[1], x.shape[2]), dtype=np.float32)
@@ -116,15 +113,36 @@ def _project(m, w_proj, aux, fp, h_out):
 
 
 @njit(**NJIT)
+def _plain_cell(zb, c, m, aux):
+    """The default cell (sigmoid/tanh/tanh, no peephole, layer norm, coupling or clips) in
+    one vectorisable pass over the units instead of a dozen."""
+    n_cell = c.shape[0]
+    for j in range(n_cell):
+        i = fast_sigmoid(zb[j] + aux[0, j])
+        f = fast_sigmoid(zb[n_cell + j] + aux[1, j])
+        g = fast_tanh(zb[2 * n_cell + j] + aux[2, j])
+        o = fast_sigmoid(zb[3 * n_cell + j] + aux[3, j])
+        cn = f * c[j] + i * g
+        c[j] = cn
+        m[j] = o * fast_tanh(cn)
+
+
+@njit(**NJIT)
 def _lstm_step(x, w_x, pre, w_h, w_proj, aux, ip, fp, rows, times, n_act, h, c, y, z, m):
     """One time step for the active batch rows; writes h, c in place and y[t, b]."""
     _gate_preactivations(x, w_x, pre, w_h, h, rows, times, n_act, z)
+    # the default cell takes the one-pass path
+    plain = (ip[0] == 0 and ip[1] == 0 and ip[2] == 0 and ip[4] == 0 and ip[5] == 1
+             and ip[6] == 1 and fp[0] <= 0 and fp[2] <= 0)
     for a in range(n_act):
         b = rows[a]
         zb = z[b]
         cb = c[b]
-        _update_cell(zb, cb, aux, ip, fp)
-        _update_hidden(zb, cb, m, aux, ip, fp)
+        if plain:
+            _plain_cell(zb, cb, m, aux)
+        else:
+            _update_cell(zb, cb, aux, ip, fp)
+            _update_hidden(zb, cb, m, aux, ip, fp)
         hb = h[b]
         if ip[3]:
             _project(m, w_proj, aux, fp, hb)
