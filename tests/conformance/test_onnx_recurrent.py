@@ -2,7 +2,7 @@
 
 Each case builds a one-node ONNX model with random weights (onnx.helper), runs it in
 onnxruntime (float32), converts it with edgeseq's ONNX converter and runs the converted graph
-on the float64 reference interpreter. Random weights catch gate-order and bias-split mistakes
+on the float64 reference interpreter and on the Numba runtime. Random weights catch gate-order and bias-split mistakes
 the official node tests (all-ones weights) cannot.
 
 onnxruntime deviations from the ONNX spec, and how each is handled here:
@@ -153,14 +153,17 @@ def sizes(rng) -> dict:
 
 
 def check(model, feeds, tol):
+    """Converted graph on the reference interpreter and on the Numba runtime vs onnxruntime."""
+    from edgeseq.runtime import Model
     want = run_ort(model, feeds)
     graph = convert(model)
-    got = reference.run(graph, feeds)
-    assert set(got) == set(want)
-    for k in want:
-        assert got[k].shape == want[k].shape, (k, got[k].shape, want[k].shape)
-        err = float(np.max(np.abs(got[k] - want[k])))
-        assert err <= tol["float32"], f"{k}: max abs error {err:.3g}"
+    for engine, got in (("reference", reference.run(graph, feeds)),
+                        ("runtime", Model(graph, warmup=False).run(feeds))):
+        assert set(got) == set(want), engine
+        for k in want:
+            assert got[k].shape == want[k].shape, (engine, k, got[k].shape, want[k].shape)
+            err = float(np.max(np.abs(got[k] - want[k])))
+            assert err <= tol["float32"], f"{engine} {k}: max abs error {err:.3g}"
     return graph
 
 
