@@ -222,6 +222,10 @@ def _conv1d(graph, node, ins):
     _expect(len(w.shape) == 3, f"w: expected (O, C/group, K), got {_fmt(w.shape)}")
     n, c, length = x.shape
     o, cg, k = w.shape
+    _expect(a["stride"] >= 1 and a["dilation"] >= 1 and a["group"] >= 1,
+            f"stride, dilation and group must be >= 1, got {a['stride']}, {a['dilation']}, "
+            f"{a['group']}")
+    _expect(len(a["pads"]) == 2, f"pads: expected 2 values (begin, end), got {list(a['pads'])}")
     _expect(_dims_equal(c, cg * a["group"]),
             f"channels: x has {c}, w expects {cg} x group {a['group']}")
     if len(ins) > 2 and ins[2] is not None:

@@ -426,6 +426,11 @@ def test_split_gather_cast_shapes():
 
 
 @pytest.mark.parametrize("op, shapes, attrs, msg", [
+    (Op.CONV1D, [("N", 4, 10), (6, 4, 3)], {"stride": 0},
+     "stride, dilation and group must be >= 1, got 0, 1, 1"),
+    (Op.CONV1D, [("N", 4, 10), (6, 4, 3)], {"dilation": 0},
+     "stride, dilation and group must be >= 1, got 1, 0, 1"),
+    (Op.CONV1D, [("N", 4, 10), (6, 4, 3)], {"pads": (1,)}, "pads: expected 2 values (begin, end), got [1]"),
     (Op.SOFTMAX, [("T", "N", 8)], {"axis": 3}, "axis 3 out of range for rank 3"),
     (Op.ADD, [("T", 3), (4,)], {}, "shapes (T, 3) and (4) do not broadcast"),
     (Op.TRANSPOSE, [("T", 3)], {"perm": (0, 0)}, "perm [0, 0] is not a permutation of rank 2"),
@@ -464,3 +469,70 @@ def test_recurrent_output_shapes(kw, y, y_h, y_c, rng):
     g = lstm(rng, **kw)
     assert (g.values["y"].shape, g.values["y_h"].shape, g.values["y_c"].shape) == (y, y_h, y_c)
     assert g.outputs[0].shape == y
+
+
+def _leaf_paths(o, path=()):
+    if isinstance(o, dict):
+        for k, v in o.items():
+            yield from _leaf_paths(v, path + (k,))
+    elif isinstance(o, list):
+        for i, v in enumerate(o):
+            yield from _leaf_paths(v, path + (i,))
+    if path:
+        yield path
+
+
+def _glue_zoo(rng) -> Graph:
+    """One node of most glue ops, on concrete and symbolic dims."""
+    g = lstm(rng)
+    g.nodes += [
+        Node("tr", Op.TRANSPOSE, ["y"], ["yt"], {"perm": (0, 2, 1, 3)}),
+        Node("rs", Op.RESHAPE, ["yt"], ["feat"], {"shape": (0, 0, -1)}),
+        Node("fc", Op.MATMUL, ["feat", "fc.w"], ["l0"]),
+        Node("cat", Op.CONCAT, ["l0", "l0"], ["l1"], {"axis": -1}),
+        Node("sp", Op.SPLIT, ["l1"], ["s0", "s1"], {"axis": -1, "split": (2, 4)}),
+        Node("sl", Op.SLICE, ["s1"], ["s2"], {"starts": (0,), "ends": (2,), "axes": (-1,),
+                                              "steps": (1,)}),
+        Node("pad", Op.PAD, ["s2"], ["s3"], {"pads": (0, 0, 1, 0, 0, 1)}),
+        Node("rm", Op.REDUCE_MEAN, ["s3"], ["s4"], {"axes": (-1,), "keepdims": True}),
+        Node("sq", Op.SQUEEZE, ["s4"], ["s5"], {"axes": (-1,)}),
+        Node("us", Op.UNSQUEEZE, ["s5"], ["s6"], {"axes": (0,)}),
+        Node("ga", Op.GATHER, ["fc.w", "idx"], ["s7"], {"axis": 0}),
+        Node("cv", Op.CONV1D, ["cx", "cw"], ["s8"], {"pads": (1, 1), "stride": 2}),
+        Node("gm", Op.GEMM, ["fc.w", "fc.w"], ["s9"], {"trans_b": True}),
+        Node("ca", Op.CAST, ["s9"], ["s10"], {"to": "float16"}),
+        Node("cl", Op.CLIP, ["s9"], ["s11"], {"min": 0.0}),
+        Node("sm", Op.SOFTMAX, ["s9"], ["s12"], {"axis": -1}),
+    ]
+    g.inputs.append(Value("cx", "float32", ("N", 4, 9)))
+    g.constants.update({"fc.w": rng.standard_normal((4, 3)).astype(np.float32),
+                        "idx": np.array([0, 2], np.int64), "cw": np.zeros((2, 4, 3), np.float32)})
+    g.outputs = [Value(o, "float32", ()) for o in ("s6", "s7", "s8", "s10", "s11", "s12")]
+    return g.validate()
+
+
+@pytest.mark.parametrize("kind", ["lstm", "glue"])
+def test_damaged_graph_json_gives_typed_errors_only(kind, rng):
+    """Every field of a real graph's JSON replaced by values of the wrong kind: the result is
+    a valid graph or a GraphError/ShapeError, never a raw TypeError/ValueError/KeyError."""
+    from edgeseq.errors import EdgeseqError
+    g = lstm(rng, peephole=True, proj_size=2, seq_lens=True, initial_state=True) \
+        if kind == "lstm" else _glue_zoo(rng)
+    base = json.loads(g.dumps())
+    paths = [p for p in _leaf_paths(base) if p[0] != "constants"]
+    assert len(paths) > 60
+    raw = []
+    for path in paths:
+        for bad in (None, 0, -1, 1.5, "x", "", [], {}, [1, 2], True, 10 ** 9, [0] * 7):
+            d = json.loads(json.dumps(base))
+            o = d
+            for k in path[:-1]:
+                o = o[k]
+            o[path[-1]] = bad
+            try:
+                Graph.from_json(d, g.constants).validate()
+            except EdgeseqError:
+                pass
+            except Exception as e:   # noqa: BLE001 - the point of the test
+                raw.append(f"{path} = {bad!r}: {type(e).__name__}: {e}")
+    assert not raw, "\n".join(raw[:10])
