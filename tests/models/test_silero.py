@@ -46,12 +46,14 @@ def test_sequence_model_matches_onnxruntime(frames, tol):
     zeros = np.zeros((1, 1, 128), np.float32)
     feeds = {"input": frames, "h": zeros, "c": zeros}
     want = run_peer(path, feeds)
-    got = reference.run(graph, feeds)
     _assert_meaningful(want["speech_probs"])
-    err = float(np.max(np.abs(got["speech_probs"] - want["speech_probs"])))
-    assert err <= tol["silero_prob"], err
-    for k in ("hn", "cn"):
-        assert float(np.max(np.abs(got[k] - want[k]))) <= 1e-4
+    from edgeseq.runtime import Model
+    for engine, got in (("reference", reference.run(graph, feeds)),
+                        ("runtime", Model(graph).run(feeds))):
+        err = float(np.max(np.abs(got["speech_probs"] - want["speech_probs"])))
+        assert err <= tol["silero_prob"], (engine, err)
+        for k in ("hn", "cn"):
+            assert float(np.max(np.abs(got[k] - want[k]))) <= 1e-4, (engine, k)
 
 
 def test_sequence_model_in_two_halves_carries_state(frames, tol):

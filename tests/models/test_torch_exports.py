@@ -1,6 +1,7 @@
 """PyTorch models exported with both ONNX exporters (dynamo and legacy) convert and match
-onnxruntime (float32, max abs <= 1e-5), on the export's example inputs and on other sizes
-of the dynamic axes (so folded shape arithmetic must have stayed symbolic, not baked in)."""
+onnxruntime (float32, max abs <= 1e-5) on the reference interpreter and the Numba runtime, on
+the export's example inputs and on other sizes of the dynamic axes (so folded shape
+arithmetic must have stayed symbolic, not baked in)."""
 from __future__ import annotations
 
 import importlib.util
@@ -73,10 +74,14 @@ def test_export_converts_and_matches_onnxruntime(name, exporter, exports, rng, t
     # that stay dynamic are checked at a second size.
     if not (exporter == "dynamo" and name in ("bilstm_head", "gru")):
         runs.append(_other_size(name, feeds, rng))
+    from edgeseq.runtime import Model
+    model_rt = Model(graph, warmup=False)
     for inputs in runs:
         want = run_peer(path, inputs)
-        got = reference.run(graph, {v.name: inputs[v.name] for v in graph.inputs})
-        for k, w in want.items():
-            assert got[k].shape == w.shape
-            err = float(np.max(np.abs(got[k] - w)))
-            assert err <= tol["float32"], f"{name}/{exporter} output {k}: {err:.3g}"
+        feeds = {v.name: inputs[v.name] for v in graph.inputs}
+        for engine, got in (("reference", reference.run(graph, feeds)),
+                            ("runtime", model_rt.run(feeds))):
+            for k, w in want.items():
+                assert got[k].shape == w.shape, (engine, k)
+                err = float(np.max(np.abs(got[k] - w)))
+                assert err <= tol["float32"], f"{engine} {name}/{exporter} output {k}: {err:.3g}"
