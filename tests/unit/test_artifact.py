@@ -212,6 +212,21 @@ def test_graph_without_constants_round_trips(tmp_path):
     assert h.to_json() == g.to_json() and h.constants == {}
 
 
+def test_overwrite_a_file_while_its_constants_are_mapped(saved):
+    """Load, then save over the same path: the old mapping stays valid (os.replace swaps the
+    directory entry, the mapped inode lives on) and the new file loads."""
+    g = artifact.load(saved)
+    before = {k: np.array(v) for k, v in g.constants.items()}
+    g.metadata["note"] = "rewritten"
+    artifact.save(g, saved)
+    for k, v in before.items():
+        assert same_bits(g.constants[k], v)
+    h = artifact.load(saved)
+    assert h.metadata["note"] == "rewritten"
+    for k, v in before.items():
+        assert same_bits(h.constants[k], v)
+
+
 # ---- atomic write ---------------------------------------------------------------------------
 @pytest.mark.parametrize("fail_in", ["writer", "replace"])
 def test_failed_write_leaves_old_file_and_no_debris(fail_in, saved, monkeypatch, rng):

@@ -160,6 +160,16 @@ def test_inspect_bad_files_one_line_exit_2(lstm_art, tmp_path, capsys):
             and str(path) in lines[0], lines[0]
 
 
+def test_inspect_no_verify_skips_the_checksum(lstm_art, tmp_path, capsys):
+    raw = lstm_art.read_bytes()
+    bad = tmp_path / "flipped.eseq"
+    bad.write_bytes(raw[:-5] + bytes([raw[-5] ^ 1]) + raw[-4:])
+    assert main(["inspect", str(bad)]) == 2
+    capsys.readouterr()
+    assert main(["inspect", str(bad), "--no-verify"]) == 0
+    assert "(not verified)" in capsys.readouterr().out
+
+
 def test_inspect_missing_file(tmp_path, capsys):
     assert main(["inspect", str(tmp_path / "nope.eseq")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
