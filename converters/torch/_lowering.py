@@ -190,24 +190,16 @@ class Lowering(Emitter):
         self.problems: list[str] = []
 
     # ---- walking ---------------------------------------------------------------------------
-    def _placeholder_values(self) -> dict[str, Any]:
-        """Parameters, buffers and lifted constants by placeholder name (as torch tensors)."""
+    def _placeholder_values(self) -> dict[str, tuple[Any, str]]:
+        """(tensor, state_dict key) of parameters, buffers and lifted constants by placeholder."""
         sig = self.ep.graph_signature
-        out: dict[str, Any] = {}
+        out: dict[str, tuple[Any, str]] = {}
         sd, consts = self.ep.state_dict, getattr(self.ep, "constants", {})
         for src in (sig.inputs_to_parameters, sig.inputs_to_buffers,
                     getattr(sig, "inputs_to_lifted_tensor_constants", {})):
             for ph, key in src.items():
-                out[ph] = sd[key] if key in sd else consts[key]
+                out[ph] = (sd[key] if key in sd else consts[key], key)
         return out
-
-    def _param_key(self, placeholder: str) -> str:
-        sig = self.ep.graph_signature
-        for src in (sig.inputs_to_parameters, sig.inputs_to_buffers,
-                    getattr(sig, "inputs_to_lifted_tensor_constants", {})):
-            if placeholder in src:
-                return src[placeholder]
-        return placeholder
 
     def run(self) -> Graph:
         torch = self.torch
@@ -216,8 +208,9 @@ class Lowering(Emitter):
         for node in self.ep.graph.nodes:
             if node.op == "placeholder":
                 if node.name in params:
-                    arr = params[node.name].detach().cpu().numpy()
-                    self.name_param(arr, self._param_key(node.name))
+                    tensor, key = params[node.name]
+                    arr = tensor.detach().cpu().numpy()
+                    self.name_param(arr, key)
                     self.env[node] = arr
                 elif node.name in user_inputs:
                     val = node.meta.get("val")
@@ -251,7 +244,12 @@ class Lowering(Emitter):
         if node.target is operator.getitem:
             return args[0][args[1]]
         if not any(isinstance(x, V) for x in flat):
-            return self._fold(node, args, kwargs)
+            try:
+                return self._fold(node, args, kwargs)
+            except Exception as e:     # whatever the op raised: report it with the others
+                self.problems.append(f"{key} (node '{node.name}') at {source_location(node)}: "
+                                     f"constant folding failed: {type(e).__name__}: {e}")
+                return POISON
         try:
             return fn(self, node, *args, **kwargs)
         except UnsupportedModelError as e:
@@ -265,7 +263,7 @@ class Lowering(Emitter):
         t_kwargs = _map(kwargs, {}, to_torch=torch)
         with torch.no_grad():
             out = node.target(*t_args, **t_kwargs)
-        return _map(out, {}, to_numpy=True)
+        return _map(out, {})
 
     def _finish(self, out_node) -> Graph:
         if self.problems:
@@ -289,17 +287,19 @@ def _np_dtype(tdtype) -> str:
     raise UnsupportedModelError(f"input dtype {s} is not supported (float or int32/int64 only)")
 
 
-def _map(x, env, to_torch=None, to_numpy=False):
+def _map(x, env, to_torch=None):
     """Replace fx Nodes by env entries, recursively; tensors become numpy arrays unless
     `to_torch` (the torch module) is given, which turns numpy arrays into tensors."""
     import torch
     import torch.fx as fx
     if isinstance(x, fx.Node):
         return env[x]
-    if isinstance(x, (list, tuple)):
-        return type(x)(_map(y, env, to_torch, to_numpy) for y in x)
+    if isinstance(x, list):
+        return [_map(y, env, to_torch) for y in x]
+    if isinstance(x, tuple):       # plain tuple also for torch.Size and torch.return_types
+        return tuple(_map(y, env, to_torch) for y in x)
     if isinstance(x, dict):
-        return {k: _map(y, env, to_torch, to_numpy) for k, y in x.items()}
+        return {k: _map(y, env, to_torch) for k, y in x.items()}
     if to_torch is not None and isinstance(x, np.ndarray):
         return to_torch.from_numpy(np.array(x))
     if to_torch is None and isinstance(x, torch.Tensor):

@@ -14,7 +14,6 @@ given: pass total_length=x.shape[time] for identical shapes).
 from __future__ import annotations
 
 import contextlib
-import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -140,24 +139,33 @@ def padded_sequences(torch, module):
             return (out, (h, c)) if mode == "lstm" else (out, h)
         return orig, forward
 
-    patched = []   # (owner, attribute, original)
+    patched = []   # (namespace dict, name, original)
 
-    def patch(owner, attr, new):
-        patched.append((owner, attr, getattr(owner, attr)))
-        setattr(owner, attr, new)
+    def patch(namespace: dict, name: str, new) -> None:
+        patched.append((namespace, name, namespace[name]))
+        namespace[name] = new
 
     try:
         for cls in (nn.LSTM, nn.GRU, nn.RNN):
-            patch(cls, "forward", forward_for(cls)[1])
-        # the user's modules may have imported the functions by name
-        owners = {rnn_utils, torch.nn.utils} | {sys.modules.get(type(m).__module__) for m in module.modules()}
-        for mod in filter(None, owners):
-            for attr, val in list(vars(mod).items()):
+            cls.forward, orig = forward_for(cls)[1], cls.forward
+            patched.append((cls, "forward", orig))
+        # the user's code may have imported the functions by name: patch the globals its
+        # forward methods see (whether or not their module is in sys.modules)
+        spaces = {id(vars(rnn_utils)): vars(rnn_utils), id(vars(nn.utils)): vars(nn.utils)}
+        for m in module.modules():
+            g = getattr(type(m).forward, "__globals__", None)
+            if g is not None:
+                spaces[id(g)] = g
+        for ns in spaces.values():
+            for name, val in list(ns.items()):
                 if val is orig_pack:
-                    patch(mod, attr, pack)
+                    patch(ns, name, pack)
                 elif val is orig_pad:
-                    patch(mod, attr, pad)
+                    patch(ns, name, pad)
         yield
     finally:
-        for owner, attr, val in reversed(patched):
-            setattr(owner, attr, val)
+        for owner, name, val in reversed(patched):
+            if isinstance(owner, dict):
+                owner[name] = val
+            else:
+                setattr(owner, name, val)

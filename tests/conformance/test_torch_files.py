@@ -150,3 +150,30 @@ def test_pt2_with_baked_length_stays_static(tmp_path):
     g = convert(path)
     assert g.inputs[0].shape == (1, 5, 4)
     assert "is invalid for input of size" in g.metadata["static_time"]
+
+
+_NO_TORCH = """
+import sys
+sys.modules["torch"] = None          # as if torch were not installed
+import numpy as np
+from edgeseq.errors import UnsupportedModelError
+from edgeseq.converters.torch import convert_state_dict, from_module
+g = convert_state_dict(sys.argv[1], arch="gru+linear")   # safetensors needs no torch
+assert g.inputs[0].shape == ("T", "N", 5), g.inputs
+try:
+    from_module(object(), ())
+except UnsupportedModelError as e:
+    assert "pip install 'edgeseq[torch]'" in str(e), e
+    print("ok")
+"""
+
+
+def test_torch_is_optional(tmp_path):
+    """Without torch: a clear error for modules, and safetensors state_dicts still convert."""
+    import subprocess
+    import sys
+    path = tmp_path / "gru.safetensors"
+    _save(Stack(nn.GRU, 5, 7, 3), path)
+    r = subprocess.run([sys.executable, "-c", _NO_TORCH, str(path)], capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr[-2000:]
