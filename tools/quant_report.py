@@ -19,6 +19,7 @@ Sections (all by default; pick with --only):
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import subprocess
 import sys
@@ -278,27 +279,34 @@ def lstm_onnx(graph, path: Path) -> Path:
     return path
 
 
-def _median_alternating(fns: dict, repeats: int) -> dict:
-    times = {k: [] for k in fns}
+def _median_alternating(fns: dict, repeats: int) -> tuple[dict, dict]:
+    """Median wall time and median process CPU time per function, runs alternating.
+
+    On a shared machine the wall time includes time the OS gave to other processes; process
+    CPU time (all threads of this process) does not, so both are reported."""
+    wall = {k: [] for k in fns}
+    cpu = {k: [] for k in fns}
     for f in fns.values():
         f()                                  # warm-up (compilation / allocation)
     for _ in range(repeats):
         for k, f in fns.items():
-            t = time.perf_counter()
+            c, t = time.process_time(), time.perf_counter()
             f()
-            times[k].append(time.perf_counter() - t)
-    return {k: float(np.median(v)) for k, v in times.items()}
+            wall[k].append(time.perf_counter() - t)
+            cpu[k].append(time.process_time() - c)
+    return ({k: float(np.median(v)) for k, v in wall.items()},
+            {k: float(np.median(v)) for k, v in cpu.items()})
 
 
-def latency(tmp: Path, hidden: int, steps: int, repeats: int) -> str:
+def latency(tmp: Path, hidden: int, steps: int, repeats: int, n_input: int) -> str:
     from edgeseq.quant import fp16, int8
     from edgeseq.runtime import Model
     from edgeseq.testing import lstm_graph
 
     rng = np.random.default_rng(0)
-    g = lstm_graph(rng, hidden, hidden)
-    x = rng.standard_normal((steps, 1, hidden)).astype(np.float32)
-    src = lstm_onnx(g, tmp / "lstm1024.onnx")
+    g = lstm_graph(rng, n_input, hidden)
+    x = rng.standard_normal((steps, 1, n_input)).astype(np.float32)
+    src = lstm_onnx(g, tmp / f"lstm{hidden}x{n_input}.onnx")
     ort32 = ort_session(src)
     ortq = ort_session(ort_quantize(src, tmp, per_channel=True))
     t0 = time.perf_counter()
@@ -311,14 +319,16 @@ def latency(tmp: Path, hidden: int, steps: int, repeats: int) -> str:
     for k, m in models.items():
         fns[f"edgeseq {k}"] = (lambda m=m: m.run({"x": x}))
         outs[f"edgeseq {k}"] = m.run({"x": x})["y"]
-    med = _median_alternating(fns, repeats)
-    base = med["ort fp32"]
-    rows = [[k, f"{med[k] * 1e3:.2f}", f"{med[k] / steps * 1e6:.0f}", f"{med[k] / base:.3f}",
+    med, cpu = _median_alternating(fns, repeats)
+    rows = [[k, f"{med[k] * 1e3:.2f}", f"{med[k] / med['ort fp32']:.3f}", f"{cpu[k] * 1e3:.2f}",
+             f"{cpu[k] / cpu['ort fp32']:.3f}", f"{cpu[k] / steps * 1e6:.0f}",
              f"{np.abs(outs[k] - ref).max():.2e}"] for k in fns]
-    head = ["runtime", "full sequence ms", "per step µs", "× ORT fp32", "max |Δy| vs ORT fp32"]
-    return (f"LSTM {hidden} units, input {hidden}, T = {steps}, batch 1, one thread each; "
+    head = ["runtime", "wall ms", "wall × ORT fp32", "CPU ms", "CPU × ORT fp32",
+            "CPU µs per step", "max |Δy| vs ORT fp32"]
+    return (f"LSTM {hidden} units, input {n_input}, T = {steps}, batch 1, one thread each; "
             f"median of {repeats} alternating runs (model build incl. Numba cache load: "
-            f"{cold:.1f} s).\n\n" + table(head, rows))
+            f"{cold:.1f} s); load average at the start: "
+            f"{', '.join(f'{v:.1f}' for v in os.getloadavg())}.\n\n" + table(head, rows))
 
 
 # ---- plot -------------------------------------------------------------------------------------------
@@ -364,6 +374,8 @@ def main(argv=None) -> int:
     ap.add_argument("--only", choices=("classifier", "silero", "latency"), action="append")
     ap.add_argument("--hidden", type=int, default=1024)
     ap.add_argument("--steps", type=int, default=50)
+    ap.add_argument("--inputs", default="1024,80",
+                    help="input sizes for the latency LSTM, comma-separated (one table each)")
     ap.add_argument("--repeats", type=int, default=15)
     ap.add_argument("--plot", type=Path, default=DOCS / "quant_tradeoff.png")
     args = ap.parse_args(argv)
@@ -377,8 +389,9 @@ def main(argv=None) -> int:
         if "silero" in sections:
             print("### silero VAD\n\n" + silero(tmp, curves, rng) + "\n", flush=True)
         if "latency" in sections:
-            print("### Latency\n\n" + latency(tmp, args.hidden, args.steps, args.repeats) + "\n",
-                  flush=True)
+            for n_input in (int(v) for v in args.inputs.split(",")):
+                print("### Latency\n\n" + latency(tmp, args.hidden, args.steps, args.repeats,
+                                                  n_input) + "\n", flush=True)
     if curves:
         plot(curves, args.plot)
         print(f"plot: {args.plot.relative_to(ROOT) if args.plot.is_relative_to(ROOT) else args.plot}")
