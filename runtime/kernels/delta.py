@@ -29,8 +29,16 @@ from edgeseq.runtime.kernels.quantized import _project, matvec, widen
 
 
 @njit(**NJIT)
+def _axpy4(wT, k0, d0, k1, d1, k2, d2, k3, d3, acc):
+    """acc += Σ d_i·W[:, k_i] over four columns: one read-modify-write of the memory."""
+    for j in range(acc.shape[0]):
+        acc[j] += (widen(wT[k0, j]) * d0 + widen(wT[k1, j]) * d1) + \
+            (widen(wT[k2, j]) * d2 + widen(wT[k3, j]) * d3)
+
+
+@njit(**NJIT)
 def _axpy2(wT, k0, d0, k1, d1, acc):
-    """acc += d0·W[:, k0] + d1·W[:, k1]: two columns per pass over the memory."""
+    """acc += d0·W[:, k0] + d1·W[:, k1]."""
     for j in range(acc.shape[0]):
         acc[j] += widen(wT[k0, j]) * d0 + widen(wT[k1, j]) * d1
 
@@ -55,7 +63,11 @@ def absorb(v, vhat, theta, wT, acc, idx, dv):
             dv[n] = d
             n += 1
     p = 0
-    while p + 2 <= n:
+    while p + 4 <= n:
+        _axpy4(wT, idx[p], dv[p], idx[p + 1], dv[p + 1], idx[p + 2], dv[p + 2], idx[p + 3],
+               dv[p + 3], acc)
+        p += 4
+    if p + 2 <= n:
         _axpy2(wT, idx[p], dv[p], idx[p + 1], dv[p + 1], acc)
         p += 2
     if p < n:
