@@ -42,7 +42,6 @@ class Context:
         self.consts: dict[str, np.ndarray] = {}
         self.shapes = shapes                    # ONNX name -> (dtype, shape) from shape inference
         self.nodes: list[Node] = []
-        self.used: dict[str, np.ndarray] = {}  # constants referenced by emitted nodes
         self.alias: dict[str, str] = {}
         self.graph_inputs: set[str] = set()
         self.producers: dict[str, onnx.NodeProto] = {}   # ONNX value name -> producing node
@@ -101,23 +100,16 @@ class Context:
     def inp(self, node: onnx.NodeProto, i: int) -> str:
         """Name of operand i for an emitted node ("" if absent); constants are recorded."""
         name = self.resolve(self.input_name(node, i))
-        if name and name in self.consts:
-            self.used[name] = self.consts[name]
         if name in self.symbolic:
             raise Unsupported(
                 f"input {i} ('{name}') is computed from dynamic dims ({self.symbolic[name]}) and "
                 f"is used as data; fix the dims with --shape NAME=DIMS so it folds")
         return name
 
-    def use_const(self, name: str) -> str:
-        self.used[name] = self.consts[name]
-        return name
-
     def add_const(self, base: str, arr: np.ndarray) -> str:
         """Register a new constant (e.g. re-ordered weights) and return its unique name."""
         name = self.fresh(base)
         self.consts[name] = np.ascontiguousarray(arr)
-        self.used[name] = self.consts[name]
         return name
 
     def dtype(self, name: str) -> str | None:

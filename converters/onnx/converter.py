@@ -9,12 +9,12 @@ UnsupportedModelError, so a user sees the full list of what stands in the way.
 from __future__ import annotations
 
 import copy
+from collections import deque
 from pathlib import Path
 from typing import Mapping
 
 import numpy as np
 import onnx
-from onnx import helper
 
 from edgeseq.errors import GraphError, ShapeError, UnsupportedModelError
 from edgeseq.graph import Graph, Node, Value
@@ -177,67 +177,63 @@ def convert(path_or_model, *, fix: Mapping | None = None, shapes: Mapping | None
     """
     model, label = load_model(path_or_model)
     model = copy.deepcopy(model)
-    fix = dict(fix or {})
-    shapes = dict(shapes or {})
-    fixed = _pin_inputs(model, fix, shapes)
+    fixed = _pin_inputs(model, dict(fix or {}), dict(shapes or {}))
     g = model.graph
     opsets = {("" if o.domain == "ai.onnx" else o.domain): o.version for o in model.opset_import}
     opsets.setdefault("", 1)
     ctx = Context(opsets, _infer(model))
     for t in g.initializer:
         ctx.consts[t.name] = onnx.numpy_helper.to_array(t)
-    init_names = set(ctx.consts)
-    ctx.reserve(init_names)
-    graph_inputs = [vi for vi in g.input if vi.name not in init_names]
-    ctx.reserve(vi.name for vi in graph_inputs)
+    graph_inputs = [vi for vi in g.input if vi.name not in ctx.consts]
     ctx.graph_inputs = {vi.name for vi in graph_inputs}
+    ctx.reserve(list(ctx.consts) + list(ctx.graph_inputs))
     for n in g.node:
         ctx.reserve(n.output)
         ctx.producers.update((o, n) for o in n.output if o)
 
+    unsupported_ops, problems = _walk(ctx, g.node)
+    if unsupported_ops or problems:
+        raise _unsupported_error(label, unsupported_ops, problems, ctx)
+    graph = _assemble(ctx, g, graph_inputs, label)
+    graph.metadata = {"source_format": "onnx", "opsets": opsets,
+                      "producer": f"{model.producer_name} {model.producer_version}".strip(),
+                      "fixed_inputs": sorted(fixed)}
+    if validate:
+        try:
+            graph.validate()
+        except (GraphError, ShapeError) as e:
+            raise type(e)(f"{label}: converted graph is inconsistent: {e}") from None
+    return graph
+
+
+def _walk(ctx: Context, nodes) -> tuple[dict[str, list[str]], list[str]]:
+    """Fold or map every node; returns (op key -> node names without a handler, problems)."""
     problems: list[str] = []
     unsupported_ops: dict[str, list[str]] = {}
     names_seen: set[str] = set()
     # A work list, not a plain loop: an If whose condition folds splices its taken branch in.
-    pending = list(g.node)
+    pending = deque(nodes)
     k = -1
     while pending:
-        node = pending.pop(0)
+        node = pending.popleft()
         k += 1
         base = node.name or f"{node.op_type}_{k}"
         while base in names_seen:
             base += "_"
         names_seen.add(base)
         ctx.node, ctx.node_name = node, base
-        if node.op_type == "Constant" and node.domain in ("", "ai.onnx"):
-            ctx.consts[node.output[0]] = constant_value(node)
+        if _fold(ctx, node) or try_symbolic(ctx, node):
             continue
-        ins = [ctx.const(n) if n else None for n in node.input]
-        if all(v is not None for n, v in zip(node.input, ins) if n):
-            res = try_fold(node, ins, opsets)
-            if res is not None:
-                for name, arr in zip(node.output, res):
-                    if name:
-                        ctx.consts[name] = arr
-                continue
-        if node.op_type in ("Shape", "Size") and node.domain in ("", "ai.onnx"):
-            shp = ctx.shape(node.input[0])
-            if shp is not None and all(isinstance(d, int) for d in shp):
-                res = try_fold(node, [np.zeros(shp, dtype=np.float32)], opsets)
-                if res is not None:
-                    ctx.consts[node.output[0]] = res[0]
-                    continue
-        if try_symbolic(ctx, node):
-            continue
-        if node.op_type == "If" and node.domain in ("", "ai.onnx"):
+        standard = node.domain in ("", "ai.onnx")
+        if node.op_type == "If" and standard:
             branch = _inline_if(ctx, node)
             if branch is not None:
                 ctx.reserve(o for n in branch for o in n.output)
                 ctx.producers.update((o, n) for n in branch for o in n.output if o)
-                pending[:0] = branch
+                pending.extendleft(reversed(branch))
                 continue
-        domain = "" if node.domain == "ai.onnx" else node.domain
-        opset = opsets.get(domain, 1)
+        domain = "" if standard else node.domain
+        opset = ctx.opsets.get(domain, 1)
         h = registry.lookup(node.op_type, domain, opset)
         if h is None:
             key = f"{domain + '::' if domain else ''}{node.op_type} (opset {opset})"
@@ -247,22 +243,51 @@ def convert(path_or_model, *, fix: Mapping | None = None, shapes: Mapping | None
             h.fn(ctx, node)
         except Unsupported as e:
             problems.append(f"node {node_label(node)}: {e}")
+    return unsupported_ops, problems
 
-    if unsupported_ops or problems:
-        lines = [f"{label}: cannot convert {len(unsupported_ops)} unsupported op type(s) and "
-                 f"{len(problems)} node problem(s):"]
-        for key, nodes in unsupported_ops.items():
-            shown = ", ".join(f"'{n}'" for n in nodes[:8]) + (" ..." if len(nodes) > 8 else "")
-            lines.append(f"  - op {key}: no handler; nodes {shown}")
-        lines += [f"  - {p}" for p in problems]
-        lines.append("  supported ONNX ops: " + ", ".join(registry.supported()))
-        lines.append("  (any op whose operands are all constants is folded, whatever its type)")
-        err = UnsupportedModelError("\n".join(lines))
-        # Graph inputs that would have to be fixed (--fix) for conversion to go through.
-        input_names = {vi.name for vi in graph_inputs}
-        err.needs_fix = sorted({n for n in ctx.wanted_const if n in input_names})
-        raise err
 
+def _fold(ctx: Context, node: onnx.NodeProto) -> bool:
+    """Constant-fold `node` if its value is known at conversion time."""
+    if node.domain not in ("", "ai.onnx"):
+        return False
+    if node.op_type == "Constant":
+        ctx.consts[node.output[0]] = constant_value(node)
+        return True
+    ins = [ctx.const(n) if n else None for n in node.input]
+    if all(v is not None for n, v in zip(node.input, ins) if n):
+        res = try_fold(node, ins, ctx.opsets)
+        if res is not None:
+            ctx.consts.update((name, arr) for name, arr in zip(node.output, res) if name)
+            return True
+    if node.op_type in ("Shape", "Size"):
+        # only the input's (static) shape matters, not its values
+        shp = ctx.shape(node.input[0])
+        if shp is not None and all(isinstance(d, int) for d in shp):
+            res = try_fold(node, [np.zeros(shp, dtype=np.float32)], ctx.opsets)
+            if res is not None:
+                ctx.consts[node.output[0]] = res[0]
+                return True
+    return False
+
+
+def _unsupported_error(label: str, unsupported_ops: dict, problems: list[str],
+                       ctx: Context) -> UnsupportedModelError:
+    lines = [f"{label}: cannot convert {len(unsupported_ops)} unsupported op type(s) and "
+             f"{len(problems)} node problem(s):"]
+    for key, nodes in unsupported_ops.items():
+        shown = ", ".join(f"'{n}'" for n in nodes[:8]) + (" ..." if len(nodes) > 8 else "")
+        lines.append(f"  - op {key}: no handler; nodes {shown}")
+    lines += [f"  - {p}" for p in problems]
+    lines.append("  supported ONNX ops: " + ", ".join(registry.supported()))
+    lines.append("  (any op whose operands are all constants is folded, whatever its type)")
+    err = UnsupportedModelError("\n".join(lines))
+    # Graph inputs that would have to be fixed (--fix) for conversion to go through.
+    err.needs_fix = sorted({n for n in ctx.wanted_const if n in ctx.graph_inputs})
+    return err
+
+
+def _assemble(ctx: Context, g: onnx.GraphProto, graph_inputs, label: str) -> Graph:
+    """The edgeseq Graph (not yet validated) from the emitted nodes."""
     inputs = []
     for vi in graph_inputs:
         dt = _elem_dtype(vi)
@@ -274,28 +299,20 @@ def convert(path_or_model, *, fix: Mapping | None = None, shapes: Mapping | None
     outputs = []
     for vi in g.output:
         src = ctx.resolve(vi.name)
+        if src in ctx.symbolic:
+            raise UnsupportedModelError(f"{label}: graph output '{vi.name}' is computed from "
+                                        f"dynamic dims only; fix them with --shape")
         if src != vi.name:
             # an output that is another value under a new name (Identity, Dropout ...)
-            if src in ctx.consts:
-                ctx.use_const(src)
             ctx.nodes.append(Node(ctx.fresh(f"{vi.name}/identity"), Op.IDENTITY, [src], [vi.name]))
-        elif src in ctx.consts and not any(vi.name in n.outputs for n in ctx.nodes):
-            c = ctx.consts[src]
+        elif src in ctx.consts:
+            # an output that folded to a constant still needs a producing node
             ctx.nodes.append(Node(ctx.fresh(f"{vi.name}/identity"), Op.IDENTITY,
-                                  [ctx.add_const(vi.name + "/value", c)], [vi.name]))
+                                  [ctx.add_const(vi.name + "/value", ctx.consts[src])], [vi.name]))
         shp = _dims(vi)
         outputs.append(Value(vi.name, _elem_dtype(vi) or "float32", shp or ()))
     # Only constants some node still reads go into the graph (handlers may have replaced one,
     # e.g. re-laid-out recurrent weights or a 0-d operand made 1-d).
     referenced = {n for node in ctx.nodes for n in list(node.inputs) + list(node.weights.values())}
     constants = {k: v for k, v in ctx.consts.items() if k in referenced}
-    graph = Graph(g.name or Path(label).stem, inputs, outputs, ctx.nodes, constants,
-                  metadata={"source_format": "onnx", "opsets": opsets,
-                            "producer": f"{model.producer_name} {model.producer_version}".strip(),
-                            "fixed_inputs": sorted(fixed)})
-    if validate:
-        try:
-            graph.validate()
-        except (GraphError, ShapeError) as e:
-            raise type(e)(f"{label}: converted graph is inconsistent: {e}") from None
-    return graph
+    return Graph(g.name or Path(label).stem, inputs, outputs, ctx.nodes, constants)
