@@ -230,3 +230,45 @@ def test_backend_run_node_and_run_model(rng, tol):
     assert float(np.max(np.abs(got[0] - want["Y"]))) <= tol["float32"]
     assert float(np.max(np.abs(got[1] - want["Y_h"]))) <= tol["float32"]
     assert backend.supports_device("CPU") and not backend.supports_device("CUDA")
+
+
+def test_symbolic_shapes_fold_to_reshape_and_zero_states(rng, tol):
+    """Exporter idioms on dynamic dims T, N: zero initial state from
+    ConstantOfShape([1, Shape(x)[1], H]) and Reshape(y, [Shape(y)[0], Shape(y)[2], D*H])."""
+    h, i = 4, 3
+    c = lambda n, a: numpy_helper.from_array(np.asarray(a), n)  # noqa: E731
+    inits = [c("W", rng.uniform(-.5, .5, (1, 4 * h, i)).astype(np.float32)),
+             c("R", rng.uniform(-.5, .5, (1, 4 * h, h)).astype(np.float32)),
+             c("one", np.array([1], np.int64)), c("hid", np.array([h], np.int64)),
+             c("i1", np.array(1, np.int64)), c("ax0", np.array([0], np.int64)),
+             c("s0", np.array([0], np.int64)), c("s1", np.array([1], np.int64)),
+             c("s2", np.array([2], np.int64)), c("s3", np.array([3], np.int64)),
+             c("s4", np.array([4], np.int64))]
+    nodes = [
+        helper.make_node("Shape", ["x"], ["xs"]),
+        helper.make_node("Gather", ["xs", "i1"], ["n"], axis=0),
+        helper.make_node("Unsqueeze", ["n", "ax0"], ["n1"]),
+        helper.make_node("Concat", ["one", "n1", "hid"], ["h0_shape"], axis=0),
+        helper.make_node("ConstantOfShape", ["h0_shape"], ["h0"]),
+        helper.make_node("LSTM", ["x", "W", "R", "", "", "h0", "h0"], ["y"], hidden_size=h),
+        helper.make_node("Transpose", ["y"], ["yt"], perm=[0, 2, 1, 3]),
+        helper.make_node("Shape", ["yt"], ["ys"]),
+        helper.make_node("Slice", ["ys", "s0", "s2"], ["tn"]),
+        helper.make_node("Slice", ["ys", "s2", "s3"], ["d"]),
+        helper.make_node("Slice", ["ys", "s3", "s4"], ["hh"]),
+        helper.make_node("Mul", ["d", "hh"], ["dh"]),
+        helper.make_node("Concat", ["tn", "dh"], ["target"], axis=0),
+        helper.make_node("Reshape", ["yt", "target"], ["out"]),
+    ]
+    m = model_of(nodes, [vi("x", ["T", "N", i])], [vi("out", None)], inits, opset=14)
+    g = convert(m)
+    lstm = next(g.recurrent_nodes())
+    assert not lstm.input("initial_h") and not lstm.input("initial_c")
+    reshape = next(n for n in g.nodes if n.op is Op.RESHAPE)
+    assert reshape.attrs["shape"] == (0, 0, 4)
+    for t, n in ((5, 2), (9, 3)):
+        x = rng.standard_normal((t, n, i)).astype(np.float32)
+        want = ort_run(m, {"x": x})["out"]
+        got = reference.run(g, {"x": x})["out"]
+        assert got.shape == want.shape == (t, n, h)
+        assert float(np.max(np.abs(got - want))) <= tol["float32"]
