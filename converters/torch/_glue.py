@@ -256,6 +256,16 @@ def _cat(cx, node, xs, dim=0):
                     axis=_axis(dim, rank))
 
 
+@handles("aten.stack.default")
+def _stack(cx, node, xs, dim=0):
+    shp = out_shape(node)
+    ax = _axis(dim, len(shp))
+    one = shp[:ax] + (1,) + shp[ax + 1:]
+    parts = [cx.emit1(Op.UNSQUEEZE, [_f32(x)], f"{node.name}_{k}", one, axes=[ax])
+             for k, x in enumerate(xs)]
+    return cx.emit1(Op.CONCAT, parts, node.name, shp, axis=ax)
+
+
 @handles("aten.squeeze.dim", "aten.squeeze.dims", "aten.squeeze.default")
 def _squeeze(cx, node, x, dims=None):
     if dims is None:

@@ -82,6 +82,8 @@ class Emitter:
         self._used: set[str] = set()
         # parameters by identity: (array, preferred name, IR constant once registered)
         self._params: dict[int, list] = {}
+        # constants derived from parameters (e.g. a cell's stacked weights), by source ids
+        self.derived: dict[tuple, tuple] = {}
 
     def name_param(self, arr: np.ndarray, name: str) -> None:
         """Give a module parameter its own name (e.g. 'lstm.weight_ih_l0') and share it."""

@@ -209,3 +209,60 @@ def _padded_rnn(cx, node, x, lengths, h0, c0, params, mode, has_biases, num_laye
         n, t, f = y.shape
         y = cx.emit1(Op.TRANSPOSE, [y], f"{node.name}_time_major", (t, n, f), perm=[1, 0, 2])
     return y, h, c
+
+
+def _cell_weights(cx, kind: str, w_ih, w_hh, b_ih, b_hh, hidden: int, base: str) -> dict:
+    """IR weight constants of one cell (D = 1), shared when a traced loop reuses the cell."""
+    key = (kind, id(w_ih), id(w_hh), id(b_ih), id(b_hh))
+    hit = cx.derived.get(key)
+    if hit is not None and hit[0] == (w_ih, w_hh, b_ih, b_hh):
+        return hit[1]
+    d = {"w_ih": np.asarray(w_ih, np.float32), "w_hh": np.asarray(w_hh, np.float32)}
+    if b_ih is not None:
+        d["b_ih"] = np.asarray(b_ih, np.float32)
+        d["b_hh"] = np.asarray(b_hh, np.float32)
+    w = _layer_weights("gru" if kind == "gru" else "lstm" if kind == "lstm" else "rnn", [d], hidden)
+    names = {slot: cx.const(arr, f"{base}.{slot}") for slot, arr in w.items()}
+    cx.derived[key] = ((w_ih, w_hh, b_ih, b_hh), names)
+    return names
+
+
+def _aten_cell(kind: str):
+    # NOTE: a cell is one time step: IR node with T = 1, time-major, initial states given
+    def fn(cx, node, x, hx, w_ih, w_hh, b_ih=None, b_hh=None):
+        if any(isinstance(w, V) for w in (w_ih, w_hh, b_ih, b_hh)):
+            raise UnsupportedModelError(f"{kind} cell: weights must be constants (parameters)")
+        if not isinstance(x, V) or x.rank != 2:
+            raise UnsupportedModelError(f"{kind} cell: expected a batched input [N, I]")
+        n = x.shape[0]
+        hidden = int(np.shape(w_ih)[0]) // GATES[kind]
+        op = _OPS[kind]
+        states = list(hx) if kind == "lstm" else [hx]
+        ins = [cx.emit1(Op.UNSQUEEZE, [x], f"{node.name}_x", (1, n, x.shape[1]), axes=[0]), None]
+        for k, s in enumerate(states):
+            if isinstance(s, V):
+                ins.append(cx.emit1(Op.UNSQUEEZE, [s], f"{node.name}_s{k}", (1, n, hidden), axes=[0]))
+            elif s is None or not np.any(s):
+                ins.append(None)
+            else:
+                ins.append(np.asarray(s, np.float32)[None])
+        while ins[-1] is None:
+            ins.pop()
+        attrs = {"hidden_size": hidden}
+        if kind == "gru":
+            attrs["linear_before_reset"] = True
+        if kind == "rnn_relu":
+            attrs["activations"] = ["relu"]
+        outs = [None, (1, n, hidden)] + ([(1, n, hidden)] if kind == "lstm" else [])
+        weights = _cell_weights(cx, kind, w_ih, w_hh, b_ih, b_hh, hidden, node.name)
+        res = cx.emit(op, ins, node.name, outs, attrs, weights)
+        new = [cx.emit1(Op.SQUEEZE, [r], f"{node.name}_out{k}", (n, hidden), axes=[0])
+               for k, r in enumerate(res[1:])]
+        return tuple(new) if kind == "lstm" else new[0]
+    return fn
+
+
+handles("aten.lstm_cell.default")(_aten_cell("lstm"))
+handles("aten.gru_cell.default")(_aten_cell("gru"))
+handles("aten.rnn_tanh_cell.default")(_aten_cell("rnn_tanh"))
+handles("aten.rnn_relu_cell.default")(_aten_cell("rnn_relu"))

@@ -203,3 +203,54 @@ def test_unsupported_ops_reported_at_once():
     for op in ("aten.cumsum", "aten.sort", "aten.gelu"):
         assert op in msg
     assert "test_torch_modules.py" in msg and "torch.cumsum(x, dim=0)" in msg   # source lines
+
+
+class CellStep(nn.Module):
+    """One step of an nn.*Cell with the state passed in and out (a streaming signature)."""
+
+    def __init__(self, cls, **kw):
+        super().__init__()
+        self.lstm = cls is nn.LSTMCell
+        self.cell = cls(4, 6, **kw)
+
+    def forward(self, x, h, c):
+        return self.cell(x, (h, c)) if self.lstm else (self.cell(x, h), c * 1.0)
+
+
+@pytest.mark.parametrize("cls,kw", [(nn.LSTMCell, {}), (nn.GRUCell, {}),
+                                    (nn.RNNCell, {"nonlinearity": "relu"})],
+                         ids=["lstm", "gru", "rnn-relu"])
+def test_cell_step(cls, kw, tol):
+    torch.manual_seed(9)
+    ex = (torch.randn(3, 4), torch.randn(3, 6), torch.randn(3, 6))
+    g, _ = _check(CellStep(cls, **kw), ex, [], tol["float32"], dynamic_time=False)
+    rec = [n for n in g.nodes if n.op in (Op.LSTM, Op.GRU, Op.RNN)]
+    assert len(rec) == 1 and rec[0].input("initial_h")
+
+
+class UnrolledLoop(nn.Module):
+    """A Python loop over time with a GRUCell: traced into one IR step per time step."""
+
+    def __init__(self):
+        super().__init__()
+        self.cell = nn.GRUCell(4, 6)
+        self.fc = nn.Linear(6, 2)
+
+    def forward(self, x):
+        h = torch.zeros(x.shape[1], 6)
+        outs = []
+        for t in range(x.shape[0]):
+            h = self.cell(x[t], h)
+            outs.append(self.fc(h))
+        return torch.stack(outs)
+
+
+def test_unrolled_cell_loop_shares_weights(tol):
+    torch.manual_seed(10)
+    g, _ = _check(UnrolledLoop(), _x((5, 2, 4)), [], tol["float32"], dynamic_time=False)
+    steps = [n for n in g.nodes if n.op is Op.GRU]
+    assert len(steps) == 5
+    assert len({n.weights["w_h"] for n in steps}) == 1     # one copy of the weights
+    # its structure changes with the length, so a symbolic length is refused, saying so
+    with pytest.raises(UnsupportedModelError, match="dynamic_time=False"):
+        from_module(UnrolledLoop(), _x((5, 2, 4)), time_axis=0)
