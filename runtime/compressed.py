@@ -1,8 +1,6 @@
-"""LSTM kernel families for compressed weights: int8 (per-row scales), float16, factored
-W_h = U·V (svd), any mix, with or without a projection (lstmp). Weights stay in their stored
+"""LSTM, GRU and RNN kernel families for compressed weights: int8 (per-row scales), float16,
+factored W_h = U·V (svd), any mix, and LSTM projections (lstmp). Weights stay in their stored
 form; `kernels.quantized` widens them inside the dot products.
-
-GRU and RNN with compressed weights use the plan's fallback (weights dequantised at load).
 """
 from __future__ import annotations
 
@@ -12,7 +10,7 @@ from edgeseq.graph import Graph, Node
 from edgeseq.ops import Op
 from edgeseq.runtime.kernels import quantized as _q
 from edgeseq.runtime.plan import register
-from edgeseq.runtime.recurrent import LstmKernel, _Recurrent
+from edgeseq.runtime.recurrent import GruKernel, LstmKernel, RnnKernel
 
 _EMPTY = {np.dtype(np.float32): np.zeros((0, 0), np.float32),
           np.dtype(np.uint16): np.zeros((0, 0), np.uint16),
@@ -47,13 +45,19 @@ def pack_slot(graph: Graph, node: Node, slot: str, d: int) -> tuple:
     return pack(w[d], None if sc is None else sc[d])
 
 
-class CompressedLstm(LstmKernel):
-    """LSTM on stored int8/fp16/float32 matrices, dense or factored W_h."""
+class _Compressed:
+    """Shared by the compressed families: weights packed as stored, cell operands packed by
+    the float32 family (`base`) through a shadow graph whose matrices are tiny."""
+    base: type
+    n_states = 1
 
     def __init__(self, graph: Graph, node: Node, **options) -> None:
-        # NOTE: LstmKernel.__init__ would dequantise W_x/W_h (the float32 path); only the cell
-        # operands are taken from it, by packing through a view whose matrices are tiny.
-        self._init_cell(graph, node, **options)
+        shadow = Graph(graph.name, graph.inputs, graph.outputs, graph.nodes,
+                       _light_constants(graph, node), graph.values, graph.metadata)
+        # NOTE: base.__init__ would dequantise W_x/W_h (the float32 path); on the shadow graph
+        # it only packs the cell operands (aux, ip, fp) exactly as the float32 kernel does
+        self.base.__init__(self, shadow, node, **options)
+        self.w_x = self.w_h = self.w_proj = None     # the float32 path's matrices: unused
         nd = self.n_dir
         self.factored = "w_h_u" in node.weights
         self.mx = [pack_slot(graph, node, "w_x", d) for d in range(nd)]
@@ -67,13 +71,6 @@ class CompressedLstm(LstmKernel):
             (", W_h factored (two GEMVs)" if self.factored else "")
         self.n_input = graph.weight(node, "w_x").shape[-1]
 
-    def _init_cell(self, graph: Graph, node: Node, **options) -> None:
-        """Cell operands (aux, ip, fp) exactly as the float32 kernel packs them."""
-        shadow = Graph(graph.name, graph.inputs, graph.outputs, graph.nodes,
-                       _light_constants(graph, node), graph.values, graph.metadata)
-        LstmKernel.__init__(self, shadow, node, **options)
-        self.w_x = self.w_h = self.w_proj = None     # the float32 path's matrices: unused
-
     def __call__(self, ins: list) -> list:
         x, seq_lens = ins[0], ins[1]
         if self.batch_first:
@@ -85,14 +82,12 @@ class CompressedLstm(LstmKernel):
         lens = self._lens(seq_lens, t_len, n_batch)
         sizes = (self.out_size, self.hidden)
         states = [self._state(ins[2 + k] if 2 + k < len(ins) else None, n_batch, sizes[k])
-                  for k in range(2)]
+                  for k in range(self.n_states)]
         ys = [np.empty((t_len, n_batch, self.out_size), dtype=np.float32)
               for _ in range(self.n_dir)]
         for d in range(self.n_dir):
             xin = _q.input_projection(self.mx[d], x)
-            _q.lstm_sequence(xin, self.mh[d], self.mu[d], self.mv[d], self.factored, self.mp[d],
-                             self.aux[d], self.ip[d], self.fp[d], lens, states[0][d],
-                             states[1][d], ys[d])
+            self._sequence(d, xin, lens, [s[d] for s in states], ys[d])
         y = np.stack(ys, axis=1)
         if self.batch_first:
             y = np.ascontiguousarray(y.transpose(2, 0, 1, 3))
@@ -102,7 +97,35 @@ class CompressedLstm(LstmKernel):
     def warmup(self) -> None:
         for t_len in (1, 4):
             shape = (1, t_len, self.n_input) if self.batch_first else (t_len, 1, self.n_input)
-            self([np.zeros(shape, dtype=np.float32), None, None, None])
+            self([np.zeros(shape, dtype=np.float32)] + [None] * (1 + self.n_states))
+
+
+class CompressedLstm(_Compressed, LstmKernel):
+    """LSTM on stored int8/fp16/float32 matrices, dense or factored W_h, with projection."""
+    base = LstmKernel
+    n_states = 2
+
+    def _sequence(self, d, xin, lens, states, y) -> None:
+        _q.lstm_sequence(xin, self.mh[d], self.mu[d], self.mv[d], self.factored, self.mp[d],
+                         self.aux[d], self.ip[d], self.fp[d], lens, states[0], states[1], y)
+
+
+class CompressedGru(_Compressed, GruKernel):
+    """GRU (both linear_before_reset forms) on compressed matrices."""
+    base = GruKernel
+
+    def _sequence(self, d, xin, lens, states, y) -> None:
+        _q.gru_sequence(xin, self.mh[d], self.mu[d], self.mv[d], self.factored, self.aux[d],
+                        self.ip[d], self.fp[d], lens, states[0], y)
+
+
+class CompressedRnn(_Compressed, RnnKernel):
+    """Simple RNN on compressed matrices."""
+    base = RnnKernel
+
+    def _sequence(self, d, xin, lens, states, y) -> None:
+        _q.rnn_sequence(xin, self.mh[d], self.mu[d], self.mv[d], self.factored, self.aux[d],
+                        self.ip[d], self.fp[d], lens, states[0], y)
 
 
 def _light_constants(graph: Graph, node: Node) -> dict:
@@ -117,8 +140,9 @@ def _light_constants(graph: Graph, node: Node) -> dict:
     return consts
 
 
-for _dtype in ("int8", "float16", "mixed"):
-    register(Op.LSTM, wdtype=_dtype)(type(f"CompressedLstm_{_dtype}", (CompressedLstm,), {}))
-for _dtype in ("float32", "int8", "float16", "mixed"):
-    register(Op.LSTM, wdtype=_dtype, factored=True)(
-        type(f"FactoredLstm_{_dtype}", (CompressedLstm,), {}))
+for _op, _cls in ((Op.LSTM, CompressedLstm), (Op.GRU, CompressedGru), (Op.RNN, CompressedRnn)):
+    for _dtype in ("int8", "float16", "mixed"):
+        register(_op, wdtype=_dtype)(type(f"{_cls.__name__}_{_dtype}", (_cls,), {}))
+    for _dtype in ("float32", "int8", "float16", "mixed"):
+        register(_op, wdtype=_dtype, factored=True)(
+            type(f"Factored{_cls.__name__[10:]}_{_dtype}", (_cls,), {}))

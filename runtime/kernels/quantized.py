@@ -18,6 +18,7 @@ from numba import njit, types
 from numba.extending import intrinsic
 
 from edgeseq.runtime.config import NJIT
+from edgeseq.runtime.kernels.activations import activate
 from edgeseq.runtime.kernels.linalg import clip_inplace, step_rows
 from edgeseq.runtime.kernels.lstm import _update_cell, _update_hidden
 
@@ -174,6 +175,28 @@ def matvec(m, v, rows, n_rows, out, accumulate):
 
 
 @njit(**NJIT)
+def matvec_range(m, r0, r1, v, rows, n_rows, out, accumulate):
+    """out[b, j - r0] (+)= (W v[b])[j] for weight rows j in [r0, r1) of a dense matrix."""
+    kind = m[0]
+    if kind == I8:
+        _matvec_typed(m[3][r0:r1], m[4][r0:r1], v, rows, n_rows, out, accumulate)
+    elif kind == F16:
+        _matvec_typed(m[2][r0:r1], m[4][:0], v, rows, n_rows, out, accumulate)
+    else:
+        _matvec_typed(m[1][r0:r1], m[4][:0], v, rows, n_rows, out, accumulate)
+
+
+@njit(**NJIT)
+def _recurrent_range(w_h, w_u, w_v, factored, r0, r1, h, rows, n_act, out, accumulate, tmp):
+    """Rows [r0, r1) of W_h h (dense, or U[r0:r1] (V h) when factored)."""
+    if factored:
+        matvec(w_v, h, rows, n_act, tmp, False)
+        matvec_range(w_u, r0, r1, tmp, rows, n_act, out, accumulate)
+    else:
+        matvec_range(w_h, r0, r1, h, rows, n_act, out, accumulate)
+
+
+@njit(**NJIT)
 def n_rows_of(m):
     kind = m[0]
     return m[3].shape[0] if kind == I8 else (m[2].shape[0] if kind == F16 else m[1].shape[0])
@@ -254,3 +277,101 @@ def lstm_sequence(xin, w_h, w_u, w_v, factored, w_proj, aux, ip, fp, lens, h, c,
                 for j in range(n_cell):
                     hb[j] = m[j]
             y[times[a], b, :] = hb
+
+
+# NOTE: the GRU and RNN cell maths below mirror kernels.gru._gru_step / kernels.rnn._rnn_step
+# (the float32 kernels take a float32 W_h array directly); only the products differ.
+@njit(**NJIT)
+def gru_sequence(xin, w_h, w_u, w_v, factored, aux, ip, fp, lens, h, y):
+    """One GRU direction over xin [T, N, 3H] = W_x x_t; h [N, H] in place; y [T, N, H].
+    aux/ip/fp packed as for `kernels.gru._gru_sequence`."""
+    t_len, n_batch = xin.shape[0], xin.shape[1]
+    n_hidden = h.shape[1]
+    lbr = ip[0] != 0
+    reverse = ip[3] != 0
+    rows = np.empty(n_batch, dtype=np.int64)
+    times = np.empty(n_batch, dtype=np.int64)
+    xz = np.empty((n_batch, 3 * n_hidden), dtype=np.float32)
+    rz = np.empty((n_batch, 3 * n_hidden), dtype=np.float32)
+    tmp = np.empty((n_batch, n_hidden), dtype=np.float32)
+    vt = np.empty((n_batch, n_rows_of(w_v) if factored else 1), dtype=np.float32)
+    for s in range(t_len):
+        n_act = step_rows(s, t_len, lens, reverse, rows, times)
+        if n_act < n_batch:
+            for b in range(n_batch):
+                if s >= lens[b]:
+                    y[s, b, :] = 0.0
+        if n_act == 0:
+            continue
+        for a in range(n_act):
+            xz[rows[a], :] = xin[times[a], rows[a], :]
+        _recurrent_range(w_h, w_u, w_v, factored, 0, 3 * n_hidden if lbr else 2 * n_hidden,
+                         h, rows, n_act, rz, False, vt)
+        for a in range(n_act):
+            b = rows[a]
+            xb = xz[b]
+            rb = rz[b]
+            hb = h[b]
+            for g in range(2):
+                o = g * n_hidden
+                for j in range(n_hidden):
+                    xb[o + j] += aux[g, j] + rb[o + j] + aux[3 + g, j]
+            clip_inplace(xb, 0, 2 * n_hidden, fp[0])
+            activate(xb, 0, 2 * n_hidden, ip[1], fp[1], fp[2])
+            if lbr:
+                for j in range(n_hidden):
+                    xb[2 * n_hidden + j] += aux[2, j] + xb[n_hidden + j] * (
+                        rb[2 * n_hidden + j] + aux[5, j])
+            else:
+                for j in range(n_hidden):
+                    tmp[b, j] = xb[n_hidden + j] * hb[j]
+        if not lbr:
+            # reset applied before the matmul: W_hh (r * h) needs r first, so a second pass
+            _recurrent_range(w_h, w_u, w_v, factored, 2 * n_hidden, 3 * n_hidden, tmp, rows,
+                             n_act, rz, False, vt)
+            for a in range(n_act):
+                b = rows[a]
+                for j in range(n_hidden):
+                    xz[b, 2 * n_hidden + j] += aux[2, j] + rz[b, j] + aux[5, j]
+        for a in range(n_act):
+            b = rows[a]
+            xb = xz[b]
+            hb = h[b]
+            clip_inplace(xb, 2 * n_hidden, n_hidden, fp[0])
+            activate(xb, 2 * n_hidden, n_hidden, ip[2], fp[3], fp[4])
+            for j in range(n_hidden):
+                nj = xb[2 * n_hidden + j]
+                hb[j] = nj + xb[j] * (hb[j] - nj)        # (1 - z) n + z h
+            y[times[a], b, :] = hb
+
+
+@njit(**NJIT)
+def rnn_sequence(xin, w_h, w_u, w_v, factored, aux, ip, fp, lens, h, y):
+    """One simple-RNN direction over xin [T, N, H] = W_x x_t; h [N, H] in place."""
+    t_len, n_batch = xin.shape[0], xin.shape[1]
+    n_hidden = h.shape[1]
+    reverse = ip[1] != 0
+    rows = np.empty(n_batch, dtype=np.int64)
+    times = np.empty(n_batch, dtype=np.int64)
+    xz = np.empty((n_batch, n_hidden), dtype=np.float32)
+    vt = np.empty((n_batch, n_rows_of(w_v) if factored else 1), dtype=np.float32)
+    for s in range(t_len):
+        n_act = step_rows(s, t_len, lens, reverse, rows, times)
+        if n_act < n_batch:
+            for b in range(n_batch):
+                if s >= lens[b]:
+                    y[s, b, :] = 0.0
+        if n_act == 0:
+            continue
+        for a in range(n_act):
+            xz[rows[a], :] = xin[times[a], rows[a], :]
+        _recurrent_range(w_h, w_u, w_v, factored, 0, n_hidden, h, rows, n_act, xz, True, vt)
+        for a in range(n_act):
+            b = rows[a]
+            xb = xz[b]
+            for j in range(n_hidden):
+                xb[j] += aux[0, j]
+            clip_inplace(xb, 0, n_hidden, fp[0])
+            activate(xb, 0, n_hidden, ip[0], fp[1], fp[2])
+            h[b, :] = xb
+            y[times[a], b, :] = xb

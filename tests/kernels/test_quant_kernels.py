@@ -8,9 +8,10 @@ import pytest
 from edgeseq.quant import fp16, int8, lstmp, svd
 from edgeseq.reference import run
 from edgeseq.runtime import Model
-from edgeseq.runtime.compressed import CompressedLstm, pack
+from edgeseq.runtime.compressed import CompressedGru, CompressedLstm, CompressedRnn, pack
 from edgeseq.runtime.kernels import quantized as q
-from edgeseq.testing import lstm_graph, lstm_weights, random_inputs, stacked_graph
+from edgeseq.testing import (gru_graph, lstm_graph, lstm_weights, random_inputs, rnn_graph,
+                             stacked_graph)
 from edgeseq.graph import Node, Value
 from edgeseq.ops import Op
 
@@ -40,6 +41,24 @@ def test_compressed_lstm_matches_reference(rng, form, feat, tol):
     g = COMPRESS[form](lstm_graph(rng, 6, 13, **feat))     # 13: exercises the 4-row tail
     model = Model(g)
     assert isinstance(model.plan.steps[0].kernel, CompressedLstm), model.describe()
+    for n in (1, 6):
+        x = random_inputs(g, rng, 8, n)
+        assert _err(run(g, x), model.run(x)) <= tol["float32"]
+
+
+GRU_RNN = [
+    (gru_graph, CompressedGru, dict(linear_before_reset=False, seq_lens=True)),
+    (gru_graph, CompressedGru, dict(linear_before_reset=True, direction="bidirectional")),
+    (rnn_graph, CompressedRnn, dict(direction="reverse", batch_first=True, initial_state=True)),
+]
+
+
+@pytest.mark.parametrize("form", list(COMPRESS))
+@pytest.mark.parametrize("make,cls,feat", GRU_RNN, ids=["gru-lbr0", "gru-lbr1-bi", "rnn"])
+def test_compressed_gru_rnn_match_reference(rng, form, make, cls, feat, tol):
+    g = COMPRESS[form](make(rng, 6, 13, **feat))
+    model = Model(g)
+    assert isinstance(model.plan.steps[0].kernel, cls), model.describe()
     for n in (1, 6):
         x = random_inputs(g, rng, 8, n)
         assert _err(run(g, x), model.run(x)) <= tol["float32"]
