@@ -126,15 +126,26 @@ class _Recurrent(Kernel):
     def _run(self, d, xin, pre, lens, states, y) -> None:
         raise NotImplementedError
 
-    def stream_entry(self, check_finite: bool) -> tuple:
-        """(njit fn, packed weights, ip, fp) of the short-chunk streaming kernel of
-        direction 0: fn(x [T, N, I], wbuf, ip, fp, state, y) -> 0, or 1 on non-finite x."""
+    def _pack(self) -> None:
+        """Put direction 0's matrices and aux in one buffer and make the kernel's arrays
+        C-contiguous views into it, so the streaming entry reads the same memory as the
+        sequence kernel (no second copy of the weights)."""
         parts = [self.w_x[0], self.w_h[0], self._proj(0), self.aux[0]]
         offsets = np.cumsum([0] + [p.size for p in parts[:-1]])
         wbuf = np.concatenate([p.ravel() for p in parts]).astype(np.float32)
+        views = [wbuf[o:o + p.size].reshape(p.shape) for o, p in zip(offsets, parts)]
+        self.w_x[0], self.w_h[0] = views[0], views[1]
+        self._set_proj(0, views[2])
+        self.aux[0] = views[3]
+        self._wbuf, self._offsets = wbuf, offsets
+
+    def stream_entry(self, check_finite: bool) -> tuple:
+        """(njit fn, packed weights, ip, fp) of the short-chunk streaming kernel of
+        direction 0: fn(x [T, N, I], wbuf, ip, fp, state, y) -> 0, or 1 on non-finite x."""
         ip = np.concatenate([self.ip[0], [self.w_x[0].shape[1], self.hidden, self.out_size,
-                                          *offsets, self.aux[0].shape[1], int(check_finite)]])
-        return self.stream_fn, wbuf, ip.astype(np.int64), self.fp[0]
+                                          *self._offsets, self.aux[0].shape[1],
+                                          int(check_finite)]])
+        return self.stream_fn, self._wbuf, ip.astype(np.int64), self.fp[0]
 
     def state_size(self, n_batch: int) -> int:
         """Floats of carried state for a batch (h, then c for LSTM)."""
@@ -142,6 +153,9 @@ class _Recurrent(Kernel):
 
     def _proj(self, d: int) -> np.ndarray:
         return np.zeros(0, dtype=np.float32)
+
+    def _set_proj(self, d: int, w: np.ndarray) -> None:
+        pass
 
     def warmup(self) -> None:
         """Compile (or load from Numba's cache) both input paths: in-kernel projection for
@@ -192,11 +206,15 @@ class LstmKernel(_Recurrent):
                                      a["layer_norm_epsilon"], *ab], dtype=np.float64))
             self.w_proj.append(as_float32(w_proj[d]) if w_proj is not None
                                else np.zeros((0, 0), dtype=np.float32))
+        self._pack()
 
     stream_fn = staticmethod(_lstm._lstm_stream)
 
     def _proj(self, d: int) -> np.ndarray:
         return self.w_proj[d]
+
+    def _set_proj(self, d: int, w: np.ndarray) -> None:
+        self.w_proj[d] = w
 
     def _run(self, d, xin, pre, lens, states, y) -> None:
         _lstm._lstm_sequence(xin, self.w_x[d], pre, self.w_h[d], self.w_proj[d], self.aux[d],
@@ -224,6 +242,7 @@ class GruKernel(_Recurrent):
             self.ip.append(np.array([node.attrs["linear_before_reset"], *codes, self.reverse[d]],
                                     dtype=np.int64))
             self.fp.append(np.array([node.attrs["gate_clip"], *ab], dtype=np.float64))
+        self._pack()
 
     stream_fn = staticmethod(_gru._gru_stream)
 
@@ -246,6 +265,7 @@ class RnnKernel(_Recurrent):
             self.aux.append(aux)
             self.ip.append(np.array([*codes, self.reverse[d]], dtype=np.int64))
             self.fp.append(np.array([node.attrs["gate_clip"], *ab], dtype=np.float64))
+        self._pack()
 
     stream_fn = staticmethod(_rnn._rnn_stream)
 
