@@ -2,12 +2,15 @@
 
     python -m venv /tmp/tfenv && /tmp/tfenv/bin/pip install tensorflow-cpu==2.21.0 tf-keras==2.21.0
     TF_USE_LEGACY_KERAS=1 /tmp/tfenv/bin/python tools/make_keras_tflite_fixtures.py tests/fixtures/tflite
+    TF_USE_LEGACY_KERAS=0 /tmp/tfenv/bin/python tools/make_keras_tflite_fixtures.py tests/fixtures/tflite
 
 Offline tool: edgeseq and its tests never need TensorFlow. Only with tf-keras and
 TF_USE_LEGACY_KERAS=1 does a Keras LSTM become the fused UNIDIRECTIONAL_SEQUENCE_LSTM (Keras 3
 emits a WHILE loop). For every model it writes `<name>.tflite` (float, dynamic-range hybrid
 int8, float16 weights, and full-integer int8 where the converter manages) and `<name>.npz`
 with a fixed input `x` and Keras' own output `y` for it (a third, independent reference).
+With TF_USE_LEGACY_KERAS=0 it writes `keras3_lstm_while.tflite` instead: what Keras 3 makes of
+an LSTM (a WHILE loop), for the converter's refusal message.
 """
 from __future__ import annotations
 
@@ -20,7 +23,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
-import tf_keras as keras  # noqa: E402
+
+LEGACY = os.environ["TF_USE_LEGACY_KERAS"] == "1"
+if LEGACY:
+    import tf_keras as keras  # noqa: E402
+else:
+    import keras  # noqa: E402  (Keras 3)
 
 T, N_IN = 10, 8
 
@@ -75,6 +83,13 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     keras.utils.set_random_seed(0)
     rng = np.random.default_rng(0)
+    if not LEGACY:
+        x = keras.Input(shape=(T, N_IN), batch_size=1)
+        model = keras.Model(x, keras.layers.LSTM(8)(x))
+        path = out / "keras3_lstm_while.tflite"
+        path.write_bytes(convert(model, "float", None))
+        print(path, path.stat().st_size, "bytes")
+        return 0
     for name, (make, modes) in MODELS.items():
         model = make()
         shape = tuple(model.inputs[0].shape[1:])

@@ -121,3 +121,12 @@ def test_keras_hybrid_within_derived_bound(tol):
         assert np.all(err <= bound[:, 0] + tol["float32"]), (t, err.max(), bound.max())
         worst = max(worst, float(err.max()))
     assert worst > 0
+
+
+def test_keras3_while_loop_refused():
+    """Keras 3 turns an LSTM into a WHILE loop: refused, naming the operator and the fix."""
+    from edgeseq.errors import UnsupportedModelError
+    with pytest.raises(UnsupportedModelError) as e:
+        convert(FIXTURES / "keras3_lstm_while.tflite")
+    msg = str(e.value)
+    assert "WHILE" in msg and "operator #" in msg and "TF_USE_LEGACY_KERAS=1" in msg
