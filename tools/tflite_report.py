@@ -70,7 +70,25 @@ def main(argv=None) -> int:
     print("|---|---|---|---|")
     for r in rows:
         print(f"| {r[0]} | {r[1]} | {r[2]} | {r[3]} |")
+    keras_table(Model)
     return 0
+
+
+def keras_table(Model) -> None:
+    """The checked-in models made by TensorFlow's converter, against TFLite and Keras."""
+    d = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "tflite"
+    print("\n| TF-converted model | edgeseq ref vs TFLite | runtime vs TFLite | "
+          "edgeseq vs Keras | TFLite vs Keras |")
+    print("|---|---|---|---|---|")
+    for path in sorted(d.glob("keras_*.tflite")):
+        ref = np.load(d / f"{path.stem.rsplit('_', 1)[0]}.npz")
+        g = convert(path)
+        feeds = {g.inputs[0].name: ref["x"]}
+        ours = reference.run(g, feeds)[g.outputs[0].name]
+        rt = Model(g).run(feeds)[g.outputs[0].name] if Model else ours * np.nan
+        theirs = next(iter(run_tflite(path, feeds).values()))
+        print(f"| {path.name} | {_err(ours, theirs):.2e} | {_err(rt, theirs):.2e} | "
+              f"{_err(ours, ref['y']):.2e} | {_err(theirs, ref['y']):.2e} |")
 
 
 if __name__ == "__main__":
