@@ -62,21 +62,7 @@ def _rows4(w, j, v, b, out, accumulate, scale):
         a1 += widen(w[j + 1, k]) * vk
         a2 += widen(w[j + 2, k]) * vk
         a3 += widen(w[j + 3, k]) * vk
-    if scale.shape[0]:
-        a0 *= scale[j]
-        a1 *= scale[j + 1]
-        a2 *= scale[j + 2]
-        a3 *= scale[j + 3]
-    if accumulate:
-        out[b, j] += a0
-        out[b, j + 1] += a1
-        out[b, j + 2] += a2
-        out[b, j + 3] += a3
-    else:
-        out[b, j] = a0
-        out[b, j + 1] = a1
-        out[b, j + 2] = a2
-        out[b, j + 3] = a3
+    _store4(out, b, j, accumulate, scale, a0, a1, a2, a3)
 
 
 @njit(**NJIT)
