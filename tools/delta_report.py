@@ -41,14 +41,16 @@ def _blas_one_thread():
 
 
 def alternate(fns: list, repeats: int) -> list[list[float]]:
-    """Seconds of each callable per repeat, calls alternating (A B A B ...) after a warm-up."""
+    """Seconds of each callable per repeat after a warm-up; the call order flips every repeat
+    (A B, B A, ...) so neither side always runs first."""
     for f in fns:
         f()
     ts = [[] for _ in fns]
-    for _ in range(repeats):
-        for k, f in enumerate(fns):
+    for r in range(repeats):
+        order = range(len(fns)) if r % 2 == 0 else reversed(range(len(fns)))
+        for k in order:
             t = time.perf_counter()
-            f()
+            fns[k]()
             ts[k].append(time.perf_counter() - t)
     return ts
 
@@ -62,36 +64,42 @@ def speedup(dense: callable, delta: callable, repeats: int) -> tuple[float, floa
 
 
 class Timer:
-    """Times one model's recurrent kernels (on captured inputs) and the whole model."""
+    """Times one model's recurrent kernels (on captured inputs) and the whole model, over one
+    or several feeds (each call runs them all)."""
 
-    def __init__(self, model, feeds: dict) -> None:
+    def __init__(self, model, feeds: list[dict]) -> None:
         from edgeseq.ops import RECURRENT
         from edgeseq.runtime.kernels.delta_session import DeltaRunner
         self.model, self.feeds = model, feeds
-        env = model._execute(model.check_inputs(feeds))
-        self.rec = []
         runner = DeltaRunner.of(model)
-        for step in model.plan.steps:
-            if step.node.op in RECURRENT:
-                ins = [env.get(x) if k == "v" else x for k, x in step.sources]
-                self.rec.append((step.node.name, step.kernel, runner.kernel(step), ins))
+        self.rec = []
+        for f in feeds:
+            env = model._execute(model.check_inputs(f))
+            for step in model.plan.steps:
+                if step.node.op in RECURRENT:
+                    ins = [env.get(x) if k == "v" else x for k, x in step.sources]
+                    self.rec.append((step.kernel, runner.kernel(step), ins))
 
     def layers(self, th) -> callable:
         if th is None or th == (0.0, 0.0):     # θ = 0 runs the dense kernel (as Model does)
-            return lambda: [k(ins) for _, k, _, ins in self.rec]
-        return lambda: [dk(ins, thresholds=th) for _, _, dk, ins in self.rec]
+            return lambda: [k(ins) for k, _, ins in self.rec]
+        return lambda: [dk(ins, thresholds=th) for _, dk, ins in self.rec]
 
     def whole(self, th) -> callable:
+        run = self.model.run
         if th is None:
-            return lambda: self.model.run(self.feeds)
-        return lambda: self.model.run(self.feeds, delta=th)
+            return lambda: [run(f) for f in self.feeds]
+        return lambda: [run(f, delta=th) for f in self.feeds]
 
 
 def sweep(name: str, model, feeds: dict, thresholds, quality, repeats: int,
-          whole: bool = True) -> list[dict]:
-    """quality(outputs) -> dict of metrics; one row per threshold (θ = 0: the dense run)."""
+          timed: list[dict] | None = None, whole: bool = True) -> list[dict]:
+    """quality(outputs, dense outputs) -> dict of metrics; one row per threshold (θ = 0: the
+    dense run). Quality and statistics come from `feeds`; timings from `timed` (default:
+    feeds), reported per feed."""
     dense = model.run(feeds)
-    timer = Timer(model, feeds)
+    timed = timed or [feeds]
+    timer = Timer(model, timed)
     rows = []
     for th in thresholds:
         out = model.run(feeds, delta=th)
@@ -103,9 +111,9 @@ def sweep(name: str, model, feeds: dict, thresholds, quality, repeats: int,
         skip_h = np.mean([s.skipped_recurrent for s in st.layers.values()])
         row = {"bench": name, "theta": th, **quality(out, dense),
                "skip_x": float(skip_x), "skip_h": float(skip_h),
-               "mac_x": st.mac_reduction, "layer_ms": t_delta_l * 1e3,
-               "layer_dense_ms": t_dense_l * 1e3, "speedup_layer": sp_l, "best_layer": best_l,
-               "speedup_model": sp_w}
+               "mac_x": st.mac_reduction, "layer_ms": t_delta_l * 1e3 / len(timed),
+               "layer_dense_ms": t_dense_l * 1e3 / len(timed), "speedup_layer": sp_l,
+               "best_layer": best_l, "speedup_model": sp_w}
         rows.append(row)
         print(f"  {name} θ={th:<6g} " + " ".join(
             f"{k}={v:.4g}" for k, v in row.items() if isinstance(v, float) and k != "theta"),
@@ -181,45 +189,26 @@ def bench_vad(thresholds, repeats) -> list[dict]:
 
 # ---- (b) demo classifier ----------------------------------------------------------------
 
-def bench_classifier(thresholds, repeats, n_timed: int) -> list[dict]:
+def bench_classifier(thresholds, repeats, n_timed: int, onnx: Path, npz: Path,
+                     name: str = "classifier") -> list[dict]:
     from edgeseq.converters.onnx import convert
     from edgeseq.runtime import Model
-    model = Model(convert(ROOT / "edgeseq" / "data" / "demo_classifier.onnx"))
-    d = np.load(ROOT / "edgeseq" / "data" / "demo_test.npz")
+    model = Model(convert(onnx))
+    d = np.load(npz)
     x, y = d["x"], d["y"]
-    print(f"(b) demo classifier: {len(y)} test utterances, T={x.shape[1]}", flush=True)
+    units = [n.attrs["hidden_size"] for n in model.graph.recurrent_nodes()]
+    print(f"({name}) {onnx.name}: LSTM {units}, {len(y)} test utterances, T={x.shape[1]}",
+          flush=True)
 
     def quality(out, dense):
         return {"quality": float(np.mean(out["logits"].argmax(1) == y) * 100),
                 "agree": float(np.mean(out["logits"].argmax(1) == dense["logits"].argmax(1)))}
-    # accuracy on the whole test set (one batch: delta state is per batch row, so the result
+    # accuracy on the whole test set in one batch (delta state is per batch row, so this
     # equals batch-1 runs); timing at batch 1 over the first n_timed utterances
-    rows = []
-    timer_sets = [{"x": x[k:k + 1]} for k in range(n_timed)]
-    dense = model.run({"x": x})
-    timers = [Timer(model, f) for f in timer_sets]
-    for th in thresholds:
-        out = model.run({"x": x}, delta=th)
-        st = model.last_stats
-
-        def layers(t):
-            return lambda: [tm.layers(t)() for tm in timers]
-
-        def whole(t):
-            return lambda: [tm.whole(t)() for tm in timers]
-        tdl, tl, sp_l, best_l = speedup(layers(None), layers((th, th)), repeats)
-        sp_w = speedup(whole(None), whole(th), repeats)[2]
-        row = {"bench": "classifier", "theta": th, **quality(out, dense),
-               "skip_x": float(np.mean([s.skipped_input for s in st.layers.values()])),
-               "skip_h": float(np.mean([s.skipped_recurrent for s in st.layers.values()])),
-               "mac_x": st.mac_reduction, "layer_ms": tl * 1e3 / n_timed,
-               "layer_dense_ms": tdl * 1e3 / n_timed, "speedup_layer": sp_l,
-               "best_layer": best_l,
-               "speedup_model": sp_w}
-        rows.append(row)
-        print(f"  classifier θ={th:<6g} " + " ".join(
-            f"{k}={v:.4g}" for k, v in row.items() if isinstance(v, float) and k != "theta"),
-            flush=True)
+    timed = [{"x": x[k:k + 1]} for k in range(n_timed)]
+    rows = sweep(name, model, {"x": x}, thresholds, quality, repeats, timed)
+    for r in rows:
+        r["units"] = units
     return rows
 
 
@@ -255,8 +244,8 @@ def bench_synthetic(sizes, thresholds, repeats, t_len: int) -> list[dict]:
         # one node: the whole model is the layer (its timing is not repeated)
         rs = sweep(f"lstm{hidden}", model, feeds, thresholds, quality, repeats, whole=False)
         # the delta kernel forced at θ = 0 (the model dispatches θ = 0 to the dense kernel)
-        tm = Timer(model, feeds)
-        _, dk, ins = tm.rec[0][1:]
+        tm = Timer(model, [feeds])
+        _, dk, ins = tm.rec[0]
         ratio = speedup(tm.layers(None), lambda: dk(ins, thresholds=(0.0, 0.0)), repeats)[2]
         for r in rs:
             r["forced0_ratio"] = 1.0 / ratio
@@ -273,18 +262,24 @@ def markdown(rows: list[dict], cmd: str, env: str) -> str:
              "lstm": ("rel. RMS error of y %", "max abs Δy")}
     for bench in dict.fromkeys(r["bench"] for r in rows):
         rs = [r for r in rows if r["bench"] == bench]
-        q, e = heads["lstm" if bench.startswith("lstm") else bench]
-        title = {"vad": "(a) silero VAD, LSTM 128 (batch 1)",
-                 "classifier": "(b) demo classifier, 2 x LSTM 128 (batch 1 timing)"}.get(
-            bench, f"(c) synthetic stream, LSTM {bench[4:]} units, 64 inputs (batch 1)")
+        kind = _kind(bench)
+        q, e = heads[kind]
+        if kind == "vad":
+            title = "(a) silero VAD, LSTM 128 (batch 1)"
+        elif kind == "classifier":
+            u = rs[0]["units"]
+            title = (f"(b) {'demo classifier' if bench == 'classifier' else bench}, "
+                     f"{len(u)} x LSTM {u[0]}, 370 real test utterances (batch 1 timing)")
+        else:
+            title = f"(c) synthetic stream, LSTM {bench[4:]} units, 64 inputs (batch 1)"
         out += [f"**{title}**", "",
                 f"| θ | {q} | {e} | skipped x / h cols | MACs fewer | layer ms (dense ms) | "
                 f"layer speed-up (min/min) | model speed-up |",
                 "|---|---|---|---|---|---|---|---|"]
         for r in rs:
-            if bench == "vad":
+            if kind == "vad":
                 ev = f"{r['err_max']:.3f} / {r['err_mean']:.4f}"
-            elif bench == "classifier":
+            elif kind == "classifier":
                 ev = f"{r['agree']:.1%}"
             else:
                 ev = f"{r['err_max']:.3g}"
@@ -297,7 +292,36 @@ def markdown(rows: list[dict], cmd: str, env: str) -> str:
             out.append(f"\nDelta kernel forced at θ = 0: {rs[0]['forced0_ratio']:.2f}x the dense "
                        f"kernel's time (θ = 0 dispatches to the dense kernel).")
         out.append("")
+    out += targets(rows)
     return "\n".join(out)
+
+
+def _kind(bench: str) -> str:
+    return "lstm" if bench.startswith("lstm") else ("vad" if bench == "vad" else "classifier")
+
+
+def targets(rows: list[dict]) -> list[str]:
+    """The issue's targets at the largest θ that keeps quality (VAD: >= 99 % decisions
+    unchanged; classifier: accuracy loss <= 0.5 point)."""
+    out = ["**Targets** (issue 6: at a θ keeping quality, >= 5x fewer MACs in the recurrent "
+           "layers and >= 2x wall-clock over dense edgeseq at batch 1 for >= 256 units)", "",
+           "| benchmark | units | largest θ keeping quality | quality | MACs fewer | "
+           "layer speed-up | model speed-up |", "|---|---|---|---|---|---|---|"]
+    for bench in dict.fromkeys(r["bench"] for r in rows):
+        rs = [r for r in rows if r["bench"] == bench]
+        kind = _kind(bench)
+        if kind == "lstm":
+            continue
+        base = rs[0]["quality"]
+        ok = [r for r in rs if (r["quality"] >= 99.0 if kind == "vad"
+                                else r["quality"] >= base - 0.5)]
+        r = max(ok, key=lambda r: r["theta"])
+        units = "128" if kind == "vad" else "/".join(str(u) for u in r["units"])
+        qual = f"{r['quality']:.2f} %" + ("" if kind == "vad" else f" (dense {base:.2f} %)")
+        out.append(f"| {bench} | {units} | {r['theta']:g} | {qual} | {r['mac_x']:.2f}x | "
+                   f"{r['speedup_layer']:.2f}x | {_x(r['speedup_model'])} |")
+    out.append("")
+    return out
 
 
 def _x(v: float) -> str:
@@ -312,7 +336,7 @@ def plot(rows: list[dict], path: Path) -> None:
     panels = [("vad", "VAD decisions unchanged (%)"), ("classifier", "accuracy (%)"),
               ("lstm", "relative RMS error of y (%)")]
     for ax, (key, ylabel) in zip(axes, panels):
-        for bench in dict.fromkeys(r["bench"] for r in rows if r["bench"].startswith(key)):
+        for bench in dict.fromkeys(r["bench"] for r in rows if _kind(r["bench"]) == key):
             rs = [r for r in rows if r["bench"] == bench]
             mx = [r["mac_x"] for r in rs]
             ax.plot(mx, [r["quality"] for r in rs], "o-", label=f"{bench}")
@@ -326,7 +350,7 @@ def plot(rows: list[dict], path: Path) -> None:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     axes[0].set_title("(a) silero VAD")
-    axes[1].set_title("(b) demo classifier")
+    axes[1].set_title("(b) classifiers (Japanese Vowels)")
     axes[2].set_title("(c) synthetic stream")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -347,6 +371,9 @@ def main() -> int:
     ap.add_argument("--doc", default=str(ROOT / "docs" / "delta.md"))
     ap.add_argument("--png", default=str(ROOT / "docs" / "delta_tradeoff.png"))
     ap.add_argument("--no-doc", action="store_true", help="print only")
+    ap.add_argument("--classifier", action="append", default=[], metavar="ONNX:NPZ",
+                    help="another classifier + test set in the demo's format (repeatable), "
+                         "e.g. tools/train_classifier.py --hidden 256 output")
     args = ap.parse_args()
     limits = _blas_one_thread()     # noqa: F841  (held for the whole run)
     if args.quick:
@@ -356,9 +383,15 @@ def main() -> int:
         th_syn = [0.0, 0.01, 0.02, 0.05, 0.1, 0.2]
         reps, sizes, t_len = 9, [256, 512, 1024], 500
     rows = bench_vad(th_real, 3 * reps)         # short calls: more repeats are cheap
-    rows += bench_classifier(th_real, reps, 40)
+    data = ROOT / "edgeseq" / "data"
+    rows += bench_classifier(th_real, reps, 40, data / "demo_classifier.onnx",
+                             data / "demo_test.npz")
+    for k, spec in enumerate(args.classifier):
+        onnx, npz = spec.split(":")
+        rows += bench_classifier(th_real, reps, 40, Path(onnx), Path(npz), f"classifier{k + 2}")
     rows += bench_synthetic(sizes, th_syn, reps, t_len)
-    cmd = "python tools/delta_report.py" + (" --quick" if args.quick else "")
+    cmd = "python tools/delta_report.py" + (" --quick" if args.quick else "") + "".join(
+        f" --classifier {c}" for c in args.classifier)
     env = (f"{os.cpu_count()} CPUs shared, numpy {np.__version__}, "
            f"{time.strftime('%Y-%m-%d', time.gmtime())}")
     table = markdown(rows, cmd, env)
