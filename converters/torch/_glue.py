@@ -116,15 +116,24 @@ def _max_pool1d(cx, node, x, kernel_size, stride=(), padding=(0,), dilation=(1,)
 # ---- elementwise ------------------------------------------------------------------------------
 def _binary(op: Op):
     def fn(cx, node, a, b, *, alpha=1):
+        a, b = _like(a, b)
         if alpha != 1:
-            b = cx.emit1(Op.MUL, [b, np.float32(alpha)], node.name + "_alpha", b.shape) \
-                if isinstance(b, V) else np.asarray(b, np.float32) * alpha
-        return cx.emit1(op, [_f32(a), _f32(b)], node.name, out_shape(node))
+            b = cx.emit1(Op.MUL, [b, _like(b, alpha)[1]], node.name + "_alpha", b.shape) \
+                if isinstance(b, V) else b * alpha
+        return cx.emit1(op, [a, b], node.name, out_shape(node))
     return fn
 
 
 def _f32(x):
     return x if isinstance(x, V) else np.asarray(x, dtype=np.float32)
+
+
+def _like(a, b):
+    """Constant operands take the dtype of the IR operand (int lengths stay int)."""
+    ref = a if isinstance(a, V) else b if isinstance(b, V) else None
+    dt = np.dtype(ref.dtype) if ref is not None else np.dtype(np.float32)
+    conv = lambda x: x if isinstance(x, V) else np.asarray(x, dtype=dt)
+    return conv(a), conv(b)
 
 
 handles("aten.add.Tensor", "aten.add.Scalar")(_binary(Op.ADD))
@@ -134,6 +143,8 @@ handles("aten.mul.Tensor", "aten.mul.Scalar")(_binary(Op.MUL))
 
 @handles("aten.div.Tensor", "aten.div.Scalar")
 def _div(cx, node, a, b):
+    if any(isinstance(x, V) and x.dtype != "float32" for x in (a, b)):
+        raise UnsupportedModelError("integer division (torch true-divides integers to float)")
     return cx.emit1(Op.DIV, [_f32(a), _f32(b)], node.name, out_shape(node))
 
 
@@ -208,14 +219,26 @@ handles("aten.sum.dim_IntList")(_reduce(Op.REDUCE_SUM))
 
 @handles("aten.dropout.default", "aten.alias.default", "aten.clone.default",
          "aten.contiguous.default", "aten.detach.default", "aten.lift_fresh_copy.default",
-         "aten._to_copy.default", "aten.to.dtype", "aten.to.device", "aten.to.dtype_layout",
          "aten.type_as.default")
 def _passthrough(cx, node, x, *args, **kwargs):
-    # NOTE: eval-mode dropout and copies/casts between float dtypes are identities here
-    # (the IR computes in float32 throughout).
     if str(node.target).startswith("aten.dropout") and len(args) > 1 and args[1]:
         raise UnsupportedModelError("dropout in training mode; call module.eval() first")
     return x
+
+
+@handles("aten._to_copy.default", "aten.to.dtype", "aten.to.device", "aten.to.dtype_layout")
+def _to(cx, node, x, *args, **kwargs):
+    # NOTE: float casts are identities (the IR computes in float32 throughout); a cast between
+    # float and integer becomes a Cast node
+    want = _ir_dtype(node.meta["val"].dtype)
+    if not isinstance(x, V) or (want == "float32") == (x.dtype == "float32"):
+        return x
+    return cx.emit1(Op.CAST, [x], node.name, x.shape, to=want)
+
+
+def _ir_dtype(tdtype) -> str:
+    s = str(tdtype).replace("torch.", "")
+    return "float32" if s in ("float32", "float64", "float16", "bfloat16") else s
 
 
 @handles("aten._assert_tensor_metadata.default")

@@ -120,8 +120,12 @@ class Emitter:
         return self.const(np.asarray(x, dtype=np.float32) if np.isscalar(x) else x, base)
 
     def emit(self, op: Op, inputs: list, base: str, out_shapes: list[tuple], attrs=None,
-             weights=None, dtype: str = "float32") -> list[V]:
-        """Append one IR node; returns its outputs as V (None where out_shapes has None)."""
+             weights=None, dtype: str | None = None) -> list[V]:
+        """Append one IR node; returns its outputs as V (None where out_shapes has None).
+        Outputs take `dtype`, else the first IR input's dtype (Cast: its target)."""
+        if dtype is None:
+            dtype = (attrs or {}).get("to") if op is Op.CAST else \
+                next((x.dtype for x in inputs if isinstance(x, V)), "float32")
         node_name = self.fresh(base)
         names = [self.name_of(x, f"{node_name}_in{k}") if x is not None else ""
                  for k, x in enumerate(inputs)]

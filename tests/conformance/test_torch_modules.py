@@ -254,3 +254,22 @@ def test_unrolled_cell_loop_shares_weights(tol):
     # its structure changes with the length, so a symbolic length is refused, saying so
     with pytest.raises(UnsupportedModelError, match="dynamic_time=False"):
         from_module(UnrolledLoop(), _x((5, 2, 4)), time_axis=0)
+
+
+class IntegerGlue(nn.Module):
+    """Arithmetic on an integer input and casts between float and integer."""
+
+    def __init__(self):
+        super().__init__()
+        self.gru = nn.GRU(3, 4)
+
+    def forward(self, x, counts):
+        y, _ = self.gru(x)
+        return y * 2, (counts - 1) * 2, counts.float() + 0.5, (x * 3).long()
+
+
+def test_integer_glue_and_casts(tol):
+    torch.manual_seed(12)
+    g, _ = _check(IntegerGlue(), (torch.randn(6, 2, 3), torch.tensor([6, 4])),
+                  [(torch.randn(9, 2, 3), torch.tensor([3, -4]))], tol["float32"])
+    assert [v.dtype for v in g.outputs] == ["float32", "int64", "float32", "int64"]
