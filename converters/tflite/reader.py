@@ -88,6 +88,9 @@ def raw_array(loaded: Loaded, tensor) -> np.ndarray | None:
     raw = buffer_bytes(loaded, tensor)
     if raw is None:
         return None
+    if tensor.sparsity is not None:
+        raise UnsupportedModelError(f"tensor '{_name(tensor)}' is stored sparse (TFLite "
+                                    f"sparsity format); densify it before converting")
     if tensor.type not in _DTYPES:
         raise UnsupportedModelError(f"tensor '{_name(tensor)}': type {dtype_name(tensor.type)} "
                                     f"is not supported; supported: "

@@ -431,3 +431,15 @@ def test_bidirectional_hybrid_within_derived_bound(tmp_path, rng, tol, feats):
     for k, bound in (("y_fw", e_fw), ("y_bw", e_bw[::-1])):
         err = np.abs(got[k] - want[k])
         assert 0 < err.max() and np.all(err <= bound + tol["float32"]), (k, err.max(), bound.max())
+
+
+def test_shape_option_fixes_input_dims(tmp_path, rng, tol):
+    """`convert(path, shapes={...})` (what `edgeseq convert --shape` passes) fixes input dims;
+    `fix` is refused for TFLite models."""
+    path, _ = write(tmp_path, "uni_plain_noclip_bm", rng)
+    g = convert(path, shapes={"x": (2, 4, 5)})
+    assert g.inputs[0].shape == (2, 4, 5) and g.outputs[0].shape == (2, 4, 6)
+    with pytest.raises(UnsupportedModelError, match="rank"):
+        convert(path, shapes={"x": (2, 5)})
+    with pytest.raises(UnsupportedModelError, match="--fix"):
+        convert(path, fix={"x": 1.0})
