@@ -114,8 +114,11 @@ def load_state_dict(path: str | Path) -> dict[str, np.ndarray]:
             obj = torch.load(str(path), map_location="cpu", weights_only=True)
         except Exception as e:
             raise UnsupportedModelError(f"{path}: not a loadable state_dict: {e}") from e
-        if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
-            obj = obj["state_dict"]
+        for wrapper in ("state_dict", "model_state_dict", "model"):
+            # training checkpoints often nest the weights next to optimizer state, epoch, ...
+            if isinstance(obj, dict) and isinstance(obj.get(wrapper), dict):
+                obj = obj[wrapper]
+                break
         if not isinstance(obj, dict):
             raise UnsupportedModelError(f"{path}: holds a {type(obj).__name__}, not a state_dict")
         raw = {k: v.detach().cpu().numpy() for k, v in obj.items() if hasattr(v, "detach")}

@@ -93,6 +93,18 @@ def test_spec_errors_name_the_problem(spec, match, tmp_path):
         convert(path, arch=spec)
 
 
+def test_training_checkpoint_is_unwrapped(tmp_path, tol):
+    torch.manual_seed(2)
+    m = Stack(nn.GRU, 5, 7, 3).eval()
+    path = tmp_path / "ckpt.pth"
+    torch.save({"epoch": 3, "model_state_dict": m.state_dict(), "optimizer": {"lr": 0.1}}, path)
+    g = convert(path, arch="gru+linear")
+    x = torch.randn(4, 1, 5)
+    with torch.no_grad():
+        want = m(x).numpy()
+    assert np.max(np.abs(reference.run(g, {"x": x.numpy()})["output"] - want)) <= tol["float32"]
+
+
 def test_state_dict_without_spec_is_refused(tmp_path):
     path = tmp_path / "gru.pt"
     _save(Stack(nn.GRU, 5, 7, 3), path)
