@@ -128,19 +128,33 @@ def _demo_classifier(args) -> None:
     _latency_line(f"latency whole test set (batch {len(x)})", t)
 
 
-def _speech_frames(seconds: float = 3.0, seed: int = 0) -> np.ndarray:
-    """[n, 576] frames (512 new samples + 64 of context) of a synthetic voiced sound
-    (harmonics of a gliding pitch under vowel-like spectral peaks) alternating with near
-    silence, 16 kHz."""
+def _speech_frames(seed: int = 0) -> np.ndarray:
+    """[n, 576] frames (512 new samples + 64 of context), 16 kHz: synthetic vowels (a glottal
+    pulse train with vibrato through three formant resonators, source-filter style) between
+    stretches of near silence."""
     sr, hop, ctx = 16000, 512, 64
-    t = np.arange(int(seconds * sr)) / sr
-    f0 = 120 + 20 * np.sin(2 * np.pi * 1.5 * t)
-    phase = 2 * np.pi * np.cumsum(f0) / sr
-    voiced = sum(np.sin(k * phase) * np.exp(-((k * 120 - 700) / 500) ** 2) / k
-                 for k in range(1, 30))
-    gate = (np.sin(2 * np.pi * 0.5 * t) > 0).astype(float)
-    audio = 0.4 * voiced / np.abs(voiced).max() * gate
-    audio += 0.002 * np.random.default_rng(seed).standard_normal(audio.size)
+
+    def vowel(dur, f0, formants):
+        n = int(dur * sr)
+        t = np.arange(n) / sr
+        phase = np.cumsum(f0 * (1 + 0.06 * np.sin(2 * np.pi * 4 * t))) / sr
+        src = (np.diff(np.floor(phase), prepend=0) > 0).astype(float)
+        src = np.convolve(src, np.exp(-np.arange(40) / 8.0))[:n]
+        k = np.arange(400)
+        out = np.zeros(n)
+        for f, bw, gain in formants:
+            # impulse response of a two-pole resonator: r^k sin((k+1) th) / sin th
+            r, th = np.exp(-np.pi * bw / sr), 2 * np.pi * f / sr
+            out += gain * np.convolve(src, r ** k * np.sin((k + 1) * th) / np.sin(th))[:n]
+        env = np.minimum(1, np.minimum(t / 0.04, (dur - t) / 0.04))
+        return out / np.abs(out).max() * 0.5 * env
+
+    quiet = lambda d: np.zeros(int(d * sr))  # noqa: E731
+    a = [(730, 90, 1.0), (1090, 110, 0.5), (2440, 170, 0.25)]
+    u = [(300, 70, 1.0), (870, 100, 0.4), (2240, 150, 0.1)]
+    audio = np.concatenate([quiet(0.6), vowel(0.5, 125, a), vowel(0.4, 110, u), quiet(0.6),
+                            vowel(0.6, 140, a), quiet(0.6)])
+    audio += 0.003 * np.random.default_rng(seed).standard_normal(audio.size)
     padded = np.concatenate([np.zeros(ctx), audio]).astype(np.float32)
     n = audio.size // hop
     return np.stack([padded[k * hop:k * hop + hop + ctx] for k in range(n)])
