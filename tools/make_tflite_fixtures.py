@@ -242,13 +242,28 @@ def unidirectional_lstm(s: LstmSpec, w: dict[int, np.ndarray]) -> bytes:
     return b.finish([x], [y])
 
 
-def lstm_step(s: LstmSpec, w: dict[int, np.ndarray]) -> bytes:
-    """x [N, I] -> LSTM (full kernel, one step; state kept in the variable tensors) -> y [N, P]."""
+def lstm_step(s: LstmSpec, w: dict[int, np.ndarray], legacy: bool = False) -> bytes:
+    """x [N, I] -> LSTM (full kernel, one step; state kept in the variable tensors) -> y [N, P].
+
+    legacy: the older form edgeseq also reads but today's TFLite refuses to run: the states
+    are graph inputs h0 [N, P], c0 [N, H] (not variables) and the op has four outputs
+    (scratch, output_state, cell_state, output), all graph outputs but the scratch."""
     b = ModelBuilder()
     x = b.tensor("x", (s.n_batch, s.n_input))
     ins = add_lstm_operands(b, s, w, "lstm")
     ins[0] = x
     y = b.tensor("y", (s.n_batch, s.out))
+    if legacy:
+        for k in (18, 19):
+            b.sub.tensors[ins[k]].isVariable = False
+        b.sub.tensors[ins[18]].name, b.sub.tensors[ins[19]].name = "h0", "c0"
+        outs = [b.tensor("scratch", (s.n_batch, 4 * s.n_cell)),
+                b.tensor("h", (s.n_batch, s.out)), b.tensor("c", (s.n_batch, s.n_cell)), y]
+        opt = fb.LSTMOptionsT()
+        opt.fusedActivationFunction = s.activation
+        opt.cellClip, opt.projClip = s.cell_clip, s.proj_clip
+        b.op(fb.BuiltinOperator.LSTM, ins, outs, OPT.LSTMOptions, opt, 1)
+        return b.finish([x, ins[18], ins[19]], [outs[1], outs[2], y])
     opt = fb.LSTMOptionsT()
     opt.fusedActivationFunction = s.activation
     opt.cellClip, opt.projClip = s.cell_clip, s.proj_clip

@@ -233,8 +233,9 @@ def initial_states(ctx: Context, pairs: list[tuple[int, int]], batch_first: bool
                    cells: list[Cell]) -> tuple[str, str]:
     """IR initial_h / initial_c from the TFLite state operands, one (h, c) pair per direction.
 
-    Variable state tensors start at zero (or at their buffer's values), so they become absent
-    inputs or constants; a state fed as a graph input becomes an initial-state input."""
+    Variable state tensors start at zero (TFLite refuses variables with data), so they become
+    absent inputs; constant states become constants; a state fed as a graph input (the older
+    form) becomes an initial-state input."""
     out = []
     for which, size in ((0, cells[0].n_output), (1, cells[0].n_cell)):
         idxs = [p[which] for p in pairs]

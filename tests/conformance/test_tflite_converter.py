@@ -12,7 +12,7 @@ import pytest
 
 from edgeseq import reference
 from edgeseq.errors import UnsupportedModelError
-from edgeseq.converters.tflite import convert
+from edgeseq.converters.tflite import convert, reader
 from edgeseq.converters.tflite.interpreter import TfliteSession, run_tflite
 
 # the fixture maker is a tool script, not a package module
@@ -443,3 +443,29 @@ def test_shape_option_fixes_input_dims(tmp_path, rng, tol):
         convert(path, shapes={"x": (2, 5)})
     with pytest.raises(UnsupportedModelError, match="--fix"):
         convert(path, fix={"x": 1.0})
+
+
+def test_lstm_step_legacy_state_inputs_and_outputs(tmp_path, rng, tol):
+    """The older LSTM form (states as graph inputs, four outputs incl. the new states) maps to
+    initial-state inputs and y_h / y_c outputs. Today's TFLite refuses to run that form, so it
+    is checked against TFLite's variable-state model with the same weights: feeding the states
+    TFLite holds after one invoke gives TFLite's next output and next states."""
+    f = fx.build("step_full_clip_tm", rng)
+    path, legacy = tmp_path / "step.tflite", tmp_path / "legacy.tflite"
+    path.write_bytes(f.data)
+    legacy.write_bytes(fx.lstm_step(f.spec, f.weights, legacy=True))
+    g = convert(legacy)
+    assert [v.name for v in g.inputs] == ["x", "h0", "c0"]
+    assert [v.name for v in g.outputs] == ["h", "c", "y"]
+    sess = TfliteSession(path)
+    loaded = reader.load(path)
+    op = loaded.model.subgraphs[0].operators[0]
+    x1, x2 = (rng.standard_normal((f.spec.n_batch, f.spec.n_input)).astype(np.float32)
+              for _ in range(2))
+    sess.run({"x": x1})
+    h0, c0 = (sess.it.get_tensor(op.inputs[k]).copy() for k in (18, 19))
+    want_y = sess.run({"x": x2})["y"]
+    h1, c1 = (sess.it.get_tensor(op.inputs[k]) for k in (18, 19))
+    got = reference.run(g, {"x": x2, "h0": h0, "c0": c0})
+    assert _err(got["y"], want_y) <= tol["float32"]
+    assert _err(got["h"], h1) <= tol["float32"] and _err(got["c"], c1) <= tol["float32"]
