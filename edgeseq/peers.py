@@ -6,6 +6,7 @@ Other converters register their format with `register(".tflite", "module:functio
 """
 from __future__ import annotations
 
+import functools
 import importlib
 from pathlib import Path
 from typing import Callable
@@ -49,13 +50,19 @@ _ORT_TYPES = {"tensor(float)": np.float32, "tensor(double)": np.float64,
               "tensor(int32)": np.int32, "tensor(int8)": np.int8, "tensor(bool)": np.bool_}
 
 
-def run_onnxruntime(path: Path, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """onnxruntime (CPU) outputs; inputs are cast to the model's declared element types."""
+@functools.lru_cache(maxsize=8)
+def _ort_session(path: str, mtime_ns: int):
+    """One onnxruntime session per model file version (streaming loops call run_peer often)."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
     so.log_severity_level = 3
-    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+
+
+def run_onnxruntime(path: Path, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """onnxruntime (CPU) outputs; inputs are cast to the model's declared element types."""
+    sess = _ort_session(str(path), path.stat().st_mtime_ns)
     feeds = {}
     for meta in sess.get_inputs():
         if meta.name not in inputs:
