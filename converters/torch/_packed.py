@@ -41,6 +41,9 @@ def _custom_op(torch):
     global _OP
     if _OP is not None:
         return _OP
+    if hasattr(torch.ops, "edgeseq") and hasattr(torch.ops.edgeseq, "padded_rnn"):
+        _OP = torch.ops.edgeseq.padded_rnn     # registered by an earlier copy of this module
+        return _OP
     from torch.nn.utils import rnn as rnn_utils
     pack, pad = rnn_utils.pack_padded_sequence, rnn_utils.pad_packed_sequence
 
