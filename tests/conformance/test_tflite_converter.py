@@ -4,6 +4,7 @@ with random weights and inputs: float within TOL["float32"]; hybrid int8 within 
 from TFLite's run-time activation quantisation (see `hybrid_bound`)."""
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -19,6 +20,8 @@ from edgeseq.converters.tflite.interpreter import TfliteSession, run_tflite
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools"))
 import make_tflite_fixtures as fx  # noqa: E402
 GRID = fx.lstm_grid()
+# random configurations per run; TFLITE_RANDOM_CASES=300 for a longer search (300 passed)
+RANDOM_CASES = int(os.environ.get("TFLITE_RANDOM_CASES", "12"))
 FLOAT_UNI = [n for n, s in GRID.items() if not s.hybrid and s.activation != fx.ACT.NONE]
 HYBRID_UNI = [n for n, s in GRID.items() if s.hybrid in ("sym", "asym")]
 
@@ -138,7 +141,7 @@ def hybrid_bound(s, w: dict, x: np.ndarray, h0=None, c0=None) -> tuple[np.ndarra
     xt_all = x.astype(np.float64) if s.time_major else np.swapaxes(x, 0, 1).astype(np.float64)
     T, N, _ = xt_all.shape
     H, P = s.n_cell, s.out
-    sig = lambda z: 1.0 / (1.0 + np.exp(-z))  # noqa: E731
+    sig = lambda z: 0.5 * (1.0 + np.tanh(0.5 * z))  # noqa: E731  (no overflow at large |z|)
     act = np.tanh if s.activation == fx.ACT.TANH else (lambda z: np.maximum(z, 0.0))
     W = {k: v.astype(np.float64) for k, v in w.items()}
     peep = {0: W.get(9), 1: W.get(10), 3: W.get(11)}
@@ -469,3 +472,35 @@ def test_lstm_step_legacy_state_inputs_and_outputs(tmp_path, rng, tol):
     got = reference.run(g, {"x": x2, "h0": h0, "c0": c0})
     assert _err(got["y"], want_y) <= tol["float32"]
     assert _err(got["h"], h1) <= tol["float32"] and _err(got["c"], c1) <= tol["float32"]
+
+
+@pytest.mark.parametrize("seed", range(RANDOM_CASES))
+def test_random_configurations(tmp_path, tol, seed):
+    """Random sizes (projection larger or smaller than the cell, batch 1-3, T 1-9) and random
+    feature sets, float and hybrid: the reference matches TFLite (float) or stays within the
+    accumulated hybrid bound (no layer norm) / the one-step bound at t = 0 (layer norm)."""
+    r = np.random.default_rng(1000 + seed)
+    n_cell = int(r.integers(1, 12))
+    feats = dict(cifg=bool(r.integers(2)), peephole=bool(r.integers(2)),
+                 layer_norm=bool(r.integers(2)) and n_cell > 1,
+                 n_output=int(r.choice([0, r.integers(1, 14)])), time_major=bool(r.integers(2)))
+    feats["proj_bias"] = bool(feats["n_output"]) and bool(r.integers(2))
+    s = fx.LstmSpec(n_input=int(r.integers(1, 9)), n_cell=n_cell, n_batch=int(r.integers(1, 4)),
+                    n_time=int(r.integers(1, 10)), cell_clip=float(r.choice([0.0, 0.5, 3.0])),
+                    proj_clip=float(r.choice([0.0, 0.4])) if feats["n_output"] else 0.0,
+                    hybrid=str(r.choice(["", "sym", "asym"])),
+                    activation=int(r.choice([fx.ACT.TANH, fx.ACT.RELU])), **feats)
+    w = fx.random_lstm_weights(r, s)
+    path = tmp_path / "random.tflite"
+    path.write_bytes(fx.unidirectional_lstm(s, w))
+    g = convert(path)
+    x = r.standard_normal(fx._x_shape(s)).astype(np.float32)
+    got, want = reference.run(g, {"x": x})["y"], run_tflite(path, {"x": x})["y"]
+    if not s.hybrid:
+        assert _err(got, want) <= tol["float32"], s
+        return
+    _, bound = hybrid_bound(s, fx.dequantized(w, s), x)
+    err = np.abs(got - want)
+    if s.layer_norm:
+        err, bound = (err[0], bound[0]) if s.time_major else (err[:, 0], bound[:, 0])
+    assert np.all(err <= bound + tol["float32"]), (s, err.max(), bound.max())
