@@ -104,13 +104,87 @@ def _max_pool1d(cx, node, x, kernel_size, stride=(), padding=(0,), dilation=(1,)
                       ends=[j + s * (n_out - 1) + 1], axes=[-1], steps=[s]) for j in range(k)]
     acc = parts[0]
     for j, p in enumerate(parts[1:], 1):
-        base = f"{node.name}_max{j}"
-        total = cx.emit1(Op.ADD, [acc, p], base + "_sum", shp)
-        diff = cx.emit1(Op.SUB, [acc, p], base + "_diff", shp)
-        mag = cx.emit1(Op.ABS, [diff], base + "_abs", shp)
-        both = cx.emit1(Op.ADD, [total, mag], base + "_twice", shp)
-        acc = cx.emit1(Op.MUL, [both, np.float32(0.5)], base, shp)
+        acc = _extremum(cx, acc, p, f"{node.name}_max{j}", shp, Op.ADD)
     return acc
+
+
+def _extremum(cx, a, b, base: str, shp, sign: Op):
+    """max(a, b) = (a + b + |a - b|) / 2 (sign ADD), min with SUB; the IR has no Max/Min."""
+    total = cx.emit1(Op.ADD, [a, b], base + "_sum", shp)
+    mag = cx.emit1(Op.ABS, [cx.emit1(Op.SUB, [a, b], base + "_diff", shp)], base + "_abs", shp)
+    both = cx.emit1(sign, [total, mag], base + "_twice", shp)
+    return cx.emit1(Op.MUL, [both, np.float32(0.5)], base, shp)
+
+
+@handles("aten.maximum.default", "aten.minimum.default")
+def _max_min(cx, node, a, b):
+    a, b = _like(a, b)
+    sign = Op.ADD if "maximum" in str(node.target) else Op.SUB
+    return _extremum(cx, a, b, node.name, out_shape(node), sign)
+
+
+# ---- normalisation ----------------------------------------------------------------------------
+@handles("aten.batch_norm.default")
+def _batch_norm(cx, node, x, w, b, mean, var, training, momentum, eps, *_):
+    # NOTE: eval-mode batch norm is a per-channel affine map; folded into one Mul and one Add
+    if training or any(isinstance(t, V) for t in (w, b, mean, var)) or mean is None:
+        raise UnsupportedModelError("batch_norm in training mode or with computed statistics")
+    c = x.shape[1]
+    scale = (np.ones(c) if w is None else np.asarray(w, np.float64)) / np.sqrt(
+        np.asarray(var, np.float64) + eps)
+    shift = (np.zeros(c) if b is None else np.asarray(b, np.float64)) - np.asarray(mean) * scale
+    bshape = (c,) + (1,) * (x.rank - 2)
+    y = cx.emit1(Op.MUL, [x, scale.reshape(bshape).astype(np.float32)], node.name + "_scale", x.shape)
+    return cx.emit1(Op.ADD, [y, shift.reshape(bshape).astype(np.float32)], node.name, x.shape)
+
+
+@handles("aten.layer_norm.default")
+def _layer_norm(cx, node, x, normalized_shape, w=None, b=None, eps=1e-5, *_):
+    axes = list(range(x.rank - len(normalized_shape), x.rank))
+    red = tuple(1 if k in axes else d for k, d in enumerate(x.shape))
+    n = node.name
+    mean = cx.emit1(Op.REDUCE_MEAN, [x], n + "_mean", red, axes=axes, keepdims=True)
+    d = cx.emit1(Op.SUB, [x, mean], n + "_centered", x.shape)
+    var = cx.emit1(Op.REDUCE_MEAN, [cx.emit1(Op.MUL, [d, d], n + "_sq", x.shape)], n + "_var",
+                   red, axes=axes, keepdims=True)
+    std = cx.emit1(Op.SQRT, [cx.emit1(Op.ADD, [var, np.float32(eps)], n + "_var_eps", red)],
+                   n + "_std", red)
+    y = cx.emit1(Op.DIV, [d, std], n + "_normalized", x.shape)
+    if w is not None:
+        y = cx.emit1(Op.MUL, [y, _f32(w)], n + "_gain", x.shape)
+    if b is not None:
+        y = cx.emit1(Op.ADD, [y, _f32(b)], n, x.shape)
+    return y
+
+
+# ---- more activations ---------------------------------------------------------------------------
+@handles("aten.gelu.default")
+def _gelu(cx, node, x, *, approximate="none"):
+    if approximate != "tanh":
+        raise UnsupportedModelError("gelu with erf has no IR form; use approximate='tanh'")
+    n, shp = node.name, x.shape
+    cube = cx.emit1(Op.MUL, [cx.emit1(Op.MUL, [x, x], n + "_x2", shp), x], n + "_x3", shp)
+    inner = cx.emit1(Op.ADD, [x, cx.emit1(Op.MUL, [cube, np.float32(0.044715)], n + "_c3", shp)],
+                     n + "_inner", shp)
+    t = cx.emit1(Op.TANH, [cx.emit1(Op.MUL, [inner, np.float32(np.sqrt(2 / np.pi))], n + "_s", shp)],
+                 n + "_tanh", shp)
+    half = cx.emit1(Op.MUL, [x, np.float32(0.5)], n + "_half", shp)
+    return cx.emit1(Op.MUL, [half, cx.emit1(Op.ADD, [t, np.float32(1.0)], n + "_1p", shp)], n, shp)
+
+
+@handles("aten.hardsigmoid.default")
+def _hardsigmoid(cx, node, x):
+    y = cx.emit1(Op.ADD, [cx.emit1(Op.MUL, [x, np.float32(1 / 6)], node.name + "_s", x.shape),
+                          np.float32(0.5)], node.name + "_b", x.shape)
+    return cx.emit1(Op.CLIP, [y], node.name, x.shape, min=0.0, max=1.0)
+
+
+@handles("aten.embedding.default")
+def _embedding(cx, node, weight, indices, *_):
+    if isinstance(weight, V):
+        raise UnsupportedModelError("embedding table must be a constant (parameter)")
+    return cx.emit(Op.GATHER, [weight, indices], node.name, [out_shape(node)], {"axis": 0},
+                   dtype="float32")[0]
 
 
 # ---- elementwise ------------------------------------------------------------------------------

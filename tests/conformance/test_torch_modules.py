@@ -273,3 +273,31 @@ def test_integer_glue_and_casts(tol):
     g, _ = _check(IntegerGlue(), (torch.randn(6, 2, 3), torch.tensor([6, 4])),
                   [(torch.randn(9, 2, 3), torch.tensor([3, -4]))], tol["float32"])
     assert [v.dtype for v in g.outputs] == ["float32", "int64", "float32", "int64"]
+
+
+class Norms(nn.Module):
+    """BatchNorm1d / LayerNorm / Embedding / max / tanh-GELU / hardsigmoid around an LSTM."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(10, 4)
+        self.bn = nn.BatchNorm1d(4)
+        self.ln = nn.LayerNorm(6)
+        self.lstm = nn.LSTM(4, 6, batch_first=True)
+
+    def forward(self, x, ids):                          # x [N, T, 4], ids [N, T]
+        z = self.bn((x + self.emb(ids)).transpose(1, 2)).transpose(1, 2)
+        y, _ = self.lstm(torch.maximum(z, -0.5 * z))
+        y = self.ln(y)
+        return nn.functional.gelu(y, approximate="tanh"), nn.functional.hardsigmoid(torch.minimum(y, 3 * y))
+
+
+def test_norms_embedding_and_activations(tol):
+    torch.manual_seed(13)
+    m = Norms()
+    with torch.no_grad():     # non-trivial running statistics
+        m.bn.running_mean.uniform_(-1, 1)
+        m.bn.running_var.uniform_(0.5, 2)
+    ids = lambda t, s: torch.randint(0, 10, (2, t), generator=torch.Generator().manual_seed(s))
+    _check(m, (torch.randn(2, 7, 4), ids(7, 0)), [(torch.randn(2, 11, 4), ids(11, 1))],
+           tol["float32"], time_axis={"x": 1, "ids": 1})
