@@ -35,16 +35,27 @@ def _ops(loaded: reader.Loaded, sub) -> list[OpView]:
     return out
 
 
+# Elementwise / shape-preserving operators a sequence op's input may pass through on its way
+# from the graph input (Keras: REVERSE_V2 for a backward layer, QUANTIZE in int8 models).
+_KEEPS_LAYOUT = {"QUANTIZE", "DEQUANTIZE", "REVERSE_V2", "TANH", "LOGISTIC"}
+
+
 def _dynamic_time_axes(ctx: Context, ops: list[OpView], inputs: list[int]) -> dict[int, int]:
-    """Graph inputs read directly by a sequence op: their time axis becomes the symbol "T"."""
+    """Graph inputs read by a sequence op (directly or through layout-keeping ops): their time
+    axis becomes the symbol "T"."""
+    producer = {o: op for op in ops for o in op.outputs}
     axes: dict[int, int] = {}
     for op in ops:
         if op.name in _SEQUENCE_OPS:
             opt, default = _SEQUENCE_OPS[op.name]
             time_major = bool(op.option(opt, default))
             for k in (0, 39):
-                if op.input(k) in inputs:
-                    axes[op.input(k)] = 0 if time_major else 1
+                idx = op.input(k)
+                while idx not in inputs and idx in producer and \
+                        producer[idx].name in _KEEPS_LAYOUT:
+                    idx = producer[idx].input(0)
+                if idx in inputs:
+                    axes[idx] = 0 if time_major else 1
     return axes
 
 

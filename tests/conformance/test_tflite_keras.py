@@ -62,6 +62,7 @@ def test_keras_integer_glue(name):
     closer to Keras than TFLite's int8 kernels do (measured 2.7e-4 vs 1.2e-3 and 2.5e-3 vs
     0.17)."""
     g, feeds, ours, theirs, keras_y = _case(name)
+    assert g.inputs[0].shape[1] == "T"          # found through the QUANTIZE in front
     assert _err(ours, keras_y) <= min(1e-2, _err(theirs, keras_y))
 
 
