@@ -129,3 +129,17 @@ def test_stream_stacked_classifier(tmp_path, rng, tol, name):
             assert _err(ours[-1], want) <= tol["float32"]
     whole = reference.run(g, {"x": np.concatenate(chunks, 0)})["probs"]
     assert _err(np.concatenate(ours, 0), whole) <= tol["float32"]
+
+
+def test_artifact_round_trip_hybrid(tmp_path, rng, tol):
+    """A converted hybrid model (int8 weights + '.scale' constants) survives .eseq save/load
+    and runs from the memory-mapped artifact like the in-memory graph."""
+    import edgeseq
+    from edgeseq import artifact
+    path = tmp_path / "full.tflite"
+    path.write_bytes(fx.build("uni_full_clip_bm_hybrid", rng).data)
+    g = convert(path)
+    art = artifact.save(g, tmp_path / "full.eseq", source=path)
+    x = rng.standard_normal((2, 9, 5)).astype(np.float32)
+    got = edgeseq.load(art).run({"x": x})["y"]
+    assert _err(got, reference.run(g, {"x": x})["y"]) <= tol["float32"]
