@@ -13,6 +13,7 @@ from edgeseq.runtime.kernels import gru as _gru
 from edgeseq.runtime.kernels import lstm as _lstm
 from edgeseq.runtime.kernels import rnn as _rnn
 from edgeseq.runtime.kernels.activations import ACT_CODES
+from edgeseq.runtime.kernels.panels import to_panels
 from edgeseq.runtime.plan import Kernel, as_float32, register
 
 # Below this many (time x batch) rows the input projection runs inside the kernel, step by
@@ -61,7 +62,8 @@ class _Recurrent(Kernel):
         w_x = dense_weight(graph, node, "w_x")
         w_h = dense_weight(graph, node, "w_h")
         self.w_x = [as_float32(w_x[d]) for d in range(self.n_dir)]
-        self.w_h = [as_float32(w_h[d]) for d in range(self.n_dir)]
+        # the recurrent matrix is read every step: panel layout (kernels/panels.py)
+        self.w_h = [self._recurrent_layout(as_float32(w_h[d])) for d in range(self.n_dir)]
         self.reverse = [a["direction"] == "reverse" or d == 1 for d in range(self.n_dir)]
 
     def _acts(self, d: int, k: int) -> tuple[list[int], list[float]]:
@@ -72,6 +74,9 @@ class _Recurrent(Kernel):
         for al, be in zip(a["activation_alpha"][sl], a["activation_beta"][sl]):
             ab += [al, be]
         return codes, ab
+
+    def _recurrent_layout(self, w_h: np.ndarray):
+        return to_panels(w_h)
 
     def _lens(self, seq_lens, t_len: int, n_batch: int) -> np.ndarray:
         if seq_lens is None:
@@ -225,6 +230,20 @@ class LstmKernel(_Recurrent):
 class GruKernel(_Recurrent):
     n_gates = 3
 
+    def _recurrent_layout(self, w_h: np.ndarray):
+        # z, r rows and h rows apart: form 0 needs r before the h-gate product
+        hs = self.hidden
+        return to_panels(w_h[:2 * hs]), to_panels(w_h[2 * hs:])
+
+    def _pack(self) -> None:
+        zr, hn = self.w_h[0]
+        parts = [self.w_x[0], zr, hn, self.aux[0]]
+        offsets = np.cumsum([0] + [p.size for p in parts[:-1]])
+        wbuf = np.concatenate([p.ravel() for p in parts]).astype(np.float32)
+        views = [wbuf[o:o + p.size].reshape(p.shape) for o, p in zip(offsets, parts)]
+        self.w_x[0], self.w_h[0], self.aux[0] = views[0], (views[1], views[2]), views[3]
+        self._wbuf, self._offsets = wbuf, offsets
+
     def __init__(self, graph: Graph, node: Node, **options) -> None:
         super().__init__(graph, node, **options)
         hs = self.hidden
@@ -247,7 +266,8 @@ class GruKernel(_Recurrent):
     stream_fn = staticmethod(_gru._gru_stream)
 
     def _run(self, d, xin, pre, lens, states, y) -> None:
-        _gru._gru_sequence(xin, self.w_x[d], pre, self.w_h[d], self.aux[d], self.ip[d],
+        zr, hn = self.w_h[d]
+        _gru._gru_sequence(xin, self.w_x[d], pre, zr, hn, self.aux[d], self.ip[d],
                            self.fp[d], lens, states[0], y)
 
 

@@ -13,6 +13,7 @@ from numba import njit
 from edgeseq.runtime.config import NJIT
 from edgeseq.runtime.kernels.activations import activate
 from edgeseq.runtime.kernels.linalg import clip_inplace, matvec_rows, step_rows
+from edgeseq.runtime.kernels.panels import panel_gemv_acc
 
 N_IP = 4
 N_FP = 5
@@ -23,7 +24,7 @@ def _input_contribution(x, w_x, pre, rows, times, n_act, xz):
     """xz[b] = W_x x_t for the active rows (copied when precomputed by one GEMM)."""
     if pre:
         for a in range(n_act):
-            xz[rows[a], :] = x[times[a], rows[a], :]
+            xz[rows[a], :x.shape[2]] = x[times[a], rows[a], :]
     else:
         xt = np.empty((x.shape[1], x.shape[2]), dtype=np.float32)
         for a in range(n_act):
@@ -32,40 +33,39 @@ def _input_contribution(x, w_x, pre, rows, times, n_act, xz):
 
 
 @njit(**NJIT)
-def _gru_step(x, w_x, pre, w_h, aux, ip, fp, rows, times, n_act, h, y, xz, rz, tmp):
+def _gru_step(x, w_x, pre, w_hzr, w_hn, aux, ip, fp, rows, times, n_act, h, y, xz, rz, hn,
+              tmp):
     n_hidden = h.shape[1]
     lbr = ip[0] != 0
     _input_contribution(x, w_x, pre, rows, times, n_act, xz)
-    # recurrent part: all three gate blocks at once when reset is applied after the matmul
-    matvec_rows(w_h, 0, 3 * n_hidden if lbr else 2 * n_hidden, h, rows, n_act, rz, False)
     for a in range(n_act):
         b = rows[a]
+        rz[b, :] = 0.0
+        panel_gemv_acc(w_hzr, h[b], rz[b])
         xb = xz[b]
         rb = rz[b]
-        hb = h[b]
-        for g in range(2):
-            o = g * n_hidden
+        for gate in range(2):
+            o = gate * n_hidden
             for j in range(n_hidden):
-                xb[o + j] += aux[g, j] + rb[o + j] + aux[3 + g, j]
+                xb[o + j] += aux[gate, j] + rb[o + j] + aux[3 + gate, j]
         clip_inplace(xb, 0, 2 * n_hidden, fp[0])
         activate(xb, 0, 2 * n_hidden, ip[1], fp[1], fp[2])
-        if lbr:
-            for j in range(n_hidden):
-                xb[2 * n_hidden + j] += aux[2, j] + xb[n_hidden + j] * (rb[2 * n_hidden + j] + aux[5, j])
-        else:
-            for j in range(n_hidden):
-                tmp[b, j] = xb[n_hidden + j] * hb[j]
-    if not lbr:
-        # reset applied before the matmul: W_hh (r * h) needs r first, so a second pass
-        matvec_rows(w_h, 2 * n_hidden, 3 * n_hidden, tmp, rows, n_act, rz, False)
-        for a in range(n_act):
-            b = rows[a]
-            for j in range(n_hidden):
-                xz[b, 2 * n_hidden + j] += aux[2, j] + rz[b, j] + aux[5, j]
-    for a in range(n_act):
-        b = rows[a]
-        xb = xz[b]
         hb = h[b]
+        nb = hn[b]
+        nb[:] = 0.0
+        if lbr:
+            # reset applied after the matmul (PyTorch, Keras reset_after)
+            panel_gemv_acc(w_hn, hb, nb)
+            for j in range(n_hidden):
+                xb[2 * n_hidden + j] += aux[2, j] + xb[n_hidden + j] * (nb[j] + aux[5, j])
+        else:
+            # reset applied to h before the matmul: W_hh (r * h) needs r first
+            tb = tmp[b]
+            for j in range(n_hidden):
+                tb[j] = xb[n_hidden + j] * hb[j]
+            panel_gemv_acc(w_hn, tb, nb)
+            for j in range(n_hidden):
+                xb[2 * n_hidden + j] += aux[2, j] + nb[j] + aux[5, j]
         clip_inplace(xb, 2 * n_hidden, n_hidden, fp[0])
         activate(xb, 2 * n_hidden, n_hidden, ip[2], fp[3], fp[4])
         for j in range(n_hidden):
@@ -75,17 +75,19 @@ def _gru_step(x, w_x, pre, w_h, aux, ip, fp, rows, times, n_act, h, y, xz, rz, t
 
 
 @njit(**NJIT)
-def _gru_sequence(x, w_x, pre, w_h, aux, ip, fp, lens, h, y):
+def _gru_sequence(x, w_x, pre, w_hzr, w_hn, aux, ip, fp, lens, h, y):
     """One direction over x [T, N, *] (pre=1: x holds W_x x_t [T, N, 3H]); h [N, H] in place;
-    y [T, N, H] (zero past each sequence's length)."""
+    y [T, N, H] (zero past each sequence's length). w_hzr, w_hn: recurrent weights of the
+    z, r gates and of the h gate, in panels."""
     t_len, n_batch = x.shape[0], x.shape[1]
     n_hidden = h.shape[1]
     reverse = ip[3] != 0
     rows = np.empty(n_batch, dtype=np.int64)
     times = np.empty(n_batch, dtype=np.int64)
-    xz = np.empty((n_batch, 3 * n_hidden), dtype=np.float32)
-    rz = np.empty((n_batch, 3 * n_hidden), dtype=np.float32)
-    tmp = np.empty((n_batch, n_hidden), dtype=np.float32)
+    xz = np.zeros((n_batch, 3 * n_hidden), dtype=np.float32)
+    rz = np.zeros((n_batch, w_hzr.shape[0] * 16), dtype=np.float32)
+    hn = np.zeros((n_batch, w_hn.shape[0] * 16), dtype=np.float32)
+    tmp = np.zeros((n_batch, n_hidden), dtype=np.float32)
     for s in range(t_len):
         n_act = step_rows(s, t_len, lens, reverse, rows, times)
         if n_act < n_batch:
@@ -93,13 +95,14 @@ def _gru_sequence(x, w_x, pre, w_h, aux, ip, fp, lens, h, y):
                 if s >= lens[b]:
                     y[s, b, :] = 0.0
         if n_act > 0:
-            _gru_step(x, w_x, pre, w_h, aux, ip, fp, rows, times, n_act, h, y, xz, rz, tmp)
+            _gru_step(x, w_x, pre, w_hzr, w_hn, aux, ip, fp, rows, times, n_act, h, y, xz, rz,
+                      hn, tmp)
 
 
 @njit(**NJIT)
 def _gru_stream(x, wbuf, ip, fp, state, y):
     """Short-chunk streaming entry (see lstm._lstm_stream). ip[4:12]: n_input, n_hidden,
-    n_hidden, offsets of w_x, w_h, (unused), aux, aux width; ip[12]: check finite."""
+    n_hidden, offsets of w_x, w_hzr, w_hn, aux, aux width; ip[12]: check finite."""
     if ip[12]:
         for v in x.ravel():
             if not np.isfinite(v):
@@ -107,10 +110,14 @@ def _gru_stream(x, wbuf, ip, fp, state, y):
     t_len, n_batch = x.shape[0], x.shape[1]
     n_input, n_hidden = ip[4], ip[5]
     g = 3 * n_hidden
+    zr = (2 * n_hidden + 63) // 64 * 64
+    hp = (n_hidden + 63) // 64 * 64
     w_x = wbuf[ip[7]:ip[7] + g * n_input].reshape(g, n_input)
-    w_h = wbuf[ip[8]:ip[8] + g * n_hidden].reshape(g, n_hidden)
+    w_hzr = wbuf[ip[8]:ip[8] + zr * n_hidden].reshape(zr // 16, n_hidden, 16)
+    w_hn = wbuf[ip[9]:ip[9] + hp * n_hidden].reshape(hp // 16, n_hidden, 16)
     aux = wbuf[ip[10]:ip[10] + 6 * ip[11]].reshape(6, ip[11])
     h = state[:n_batch * n_hidden].reshape(n_batch, n_hidden)
     lens = np.full(n_batch, t_len, dtype=np.int64)
-    _gru_sequence(x, w_x, 0, w_h, aux, ip, fp, lens, h, y.reshape(t_len, n_batch, n_hidden))
+    _gru_sequence(x, w_x, 0, w_hzr, w_hn, aux, ip, fp, lens, h,
+                  y.reshape(t_len, n_batch, n_hidden))
     return 0

@@ -20,6 +20,7 @@ from edgeseq.runtime.config import NJIT
 from edgeseq.runtime.kernels.activations import activate, fast_sigmoid, fast_tanh
 from edgeseq.runtime.kernels.linalg import (clip_inplace, layer_norm_inplace, matvec_rows,
                                             step_rows)
+from edgeseq.runtime.kernels.panels import panel_gemv_acc
 
 N_IP = 8
 N_FP = 10
@@ -28,19 +29,18 @@ N_FP = 10
 @njit(**NJIT)
 def _gate_preactivations(x, w_x, pre, w_h, h, rows, times, n_act, z):
     """z[b] = W_x x_t + W_h h_{t-1} for the active batch rows (no bias: it is added after a
-    layer norm, which must see the bare sum)."""
-    g = w_h.shape[0]
+    layer norm, which must see the bare sum). w_x [4H, I] row-major; w_h in panels."""
+    g = w_x.shape[0]
     if pre:
         for a in range(n_act):
-            z[rows[a], :] = x[times[a], rows[a], :]
-        matvec_rows(w_h, 0, g, h, rows, n_act, z, True)
+            z[rows[a], :g] = x[times[a], rows[a], :]
     else:
         xt = np.empty((x.shape[1], x.shape[2]), dtype=np.float32)
         for a in range(n_act):
-            b = rows[a]
-            xt[b, :] = x[times[a], b, :]
+            xt[rows[a], :] = x[times[a], rows[a], :]
         matvec_rows(w_x, 0, g, xt, rows, n_act, z, False)
-        matvec_rows(w_h, 0, g, h, rows, n_act, z, True)
+    for a in range(n_act):
+        panel_gemv_acc(w_h, h[rows[a]], z[rows[a]])
 
 
 @njit(**NJIT)
@@ -163,7 +163,8 @@ def _lstm_sequence(x, w_x, pre, w_h, w_proj, aux, ip, fp, lens, h, c, y):
     reverse = ip[7] != 0
     rows = np.empty(n_batch, dtype=np.int64)
     times = np.empty(n_batch, dtype=np.int64)
-    z = np.empty((n_batch, 4 * n_cell), dtype=np.float32)
+    # panel GEMVs write whole 64-row groups: room for the padding rows
+    z = np.zeros((n_batch, w_h.shape[0] * 16), dtype=np.float32)
     m = np.empty(n_cell, dtype=np.float32)
     for s in range(t_len):
         n_act = step_rows(s, t_len, lens, reverse, rows, times)
@@ -189,8 +190,9 @@ def _lstm_stream(x, wbuf, ip, fp, state, y):
     t_len, n_batch = x.shape[0], x.shape[1]
     n_input, n_cell, n_out = ip[8], ip[9], ip[10]
     g = 4 * n_cell
+    gp = (g + 63) // 64 * 64
     w_x = wbuf[ip[11]:ip[11] + g * n_input].reshape(g, n_input)
-    w_h = wbuf[ip[12]:ip[12] + g * n_out].reshape(g, n_out)
+    w_h = wbuf[ip[12]:ip[12] + gp * n_out].reshape(gp // 16, n_out, 16)
     w_proj = wbuf[ip[13]:ip[13] + n_out * n_cell].reshape(n_out, n_cell) if ip[3] else \
         wbuf[0:0].reshape(0, 0)
     aux = wbuf[ip[14]:ip[14] + 12 * ip[15]].reshape(12, ip[15])

@@ -11,7 +11,8 @@ from numba import njit
 from edgeseq.runtime.config import NJIT
 from edgeseq.runtime.kernels.activations import activate
 from edgeseq.runtime.kernels.gru import _input_contribution
-from edgeseq.runtime.kernels.linalg import clip_inplace, matvec_rows, step_rows
+from edgeseq.runtime.kernels.linalg import clip_inplace, step_rows
+from edgeseq.runtime.kernels.panels import panel_gemv_acc
 
 N_IP = 2
 N_FP = 3
@@ -21,7 +22,8 @@ N_FP = 3
 def _rnn_step(x, w_x, pre, w_h, aux, ip, fp, rows, times, n_act, h, y, xz):
     n_hidden = h.shape[1]
     _input_contribution(x, w_x, pre, rows, times, n_act, xz)
-    matvec_rows(w_h, 0, n_hidden, h, rows, n_act, xz, True)
+    for a in range(n_act):
+        panel_gemv_acc(w_h, h[rows[a]], xz[rows[a]])
     for a in range(n_act):
         b = rows[a]
         xb = xz[b]
@@ -29,8 +31,8 @@ def _rnn_step(x, w_x, pre, w_h, aux, ip, fp, rows, times, n_act, h, y, xz):
             xb[j] += aux[0, j]
         clip_inplace(xb, 0, n_hidden, fp[0])
         activate(xb, 0, n_hidden, ip[0], fp[1], fp[2])
-        h[b, :] = xb
-        y[times[a], b, :] = xb
+        h[b, :] = xb[:n_hidden]
+        y[times[a], b, :] = xb[:n_hidden]
 
 
 @njit(**NJIT)
@@ -41,7 +43,7 @@ def _rnn_sequence(x, w_x, pre, w_h, aux, ip, fp, lens, h, y):
     reverse = ip[1] != 0
     rows = np.empty(n_batch, dtype=np.int64)
     times = np.empty(n_batch, dtype=np.int64)
-    xz = np.empty((n_batch, n_hidden), dtype=np.float32)
+    xz = np.zeros((n_batch, w_h.shape[0] * 16), dtype=np.float32)
     for s in range(t_len):
         n_act = step_rows(s, t_len, lens, reverse, rows, times)
         if n_act < n_batch:
@@ -63,7 +65,8 @@ def _rnn_stream(x, wbuf, ip, fp, state, y):
     t_len, n_batch = x.shape[0], x.shape[1]
     n_input, n_hidden = ip[2], ip[3]
     w_x = wbuf[ip[5]:ip[5] + n_hidden * n_input].reshape(n_hidden, n_input)
-    w_h = wbuf[ip[6]:ip[6] + n_hidden * n_hidden].reshape(n_hidden, n_hidden)
+    hp = (n_hidden + 63) // 64 * 64
+    w_h = wbuf[ip[6]:ip[6] + hp * n_hidden].reshape(hp // 16, n_hidden, 16)
     aux = wbuf[ip[8]:ip[8] + ip[9]].reshape(1, ip[9])
     h = state[:n_batch * n_hidden].reshape(n_batch, n_hidden)
     lens = np.full(n_batch, t_len, dtype=np.int64)
