@@ -50,13 +50,17 @@ def _export(torch, module, args: tuple):
 
 
 def from_module(module, example_inputs, *, dynamic_time: bool = True,
-                time_axis: int | dict[str, int] | None = None, name: str | None = None) -> Graph:
+                time_axis: int | dict[str, int] | None = None, dynamic_batch: bool = False,
+                batch_axis: int | dict[str, int] | None = None,
+                name: str | None = None) -> Graph:
     """Convert an nn.Module, in eval mode, traced on `example_inputs` into a validated Graph.
 
     With `dynamic_time`, the sequence axis of the inputs becomes the symbol "T": by default the
     one input axis whose size equals the first recurrent layer's sequence length; give
     `time_axis` (an axis of the first input, or {input name: axis}) when that is ambiguous.
-    The batch size stays that of the example.
+    With `dynamic_batch`, the batch axes become "N" the same way (`batch_axis`: every input
+    axis of the first recurrent layer's batch size, one per input); otherwise the batch size
+    stays the example's.
     """
     torch = require_torch()
     args = (example_inputs,) if isinstance(example_inputs, torch.Tensor) else tuple(example_inputs)
@@ -72,20 +76,55 @@ def from_module(module, example_inputs, *, dynamic_time: bool = True,
     module.eval()     # NOTE: inference semantics (no dropout); the caller's mode is restored
     try:
         ga = trace(args)
-        if not dynamic_time:
+        if not dynamic_time and not dynamic_batch:
             return ga.validate()
-        return _with_time_symbol(torch, ga, trace, args, time_axis)
+        return _symbolic(torch, ga, trace, args, time_axis if dynamic_time else False,
+                         batch_axis if dynamic_batch else False)
     finally:
         module.train(was_training)
 
 
-def _with_time_symbol(torch, ga: Graph, trace, args: tuple, time_axis) -> Graph:
-    """Trace again with one more step and make the time axis symbolic (see _dynamic.py)."""
-    from edgeseq.converters.torch._dynamic import generalize_time
+def _symbolic(torch, ga: Graph, trace, args: tuple, time_axis, batch_axis=False) -> Graph:
+    """Trace again one step longer (and one sequence wider) and make those axes symbolic
+    (see _dynamic.py). An axis argument of False leaves that dim static."""
+    from edgeseq.converters.torch._dynamic import Variant, generalize
     ga.validate()
-    axes = _time_axes(ga, args, time_axis)
-    longer = tuple(_extend(torch, a, axes.get(v.name)) for a, v in zip(args, ga.inputs))
-    return generalize_time(ga, trace(longer), axes)
+    variants = []
+    taxes = {} if time_axis is False else _time_axes(ga, args, time_axis)
+    if time_axis is not False:
+        longer = tuple(_extend(torch, a, taxes.get(v.name)) for a, v in zip(args, ga.inputs))
+        variants.append(Variant(trace(longer), taxes, "T", "sequence length", "dynamic_time"))
+    if batch_axis is not False:
+        baxes = _batch_axes(ga, batch_axis, taxes)
+        wider = tuple(_extend(torch, a, baxes.get(v.name)) for a, v in zip(args, ga.inputs))
+        variants.append(Variant(trace(wider), baxes, "N", "batch size", "dynamic_batch"))
+    return generalize(ga, variants)
+
+
+def _batch_axes(g: Graph, batch_axis, taxes: dict[str, int]) -> dict[str, int]:
+    names = [v.name for v in g.inputs]
+    if isinstance(batch_axis, int):
+        return {names[0]: batch_axis}
+    if isinstance(batch_axis, dict):
+        bad = sorted(set(batch_axis) - set(names))
+        if bad:
+            raise UnsupportedModelError(f"batch_axis names unknown input(s) {bad}; inputs: {names}")
+        return dict(batch_axis)
+    rec = next(iter(g.recurrent_nodes()), None)
+    if rec is None:
+        raise UnsupportedModelError("dynamic_batch: the model has no recurrent layer to take the "
+                                    "batch size from; pass batch_axis=")
+    n0 = g.value(rec.inputs[0]).shape[0 if rec.attrs["batch_first"] else 1]
+    out = {}
+    for v in g.inputs:
+        found = [k for k, d in enumerate(v.shape) if d == n0 and taxes.get(v.name) != k]
+        if len(found) > 1:
+            raise UnsupportedModelError(
+                f"dynamic_batch: input '{v.name}' {v.shape} has several axes of the batch size "
+                f"{n0}; pass batch_axis={{'{v.name}': axis, ...}} or use distinct example sizes")
+        if found:
+            out[v.name] = found[0]
+    return out
 
 
 def _time_axes(g: Graph, args: tuple, time_axis) -> dict[str, int]:
@@ -114,7 +153,7 @@ def _time_axes(g: Graph, args: tuple, time_axis) -> dict[str, int]:
 
 
 def _extend(torch, a, axis):
-    """`a` with one more step along `axis` (a copy of its last step)."""
+    """`a` one longer along `axis` (its last slice repeated)."""
     if axis is None:
         return a
     return torch.cat([a, a.narrow(axis, a.shape[axis] - 1, 1)], dim=axis)
@@ -162,7 +201,7 @@ def convert_exported(path: str | Path, *, dynamic_time: bool = True,
         with torch.no_grad():
             return _lower(_export(torch, module, a), path.stem)
     try:
-        return _with_time_symbol(torch, ga, trace, args, time_axis)
+        return _symbolic(torch, ga, trace, args, time_axis)
     except UnsupportedModelError as e:
         ga.metadata["static_time"] = f"sequence length fixed at export: {e}"
         return ga
