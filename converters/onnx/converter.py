@@ -314,5 +314,6 @@ def _assemble(ctx: Context, g: onnx.GraphProto, graph_inputs, label: str) -> Gra
     # Only constants some node still reads go into the graph (handlers may have replaced one,
     # e.g. re-laid-out recurrent weights or a 0-d operand made 1-d).
     referenced = {n for node in ctx.nodes for n in list(node.inputs) + list(node.weights.values())}
-    constants = {k: v for k, v in ctx.consts.items() if k in referenced}
+    constants = {k: v for k, v in ctx.consts.items()
+                 if k in referenced or (k.endswith(".scale") and k[:-len(".scale")] in referenced)}
     return Graph(g.name or Path(label).stem, inputs, outputs, ctx.nodes, constants)

@@ -62,7 +62,9 @@ def _f32(x: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(x, dtype=np.float32)
 
 
-def _common(ctx: Context, node, op: Op, extra: set[str]):
+def _common(ctx: Context, node, op: Op, extra: set[str], wr=None):
+    """Attributes, W and R ([D, G*H, *]; `wr` gives them when the caller has already decoded
+    them, e.g. from int8), sizes, and the optional B and P constants."""
     a = ctx.attrs(node, _COMMON | extra)
     direction = a.get("direction", "forward")
     if direction not in _DIRECTIONS:
@@ -71,9 +73,11 @@ def _common(ctx: Context, node, op: Op, extra: set[str]):
     layout = int(a.get("layout", 0))
     if layout not in (0, 1):
         raise Unsupported(f"layout must be 0 or 1, got {layout}")
-    ops = ctx.need_consts(node, {1: "W", 2: "R", 3: "B", 7: "P"} if op is Op.LSTM
-                          else {1: "W", 2: "R", 3: "B"})
-    w, r = ops[1], ops[2]
+    wanted = {1: "W", 2: "R", 3: "B"} if wr is None else {3: "B"}
+    if op is Op.LSTM:
+        wanted[7] = "P"
+    ops = ctx.need_consts(node, wanted)
+    w, r = wr if wr is not None else (ops[1], ops[2])
     if w.ndim != 3 or r.ndim != 3 or w.shape[0] != d or r.shape[0] != d:
         raise Unsupported(f"W {w.shape} / R {r.shape}: expected [num_directions={d}, G*H, *]")
     h = int(a.get("hidden_size", r.shape[-1]))
@@ -88,7 +92,9 @@ def _common(ctx: Context, node, op: Op, extra: set[str]):
     attrs = {"hidden_size": h, "direction": direction, "batch_first": layout == 1,
              "activations": acts, "activation_alpha": alpha, "activation_beta": beta,
              "gate_clip": float(clip or 0.0)}
-    return a, attrs, _f32(w), _f32(r), d, h, ops.get(3), ops.get(7)
+    if wr is None:
+        w, r = _f32(w), _f32(r)
+    return a, attrs, w, r, d, h, ops.get(3), ops.get(7)
 
 
 def _io(ctx: Context, node, n_states: int) -> tuple[list[str], list[str]]:
@@ -113,9 +119,15 @@ def _io(ctx: Context, node, n_states: int) -> tuple[list[str], list[str]]:
 
 @handler("LSTM", since=7)
 def lstm(ctx: Context, node) -> None:
-    a, attrs, w, r, d, h, b, p = _common(ctx, node, Op.LSTM, {"input_forget"})
+    _lstm(ctx, node, *_common(ctx, node, Op.LSTM, {"input_forget"}))
+
+
+def _lstm(ctx: Context, node, a, attrs, w, r, d, h, b, p, scales=None) -> None:
+    """Emit an LSTM from ONNX-ordered (i,o,f,c) weights; `scales` = (w_scale, r_scale), each
+    [D, 4H] or None, for int8 W/R."""
     order = np.concatenate([np.arange(k * h, (k + 1) * h) for k in _LSTM_ORDER])
     w_x, w_h = w[:, order], r[:, order]
+    w_s, r_s = (s[:, order] if s is not None else None for s in (scales or (None, None)))
     if b is not None:
         b = _f32(b)
         if b.shape != (d, 8 * h):
@@ -143,12 +155,47 @@ def lstm(ctx: Context, node) -> None:
             p[:, 1] = 0
     base = ctx.node_name
     weights = {"w_x": ctx.add_const(f"{base}/w_x", w_x), "w_h": ctx.add_const(f"{base}/w_h", w_h)}
+    for slot, sc in (("w_x", w_s), ("w_h", r_s)):
+        if sc is not None:      # int8 weight: per-row float32 scale "<tensor>.scale"
+            ctx.consts[weights[slot] + ".scale"] = np.ascontiguousarray(sc, dtype=np.float32)
     if b is not None:
         weights["b"] = ctx.add_const(f"{base}/b", b)
     if p is not None:
         weights["peephole"] = ctx.add_const(f"{base}/peephole", p)
     ins, outs = _io(ctx, node, 2)
     ctx.emit(Op.LSTM, ins, outs, attrs, weights)
+
+
+@handler("DynamicQuantizeLSTM", since=1, domain="com.microsoft")
+def dynamic_quantize_lstm(ctx: Context, node) -> None:
+    """onnxruntime's quantize_dynamic LSTM: int8/uint8 W [D, I, 4H] and R [D, H, 4H] with
+    per-tensor ([D]) or per-column ([D, 4H]) scales and zero points. Symmetric int8 stays int8
+    (edgeseq's per-row scales); anything with a zero point is dequantized to float32.
+    NOTE: onnxruntime also quantizes X and H to uint8 at run time; edgeseq keeps activations
+    in float (hybrid), so outputs differ from onnxruntime by that activation rounding."""
+    q = ctx.need_consts(node, {1: "W", 2: "R", 8: "W_scale", 9: "W_zero_point",
+                               10: "R_scale", 11: "R_zero_point"})
+    decoded, scales = [], []
+    for wq, sc, zp, what in ((q[1], q[8], q[9], "W"), (q[2], q[10], q[11], "R")):
+        if wq.ndim != 3:
+            raise Unsupported(f"{what}: expected [D, in, 4H], got {wq.shape}")
+        d, rows = wq.shape[0], wq.shape[2]
+        sc = np.broadcast_to(np.asarray(sc, np.float32).reshape(d, -1), (d, rows))
+        zp = np.broadcast_to(np.asarray(zp).reshape(d, -1), (d, rows))
+        wt = np.transpose(wq, (0, 2, 1))                       # -> [D, 4H, in]
+        if wq.dtype == np.int8 and not zp.any():
+            decoded.append(np.ascontiguousarray(wt))
+            scales.append(sc.copy())
+        else:
+            deq = (wt.astype(np.float32) - zp[:, :, None].astype(np.float32)) * sc[:, :, None]
+            decoded.append(deq.astype(np.float32))
+            scales.append(None)
+    if (scales[0] is None) != (scales[1] is None):    # one int8 and one float: make both float
+        decoded = [w.astype(np.float32) * s[:, :, None] if s is not None else w
+                   for w, s in zip(decoded, scales)]
+        scales = [None, None]
+    common = _common(ctx, node, Op.LSTM, {"input_forget"}, wr=tuple(decoded))
+    _lstm(ctx, node, *common, scales=None if scales[0] is None else tuple(scales))
 
 
 def _gru_or_rnn(ctx: Context, node, op: Op, extra: set[str]) -> dict:
