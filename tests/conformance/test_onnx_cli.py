@@ -113,3 +113,27 @@ def test_convert_fix_and_shape_flags(tmp_path, capsys):
                  "--shape", "x=2,6"]) == 0
     out = capsys.readouterr().out
     assert "x (2, 6) float32" in out and "y (3, 4) float32" in out
+
+
+def test_fix_and_shape_parsing(tmp_path):
+    from edgeseq.converters.onnx import parse_fix, parse_shape
+    from edgeseq.errors import UnsupportedModelError
+    assert parse_fix("sr=16000") == ("sr", [16000])
+    assert parse_fix("scale=0.5,2") == ("scale", [0.5, 2])
+    np.save(tmp_path / "v.npy", np.arange(3))
+    name, val = parse_fix(f"v={tmp_path / 'v.npy'}")
+    assert name == "v" and list(val) == [0, 1, 2]
+    assert parse_shape("x=1,576") == ("x", (1, 576)) == parse_shape("x=1x576")
+    for bad in ("x", "=3", "x=abc"):
+        with pytest.raises(UnsupportedModelError, match="--fix"):
+            parse_fix(bad)
+    for bad in ("x", "x=", "x=a,b"):
+        with pytest.raises(UnsupportedModelError, match="--shape expects NAME=DIMS"):
+            parse_shape(bad)
+
+
+def test_fix_of_an_unknown_input_is_refused(lstm_onnx):
+    from edgeseq.converters.onnx import convert
+    from edgeseq.errors import UnsupportedModelError
+    with pytest.raises(UnsupportedModelError, match="'nope' is not a graph input; inputs: \\['x', 'lens'\\]"):
+        convert(lstm_onnx, fix={"nope": 1})
