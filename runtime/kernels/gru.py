@@ -13,7 +13,7 @@ from numba import njit
 from edgeseq.runtime.config import NJIT
 from edgeseq.runtime.kernels.activations import activate
 from edgeseq.runtime.kernels.linalg import clip_inplace, matvec_rows, step_rows
-from edgeseq.runtime.kernels.panels import panel_gemv_acc
+from edgeseq.runtime.kernels.panels import panel_gemv_rows_acc
 
 N_IP = 4
 N_FP = 5
@@ -39,9 +39,14 @@ def _gru_step(x, w_x, pre, w_hzr, w_hn, aux, ip, fp, rows, times, n_act, h, y, x
     lbr = ip[0] != 0
     _input_contribution(x, w_x, pre, rows, times, n_act, xz)
     for a in range(n_act):
+        rz[rows[a], :] = 0.0
+        hn[rows[a], :] = 0.0
+    panel_gemv_rows_acc(w_hzr, h, rows, n_act, rz)
+    if lbr:
+        # reset applied after the matmul (PyTorch, Keras reset_after)
+        panel_gemv_rows_acc(w_hn, h, rows, n_act, hn)
+    for a in range(n_act):
         b = rows[a]
-        rz[b, :] = 0.0
-        panel_gemv_acc(w_hzr, h[b], rz[b])
         xb = xz[b]
         rb = rz[b]
         for gate in range(2):
@@ -51,19 +56,22 @@ def _gru_step(x, w_x, pre, w_hzr, w_hn, aux, ip, fp, rows, times, n_act, h, y, x
         clip_inplace(xb, 0, 2 * n_hidden, fp[0])
         activate(xb, 0, 2 * n_hidden, ip[1], fp[1], fp[2])
         hb = h[b]
-        nb = hn[b]
-        nb[:] = 0.0
-        if lbr:
-            # reset applied after the matmul (PyTorch, Keras reset_after)
-            panel_gemv_acc(w_hn, hb, nb)
-            for j in range(n_hidden):
-                xb[2 * n_hidden + j] += aux[2, j] + xb[n_hidden + j] * (nb[j] + aux[5, j])
-        else:
-            # reset applied to h before the matmul: W_hh (r * h) needs r first
+        if not lbr:
             tb = tmp[b]
             for j in range(n_hidden):
                 tb[j] = xb[n_hidden + j] * hb[j]
-            panel_gemv_acc(w_hn, tb, nb)
+    if not lbr:
+        # reset applied to h before the matmul: W_hh (r * h) needs r first
+        panel_gemv_rows_acc(w_hn, tmp, rows, n_act, hn)
+    for a in range(n_act):
+        b = rows[a]
+        xb = xz[b]
+        nb = hn[b]
+        hb = h[b]
+        if lbr:
+            for j in range(n_hidden):
+                xb[2 * n_hidden + j] += aux[2, j] + xb[n_hidden + j] * (nb[j] + aux[5, j])
+        else:
             for j in range(n_hidden):
                 xb[2 * n_hidden + j] += aux[2, j] + nb[j] + aux[5, j]
         clip_inplace(xb, 2 * n_hidden, n_hidden, fp[0])

@@ -20,7 +20,7 @@ from edgeseq.runtime.config import NJIT
 from edgeseq.runtime.kernels.activations import activate, fast_sigmoid, fast_tanh
 from edgeseq.runtime.kernels.linalg import (clip_inplace, layer_norm_inplace, matvec_rows,
                                             step_rows)
-from edgeseq.runtime.kernels.panels import panel_gemv_acc
+from edgeseq.runtime.kernels.panels import panel_gemv_rows_acc
 
 N_IP = 8
 N_FP = 10
@@ -39,8 +39,7 @@ def _gate_preactivations(x, w_x, pre, w_h, h, rows, times, n_act, z):
         for a in range(n_act):
             xt[rows[a], :] = x[times[a], rows[a], :]
         matvec_rows(w_x, 0, g, xt, rows, n_act, z, False)
-    for a in range(n_act):
-        panel_gemv_acc(w_h, h[rows[a]], z[rows[a]])
+    panel_gemv_rows_acc(w_h, h, rows, n_act, z)
 
 
 @njit(**NJIT)

@@ -106,3 +106,82 @@ def panel_gemv_acc(wp, x, out):
         return
     for g in range(wp.shape[0] // GROUP):
         _panel_group(wp, x, out, g, k_len)
+
+
+@intrinsic
+def _panel_rows4(typingctx, wp, x0, x1, x2, x3, o0, o1, o2, o3, p, k_len):
+    """o_i[16p : 16p+16] += panel p of wp times x_i, for four vectors x_0..x_3 at once: each
+    weight load feeds four FMAs (batch rows share the weights from registers)."""
+    arrays = (wp, x0, x1, x2, x3, o0, o1, o2, o3)
+    if not all(isinstance(a, types.Array) and a.layout == "C" and a.dtype == types.float32
+               for a in arrays):
+        return None
+    sig = types.void(*arrays, types.intp, types.intp)
+
+    def codegen(context, builder, signature, args):
+        data = [context.make_array(t)(context, builder, v).data
+                for t, v in zip(signature.args[:9], args[:9])]
+        w_ptr, xs, outs = data[0], data[1:5], data[5:9]
+        p, k_len = args[9], args[10]
+        f32, i32, i64 = ir.FloatType(), ir.IntType(32), ir.IntType(64)
+        v8 = ir.VectorType(f32, 8)
+        fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(v8, [v8, v8, v8]),
+                                             "llvm.fma.v8f32")
+        start = builder.mul(p, builder.mul(k_len, ir.Constant(i64, PANEL)))
+        entry = builder.block
+        loop = builder.append_basic_block("rows4_loop")
+        done = builder.append_basic_block("rows4_done")
+        builder.branch(loop)
+        builder.position_at_end(loop)
+        k = builder.phi(i64)
+        k.add_incoming(ir.Constant(i64, 0), entry)
+        accs = []
+        for _ in range(8):
+            acc = builder.phi(v8)
+            acc.add_incoming(ir.Constant(v8, [0.0] * 8), entry)
+            accs.append(acc)
+        idx = builder.add(start, builder.mul(k, ir.Constant(i64, PANEL)))
+        w = [builder.load(builder.bitcast(builder.gep(w_ptr, [builder.add(idx, ir.Constant(i64, 8 * h))]),
+                                          v8.as_pointer()), align=4) for h in range(2)]
+        new = []
+        for r in range(4):
+            xk = builder.load(builder.gep(xs[r], [k]))
+            splat = builder.shuffle_vector(
+                builder.insert_element(ir.Constant(v8, ir.Undefined), xk, ir.Constant(i32, 0)),
+                ir.Constant(v8, ir.Undefined), ir.Constant(ir.VectorType(i32, 8), [0] * 8))
+            for h in range(2):
+                new.append(builder.call(fma, [w[h], splat, accs[2 * r + h]]))
+        k1 = builder.add(k, ir.Constant(i64, 1))
+        k.add_incoming(k1, loop)
+        for acc, v in zip(accs, new):
+            acc.add_incoming(v, loop)
+        builder.cbranch(builder.icmp_signed("<", k1, k_len), loop, done)
+        builder.position_at_end(done)
+        base = builder.mul(p, ir.Constant(i64, PANEL))
+        for r in range(4):
+            for h in range(2):
+                ptr = builder.bitcast(builder.gep(outs[r], [builder.add(base, ir.Constant(i64, 8 * h))]),
+                                      v8.as_pointer())
+                builder.store(builder.fadd(builder.load(ptr, align=4), new[2 * r + h]), ptr,
+                              align=4)
+        return context.get_dummy_value()
+    return sig, codegen
+
+
+@njit(**NJIT)
+def panel_gemv_rows_acc(wp, v, rows, n_rows, out):
+    """out[b] += W v[b] for b in rows[:n_rows] (v [N, K], out [N, >= R_padded]): four batch
+    rows per pass over the weights, the rest one at a time."""
+    k_len = wp.shape[1]
+    if k_len == 0:
+        return
+    a = 0
+    while a + 4 <= n_rows:
+        b0, b1, b2, b3 = rows[a], rows[a + 1], rows[a + 2], rows[a + 3]
+        for p in range(wp.shape[0]):
+            _panel_rows4(wp, v[b0], v[b1], v[b2], v[b3], out[b0], out[b1], out[b2], out[b3],
+                         p, k_len)
+        a += 4
+    while a < n_rows:
+        panel_gemv_acc(wp, v[rows[a]], out[rows[a]])
+        a += 1

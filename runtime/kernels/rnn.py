@@ -12,7 +12,7 @@ from edgeseq.runtime.config import NJIT
 from edgeseq.runtime.kernels.activations import activate
 from edgeseq.runtime.kernels.gru import _input_contribution
 from edgeseq.runtime.kernels.linalg import clip_inplace, step_rows
-from edgeseq.runtime.kernels.panels import panel_gemv_acc
+from edgeseq.runtime.kernels.panels import panel_gemv_rows_acc
 
 N_IP = 2
 N_FP = 3
@@ -22,8 +22,7 @@ N_FP = 3
 def _rnn_step(x, w_x, pre, w_h, aux, ip, fp, rows, times, n_act, h, y, xz):
     n_hidden = h.shape[1]
     _input_contribution(x, w_x, pre, rows, times, n_act, xz)
-    for a in range(n_act):
-        panel_gemv_acc(w_h, h[rows[a]], xz[rows[a]])
+    panel_gemv_rows_acc(w_h, h, rows, n_act, xz)
     for a in range(n_act):
         b = rows[a]
         xb = xz[b]
