@@ -12,7 +12,7 @@ from numba import njit
 
 from edgeseq.runtime.config import NJIT
 from edgeseq.runtime.kernels.activations import activate
-from edgeseq.runtime.kernels.linalg import clip_inplace, matvec_rows, step_rows
+from edgeseq.runtime.kernels.linalg import begin_step, clip_inplace, matvec_rows
 from edgeseq.runtime.kernels.panels import panel_gemv_rows_acc
 
 N_IP = 4
@@ -97,11 +97,7 @@ def _gru_sequence(x, w_x, pre, w_hzr, w_hn, aux, ip, fp, lens, h, y):
     hn = np.zeros((n_batch, w_hn.shape[0] * 16), dtype=np.float32)
     tmp = np.zeros((n_batch, n_hidden), dtype=np.float32)
     for s in range(t_len):
-        n_act = step_rows(s, t_len, lens, reverse, rows, times)
-        if n_act < n_batch:
-            for b in range(n_batch):
-                if s >= lens[b]:
-                    y[s, b, :] = 0.0
+        n_act = begin_step(s, lens, reverse, rows, times, y)
         if n_act > 0:
             _gru_step(x, w_x, pre, w_hzr, w_hn, aux, ip, fp, rows, times, n_act, h, y, xz, rz,
                       hn, tmp)

@@ -159,3 +159,14 @@ def step_rows(step, t_len, lens, reverse, rows, times):
             times[n_act] = lens[b] - 1 - step if reverse else step
             n_act += 1
     return n_act
+
+
+@njit(**NJIT)
+def begin_step(step, lens, reverse, rows, times, y):
+    """`step_rows`, and zero the outputs of rows whose sequence has ended (y [T, N, P])."""
+    n_act = step_rows(step, y.shape[0], lens, reverse, rows, times)
+    if n_act < lens.shape[0]:
+        for b in range(lens.shape[0]):
+            if step >= lens[b]:
+                y[step, b, :] = 0.0
+    return n_act

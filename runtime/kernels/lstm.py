@@ -18,8 +18,8 @@ from numba import njit
 
 from edgeseq.runtime.config import NJIT
 from edgeseq.runtime.kernels.activations import activate, fast_sigmoid, fast_tanh
-from edgeseq.runtime.kernels.linalg import (clip_inplace, layer_norm_inplace, matvec_rows,
-                                            step_rows)
+from edgeseq.runtime.kernels.linalg import (begin_step, clip_inplace, layer_norm_inplace,
+                                            matvec_rows)
 from edgeseq.runtime.kernels.panels import panel_gemv_rows_acc
 
 N_IP = 8
@@ -166,11 +166,7 @@ def _lstm_sequence(x, w_x, pre, w_h, w_proj, aux, ip, fp, lens, h, c, y):
     z = np.zeros((n_batch, w_h.shape[0] * 16), dtype=np.float32)
     m = np.empty(n_cell, dtype=np.float32)
     for s in range(t_len):
-        n_act = step_rows(s, t_len, lens, reverse, rows, times)
-        if n_act < n_batch:
-            for b in range(n_batch):
-                if s >= lens[b]:
-                    y[s, b, :] = 0.0
+        n_act = begin_step(s, lens, reverse, rows, times, y)
         if n_act > 0:
             _lstm_step(x, w_x, pre, w_h, w_proj, aux, ip, fp, rows, times, n_act, h, c, y, z, m)
 

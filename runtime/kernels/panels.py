@@ -37,6 +37,15 @@ def padded_rows(rows: int) -> int:
     return -(-rows // ROWS_PER_GROUP) * ROWS_PER_GROUP
 
 
+def _splat(builder: ir.IRBuilder, value) -> ir.Value:
+    """An 8-lane vector holding `value` in every lane (IR for a broadcast)."""
+    i32 = ir.IntType(32)
+    v8 = ir.VectorType(ir.FloatType(), 8)
+    one = builder.insert_element(ir.Constant(v8, ir.Undefined), value, ir.Constant(i32, 0))
+    return builder.shuffle_vector(one, ir.Constant(v8, ir.Undefined),
+                                  ir.Constant(ir.VectorType(i32, 8), [0] * 8))
+
+
 @intrinsic
 def _panel_group(typingctx, wp, x, out, g, k_len):
     """out[64g : 64g+64] += panels 4g..4g+3 of wp times x (k_len >= 1)."""
@@ -51,7 +60,7 @@ def _panel_group(typingctx, wp, x, out, g, k_len):
         x_a = context.make_array(signature.args[1])(context, builder, args[1])
         o_a = context.make_array(signature.args[2])(context, builder, args[2])
         g, k_len = args[3], args[4]
-        f32, i32, i64 = ir.FloatType(), ir.IntType(32), ir.IntType(64)
+        f32, i64 = ir.FloatType(), ir.IntType(64)
         v8 = ir.VectorType(f32, 8)
         fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(v8, [v8, v8, v8]),
                                              "llvm.fma.v8f32")
@@ -70,10 +79,7 @@ def _panel_group(typingctx, wp, x, out, g, k_len):
             acc = builder.phi(v8)
             acc.add_incoming(ir.Constant(v8, [0.0] * 8), entry)
             accs.append(acc)
-        xk = builder.load(builder.gep(x_a.data, [k]))
-        splat = builder.shuffle_vector(
-            builder.insert_element(ir.Constant(v8, ir.Undefined), xk, ir.Constant(i32, 0)),
-            ir.Constant(v8, ir.Undefined), ir.Constant(ir.VectorType(i32, 8), [0] * 8))
+        splat = _splat(builder, builder.load(builder.gep(x_a.data, [k])))
         koff = builder.mul(k, ir.Constant(i64, PANEL))
         new = []
         for p in range(GROUP):
@@ -123,7 +129,7 @@ def _panel_rows4(typingctx, wp, x0, x1, x2, x3, o0, o1, o2, o3, p, k_len):
                 for t, v in zip(signature.args[:9], args[:9])]
         w_ptr, xs, outs = data[0], data[1:5], data[5:9]
         p, k_len = args[9], args[10]
-        f32, i32, i64 = ir.FloatType(), ir.IntType(32), ir.IntType(64)
+        f32, i64 = ir.FloatType(), ir.IntType(64)
         v8 = ir.VectorType(f32, 8)
         fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(v8, [v8, v8, v8]),
                                              "llvm.fma.v8f32")
@@ -145,10 +151,7 @@ def _panel_rows4(typingctx, wp, x0, x1, x2, x3, o0, o1, o2, o3, p, k_len):
                                           v8.as_pointer()), align=4) for h in range(2)]
         new = []
         for r in range(4):
-            xk = builder.load(builder.gep(xs[r], [k]))
-            splat = builder.shuffle_vector(
-                builder.insert_element(ir.Constant(v8, ir.Undefined), xk, ir.Constant(i32, 0)),
-                ir.Constant(v8, ir.Undefined), ir.Constant(ir.VectorType(i32, 8), [0] * 8))
+            splat = _splat(builder, builder.load(builder.gep(xs[r], [k])))
             for h in range(2):
                 new.append(builder.call(fma, [w[h], splat, accs[2 * r + h]]))
         k1 = builder.add(k, ir.Constant(i64, 1))

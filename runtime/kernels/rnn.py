@@ -11,7 +11,7 @@ from numba import njit
 from edgeseq.runtime.config import NJIT
 from edgeseq.runtime.kernels.activations import activate
 from edgeseq.runtime.kernels.gru import _input_contribution
-from edgeseq.runtime.kernels.linalg import clip_inplace, step_rows
+from edgeseq.runtime.kernels.linalg import begin_step, clip_inplace
 from edgeseq.runtime.kernels.panels import panel_gemv_rows_acc
 
 N_IP = 2
@@ -44,11 +44,7 @@ def _rnn_sequence(x, w_x, pre, w_h, aux, ip, fp, lens, h, y):
     times = np.empty(n_batch, dtype=np.int64)
     xz = np.zeros((n_batch, w_h.shape[0] * 16), dtype=np.float32)
     for s in range(t_len):
-        n_act = step_rows(s, t_len, lens, reverse, rows, times)
-        if n_act < n_batch:
-            for b in range(n_batch):
-                if s >= lens[b]:
-                    y[s, b, :] = 0.0
+        n_act = begin_step(s, lens, reverse, rows, times, y)
         if n_act > 0:
             _rnn_step(x, w_x, pre, w_h, aux, ip, fp, rows, times, n_act, h, y, xz)
 
