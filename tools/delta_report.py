@@ -329,31 +329,40 @@ def _x(v: float) -> str:
 
 
 def plot(rows: list[dict], path: Path) -> None:
+    """Top: quality vs MACs saved (points labelled with θ); bottom: wall-clock speed-up of
+    the recurrent layers vs MACs saved (the diagonal: time proportional to MACs)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
-    panels = [("vad", "VAD decisions unchanged (%)"), ("classifier", "accuracy (%)"),
-              ("lstm", "relative RMS error of y (%)")]
-    for ax, (key, ylabel) in zip(axes, panels):
+    fig, axes = plt.subplots(2, 3, figsize=(15, 8))
+    panels = [("vad", "(a) silero VAD", "VAD decisions unchanged (%)"),
+              ("classifier", "(b) classifiers (Japanese Vowels)", "accuracy (%)"),
+              ("lstm", "(c) synthetic stream", "relative RMS error of y (%)")]
+    for col, (key, title, ylabel) in enumerate(panels):
+        top, bottom = axes[0, col], axes[1, col]
         for bench in dict.fromkeys(r["bench"] for r in rows if _kind(r["bench"]) == key):
             rs = [r for r in rows if r["bench"] == bench]
             mx = [r["mac_x"] for r in rs]
-            ax.plot(mx, [r["quality"] for r in rs], "o-", label=f"{bench}")
+            top.plot(mx, [r["quality"] for r in rs], "o-", label=bench)
             for r in rs:
-                ax.annotate(f"θ={r['theta']:g}\n{r['speedup_layer']:.1f}x", (r["mac_x"],
-                            r["quality"]), fontsize=6, textcoords="offset points",
-                            xytext=(3, 3))
-        ax.set_xscale("log")
-        ax.set_xlabel("MACs fewer than dense (x, log); labels: θ, layer wall-clock speed-up")
-        ax.set_ylabel(ylabel)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    axes[0].set_title("(a) silero VAD")
-    axes[1].set_title("(b) classifiers (Japanese Vowels)")
-    axes[2].set_title("(c) synthetic stream")
+                top.annotate(f"{r['theta']:g}", (r["mac_x"], r["quality"]), fontsize=7,
+                             textcoords="offset points", xytext=(3, 3))
+            bottom.plot(mx, [r["speedup_layer"] for r in rs], "o-", label=bench)
+        hi = max([r["mac_x"] for r in rows if _kind(r["bench"]) == key] + [2])
+        bottom.plot([1, hi], [1, hi], "k:", lw=0.8, label="time ∝ MACs")
+        if key == "classifier":
+            top.set_ylim(80, 100)
+        top.set_title(title)
+        top.set_ylabel(ylabel + ", labels: θ")
+        bottom.set_ylabel("recurrent-layer wall-clock speed-up (x)")
+        for ax in (top, bottom):
+            ax.set_xscale("log")
+            ax.set_xlabel("MACs fewer than dense (x)")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7)
+        bottom.set_yscale("log")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100)
 
 
 def write_doc(doc: Path, table: str) -> None:

@@ -96,6 +96,13 @@ def read_memory(mem, scale, out, accumulate):
 
 
 @njit(**NJIT)
+def _scratch(n_batch, width):
+    """Per-call scratch: active rows and their time indices, kept column indices and deltas."""
+    return (np.empty(n_batch, dtype=np.int64), np.empty(n_batch, dtype=np.int64),
+            np.empty(width, dtype=np.int64), np.empty(width, dtype=np.float32))
+
+
+@njit(**NJIT)
 def _zero_past_end(s, lens, n_act, y):
     if n_act < lens.shape[0]:
         for b in range(lens.shape[0]):
@@ -116,17 +123,13 @@ def lstm_delta_sequence(x, wxT, sx, whT, sh, u, factored, w_proj, aux, ip, fp, l
     reverse = ip[7] != 0
     thx = np.float32(th[0])
     thh = np.float32(th[1])
-    rows = np.empty(n_batch, dtype=np.int64)
-    times = np.empty(n_batch, dtype=np.int64)
+    rows, times, idx, dv = _scratch(n_batch, max(x.shape[2], h.shape[1]))
     one = np.zeros(1, dtype=np.int64)
     z = np.empty((n_batch, 4 * n_cell), dtype=np.float32)
     tmp = np.empty((n_batch, mh.shape[1]), dtype=np.float32)
     m = np.empty(n_cell, dtype=np.float32)
     mm = np.empty((1, n_cell), dtype=np.float32)
     pr = np.empty((1, h.shape[1]), dtype=np.float32)
-    width = max(x.shape[2], h.shape[1])
-    idx = np.empty(width, dtype=np.int64)
-    dv = np.empty(width, dtype=np.float32)
     for s in range(t_len):
         n_act = step_rows(s, t_len, lens, reverse, rows, times)
         _zero_past_end(s, lens, n_act, y)
@@ -172,15 +175,11 @@ def gru_delta_sequence(x, wxT, sx, whT, sh, w_hh, aux, ip, fp, lens, h, y,
     reverse = ip[3] != 0
     thx = np.float32(th[0])
     thh = np.float32(th[1])
-    rows = np.empty(n_batch, dtype=np.int64)
-    times = np.empty(n_batch, dtype=np.int64)
+    rows, times, idx, dv = _scratch(n_batch, max(x.shape[2], n_hidden))
     xz = np.empty((n_batch, 3 * n_hidden), dtype=np.float32)
     rz = np.zeros((n_batch, 3 * n_hidden), dtype=np.float32)
     tmp = np.empty((n_batch, n_hidden), dtype=np.float32)
     hh = np.empty((n_batch, n_hidden), dtype=np.float32)
-    width = max(x.shape[2], n_hidden)
-    idx = np.empty(width, dtype=np.int64)
-    dv = np.empty(width, dtype=np.float32)
     for s in range(t_len):
         n_act = step_rows(s, t_len, lens, reverse, rows, times)
         _zero_past_end(s, lens, n_act, y)
@@ -236,12 +235,8 @@ def rnn_delta_sequence(x, wxT, sx, whT, sh, aux, ip, fp, lens, h, y,
     reverse = ip[1] != 0
     thx = np.float32(th[0])
     thh = np.float32(th[1])
-    rows = np.empty(n_batch, dtype=np.int64)
-    times = np.empty(n_batch, dtype=np.int64)
+    rows, times, idx, dv = _scratch(n_batch, max(x.shape[2], n_hidden))
     z = np.empty(n_hidden, dtype=np.float32)
-    width = max(x.shape[2], n_hidden)
-    idx = np.empty(width, dtype=np.int64)
-    dv = np.empty(width, dtype=np.float32)
     for s in range(t_len):
         n_act = step_rows(s, t_len, lens, reverse, rows, times)
         _zero_past_end(s, lens, n_act, y)
