@@ -9,6 +9,8 @@ Models (seeded random weights, small sizes so exports take seconds):
   dynamic time axis (lengths are not part of that graph).
 - gru: 1-layer GRU (PyTorch GRU is ONNX linear_before_reset=1) + Linear.
 - conv_lstm: Conv1d front end (stride 2) + ReLU + LSTM + Linear.
+- last_step_lstm: batch-first LSTM whose zero initial states are built in forward from the
+  batch size, and a Linear head on the last step (dynamic batch and length).
 Each export writes NAME.<exporter>.onnx (dynamo also a .onnx.data file when it externalises
 weights) and NAME.<exporter>.npz with example inputs. Tests call `export_all(tmp_path)`.
 """
@@ -67,6 +69,22 @@ class ConvLSTM(nn.Module):
         return torch.softmax(self.head(y), dim=-1)
 
 
+class LastStepLSTM(nn.Module):
+    """Zero initial states built in forward from the batch size (torch.zeros(1, N, H)), and a
+    head on the last time step: exporters turn these into Shape/Expand/Gather arithmetic."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lstm = nn.LSTM(IN, HID, batch_first=True)
+        self.head = nn.Linear(HID, OUT)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:   # x [N, T, C]
+        h0 = torch.zeros(1, x.size(0), HID)
+        c0 = torch.zeros(1, x.size(0), HID)
+        y, _ = self.lstm(x, (h0, c0))
+        return self.head(y[:, -1, :])
+
+
 def _examples(name: str, rng: np.random.Generator) -> dict[str, np.ndarray]:
     if name == "bilstm_head":
         lengths = np.array([T, 4, 2][:N], dtype=np.int64)
@@ -74,14 +92,18 @@ def _examples(name: str, rng: np.random.Generator) -> dict[str, np.ndarray]:
     if name == "gru":
         return {"x": rng.standard_normal((N, T, IN)).astype(np.float32),
                 "h0": rng.standard_normal((1, N, HID)).astype(np.float32) * 0.5}
+    if name == "last_step_lstm":
+        return {"x": rng.standard_normal((N, T, IN)).astype(np.float32)}
     return {"x": rng.standard_normal((N, IN, 2 * T)).astype(np.float32)}
 
 
-MODELS = {"bilstm_head": BiLSTMHead, "gru": GRUHead, "conv_lstm": ConvLSTM}
+MODELS = {"bilstm_head": BiLSTMHead, "gru": GRUHead, "conv_lstm": ConvLSTM,
+          "last_step_lstm": LastStepLSTM}
 DYNAMIC = {  # input -> {axis: name}, for the legacy exporter's dynamic_axes
     "bilstm_head": {"x": {0: "T", 1: "N"}, "lengths": {0: "N"}},
     "gru": {"x": {0: "N", 1: "T"}, "h0": {1: "N"}},
     "conv_lstm": {"x": {0: "N", 2: "L"}},
+    "last_step_lstm": {"x": {0: "N", 1: "T"}},
 }
 
 
@@ -105,7 +127,9 @@ def export(name: str, exporter: str, out_dir: Path, seed: int = 0) -> tuple[Path
         else:
             dims = {"bilstm_head": {"x": {0: torch.export.Dim("T", min=2, max=64)}},
                     "gru": {"x": {1: torch.export.Dim("T", min=2, max=64)}, "h0": None},
-                    "conv_lstm": {"x": {2: torch.export.Dim.AUTO}}}[name]
+                    "conv_lstm": {"x": {2: torch.export.Dim.AUTO}},
+                    "last_step_lstm": {"x": {0: torch.export.Dim("N", min=1, max=64),
+                                             1: torch.export.Dim("T", min=2, max=64)}}}[name]
             prog = torch.onnx.export(model, args, dynamo=True, input_names=names,
                                      dynamic_shapes=dims, verbose=False)
             prog.save(str(path), external_data=True)

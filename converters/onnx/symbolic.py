@@ -6,7 +6,8 @@ is dynamic (a symbol such as "T" from ONNX shape inference) these cannot fold to
 they can fold to *symbolic* shape vectors: each entry is a product c * s1 * s2 ... of an
 integer and symbols. A symbolic shape then lowers to an edgeseq Reshape target (0 copies a
 dim, -1 infers one), and a ConstantOfShape of a symbolic shape becomes a `Filled` marker that
-recurrent handlers read as "initial state = zeros" (absent). Anything else stays unsupported.
+recurrent handlers read as "initial state = zeros" (absent); so does an Expand of a one-element
+constant to a symbolic shape. Anything else stays unsupported.
 """
 from __future__ import annotations
 
@@ -236,6 +237,21 @@ def _slice_any(ctx, node):
             dims[ax] = SymDim(len(range(*slice(s, e).indices(d.coef))))
         return Filled(SymVec(tuple(dims)), src.value, src.dtype)
     return _slice(ctx, node)
+
+
+@_sym("Expand")
+def _expand(ctx, node):
+    """Expand of a one-element constant to a symbolic shape (torch.zeros(1, x.size(0), H)
+    under the dynamo exporter) is a Filled tensor, like ConstantOfShape."""
+    if ctx.resolve(node.input[1]) not in ctx.symbolic:
+        return None
+    c = ctx.const(node.input[0])
+    if c is None or c.size != 1:
+        return None
+    v = _vec(ctx, node.input[1])
+    rank = max(len(v.dims), c.ndim)
+    dims = (SymDim(1),) * (rank - len(v.dims)) + v.dims
+    return Filled(SymVec(dims), float(np.ravel(c)[0]), str(c.dtype))
 
 
 def reshape_target(vec: SymVec, in_shape: tuple | None) -> tuple[int, ...] | None:

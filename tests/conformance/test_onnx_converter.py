@@ -233,8 +233,9 @@ def test_backend_run_node_and_run_model(rng, tol):
 
 
 def test_symbolic_shapes_fold_to_reshape_and_zero_states(rng, tol):
-    """Exporter idioms on dynamic dims T, N: zero initial state from
-    ConstantOfShape([1, Shape(x)[1], H]) and Reshape(y, [Shape(y)[0], Shape(y)[2], D*H])."""
+    """Exporter idioms on dynamic dims T, N: zero initial states from
+    ConstantOfShape([1, Shape(x)[1], H]) (legacy) and Expand(0, ...) (dynamo), and
+    Reshape(y, [Shape(y)[0], Shape(y)[2], D*H])."""
     h, i = 4, 3
     c = lambda n, a: numpy_helper.from_array(np.asarray(a), n)  # noqa: E731
     inits = [c("W", rng.uniform(-.5, .5, (1, 4 * h, i)).astype(np.float32)),
@@ -243,14 +244,15 @@ def test_symbolic_shapes_fold_to_reshape_and_zero_states(rng, tol):
              c("i1", np.array(1, np.int64)), c("ax0", np.array([0], np.int64)),
              c("s0", np.array([0], np.int64)), c("s1", np.array([1], np.int64)),
              c("s2", np.array([2], np.int64)), c("s3", np.array([3], np.int64)),
-             c("s4", np.array([4], np.int64))]
+             c("s4", np.array([4], np.int64)), c("zero_f", np.array(0.0, np.float32))]
     nodes = [
         helper.make_node("Shape", ["x"], ["xs"]),
         helper.make_node("Gather", ["xs", "i1"], ["n"], axis=0),
         helper.make_node("Unsqueeze", ["n", "ax0"], ["n1"]),
         helper.make_node("Concat", ["one", "n1", "hid"], ["h0_shape"], axis=0),
         helper.make_node("ConstantOfShape", ["h0_shape"], ["h0"]),
-        helper.make_node("LSTM", ["x", "W", "R", "", "", "h0", "h0"], ["y"], hidden_size=h),
+        helper.make_node("Expand", ["zero_f", "h0_shape"], ["c0"]),      # dynamo's torch.zeros
+        helper.make_node("LSTM", ["x", "W", "R", "", "", "h0", "c0"], ["y"], hidden_size=h),
         helper.make_node("Transpose", ["y"], ["yt"], perm=[0, 2, 1, 3]),
         helper.make_node("Shape", ["yt"], ["ys"]),
         helper.make_node("Slice", ["ys", "s0", "s2"], ["tn"]),
