@@ -14,8 +14,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from edgeseq import peers
 from edgeseq.errors import UnsupportedModelError
 from edgeseq.graph import Graph
+
+# `edgeseq compare program.pt2` runs the original in PyTorch (registered here: light, no torch)
+peers.register(".pt2", "edgeseq.converters.torch.peer:run_exported")
 
 
 def require_torch():

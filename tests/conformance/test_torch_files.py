@@ -2,6 +2,8 @@
 programs (.pt2), through the converter registry and `edgeseq convert`; outputs vs PyTorch."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -141,6 +143,12 @@ def test_cli_converts_pt2_and_state_dict(tmp_path, capsys, tol):
         assert np.max(np.abs(got - want)) <= tol["float32"]
     assert main(["convert", str(sd), "-o", str(tmp_path / "c.eseq")]) == 2
     assert "--arch" in capsys.readouterr().err
+    # edgeseq compare runs the .pt2 in PyTorch as the peer
+    assert main(["compare", str(pt2), "--random", "--dim", "11", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert [r["output"] for r in report["outputs"]] == ["output"]
+    assert report["outputs"][0]["shape"] == [2, 11, 4]
+    assert report["outputs"][0]["max_abs"] <= tol["float32"]
 
 
 class BakedLength(nn.Module):
