@@ -146,7 +146,7 @@ def _groups(sd: dict) -> dict[str, dict]:
 # ---- building -------------------------------------------------------------------------------
 def build_from_state_dict(sd: dict[str, np.ndarray], spec: str, *, name: str = "model") -> Graph:
     """A validated Graph for the stack `spec` with the weights of `sd`."""
-    from edgeseq.converters.torch._lowering import Emitter, V
+    from edgeseq.converters.torch._lowering import Emitter
     items = parse(spec)
     groups = _groups(sd)
     unused = list(groups)
