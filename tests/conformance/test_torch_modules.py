@@ -105,9 +105,10 @@ def test_rnn(nonlinearity, layers, bidir, bf, tol):
     _check(m, _seq(bf, 2, 6, 4), [_seq(bf, 2, 9, 4, 4)], tol["float32"])
 
 
-def test_lstm_without_bias(tol):
+@pytest.mark.parametrize("cls", [nn.LSTM, nn.GRU, nn.RNN], ids=["lstm", "gru", "rnn"])
+def test_without_bias(cls, tol):
     torch.manual_seed(4)
-    m = Recurrent(nn.LSTM, 4, 5, num_layers=2, bias=False)
+    m = Recurrent(cls, 4, 5, num_layers=2, bias=False, bidirectional=cls is nn.GRU)
     _check(m, _seq(False, 2, 6, 4), [_seq(False, 2, 8, 4, 5)], tol["float32"])
 
 
