@@ -100,9 +100,10 @@ def _layer_state(cx, state, layer: int, stack: Stack, base: str):
 
 
 def build_stack(cx, stack: Stack, x: V, layers: list[list[dict]], hidden: int, *, h0=None,
-                c0=None, need_h: bool = True, need_c: bool = True, base: str = "rnn",
-                sequence_lens: V | None = None):
-    """Emit one IR node per layer; returns (y [.., D*P] in the module's layout, h_n, c_n)."""
+                c0=None, need_y: bool = True, need_h: bool = True, need_c: bool = True,
+                base: str = "rnn", sequence_lens: V | None = None):
+    """Emit one IR node per layer; returns (y [.., D*P] in the module's layout, h_n, c_n);
+    y is None when not needed (the last layer's output then feeds nothing)."""
     op = _OPS[stack.kind]
     kind = "rnn" if op is Op.RNN else stack.kind
     dirs = stack.dirs
@@ -126,7 +127,8 @@ def build_stack(cx, stack: Stack, x: V, layers: list[list[dict]], hidden: int, *
         st_shape = (n, dirs, p) if bf else (dirs, n, p)
         cell_shape = (n, dirs, hidden) if bf else (dirs, n, hidden)
         ins = [x, sequence_lens, _layer_state(cx, h0, li, stack, f"{name}_h0")]
-        outs = [y_shape, st_shape if need_h else None]
+        skip_y = li == len(layers) - 1 and not need_y
+        outs = [None if skip_y else y_shape, st_shape if need_h else None]
         if op is Op.LSTM:
             ins.append(_layer_state(cx, c0, li, stack, f"{name}_c0"))
             outs.append(cell_shape if need_c else None)
@@ -135,7 +137,9 @@ def build_stack(cx, stack: Stack, x: V, layers: list[list[dict]], hidden: int, *
         weights = {slot: cx.const(arr, f"{name}.{slot}") for slot, arr in w.items()}
         res = cx.emit(op, ins, name, outs, attrs, weights)
         y = res[0]
-        if bf:
+        if skip_y:
+            x = None
+        elif bf:
             x = cx.emit1(Op.RESHAPE, [y], f"{name}_merge", (n, t, dirs * p), shape=[0, 0, dirs * p])
         elif dirs == 1:
             x = cx.emit1(Op.SQUEEZE, [y], f"{name}_merge", (t, n, p), axes=[1])
@@ -178,8 +182,8 @@ def _aten_rnn(kind: str):
         layers = [groups[k * stack.dirs:(k + 1) * stack.dirs] for k in range(stack.num_layers)]
         h0, c0 = (hx[0], hx[1]) if kind == "lstm" else (hx, None)
         used = _used_outputs(node)
-        return build_stack(cx, stack, x, layers, hidden, h0=h0, c0=c0, need_h=1 in used,
-                           need_c=2 in used, base=node.name)
+        return build_stack(cx, stack, x, layers, hidden, h0=h0, c0=c0, need_y=0 in used,
+                           need_h=1 in used, need_c=2 in used, base=node.name)
     return fn
 
 
@@ -202,10 +206,10 @@ def _padded_rnn(cx, node, x, lengths, h0, c0, params, mode, has_biases, num_laye
         lengths = V(cx.const(np.asarray(lengths, np.int64), f"{node.name}_lengths"),
                     np.shape(lengths), "int64")
     used = _used_outputs(node)
-    y, h, c = build_stack(cx, stack, x, layers, hidden, h0=h0, c0=c0, need_h=1 in used,
-                          need_c=2 in used and mode == "lstm", base=node.name,
+    y, h, c = build_stack(cx, stack, x, layers, hidden, h0=h0, c0=c0, need_y=0 in used,
+                          need_h=1 in used, need_c=2 in used and mode == "lstm", base=node.name,
                           sequence_lens=lengths)
-    if batch_first:       # the op's y is time-major, like pad_packed_sequence's default
+    if batch_first and y is not None:       # the op's y is time-major, like pad_packed_sequence's default
         n, t, f = y.shape
         y = cx.emit1(Op.TRANSPOSE, [y], f"{node.name}_time_major", (t, n, f), perm=[1, 0, 2])
     return y, h, c

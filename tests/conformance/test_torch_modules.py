@@ -324,3 +324,25 @@ def test_dynamic_batch_refused_when_batch_is_baked_in():
 
     with pytest.raises(UnsupportedModelError, match="dynamic_batch=False"):
         from_module(Baked(), _x((2, 5, 4)), dynamic_batch=True)
+
+
+class LastState(nn.Module):
+    """A sequence classifier on the last layer's final state only (y is never used)."""
+
+    def __init__(self, cls):
+        super().__init__()
+        self.rnn = cls(4, 6, num_layers=2, batch_first=True)
+        self.fc = nn.Linear(6, 3)
+
+    def forward(self, x):
+        _, state = self.rnn(x)
+        h = state[0] if isinstance(state, tuple) else state
+        return self.fc(h[-1])
+
+
+@pytest.mark.parametrize("cls", [nn.LSTM, nn.GRU], ids=["lstm", "gru"])
+def test_classifier_on_final_state(cls, tol):
+    torch.manual_seed(15)
+    g, _ = _check(LastState(cls), _x((3, 6, 4)), [_x((3, 10, 4), 1)], tol["float32"])
+    last = [n for n in g.nodes if n.op in (Op.LSTM, Op.GRU)][-1]
+    assert not last.output("y")                       # the unused sequence output is not made
