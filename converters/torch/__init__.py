@@ -12,7 +12,10 @@ when a function is called. Tried with PyTorch 2.13.0+cpu.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:      # torch stays optional: only type checkers import it here
+    import torch
 
 from edgeseq import peers
 from edgeseq.errors import UnsupportedModelError
@@ -53,7 +56,7 @@ def _export(torch, module, args: tuple):
             f"{str(e).splitlines()[0] if str(e) else ''}") from e
 
 
-def from_module(module, example_inputs, *, dynamic_time: bool = True,
+def from_module(module: "torch.nn.Module", example_inputs, *, dynamic_time: bool = True,
                 time_axis: int | dict[str, int] | None = None, dynamic_batch: bool = False,
                 batch_axis: int | dict[str, int] | None = None,
                 name: str | None = None) -> Graph:
