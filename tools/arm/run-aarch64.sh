@@ -182,6 +182,15 @@ emit_x86_reference() {
 # ---------------------------------------------------------------------------------------------
 # inside the private mount namespace
 # ---------------------------------------------------------------------------------------------
+# CPU seconds (user + sys) used by finished child processes: on a shared host the wall time of
+# an emulated run depends on the load; its CPU time much less. `times` must run in this shell
+# (not in a $(...) subshell) to see this shell's children, hence a file.
+snap_times() { times >"$ROOT.times"; }
+cpu_seconds() {   # line 2 of `times`: "0m1.500s 0m0.250s"
+    awk 'NR == 2 { s = 0; for (i = 1; i <= 2; i++) { split($i, m, "m"); s += m[1] * 60 + m[2] }
+                   printf "%d", s + 0.5 }' "$ROOT.times"
+}
+
 MOUNTED=()
 cleanup_mounts() {
     local i
@@ -213,7 +222,7 @@ in_root() {
     fi
     "${NICE[@]}" chroot "$ROOT" /usr/bin/env -i HOME=/root LANG=C.UTF-8 TERM=dumb \
         PATH=$VENV/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
-        QEMU_CPU="$ARM_CPU" DEBIAN_FRONTEND=noninteractive "${cert_env[@]}" "$@"
+        QEMU_CPU="$ARM_CPU" DEBIAN_FRONTEND=noninteractive PYTHONUNBUFFERED=1 "${cert_env[@]}" "$@"
 }
 
 inside_namespace() {
@@ -238,24 +247,45 @@ inside_namespace() {
         log "creating venv $VENV in the root"
         in_root python3.11 -m venv "$VENV"
     fi
-    log "pip install (aarch64 wheels only): numpy numba safetensors onnx onnxruntime pytest hypothesis silero-vad"
-    in_root pip install -q --only-binary=:all: numpy numba safetensors onnx onnxruntime pytest hypothesis
-    in_root pip install -q --only-binary=:all: --no-deps "silero-vad==$SILERO_VERSION"
+    # NOTE: remove the previous install with its Numba cache files (pip leaves *.nbi/*.nbc
+    # behind): a cached kernel compiled against an older version of a module it calls is not
+    # invalidated by Numba and can crash. Every run therefore starts cold.
     log "pip install edgeseq from the checkout (pure-Python wheel built in the root)"
-    in_root pip install -q --no-deps --force-reinstall --no-build-isolation "$SRC" 2>/dev/null \
-        || { in_root pip install -q --only-binary=:all: setuptools wheel && in_root pip install -q --no-deps --force-reinstall --no-build-isolation "$SRC"; }
-    in_root pip install -q --only-binary=:all: "$SRC[onnx]" >/dev/null   # resolves the declared deps
+    rm -rf "$ROOT$VENV"/lib/python3*/site-packages/edgeseq
+    if ! in_root python -c "import setuptools, wheel" 2>/dev/null; then
+        in_root pip install -q --only-binary=:all: "setuptools>=68" wheel
+    fi
+    in_root pip install -q --no-deps --force-reinstall --no-build-isolation "$SRC"
+    # edgeseq's declared dependencies (core + [onnx]; not torch: a board does not need it and
+    # the emulated subset does not use it), read from the installed metadata, aarch64 wheels only
+    if ! in_root python "$SRC/tools/arm/check_deps.py" onnx 2>/dev/null; then
+        local reqs; reqs="$(in_root python "$SRC/tools/arm/check_deps.py" --list onnx | tr '\n' ' ')"
+        log "pip install (aarch64 wheels only): $reqs"
+        # shellcheck disable=SC2086
+        in_root pip install -q --only-binary=:all: $reqs
+        in_root python "$SRC/tools/arm/check_deps.py" onnx || die "edgeseq's declared dependencies are not satisfied in the root"
+    fi
+    local tools="pytest hypothesis silero-vad==$SILERO_VERSION"
+    if [ "$(cat "$ROOT/.edgeseq-tools" 2>/dev/null)" != "$tools" ]; then
+        log "pip install test tools: $tools (silero-vad without its torch dependency)"
+        in_root pip install -q --only-binary=:all: pytest hypothesis
+        in_root pip install -q --only-binary=:all: --no-deps "silero-vad==$SILERO_VERSION"
+        echo "$tools" >"$ROOT/.edgeseq-tools"
+    fi
 
-    local results=() part t0 rc
+    local results=() part t0 c0 rc
     for part in $PARTS; do
-        t0=$SECONDS; rc=0
+        t0=$SECONDS; snap_times; c0=$(cpu_seconds); rc=0
         case "$part" in
             import)  in_root python "$SRC/tools/arm/env_report.py" || rc=$? ;;
             kernels) run_kernel_tests || rc=$? ;;
-            e2e)     in_root python "$SRC/tools/arm/e2e_check.py" check "$WORK/x86" || rc=$? ;;
+            # a fresh Numba cache: the e2e "compile" column is then the cold start on a board
+            e2e)     rm -rf "$ROOT$WORK/numba-cache"
+                     in_root NUMBA_CACHE_DIR="$WORK/numba-cache" python "$SRC/tools/arm/e2e_check.py" check "$WORK/x86" || rc=$? ;;
             *) die "unknown part '$part' (known: import kernels e2e)" ;;
         esac
-        results+=("$part:$rc:$((SECONDS - t0))")
+        snap_times
+        results+=("$part:$rc:$((SECONDS - t0)):$(( $(cpu_seconds) - c0 ))")
     done
     printf '%s\n' "${results[@]}" >"$ROOT$WORK/results"
 }
@@ -294,15 +324,15 @@ main() {
         log "WARNING: mounts under $ROOT remain in the host namespace:"; grep " $ROOT/" /proc/mounts >&2
     fi
 
-    local line part rc secs status all=0
+    local line part rc secs cpu status all=0
     echo
     echo "==== edgeseq on emulated aarch64 ($ARM_CPU via qemu-user; timings are EMULATION, not board speed) ===="
     [ "$x86_ok" = 0 ] || { echo "x86-reference  FAIL  (could not produce x86 outputs)"; all=1; }
     if [ -e "$ROOT$WORK/results" ]; then
         while IFS= read -r line; do
-            IFS=: read -r part rc secs <<<"$line"
+            IFS=: read -r part rc secs cpu <<<"$line"
             if [ "$rc" = 0 ]; then status=PASS; else status=FAIL; all=1; fi
-            printf '%-14s %s  (%ss emulated, exit %s)\n' "$part" "$status" "$secs" "$rc"
+            printf '%-14s %s  (emulated: %ss wall, %ss CPU; exit %s)\n' "$part" "$status" "$secs" "$cpu" "$rc"
         done <"$ROOT$WORK/results"
     else
         echo "setup          FAIL  (the emulated root could not be prepared; see messages above)"; all=1
