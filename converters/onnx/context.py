@@ -46,7 +46,8 @@ class Context:
         self.graph_inputs: set[str] = set()
         self.producers: dict[str, onnx.NodeProto] = {}   # ONNX value name -> producing node
         self.inferred: dict = {}                  # name -> edgeseq Value of emitted outputs
-        self.symbolic: dict[str, object] = {}   # shape values with dynamic dims (symbolic.py)
+        self.symbolic: dict[str, object] = {}
+        self.batch_perm: dict[str, tuple[str, int]] = {}   # batch-sorted values (batchperm.py)   # shape values with dynamic dims (symbolic.py)
         self._names: set[str] = set()
         self.node: onnx.NodeProto | None = None  # the ONNX node being converted
         self.node_name = ""

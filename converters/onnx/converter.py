@@ -19,7 +19,7 @@ import onnx
 from edgeseq.errors import GraphError, ShapeError, UnsupportedModelError
 from edgeseq.graph import Graph, Node, Value
 from edgeseq.ops import Op
-from edgeseq.converters.onnx import registry
+from edgeseq.converters.onnx import batchperm, registry
 from edgeseq.converters.onnx.context import ONNX_TO_NP, Context, Unsupported, node_label
 from edgeseq.converters.onnx.fold import constant_value, try_fold
 from edgeseq.converters.onnx.symbolic import try_symbolic
@@ -222,25 +222,27 @@ def _walk(ctx: Context, nodes) -> tuple[dict[str, list[str]], list[str]]:
             base += "_"
         names_seen.add(base)
         ctx.node, ctx.node_name = node, base
-        if _fold(ctx, node) or try_symbolic(ctx, node):
-            continue
-        standard = node.domain in ("", "ai.onnx")
-        if node.op_type == "If" and standard:
-            branch = _inline_if(ctx, node)
-            if branch is not None:
-                ctx.reserve(o for n in branch for o in n.output)
-                ctx.producers.update((o, n) for n in branch for o in n.output if o)
-                pending.extendleft(reversed(branch))
-                continue
-        domain = "" if standard else node.domain
-        opset = ctx.opsets.get(domain, 1)
-        h = registry.lookup(node.op_type, domain, opset)
-        if h is None:
-            key = f"{domain + '::' if domain else ''}{node.op_type} (opset {opset})"
-            unsupported_ops.setdefault(key, []).append(node.name or base)
-            continue
         try:
+            if _fold(ctx, node) or try_symbolic(ctx, node):
+                continue
+            standard = node.domain in ("", "ai.onnx")
+            if node.op_type == "If" and standard:
+                branch = _inline_if(ctx, node)
+                if branch is not None:
+                    ctx.reserve(o for n in branch for o in n.output)
+                    ctx.producers.update((o, n) for n in branch for o in n.output if o)
+                    pending.extendleft(reversed(branch))
+                    continue
+            domain = "" if standard else node.domain
+            opset = ctx.opsets.get(domain, 1)
+            h = registry.lookup(node.op_type, domain, opset)
+            if h is None:
+                key = f"{domain + '::' if domain else ''}{node.op_type} (opset {opset})"
+                unsupported_ops.setdefault(key, []).append(node.name or base)
+                continue
+            n_before = len(ctx.nodes)
             h.fn(ctx, node)
+            batchperm.propagate(ctx, node, ctx.nodes[n_before:])
         except Unsupported as e:
             problems.append(f"node {node_label(node)}: {e}")
     return unsupported_ops, problems
@@ -302,6 +304,9 @@ def _assemble(ctx: Context, g: onnx.GraphProto, graph_inputs, label: str) -> Gra
         if src in ctx.symbolic:
             raise UnsupportedModelError(f"{label}: graph output '{vi.name}' is computed from "
                                         f"dynamic dims only; fix them with --shape")
+        if vi.name in ctx.batch_perm:
+            raise UnsupportedModelError(f"{label}: graph output '{vi.name}' is in the order of "
+                                        f"pack_padded_sequence's sort and is never un-sorted")
         if src != vi.name:
             # an output that is another value under a new name (Identity, Dropout ...)
             ctx.nodes.append(Node(ctx.fresh(f"{vi.name}/identity"), Op.IDENTITY, [src], [vi.name]))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from edgeseq.ops import ACTIVATIONS, Op
+from edgeseq.converters.onnx import batchperm
 from edgeseq.converters.onnx.context import Context, Unsupported
 from edgeseq.converters.onnx.registry import handler
 from edgeseq.converters.onnx.symbolic import Filled
@@ -106,7 +107,8 @@ def _io(ctx: Context, node, n_states: int) -> tuple[list[str], list[str]]:
             return ""
         return ctx.inp(node, i)
 
-    ins = [ctx.inp(node, 0), ctx.inp(node, 4), state(5)]
+    lens = batchperm.sequence_lens(ctx, node, 4)    # sorted lengths -> the original ones
+    ins = [ctx.inp(node, 0), lens if lens is not None else ctx.inp(node, 4), state(5)]
     if n_states == 2:
         ins.append(state(6))
     while ins and not ins[-1]:

@@ -16,6 +16,7 @@ from typing import Callable
 
 import numpy as np
 
+from edgeseq.converters.onnx import batchperm
 from edgeseq.converters.onnx.context import Context
 
 
@@ -79,6 +80,8 @@ def try_symbolic(ctx: Context, node) -> bool:
         return False
     if out is None:
         return False
+    if out is batchperm.HANDLED:
+        return True
     if isinstance(out, SymVec) and out.concrete() is not None:
         ctx.consts[node.output[0]] = out.concrete()
     else:
@@ -124,6 +127,8 @@ def _shape(ctx, node):
 
 @_sym("Gather")
 def _gather(ctx, node):
+    if isinstance(ctx.symbolic.get(ctx.resolve(node.input[1])), batchperm.Perm):
+        return batchperm.gather(ctx, node)
     if not _any_symbolic(ctx, node):
         return None
     v = _vec(ctx, node.input[0])
@@ -186,8 +191,11 @@ def _reshape(ctx, node):
 
 @_sym("Cast")
 def _cast(ctx, node):
-    if ctx.resolve(node.input[0]) not in ctx.symbolic:
+    src = ctx.symbolic.get(ctx.resolve(node.input[0]))
+    if src is None:
         return None
+    if isinstance(src, (batchperm.Perm, batchperm.Iota)):
+        return src          # index/length dtypes do not matter to the sort bookkeeping
     return _vec(ctx, node.input[0])
 
 
@@ -252,6 +260,12 @@ def _expand(ctx, node):
     rank = max(len(v.dims), c.ndim)
     dims = (SymDim(1),) * (rank - len(v.dims)) + v.dims
     return Filled(SymVec(dims), float(np.ravel(c)[0]), str(c.dtype))
+
+
+_sym("TopK")(batchperm.topk)
+_sym("ReduceProd")(batchperm.reduce_prod)
+_sym("Range")(batchperm.range_)
+_sym("ScatterElements")(batchperm.scatter_elements)
 
 
 def reshape_target(vec: SymVec, in_shape: tuple | None) -> tuple[int, ...] | None:

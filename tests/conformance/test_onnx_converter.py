@@ -274,3 +274,58 @@ def test_symbolic_shapes_fold_to_reshape_and_zero_states(rng, tol):
         got = reference.run(g, {"x": x})["out"]
         assert got.shape == want.shape == (t, n, h)
         assert float(np.max(np.abs(got - want))) <= tol["float32"]
+
+
+def _sorted_batch_model(rng, mix_batch: bool):
+    """What the legacy exporter writes for pack_padded_sequence(enforce_sorted=False): sort
+    the batch by length (TopK), run the LSTM on the sorted batch with the sorted lengths,
+    unsort (Gather with the inverse from ScatterElements over a Range). With `mix_batch`, a
+    ReduceMean over the batch axis sits between sort and unsort."""
+    h, i = 4, 3
+    c = lambda n, a: numpy_helper.from_array(np.asarray(a), n)  # noqa: E731
+    inits = [c("W", rng.uniform(-.5, .5, (1, 4 * h, i)).astype(np.float32)),
+             c("R", rng.uniform(-.5, .5, (1, 4 * h, h)).astype(np.float32)),
+             c("zero", np.array(0, np.int64)), c("one", np.array(1, np.int64))]
+    nodes = [
+        helper.make_node("Shape", ["lengths"], ["ls"]),
+        helper.make_node("TopK", ["lengths", "ls"], ["sorted_lens", "perm"], axis=-1),
+        helper.make_node("Gather", ["x", "perm"], ["xs"], axis=1),
+        helper.make_node("Cast", ["sorted_lens"], ["sl32"], to=TensorProto.INT32),
+        helper.make_node("LSTM", ["xs", "W", "R", "", "sl32"], ["y"], hidden_size=h,
+                         name="lstm"),
+        helper.make_node("Shape", ["perm"], ["ps"]),
+        helper.make_node("ReduceProd", ["ps"], ["n"], keepdims=0),
+        helper.make_node("Range", ["zero", "n", "one"], ["iota"]),
+        helper.make_node("ConstantOfShape", ["ps"], ["zeros"],
+                         value=helper.make_tensor("v", TensorProto.INT64, [1], [0])),
+        helper.make_node("ScatterElements", ["zeros", "perm", "iota"], ["inv"], axis=0),
+    ]
+    last = "y"
+    if mix_batch:
+        nodes += [helper.make_node("ReduceMean", ["y"], ["m"], axes=[2], keepdims=1,
+                                   name="batch_mean"),
+                  helper.make_node("Sub", ["y", "m"], ["centred"])]
+        last = "centred"
+    nodes.append(helper.make_node("Gather", [last, "inv"], ["out"], axis=2))
+    return model_of(nodes, [vi("x", ["T", "N", i]), vi("lengths", ["N"], TensorProto.INT64)],
+                    [vi("out", None)], inits, opset=17)
+
+
+def test_sort_unsort_of_the_batch_is_dropped(rng, tol):
+    m = _sorted_batch_model(rng, mix_batch=False)
+    g = convert(m)
+    assert [n.op for n in g.nodes] == [Op.LSTM, Op.IDENTITY]     # identity: the output name
+    assert g.nodes[0].input("sequence_lens") == "lengths"
+    for t, lens in ((6, [2, 6, 4]), (5, [5, 1, 3, 2, 4])):
+        feeds = {"x": rng.standard_normal((t, len(lens), 3)).astype(np.float32),
+                 "lengths": np.array(lens, np.int64)}
+        want = ort_run(m, feeds)["out"]
+        got = reference.run(g, feeds)["out"]
+        assert float(np.max(np.abs(got - want))) <= tol["float32"]
+
+
+def test_sort_unsort_is_refused_when_an_op_mixes_batch_items(rng):
+    with pytest.raises(UnsupportedModelError) as e:
+        convert(_sorted_batch_model(rng, mix_batch=True))
+    assert "'batch_mean' (ReduceMean)" in str(e.value)
+    assert "keep batch items apart" in str(e.value)

@@ -33,16 +33,17 @@ def exports(tmp_path_factory):
 
 
 CASES = [(m, e) for m in ("bilstm_head", "gru", "conv_lstm", "last_step_lstm")
-         for e in ("dynamo", "legacy")]
+         for e in ("dynamo", "legacy")] + [("bilstm_unsorted", "legacy")]
 
 
 def _other_size(name: str, feeds: dict, rng) -> dict:
     """Inputs with different dynamic dims than the export's example."""
-    if name == "bilstm_head":
-        t, n = 11, feeds["x"].shape[1]
+    if name in ("bilstm_head", "bilstm_unsorted"):
+        t, n = 11, feeds["x"].shape[1] + (name == "bilstm_unsorted")
         out = {"x": rng.standard_normal((t, n, feeds["x"].shape[2])).astype(np.float32)}
         if "lengths" in feeds:
-            out["lengths"] = np.array([11, 9, 1][:n], dtype=np.int64)
+            out["lengths"] = np.array([11, 9, 1] if name == "bilstm_head" else [4, 11, 1, 7],
+                                      dtype=np.int64)
         return out
     if name == "gru":
         x = feeds["x"]
@@ -68,8 +69,10 @@ def test_export_converts_and_matches_onnxruntime(name, exporter, exports, rng, t
     assert rec, "no recurrent node in the converted graph"
     if name == "gru":
         assert rec[0].attrs["linear_before_reset"] is True
-    if name == "bilstm_head" and exporter == "legacy":
+    if name in ("bilstm_head", "bilstm_unsorted") and exporter == "legacy":
         assert all(n.input("sequence_lens") for n in rec), "lengths should reach the LSTMs"
+    if name == "bilstm_unsorted":    # the run-time sort/unsort of the batch is gone
+        assert not {"Gather", "TopK"} & {n.op.value for n in graph.nodes}
     if name == "last_step_lstm":     # zeros of a run-time shape became "no initial state"
         assert not rec[0].input("initial_h") and not rec[0].input("initial_c")
     feeds = dict(np.load(npz))
