@@ -20,6 +20,7 @@ PeerRunner = Callable[[Path, dict], dict]
 PEERS: dict[str, str | PeerRunner] = {
     ".onnx": "edgeseq.peers:run_onnxruntime",
     ".tflite": "edgeseq.converters.tflite.interpreter:run_tflite",
+    ".pt2": "edgeseq.converters.torch.peer:run_exported",
 }
 
 
