@@ -90,7 +90,8 @@ def save(graph: Graph, path: PathLike, *, producer: str | None = None,
     for name, c in graph.constants.items():
         if name == "__metadata__":
             raise ArtifactError(f"{path}: constant name '__metadata__' is reserved by safetensors")
-        arr = np.ascontiguousarray(c)
+        # NOTE: not np.ascontiguousarray, which turns a 0-d constant into shape (1,)
+        arr = np.asarray(c) if c.flags.c_contiguous else np.array(c, order="C")
         if arr.dtype.name not in _ST_TO_NP.values():
             raise ArtifactError(f"{path}: constant '{name}' has dtype {arr.dtype}, which an "
                                 f"artifact cannot hold; allowed: {sorted(set(_ST_TO_NP.values()))}")

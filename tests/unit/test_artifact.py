@@ -212,6 +212,16 @@ def test_graph_without_constants_round_trips(tmp_path):
     assert h.to_json() == g.to_json() and h.constants == {}
 
 
+def test_scalar_constant_keeps_its_0d_shape(tmp_path):
+    # converters emit scalar operands (e.g. Mul by 2.0); a (1,) on disk would be refused at load
+    g = Graph("scalar", [Value("x", "float32", ("N", 3))], [Value("y", "float32", ())],
+              [Node("m", Op.MUL, ["x", "s"], ["y"])], {"s": np.array(2.0, np.float32)})
+    back = artifact.load(artifact.save(g, tmp_path / "s.eseq"))
+    assert back.constants["s"].shape == ()
+    x = np.ones((2, 3), np.float32)
+    assert np.array_equal(reference.run(back, {"x": x})["y"], 2 * x)
+
+
 def test_overwrite_a_file_while_its_constants_are_mapped(saved):
     """Load, then save over the same path: the old mapping stays valid (os.replace swaps the
     directory entry, the mapped inode lives on) and the new file loads."""
