@@ -212,7 +212,10 @@ def emit(out_dir: Path, repeat: int) -> int:
     return 0
 
 
-def check(ref_dir: Path, repeat: int) -> int:
+def check(ref_dir: Path, repeat: int, artifacts_only: bool = False) -> int:
+    """Compare this machine's runs with the x86 ones; artifacts_only: what a board with the bare
+    `pip install edgeseq` (numpy, numba, safetensors) can do: load the x86-made .eseq files and
+    run them, no converter, no onnxruntime."""
     from edgeseq import artifact
     manifest = json.loads((ref_dir / "manifest.json").read_text())
     here = _machine()
@@ -220,7 +223,7 @@ def check(ref_dir: Path, repeat: int) -> int:
     print(f"this machine:       {here}")
     if here["machine"] == manifest["machine"]["machine"]:
         print("NOTE: same architecture as the reference; this is not a cross-machine check")
-    made_here = {name: make for name, make, _, _, _ in _cases()}
+    made_here = {} if artifacts_only else {name: make for name, make, _, _, _ in _cases()}
     failures, rows = [], []
     for entry in manifest["cases"]:
         name = entry["name"]
@@ -235,7 +238,7 @@ def check(ref_dir: Path, repeat: int) -> int:
         checks = [("runtime here vs runtime x86", row["vs_x86"], TOL_CROSS_MACHINE),
                   ("runtime here vs float64 reference", row["vs_reference"],
                    TOL_SILERO_PROB if name.startswith("silero") else TOL_FLOAT32)]
-        if entry["onnx"]:
+        if entry["onnx"] and not artifacts_only:
             graph_here, row["convert_s"], _ = _timed(made_here[name], 0)
             rt_here, _ = _run_runtime(graph_here, inputs, 0)
             row["converted_here_vs_x86_artifact"] = _max_abs(rt_here, rt)
@@ -263,7 +266,8 @@ def check(ref_dir: Path, repeat: int) -> int:
               f" {r['runtime']['run_s']:8.4f} {r['x86_runtime_s']:8.4f}"
               f" {ort_s if ort_s is None else format(ort_s, '8.4f')!s:>8s}"
               f" {r.get('x86_ort_s') if r.get('x86_ort_s') is None else format(r['x86_ort_s'], '8.4f')!s:>8s}")
-    (ref_dir.parent / f"check-{here['machine']}.json").write_text(
+    tag = "-artifacts-only" if artifacts_only else ""
+    (ref_dir.parent / f"check-{here['machine']}{tag}.json").write_text(
         json.dumps({"machine": here, "rows": rows, "failures": failures}, indent=1))
     print(f"\n{'PASS' if not failures else 'FAIL'}: {len(rows)} models, {len(failures)} failed checks")
     return 0 if not failures else 1
@@ -275,8 +279,11 @@ def main(argv=None) -> int:
     ap.add_argument("dir", type=Path)
     ap.add_argument("--repeat", type=int, default=int(os.environ.get("EDGESEQ_E2E_REPEAT", "3")),
                     help="timed repetitions after the first run (median reported)")
+    ap.add_argument("--artifacts-only", action="store_true",
+                    help="check: only load and run the x86-made artifacts (bare `pip install "
+                         "edgeseq`: no converter, no onnxruntime)")
     a = ap.parse_args(argv)
-    return emit(a.dir, a.repeat) if a.mode == "emit" else check(a.dir, a.repeat)
+    return emit(a.dir, a.repeat) if a.mode == "emit" else check(a.dir, a.repeat, a.artifacts_only)
 
 
 if __name__ == "__main__":

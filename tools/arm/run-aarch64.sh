@@ -11,14 +11,15 @@
 #      never left bound, even after kill -9): second stage, mount proc/sys/dev, bind an ARM
 #      /proc/cpuinfo (onnxruntime aborts on import when it sees the x86 host's), install
 #      python3.11 + venv, pip install edgeseq[onnx] from this checkout (binary wheels only),
-#      then run: import check, the kernel-test subset, the end-to-end check against x86.
+#      then run: import check, the kernel-test subset, the end-to-end check against x86, and
+#      the x86-made artifacts in a second venv holding only the bare `pip install edgeseq`.
 #
 # Environment (all optional):
 #   EDGESEQ_ARM_ROOT      arm64 root to create/reuse            (/var/tmp/edgeseq-arm64)
 #   EDGESEQ_ARM_MIRROR    Debian mirror for the root            (apt's own Debian mirror)
 #   EDGESEQ_ARM_CPU       CPU qemu emulates and cpuinfo names   (cortex-a72: Raspberry Pi 4)
 #   EDGESEQ_ARM_PYTEST    pytest arguments for the kernel part  (tools/arm/kernel-tests.txt)
-#   EDGESEQ_ARM_PARTS     which parts to run                    ("import kernels e2e")
+#   EDGESEQ_ARM_PARTS     which parts to run                    ("import kernels e2e board")
 #   EDGESEQ_HOST_PYTHON   x86 Python with edgeseq[onnx] + silero-vad for the x86 reference
 #                         (default: the checkout's .venv, else a venv made under the root's
 #                         sibling directory)
@@ -29,9 +30,10 @@ HERE="$(dirname "$SELF")"
 REPO="$(cd "$HERE/../.." && pwd)"
 ROOT="${EDGESEQ_ARM_ROOT:-/var/tmp/edgeseq-arm64}"
 ARM_CPU="${EDGESEQ_ARM_CPU:-cortex-a72}"
-PARTS="${EDGESEQ_ARM_PARTS:-import kernels e2e}"
+PARTS="${EDGESEQ_ARM_PARTS:-import kernels e2e board}"
 SUITE=bookworm
 VENV=/opt/edgeseq-venv            # inside the root
+BOARD_VENV=/opt/edgeseq-board     # inside the root: only edgeseq's core dependencies
 SRC=/opt/edgeseq-src              # inside the root: copy of the checkout
 WORK=/opt/edgeseq-work            # inside the root: x86 reference outputs, logs
 SILERO_VERSION=6.2.3
@@ -282,12 +284,31 @@ inside_namespace() {
             # a fresh Numba cache: the e2e "compile" column is then the cold start on a board
             e2e)     rm -rf "$ROOT$WORK/numba-cache"
                      in_root NUMBA_CACHE_DIR="$WORK/numba-cache" python "$SRC/tools/arm/e2e_check.py" check "$WORK/x86" || rc=$? ;;
-            *) die "unknown part '$part' (known: import kernels e2e)" ;;
+            board)   run_board_check || rc=$? ;;
+            *) die "unknown part '$part' (known: import kernels e2e board)" ;;
         esac
         snap_times
         results+=("$part:$rc:$((SECONDS - t0)):$(( $(cpu_seconds) - c0 ))")
     done
     printf '%s\n' "${results[@]}" >"$ROOT$WORK/results"
+}
+
+# What a board installs: the edgeseq wheel with no extras. It must load and run the x86-made
+# artifacts without onnx, onnxruntime or the converters' dependencies.
+run_board_check() {
+    rm -rf "$ROOT$WORK/wheel" "$ROOT$BOARD_VENV" "$ROOT$WORK/numba-cache-board"
+    in_root pip wheel -q --no-deps --no-build-isolation -w "$WORK/wheel" "$SRC" || return 1
+    in_root python3.11 -m venv "$BOARD_VENV" || return 1
+    local whl; whl="$(cd "$ROOT$WORK/wheel" && ls edgeseq-*.whl)"
+    in_root "$BOARD_VENV/bin/pip" install -q --only-binary=:all: "$WORK/wheel/$whl" || return 1
+    log "board venv: $(in_root "$BOARD_VENV/bin/pip" list --format=freeze 2>/dev/null | tr '\n' ' ')"
+    log "board venv size: $(du -sh "$ROOT$BOARD_VENV" | cut -f1) (python3.11 itself not counted)"
+    if in_root "$BOARD_VENV/bin/python" -c "import onnx" 2>/dev/null \
+        || in_root "$BOARD_VENV/bin/python" -c "import onnxruntime" 2>/dev/null; then
+        log "board venv unexpectedly has onnx/onnxruntime"; return 1
+    fi
+    in_root NUMBA_CACHE_DIR="$WORK/numba-cache-board" "$BOARD_VENV/bin/python" \
+        "$SRC/tools/arm/e2e_check.py" check --artifacts-only "$WORK/x86"
 }
 
 run_kernel_tests() {
@@ -316,7 +337,7 @@ main() {
     copy_checkout
     mkdir -p "$ROOT$WORK"; rm -f "$ROOT$WORK/results"
     local x86_ok=0
-    case " $PARTS " in *" e2e "*) emit_x86_reference || x86_ok=$? ;; esac
+    case " $PARTS " in *" e2e "*|*" board "*) emit_x86_reference || x86_ok=$? ;; esac
     # A private mount namespace: every mount below dies with it, whatever happens to this script.
     unshare --mount --propagation private -- bash "$SELF" __inside || true
     # belt and braces: nothing of ours may stay mounted in the host namespace
@@ -345,4 +366,6 @@ main() {
     return "$all"
 }
 
-if [ "${1:-}" = __inside ]; then inside_namespace; else main "$@"; fi
+# NOTE: one line, ending in exit: bash reads a script as it runs, so an edit to this file
+# during a run must not be read after main returns.
+if [ "${1:-}" = __inside ]; then inside_namespace; exit $?; else main "$@"; exit $?; fi
