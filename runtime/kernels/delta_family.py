@@ -19,7 +19,7 @@ import math
 
 import numpy as np
 
-from edgeseq.errors import GraphError, InputError
+from edgeseq.errors import InputError
 from edgeseq.graph import Graph, Node
 from edgeseq.ops import Op
 from edgeseq.runtime.compressed import _light_constants, pack, pack_slot
