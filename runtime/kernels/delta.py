@@ -29,6 +29,20 @@ from edgeseq.runtime.kernels.quantized import _project, matvec, widen
 
 
 @njit(**NJIT)
+def _axpy8(wT, idx, dv, p, acc):
+    """acc += Σ dv[p+i]·W[:, idx[p+i]] over eight columns (eight row streams at once)."""
+    k0, k1, k2, k3 = idx[p], idx[p + 1], idx[p + 2], idx[p + 3]
+    k4, k5, k6, k7 = idx[p + 4], idx[p + 5], idx[p + 6], idx[p + 7]
+    d0, d1, d2, d3 = dv[p], dv[p + 1], dv[p + 2], dv[p + 3]
+    d4, d5, d6, d7 = dv[p + 4], dv[p + 5], dv[p + 6], dv[p + 7]
+    for j in range(acc.shape[0]):
+        acc[j] += ((widen(wT[k0, j]) * d0 + widen(wT[k1, j]) * d1) +
+                   (widen(wT[k2, j]) * d2 + widen(wT[k3, j]) * d3)) + \
+            ((widen(wT[k4, j]) * d4 + widen(wT[k5, j]) * d5) +
+             (widen(wT[k6, j]) * d6 + widen(wT[k7, j]) * d7))
+
+
+@njit(**NJIT)
 def _axpy4(wT, k0, d0, k1, d1, k2, d2, k3, d3, acc):
     """acc += Σ d_i·W[:, k_i] over four columns: one read-modify-write of the memory."""
     for j in range(acc.shape[0]):
@@ -63,6 +77,9 @@ def absorb(v, vhat, theta, wT, acc, idx, dv):
             dv[n] = d
             n += 1
     p = 0
+    while p + 8 <= n:
+        _axpy8(wT, idx, dv, p, acc)
+        p += 8
     while p + 4 <= n:
         _axpy4(wT, idx[p], dv[p], idx[p + 1], dv[p + 1], idx[p + 2], dv[p + 2], idx[p + 3],
                dv[p + 3], acc)
