@@ -121,3 +121,28 @@ def test_stacked_bidirectional_graph_with_glue(tol):
     got = Model(graph, warmup=False).run(ins)
     for name in want:
         assert np.max(np.abs(got[name] - want[name])) <= tol["float32"], name
+
+
+def test_compressed_weights_without_a_kernel_fall_back_to_float32(tol, monkeypatch):
+    """A GRU with int8 W_x (per-row scales) and float16 W_h, with its dedicated kernel taken
+    out of the registry: the plan says it falls back, and the result equals the reference on
+    the dequantised weights."""
+    from edgeseq.runtime import plan
+    plan._load_builtin_kernels()
+    for key in [k for k in plan.REGISTRY if k.op is Op.GRU and k.wdtype != "float32"]:
+        monkeypatch.delitem(plan.REGISTRY, key)
+    rng = np.random.default_rng(21)
+    g = testing.gru_graph(rng, 5, 6)
+    w_x = g.constants["gru.w_x"]
+    scale = (np.abs(w_x).max(axis=-1) / 127.0).astype(np.float32)
+    g.constants["gru.w_x"] = np.round(w_x / scale[..., None]).astype(np.int8)
+    g.constants["gru.w_x.scale"] = scale
+    g.constants["gru.w_h"] = g.constants["gru.w_h"].astype(np.float16)
+    g.validate()
+    model = Model(g, warmup=False)
+    assert "fallback from (GRU, mixed, dense, exact)" in model.describe()
+    ins = testing.random_inputs(g, rng, 7, 2)
+    want = reference.run(g, ins)
+    got = model.run(ins)
+    for name in want:
+        assert np.max(np.abs(got[name] - want[name])) <= tol["float32"], name
