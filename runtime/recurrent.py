@@ -15,7 +15,7 @@ from edgeseq.runtime.kernels import gru as _gru
 from edgeseq.runtime.kernels import lstm as _lstm
 from edgeseq.runtime.kernels import rnn as _rnn
 from edgeseq.runtime.kernels.activations import ACT_CODES
-from edgeseq.runtime.kernels.panels import to_panels
+from edgeseq.runtime.kernels.panels import padded_rows, to_panels
 from edgeseq.runtime.plan import Kernel, as_float32, register
 
 # Below this many (time x batch) rows the input projection runs inside the kernel, step by
@@ -159,13 +159,17 @@ class _Recurrent(Kernel):
         self.aux[0] = views[3]
         self._wbuf, self._offsets = wbuf, offsets
 
-    def stream_entry(self, check_finite: bool) -> tuple:
-        """(njit fn, packed weights, ip, fp) of the short-chunk streaming kernel of
-        direction 0: fn(x [T, N, I], wbuf, ip, fp, state, y) -> 0, or 1 on non-finite x."""
+    def stream_entry(self, check_finite: bool, keep_panels: bool = True) -> tuple:
+        """(njit fn, packed weights, W_x panels, ip, fp) of the short-chunk streaming kernel of
+        direction 0: fn(x [T, N, I], wbuf, wxp, ip, fp, state, y) -> 0, or 1 on non-finite x.
+        The W_x panels are made on first use (only streaming models pay their memory)."""
+        wxp = getattr(self, "_wx_panels", None)
+        if wxp is None and keep_panels:
+            wxp = self._wx_panels = to_panels(self.w_x[0])
         ip = np.concatenate([self.ip[0], [self.w_x[0].shape[1], self.hidden, self.out_size,
                                           *self._offsets, self.aux[0].shape[1],
                                           int(check_finite)]])
-        return self.stream_fn, self._wbuf, ip.astype(np.int64), self.fp[0]
+        return self.stream_fn, self._wbuf, wxp, ip.astype(np.int64), self.fp[0]
 
     def state_size(self, n_batch: int) -> int:
         """Floats of carried state for a batch (h, then c for LSTM)."""
@@ -182,8 +186,10 @@ class _Recurrent(Kernel):
         short chunks and the precomputed-GEMM path."""
         n_in = self.w_x[0].shape[1]
         if not self.reverse[0]:
-            fn, wbuf, ip, fp = self.stream_entry(True)
-            fn(np.zeros((1, 1, n_in), np.float32), wbuf, ip, fp,
+            fn, wbuf, _, ip, fp = self.stream_entry(True, keep_panels=False)
+            # zero W_x panels of the right shape: compiles the entry without keeping a copy
+            wxp = np.zeros((padded_rows(self.w_x[0].shape[0]) // 16, n_in, 16), np.float32)
+            fn(np.zeros((1, 1, n_in), np.float32), wbuf, wxp, ip, fp,
                np.zeros(self.state_size(1), np.float32),
                np.empty((1, 1, 1, self.out_size), np.float32))
         for t_len in (1, GEMM_MIN_ROWS):

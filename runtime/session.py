@@ -260,7 +260,7 @@ class Stream:
                     y = np.empty((n, t, 1, f.n_out) if f.batch_first else (t, 1, n, f.n_out),
                                  dtype=np.float32)
                     if f.fn(x if not f.batch_first else x.reshape(t, 1, f.n_input),
-                            f.wbuf, f.ip, f.fp, flat, y):
+                            f.wbuf, f.wxp, f.ip, f.fp, flat, y):
                         raise InputError(f"model '{self.model.name}': input '{f.x_name}': "
                                          f"non-finite value(s) (NaN or inf); build the Model "
                                          f"with check_finite=False to allow them")
@@ -313,6 +313,7 @@ class _FastPath:
     kernel: object
     fn: object
     wbuf: np.ndarray
+    wxp: np.ndarray
     ip: np.ndarray
     fp: np.ndarray
     x_name: str
@@ -349,11 +350,11 @@ class _FastPath:
         outs = [(v.name, kinds.get(v.name)) for v in g.outputs]
         if any(k is None for _, k in outs):
             return None
-        fn, wbuf, ip, fp = kernel.stream_entry(model.check_finite)
+        fn, wbuf, wxp, ip, fp = kernel.stream_entry(model.check_finite)
         bf = a["batch_first"]
-        return cls(node.name, kernel, fn, wbuf, ip, fp, x_name, spec.shape[2], kernel.out_size,
-                   kernel.hidden, node.op.value == "LSTM", bf, 0 if bf else 1, GEMM_MIN_ROWS,
-                   outs)
+        return cls(node.name, kernel, fn, wbuf, wxp, ip, fp, x_name, spec.shape[2],
+                   kernel.out_size, kernel.hidden, node.op.value == "LSTM", bf, 0 if bf else 1,
+                   GEMM_MIN_ROWS, outs)
 
 
 def _state_shape(node, slot: str) -> tuple:

@@ -13,7 +13,7 @@ from numba import njit
 from edgeseq.runtime.config import NJIT
 from edgeseq.runtime.kernels.activations import activate
 from edgeseq.runtime.kernels.linalg import begin_step, clip_inplace, matvec_rows
-from edgeseq.runtime.kernels.panels import panel_gemv_rows_acc
+from edgeseq.runtime.kernels.panels import panel_gemv_rows_acc, project_panels
 
 N_IP = 4
 N_FP = 5
@@ -23,8 +23,10 @@ N_FP = 5
 def _input_contribution(x, w_x, pre, rows, times, n_act, xz):
     """xz[b] = W_x x_t for the active rows (copied when precomputed by one GEMM)."""
     if pre:
+        g = w_x.shape[0]
         for a in range(n_act):
-            xz[rows[a], :x.shape[2]] = x[times[a], rows[a], :]
+            # x may be wider than G (padded panel output): the first G columns count
+            xz[rows[a], :g] = x[times[a], rows[a], :g]
     else:
         xt = np.empty((x.shape[1], x.shape[2]), dtype=np.float32)
         for a in range(n_act):
@@ -104,7 +106,7 @@ def _gru_sequence(x, w_x, pre, w_hzr, w_hn, aux, ip, fp, lens, h, y):
 
 
 @njit(**NJIT)
-def _gru_stream(x, wbuf, ip, fp, state, y):
+def _gru_stream(x, wbuf, wxp, ip, fp, state, y):
     """Short-chunk streaming entry (see lstm._lstm_stream). ip[4:12]: n_input, n_hidden,
     n_hidden, offsets of w_x, w_hzr, w_hn, aux, aux width; ip[12]: check finite."""
     if ip[12]:
@@ -122,6 +124,6 @@ def _gru_stream(x, wbuf, ip, fp, state, y):
     aux = wbuf[ip[10]:ip[10] + 6 * ip[11]].reshape(6, ip[11])
     h = state[:n_batch * n_hidden].reshape(n_batch, n_hidden)
     lens = np.full(n_batch, t_len, dtype=np.int64)
-    _gru_sequence(x, w_x, 0, w_hzr, w_hn, aux, ip, fp, lens, h,
+    _gru_sequence(project_panels(x, wxp), w_x, 1, w_hzr, w_hn, aux, ip, fp, lens, h,
                   y.reshape(t_len, n_batch, n_hidden))
     return 0

@@ -20,7 +20,7 @@ from edgeseq.runtime.config import NJIT
 from edgeseq.runtime.kernels.activations import activate, fast_sigmoid, fast_tanh
 from edgeseq.runtime.kernels.linalg import (begin_step, clip_inplace, layer_norm_inplace,
                                             matvec_rows)
-from edgeseq.runtime.kernels.panels import panel_gemv_rows_acc
+from edgeseq.runtime.kernels.panels import panel_gemv_rows_acc, project_panels
 
 N_IP = 8
 N_FP = 10
@@ -33,7 +33,8 @@ def _gate_preactivations(x, w_x, pre, w_h, h, rows, times, n_act, z):
     g = w_x.shape[0]
     if pre:
         for a in range(n_act):
-            z[rows[a], :g] = x[times[a], rows[a], :]
+            # x may be wider than 4H (padded panel output): the first 4H columns count
+            z[rows[a], :g] = x[times[a], rows[a], :g]
     else:
         xt = np.empty((x.shape[1], x.shape[2]), dtype=np.float32)
         for a in range(n_act):
@@ -172,10 +173,11 @@ def _lstm_sequence(x, w_x, pre, w_h, w_proj, aux, ip, fp, lens, h, c, y):
 
 
 @njit(**NJIT)
-def _lstm_stream(x, wbuf, ip, fp, state, y):
+def _lstm_stream(x, wbuf, wxp, ip, fp, state, y):
     """Short-chunk streaming entry with few arguments (Numba's dispatch cost grows with
     each one): weights packed in one float32 buffer, h and c in one state buffer.
-    ip[8:16]: n_input, n_cell, n_out, offsets of w_x, w_h, w_proj, aux, aux width.
+    ip[8:16]: n_input, n_cell, n_out, offsets of w_x, w_h, w_proj, aux, aux width; wxp: W_x
+    in panels for the input term.
     Returns 1 without touching the state if x holds a non-finite value (the caller raises),
     else runs the chunk (state updated in place, y [T, 1, N, P] written) and returns 0."""
     if ip[16]:
@@ -194,6 +196,6 @@ def _lstm_stream(x, wbuf, ip, fp, state, y):
     h = state[:n_batch * n_out].reshape(n_batch, n_out)
     c = state[n_batch * n_out:n_batch * (n_out + n_cell)].reshape(n_batch, n_cell)
     lens = np.full(n_batch, t_len, dtype=np.int64)
-    _lstm_sequence(x, w_x, 0, w_h, w_proj, aux, ip, fp, lens, h, c,
+    _lstm_sequence(project_panels(x, wxp), w_x, 1, w_h, w_proj, aux, ip, fp, lens, h, c,
                    y.reshape(t_len, n_batch, n_out))
     return 0

@@ -194,3 +194,14 @@ def panel_gemv_rows_acc(wp, v, rows, n_rows, out):
     while a < n_rows:
         panel_gemv_acc(wp, v[rows[a]], out[rows[a]])
         a += 1
+
+
+@njit(**NJIT)
+def project_panels(x, wp):
+    """[T, N, R_padded] input contributions W x[t, b] for short streamed chunks, from W_x in
+    panels (the panel GEMV is 1.3x faster than dot products; whole sequences use one GEMM)."""
+    out = np.zeros((x.shape[0], x.shape[1], wp.shape[0] * PANEL), dtype=np.float32)
+    for t in range(x.shape[0]):
+        for b in range(x.shape[1]):
+            panel_gemv_acc(wp, x[t, b], out[t, b])
+    return out

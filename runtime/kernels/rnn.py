@@ -12,7 +12,7 @@ from edgeseq.runtime.config import NJIT
 from edgeseq.runtime.kernels.activations import activate
 from edgeseq.runtime.kernels.gru import _input_contribution
 from edgeseq.runtime.kernels.linalg import begin_step, clip_inplace
-from edgeseq.runtime.kernels.panels import panel_gemv_rows_acc
+from edgeseq.runtime.kernels.panels import panel_gemv_rows_acc, project_panels
 
 N_IP = 2
 N_FP = 3
@@ -50,7 +50,7 @@ def _rnn_sequence(x, w_x, pre, w_h, aux, ip, fp, lens, h, y):
 
 
 @njit(**NJIT)
-def _rnn_stream(x, wbuf, ip, fp, state, y):
+def _rnn_stream(x, wbuf, wxp, ip, fp, state, y):
     """Short-chunk streaming entry (see lstm._lstm_stream). ip[2:10]: n_input, n_hidden,
     n_hidden, offsets of w_x, w_h, (unused), aux, aux width; ip[10]: check finite."""
     if ip[10]:
@@ -65,5 +65,6 @@ def _rnn_stream(x, wbuf, ip, fp, state, y):
     aux = wbuf[ip[8]:ip[8] + ip[9]].reshape(1, ip[9])
     h = state[:n_batch * n_hidden].reshape(n_batch, n_hidden)
     lens = np.full(n_batch, t_len, dtype=np.int64)
-    _rnn_sequence(x, w_x, 0, w_h, aux, ip, fp, lens, h, y.reshape(t_len, n_batch, n_hidden))
+    _rnn_sequence(project_panels(x, wxp), w_x, 1, w_h, aux, ip, fp, lens, h,
+                  y.reshape(t_len, n_batch, n_hidden))
     return 0
