@@ -44,8 +44,9 @@ class KernelKey:
     delta: bool = False
 
     def __str__(self) -> str:
-        return (f"({self.op.value}, {self.wdtype}, "
-                f"{'factored' if self.factored else 'dense'}, {'delta' if self.delta else 'exact'})")
+        form = "factored" if self.factored else "dense"
+        mode = "delta" if self.delta else "exact"
+        return f"({self.op.value}, {self.wdtype}, {form}, {mode})"
 
 
 class Kernel:

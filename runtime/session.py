@@ -290,7 +290,8 @@ class Stream:
                              f"{st['h'].shape[f.batch_axis]}, but this chunk has batch "
                              f"{n_batch}; call reset() to change batch")
         flat = np.zeros(f.kernel.state_size(n_batch), dtype=np.float32)
-        lay = (lambda size: (n_batch, 1, size)) if f.batch_first else (lambda size: (1, n_batch, size))
+        def lay(size: int) -> tuple:
+            return (n_batch, 1, size) if f.batch_first else (1, n_batch, size)
         hv = flat[:n_batch * f.n_out].reshape(lay(f.n_out))
         if "h" in st:
             hv[...] = st["h"]

@@ -6,7 +6,7 @@ i,o,f,c / z,r,h), independent of the ONNX converter. Calls alternate A B C A B C
 table shows medians after warm-up; ratio = edgeseq / onnxruntime with one thread.
 Cold start (load + first result, with an empty and a warm Numba cache) runs in subprocesses.
 
-    python tools/bench.py [--quick] [--json PATH] [--cases lstm,stream,gru,batch,overhead,silero,cold]
+    python tools/bench.py [--quick] [--json PATH] [--cases lstm,stream,...,silero,cold]
 
 edgeseq pins NumPy's BLAS to one thread per call (runtime/threads.py), so "ORT 1 thread" is
 the like-for-like column; onnxruntime with all threads is shown beside it.

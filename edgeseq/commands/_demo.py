@@ -190,11 +190,11 @@ def _demo_user(args) -> None:
         data = dict(np.load(args.data))
     else:
         rng = np.random.default_rng(0)
-        sizes: dict = {}
         data = {}
         for spec in model.inputs:
-            shape = tuple(d if isinstance(d, int) else sizes.setdefault(d, 50 if "t" in d.lower()
-                                                                         or "seq" in d.lower() else 1)
+            # symbolic dims: 50 steps for time-like names ("T", "sequence_length"), else 1
+            shape = tuple(d if isinstance(d, int) else
+                          (50 if "t" in d.lower() or "seq" in d.lower() else 1)
                           for d in spec.shape)
             data[spec.name] = (rng.standard_normal(shape).astype(np.float32) if spec.is_float
                                else np.full(shape, 1, np.int64))
@@ -215,8 +215,8 @@ def _demo_user(args) -> None:
         print(f"accuracy on '{first}': edgeseq {acc(ours[first]):.4f}   onnxruntime "
               f"{acc(theirs[first]):.4f}")
     ort_feed = {i.name: feed[i.name] for i in sess.get_inputs() if i.name in feed}
-    t = _alternate({"edgeseq": lambda i: model.run(feed), "ort": lambda i: sess.run(None, ort_feed)},
-                   args.repeats)
+    t = _alternate({"edgeseq": lambda i: model.run(feed),
+                    "ort": lambda i: sess.run(None, ort_feed)}, args.repeats)
     _latency_line("latency per call", t)
 
 

@@ -96,8 +96,8 @@ def _panel_group(typingctx, wp, x, out, g, k_len):
         builder.position_at_end(done)
         base = builder.mul(g, ir.Constant(i64, ROWS_PER_GROUP))
         for j, v in enumerate(new):
-            ptr = builder.bitcast(builder.gep(o_a.data, [builder.add(base, ir.Constant(i64, 8 * j))]),
-                                  v8.as_pointer())
+            at = builder.add(base, ir.Constant(i64, 8 * j))
+            ptr = builder.bitcast(builder.gep(o_a.data, [at]), v8.as_pointer())
             builder.store(builder.fadd(builder.load(ptr, align=4), v), ptr, align=4)
         return context.get_dummy_value()
     return sig, codegen
@@ -168,8 +168,8 @@ def _panel_rows4(typingctx, wp, x0, x1, x2, x3, o0, o1, o2, o3, p, k_len):
         base = builder.mul(p, ir.Constant(i64, PANEL))
         for r in range(4):
             for h in range(2):
-                ptr = builder.bitcast(builder.gep(outs[r], [builder.add(base, ir.Constant(i64, 16 * h))]),
-                                      v16.as_pointer())
+                at = builder.add(base, ir.Constant(i64, 16 * h))
+                ptr = builder.bitcast(builder.gep(outs[r], [at]), v16.as_pointer())
                 builder.store(builder.fadd(builder.load(ptr, align=4), new[2 * r + h]), ptr,
                               align=4)
         return context.get_dummy_value()
