@@ -154,29 +154,34 @@ copy_checkout() {
         | tar -C "$ROOT$SRC" -xf -
 }
 
-# x86 reference outputs for the end-to-end part: same inputs, same converter, run on this host.
-host_python() {
-    local py="${EDGESEQ_HOST_PYTHON:-}"
-    [ -z "$py" ] && [ -x "$REPO/.venv/bin/python" ] && py="$REPO/.venv/bin/python"
-    if [ -n "$py" ] && "$py" -c "import edgeseq.runtime, edgeseq.converters.onnx, onnxruntime, silero_vad" 2>/dev/null; then
-        echo "$py"; return
-    fi
-    local venv="$ROOT.x86-venv"
+# x86 reference outputs for the end-to-end part: same inputs, same source snapshot, same
+# numpy/numba/onnxruntime versions as the root (pinned from its `pip freeze`), run on this host.
+# NOTE: the x86 side installs the snapshot copied into the root, not the live checkout, so both
+# machines run identical edgeseq code even while the checkout is being edited.
+x86_venv() {
+    local venv="$ROOT.x86-venv" base="${EDGESEQ_HOST_PYTHON:-}"
+    [ -z "$base" ] && [ -x "$REPO/.venv/bin/python" ] && base="$REPO/.venv/bin/python"
+    [ -z "$base" ] && base=python3
     if [ ! -x "$venv/bin/python" ]; then
-        log "creating x86 reference venv $venv"
-        python3 -m venv "$venv"
+        log "creating x86 reference venv $venv (from $base)"
+        "$base" -m venv "$venv" >&2
     fi
-    "${NICE[@]}" "$venv/bin/pip" install -q --only-binary=:all: "numpy" "numba" "safetensors" "onnx" "onnxruntime" >&2
+    local pins
+    pins="$(grep -i -E '^(numpy|numba|llvmlite|safetensors|threadpoolctl|onnx|onnxruntime|protobuf|ml.dtypes)==' \
+            "$ROOT$WORK/freeze.txt" | tr '\n' ' ')"
+    # shellcheck disable=SC2086
+    "${NICE[@]}" "$venv/bin/pip" install -q --only-binary=:all: $pins >&2
     "${NICE[@]}" "$venv/bin/pip" install -q --no-deps --only-binary=:all: "silero-vad==$SILERO_VERSION" >&2
-    "${NICE[@]}" "$venv/bin/pip" install -q --no-deps "$REPO" >&2
+    rm -rf "$venv"/lib/python3*/site-packages/edgeseq     # stale Numba caches, as in the root
+    "${NICE[@]}" "$venv/bin/pip" install -q --no-deps --force-reinstall "$ROOT$SRC" >&2
     echo "$venv/bin/python"
 }
 
 emit_x86_reference() {
-    local py; py="$(host_python)"
-    log "x86 reference outputs with $py"
+    local py; py="$(x86_venv)"
+    log "x86 reference outputs with $py ($("$py" -c 'import numpy, numba, onnxruntime as o; print("numpy", numpy.__version__, "numba", numba.__version__, "onnxruntime", o.__version__)'))"
     rm -rf "$ROOT$WORK/x86"; mkdir -p "$ROOT$WORK/x86"
-    "${NICE[@]}" "$py" "$HERE/e2e_check.py" emit "$ROOT$WORK/x86" >"$ROOT$WORK/x86-emit.log" 2>&1 \
+    "${NICE[@]}" "$py" "$ROOT$SRC/tools/arm/e2e_check.py" emit "$ROOT$WORK/x86" >"$ROOT$WORK/x86-emit.log" 2>&1 \
         || { cat "$ROOT$WORK/x86-emit.log" >&2; return 1; }
     cat "$ROOT$WORK/x86-emit.log" >&2
 }
@@ -227,10 +232,15 @@ in_root() {
         QEMU_CPU="$ARM_CPU" DEBIAN_FRONTEND=noninteractive PYTHONUNBUFFERED=1 "${cert_env[@]}" "$@"
 }
 
-inside_namespace() {
+inside_namespace() {   # $1: setup | run
     trap cleanup_mounts EXIT
     trap 'exit 130' INT TERM
     export QEMU_CPU="$ARM_CPU"
+    if [ "$1" = run ]; then
+        mount_root
+        run_parts
+        return
+    fi
     if [ ! -e "$ROOT/.edgeseq-stage2" ]; then
         log "debootstrap second stage (emulated; several minutes)"
         "${NICE[@]}" chroot "$ROOT" /debootstrap/debootstrap --second-stage >"$ROOT.stage2.log" 2>&1 \
@@ -275,6 +285,11 @@ inside_namespace() {
         echo "$tools" >"$ROOT/.edgeseq-tools"
     fi
 
+    in_root pip freeze >"$ROOT$WORK/freeze.txt"
+    touch "$ROOT$WORK/setup-ok"
+}
+
+run_parts() {
     local results=() part t0 c0 rc
     for part in $PARTS; do
         t0=$SECONDS; snap_times; c0=$(cpu_seconds); rc=0
@@ -335,11 +350,14 @@ main() {
     write_pip_config
     make_cpuinfo
     copy_checkout
-    mkdir -p "$ROOT$WORK"; rm -f "$ROOT$WORK/results"
+    mkdir -p "$ROOT$WORK"; rm -f "$ROOT$WORK/results" "$ROOT$WORK/setup-ok"
     local x86_ok=0
-    case " $PARTS " in *" e2e "*|*" board "*) emit_x86_reference || x86_ok=$? ;; esac
     # A private mount namespace: every mount below dies with it, whatever happens to this script.
-    unshare --mount --propagation private -- bash "$SELF" __inside || true
+    unshare --mount --propagation private -- bash "$SELF" __inside setup || true
+    if [ -e "$ROOT$WORK/setup-ok" ]; then
+        case " $PARTS " in *" e2e "*|*" board "*) emit_x86_reference || x86_ok=$? ;; esac
+        unshare --mount --propagation private -- bash "$SELF" __inside run || true
+    fi
     # belt and braces: nothing of ours may stay mounted in the host namespace
     if grep -q " $ROOT/" /proc/mounts; then
         log "WARNING: mounts under $ROOT remain in the host namespace:"; grep " $ROOT/" /proc/mounts >&2
@@ -368,4 +386,4 @@ main() {
 
 # NOTE: one line, ending in exit: bash reads a script as it runs, so an edit to this file
 # during a run must not be read after main returns.
-if [ "${1:-}" = __inside ]; then inside_namespace; exit $?; else main "$@"; exit $?; fi
+if [ "${1:-}" = __inside ]; then inside_namespace "$2"; exit $?; else main "$@"; exit $?; fi
