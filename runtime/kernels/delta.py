@@ -22,7 +22,7 @@ import numpy as np
 from numba import njit
 
 from edgeseq.runtime.config import NJIT
-from edgeseq.runtime.kernels.activations import activate
+from edgeseq.runtime.kernels.activations import activate, fast_sigmoid, fast_tanh
 from edgeseq.runtime.kernels.linalg import clip_inplace, step_rows
 from edgeseq.runtime.kernels.lstm import _update_cell, _update_hidden
 from edgeseq.runtime.kernels.quantized import _project, matvec, widen
@@ -128,6 +128,24 @@ def _zero_past_end(s, lens, n_act, y):
 
 
 @njit(**NJIT)
+def _plain_delta_cell(mx, mh, aux, c, h, yt):
+    """The default LSTM cell (sigmoid/tanh/tanh, no peephole, coupling, layer norm, clips or
+    projection) straight from the two memories in one vectorisable pass: no gate buffer, no
+    separate memory read (the dense kernel's `_plain_cell`, same rational activations)."""
+    n_cell = c.shape[0]
+    for j in range(n_cell):
+        i = fast_sigmoid(mx[j] + mh[j] + aux[0, j])
+        f = fast_sigmoid(mx[n_cell + j] + mh[n_cell + j] + aux[1, j])
+        g = fast_tanh(mx[2 * n_cell + j] + mh[2 * n_cell + j] + aux[2, j])
+        o = fast_sigmoid(mx[3 * n_cell + j] + mh[3 * n_cell + j] + aux[3, j])
+        cn = f * c[j] + i * g
+        c[j] = cn
+        hn = o * fast_tanh(cn)
+        h[j] = hn
+        yt[j] = hn
+
+
+@njit(**NJIT)
 def lstm_delta_sequence(x, wxT, sx, whT, sh, u, factored, w_proj, aux, ip, fp, lens, h, c, y,
                         xhat, hhat, mx, mh, th, counts):
     """One direction over raw inputs x [T, N, I]. wxT [I, 4H], whT [P, 4H] (factored: V^T
@@ -147,10 +165,22 @@ def lstm_delta_sequence(x, wxT, sx, whT, sh, u, factored, w_proj, aux, ip, fp, l
     m = np.empty(n_cell, dtype=np.float32)
     mm = np.empty((1, n_cell), dtype=np.float32)
     pr = np.empty((1, h.shape[1]), dtype=np.float32)
+    # the default cell with unscaled float weights: memories read inside the one-pass cell
+    fused = (not factored and ip[3] == 0 and sx.shape[0] == 0 and sh.shape[0] == 0
+             and ip[0] == 0 and ip[1] == 0 and ip[2] == 0 and ip[4] == 0 and ip[5] == 1
+             and ip[6] == 1 and fp[0] <= 0 and fp[2] <= 0)
     for s in range(t_len):
         n_act = step_rows(s, t_len, lens, reverse, rows, times)
         _zero_past_end(s, lens, n_act, y)
         if n_act == 0:
+            continue
+        if fused:
+            for a in range(n_act):
+                b = rows[a]
+                counts[0] += absorb(x[times[a], b], xhat[b], thx, wxT, mx[b], idx, dv)
+                counts[1] += absorb(h[b], hhat[b], thh, whT, mh[b], idx, dv)
+                _plain_delta_cell(mx[b], mh[b], aux, c[b], h[b], y[times[a], b])
+            counts[2] += n_act
             continue
         for a in range(n_act):
             b = rows[a]
