@@ -150,14 +150,22 @@ class _Recurrent(Kernel):
         """Put direction 0's matrices and aux in one buffer and make the kernel's arrays
         C-contiguous views into it, so the streaming entry reads the same memory as the
         sequence kernel (no second copy of the weights)."""
-        parts = [self.w_x[0], self.w_h[0], self._proj(0), self.aux[0]]
+        parts = [*self._matrices(0), self.aux[0]]
         offsets = np.cumsum([0] + [p.size for p in parts[:-1]])
         wbuf = np.concatenate([p.ravel() for p in parts]).astype(np.float32)
         views = [wbuf[o:o + p.size].reshape(p.shape) for o, p in zip(offsets, parts)]
-        self.w_x[0], self.w_h[0] = views[0], views[1]
-        self._set_proj(0, views[2])
+        self._set_matrices(0, views[:3])
         self.aux[0] = views[3]
         self._wbuf, self._offsets = wbuf, offsets
+
+    def _matrices(self, d: int) -> list:
+        """The three matrices packed for direction d, in the order the stream entries read
+        them: W_x, W_h (panels), and the projection (LSTM) or nothing."""
+        return [self.w_x[d], self.w_h[d], self._proj(d)]
+
+    def _set_matrices(self, d: int, views: list) -> None:
+        self.w_x[d], self.w_h[d] = views[0], views[1]
+        self._set_proj(d, views[2])
 
     def stream_entry(self, check_finite: bool, keep_panels: bool = True) -> tuple:
         """(njit fn, packed weights, W_x panels, ip, fp) of the short-chunk streaming kernel of
@@ -251,30 +259,16 @@ class LstmKernel(_Recurrent):
 class GruKernel(_Recurrent):
     n_gates = 3
 
-    def _scratch(self, rows: int, cols: int) -> np.ndarray:
-        """A reusable [rows, cols] float32 buffer for the input projection, one per thread
-        (thread-safe without locks). NOTE: a fresh array of a few hundred KiB is a fresh
-        mmap whose pages fault in on every call: measured ~0.2 ms of a 1.7 ms run at 256
-        units."""
-        local = self._local
-        buf = getattr(local, "buf", None)
-        if buf is None or buf.shape != (rows, cols):
-            buf = local.buf = np.empty((rows, cols), dtype=np.float32)
-        return buf
-
     def _recurrent_layout(self, w_h: np.ndarray):
         # z, r rows and h rows apart: form 0 needs r before the h-gate product
         hs = self.hidden
         return to_panels(w_h[:2 * hs]), to_panels(w_h[2 * hs:])
 
-    def _pack(self) -> None:
-        zr, hn = self.w_h[0]
-        parts = [self.w_x[0], zr, hn, self.aux[0]]
-        offsets = np.cumsum([0] + [p.size for p in parts[:-1]])
-        wbuf = np.concatenate([p.ravel() for p in parts]).astype(np.float32)
-        views = [wbuf[o:o + p.size].reshape(p.shape) for o, p in zip(offsets, parts)]
-        self.w_x[0], self.w_h[0], self.aux[0] = views[0], (views[1], views[2]), views[3]
-        self._wbuf, self._offsets = wbuf, offsets
+    def _matrices(self, d: int) -> list:
+        return [self.w_x[d], *self.w_h[d]]
+
+    def _set_matrices(self, d: int, views: list) -> None:
+        self.w_x[d], self.w_h[d] = views[0], (views[1], views[2])
 
     def __init__(self, graph: Graph, node: Node, **options) -> None:
         super().__init__(graph, node, **options)

@@ -277,7 +277,6 @@ class Stream:
             m._pins.restore(saved)
         return {n: env[n] for n in m.output_names}
 
-
     def _flat_for(self, n_batch: int) -> np.ndarray:
         """The fast path's state buffer for this batch, holding the carried state."""
         f = self._fast
@@ -290,6 +289,7 @@ class Stream:
                              f"{st['h'].shape[f.batch_axis]}, but this chunk has batch "
                              f"{n_batch}; call reset() to change batch")
         flat = np.zeros(f.kernel.state_size(n_batch), dtype=np.float32)
+
         def lay(size: int) -> tuple:
             return (n_batch, 1, size) if f.batch_first else (1, n_batch, size)
         hv = flat[:n_batch * f.n_out].reshape(lay(f.n_out))
