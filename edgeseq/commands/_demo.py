@@ -62,7 +62,9 @@ def _compile(onnx_path: Path):
     t3 = time.perf_counter()
     print(f"converted {onnx_path.name}: {len(graph.nodes)} nodes "
           f"({', '.join(sorted({n.op.value for n in graph.nodes}))}) in {t1 - t0:.2f} s; "
-          f"artifact {path.stat().st_size / 1024:.0f} KiB; load + compile/warm-up {t3 - t2:.2f} s")
+          f"artifact {path.stat().st_size / 1024:.0f} KiB; load + compile/warm-up {t3 - t2:.2f} s"
+          + (" (first run: Numba compiles the kernels once, then loads them from its cache)"
+             if t3 - t2 > 5 else ""))
     return model
 
 
