@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 from pathlib import Path
 from typing import Any
 
@@ -31,4 +32,13 @@ def converter_for(path: str | Path):
 
 def convert(path: str | Path, **options: Any) -> Graph:
     """Convert a model file into a validated edgeseq Graph."""
-    return converter_for(path)(path, **options)
+    fn = converter_for(path)
+    params = inspect.signature(fn).parameters
+    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        # an option meant for another format (e.g. --arch on a .tflite) is a user error
+        unknown = sorted(k for k, v in options.items() if k not in params and v is not None)
+        if unknown:
+            raise UnsupportedModelError(
+                f"{path}: option(s) {unknown} do not apply to '{Path(path).suffix.lower()}' "
+                f"models; this converter takes {sorted(list(params)[1:])}")
+    return fn(path, **options)

@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"edgeseq {args.command}: {type(e).__name__}: {e}", file=sys.stderr)
         return 2
-    except (FileNotFoundError, IsADirectoryError, PermissionError) as e:
+    except OSError as e:   # missing file, a directory, no permission, --output-dir a file...
         if args.debug:
             raise
         print(f"edgeseq {args.command}: {e}", file=sys.stderr)

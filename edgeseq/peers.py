@@ -71,4 +71,9 @@ def run_onnxruntime(path: Path, inputs: dict[str, np.ndarray]) -> dict[str, np.n
                              f"({meta.type} {meta.shape}); given: {sorted(inputs)}")
         feeds[meta.name] = np.asarray(inputs[meta.name], dtype=_ORT_TYPES.get(meta.type))
     names = [o.name for o in sess.get_outputs()]
-    return dict(zip(names, sess.run(names, feeds)))
+    try:
+        return dict(zip(names, sess.run(names, feeds)))
+    except Exception as e:   # onnxruntime's errors share no base class but Exception
+        raise InputError(f"{path.name}: onnxruntime refused the inputs "
+                         f"{ {k: tuple(np.shape(v)) for k, v in feeds.items()} }: "
+                         f"{' '.join(str(e).split())}") from None

@@ -17,9 +17,17 @@ from edgeseq.quant.common import is_layer
 def load(source, graph: Graph) -> dict[str, np.ndarray]:
     """Graph inputs taken from an .npz path or a dict (other keys, e.g. labels, are ignored)."""
     if isinstance(source, (str, Path)):
-        with np.load(source, allow_pickle=False) as z:
-            data = {k: z[k] for k in z.files}
         where = str(source)
+        try:
+            z = np.load(source, allow_pickle=False)
+        except (ValueError, EOFError) as e:   # corrupt or pickled: a clear error, no traceback
+            raise InputError(f"{where}: not a readable .npz of calibration inputs "
+                             f"({type(e).__name__}: {e})") from None
+        if not isinstance(z, np.lib.npyio.NpzFile):
+            raise InputError(f"{where}: calibration data must be an .npz archive mapping graph "
+                             f"input names to arrays, got a single .npy array")
+        with z:
+            data = {k: z[k] for k in z.files}
     else:
         data, where = dict(source), "calibration data"
     missing = [v.name for v in graph.inputs if v.name not in data]

@@ -114,6 +114,10 @@ def convert(path: str | Path, *, dynamic_time: bool = True, subgraph: int = 0,
             shape = [w if w not in (None, -1) else d for w, d in zip(want, shape)]
         ctx.names[idx] = name
         inputs.append(Value(name, "float32", tuple(shape)))
+    unknown = sorted(set(shapes or {}) - {v.name for v in inputs})
+    if unknown:   # NOTE: a misspelt --shape name was silently ignored
+        raise UnsupportedModelError(f"{path}: --shape {unknown} not a graph input; inputs: "
+                                    f"{[v.name for v in inputs]}")
 
     for op in ops:
         if op.name in HANDLERS:

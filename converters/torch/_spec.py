@@ -105,15 +105,22 @@ def load_state_dict(path: str | Path) -> dict[str, np.ndarray]:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
     if path.suffix.lower() == ".safetensors":
+        from safetensors import SafetensorError
         from safetensors.numpy import load_file
-        raw = load_file(str(path))
+        try:
+            raw = load_file(str(path))
+        except SafetensorError as e:   # truncated or not safetensors at all
+            raise UnsupportedModelError(f"{path}: not a readable .safetensors state_dict: "
+                                        f"{e}") from e
     else:
         from edgeseq.converters.torch import require_torch
         torch = require_torch()
         try:
             obj = torch.load(str(path), map_location="cpu", weights_only=True)
         except Exception as e:
-            raise UnsupportedModelError(f"{path}: not a loadable state_dict: {e}") from e
+            # NOTE: torch's weights_only message spans many lines; the CLI prints one
+            raise UnsupportedModelError(f"{path}: not a loadable state_dict: "
+                                        f"{' '.join(str(e).split())}") from e
         for wrapper in ("state_dict", "model_state_dict", "model"):
             # training checkpoints often nest the weights next to optimizer state, epoch, ...
             if isinstance(obj, dict) and isinstance(obj.get(wrapper), dict):

@@ -30,7 +30,17 @@ def parse_inputs(specs: list[str]) -> dict[str, np.ndarray]:
         name, sep, path = s.partition("=")
         if not sep or not name or not path:
             raise InputError(f"--input expects NAME=FILE.npy, got '{s}'")
-        out[name] = np.load(path)
+        try:
+            out[name] = np.load(path, allow_pickle=False)
+        except (ValueError, EOFError, OSError) as e:
+            if isinstance(e, (FileNotFoundError, IsADirectoryError, PermissionError)):
+                raise
+            # NOTE: a corrupt, pickled or .npz file must not surface as a traceback
+            raise InputError(f"--input {name}: {path} is not a readable .npy array "
+                             f"({type(e).__name__}: {e})") from None
+        if not isinstance(out[name], np.ndarray):
+            raise InputError(f"--input {name}: {path} holds an .npz archive, expected one .npy "
+                             f"array")
     return out
 
 
