@@ -15,7 +15,7 @@ from edgeseq.runtime.kernels import gru as _gru
 from edgeseq.runtime.kernels import lstm as _lstm
 from edgeseq.runtime.kernels import rnn as _rnn
 from edgeseq.runtime.kernels.activations import ACT_CODES
-from edgeseq.runtime.kernels.panels import padded_rows, to_panels
+from edgeseq.runtime.kernels.panels import aligned_zeros, padded_rows, to_panels
 from edgeseq.runtime.plan import Kernel, as_float32, register
 
 # Below this many (time x batch) rows the input projection runs inside the kernel, step by
@@ -151,8 +151,13 @@ class _Recurrent(Kernel):
         C-contiguous views into it, so the streaming entry reads the same memory as the
         sequence kernel (no second copy of the weights)."""
         parts = [*self._matrices(0), self.aux[0]]
-        offsets = np.cumsum([0] + [p.size for p in parts[:-1]])
-        wbuf = np.concatenate([p.ravel() for p in parts]).astype(np.float32)
+        # every part starts on a 64-byte boundary (panel rows = cache lines; see
+        # panels.aligned_zeros)
+        sizes = [-(-p.size // 16) * 16 for p in parts]
+        offsets = np.cumsum([0] + sizes[:-1])
+        wbuf = aligned_zeros(int(sum(sizes)))
+        for o, p in zip(offsets, parts):
+            wbuf[o:o + p.size] = p.ravel()
         views = [wbuf[o:o + p.size].reshape(p.shape) for o, p in zip(offsets, parts)]
         self._set_matrices(0, views[:3])
         self.aux[0] = views[3]
