@@ -7,7 +7,8 @@ compiled kernel serves all mixes. Nothing is dequantised into memory: int8 and h
 widened in registers inside the dot product (int8: acc = Σ q·x in float32, then × scale_row;
 half: LLVM `fpext half -> float`, which becomes vcvtph2ps on F16C CPUs and vectorises).
 
-The sequence kernels take a faster route for int8 W_x and W_h (`matvec16`): the activation
+The sequence kernels take a faster route for int8 W_x and W_h packed as I8Q16 (`matvec16`;
+`runtime.compressed` chooses it for matrices of at least 64 columns): the activation
 vectors (x_t, h_{t-1}, V·h) are quantised to int16 per vector and the products run in integer
 arithmetic (`kernels.i8dot`); the extra error is ≤ ||W_row||_1 · max|v| / 65534 per product
 (see docs/quant.md). `matvec` itself stays the exact float form (W_proj, delta kernels).
@@ -28,7 +29,9 @@ from edgeseq.runtime.kernels.activations import activate
 from edgeseq.runtime.kernels.linalg import clip_inplace, step_rows
 from edgeseq.runtime.kernels.lstm import _update_cell, _update_hidden
 
-F32, F16, I8 = 0, 1, 2
+# I8Q16: int8 whose sequence-kernel products use int16-quantised vectors (`matvec16`); every
+# other function treats it as I8
+F32, F16, I8, I8Q16 = 0, 1, 2, 3
 
 
 @intrinsic
@@ -158,7 +161,7 @@ def _tile44(w, j, v, b0, b1, b2, b3, out, accumulate, scale):
 def matvec(m, v, rows, n_rows, out, accumulate):
     """out[b, :] (+)= W v[b, :] for b in rows[:n_rows], W = the compressed matrix `m`."""
     kind = m[0]
-    if kind == I8:
+    if kind == I8 or kind == I8Q16:
         _matvec_typed(m[3], m[4], v, rows, n_rows, out, accumulate)
     elif kind == F16:
         _matvec_typed(m[2], m[4][:0], v, rows, n_rows, out, accumulate)
@@ -170,7 +173,7 @@ def matvec(m, v, rows, n_rows, out, accumulate):
 def matvec_range(m, r0, r1, v, rows, n_rows, out, accumulate):
     """out[b, j - r0] (+)= (W v[b])[j] for weight rows j in [r0, r1) of a dense matrix."""
     kind = m[0]
-    if kind == I8:
+    if kind == I8 or kind == I8Q16:
         _matvec_typed(m[3][r0:r1], m[4][r0:r1], v, rows, n_rows, out, accumulate)
     elif kind == F16:
         _matvec_typed(m[2][r0:r1], m[4][:0], v, rows, n_rows, out, accumulate)
@@ -180,15 +183,15 @@ def matvec_range(m, r0, r1, v, rows, n_rows, out, accumulate):
 
 @njit(**NJIT)
 def matvec16(m, v, rows, n_rows, out, accumulate):
-    """As `matvec`, but an int8 matrix multiplies int16-quantised copies of the vectors in
+    """As `matvec`, but an I8Q16 matrix multiplies int16-quantised copies of the vectors in
     integer arithmetic (`kernels.i8dot`); other kinds are `matvec` unchanged."""
     matvec16_range(m, 0, n_rows_of(m), v, rows, n_rows, out, accumulate)
 
 
 @njit(**NJIT)
 def matvec16_range(m, r0, r1, v, rows, n_rows, out, accumulate):
-    """As `matvec_range`, with int16-quantised vectors for an int8 matrix."""
-    if m[0] == I8:
+    """As `matvec_range`, with int16-quantised vectors for an I8Q16 matrix."""
+    if m[0] == I8Q16:
         xq = np.empty((n_rows, v.shape[1]), dtype=np.int16)
         xs = np.empty(n_rows, dtype=np.float32)
         i8dot.quantize16(v, rows, n_rows, xq, xs)
@@ -210,7 +213,9 @@ def _recurrent_range(w_h, w_u, w_v, factored, r0, r1, h, rows, n_act, out, accum
 @njit(**NJIT)
 def n_rows_of(m):
     kind = m[0]
-    return m[3].shape[0] if kind == I8 else (m[2].shape[0] if kind == F16 else m[1].shape[0])
+    if kind == I8 or kind == I8Q16:
+        return m[3].shape[0]
+    return m[2].shape[0] if kind == F16 else m[1].shape[0]
 
 
 @njit(**NJIT)

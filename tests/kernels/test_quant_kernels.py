@@ -62,9 +62,20 @@ def act16_tol(g, x: dict, ref: dict, tol: dict, steps: int) -> float:
     return tol["float32"] + 4 * np.sqrt(steps) * eps
 
 
-def _tol_for(g, x, ref, tol, steps):
+def _tol_for(g, x, ref, tol, steps, path):
     int8 = any(a.dtype == np.int8 for a in g.constants.values())
-    return act16_tol(g, x, ref, tol, steps) if int8 else tol["float32"]
+    return act16_tol(g, x, ref, tol, steps) if int8 and path == "int16" else tol["float32"]
+
+
+@pytest.fixture(params=["float", "int16"])
+def path(request, monkeypatch):
+    """Both int8 product paths: "float" (widened int8 weights, exact to float32 rounding:
+    small matrices by default) and "int16" (int16-quantised activations, forced for every
+    size here; the default from 64 columns on)."""
+    from edgeseq.runtime.compressed import _Compressed
+    if request.param == "int16":
+        monkeypatch.setattr(_Compressed, "int16_min_cols", 1)
+    return request.param
 
 
 
@@ -85,14 +96,14 @@ FEATURES = [
 
 @pytest.mark.parametrize("form", list(COMPRESS))
 @pytest.mark.parametrize("feat", FEATURES, ids=lambda f: "-".join(f) or "plain")
-def test_compressed_lstm_matches_reference(rng, form, feat, tol):
+def test_compressed_lstm_matches_reference(rng, form, feat, tol, path):
     g = COMPRESS[form](lstm_graph(rng, 6, 13, **feat))     # 13: exercises the 4-row tail
     model = Model(g)
     assert isinstance(model.plan.steps[0].kernel, CompressedLstm), model.describe()
     for n in (1, 6):
         x = random_inputs(g, rng, 8, n)
         ref = run(g, x)
-        assert _err(ref, model.run(x)) <= _tol_for(g, x, ref, tol, 8)
+        assert _err(ref, model.run(x)) <= _tol_for(g, x, ref, tol, 8, path)
 
 
 GRU_RNN = [
@@ -104,17 +115,17 @@ GRU_RNN = [
 
 @pytest.mark.parametrize("form", list(COMPRESS))
 @pytest.mark.parametrize("make,cls,feat", GRU_RNN, ids=["gru-lbr0", "gru-lbr1-bi", "rnn"])
-def test_compressed_gru_rnn_match_reference(rng, form, make, cls, feat, tol):
+def test_compressed_gru_rnn_match_reference(rng, form, make, cls, feat, tol, path):
     g = COMPRESS[form](make(rng, 6, 13, **feat))
     model = Model(g)
     assert isinstance(model.plan.steps[0].kernel, cls), model.describe()
     for n in (1, 6):
         x = random_inputs(g, rng, 8, n)
         ref = run(g, x)
-        assert _err(ref, model.run(x)) <= _tol_for(g, x, ref, tol, 8)
+        assert _err(ref, model.run(x)) <= _tol_for(g, x, ref, tol, 8, path)
 
 
-def test_lstmp_int8_stack_matches_reference(rng, tol):
+def test_lstmp_int8_stack_matches_reference(rng, tol, path):
     attrs = {"hidden_size": 16, "direction": "bidirectional"}
     g = stacked_graph(Op.LSTM, 5, attrs, [lstm_weights(rng, 5, 16, d=2),
                                           lstm_weights(rng, 32, 16, d=2)], seq_lens=True)
@@ -127,7 +138,7 @@ def test_lstmp_int8_stack_matches_reference(rng, tol):
     x = random_inputs(c, rng, 9, 2)
     ref = run(c, x)
     # |h| of layer 1 (LSTMP: not bounded by 1) is not a graph output; |logits| stands in
-    assert _err(ref, Model(c).run(x)) <= act16_tol(c, x, ref, tol, 9 * 2)   # 2 layers
+    assert _err(ref, Model(c).run(x)) <= _tol_for(c, x, ref, tol, 9 * 2, path)   # 2 layers
 
 
 def _matvec(m, v):
@@ -238,9 +249,12 @@ def test_int16_products_use_every_row_scale(rng):
     assert np.max(np.abs(got - (w * np.roll(sc, 1)[:, None]) @ v[0])) > 1e-2
 
 
-def test_int8_lstm_with_wrong_scale_fails_the_tolerance(rng, tol):
+def test_int8_lstm_with_wrong_scale_fails_the_tolerance(rng, tol, monkeypatch):
     """The act16 tolerance must still catch a wrong per-row scale of W_h or W_x."""
+    from edgeseq.runtime.compressed import _Compressed
+    monkeypatch.setattr(_Compressed, "int16_min_cols", 1)
     g = int8.apply(lstm_graph(rng, 6, 13))[0]
+    assert "int16" in Model(g).describe()
     x = random_inputs(g, rng, 8, 2)
     ref = run(g, x)
     limit = act16_tol(g, x, ref, tol, 8)
@@ -276,3 +290,17 @@ def test_int16_products_compile_to_integer_multiply_add():
     if platform.machine() in ("x86_64", "AMD64"):
         asm = fn.inspect_asm(fn.signatures[0])
         assert "pmaddwd" in asm or "vpdpwssd" in asm
+
+
+def test_int16_path_is_chosen_from_64_columns(rng, tol):
+    """Default choice: int16 products for int8 matrices with ≥ 64 columns (W_x of a 64-input
+    layer, W_h of a 64-unit one), the float path below; both within their tolerances."""
+    for n_in, hidden, want in ((8, 16, (False, False)), (64, 16, (True, False)),
+                               (8, 64, (False, True))):
+        g = int8.apply(lstm_graph(rng, n_in, hidden))[0]
+        k = Model(g).plan.steps[0].kernel
+        assert (k.mx[0][0] == q.I8Q16, k.mh[0][0] == q.I8Q16) == want, (n_in, hidden)
+        x = random_inputs(g, rng, 6, 2)
+        ref = run(g, x)
+        limit = act16_tol(g, x, ref, tol, 6) if any(want) else tol["float32"]
+        assert _err(ref, Model(g).run(x)) <= limit
