@@ -19,15 +19,22 @@ from onnx import TensorProto, helper, numpy_helper
 
 GATES = {"LSTM": 4, "GRU": 3, "RNN": 1}
 ACTS = {"LSTM": 3, "GRU": 2, "RNN": 1}
+# ONNX recurrent activations -> (number of alpha, number of beta) values each takes
+ODD_ACTS = {"Sigmoid": (0, 0), "Tanh": (0, 0), "Relu": (0, 0), "HardSigmoid": (1, 1),
+            "Softsign": (0, 0), "LeakyRelu": (1, 0), "ScaledTanh": (1, 1), "Elu": (1, 0),
+            "Affine": (1, 1), "Softplus": (0, 0), "ThresholdedRelu": (1, 0)}
 
 
 def build(op: str, rng: np.random.Generator, *, T: int, N: int, n_input: int, hidden: int,
           direction: str = "forward", seq_lens=None, initial: bool = False,
           peephole: bool = False, input_forget: int = 0, clip: float | None = None,
           activations=None, alpha=None, beta=None, linear_before_reset: int | None = None,
-          outputs=("Y", "Y_h", "Y_c")):
+          outputs=("Y", "Y_h", "Y_c"), layout: int = 0):
     """A one-node ONNX recurrent model with random weights (initializers), plus its feeds.
-    seq_lens: None (absent) or an int32 array of length N."""
+    seq_lens: None (absent) or an int32 array of length N. The time axis is symbolic ("T"),
+    as exporters write it. layout=1 (batch-first) draws the same weights and data as layout=0
+    from the same rng state, so `to_layout0` can map its outputs onto an onnxruntime run of
+    the layout=0 twin (onnxruntime refuses layout=1)."""
     d = 2 if direction == "bidirectional" else 1
     g = GATES[op]
     s = 1.0 / np.sqrt(hidden)
@@ -36,7 +43,8 @@ def build(op: str, rng: np.random.Generator, *, T: int, N: int, n_input: int, hi
              numpy_helper.from_array(rng.uniform(-s, s, (d, 2 * g * hidden)).astype(np.float32), "B")]
     node_in = ["X", "W", "R", "B", "", "", ""]
     feeds = {"X": rng.standard_normal((T, N, n_input)).astype(np.float32)}
-    ins = [helper.make_tensor_value_info("X", TensorProto.FLOAT, (T, N, n_input))]
+    ins = [helper.make_tensor_value_info("X", TensorProto.FLOAT,
+                                         ("N", "T", n_input) if layout else ("T", N, n_input))]
     if seq_lens is not None:
         feeds["sequence_lens"] = np.asarray(seq_lens, np.int32)
         ins.append(helper.make_tensor_value_info("sequence_lens", TensorProto.INT32, (N,)))
@@ -44,7 +52,8 @@ def build(op: str, rng: np.random.Generator, *, T: int, N: int, n_input: int, hi
     if initial:
         for k, nm in enumerate(["initial_h"] + (["initial_c"] if op == "LSTM" else [])):
             feeds[nm] = (0.5 * rng.standard_normal((d, N, hidden))).astype(np.float32)
-            ins.append(helper.make_tensor_value_info(nm, TensorProto.FLOAT, (d, N, hidden)))
+            ins.append(helper.make_tensor_value_info(
+                nm, TensorProto.FLOAT, ("N", d, hidden) if layout else (d, N, hidden)))
             node_in[5 + k] = nm
     if peephole:
         inits.append(numpy_helper.from_array(rng.uniform(-s, s, (d, 3 * hidden)).astype(np.float32), "P"))
@@ -57,6 +66,9 @@ def build(op: str, rng: np.random.Generator, *, T: int, N: int, n_input: int, hi
     while not outs[-1]:
         outs.pop()
     attrs = {"hidden_size": hidden, "direction": direction}
+    if layout:
+        attrs["layout"] = 1
+        feeds = {k: (v.transpose(1, 0, 2) if v.ndim == 3 else v) for k, v in feeds.items()}
     if op == "LSTM" and input_forget:
         attrs["input_forget"] = input_forget
     if clip is not None:
@@ -70,13 +82,44 @@ def build(op: str, rng: np.random.Generator, *, T: int, N: int, n_input: int, hi
     if linear_before_reset is not None:
         attrs["linear_before_reset"] = linear_before_reset
     node = helper.make_node(op, node_in, outs, name="rec", **attrs)
-    shapes = {"Y": (T, d, N, hidden), "Y_h": (d, N, hidden), "Y_c": (d, N, hidden)}
+    shapes = {"Y": ("T", d, N, hidden), "Y_h": (d, N, hidden), "Y_c": (d, N, hidden)}
+    if layout:
+        shapes = {"Y": ("N", "T", d, hidden), "Y_h": ("N", d, hidden), "Y_c": ("N", d, hidden)}
     out_info = [helper.make_tensor_value_info(o, TensorProto.FLOAT, shapes[o]) for o in outs if o]
     graph = helper.make_graph([node], "heldout", ins, out_info, initializer=inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)])
     model.ir_version = 8
     onnx.checker.check_model(model)
     return model, feeds
+
+
+def to_batch_first(outputs: dict) -> dict:
+    """layout=0 outputs ([T, D, N, H], [D, N, H]) in layout=1 order ([N, T, D, H], [N, D, H])."""
+    return {k: v.transpose(2, 0, 1, 3) if v.ndim == 4 else v.transpose(1, 0, 2)
+            for k, v in outputs.items()}
+
+
+def expected(case: dict, seed: int) -> tuple:
+    """(model, feeds, onnxruntime's outputs in the model's layout). A sequence of length 0
+    keeps its initial state as final state in edgeseq (docs/reference.md), where onnxruntime
+    returns zeros: those rows of Y_h / Y_c take the initial state."""
+    kw = {k: v for k, v in case.items() if k != "op"}
+    model, feeds = build(case["op"], np.random.default_rng(seed), **kw)
+    if not case.get("layout"):
+        peer_model, peer_feeds = model, feeds
+    else:
+        peer_model, peer_feeds = build(case["op"], np.random.default_rng(seed),
+                                       **{**kw, "layout": 0})
+    want = run_ort(peer_model, peer_feeds)
+    lens = peer_feeds.get("sequence_lens")
+    if lens is not None:
+        for out, init in (("Y_h", "initial_h"), ("Y_c", "initial_c")):
+            if out in want:
+                zero = np.asarray(lens) == 0
+                want[out][:, zero] = peer_feeds[init][:, zero] if init in peer_feeds else 0.0
+    if case.get("layout"):
+        want = to_batch_first(want)
+    return model, feeds, want
 
 
 def run_ort(model, feeds):
@@ -100,13 +143,14 @@ def through_artifact(model, tmpdir: Path, tag: str):
     return edgeseq.load(art)
 
 
-def chunked(m, feeds, chunks):
-    """Stream X in the given chunk sizes (time axis 0); concatenate Y, keep last states."""
+def chunked(m, feeds, chunks, axis: int = 0):
+    """Stream X in the given chunk sizes along its time axis; concatenate Y, keep the last
+    states. Inputs other than X go with the first chunk."""
     s = m.stream()
     extra = {k: v for k, v in feeds.items() if k != "X"}
     ys, last, t0 = [], None, 0
     for k, c in enumerate(chunks):
-        push = {"X": feeds["X"][t0:t0 + c]}
+        push = {"X": np.take(feeds["X"], np.arange(t0, t0 + c), axis=axis)}
         if k == 0:
             push.update(extra)
         last = s.push(push)
@@ -114,7 +158,7 @@ def chunked(m, feeds, chunks):
         t0 += c
     out = dict(last)
     if ys[0] is not None:
-        out["Y"] = np.concatenate(ys, axis=0)
+        out["Y"] = np.concatenate(ys, axis=axis)
     return out
 
 
@@ -131,7 +175,7 @@ def random_case(rng: np.random.Generator) -> dict:
     case = dict(op=op, T=T, N=N, n_input=int(rng.choice([1, 2, 33, 513])),
                 hidden=int(rng.choice([1, 3, 17, 33, 300])),
                 direction=str(rng.choice(["forward", "reverse", "bidirectional"])),
-                initial=bool(rng.integers(2)))
+                initial=bool(rng.integers(2)), layout=int(rng.integers(2)))
     lens = rng.choice(["none", "zeros", "full", "mixed"])
     if lens == "zeros":
         case["seq_lens"] = rng.integers(0, T + 1, N).astype(np.int32)
@@ -146,20 +190,31 @@ def random_case(rng: np.random.Generator) -> dict:
         case["linear_before_reset"] = int(rng.integers(2))
     if op == "LSTM" and rng.integers(2):
         case["peephole"] = True
+    if rng.integers(3) == 0:   # odd activations (alpha/beta consumed in order, as in ONNX)
+        d = 2 if case["direction"] == "bidirectional" else 1
+        names, alpha, beta = [], [], []
+        for _ in range(ACTS[op] * d):
+            nm = str(rng.choice(list(ODD_ACTS)))
+            names.append(nm)
+            n_alpha, n_beta = ODD_ACTS[nm]
+            alpha += [float(np.round(rng.uniform(0.1, 0.9), 3))] * n_alpha
+            beta += [float(np.round(rng.uniform(0.1, 0.9), 3))] * n_beta
+        case.update(activations=names, alpha=alpha or None, beta=beta or None)
     return case
 
 
-def run_case(case: dict, rng: np.random.Generator, tmpdir: Path, tag: str):
-    model, feeds = build(case["op"], rng, **{k: v for k, v in case.items() if k != "op"})
-    want = run_ort(model, feeds)
+def run_case(case: dict, seed: int, tmpdir: Path, tag: str) -> dict[str, float]:
+    """Max abs error per output of edgeseq (converted, saved, loaded) against onnxruntime, for
+    `run` and, where the model streams (forward, no lengths), for `stream` in odd chunks."""
+    model, feeds, want = expected(case, seed)
     m = through_artifact(model, tmpdir, tag)
     got = m.run(feeds)
     errs = {k: max_abs(got[k], want[k]) for k in want}
     T = case["T"]
-    cut = sorted({0, T} | {min(T, c) for c in (1, 3)})
+    cut = sorted({0, T} | {min(T, c) for c in (1, 4, 11)})
     chunks = [b - a for a, b in zip(cut, cut[1:]) if b > a]
     if case.get("direction", "forward") == "forward" and case.get("seq_lens") is None:
-        st = chunked(m, feeds, chunks)
+        st = chunked(m, feeds, chunks, axis=1 if case.get("layout") else 0)
         errs.update({f"stream:{k}": max_abs(st[k], want[k]) for k in want})
     return errs
 
@@ -176,7 +231,7 @@ def main() -> None:
             case = random_case(rng)
             t0 = time.perf_counter()
             try:
-                errs = run_case(case, rng, Path(d), f"c{k}")
+                errs = run_case(case, a.seed * 1000 + k, Path(d), f"c{k}")
                 e = max(errs.values())
                 worst = max(worst, e)
                 status = f"{e:.2e}"
