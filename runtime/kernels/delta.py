@@ -210,6 +210,20 @@ def lstm_delta_sequence(x, wxT, sx, whT, sh, u, factored, w_proj, aux, ip, fp, l
 
 
 @njit(**NJIT)
+def _gru_lbr_delta_cell(mx, mh, aux, h, yt):
+    """GRU (linear_before_reset = 1, sigmoid/tanh, no clip) straight from the memories in one
+    vectorisable pass: z, r, n = tanh(W_xn x + b_xn + r (W_hn h + b_hn)), h = n + z (h - n)."""
+    n_hidden = h.shape[0]
+    for j in range(n_hidden):
+        z = fast_sigmoid(mx[j] + mh[j] + aux[0, j] + aux[3, j])
+        r = fast_sigmoid(mx[n_hidden + j] + mh[n_hidden + j] + aux[1, j] + aux[4, j])
+        n = fast_tanh(mx[2 * n_hidden + j] + aux[2, j] + r * (mh[2 * n_hidden + j] + aux[5, j]))
+        hn = n + z * (h[j] - n)
+        h[j] = hn
+        yt[j] = hn
+
+
+@njit(**NJIT)
 def gru_delta_sequence(x, wxT, sx, whT, sh, w_hh, aux, ip, fp, lens, h, y,
                        xhat, hhat, mx, mh, th, counts):
     """One direction of a GRU (ONNX z, r, h). wxT [I, 3H]; whT [H, 3H] when
@@ -227,10 +241,21 @@ def gru_delta_sequence(x, wxT, sx, whT, sh, w_hh, aux, ip, fp, lens, h, y,
     rz = np.zeros((n_batch, 3 * n_hidden), dtype=np.float32)
     tmp = np.empty((n_batch, n_hidden), dtype=np.float32)
     hh = np.empty((n_batch, n_hidden), dtype=np.float32)
+    # linear_before_reset = 1 with sigmoid/tanh, no clip, unscaled weights: one-pass cell
+    fused = (lbr and ip[1] == 0 and ip[2] == 1 and fp[0] <= 0 and sx.shape[0] == 0
+             and sh.shape[0] == 0)
     for s in range(t_len):
         n_act = step_rows(s, t_len, lens, reverse, rows, times)
         _zero_past_end(s, lens, n_act, y)
         if n_act == 0:
+            continue
+        if fused:
+            for a in range(n_act):
+                b = rows[a]
+                counts[0] += absorb(x[times[a], b], xhat[b], thx, wxT, mx[b], idx, dv)
+                counts[1] += absorb(h[b], hhat[b], thh, whT, mh[b], idx, dv)
+                _gru_lbr_delta_cell(mx[b], mh[b], aux, h[b], y[times[a], b])
+            counts[2] += n_act
             continue
         for a in range(n_act):
             b = rows[a]
