@@ -105,27 +105,46 @@ class DeepGru(torch.nn.Module):
         return y, h
 
 
-@pytest.mark.parametrize("make,shape,t_axis", [
-    (DeepSpeechLike, (23, 2, 13), 0),
-    (LstmpKws, (3, 19, 40), 1),
-    (DeepGru, (2, 11, 3), 1),
-])
-def test_torch_architectures_match_pytorch(make, shape, t_axis, tmp_path, tol):
+class PackedBidiLstmp(torch.nn.Module):
+    """2-layer bidirectional batch-first LSTMP over unsorted packed lengths, all states out."""
+
+    def __init__(self):
+        super().__init__()
+        self.rnn = torch.nn.LSTM(5, 7, num_layers=2, proj_size=3, bidirectional=True,
+                                 batch_first=True)
+
+    def forward(self, x, lens):
+        p = torch.nn.utils.rnn.pack_padded_sequence(x, lens, batch_first=True,
+                                                    enforce_sorted=False)
+        y, (h, c) = self.rnn(p)
+        y, _ = torch.nn.utils.rnn.pad_packed_sequence(y, batch_first=True,
+                                                      total_length=x.shape[1])
+        return y, h, c
+
+
+def _packed_args(t):
+    return torch.randn(3, t, 5), torch.tensor([t, max(1, t // 3), 1])
+
+
+@pytest.mark.parametrize("make,args", [
+    (DeepSpeechLike, lambda t: (torch.randn(t, 2, 13),)),
+    (LstmpKws, lambda t: (torch.randn(3, t, 40),)),
+    (DeepGru, lambda t: (torch.randn(2, t, 3),)),
+    (PackedBidiLstmp, _packed_args),
+], ids=["deepspeech_like", "lstmp_kws", "gru_3layer_bidi_bf", "packed_bidi_lstmp"])
+def test_torch_architectures_match_pytorch(make, args, tmp_path, tol):
     from edgeseq.converters.torch import from_module
     torch.manual_seed(0)
     module = make().eval()
-    x = torch.randn(*shape)
-    graph = from_module(module, x)
+    graph = from_module(module, args(11))
     model = _through_artifact(graph, tmp_path)
-    # held-out length: the graph was traced at shape[t_axis]; run a different T
-    for t in (shape[t_axis], 2 * shape[t_axis] + 3):
-        xs = list(shape)
-        xs[t_axis] = t
-        xt = torch.randn(*xs)
+    for t in (11, 26):   # the traced length and a held-out one
+        a = args(t)
         with torch.no_grad():
-            want = module(xt)
+            want = module(*a)
         want = [w.numpy() for w in (want if isinstance(want, tuple) else (want,))]
-        got = model.run({graph.inputs[0].name: xt.numpy()})
+        feeds = {v.name: x.numpy().astype(v.dtype) for v, x in zip(graph.inputs, a)}
+        got = model.run(feeds)
         got = [got[o.name] for o in graph.outputs]
         assert len(got) == len(want)
         for g, w in zip(got, want):
