@@ -64,3 +64,19 @@ def test_heldout_onnx_matches_onnxruntime(name, tmp_path, tol):
         assert any(k.startswith("stream:") for k in errs), "streaming was not exercised"
     bad = {k: e for k, e in errs.items() if not e <= tol["float32"]}
     assert not bad, f"{name}: max abs error above {tol['float32']}: {bad}"
+
+
+@pytest.mark.xfail(strict=True, reason="runtime: Stream.push checks chunks against the graph's "
+                   "declared input dims, so a model exported with a fixed sequence length "
+                   "(X: [10, 1, 3]) cannot be streamed in chunks (InputError 'dim 0 must be "
+                   "10'); DESIGN.md §4 says chunks of any size. Routed to the runtime owner.")
+def test_fixed_length_export_streams_in_chunks(tmp_path, tol):
+    import edgeseq
+    from edgeseq import artifact
+    from edgeseq.converters.onnx import convert
+    model, feeds = sweep.build("LSTM", np.random.default_rng(0), T=10, N=1, n_input=3, hidden=4)
+    model.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 10   # exported with T fixed
+    want = sweep.run_ort(model, feeds)
+    m = edgeseq.load(artifact.save(convert(model), tmp_path / "fixed.eseq"))
+    got = sweep.chunked(m, feeds, [3, 3, 4])
+    assert sweep.max_abs(got["Y"], want["Y"]) <= tol["float32"]
