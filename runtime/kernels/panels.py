@@ -217,10 +217,13 @@ def panel_gemv_rows_acc(wp, v, rows, n_rows, out):
 
 @njit(**NJIT)
 def project_panels(x, wp):
-    """[T, N, R_padded] input contributions W x[t, b] for short streamed chunks, from W_x in
-    panels (the panel GEMV is 1.3x faster than dot products; whole sequences use one GEMM)."""
+    """[T, N, R_padded] input contributions W x[t, b] from W_x in panels (x C-contiguous):
+    four (t, b) rows per pass over the weights (`_panel_rows4`). Used for streamed chunks and,
+    for small models, whole sequences (29x128 by 512 rows: 30 us vs 42 us for NumPy's GEMM
+    plus its call overhead)."""
+    n_rows = x.shape[0] * x.shape[1]
     out = np.zeros((x.shape[0], x.shape[1], wp.shape[0] * PANEL), dtype=np.float32)
-    for t in range(x.shape[0]):
-        for b in range(x.shape[1]):
-            panel_gemv_acc(wp, x[t, b], out[t, b])
+    rows = np.arange(n_rows)
+    panel_gemv_rows_acc(wp, x.reshape(n_rows, x.shape[2]), rows, n_rows,
+                        out.reshape(n_rows, wp.shape[0] * PANEL))
     return out
