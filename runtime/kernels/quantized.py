@@ -27,7 +27,7 @@ from edgeseq.runtime.config import NJIT
 from edgeseq.runtime.kernels import i8dot
 from edgeseq.runtime.kernels.activations import activate
 from edgeseq.runtime.kernels.linalg import clip_inplace, step_rows
-from edgeseq.runtime.kernels.lstm import _update_cell, _update_hidden
+from edgeseq.runtime.kernels.lstm import _is_plain, _plain_cell, _update_cell, _update_hidden
 
 # I8Q16: int8 whose sequence-kernel products use int16-quantised vectors (`matvec16`); every
 # other function treats it as I8
@@ -191,9 +191,16 @@ def matvec16(m, v, rows, n_rows, out, accumulate):
 @njit(**NJIT)
 def matvec16_range(m, r0, r1, v, rows, n_rows, out, accumulate):
     """As `matvec_range`, with int16-quantised vectors for an I8Q16 matrix."""
+    xq = np.empty((n_rows if m[0] == I8Q16 else 0, v.shape[1]), dtype=np.int16)
+    xs = np.empty(n_rows, dtype=np.float32)
+    matvec16_scratch(m, r0, r1, v, rows, n_rows, out, accumulate, xq, xs)
+
+
+@njit(**NJIT)
+def matvec16_scratch(m, r0, r1, v, rows, n_rows, out, accumulate, xq, xs):
+    """`matvec16_range` with caller-owned scratch (no allocation per step): xq int16
+    [>= n_rows, v.shape[1]], xs float32 [>= n_rows]; unused unless m is I8Q16."""
     if m[0] == I8Q16:
-        xq = np.empty((n_rows, v.shape[1]), dtype=np.int16)
-        xs = np.empty(n_rows, dtype=np.float32)
         i8dot.quantize16(v, rows, n_rows, xq, xs)
         i8dot.products(m[3][r0:r1], m[4][r0:r1], xq, xs, n_rows, out, rows, accumulate)
     else:
@@ -233,13 +240,14 @@ def input_projection(m, x):
 
 
 @njit(**NJIT)
-def _recurrent(w_h, w_u, w_v, factored, h, rows, n_act, z, tmp):
-    """z[b] += W_h h[b]; factored: tmp = V h, then z += U tmp (two GEMVs)."""
+def _recurrent(w_h, w_u, w_v, factored, h, rows, n_act, z, tmp, hq, tq, xs):
+    """z[b] += W_h h[b]; factored: tmp = V h, then z += U tmp (two GEMVs). hq/tq/xs: int16
+    scratch for h and tmp (see `matvec16_scratch`)."""
     if factored:
-        matvec16(w_v, h, rows, n_act, tmp, False)
-        matvec16(w_u, tmp, rows, n_act, z, True)
+        matvec16_scratch(w_v, 0, n_rows_of(w_v), h, rows, n_act, tmp, False, hq, xs)
+        matvec16_scratch(w_u, 0, n_rows_of(w_u), tmp, rows, n_act, z, True, tq, xs)
     else:
-        matvec16(w_h, h, rows, n_act, z, True)
+        matvec16_scratch(w_h, 0, n_rows_of(w_h), h, rows, n_act, z, True, hq, xs)
 
 
 @njit(**NJIT)
@@ -270,6 +278,10 @@ def lstm_sequence(xin, w_h, w_u, w_v, factored, w_proj, aux, ip, fp, lens, h, c,
     m = np.empty(n_cell, dtype=np.float32)
     mm = np.empty((1, n_cell), dtype=np.float32)
     pr = np.empty((1, n_out), dtype=np.float32)
+    hq = np.empty((n_batch, n_out), dtype=np.int16)
+    tq = np.empty((n_batch, tmp.shape[1]), dtype=np.int16)
+    xs = np.empty(n_batch, dtype=np.float32)
+    plain = _is_plain(ip, fp)
     for s in range(t_len):
         n_act = step_rows(s, t_len, lens, reverse, rows, times)
         if n_act < n_batch:
@@ -281,13 +293,16 @@ def lstm_sequence(xin, w_h, w_u, w_v, factored, w_proj, aux, ip, fp, lens, h, c,
         for a in range(n_act):
             b = rows[a]
             z[b, :] = xin[times[a], b, :]
-        _recurrent(w_h, w_u, w_v, factored, h, rows, n_act, z, tmp)
+        _recurrent(w_h, w_u, w_v, factored, h, rows, n_act, z, tmp, hq, tq, xs)
         for a in range(n_act):
             b = rows[a]
             zb = z[b]
             cb = c[b]
-            _update_cell(zb, cb, aux, ip, fp)
-            _update_hidden(zb, cb, m, aux, ip, fp)
+            if plain:           # the float32 kernel's one-pass default cell
+                _plain_cell(zb, cb, m, aux)
+            else:
+                _update_cell(zb, cb, aux, ip, fp)
+                _update_hidden(zb, cb, m, aux, ip, fp)
             hb = h[b]
             if ip[3]:
                 _project(w_proj, m, aux, fp, hb, mm, pr, one)
