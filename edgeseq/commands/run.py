@@ -64,6 +64,13 @@ def execute(graph, inputs: dict, engine: str = "auto") -> tuple[dict, str]:
         else:
             return Model(graph).run(inputs), "runtime"
     from edgeseq import reference
+    from edgeseq.errors import InputError
+    for name, a in inputs.items():
+        # NOTE: the runtime refuses NaN/inf by default; the reference engine must not differ
+        a = np.asarray(a)
+        if a.dtype.kind == "f" and not np.isfinite(a).all():
+            raise InputError(f"input '{name}': {int(a.size - np.isfinite(a).sum())} non-finite "
+                             f"value(s) (NaN or inf)")
     return reference.run(graph, inputs), "reference"
 
 

@@ -111,6 +111,8 @@ CASES = [
     (["run", "{B}/good.eseq", "--input", "x={B}/xi.npy"], "got dtype int32"),
     (["run", "{B}/good.eseq", "--input", "x={B}/xnan.npy"], "1 non-finite value"),
     (["run", "{B}/good.eseq", "--input", "x={B}/xinf.npy"], "12 non-finite value"),
+    (["run", "{B}/good.eseq", "--engine", "reference", "--input", "x={B}/xnan.npy"],
+     "input 'x': 1 non-finite value"),
     (["run", "{B}/good.eseq", "--input", "x={B}/xobj.npy"], "xobj.npy is not a readable .npy"),
     (["run", "{B}/good.eseq", "--input", "x={B}/xcorrupt.npy"], "xcorrupt.npy is not a readable .npy"),
     (["run", "{B}/good.eseq", "--input", "x={B}/xtext.npy"], "xtext.npy is not a readable .npy"),
