@@ -37,13 +37,14 @@ Q16 = np.float32(32767.0)
 
 
 def _make_tile(n_rows: int, n_vec: int, lanes: int, prefetch: bool):
-    """Intrinsic tile(w, j0, x, a0, k0, n, acc): acc[r, q] = Σ_{k0≤k<k0+n} w[j0+r, k]·x[a0+q, k]
+    """Intrinsic tile(w, j0, x, a0, k0, n, acc, pf): acc[r, q] = Σ_{k0≤k<k0+n} w[j0+r, k]·x[a0+q, k]
     in int32 for r < n_rows, q < n_vec; w int8 [R, K] and x int16 [M, K] C-contiguous, n a
-    multiple of `lanes` (the caller does the tail). Each loaded weight block feeds n_vec
+    multiple of `lanes` (the caller does the tail); with `prefetch`, weight bytes pf ahead of
+    each row's reads (negative: behind, for a backward pass over the rows) are prefetched. Each loaded weight block feeds n_vec
     products and each activation block n_rows, so loads stay below the multiply-adds."""
 
     @intrinsic
-    def tile(typingctx, w, j0, x, a0, k0, n, acc):
+    def tile(typingctx, w, j0, x, a0, k0, n, acc, pf):
         if not (isinstance(w, types.Array) and w.dtype == types.int8 and w.ndim == 2
                 and w.layout == "C" and isinstance(x, types.Array) and x.dtype == types.int16
                 and x.ndim == 2 and x.layout == "C" and isinstance(acc, types.Array)
@@ -54,7 +55,7 @@ def _make_tile(n_rows: int, n_vec: int, lanes: int, prefetch: bool):
             wa = context.make_array(sig.args[0])(context, builder, args[0])
             xa = context.make_array(sig.args[2])(context, builder, args[2])
             oa = context.make_array(sig.args[6])(context, builder, args[6])
-            j0v, a0v, k0v, nv = args[1], args[3], args[4], args[5]
+            j0v, a0v, k0v, nv, pfv = args[1], args[3], args[4], args[5], args[7]
             kw = cgutils.unpack_tuple(builder, wa.shape, 2)[1]
             kx = cgutils.unpack_tuple(builder, xa.shape, 2)[1]
             ko = cgutils.unpack_tuple(builder, oa.shape, 2)[1]
@@ -83,7 +84,7 @@ def _make_tile(n_rows: int, n_vec: int, lanes: int, prefetch: bool):
                 off = builder.mul(loop.index, c(lanes))
                 if prefetch:        # (read, highest locality, data cache)
                     for p in wp:
-                        builder.call(pfn, [builder.gep(p, [builder.add(off, c(PREFETCH))]),
+                        builder.call(pfn, [builder.gep(p, [builder.add(off, pfv)]),
                                            ir.Constant(i32, 0), ir.Constant(i32, 3),
                                            ir.Constant(i32, 1)])
                 ws = [builder.sext(builder.load(builder.bitcast(
@@ -104,7 +105,8 @@ def _make_tile(n_rows: int, n_vec: int, lanes: int, prefetch: bool):
                     builder.store(builder.call(red, [builder.load(accs[r][q])]), ptr)
             return context.get_dummy_value()
 
-        return types.void(w, types.intp, x, types.intp, types.intp, types.intp, acc), codegen
+        return types.void(w, types.intp, x, types.intp, types.intp, types.intp, acc,
+                          types.intp), codegen
 
     return tile
 
@@ -133,51 +135,61 @@ def quantize16(v, rows, n_rows, xq, xs):
 
 
 @njit(**NJIT)
-def _tile(w, j, nr, xq, a, nv, k0, n, acc):
+def _tile(w, j, nr, xq, a, nv, k0, n, acc, pf):
     if nr == 4:
         if nv == 4:
-            _tile44(w, j, xq, a, k0, n, acc)
+            _tile44(w, j, xq, a, k0, n, acc, pf)
         else:
-            _tile41(w, j, xq, a, k0, n, acc)
+            _tile41(w, j, xq, a, k0, n, acc, pf)
     elif nv == 4:
-        _tile14(w, j, xq, a, k0, n, acc)
+        _tile14(w, j, xq, a, k0, n, acc, pf)
     else:
-        _tile11(w, j, xq, a, k0, n, acc)
+        _tile11(w, j, xq, a, k0, n, acc, pf)
 
 
 @njit(**NJIT)
 def _tail(w, j, nr, xq, a, nv, k0, n, acc):
     if nr == 4:
         if nv == 4:
-            _tail44(w, j, xq, a, k0, n, acc)
+            _tail44(w, j, xq, a, k0, n, acc, 0)
         else:
-            _tail41(w, j, xq, a, k0, n, acc)
+            _tail41(w, j, xq, a, k0, n, acc, 0)
     elif nv == 4:
-        _tail14(w, j, xq, a, k0, n, acc)
+        _tail14(w, j, xq, a, k0, n, acc, 0)
     else:
-        _tail11(w, j, xq, a, k0, n, acc)
+        _tail11(w, j, xq, a, k0, n, acc, 0)
 
 
 @njit(**NJIT)
-def products(w, scale, xq, xs, n_vec, out, dst, accumulate):
+def products(w, scale, xq, xs, n_vec, out, dst, accumulate, backward=False):
     """out[dst[a], j] (+)= scale[j]·xs[a]·Σ_k w[j, k]·xq[a, k] for a < n_vec, every row j.
     Weight rows outer (the matrix streams from memory once per call), 4x4 tiles of rows x
     vectors, single rows/vectors at the edges; the K % 32 rest in 8-lane tiles, the K % 8 rest
-    in scalar integer code."""
+    in scalar integer code. backward: row tiles last to first (same results: rows are
+    independent). A recurrent GEMV alternating direction step by step finds the rows it read
+    last still in L2 at its start, instead of LRU evicting every row before its reuse when
+    the matrix is larger than L2 (measured 4096x1024 int8, 4 MB vs 2 MB L2: see
+    docs/quant.md)."""
     n, k_len = w.shape
+    n4 = n - n % 4
+    pf = -PREFETCH if backward else PREFETCH
     kv = k_len - k_len % LANES
     k8 = k_len - k_len % 8
     acc = np.zeros((4, 4), dtype=np.int32)
     tot = np.zeros((4, 4), dtype=np.float32)
-    j = 0
-    while j < n:
-        nr = 4 if j + 4 <= n else 1
+    for ti in range(n4 // 4 + n % 4):
+        if ti < n4 // 4:
+            nr = 4
+            j = n4 - 4 - 4 * ti if backward else 4 * ti
+        else:
+            nr = 1
+            j = n4 + ti - n4 // 4
         a = 0
         while a < n_vec:
             nv = 4 if a + 4 <= n_vec else 1
             tot[:] = 0.0
             for k0 in range(0, kv, BLOCK):
-                _tile(w, j, nr, xq, a, nv, k0, min(BLOCK, kv - k0), acc)
+                _tile(w, j, nr, xq, a, nv, k0, min(BLOCK, kv - k0), acc, pf)
                 for r in range(nr):
                     for q in range(nv):
                         tot[r, q] += np.float32(acc[r, q])
@@ -199,4 +211,3 @@ def products(w, scale, xq, xs, n_vec, out, dst, accumulate):
                     b = dst[a + q]
                     out[b, j + r] = out[b, j + r] + val if accumulate else val
             a += nv
-        j += nr

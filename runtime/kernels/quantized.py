@@ -193,16 +193,18 @@ def matvec16_range(m, r0, r1, v, rows, n_rows, out, accumulate):
     """As `matvec_range`, with int16-quantised vectors for an I8Q16 matrix."""
     xq = np.empty((n_rows if m[0] == I8Q16 else 0, v.shape[1]), dtype=np.int16)
     xs = np.empty(n_rows, dtype=np.float32)
-    matvec16_scratch(m, r0, r1, v, rows, n_rows, out, accumulate, xq, xs)
+    matvec16_scratch(m, r0, r1, v, rows, n_rows, out, accumulate, xq, xs, False)
 
 
 @njit(**NJIT)
-def matvec16_scratch(m, r0, r1, v, rows, n_rows, out, accumulate, xq, xs):
+def matvec16_scratch(m, r0, r1, v, rows, n_rows, out, accumulate, xq, xs, backward):
     """`matvec16_range` with caller-owned scratch (no allocation per step): xq int16
-    [>= n_rows, v.shape[1]], xs float32 [>= n_rows]; unused unless m is I8Q16."""
+    [>= n_rows, v.shape[1]], xs float32 [>= n_rows]; unused unless m is I8Q16. backward:
+    weight rows last to first (see `i8dot.products`; recurrent GEMVs alternate)."""
     if m[0] == I8Q16:
         i8dot.quantize16(v, rows, n_rows, xq, xs)
-        i8dot.products(m[3][r0:r1], m[4][r0:r1], xq, xs, n_rows, out, rows, accumulate)
+        i8dot.products(m[3][r0:r1], m[4][r0:r1], xq, xs, n_rows, out, rows, accumulate,
+                       backward)
     else:
         matvec_range(m, r0, r1, v, rows, n_rows, out, accumulate)
 
@@ -240,14 +242,14 @@ def input_projection(m, x):
 
 
 @njit(**NJIT)
-def _recurrent(w_h, w_u, w_v, factored, h, rows, n_act, z, tmp, hq, tq, xs):
+def _recurrent(w_h, w_u, w_v, factored, h, rows, n_act, z, tmp, hq, tq, xs, backward):
     """z[b] += W_h h[b]; factored: tmp = V h, then z += U tmp (two GEMVs). hq/tq/xs: int16
-    scratch for h and tmp (see `matvec16_scratch`)."""
+    scratch for h and tmp (see `matvec16_scratch`); backward: row order of this step."""
     if factored:
-        matvec16_scratch(w_v, 0, n_rows_of(w_v), h, rows, n_act, tmp, False, hq, xs)
-        matvec16_scratch(w_u, 0, n_rows_of(w_u), tmp, rows, n_act, z, True, tq, xs)
+        matvec16_scratch(w_v, 0, n_rows_of(w_v), h, rows, n_act, tmp, False, hq, xs, backward)
+        matvec16_scratch(w_u, 0, n_rows_of(w_u), tmp, rows, n_act, z, True, tq, xs, backward)
     else:
-        matvec16_scratch(w_h, 0, n_rows_of(w_h), h, rows, n_act, z, True, hq, xs)
+        matvec16_scratch(w_h, 0, n_rows_of(w_h), h, rows, n_act, z, True, hq, xs, backward)
 
 
 @njit(**NJIT)
@@ -293,7 +295,8 @@ def lstm_sequence(xin, w_h, w_u, w_v, factored, w_proj, aux, ip, fp, lens, h, c,
         for a in range(n_act):
             b = rows[a]
             z[b, :] = xin[times[a], b, :]
-        _recurrent(w_h, w_u, w_v, factored, h, rows, n_act, z, tmp, hq, tq, xs)
+        # odd steps read W_h last row first: what the previous step read last is still in L2
+        _recurrent(w_h, w_u, w_v, factored, h, rows, n_act, z, tmp, hq, tq, xs, s % 2 == 1)
         for a in range(n_act):
             b = rows[a]
             zb = z[b]
