@@ -65,6 +65,11 @@ class Model:
         self.output_names = [v.name for v in graph.outputs]
         self.last_stats = None      # DeltaStats of the latest run(..., delta=...)
         self._steps = [(s.kernel, s.sources, s.outputs) for s in self.plan.steps]
+        # per step: value names (None for a constant or absent input) and constants
+        self._flat_steps = [(s.kernel, tuple(x if k == "v" else None for k, x in s.sources),
+                             tuple(x if k == "c" else None for k, x in s.sources), s.outputs,
+                             s.node.name if s.node.op in RECURRENT else None)
+                            for s in self.plan.steps]
         if warmup:
             for s in self.plan.steps:
                 w = getattr(s.kernel, "warmup", None)
@@ -135,13 +140,16 @@ class Model:
 
     # ---- execution -----------------------------------------------------------------------
     def _execute(self, env: dict, state: dict | None = None, given=()) -> dict:
-        for kernel, sources, outs in self._steps:
-            ins = [env.get(x) if k == "v" else x for k, x in sources]
-            if state is not None and kernel.node.name in state:
-                _feed_state(kernel.node, ins, state[kernel.node.name], given)
+        # NOTE: precomputed per-step names/constants: ~0.5 us a node less than building
+        # sources per call (silero-vad runs 27 nodes a frame)
+        get = env.get
+        for kernel, names, consts, outs, rec in self._flat_steps:
+            ins = [c if n is None else get(n) for n, c in zip(names, consts)]
+            st = state.get(rec) if rec is not None and state is not None else None
+            if st is not None:
+                _feed_state(kernel.node, ins, st, given)
             res = kernel(ins)
-            if state is not None and kernel.node.name in state:
-                st = state[kernel.node.name]
+            if st is not None:
                 for slot, arr in zip(("h", "c"), res[1:]):
                     st[slot] = arr
             for name, arr in zip(outs, res):
