@@ -240,6 +240,20 @@ def test_int16_products_do_not_overflow(rng):
     assert abs(out[0, 0] + 128 * 2050) < 1.0
 
 
+def test_int16_products_backward_row_order_is_identical(rng):
+    """The recurrent GEMV alternates row order per step: both orders give the same bits."""
+    from edgeseq.runtime.kernels import i8dot
+    w = rng.integers(-128, 128, (4 * 9 + 3, 100)).astype(np.int8)
+    sc = rng.uniform(0.01, 1, w.shape[0]).astype(np.float32)
+    v = rng.standard_normal((6, 100)).astype(np.float32)
+    fwd, xq, xs = _products(w, sc, v)
+    rows = np.arange(6)
+    for n_vec in (1, 5, 6):
+        bwd = np.zeros((6, w.shape[0]), np.float32)
+        i8dot.products(w, sc, xq, xs, n_vec, bwd, rows, False, True)
+        assert np.array_equal(bwd[:n_vec], fwd[:n_vec]) and not bwd[n_vec:].any()
+
+
 def test_int16_products_use_every_row_scale(rng):
     w = rng.integers(-127, 128, (8, 64)).astype(np.int8)
     sc = np.logspace(-2, 1, 8).astype(np.float32)
@@ -278,8 +292,8 @@ def test_int16_products_compile_to_integer_multiply_add():
     from edgeseq.runtime.kernels import i8dot
 
     def body(w, x, acc):
-        i8dot._tile44(w, 0, x, 0, 0, 64, acc)
-        i8dot._tile11(w, 0, x, 0, 0, 64, acc)
+        i8dot._tile44(w, 0, x, 0, 0, 64, acc, 0)
+        i8dot._tile11(w, 0, x, 0, 0, 64, acc, 0)
 
     fn = njit(cache=False)(body)
     w = np.ones((4, 64), np.int8)
