@@ -13,8 +13,12 @@ x86 backend folds into vpmaddwd/vpdpwssd), accumulate in <16 x i32>. Numba's own
 vectoriser, given the same maths as a scalar loop, picked an 8-lane form (xmm vpmaddwd, half
 the lanes of each ymm add unused) that was no faster than the float path; see docs/quant.md.
 
-Overflow: a block of at most BLOCK = 512 products of |w| ≤ 128 and |v| ≤ 32767 sums to at
-most 2 147 418 112 < 2^31, so each block's int32 is exact; blocks are summed in float32.
+Overflow: each of the 16 int32 lanes of an accumulator collects n/16 products of |w| ≤ 128
+and |v| ≤ 32767 (≤ 4 194 176 each) over a block of n elements, so a block of at most
+BLOCK = 8192 keeps every lane below 2^31; the lanes are summed in int64 (the block total may
+exceed 2^31), and blocks in float32. (With one int32 total per block, blocks of 512 were
+needed: the all-steps projection at 1024 inputs took 56 µs per step vs 51, two horizontal sums
+per 4x4 tile instead of one.)
 """
 from __future__ import annotations
 
@@ -27,7 +31,7 @@ from numba.extending import intrinsic
 from edgeseq.runtime.config import NJIT
 
 LANES = 32
-BLOCK = 512
+BLOCK = 8192
 # Weight bytes fetched ahead of use (llvm.prefetch, a hint that never faults: past the end of
 # the matrix it is harmless). The batch-1 W_h GEMV streams 4 MB per step from L3 (more than
 # this machine's 2 MB L2 per core); measured at 4096x1024: 179 µs per GEMV without, 146 µs
@@ -38,7 +42,7 @@ Q16 = np.float32(32767.0)
 
 def _make_tile(n_rows: int, n_vec: int, lanes: int, prefetch: bool):
     """Intrinsic tile(w, j0, x, a0, k0, n, acc, pf): acc[r, q] = Σ_{k0≤k<k0+n} w[j0+r, k]·x[a0+q, k]
-    in int32 for r < n_rows, q < n_vec; w int8 [R, K] and x int16 [M, K] C-contiguous, n a
+    (int64) for r < n_rows, q < n_vec; w int8 [R, K] and x int16 [M, K] C-contiguous, n a
     multiple of `lanes` (the caller does the tail); with `prefetch`, weight bytes pf ahead of
     each row's reads (negative: behind, for a backward pass over the rows) are prefetched. Each loaded weight block feeds n_vec
     products and each activation block n_rows, so loads stay below the multiply-adds."""
@@ -48,7 +52,7 @@ def _make_tile(n_rows: int, n_vec: int, lanes: int, prefetch: bool):
         if not (isinstance(w, types.Array) and w.dtype == types.int8 and w.ndim == 2
                 and w.layout == "C" and isinstance(x, types.Array) and x.dtype == types.int16
                 and x.ndim == 2 and x.layout == "C" and isinstance(acc, types.Array)
-                and acc.dtype == types.int32 and acc.ndim == 2 and acc.layout == "C"):
+                and acc.dtype == types.int64 and acc.ndim == 2 and acc.layout == "C"):
             return None
 
         def codegen(context, builder, sig, args):
@@ -97,12 +101,15 @@ def _make_tile(n_rows: int, n_vec: int, lanes: int, prefetch: bool):
                         s = builder.add(builder.shuffle_vector(p, p, even),
                                         builder.shuffle_vector(p, p, odd))
                         builder.store(builder.add(builder.load(accs[r][q]), s), accs[r][q])
-            red = cgutils.get_or_insert_function(builder.module, ir.FunctionType(i32, [h32]),
-                                                 f"llvm.vector.reduce.add.v{lanes // 2}i32")
+            i64 = ir.IntType(64)
+            h64 = ir.VectorType(i64, lanes // 2)
+            red = cgutils.get_or_insert_function(builder.module, ir.FunctionType(i64, [h64]),
+                                                 f"llvm.vector.reduce.add.v{lanes // 2}i64")
             for r in range(n_rows):
                 for q in range(n_vec):
                     ptr = builder.gep(oa.data, [builder.add(builder.mul(c(r), ko), c(q))])
-                    builder.store(builder.call(red, [builder.load(accs[r][q])]), ptr)
+                    builder.store(builder.call(red, [builder.sext(builder.load(accs[r][q]), h64)]),
+                                  ptr)
             return context.get_dummy_value()
 
         return types.void(w, types.intp, x, types.intp, types.intp, types.intp, acc,
@@ -175,7 +182,7 @@ def products(w, scale, xq, xs, n_vec, out, dst, accumulate, backward=False):
     pf = -PREFETCH if backward else PREFETCH
     kv = k_len - k_len % LANES
     k8 = k_len - k_len % 8
-    acc = np.zeros((4, 4), dtype=np.int32)
+    acc = np.zeros((4, 4), dtype=np.int64)
     tot = np.zeros((4, 4), dtype=np.float32)
     for ti in range(n4 // 4 + n % 4):
         if ti < n4 // 4:
