@@ -46,10 +46,12 @@ def parse_inputs(specs: list[str]) -> dict[str, np.ndarray]:
 
 def load_graph(path: str, **convert_options):
     """A validated Graph from an .eseq artifact, or converted from a model file."""
-    if Path(path).suffix.lower() == ".eseq":
+    from edgeseq.converters.registry import CONVERTERS, convert
+    # NOTE: `convert -o` accepts any output name; anything that is not a known model suffix
+    # is read as an artifact (a foreign file gets ArtifactError "convert it first")
+    if Path(path).suffix.lower() not in CONVERTERS:
         from edgeseq import artifact
         return artifact.load(path)
-    from edgeseq.converters.registry import convert
     return convert(path, **convert_options)
 
 

@@ -121,7 +121,8 @@ CASES = [
     (["run", "{B}/good.eseq", "--input", "x={B}/x.npy", "--delta", "-1"], "finite and >= 0"),
     (["run", "{B}/good.eseq", "--input", "x={B}/x.npy", "--output-dir", "{B}/x.npy"],
      "File exists"),
-    (["run", "{B}", "--input", "x={B}/x.npy"], "no converter for ''"),
+    (["run", "{B}", "--input", "x={B}/x.npy"], "Is a directory"),
+    (["run", "{B}/model.xyz", "--input", "x={B}/x.npy"], "ArtifactError: {B}/model.xyz: truncated"),
     (["convert", "{B}/erf.onnx", "-o", "{B}/o.eseq"], "op Erf (opset 14): no handler; nodes 'erf0'"),
     (["convert", "{B}/gelu.onnx", "-o", "{B}/o.eseq"], "'lstm0' (LSTM)"),
     (["convert", "{B}/sideways.onnx", "-o", "{B}/o.eseq"],
@@ -172,7 +173,7 @@ CASES = [
                                                    for k, (a, _) in enumerate(CASES)])
 def test_cli_bad_input_exit_2(argv, match, bad, capsys):
     rc = main([a.replace("{B}", str(bad)) for a in argv])
-    _check_one_line_exit_2(rc, capsys.readouterr().err, match)
+    _check_one_line_exit_2(rc, capsys.readouterr().err, match.replace("{B}", str(bad)))
 
 
 # damaged or foreign files, in a child process each (a crash would show as a signal)
@@ -202,6 +203,15 @@ def test_cli_damaged_files_in_a_subprocess(argv, match, bad):
     lines = p.stderr.strip().splitlines()
     assert len(lines) == 1, p.stderr
     _check_one_line_exit_2(p.returncode, p.stderr, match.replace("{B}", b))
+
+
+def test_artifact_under_any_name_runs(bad, tmp_path, capsys):
+    """`convert -o model.bin` writes an artifact; `run model.bin` must read it back."""
+    rc = main(["convert", str(CLASSIFIER), "-o", str(tmp_path / "model.bin")])
+    assert rc == 0, capsys.readouterr().err
+    np.save(tmp_path / "x.npy", np.zeros((2, 29, 12), np.float32))
+    rc = main(["run", str(tmp_path / "model.bin"), "--input", f"x={tmp_path}/x.npy"])
+    assert rc == 0, capsys.readouterr().err
 
 
 def test_cli_float64_and_empty_inputs_run(bad, tmp_path, capsys):
