@@ -154,9 +154,10 @@ class _Delta:
     def macs(self, counts) -> tuple[int, int]:
         """(multiply-adds done, multiply-adds of the dense kernel) in the node's matrices
         for the kept-column counts of a run."""
-        kept_x, kept_h, steps = (int(v) for v in counts[:3])
-        done = kept_x * self._gx() + kept_h * self._gh() + steps * self._dense_extra()
-        dense = steps * (self.n_input * self._gx() + self._dense_rec())
+        kept_x, kept_h, steps = counts[:3].tolist()      # Python ints (no overflow)
+        gx = self._gx()
+        done = kept_x * gx + kept_h * self._gh() + steps * self._dense_extra()
+        dense = steps * (self.n_input * gx + self._dense_rec())
         return done, dense
 
     def _dense_extra(self) -> int:
