@@ -189,11 +189,11 @@ def matvec16(m, v, rows, n_rows, out, accumulate):
 
 
 @njit(**NJIT)
-def matvec16_range(m, r0, r1, v, rows, n_rows, out, accumulate):
+def matvec16_range(m, r0, r1, v, rows, n_rows, out, accumulate, backward=False):
     """As `matvec_range`, with int16-quantised vectors for an I8Q16 matrix."""
     xq = np.empty((n_rows if m[0] == I8Q16 else 0, v.shape[1]), dtype=np.int16)
     xs = np.empty(n_rows, dtype=np.float32)
-    matvec16_scratch(m, r0, r1, v, rows, n_rows, out, accumulate, xq, xs, False)
+    matvec16_scratch(m, r0, r1, v, rows, n_rows, out, accumulate, xq, xs, backward)
 
 
 @njit(**NJIT)
@@ -210,13 +210,15 @@ def matvec16_scratch(m, r0, r1, v, rows, n_rows, out, accumulate, xq, xs, backwa
 
 
 @njit(**NJIT)
-def _recurrent_range(w_h, w_u, w_v, factored, r0, r1, h, rows, n_act, out, accumulate, tmp):
-    """Rows [r0, r1) of W_h h (dense, or U[r0:r1] (V h) when factored)."""
+def _recurrent_range(w_h, w_u, w_v, factored, r0, r1, h, rows, n_act, out, accumulate, tmp,
+                     backward):
+    """Rows [r0, r1) of W_h h (dense, or U[r0:r1] (V h) when factored); backward: row order
+    (alternated per step, see `i8dot.products`)."""
     if factored:
-        matvec16(w_v, h, rows, n_act, tmp, False)
-        matvec16_range(w_u, r0, r1, tmp, rows, n_act, out, accumulate)
+        matvec16_range(w_v, 0, n_rows_of(w_v), h, rows, n_act, tmp, False, backward)
+        matvec16_range(w_u, r0, r1, tmp, rows, n_act, out, accumulate, backward)
     else:
-        matvec16_range(w_h, r0, r1, h, rows, n_act, out, accumulate)
+        matvec16_range(w_h, r0, r1, h, rows, n_act, out, accumulate, backward)
 
 
 @njit(**NJIT)
@@ -342,7 +344,7 @@ def gru_sequence(xin, w_h, w_u, w_v, factored, aux, ip, fp, lens, h, y):
         for a in range(n_act):
             xz[rows[a], :] = xin[times[a], rows[a], :]
         _recurrent_range(w_h, w_u, w_v, factored, 0, 3 * n_hidden if lbr else 2 * n_hidden,
-                         h, rows, n_act, rz, False, vt)
+                         h, rows, n_act, rz, False, vt, s % 2 == 1)
         for a in range(n_act):
             b = rows[a]
             xb = xz[b]
@@ -364,7 +366,7 @@ def gru_sequence(xin, w_h, w_u, w_v, factored, aux, ip, fp, lens, h, y):
         if not lbr:
             # reset applied before the matmul: W_hh (r * h) needs r first, so a second pass
             _recurrent_range(w_h, w_u, w_v, factored, 2 * n_hidden, 3 * n_hidden, tmp, rows,
-                             n_act, rz, False, vt)
+                             n_act, rz, False, vt, s % 2 == 1)
             for a in range(n_act):
                 b = rows[a]
                 for j in range(n_hidden):
@@ -401,7 +403,8 @@ def rnn_sequence(xin, w_h, w_u, w_v, factored, aux, ip, fp, lens, h, y):
             continue
         for a in range(n_act):
             xz[rows[a], :] = xin[times[a], rows[a], :]
-        _recurrent_range(w_h, w_u, w_v, factored, 0, n_hidden, h, rows, n_act, xz, True, vt)
+        _recurrent_range(w_h, w_u, w_v, factored, 0, n_hidden, h, rows, n_act, xz, True, vt,
+                         s % 2 == 1)
         for a in range(n_act):
             b = rows[a]
             xb = xz[b]
