@@ -52,6 +52,7 @@ class Context:
         self.node: onnx.NodeProto | None = None  # the ONNX node being converted
         self.node_name = ""
         self.wanted_const: list[str] = []        # operands that had to be constants but were not
+        self.fold_errors: dict[str, str] = {}    # value -> why its all-constant producer failed
 
     # ---- operands ----------------------------------------------------------------------
     def resolve(self, name: str) -> str:
@@ -75,8 +76,24 @@ class Context:
             raise Unsupported(
                 f"input {i} ('{what}' = '{name}') must be a constant after folding but is computed "
                 f"at run time; fix the input it depends on with --fix NAME=VALUE or its shape with "
-                f"--shape NAME=DIMS")
+                f"--shape NAME=DIMS" + self._fold_hint([name]))
         return v
+
+    def _fold_hint(self, names: list[str]) -> str:
+        """Why an upstream node with constant operands did not fold (an invalid model, e.g. a
+        Concat of mixed ranks), so the user is not sent to --fix in vain."""
+        seen, todo = set(), [self.resolve(n) for n in names if n]
+        while todo:
+            n = todo.pop()
+            if n in seen:
+                continue
+            seen.add(n)
+            if n in self.fold_errors:
+                return f" (node {self.fold_errors[n]})"
+            node = self.producers.get(n)
+            if node is not None:
+                todo += [self.resolve(i) for i in node.input if i]
+        return ""
 
     def need_consts(self, node: onnx.NodeProto, operands: dict[int, str]) -> dict[int, np.ndarray | None]:
         """Several operands that must be constants when present (absent ones give None);
@@ -91,7 +108,8 @@ class Context:
         if missing:
             raise Unsupported(f"{', '.join(missing)} must be constant(s) after folding but are "
                               f"computed at run time; fix the graph inputs they depend on with "
-                              f"--fix NAME=VALUE (or their shapes with --shape NAME=DIMS)")
+                              f"--fix NAME=VALUE (or their shapes with --shape NAME=DIMS)"
+                              + self._fold_hint([self.input_name(node, i) for i in operands]))
         return out
 
     def opt_const(self, node: onnx.NodeProto, i: int, what: str) -> np.ndarray | None:

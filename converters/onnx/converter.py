@@ -257,7 +257,7 @@ def _fold(ctx: Context, node: onnx.NodeProto) -> bool:
         return True
     ins = [ctx.const(n) if n else None for n in node.input]
     if all(v is not None for n, v in zip(node.input, ins) if n):
-        res = try_fold(node, ins, ctx.opsets)
+        res = try_fold(node, ins, ctx.opsets, ctx.fold_errors)
         if res is not None:
             ctx.consts.update((name, arr) for name, arr in zip(node.output, res) if name)
             return True

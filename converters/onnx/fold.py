@@ -27,8 +27,10 @@ def constant_value(node: onnx.NodeProto) -> np.ndarray:
 
 
 def try_fold(node: onnx.NodeProto, operands: list[np.ndarray | None],
-             opsets: dict[str, int]) -> list[np.ndarray] | None:
-    """Outputs of `node` evaluated on constant operands, or None if it cannot be evaluated."""
+             opsets: dict[str, int], errors: dict[str, str] | None = None
+             ) -> list[np.ndarray] | None:
+    """Outputs of `node` evaluated on constant operands, or None if it cannot be evaluated
+    (then `errors`, when given, maps each output to why, for later error messages)."""
     if node.op_type in NO_FOLD or node.domain not in ("", "ai.onnx"):
         return None
     from onnx.reference import ReferenceEvaluator
@@ -52,7 +54,11 @@ def try_fold(node: onnx.NodeProto, operands: list[np.ndarray | None],
     m = helper.make_model(g, opset_imports=[helper.make_opsetid(d, v) for d, v in opsets.items()])
     try:
         res = ReferenceEvaluator(m).run(None, feeds)
-    except Exception:  # noqa: BLE001 - anything the reference cannot evaluate stays a node
+    except Exception as e:  # noqa: BLE001 - anything the reference cannot evaluate stays a node
+        if errors is not None:
+            why = f"'{node.name}' ({node.op_type}) has constant operands but could not be " \
+                  f"evaluated: {' '.join(str(e).split())[:200]}"
+            errors.update((o, why) for o in node.output if o)
         return None
     res = [np.asarray(r) for r in res]
     if any(r.size > MAX_FOLD_ELEMENTS for r in res):
