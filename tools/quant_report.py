@@ -10,8 +10,9 @@ Sections (all by default; pick with --only):
               frames whose 0.5-threshold decision is unchanged, for fp16 / int8 / svd, next to
               onnxruntime's quantize_dynamic (per-tensor and per-channel).
   latency     one LSTM with 1024 units, batch 1, full sequence: edgeseq int8 / fp16 / fp32 vs
-              onnxruntime fp32 (1 thread) and ORT's DynamicQuantizeLSTM; medians of alternating
-              runs, warm-up excluded; max abs output error vs ORT fp32.
+              onnxruntime fp32 (1 thread) and ORT's DynamicQuantizeLSTM, and the int8 graph on
+              the float-product path (A/B for the int16-activation products); medians of
+              alternating runs, warm-up excluded; max abs output error vs ORT fp32.
 
     .venv/bin/python tools/quant_report.py                 # ~2-3 min on 2 busy cores
     .venv/bin/python tools/quant_report.py --only latency --hidden 1024 --steps 50
