@@ -30,7 +30,8 @@ def pack(w: np.ndarray, scale: np.ndarray | None, int16: bool = False) -> tuple:
     an int8 matrix is marked I8Q16 (products on int16-quantised vectors in the sequence
     kernels)."""
     if w.dtype == np.int8:
-        return (_q.I8Q16 if int16 else _q.I8, _EMPTY[np.dtype(np.float32)], _EMPTY[np.dtype(np.uint16)],
+        return (_q.I8Q16 if int16 else _q.I8, _EMPTY[np.dtype(np.float32)],
+                _EMPTY[np.dtype(np.uint16)],
                 _own(w, np.int8), _own(scale, np.float32).reshape(-1))
     if w.dtype == np.float16:
         return (_q.F16, _EMPTY[np.dtype(np.float32)], _own(w, np.float16).view(np.uint16),

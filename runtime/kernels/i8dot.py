@@ -42,11 +42,12 @@ Q16 = np.float32(32767.0)
 
 
 def _make_tile(n_rows: int, n_vec: int, lanes: int, prefetch: bool):
-    """Intrinsic tile(w, j0, x, a0, k0, n, acc, pf): acc[r, q] = Σ_{k0≤k<k0+n} w[j0+r, k]·x[a0+q, k]
-    (int64) for r < n_rows, q < n_vec; w int8 [R, K] and x int16 [M, K] C-contiguous, n a
-    multiple of `lanes` (the caller does the tail); with `prefetch`, weight bytes pf ahead of
-    each row's reads (negative: behind, for a backward pass over the rows) are prefetched. Each loaded weight block feeds n_vec
-    products and each activation block n_rows, so loads stay below the multiply-adds."""
+    """Intrinsic tile(w, j0, x, a0, k0, n, acc, pf):
+    acc[r, q] = Σ_{k0≤k<k0+n} w[j0+r, k]·x[a0+q, k] (int64) for r < n_rows, q < n_vec; w int8
+    [R, K] and x int16 [M, K] C-contiguous, n a multiple of `lanes` (the caller does the tail);
+    with `prefetch`, weight bytes pf ahead of each row's reads (negative: behind, for a
+    backward pass over the rows) are prefetched. Each loaded weight block feeds n_vec products
+    and each activation block n_rows, so loads stay below the multiply-adds."""
 
     @intrinsic
     def tile(typingctx, w, j0, x, a0, k0, n, acc, pf):
