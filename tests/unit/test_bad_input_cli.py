@@ -41,6 +41,9 @@ def bad(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("bad")
     rng = np.random.default_rng(0)
     raw = artifact.save(testing.lstm_graph(rng, 4, 5), d / "good.eseq").read_bytes()
+    artifact.save(testing.gru_graph(rng, 4, 5, seq_lens=True), d / "lens.eseq")
+    np.save(d / "lens_big.npy", np.array([4], np.int32))
+    np.save(d / "lens_neg.npy", np.array([-1], np.int32))
     (d / "trunc.eseq").write_bytes(raw[:len(raw) // 2])
     (d / "empty.eseq").write_bytes(b"")
     (d / "junk.eseq").write_bytes(np.random.default_rng(1).bytes(3000))
@@ -113,6 +116,12 @@ CASES = [
     (["run", "{B}/good.eseq", "--input", "x={B}/xinf.npy"], "12 non-finite value"),
     (["run", "{B}/good.eseq", "--engine", "reference", "--input", "x={B}/xnan.npy"],
      "input 'x': 1 non-finite value"),
+    (["run", "{B}/lens.eseq", "--input", "x={B}/x.npy", "--input", "sequence_lens={B}/lens_big.npy"],
+     "node 'gru' (GRU): sequence_lens must be 1 values in [0, 3], got [4]"),
+    (["run", "{B}/lens.eseq", "--input", "x={B}/x.npy", "--input", "sequence_lens={B}/lens_neg.npy"],
+     "in [0, 3], got [-1]"),
+    (["run", "{B}/lens.eseq", "--engine", "reference", "--input", "x={B}/x.npy", "--input",
+      "sequence_lens={B}/lens_big.npy"], "sequence_lens must be 1 values in [0, 3], got [4]"),
     (["run", "{B}/good.eseq", "--input", "x={B}/xobj.npy"], "xobj.npy is not a readable .npy"),
     (["run", "{B}/good.eseq", "--input", "x={B}/xcorrupt.npy"], "xcorrupt.npy is not a readable .npy"),
     (["run", "{B}/good.eseq", "--input", "x={B}/xtext.npy"], "xtext.npy is not a readable .npy"),
