@@ -10,8 +10,9 @@ output, the NumPy float64 reference output and (for ONNX models) the onnxruntime
 `check` loads the x86-made .eseq (what a board does), runs it with the runtime there, converts
 the ONNX models again there, runs onnxruntime there, and compares:
 
-    runtime here vs runtime x86         <= 1e-6 on the random float32 test models (issue 9's
-                                        bar); converted ONNX models: <= their TOL (next line)
+    runtime here vs runtime x86         <= 1e-6 * max(1, max|x86 output|), per output (issue
+                                        9's 1e-6 is for unit-scale values; an LSTM cell state
+                                        of 12.7 has a float32 spacing of 9.5e-7)
     runtime here vs onnxruntime here    <= tests/conftest.py TOL for the model
     runtime here vs float64 reference   <= TOL["float32"] (silero: TOL["silero_prob"])
     converted here vs x86 artifact      <= 1e-6 (both run here)
@@ -156,6 +157,16 @@ def _max_abs(a: dict, b: dict) -> float:
     return worst
 
 
+def _per_output(a: dict, ref: dict) -> dict:
+    """output -> (max abs diff, max abs of the reference output)."""
+    out = {}
+    for k in sorted(set(a) & set(ref)):
+        x, y = np.asarray(a[k], np.float64), np.asarray(ref[k], np.float64)
+        out[k] = (float(np.max(np.abs(x - y))) if x.size else 0.0,
+                  float(np.max(np.abs(y))) if y.size else 0.0)
+    return out
+
+
 def _save(path: Path, arrays: dict) -> None:
     np.savez(path, **{k: np.asarray(v) for k, v in arrays.items()})
 
@@ -237,11 +248,12 @@ def check(ref_dir: Path, repeat: int, artifacts_only: bool = False) -> int:
                "vs_x86": _max_abs(rt, x86_rt),
                "vs_reference": _max_abs(rt, _load(ref_dir / f"{name}.reference.npz")),
                "x86_runtime_s": entry["runtime"]["run_s"]}
-        # NOTE: the random recurrent test models are held to issue 9's 1e-6; the converted real
-        # models also run glue ops on NumPy's BLAS, whose kernels (and so summation order)
-        # differ per CPU, so they are held to their model tolerance and the number is reported.
-        cross_tol = TOL_CROSS_MACHINE if not entry["onnx"] else entry["tol_ort"]
-        checks = [("runtime here vs runtime x86", row["vs_x86"], cross_tol),
+        row["vs_x86_per_output"] = _per_output(rt, x86_rt)
+        row["vs_x86_scaled"] = max(d / max(1.0, m) for d, m in row["vs_x86_per_output"].values())
+        for k, (d, m) in sorted(row["vs_x86_per_output"].items()):
+            print(f"     {name}: output {k!r}: max|x86| {m:.3g}, max abs diff vs x86 {d:.3e}")
+        checks = [("runtime here vs runtime x86, scaled by max(1, max|x|)", row["vs_x86_scaled"],
+                   TOL_CROSS_MACHINE),
                   ("runtime here vs float64 reference", row["vs_reference"],
                    TOL_SILERO_PROB if name.startswith("silero") else TOL_FLOAT32)]
         if entry["onnx"] and not artifacts_only:
