@@ -39,9 +39,12 @@ def build(op: str, rng: np.random.Generator, *, T: int, N: int, n_input: int, hi
     d = 2 if direction == "bidirectional" else 1
     g = GATES[op]
     s = 1.0 / np.sqrt(hidden)
-    inits = [numpy_helper.from_array(rng.uniform(-s, s, (d, g * hidden, n_input)).astype(np.float32), "W"),
-             numpy_helper.from_array(rng.uniform(-s, s, (d, g * hidden, hidden)).astype(np.float32), "R"),
-             numpy_helper.from_array(rng.uniform(-s, s, (d, 2 * g * hidden)).astype(np.float32), "B")]
+    def uniform(*shape):
+        return rng.uniform(-s, s, shape).astype(np.float32)
+
+    inits = [numpy_helper.from_array(uniform(d, g * hidden, n_input), "W"),
+             numpy_helper.from_array(uniform(d, g * hidden, hidden), "R"),
+             numpy_helper.from_array(uniform(d, 2 * g * hidden), "B")]
     node_in = ["X", "W", "R", "B", "", "", ""]
     feeds = {"X": rng.standard_normal((T, N, n_input)).astype(np.float32)}
     ins = [helper.make_tensor_value_info("X", TensorProto.FLOAT,
@@ -57,7 +60,7 @@ def build(op: str, rng: np.random.Generator, *, T: int, N: int, n_input: int, hi
                 nm, TensorProto.FLOAT, ("N", d, hidden) if layout else (d, N, hidden)))
             node_in[5 + k] = nm
     if peephole:
-        inits.append(numpy_helper.from_array(rng.uniform(-s, s, (d, 3 * hidden)).astype(np.float32), "P"))
+        inits.append(numpy_helper.from_array(uniform(d, 3 * hidden), "P"))
         node_in = (node_in + [""])[:7] + ["P"]
     node_in = node_in[:8] if op == "LSTM" else node_in[:6]
     while not node_in[-1]:

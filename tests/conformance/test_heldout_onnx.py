@@ -51,7 +51,8 @@ CASES = {
                                      seq_lens=L([0, 1, 0, 1, 1, 0, 1, 1], np.int32)),
     "rnn_bidi_bf_relu_lens": dict(op="RNN", T=8, N=3, n_input=4, hidden=17,
                                   direction="bidirectional", layout=1, initial=True,
-                                  seq_lens=L([3, 8, 1], np.int32), activations=["Relu", "Softsign"]),
+                                  seq_lens=L([3, 8, 1], np.int32),
+                                  activations=["Relu", "Softsign"]),
     "rnn_h300_stream": dict(op="RNN", T=13, N=3, n_input=3, hidden=300, initial=True),
 }
 

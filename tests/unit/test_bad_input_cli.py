@@ -88,8 +88,9 @@ def bad(tmp_path_factory) -> Path:
     # a PyTorch state_dict of lstm(batch_first)+linear, and damaged state_dict files
     torch = pytest.importorskip("torch")
     torch.manual_seed(0)
-    sd = {**{f"lstm.{k}": v for k, v in torch.nn.LSTM(4, 5, batch_first=True).state_dict().items()},
-          **{f"linear.{k}": v for k, v in torch.nn.Linear(5, 3).state_dict().items()}}
+    lstm, linear = torch.nn.LSTM(4, 5, batch_first=True), torch.nn.Linear(5, 3)
+    sd = {**{f"lstm.{k}": v for k, v in lstm.state_dict().items()},
+          **{f"linear.{k}": v for k, v in linear.state_dict().items()}}
     torch.save(sd, d / "sd.pt")
     (d / "junk.pt").write_bytes(np.random.default_rng(4).bytes(500))
     (d / "junk.safetensors").write_bytes(np.random.default_rng(5).bytes(500))
@@ -116,14 +117,16 @@ CASES = [
     (["run", "{B}/good.eseq", "--input", "x={B}/xinf.npy"], "12 non-finite value"),
     (["run", "{B}/good.eseq", "--engine", "reference", "--input", "x={B}/xnan.npy"],
      "input 'x': 1 non-finite value"),
-    (["run", "{B}/lens.eseq", "--input", "x={B}/x.npy", "--input", "sequence_lens={B}/lens_big.npy"],
+    (["run", "{B}/lens.eseq", "--input", "x={B}/x.npy", "--input",
+      "sequence_lens={B}/lens_big.npy"],
      "node 'gru' (GRU): sequence_lens must be 1 values in [0, 3], got [4]"),
-    (["run", "{B}/lens.eseq", "--input", "x={B}/x.npy", "--input", "sequence_lens={B}/lens_neg.npy"],
-     "in [0, 3], got [-1]"),
+    (["run", "{B}/lens.eseq", "--input", "x={B}/x.npy", "--input",
+      "sequence_lens={B}/lens_neg.npy"], "in [0, 3], got [-1]"),
     (["run", "{B}/lens.eseq", "--engine", "reference", "--input", "x={B}/x.npy", "--input",
       "sequence_lens={B}/lens_big.npy"], "sequence_lens must be 1 values in [0, 3], got [4]"),
     (["run", "{B}/good.eseq", "--input", "x={B}/xobj.npy"], "xobj.npy is not a readable .npy"),
-    (["run", "{B}/good.eseq", "--input", "x={B}/xcorrupt.npy"], "xcorrupt.npy is not a readable .npy"),
+    (["run", "{B}/good.eseq", "--input", "x={B}/xcorrupt.npy"],
+     "xcorrupt.npy is not a readable .npy"),
     (["run", "{B}/good.eseq", "--input", "x={B}/xtext.npy"], "xtext.npy is not a readable .npy"),
     (["run", "{B}/good.eseq", "--input", "x={B}/nope.npy"], "No such file"),
     (["run", "{B}/good.eseq", "--input", "x={B}/x.npy", "--delta", "abc"], "--delta expects"),
@@ -131,8 +134,10 @@ CASES = [
     (["run", "{B}/good.eseq", "--input", "x={B}/x.npy", "--output-dir", "{B}/x.npy"],
      "File exists"),
     (["run", "{B}", "--input", "x={B}/x.npy"], "Is a directory"),
-    (["run", "{B}/model.xyz", "--input", "x={B}/x.npy"], "ArtifactError: {B}/model.xyz: truncated"),
-    (["convert", "{B}/erf.onnx", "-o", "{B}/o.eseq"], "op Erf (opset 14): no handler; nodes 'erf0'"),
+    (["run", "{B}/model.xyz", "--input", "x={B}/x.npy"],
+     "ArtifactError: {B}/model.xyz: truncated"),
+    (["convert", "{B}/erf.onnx", "-o", "{B}/o.eseq"],
+     "op Erf (opset 14): no handler; nodes 'erf0'"),
     (["convert", "{B}/gelu.onnx", "-o", "{B}/o.eseq"], "'lstm0' (LSTM)"),
     (["convert", "{B}/sideways.onnx", "-o", "{B}/o.eseq"],
      "node 'lstm0' (LSTM): direction 'sideways' is not one of"),
@@ -187,7 +192,8 @@ def test_cli_bad_input_exit_2(argv, match, bad, capsys):
 
 # damaged or foreign files, in a child process each (a crash would show as a signal)
 SUBPROCESS = [
-    (["run", "{B}/trunc.eseq", "--input", "x={B}/x.npy"], "ArtifactError: {B}/trunc.eseq: truncated"),
+    (["run", "{B}/trunc.eseq", "--input", "x={B}/x.npy"],
+     "ArtifactError: {B}/trunc.eseq: truncated"),
     (["run", "{B}/empty.eseq", "--input", "x={B}/x.npy"], "empty file (0 bytes)"),
     (["run", "{B}/junk.eseq", "--input", "x={B}/x.npy"], "not an edgeseq artifact"),
     (["run", "{B}/flip.eseq", "--input", "x={B}/x.npy"], "checksum mismatch"),
