@@ -146,6 +146,23 @@ def _plain_delta_cell(mx, mh, aux, c, h, yt):
 
 
 @njit(**NJIT)
+def _plain_delta_cell_scaled(mx, sx, mh, sh, aux, c, h, yt):
+    """`_plain_delta_cell` for int8 weights: W x̂ = s_x ⊙ m_x, W_h ĥ = s_h ⊙ m_h."""
+    n = c.shape[0]
+    for j in range(n):
+        i = fast_sigmoid(sx[j] * mx[j] + sh[j] * mh[j] + aux[0, j])
+        f = fast_sigmoid(sx[n + j] * mx[n + j] + sh[n + j] * mh[n + j] + aux[1, j])
+        g = fast_tanh(sx[2 * n + j] * mx[2 * n + j] + sh[2 * n + j] * mh[2 * n + j] + aux[2, j])
+        o = fast_sigmoid(sx[3 * n + j] * mx[3 * n + j] + sh[3 * n + j] * mh[3 * n + j]
+                         + aux[3, j])
+        cn = f * c[j] + i * g
+        c[j] = cn
+        hn = o * fast_tanh(cn)
+        h[j] = hn
+        yt[j] = hn
+
+
+@njit(**NJIT)
 def lstm_delta_sequence(x, wxT, sx, whT, sh, u, factored, w_proj, aux, ip, fp, lens, h, c, y,
                         xhat, hhat, mx, mh, th, counts):
     """One direction over raw inputs x [T, N, I]. wxT [I, 4H], whT [P, 4H] (factored: V^T
@@ -165,10 +182,15 @@ def lstm_delta_sequence(x, wxT, sx, whT, sh, u, factored, w_proj, aux, ip, fp, l
     m = np.empty(n_cell, dtype=np.float32)
     mm = np.empty((1, n_cell), dtype=np.float32)
     pr = np.empty((1, h.shape[1]), dtype=np.float32)
-    # the default cell with unscaled float weights: memories read inside the one-pass cell
-    fused = (not factored and ip[3] == 0 and sx.shape[0] == 0 and sh.shape[0] == 0
-             and ip[0] == 0 and ip[1] == 0 and ip[2] == 0 and ip[4] == 0 and ip[5] == 1
-             and ip[6] == 1 and fp[0] <= 0 and fp[2] <= 0)
+    # the default cell: memories read inside the one-pass cell (int8: scaled on the read)
+    fused = (not factored and ip[3] == 0 and ip[0] == 0 and ip[1] == 0 and ip[2] == 0
+             and ip[4] == 0 and ip[5] == 1 and ip[6] == 1 and fp[0] <= 0 and fp[2] <= 0)
+    scaled = sx.shape[0] > 0 or sh.shape[0] > 0
+    if fused and scaled:
+        sx1 = sx if sx.shape[0] else np.ones(mx.shape[1], dtype=np.float32)
+        sh1 = sh if sh.shape[0] else np.ones(mh.shape[1], dtype=np.float32)
+    else:
+        sx1 = sh1 = np.empty(0, dtype=np.float32)
     for s in range(t_len):
         n_act = step_rows(s, t_len, lens, reverse, rows, times)
         _zero_past_end(s, lens, n_act, y)
@@ -179,7 +201,11 @@ def lstm_delta_sequence(x, wxT, sx, whT, sh, u, factored, w_proj, aux, ip, fp, l
                 b = rows[a]
                 counts[0] += absorb(x[times[a], b], xhat[b], thx, wxT, mx[b], idx, dv)
                 counts[1] += absorb(h[b], hhat[b], thh, whT, mh[b], idx, dv)
-                _plain_delta_cell(mx[b], mh[b], aux, c[b], h[b], y[times[a], b])
+                if scaled:
+                    _plain_delta_cell_scaled(mx[b], sx1, mh[b], sh1, aux, c[b], h[b],
+                                             y[times[a], b])
+                else:
+                    _plain_delta_cell(mx[b], mh[b], aux, c[b], h[b], y[times[a], b])
             counts[2] += n_act
             continue
         for a in range(n_act):

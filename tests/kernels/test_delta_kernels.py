@@ -41,6 +41,7 @@ VARIANTS = {
 
 COMPRESSED = {
     "lstm_int8": lambda r: int8.apply(testing.lstm_graph(r, 5, 9, peephole=True))[0],
+    "lstm_int8_plain": lambda r: int8.apply(testing.lstm_graph(r, 5, 9))[0],   # fused cell
     "lstm_fp16_proj": lambda r: fp16.apply(testing.lstm_graph(r, 5, 9, proj_size=4))[0],
     "lstm_svd": lambda r: svd.apply(testing.lstm_graph(r, 5, 9), rank=4)[0],
     "lstm_svd_int8_bidir": lambda r: int8.apply(svd.apply(
@@ -191,7 +192,8 @@ def test_int8_delta_matches_numpy_delta_on_dequantised_weights(rng):
 # ---- streaming ---------------------------------------------------------------------------
 
 STREAMABLE = ["lstm", "lstm_cifg_forget_peep", "lstm_relu_acts", "gru_lbr1_init_bf",
-              "rnn_relu_init", "lstm_int8", "lstm_svd", "gru_lbr0_int8", "lstmp_int8"]
+              "rnn_relu_init", "lstm_int8", "lstm_int8_plain", "lstm_svd", "gru_lbr0_int8",
+              "lstmp_int8"]
 
 
 @pytest.mark.parametrize("name", STREAMABLE)
