@@ -1,8 +1,10 @@
 """Delta-based zero skipping: threshold sweeps with accuracy, MACs saved and wall-clock
 speed-up against dense edgeseq, measured in one run (issue 6).
 
-    .venv/bin/python tools/delta_report.py                 # ~5 min on the shared 2-core box
+    .venv/bin/python tools/delta_report.py                 # ~8 min on the shared 2-core box
     .venv/bin/python tools/delta_report.py --quick         # fewer points/repeats (smoke run)
+    # + the 256-unit classifier (tools/train_classifier.py --hidden 256 ... --cache DIR):
+    .venv/bin/python tools/delta_report.py --classifier ONNX:NPZ --aeon-cache DIR
 
 (a) silero VAD (sequence model, LSTM 128 after a conv front end) on synthesised speech
     (vowels with intonation, tools/silero_frames.py) + silence + white/brown noise at 16 kHz:
