@@ -189,8 +189,13 @@ def products(w, scale, xq, xs, n_vec, out, dst, accumulate, backward=False):
     kv = k_len - k_len % LANES
     k8 = k_len - k_len % 8
     acc = np.zeros((4, 4), dtype=np.int64)
+    if n_vec == 1 and kv == k_len:
+        _gemv1(w, scale, xq, xs[0], out, dst[0], accumulate, n4, kv, pf, backward, acc)
+        first = n4 // 4             # rows [n4, n) below, as single-row tiles
+    else:
+        first = 0
     tot = np.zeros((4, 4), dtype=np.float32)
-    for ti in range(n4 // 4 + n % 4):
+    for ti in range(first, n4 // 4 + n % 4):
         if ti < n4 // 4:
             nr = 4
             j = n4 - 4 - 4 * ti if backward else 4 * ti
@@ -224,3 +229,36 @@ def products(w, scale, xq, xs, n_vec, out, dst, accumulate, backward=False):
                     b = dst[a + q]
                     out[b, j + r] = out[b, j + r] + val if accumulate else val
             a += nv
+
+
+@njit(**NJIT)
+def _gemv1(w, scale, xq, x_step, out, b, accumulate, n4, kv, pf, backward, acc):
+    """Rows [0, n4) of `products` for one vector whose length is a multiple of LANES: 4x1
+    tiles with the per-tile bookkeeping in scalars (the general loop's 4x4 scratch and
+    dynamic tile shape cost ~7 µs per 4096-row call, ~5 % of the batch-1 GEMV)."""
+    for ti in range(n4 // 4):
+        j = n4 - 4 - 4 * ti if backward else 4 * ti
+        t0 = np.float32(0.0)
+        t1 = np.float32(0.0)
+        t2 = np.float32(0.0)
+        t3 = np.float32(0.0)
+        for k0 in range(0, kv, BLOCK):
+            _tile41(w, j, xq, 0, k0, min(BLOCK, kv - k0), acc, pf)
+            t0 += np.float32(acc[0, 0])
+            t1 += np.float32(acc[1, 0])
+            t2 += np.float32(acc[2, 0])
+            t3 += np.float32(acc[3, 0])
+        v0 = t0 * scale[j] * x_step
+        v1 = t1 * scale[j + 1] * x_step
+        v2 = t2 * scale[j + 2] * x_step
+        v3 = t3 * scale[j + 3] * x_step
+        if accumulate:
+            out[b, j] += v0
+            out[b, j + 1] += v1
+            out[b, j + 2] += v2
+            out[b, j + 3] += v3
+        else:
+            out[b, j] = v0
+            out[b, j + 1] = v1
+            out[b, j + 2] = v2
+            out[b, j + 3] = v3

@@ -206,8 +206,8 @@ def _products(w, sc, v):
     return out, xq, xs
 
 
-@pytest.mark.parametrize("k_len", [6, 37, 80, 545, 1030])     # 32-lane, 8-lane, scalar parts
-@pytest.mark.parametrize("rows,n_vec", [(1, 1), (9, 6), (4, 4)])
+@pytest.mark.parametrize("k_len", [6, 37, 64, 80, 545, 1024, 1030])   # 32/8-lane, scalar parts
+@pytest.mark.parametrize("rows,n_vec", [(1, 1), (9, 6), (4, 4), (13, 1)])    # (·, 1): GEMV path
 def test_int16_products_within_rounding_bound(rng, k_len, rows, n_vec):
     w = rng.integers(-128, 128, (rows, k_len)).astype(np.int8)
     sc = rng.uniform(0.001, 0.1, rows).astype(np.float32)
@@ -252,6 +252,16 @@ def test_int16_products_backward_row_order_is_identical(rng):
         bwd = np.zeros((6, w.shape[0]), np.float32)
         i8dot.products(w, sc, xq, xs, n_vec, bwd, rows, False, True)
         assert np.array_equal(bwd[:n_vec], fwd[:n_vec]) and not bwd[n_vec:].any()
+    # one vector of a multiple of 32 elements: the scalar-bookkeeping GEMV, either order (its
+    # float rounding may differ from the general loop's by an ulp: FMA contraction)
+    w = rng.integers(-128, 128, (4 * 9 + 3, 128)).astype(np.int8)
+    v = rng.standard_normal((2, 128)).astype(np.float32)
+    want, xq, xs = _products(w, sc, v)
+    for backward in (False, True):
+        got = np.zeros((2, w.shape[0]), np.float32)
+        i8dot.products(w, sc, xq, xs, 1, got, rows, False, backward)
+        np.testing.assert_allclose(got[0], want[0], rtol=1e-6, atol=1e-6)
+        assert not got[1].any()
 
 
 def test_int16_products_use_every_row_scale(rng):
