@@ -85,6 +85,7 @@ class Conv1dKernel(Kernel):
         self.w2 = None
         w = graph.constants.get(node.inputs[1])
         self._wp = None
+        self.post = 0
         if w is not None:
             self.w2 = self._reshape_w(np.asarray(w, dtype=np.float32))
             self._k = w.shape[2]
@@ -117,7 +118,13 @@ class Conv1dKernel(Kernel):
         else:
             b, has_b = _f32c(b), True
         return conv1d_panels(x, wp, b, has_b, self.w2.shape[1], k, a["stride"], a["dilation"],
-                             a["pads"][0], out_len)
+                             a["pads"][0], out_len, self.post)
+
+    def fuse(self, op: Op, node_name: str) -> None:
+        """Apply a following Relu/Sigmoid inside this kernel (plan.fuse_activations: the
+        convolution's output has no other reader). Load-time setting, not per-call state."""
+        self.post = POST_CODES[op]
+        self.note = f"{op.value} of node '{node_name}' fused"
 
     def warmup(self) -> None:
         if self._wp is not None:
@@ -132,6 +139,14 @@ class Conv1dKernel(Kernel):
         y = self._direct(x, b)
         if y is not None:
             return [y]
+        y = self._im2col(x, w, b)
+        if self.post == 1:
+            np.maximum(y, 0, out=y)
+        elif self.post == 2:
+            y = _sigmoid(y)
+        return [y]
+
+    def _im2col(self, x, w, b):
         a = self.node.attrs
         w2 = self.w2 if self.w2 is not None else self._reshape_w(np.asarray(w, np.float32))
         g, stride, dil = a["group"], a["stride"], a["dilation"]
@@ -160,7 +175,7 @@ class Conv1dKernel(Kernel):
         y = ys[0] if g == 1 else np.concatenate(ys, axis=1)
         if b is not None:
             y += b[None, :, None]
-        return [y]
+        return y
 
 
 # ---- elementwise -----------------------------------------------------------------------------
@@ -186,6 +201,9 @@ def _sigmoid(x):
     h = np.float32(0.5)
     return h + h * np.tanh(h * x)
 
+
+# activations a Conv1d kernel can apply to its own output (plan.fuse_activations)
+POST_CODES = {Op.RELU: 1, Op.SIGMOID: 2}
 
 _UNARY = {
     Op.RELU: lambda x: np.maximum(x, 0),

@@ -9,14 +9,16 @@ import numpy as np
 from numba import njit
 
 from edgeseq.runtime.config import NJIT
+from edgeseq.runtime.kernels.activations import fast_sigmoid
 from edgeseq.runtime.kernels.panels import PANEL, panel_gemv_rows_acc
 
 
 @njit(**NJIT)
-def conv1d_panels(x, wp, bias, has_bias, n_out, k_len, stride, dil, p0, out_len):
+def conv1d_panels(x, wp, bias, has_bias, n_out, k_len, stride, dil, p0, out_len, post):
     """y [N, O, out_len] for x [N, C, L] (C-contiguous float32), one group, weights wp =
     panels of W [O, C*K] (im2col column order (c, k)); zero padding p0 on the left, the
-    right padding implied by out_len."""
+    right padding implied by out_len. post: activation fused at plan time (0 none, 1 relu,
+    2 sigmoid)."""
     n_batch, n_chan, length = x.shape
     ck = n_chan * k_len
     y = np.empty((n_batch, n_out, out_len), dtype=np.float32)
@@ -35,6 +37,13 @@ def conv1d_panels(x, wp, bias, has_bias, n_out, k_len, stride, dil, p0, out_len)
         panel_gemv_rows_acc(wp, cols, rows, out_len, acc)
         for o in range(n_out):
             b = bias[o] if has_bias else np.float32(0.0)
-            for l in range(out_len):
-                y[n, o, l] = acc[l, o] + b
+            if post == 1:
+                for l in range(out_len):
+                    y[n, o, l] = max(acc[l, o] + b, np.float32(0.0))
+            elif post == 2:
+                for l in range(out_len):
+                    y[n, o, l] = fast_sigmoid(acc[l, o] + b)
+            else:
+                for l in range(out_len):
+                    y[n, o, l] = acc[l, o] + b
     return y

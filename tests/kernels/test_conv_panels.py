@@ -70,3 +70,40 @@ def test_non_contiguous_input_is_handled():
     got = k([x, g.constants["w"], g.constants["b"]])[0]
     want = reference.run(g, {"x": np.ascontiguousarray(x)})["y"]
     assert np.max(np.abs(got - want)) <= 1e-5 * max(1.0, float(np.max(np.abs(want))))
+
+
+def _conv_act_graph(act: Op, extra_reader: bool, conv_is_output: bool):
+    c, o, k = 6, 8, 3
+    consts = {"w": R.standard_normal((o, c, k)).astype(np.float32),
+              "b": R.standard_normal(o).astype(np.float32)}
+    nodes = [Node("conv", Op.CONV1D, ["x", "w", "b"], ["cv"],
+                  {"stride": 1, "pads": (1, 1), "dilation": 1, "group": 1}),
+             Node("act", act, ["cv"], ["y"], {})]
+    outs = [Value("y", "float32", ())]
+    if extra_reader:
+        nodes.append(Node("neg", Op.NEG, ["cv"], ["z"], {}))
+        outs.append(Value("z", "float32", ()))
+    if conv_is_output:
+        outs.append(Value("cv", "float32", ()))
+    return Graph("conv_act", [Value("x", "float32", (2, c, 9))], outs, nodes,
+                 consts).validate()
+
+
+@pytest.mark.parametrize("act", [Op.RELU, Op.SIGMOID])
+@pytest.mark.parametrize("extra_reader,conv_is_output,fused",
+                         [(False, False, True), (True, False, False), (False, True, False)])
+@pytest.mark.parametrize("blas", [False, True])
+def test_activation_fused_into_conv_only_when_alone(act, extra_reader, conv_is_output, fused,
+                                                    blas, tol, monkeypatch):
+    if blas:
+        monkeypatch.setattr(glue, "CONV_DIRECT_MAX_MACS", 10)
+    g = _conv_act_graph(act, extra_reader, conv_is_output)
+    model = Model(g, warmup=False)
+    assert (len(model.plan.steps) == len(g.nodes) - 1) is fused
+    assert ("fused" in model.describe()) is fused
+    x = R.standard_normal((2, 6, 9)).astype(np.float32)
+    got = model.run({"x": x})
+    want = reference.run(g, {"x": x})
+    for name in want:
+        assert np.max(np.abs(got[name] - want[name])) <= tol["float32"] * max(
+            1.0, float(np.max(np.abs(want[name]))))
