@@ -4,7 +4,6 @@ runtime is float32: Cast to float16 rounds to half precision and goes on in floa
 float64 is a no-op. Semantics follow edgeseq.reference (ONNX-like)."""
 from __future__ import annotations
 
-from functools import lru_cache
 from typing import Callable
 
 import numpy as np
@@ -329,8 +328,9 @@ def _pad(node, ins):
     r = x.ndim
     begin, end = at["pads"][:r], at["pads"][r:]
     # negative pads crop (ONNX); positive ones pad
-    x = x[tuple(slice(max(-b, 0), x.shape[k] - max(-e, 0))
-                for k, (b, e) in enumerate(zip(begin, end)))]
+    if min(at["pads"]) < 0:
+        x = x[tuple(slice(max(-b, 0), x.shape[k] - max(-e, 0))
+                    for k, (b, e) in enumerate(zip(begin, end)))]
     widths = [(max(b, 0), max(e, 0)) for b, e in zip(begin, end)]
     if at["mode"] == "constant":
         # NOTE: np.pad costs tens of microseconds of Python per call; this is one allocation
@@ -350,21 +350,28 @@ def _pad_axis(x: np.ndarray, axis: int, b: int, e: int, mode: str) -> np.ndarray
     if mode == "reflect" and (b > n - 1 or e > n - 1):
         return np.pad(x, [(b, e) if k == axis else (0, 0) for k in range(x.ndim)],
                       mode="reflect")
-    return np.take(x, _pad_index(n, b, e, mode), axis=axis)
+    # NOTE: three slice assignments instead of np.take with an index array: silero-vad's
+    # reflect pad of one frame 7.9 -> ~3 us
+    shape = list(x.shape)
+    shape[axis] = n + b + e
+    out = np.empty(shape, dtype=x.dtype)
 
-
-@lru_cache(maxsize=64)
-def _pad_index(n: int, b: int, e: int, mode: str) -> np.ndarray:
-    """Source index of every padded position (cached: streaming pads the same shape)."""
+    def at(sl: slice) -> tuple:
+        return (slice(None),) * axis + (sl,)
+    out[at(slice(b, b + n))] = x
     if mode == "reflect":
-        left = np.arange(b, 0, -1)
-        right = np.arange(n - 2, n - 2 - e, -1)
+        if b:
+            out[at(slice(0, b))] = x[at(slice(b, 0, -1))]
+        if e:
+            stop = n - 2 - e
+            out[at(slice(b + n, b + n + e))] = x[at(slice(n - 2, stop if stop >= 0 else None,
+                                                          -1))]
     else:
-        left = np.zeros(b, dtype=np.int64)
-        right = np.full(e, n - 1, dtype=np.int64)
-    idx = np.concatenate([left, np.arange(n), right])
-    idx.flags.writeable = False
-    return idx
+        if b:
+            out[at(slice(0, b))] = x[at(slice(0, 1))]
+        if e:
+            out[at(slice(b + n, b + n + e))] = x[at(slice(n - 1, n))]
+    return out
 
 
 @_glue(Op.GATHER)
