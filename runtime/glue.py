@@ -4,6 +4,7 @@ runtime is float32: Cast to float16 rounds to half precision and goes on in floa
 float64 is a no-op. Semantics follow edgeseq.reference (ONNX-like)."""
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Callable
 
 import numpy as np
@@ -282,14 +283,23 @@ def _split(node, ins):
 def _slice(node, ins):
     x = ins[0]
     at = node.attrs
-    idx = [slice(None)] * x.ndim
-    for st, en, ax, sp in zip(at["starts"], at["ends"], at["axes"], at["steps"]):
-        ax = ax % x.ndim
-        s0, s1, s2 = slice_bounds(x.shape[ax], st, en, sp)
+    idx = _slice_index(x.shape, tuple(at["starts"]), tuple(at["ends"]), tuple(at["axes"]),
+                       tuple(at["steps"]))
+    return [np.ascontiguousarray(x[idx])]
+
+
+@lru_cache(maxsize=256)
+def _slice_index(shape: tuple, starts, ends, axes, steps) -> tuple:
+    """The index tuple of a Slice for an input shape (cached: a stream slices the same
+    shapes every frame; ~1 us of bounds arithmetic per node otherwise)."""
+    idx = [slice(None)] * len(shape)
+    for st, en, ax, sp in zip(starts, ends, axes, steps):
+        ax = ax % len(shape)
+        s0, s1, s2 = slice_bounds(shape[ax], st, en, sp)
         # NOTE: a negative step that ends before index 0 yields stop=-1, which Python would
         # read as "the last element"; None keeps ONNX's meaning
         idx[ax] = slice(s0, None if s1 < 0 else s1, s2)
-    return [np.ascontiguousarray(x[tuple(idx)])]
+    return tuple(idx)
 
 
 @_glue(Op.TRANSPOSE)
