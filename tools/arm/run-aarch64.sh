@@ -169,11 +169,13 @@ x86_venv() {
     local pins
     pins="$(grep -i -E '^(numpy|numba|llvmlite|safetensors|threadpoolctl|onnx|onnxruntime|protobuf|ml.dtypes)==' \
             "$ROOT$WORK/freeze.txt" | tr '\n' ' ')"
+    # (sed drops pip's warnings about a host's local file:// indexes that lack a package)
     # shellcheck disable=SC2086
-    "${NICE[@]}" "$venv/bin/pip" install -q --only-binary=:all: $pins >&2
-    "${NICE[@]}" "$venv/bin/pip" install -q --no-deps --only-binary=:all: "silero-vad==$SILERO_VERSION" >&2
+    "${NICE[@]}" "$venv/bin/pip" install -q --only-binary=:all: $pins 2>&1 | sed '/^WARNING: Location/d' >&2
+    "${NICE[@]}" "$venv/bin/pip" install -q --no-deps --only-binary=:all: "silero-vad==$SILERO_VERSION" 2>&1 \
+        | sed '/^WARNING: Location/d' >&2
     rm -rf "$venv"/lib/python3*/site-packages/edgeseq     # stale Numba caches, as in the root
-    "${NICE[@]}" "$venv/bin/pip" install -q --no-deps --force-reinstall "$ROOT$SRC" >&2
+    "${NICE[@]}" "$venv/bin/pip" install -q --no-deps --force-reinstall "$ROOT$SRC" 2>&1 | sed '/^WARNING: Location/d' >&2
     echo "$venv/bin/python"
 }
 
