@@ -163,6 +163,10 @@ x86_venv() {
     [ -z "$base" ] && [ -x "$REPO/.venv/bin/python" ] && base="$REPO/.venv/bin/python"
     [ -z "$base" ] && base=python3
     if [ ! -x "$venv/bin/python" ]; then
+        if [ "$base" = python3 ] && ! python3 -c "import ensurepip" 2>/dev/null; then
+            # Debian/Ubuntu split venv support out of python3
+            DEBIAN_FRONTEND=noninteractive "${NICE[@]}" apt-get install -y -qq python3-venv >/dev/null
+        fi
         log "creating x86 reference venv $venv (from $base)"
         "$base" -m venv "$venv" >&2
     fi
