@@ -11,7 +11,8 @@
 #      never left bound, even after kill -9): second stage, mount proc/sys/dev, bind an ARM
 #      /proc/cpuinfo (onnxruntime aborts on import when it sees the x86 host's), install
 #      python3.11 + venv, pip install edgeseq[onnx] from this checkout (binary wheels only),
-#      then run: import check, the kernel-test subset, the end-to-end check against x86, and
+#      then (x86 reference outputs from the same snapshot on the host in between) run:
+#      import check, the kernel-test subset, the end-to-end check against x86, and
 #      the x86-made artifacts in a second venv holding only the bare `pip install edgeseq`.
 #
 # Environment (all optional):
@@ -20,9 +21,9 @@
 #   EDGESEQ_ARM_CPU       CPU qemu emulates and cpuinfo names   (cortex-a72: Raspberry Pi 4)
 #   EDGESEQ_ARM_PYTEST    pytest arguments for the kernel part  (tools/arm/kernel-tests.txt)
 #   EDGESEQ_ARM_PARTS     which parts to run                    ("import kernels e2e board")
-#   EDGESEQ_HOST_PYTHON   x86 Python with edgeseq[onnx] + silero-vad for the x86 reference
-#                         (default: the checkout's .venv, else a venv made under the root's
-#                         sibling directory)
+#   EDGESEQ_HOST_PYTHON   x86 interpreter that makes the x86 reference venv ROOT.x86-venv
+#                         (default: the checkout's .venv/bin/python, else python3); that venv
+#                         gets the root's numpy/numba/onnxruntime versions and the same source
 set -euo pipefail
 
 SELF="$(readlink -f "${BASH_SOURCE[0]}")"
