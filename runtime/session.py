@@ -245,6 +245,13 @@ class Stream:
                                         for w, a in zip(want, arr.shape)):
                     raise InputError(f"stream state of '{name}'['{slot}']: expected "
                                      f"{want}, got {arr.shape}")
+                if self.model.check_finite and not np.isfinite(arr).all():
+                    # the same NaN/inf policy as inputs: a poisoned state would make every
+                    # later push return non-finite outputs without an error
+                    bad = int(arr.size - np.count_nonzero(np.isfinite(arr)))
+                    raise InputError(f"stream state of '{name}'['{slot}']: {bad} non-finite "
+                                     f"value(s) (NaN or inf); build the Model with "
+                                     f"check_finite=False to allow them")
                 new[name][slot] = np.array(arr, copy=True)
         self._state = new
 

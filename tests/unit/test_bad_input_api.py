@@ -119,9 +119,6 @@ def test_stream_bad_chunks(gru_stream_model, rng):
         s.state = {"gru": {"h": np.zeros((1, 1, 7), np.float32)}}
 
 
-@pytest.mark.xfail(strict=True, reason="runtime/session.py Stream.state setter does not apply "
-                   "the NaN/inf policy: a non-finite state is accepted and the next push "
-                   "returns non-finite outputs without an error (routed to the runtime owner)")
 def test_stream_state_setter_refuses_non_finite(gru_stream_model):
     _, model = gru_stream_model
     s = model.stream()
