@@ -85,8 +85,9 @@ class Model:
         return self.plan.describe()
 
     # ---- input checking ------------------------------------------------------------------
-    def check_inputs(self, inputs: dict) -> dict[str, np.ndarray]:
-        """Validated, converted inputs (float32 floats, int64 integers)."""
+    def check_inputs(self, inputs: dict, specs: list | None = None) -> dict[str, np.ndarray]:
+        """Validated, converted inputs (float32 floats, int64 integers). `specs` replaces the
+        model's input specs (a Stream frees the time dim of inputs exported with a fixed one)."""
         if not isinstance(inputs, dict):
             raise InputError(f"model '{self.name}': inputs must be a dict of name -> array, "
                              f"got {type(inputs).__name__}")
@@ -96,7 +97,7 @@ class Model:
                              f"{[s.name for s in self.inputs]}")
         env: dict[str, np.ndarray] = {}
         symbols: dict[str, tuple[int, str]] = {}
-        for spec in self.inputs:
+        for spec in (self.inputs if specs is None else specs):
             a = inputs.get(spec.name)
             if a is None:
                 if spec.optional:
@@ -211,6 +212,11 @@ class Stream:
         self.model = model
         g = model.graph
         self.axes = time_axes(g, time_axes_)
+        # NOTE: a model exported with a fixed sequence length still streams in chunks of any
+        # size: the time dim of each streamed input is checked as a free symbol
+        self.input_specs = [InputSpec(sp.name, sp.dtype, tuple(
+            "T_chunk" if self.axes.get(sp.name) == k else d for k, d in enumerate(sp.shape)),
+            sp.optional) for sp in model.inputs]
         self._rec = [n for n in g.nodes if n.op in RECURRENT]
         self._state: dict[str, dict[str, np.ndarray]] = {}
         self._fast = _FastPath.build(model)
@@ -284,7 +290,7 @@ class Stream:
                         out[name] = y if kind == 0 else (self._hv if kind == 1 else self._cv).copy()
                     return out
         m = self.model
-        env = m.check_inputs(chunk)
+        env = m.check_inputs(chunk, self.input_specs)
         saved = m._pins.pin()
         try:
             env = m._execute(env, self._state, chunk)

@@ -233,7 +233,7 @@ class DeltaStream(Stream):
 
     def push(self, chunk: dict) -> dict[str, np.ndarray]:
         m = self.model
-        env = m.check_inputs(chunk)
+        env = m.check_inputs(chunk, self.input_specs)
         env = self._runner.execute(env, self.thresholds, self.stats, self._state, chunk,
                                    self._dstates)
         return {n: env[n] for n in m.output_names}

@@ -67,10 +67,6 @@ def test_heldout_onnx_matches_onnxruntime(name, tmp_path, tol):
     assert not bad, f"{name}: max abs error above {tol['float32']}: {bad}"
 
 
-@pytest.mark.xfail(strict=True, reason="runtime: Stream.push checks chunks against the graph's "
-                   "declared input dims, so a model exported with a fixed sequence length "
-                   "(X: [10, 1, 3]) cannot be streamed in chunks (InputError 'dim 0 must be "
-                   "10'); DESIGN.md §4 says chunks of any size. Routed to the runtime owner.")
 def test_fixed_length_export_streams_in_chunks(tmp_path, tol):
     import edgeseq
     from edgeseq import artifact
