@@ -87,17 +87,7 @@ class _Compressed:
         self.n_input = graph.weight(node, "w_x").shape[-1]
 
     def __call__(self, ins: list) -> list:
-        x, seq_lens = ins[0], ins[1]
-        if self.batch_first:
-            x = x.transpose(1, 0, 2)
-        x = np.ascontiguousarray(x, dtype=np.float32)
-        if not x.flags.writeable:
-            x = x.copy()
-        t_len, n_batch = x.shape[0], x.shape[1]
-        lens = self._lens(seq_lens, t_len, n_batch)
-        sizes = (self.out_size, self.hidden)
-        states = [self._state(ins[2 + k] if 2 + k < len(ins) else None, n_batch, sizes[k])
-                  for k in range(self.n_states)]
+        x, t_len, n_batch, lens, states = self._prepare(ins)
         ys = [np.empty((t_len, n_batch, self.out_size), dtype=np.float32)
               for _ in range(self.n_dir)]
         for d in range(self.n_dir):

@@ -184,9 +184,9 @@ class _Recurrent(Kernel):
                     return out
         return self._call_general(ins)
 
-    def _call_general(self, ins: list) -> list:
-        """Any call: BLAS GEMM for the input term of long inputs, then the sequence kernel
-        per direction, with per-batch lengths and layouts handled here."""
+    def _prepare(self, ins: list):
+        """(x time-major contiguous writable float32, T, N, lengths, writable initial states)
+        from a call's inputs; shared by every recurrent kernel family."""
         x, seq_lens = ins[0], ins[1]
         if self.batch_first:
             x = x.transpose(1, 0, 2)
@@ -199,6 +199,12 @@ class _Recurrent(Kernel):
         sizes = (self.out_size, self.hidden)
         states = [self._state(ins[2 + k] if 2 + k < len(ins) else None, n_batch, sizes[k])
                   for k in range(self.n_states)]
+        return x, t_len, n_batch, lens, states
+
+    def _call_general(self, ins: list) -> list:
+        """Any call: BLAS GEMM for the input term of long inputs, then the sequence kernel
+        per direction, with per-batch lengths and layouts handled here."""
+        x, t_len, n_batch, lens, states = self._prepare(ins)
         if self.n_dir == 1:
             y = np.empty((t_len, 1, n_batch, self.out_size), dtype=np.float32)
             ys = [y.reshape(t_len, n_batch, self.out_size)]

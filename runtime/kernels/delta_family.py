@@ -115,17 +115,7 @@ class _Delta:
     def __call__(self, ins: list, thresholds=None, dstate: dict | None = None,
                  counts: np.ndarray | None = None) -> list:
         th = np.array(self.theta if thresholds is None else thresholds, dtype=np.float64)
-        x, seq_lens = ins[0], ins[1]
-        if self.batch_first:
-            x = x.transpose(1, 0, 2)
-        x = np.ascontiguousarray(x, dtype=np.float32)
-        if not x.flags.writeable:
-            x = x.copy()
-        t_len, n_batch = x.shape[0], x.shape[1]
-        lens = self._lens(seq_lens, t_len, n_batch)
-        sizes = (self.out_size, self.hidden)
-        states = [self._state(ins[2 + k] if 2 + k < len(ins) else None, n_batch, sizes[k])
-                  for k in range(self.n_states)]
+        x, t_len, n_batch, lens, states = self._prepare(ins)
         if dstate is None or not dstate:
             fresh = self.fresh_state(n_batch, states[0])
             if dstate is None:
