@@ -23,6 +23,7 @@ from numba import njit
 
 from edgeseq.runtime.config import NJIT
 from edgeseq.runtime.kernels.activations import activate, fast_sigmoid, fast_tanh
+from edgeseq.runtime.kernels.gru import _update_hidden_gru
 from edgeseq.runtime.kernels.linalg import clip_inplace, step_rows
 from edgeseq.runtime.kernels.lstm import _update_cell, _update_hidden
 from edgeseq.runtime.kernels.quantized import _project, matvec, widen
@@ -316,11 +317,7 @@ def gru_delta_sequence(x, wxT, sx, whT, sh, w_hh, aux, ip, fp, lens, h, y,
             b = rows[a]
             xb = xz[b]
             hb = h[b]
-            clip_inplace(xb, 2 * n_hidden, n_hidden, fp[0])
-            activate(xb, 2 * n_hidden, n_hidden, ip[2], fp[3], fp[4])
-            for j in range(n_hidden):
-                nj = xb[2 * n_hidden + j]
-                hb[j] = nj + xb[j] * (hb[j] - nj)        # (1 - z) n + z h
+            _update_hidden_gru(xb, hb, n_hidden, ip, fp)
             y[times[a], b, :] = hb
 
 

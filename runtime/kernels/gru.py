@@ -20,6 +20,17 @@ N_FP = 5
 
 
 @njit(**NJIT)
+def _update_hidden_gru(xb, hb, n_hidden, ip, fp):
+    """Candidate n = g(clip(xb[2H:3H])) and h = (1 - z) n + z h in place; xb holds the
+    activated z in [0, H). Shared by the dense, compressed and delta GRU kernels."""
+    clip_inplace(xb, 2 * n_hidden, n_hidden, fp[0])
+    activate(xb, 2 * n_hidden, n_hidden, ip[2], fp[3], fp[4])
+    for j in range(n_hidden):
+        nj = xb[2 * n_hidden + j]
+        hb[j] = nj + xb[j] * (hb[j] - nj)        # (1 - z) n + z h
+
+
+@njit(**NJIT)
 def _input_contribution(x, w_x, pre, rows, times, n_act, xz):
     """xz[b] = W_x x_t for the active rows (copied when precomputed by one GEMM)."""
     if pre:
@@ -76,11 +87,7 @@ def _gru_step(x, w_x, pre, w_hzr, w_hn, aux, ip, fp, rows, times, n_act, h, y, x
         else:
             for j in range(n_hidden):
                 xb[2 * n_hidden + j] += aux[2, j] + nb[j] + aux[5, j]
-        clip_inplace(xb, 2 * n_hidden, n_hidden, fp[0])
-        activate(xb, 2 * n_hidden, n_hidden, ip[2], fp[3], fp[4])
-        for j in range(n_hidden):
-            nj = xb[2 * n_hidden + j]
-            hb[j] = nj + xb[j] * (hb[j] - nj)        # (1 - z) n + z h
+        _update_hidden_gru(xb, hb, n_hidden, ip, fp)
         y[times[a], b, :] = hb
 
 

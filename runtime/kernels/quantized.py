@@ -26,6 +26,7 @@ from numba.extending import intrinsic
 from edgeseq.runtime.config import NJIT
 from edgeseq.runtime.kernels import i8dot
 from edgeseq.runtime.kernels.activations import activate
+from edgeseq.runtime.kernels.gru import _update_hidden_gru
 from edgeseq.runtime.kernels.linalg import clip_inplace, step_rows
 from edgeseq.runtime.kernels.lstm import _is_plain, _plain_cell, _update_cell, _update_hidden
 
@@ -375,11 +376,7 @@ def gru_sequence(xin, w_h, w_u, w_v, factored, aux, ip, fp, lens, h, y):
             b = rows[a]
             xb = xz[b]
             hb = h[b]
-            clip_inplace(xb, 2 * n_hidden, n_hidden, fp[0])
-            activate(xb, 2 * n_hidden, n_hidden, ip[2], fp[3], fp[4])
-            for j in range(n_hidden):
-                nj = xb[2 * n_hidden + j]
-                hb[j] = nj + xb[j] * (hb[j] - nj)        # (1 - z) n + z h
+            _update_hidden_gru(xb, hb, n_hidden, ip, fp)
             y[times[a], b, :] = hb
 
 
