@@ -262,7 +262,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args) -> int:
-    cases = set(args.cases.split(","))
+    from edgeseq.commands.bench import CASES
+    from edgeseq.errors import InputError
+    cases = {c.strip() for c in args.cases.split(",") if c.strip()}
+    unknown = sorted(cases - set(CASES.split(",")))
+    if unknown or not cases:
+        raise InputError(f"--cases: unknown case(s) {unknown or [args.cases]}; choose from {CASES}")
     q = args.quick
     rep_full, rep_step = (21, 300) if q else (61, 2000)
     sizes = [(64, 128), (256, 256), (1024, 1024)] if q else \

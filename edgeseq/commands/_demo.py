@@ -30,6 +30,9 @@ def run(args: argparse.Namespace) -> int:
         except _Unavailable as e:
             print(f"SKIPPED: {e}")
         except Exception as e:  # report, keep going with the other parts
+            from edgeseq.errors import EdgeseqError
+            if args.model and isinstance(e, EdgeseqError):
+                raise  # the user's own model: the CLI's one-line error and exit status 2
             print(f"FAILED: {type(e).__name__}: {e}")
             status = 1
     return status

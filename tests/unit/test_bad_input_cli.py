@@ -243,3 +243,17 @@ def test_cli_float64_and_empty_inputs_run(bad, tmp_path, capsys):
         y = np.load(out / "y.npy")
         assert y.dtype == np.float32 and y.shape == (x.shape[0], 1, x.shape[1], 5)
         assert np.isfinite(y).all()
+
+
+def test_bench_unknown_case_is_refused(capsys):
+    # was: an empty table and exit status 0
+    rc = main(["bench", "--cases", "nope"])
+    _check_one_line_exit_2(rc, capsys.readouterr().err, "unknown case")
+
+
+def test_demo_of_a_broken_user_model_exits_2(tmp_path, capsys):
+    # was: FAILED on stdout and exit status 1
+    bad_model = tmp_path / "bad.onnx"
+    bad_model.write_bytes(b"garbage")
+    rc = main(["demo", "--model", str(bad_model)])
+    _check_one_line_exit_2(rc, capsys.readouterr().err, "not a readable ONNX model")
