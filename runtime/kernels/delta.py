@@ -23,7 +23,7 @@ from numba import njit
 
 from edgeseq.runtime.config import NJIT
 from edgeseq.runtime.kernels.activations import activate, fast_sigmoid, fast_tanh
-from edgeseq.runtime.kernels.gru import _update_hidden_gru
+from edgeseq.runtime.kernels.gru import _gru_gates, _update_hidden_gru
 from edgeseq.runtime.kernels.linalg import clip_inplace, step_rows
 from edgeseq.runtime.kernels.lstm import _update_cell, _update_hidden
 from edgeseq.runtime.kernels.quantized import _project, matvec, widen
@@ -290,21 +290,7 @@ def gru_delta_sequence(x, wxT, sx, whT, sh, w_hh, aux, ip, fp, lens, h, y,
             counts[1] += absorb(h[b], hhat[b], thh, whT, mh[b], idx, dv)
             read_memory(mx[b], sx, xz[b], False)
             read_memory(mh[b], sh, rz[b, :mh.shape[1]], False)
-            xb = xz[b]
-            rb = rz[b]
-            for g in range(2):
-                o = g * n_hidden
-                for j in range(n_hidden):
-                    xb[o + j] += aux[g, j] + rb[o + j] + aux[3 + g, j]
-            clip_inplace(xb, 0, 2 * n_hidden, fp[0])
-            activate(xb, 0, 2 * n_hidden, ip[1], fp[1], fp[2])
-            if lbr:
-                for j in range(n_hidden):
-                    xb[2 * n_hidden + j] += aux[2, j] + xb[n_hidden + j] * (
-                        rb[2 * n_hidden + j] + aux[5, j])
-            else:
-                for j in range(n_hidden):
-                    tmp[b, j] = xb[n_hidden + j] * h[b, j]
+            _gru_gates(xz[b], rz[b], h[b], tmp[b], n_hidden, aux, ip, fp, lbr)
         counts[2] += n_act
         if not lbr:
             # NOTE: W_hh (r ⊙ h) is not linear in Δh (r changes every step): computed densely

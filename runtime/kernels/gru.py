@@ -20,6 +20,26 @@ N_FP = 5
 
 
 @njit(**NJIT)
+def _gru_gates(xb, rb, hb, tb, n_hidden, aux, ip, fp, lbr):
+    """z, r = f(clip(x + W_x b + R h + R b)) in xb[0:2H] from the input part xb and recurrent
+    part rb; then the candidate's pre-activation (lbr: x_h + r (R_h h + b)) or, for lbr=0,
+    tb = r * h for the reset-gated product. Shared by the compressed and delta GRU kernels."""
+    for g in range(2):
+        o = g * n_hidden
+        for j in range(n_hidden):
+            xb[o + j] += aux[g, j] + rb[o + j] + aux[3 + g, j]
+    clip_inplace(xb, 0, 2 * n_hidden, fp[0])
+    activate(xb, 0, 2 * n_hidden, ip[1], fp[1], fp[2])
+    if lbr:
+        for j in range(n_hidden):
+            xb[2 * n_hidden + j] += aux[2, j] + xb[n_hidden + j] * (
+                rb[2 * n_hidden + j] + aux[5, j])
+    else:
+        for j in range(n_hidden):
+            tb[j] = xb[n_hidden + j] * hb[j]
+
+
+@njit(**NJIT)
 def _update_hidden_gru(xb, hb, n_hidden, ip, fp):
     """Candidate n = g(clip(xb[2H:3H])) and h = (1 - z) n + z h in place; xb holds the
     activated z in [0, H). Shared by the dense, compressed and delta GRU kernels."""

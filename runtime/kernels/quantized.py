@@ -26,7 +26,7 @@ from numba.extending import intrinsic
 from edgeseq.runtime.config import NJIT
 from edgeseq.runtime.kernels import i8dot
 from edgeseq.runtime.kernels.activations import activate
-from edgeseq.runtime.kernels.gru import _update_hidden_gru
+from edgeseq.runtime.kernels.gru import _gru_gates, _update_hidden_gru
 from edgeseq.runtime.kernels.linalg import clip_inplace, step_rows
 from edgeseq.runtime.kernels.lstm import _is_plain, _plain_cell, _update_cell, _update_hidden
 
@@ -348,22 +348,7 @@ def gru_sequence(xin, w_h, w_u, w_v, factored, aux, ip, fp, lens, h, y):
                          h, rows, n_act, rz, False, vt, s % 2 == 1)
         for a in range(n_act):
             b = rows[a]
-            xb = xz[b]
-            rb = rz[b]
-            hb = h[b]
-            for g in range(2):
-                o = g * n_hidden
-                for j in range(n_hidden):
-                    xb[o + j] += aux[g, j] + rb[o + j] + aux[3 + g, j]
-            clip_inplace(xb, 0, 2 * n_hidden, fp[0])
-            activate(xb, 0, 2 * n_hidden, ip[1], fp[1], fp[2])
-            if lbr:
-                for j in range(n_hidden):
-                    xb[2 * n_hidden + j] += aux[2, j] + xb[n_hidden + j] * (
-                        rb[2 * n_hidden + j] + aux[5, j])
-            else:
-                for j in range(n_hidden):
-                    tmp[b, j] = xb[n_hidden + j] * hb[j]
+            _gru_gates(xz[b], rz[b], h[b], tmp[b], n_hidden, aux, ip, fp, lbr)
         if not lbr:
             # reset applied before the matmul: W_hh (r * h) needs r first, so a second pass
             _recurrent_range(w_h, w_u, w_v, factored, 2 * n_hidden, 3 * n_hidden, tmp, rows,
