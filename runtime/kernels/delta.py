@@ -24,7 +24,7 @@ from numba import njit
 from edgeseq.runtime.config import NJIT
 from edgeseq.runtime.kernels.activations import activate, fast_sigmoid, fast_tanh
 from edgeseq.runtime.kernels.gru import _gru_gates, _update_hidden_gru
-from edgeseq.runtime.kernels.linalg import clip_inplace, step_rows
+from edgeseq.runtime.kernels.linalg import begin_step, clip_inplace
 from edgeseq.runtime.kernels.lstm import _update_cell, _update_hidden
 from edgeseq.runtime.kernels.quantized import _project, matvec, widen
 
@@ -121,14 +121,6 @@ def _scratch(n_batch, width):
 
 
 @njit(**NJIT)
-def _zero_past_end(s, lens, n_act, y):
-    if n_act < lens.shape[0]:
-        for b in range(lens.shape[0]):
-            if s >= lens[b]:
-                y[s, b, :] = 0.0
-
-
-@njit(**NJIT)
 def _plain_delta_cell(mx, mh, aux, c, h, yt):
     """The default LSTM cell (sigmoid/tanh/tanh, no peephole, coupling, layer norm, clips or
     projection) straight from the two memories in one vectorisable pass: no gate buffer, no
@@ -193,8 +185,7 @@ def lstm_delta_sequence(x, wxT, sx, whT, sh, u, factored, w_proj, aux, ip, fp, l
     else:
         sx1 = sh1 = np.empty(0, dtype=np.float32)
     for s in range(t_len):
-        n_act = step_rows(s, t_len, lens, reverse, rows, times)
-        _zero_past_end(s, lens, n_act, y)
+        n_act = begin_step(s, lens, reverse, rows, times, y)
         if n_act == 0:
             continue
         if fused:
@@ -272,8 +263,7 @@ def gru_delta_sequence(x, wxT, sx, whT, sh, w_hh, aux, ip, fp, lens, h, y,
     fused = (lbr and ip[1] == 0 and ip[2] == 1 and fp[0] <= 0 and sx.shape[0] == 0
              and sh.shape[0] == 0)
     for s in range(t_len):
-        n_act = step_rows(s, t_len, lens, reverse, rows, times)
-        _zero_past_end(s, lens, n_act, y)
+        n_act = begin_step(s, lens, reverse, rows, times, y)
         if n_act == 0:
             continue
         if fused:
@@ -319,8 +309,7 @@ def rnn_delta_sequence(x, wxT, sx, whT, sh, aux, ip, fp, lens, h, y,
     rows, times, idx, dv = _scratch(n_batch, max(x.shape[2], n_hidden))
     z = np.empty(n_hidden, dtype=np.float32)
     for s in range(t_len):
-        n_act = step_rows(s, t_len, lens, reverse, rows, times)
-        _zero_past_end(s, lens, n_act, y)
+        n_act = begin_step(s, lens, reverse, rows, times, y)
         for a in range(n_act):
             b = rows[a]
             counts[0] += absorb(x[times[a], b], xhat[b], thx, wxT, mx[b], idx, dv)

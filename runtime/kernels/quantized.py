@@ -27,7 +27,7 @@ from edgeseq.runtime.config import NJIT
 from edgeseq.runtime.kernels import i8dot
 from edgeseq.runtime.kernels.activations import activate
 from edgeseq.runtime.kernels.gru import _gru_gates, _update_hidden_gru
-from edgeseq.runtime.kernels.linalg import clip_inplace, step_rows
+from edgeseq.runtime.kernels.linalg import begin_step, clip_inplace
 from edgeseq.runtime.kernels.lstm import _is_plain, _plain_cell, _update_cell, _update_hidden
 
 # I8Q16: int8 whose sequence-kernel products use int16-quantised vectors (`matvec16`); every
@@ -288,11 +288,7 @@ def lstm_sequence(xin, w_h, w_u, w_v, factored, w_proj, aux, ip, fp, lens, h, c,
     xs = np.empty(n_batch, dtype=np.float32)
     plain = _is_plain(ip, fp)
     for s in range(t_len):
-        n_act = step_rows(s, t_len, lens, reverse, rows, times)
-        if n_act < n_batch:
-            for b in range(n_batch):
-                if s >= lens[b]:
-                    y[s, b, :] = 0.0
+        n_act = begin_step(s, lens, reverse, rows, times, y)
         if n_act == 0:
             continue
         for a in range(n_act):
@@ -335,11 +331,7 @@ def gru_sequence(xin, w_h, w_u, w_v, factored, aux, ip, fp, lens, h, y):
     tmp = np.empty((n_batch, n_hidden), dtype=np.float32)
     vt = np.empty((n_batch, n_rows_of(w_v) if factored else 1), dtype=np.float32)
     for s in range(t_len):
-        n_act = step_rows(s, t_len, lens, reverse, rows, times)
-        if n_act < n_batch:
-            for b in range(n_batch):
-                if s >= lens[b]:
-                    y[s, b, :] = 0.0
+        n_act = begin_step(s, lens, reverse, rows, times, y)
         if n_act == 0:
             continue
         for a in range(n_act):
@@ -376,11 +368,7 @@ def rnn_sequence(xin, w_h, w_u, w_v, factored, aux, ip, fp, lens, h, y):
     xz = np.empty((n_batch, n_hidden), dtype=np.float32)
     vt = np.empty((n_batch, n_rows_of(w_v) if factored else 1), dtype=np.float32)
     for s in range(t_len):
-        n_act = step_rows(s, t_len, lens, reverse, rows, times)
-        if n_act < n_batch:
-            for b in range(n_batch):
-                if s >= lens[b]:
-                    y[s, b, :] = 0.0
+        n_act = begin_step(s, lens, reverse, rows, times, y)
         if n_act == 0:
             continue
         for a in range(n_act):
