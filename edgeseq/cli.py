@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import re
 import sys
 
 from edgeseq import __version__
@@ -21,8 +22,15 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+DESCRIPTION = """\
+Convert recurrent sequence models (LSTM, GRU, RNN) from ONNX, TFLite and PyTorch into one
+.eseq artifact and run it with fast kernels, checked against the original model's runtime.
+Start with `edgeseq demo`; `edgeseq COMMAND --help` describes each command."""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="edgeseq", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="edgeseq", description=DESCRIPTION,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--version", action="version", version=f"edgeseq {__version__}")
     p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
@@ -48,8 +56,31 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"edgeseq {args.command}: {type(e).__name__}: {e}", file=sys.stderr)
         return 2
+    except ModuleNotFoundError as e:
+        extra = extra_for(e.name or "")
+        if args.debug or extra is None:
+            raise
+        print(f"edgeseq {args.command}: this needs the '{e.name}' package, which is not "
+              f"installed: pip install 'edgeseq[{extra}]'", file=sys.stderr)
+        return 2
     except OSError as e:   # missing file, a directory, no permission, --output-dir a file...
         if args.debug:
             raise
         print(f"edgeseq {args.command}: {e}", file=sys.stderr)
         return 2
+
+
+def extra_for(module: str) -> str | None:
+    """The optional extra of edgeseq (pyproject's optional-dependencies) that installs
+    `module`, read from the installed package's metadata; None if no extra does."""
+    from importlib import metadata
+    top = module.split(".")[0]
+    try:
+        requires = metadata.requires("edgeseq") or []
+    except metadata.PackageNotFoundError:
+        return None
+    for req in requires:   # e.g. 'ai-edge-litert>=1.0; extra == "tflite"'
+        m = re.match(r'\s*([A-Za-z0-9_.-]+).*extra\s*==\s*"(\w+)"', req)
+        if m and re.sub(r"[-.]", "_", m[1]).lower() == top and m[2] not in ("test", "bench"):
+            return m[2]
+    return None

@@ -23,6 +23,7 @@ from edgeseq.converters.onnx import batchperm, registry
 from edgeseq.converters.onnx.context import ONNX_TO_NP, Context, Unsupported, node_label
 from edgeseq.converters.onnx.fold import constant_value, try_fold
 from edgeseq.converters.onnx.symbolic import try_symbolic
+from edgeseq.converters.options import parse_fix, parse_shape  # noqa: F401  (re-exported)
 
 # Importing the handler modules registers them.
 from edgeseq.converters.onnx import control as _control  # noqa: F401
@@ -44,32 +45,6 @@ def load_model(path_or_model) -> tuple[onnx.ModelProto, str]:
     except Exception as e:  # noqa: BLE001 - protobuf raises several unrelated types
         raise UnsupportedModelError(f"{path}: not a readable ONNX model ({e})") from None
     return model, path.name
-
-
-def parse_fix(spec: str) -> tuple[str, np.ndarray | list]:
-    """'NAME=VALUE' with VALUE a number, a comma list, or a .npy file."""
-    name, sep, val = spec.partition("=")
-    if not sep or not name:
-        raise UnsupportedModelError(f"--fix expects NAME=VALUE, got '{spec}'")
-    if val.endswith(".npy"):
-        return name, np.load(val)
-    try:
-        return name, [float(x) if any(c in x for c in ".eE") else int(x)
-                      for x in val.replace(" ", "").split(",") if x]
-    except ValueError:
-        raise UnsupportedModelError(f"--fix {name}: cannot parse '{val}' as numbers") from None
-
-
-def parse_shape(spec: str) -> tuple[str, tuple[int, ...]]:
-    """'NAME=DIMS' with DIMS like 1,576 or 1x576."""
-    name, sep, val = spec.partition("=")
-    try:
-        dims = tuple(int(x) for x in val.replace("x", ",").split(",") if x)
-    except ValueError:
-        dims = ()
-    if not sep or not name or not dims:
-        raise UnsupportedModelError(f"--shape expects NAME=DIMS (e.g. x=1,100,40), got '{spec}'")
-    return name, dims
 
 
 def _elem_dtype(vi: onnx.ValueInfoProto) -> str | None:

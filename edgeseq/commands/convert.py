@@ -25,7 +25,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def parse_fix_shape(args: argparse.Namespace) -> dict:
     """Converter options from --fix / --shape (ONNX syntax; other converters get the same)."""
-    from edgeseq.converters.onnx import parse_fix, parse_shape
+    from edgeseq.converters.options import parse_fix, parse_shape
     opts = {}
     if args.fix:
         opts["fix"] = dict(parse_fix(s) for s in args.fix)
