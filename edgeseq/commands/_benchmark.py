@@ -180,13 +180,13 @@ def case_stream(kind, n_in, hs, n_steps, repeats, warmup):
 def case_silero(repeats: int, warmup: int) -> tuple:
     """silero-vad's sequence model (Conv front end + LSTM 128), one 32 ms frame per call:
     Stream.push vs onnxruntime with h/c fed back. Returns None if silero-vad is missing."""
+    from edgeseq.commands._silero import silero_onnx
     try:
-        import silero_vad
-    except ImportError:
+        path = silero_onnx()
+    except FileNotFoundError:
         return None
     from edgeseq.converters.onnx import convert
     from edgeseq.runtime import Model
-    path = Path(silero_vad.__file__).parent / "data" / "silero_vad_16k_sequence.onnx"
     model = Model(convert(path))
     mb = path.read_bytes()
     s1, sall = ort_session(mb, 1), ort_session(mb, None)
@@ -246,12 +246,13 @@ def case_cold(graph) -> dict:
 
 
 def _silero_graph():
+    from edgeseq.commands._silero import silero_onnx
     try:
-        import silero_vad
-    except ImportError:
+        path = silero_onnx()
+    except FileNotFoundError:
         return None
     from edgeseq.converters.onnx import convert
-    return convert(Path(silero_vad.__file__).parent / "data" / "silero_vad_16k_sequence.onnx")
+    return convert(path)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,8 +3,9 @@ Numba runtime and on onnxruntime side by side, print accuracy/agreement and late
 
 Without --model: the packaged classifier (edgeseq/data/demo_classifier.onnx, a small LSTM
 trained on JapaneseVowels; test split in demo_test.npz), then silero-vad's sequence model
-streamed frame by frame (if the silero-vad package is installed). Each part says what ran;
-a part whose files or packages are missing is skipped with the reason."""
+streamed frame by frame (its ONNX files are read from the silero-vad package, which is not
+imported: its __init__ needs torch). Each part says what ran; a part whose files are missing
+is skipped with the reason. onnx and onnxruntime (the `onnx` extra) are required."""
 from __future__ import annotations
 
 import argparse
@@ -17,8 +18,19 @@ import numpy as np
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 
+LEGEND = """\
+Each part converts an ONNX model to an .eseq artifact, runs it on edgeseq's Numba runtime and
+on onnxruntime (the model's own runtime, 1 thread) with the same inputs, and prints:
+  accuracy  fraction of test sequences whose predicted class is the true label, per engine,
+            and how far the two engines' outputs are apart (max |diff|)
+  latency   median time per call; calls alternate between the two engines after a warm-up
+  ratio     edgeseq time / onnxruntime time: below 1.00 edgeseq is faster, above 1.00 slower"""
+
 
 def run(args: argparse.Namespace) -> int:
+    import onnx  # noqa: F401  (both engines' inputs come through ONNX: the `onnx` extra;
+    import onnxruntime  # noqa: F401  a missing one is reported by the CLI in one line)
+    print(LEGEND)
     parts = [("user model", lambda: _demo_user(args))] if args.model else [
         ("packaged classifier", lambda: _demo_classifier(args)),
         ("silero-vad streaming", lambda: _demo_silero(args))]
@@ -27,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"\n== {title} ==")
         try:
             fn()
-        except _Unavailable as e:
+        except (_Unavailable, FileNotFoundError) as e:
             print(f"SKIPPED: {e}")
         except Exception as e:  # report, keep going with the other parts
             from edgeseq.errors import EdgeseqError
@@ -42,17 +54,10 @@ class _Unavailable(Exception):
     """A demo part cannot run here (file or package missing)."""
 
 
-def _need(module: str, hint: str):
-    import importlib
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        raise _Unavailable(f"python package '{module}' is not installed ({hint})") from None
-
-
 def _compile(onnx_path: Path):
     """ONNX -> Graph -> .eseq artifact -> runtime Model, timing each stage."""
     from edgeseq import artifact
+    from edgeseq.commands._progress import COMPILING, SlowStepNotice
     from edgeseq.converters.onnx import convert
     from edgeseq.runtime import Model
     t0 = time.perf_counter()
@@ -61,18 +66,17 @@ def _compile(onnx_path: Path):
     tmp = Path(tempfile.mkdtemp(prefix="edgeseq-demo-"))
     path = artifact.save(graph, tmp / (onnx_path.stem + ".eseq"), source=onnx_path)
     t2 = time.perf_counter()
-    model = Model(artifact.load(path))
+    with SlowStepNotice(COMPILING):
+        model = Model(artifact.load(path))
     t3 = time.perf_counter()
     print(f"converted {onnx_path.name}: {len(graph.nodes)} nodes "
           f"({', '.join(sorted({n.op.value for n in graph.nodes}))}) in {t1 - t0:.2f} s; "
-          f"artifact {path.stat().st_size / 1024:.0f} KiB; load + compile/warm-up {t3 - t2:.2f} s"
-          + (" (first run: Numba compiles the kernels once, then loads them from its cache)"
-             if t3 - t2 > 5 else ""))
+          f"artifact {path.stat().st_size / 1024:.0f} KiB; load + compile/warm-up {t3 - t2:.2f} s")
     return model
 
 
 def _ort(onnx_path: Path):
-    ort = _need("onnxruntime", "pip install 'edgeseq[onnx]'")
+    import onnxruntime as ort
     so = ort.SessionOptions()
     so.intra_op_num_threads = 1
     so.inter_op_num_threads = 1
@@ -93,8 +97,9 @@ def _alternate(fns: dict, repeats: int) -> dict[str, float]:
 
 
 def _latency_line(label: str, t: dict) -> None:
+    r = t["edgeseq"] / t["ort"]
     print(f"{label}: edgeseq {t['edgeseq'] * 1e6:8.1f} us   onnxruntime (1 thread) "
-          f"{t['ort'] * 1e6:8.1f} us   ratio {t['edgeseq'] / t['ort']:.2f}")
+          f"{t['ort'] * 1e6:8.1f} us   ratio {r:.2f} ({'faster' if r < 1 else 'slower'})")
 
 
 def _demo_classifier(args) -> None:
@@ -157,10 +162,8 @@ def _speech_frames(seed: int = 0) -> np.ndarray:
 
 
 def _demo_silero(args) -> None:
-    silero = _need("silero_vad", "pip install --no-deps silero-vad==6.2.3")
-    onnx_path = Path(silero.__file__).parent / "data" / "silero_vad_16k_sequence.onnx"
-    if not onnx_path.exists():
-        raise _Unavailable(f"{onnx_path} not found in the silero-vad package")
+    from edgeseq.commands._silero import silero_onnx
+    onnx_path = silero_onnx()
     model = _compile(onnx_path)
     sess = _ort(onnx_path)
     frames = _speech_frames()
