@@ -41,6 +41,7 @@ class Op(enum.Enum):
     LOG_SOFTMAX = "LogSoftmax"
     REDUCE_MEAN = "ReduceMean"
     REDUCE_SUM = "ReduceSum"
+    LP_NORMALIZATION = "LpNormalization"
     # layout
     CONCAT = "Concat"
     SPLIT = "Split"
@@ -61,7 +62,8 @@ UNARY = frozenset({Op.RELU, Op.SIGMOID, Op.TANH, Op.SQRT, Op.EXP, Op.LOG, Op.NEG
                    Op.CLIP, Op.LEAKY_RELU, Op.CAST, Op.IDENTITY})
 ELEMENTWISE = BINARY | UNARY
 LINEAR = frozenset({Op.MATMUL, Op.GEMM, Op.CONV1D})
-REDUCTION = frozenset({Op.SOFTMAX, Op.LOG_SOFTMAX, Op.REDUCE_MEAN, Op.REDUCE_SUM})
+REDUCTION = frozenset({Op.SOFTMAX, Op.LOG_SOFTMAX, Op.REDUCE_MEAN, Op.REDUCE_SUM,
+                       Op.LP_NORMALIZATION})
 LAYOUT = frozenset({Op.CONCAT, Op.SPLIT, Op.SLICE, Op.TRANSPOSE, Op.RESHAPE, Op.SQUEEZE,
                     Op.UNSQUEEZE, Op.PAD, Op.GATHER})
 
@@ -210,6 +212,10 @@ _spec(Op.SOFTMAX, ("x",), 1, ("y",), 1, (Attr("axis", "int", -1),))
 _spec(Op.LOG_SOFTMAX, ("x",), 1, ("y",), 1, (Attr("axis", "int", -1),))
 _spec(Op.REDUCE_MEAN, ("x",), 1, ("y",), 1, (Attr("axes", "ints"), Attr("keepdims", "bool", True)))
 _spec(Op.REDUCE_SUM, ("x",), 1, ("y",), 1, (Attr("axes", "ints"), Attr("keepdims", "bool", True)))
+# y = x / max(||x||_p, epsilon) along `axis`; a zero vector maps to zeros (ONNX LpNormalization
+# has epsilon 0, TFLite L2_NORMALIZATION 1e-6, torch F.normalize 1e-12).
+_spec(Op.LP_NORMALIZATION, ("x",), 1, ("y",), 1,
+      (Attr("axis", "int", -1), Attr("p", "int", 2, (1, 2)), Attr("epsilon", "float", 0.0)))
 _spec(Op.CONCAT, ("x",), 1, ("y",), 1, (Attr("axis", "int"),), variadic_inputs=True)
 _spec(Op.SPLIT, ("x",), 1, ("y",), 1, (Attr("axis", "int"), Attr("split", "ints")),
       variadic_outputs=True)

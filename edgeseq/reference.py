@@ -459,6 +459,17 @@ def _reduce(graph, node, ins):
     return [fn(ins[0], axis=axes, keepdims=node.attrs["keepdims"])]
 
 
+@implements(Op.LP_NORMALIZATION)
+def _lp_normalization(graph, node, ins):
+    x, at = ins[0], node.attrs
+    ax = at["axis"] % x.ndim
+    norm = np.sum(np.abs(x), axis=ax, keepdims=True) if at["p"] == 1 else \
+        np.sqrt(np.sum(x * x, axis=ax, keepdims=True))
+    norm = np.maximum(norm, at["epsilon"])
+    # a zero vector (norm 0 with epsilon 0) maps to zeros, as onnxruntime does
+    return [np.divide(x, norm, out=np.zeros_like(x), where=norm > 0)]
+
+
 # ---- glue: layout ----------------------------------------------------------------------------
 @implements(Op.CONCAT)
 def _concat(graph, node, ins):

@@ -167,10 +167,10 @@ def _binary(graph, node, ins):
 
 
 @infers(Op.RELU, Op.SIGMOID, Op.TANH, Op.SQRT, Op.EXP, Op.LOG, Op.NEG, Op.ABS, Op.IDENTITY,
-        Op.CLIP, Op.LEAKY_RELU, Op.SOFTMAX, Op.LOG_SOFTMAX)
+        Op.CLIP, Op.LEAKY_RELU, Op.SOFTMAX, Op.LOG_SOFTMAX, Op.LP_NORMALIZATION)
 def _same(graph, node, ins):
     x = ins[0]
-    if node.op in (Op.SOFTMAX, Op.LOG_SOFTMAX):
+    if node.op in (Op.SOFTMAX, Op.LOG_SOFTMAX, Op.LP_NORMALIZATION):
         _axis(node.attrs["axis"], len(x.shape))
     return [Value("y", x.dtype, x.shape)]
 

@@ -257,6 +257,16 @@ def _softmax(node, ins):
     return [e / s if node.op is Op.SOFTMAX else z - np.log(s)]
 
 
+@_glue(Op.LP_NORMALIZATION)
+def _lp_normalization(node, ins):
+    x, at = ins[0], node.attrs
+    ax = at["axis"]
+    norm = np.abs(x).sum(axis=ax, keepdims=True) if at["p"] == 1 else \
+        np.sqrt(np.square(x).sum(axis=ax, keepdims=True))
+    norm = np.maximum(norm, np.float32(at["epsilon"]))
+    return [np.divide(x, norm, out=np.zeros_like(x), where=norm > 0)]
+
+
 @_glue(Op.REDUCE_MEAN, Op.REDUCE_SUM)
 def _reduce(node, ins):
     x = ins[0]

@@ -63,10 +63,10 @@ def _recurrent(node, axes, vals, static):
     return [want, None, None]
 
 
-@_rule(*UNARY, Op.SOFTMAX, Op.LOG_SOFTMAX)
+@_rule(*UNARY, Op.SOFTMAX, Op.LOG_SOFTMAX, Op.LP_NORMALIZATION)
 def _unary(node, axes, vals, static):
     t = _one_time_input(axes, static)
-    if node.op in (Op.SOFTMAX, Op.LOG_SOFTMAX):
+    if node.op in (Op.SOFTMAX, Op.LOG_SOFTMAX, Op.LP_NORMALIZATION):
         _need(node.attrs["axis"] % len(vals[0].shape) != t, "it normalises over the time axis")
     return [t]
 

@@ -101,6 +101,16 @@ for _since in (1, 13):
     handler("LogSoftmax", since=_since)(_softmax(Op.LOG_SOFTMAX, _since))
 
 
+@handler("LpNormalization", since=1)
+def lp_normalization(ctx: Context, node) -> None:
+    a = ctx.attrs(node, {"axis", "p"})
+    p = int(a.get("p", 2))
+    if p not in (1, 2):
+        raise Unsupported(f"LpNormalization with p={p}: only p=1 and p=2 are defined by ONNX")
+    ctx.emit(Op.LP_NORMALIZATION, [ctx.inp(node, 0)], [node.output[0]],
+             {"axis": int(a.get("axis", -1)), "p": p, "epsilon": 0.0})
+
+
 @handler("MatMul", since=1)
 def matmul(ctx: Context, node) -> None:
     ctx.attrs(node)

@@ -92,6 +92,16 @@ def softmax(ctx: Context, op: OpView) -> None:
     ctx.emit(Op.SOFTMAX, [x], [ctx.out(op.outputs[0])], axis=-1)
 
 
+@handler("L2_NORMALIZATION", max_version=2)
+def l2_normalization(ctx: Context, op: OpView) -> None:
+    # NOTE: TFLite's float kernel divides by max(||x||, 1e-6) over the last axis, and its
+    # prepare step refuses any fused activation
+    if op.option("fusedActivationFunction", 0) != 0:
+        raise Unsupported("L2_NORMALIZATION with a fused activation (TFLite refuses it too)")
+    ctx.emit(Op.LP_NORMALIZATION, [ctx.value(op.input(0))], [ctx.out(op.outputs[0])], axis=-1,
+             p=2, epsilon=1e-6)
+
+
 @handler("RESHAPE", max_version=2)
 def reshape(ctx: Context, op: OpView) -> None:
     if op.input(1) >= 0 and ctx.is_const(op.input(1)):

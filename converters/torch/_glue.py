@@ -280,6 +280,43 @@ def _log_softmax(cx, node, x, dim, *_):
     return cx.emit1(Op.LOG_SOFTMAX, [x], node.name, out_shape(node), axis=_axis(dim, x.rank))
 
 
+@handles("aten.linalg_vector_norm.default")
+def _vector_norm(cx, node, x, ord=2.0, dim=None, keepdim=False, *, dtype=None):
+    if ord not in (1, 2) or dim is None or len(dim) != 1:
+        raise UnsupportedModelError(f"vector norm with ord={ord}, dim={dim}: only p=1 or 2 "
+                                    f"over one dim")
+    axis = _axis(dim[0], x.rank)
+    tail = _normalize_tail(node)
+    if tail is not None and keepdim:
+        # F.normalize: x / norm(x).clamp_min(eps).expand_as(x) -> one LpNormalization
+        clamp, expand, div = tail
+        y = cx.emit1(Op.LP_NORMALIZATION, [x], div.name, out_shape(div), axis=axis, p=int(ord),
+                     epsilon=float(clamp.args[1]))
+        cx.claimed.update({clamp: y, expand: y, div: y})
+        return y
+    # a bare norm: sum of |x| or sqrt of the sum of squares
+    shp = out_shape(node)
+    if ord == 1:
+        a = cx.emit1(Op.ABS, [x], node.name + "_abs", x.shape)
+        return cx.emit1(Op.REDUCE_SUM, [a], node.name, shp, axes=[axis], keepdims=keepdim)
+    sq = cx.emit1(Op.MUL, [x, x], node.name + "_sq", x.shape)
+    s = cx.emit1(Op.REDUCE_SUM, [sq], node.name + "_sum", shp, axes=[axis], keepdims=keepdim)
+    return cx.emit1(Op.SQRT, [s], node.name, shp)
+
+
+def _normalize_tail(node):
+    """(clamp_min, expand_as, div) when `node` is the norm inside F.normalize, else None."""
+    def only_user(n, target):
+        users = list(n.users)
+        return users[0] if len(users) == 1 and str(users[0].target) == target else None
+    clamp = only_user(node, "aten.clamp_min.default")
+    expand = clamp and only_user(clamp, "aten.expand_as.default")
+    div = expand and only_user(expand, "aten.div.Tensor")
+    if div is None or div.args[0] is not node.args[0] or div.args[1] is not expand:
+        return None
+    return clamp, expand, div
+
+
 def _reduce(op: Op):
     def fn(cx, node, x, dims=None, keepdim=False, *, dtype=None):
         axes = [_axis(d, x.rank) for d in (dims or range(x.rank))]

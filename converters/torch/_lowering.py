@@ -194,6 +194,8 @@ class Lowering(Emitter):
         self.ep = ep
         self.env: dict[Any, Any] = {}
         self.problems: list[str] = []
+        # fx nodes a handler has already lowered as part of a pattern (fx node -> value)
+        self.claimed: dict[Any, Any] = {}
 
     # ---- walking ---------------------------------------------------------------------------
     def _placeholder_values(self) -> dict[str, tuple[Any, str]]:
@@ -235,6 +237,8 @@ class Lowering(Emitter):
         raise UnsupportedModelError("exported program has no output node")
 
     def _call(self, node):
+        if node in self.claimed:
+            return self.claimed[node]
         args = _map(node.args, self.env)
         kwargs = _map(node.kwargs, self.env)
         flat = list(_flatten((args, kwargs)))
