@@ -24,7 +24,7 @@ def wheel(tmp_path_factory) -> zipfile.ZipFile:
     tmp = tmp_path_factory.mktemp("wheel")
     src = tmp / "src"
     src.mkdir()
-    for name in ("pyproject.toml", "setup.py", "README.md"):
+    for name in ("pyproject.toml", "setup.py", "README.md", "LICENSE"):
         shutil.copy2(ROOT / name, src / name)
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
     for pkg in ("edgeseq",) + SIBLINGS:
@@ -60,6 +60,15 @@ def test_wheel_holds_every_module_of_every_package(wheel):
             if inside not in names:
                 missing.append(inside)
     assert not missing, f"not in the wheel (folder without __init__.py?): {missing}"
+
+
+def test_wheel_ships_license_and_type_marker(wheel):
+    """PEP 561: `py.typed` tells type checkers the package's hints are meant to be used; the
+    Apache-2.0 text that pyproject's `license` names goes with every wheel."""
+    names = set(wheel.namelist())
+    assert "edgeseq/py.typed" in names
+    lic = [n for n in names if n.split("/")[-1] == "LICENSE" and ".dist-info/" in n]
+    assert lic and b"Apache License" in wheel.read(lic[0]), sorted(names)[:5]
 
 
 def test_wheel_declares_console_script_and_core_dependencies(wheel):
