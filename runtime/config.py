@@ -1,26 +1,15 @@
-"""Numba compilation settings for every runtime kernel, from one place.
+"""Runtime settings a user may read or set.
 
-Every `@njit` in `runtime/` must be written `@njit(**NJIT)` (a test checks this), so that a
-kernel cannot silently drop fastmath or change the error model.
+The Numba flags of the compiled kernels are defined in `kernels/flags.py` (compiled code
+imports nothing above `kernels/`) and re-exported here.
 """
 from __future__ import annotations
 
 import os
 
-# NOTE: never "nnan"/"ninf": sigmoid and tanh must saturate correctly at +-inf, and clamps
-# written with min/max must keep their meaning. "reassoc" + "contract" let LLVM vectorise and
-# fuse the dot-product loops; "afn"/"arcp" allow a reciprocal instead of a division.
-FASTMATH_FLAGS = frozenset({"nsz", "arcp", "contract", "afn", "reassoc"})
+from edgeseq.runtime.kernels.flags import FASTMATH_FLAGS, NJIT
 
-# error_model="numpy": no ZeroDivisionError check inside loops (that check blocks
-# vectorisation; measured 6x slower activation loops with the default "python" model).
-NJIT: dict = {
-    "fastmath": set(FASTMATH_FLAGS),
-    "error_model": "numpy",
-    "cache": True,
-    "nogil": True,          # one Model shared by threads, each with its own Stream
-    "boundscheck": False,
-}
+__all__ = ["FASTMATH_FLAGS", "NJIT", "DEFAULT_THREADS"]
 
 # Kernels are single-threaded: batch-1 latency is the first target, and a prange region per
 # step does not pay below ~512 units on these machines. Sessions pin numba's thread count to

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from edgeseq.runtime.config import NJIT
+from edgeseq.runtime.kernels.flags import NJIT
 
 # code per recurrent activation name (names as in edgeseq.ops.ACTIVATIONS)
 ACT_CODES = {

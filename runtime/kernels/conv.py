@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from edgeseq.runtime.config import NJIT
+from edgeseq.runtime.kernels.flags import NJIT
 from edgeseq.runtime.kernels.activations import fast_sigmoid
 from edgeseq.runtime.kernels.panels import PANEL, panel_gemv_rows_acc
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from edgeseq.runtime.config import NJIT
+from edgeseq.runtime.kernels.flags import NJIT
 from edgeseq.runtime.kernels.activations import activate, fast_sigmoid, fast_tanh
 from edgeseq.runtime.kernels.gru import _gru_gates, _update_hidden_gru
 from edgeseq.runtime.kernels.linalg import begin_step, clip_inplace

@@ -16,7 +16,7 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from edgeseq.runtime.config import NJIT
+from edgeseq.runtime.kernels.flags import NJIT
 
 PANEL = 16      # rows per panel: two 8-lane vectors
 GROUP = 4       # panels per pass: eight independent accumulators hide the FMA latency

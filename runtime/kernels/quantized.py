@@ -23,7 +23,7 @@ from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic
 
-from edgeseq.runtime.config import NJIT
+from edgeseq.runtime.kernels.flags import NJIT
 from edgeseq.runtime.kernels import i8dot
 from edgeseq.runtime.kernels.activations import activate
 from edgeseq.runtime.kernels.gru import _gru_gates, _update_hidden_gru

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from edgeseq.runtime.config import NJIT
+from edgeseq.runtime.kernels.flags import NJIT
 from edgeseq.runtime.kernels.activations import activate
 from edgeseq.runtime.kernels.gru import _input_contribution
 from edgeseq.runtime.kernels.linalg import begin_step, clip_inplace

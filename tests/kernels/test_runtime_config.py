@@ -1,4 +1,5 @@
-"""Every Numba kernel in runtime/ takes its flags from runtime/config.py."""
+"""Every Numba kernel in runtime/ takes its flags from runtime/kernels/flags.py (re-exported by
+runtime/config.py)."""
 from __future__ import annotations
 
 import ast
@@ -6,8 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeseq.runtime.config import FASTMATH_FLAGS, NJIT
+from edgeseq.runtime import config
 from edgeseq.runtime.kernels.activations import fast_sigmoid, fast_tanh
+from edgeseq.runtime.kernels.flags import FASTMATH_FLAGS, NJIT
 
 RUNTIME = Path(__file__).resolve().parents[2] / "runtime"
 
@@ -39,6 +41,7 @@ def test_config_flags():
     assert not {"nnan", "ninf", "fast"} & set(NJIT["fastmath"])
     assert set(NJIT["fastmath"]) == set(FASTMATH_FLAGS)
     assert NJIT["error_model"] == "numpy" and NJIT["cache"] is True
+    assert config.NJIT is NJIT and config.FASTMATH_FLAGS is FASTMATH_FLAGS
 
 
 def test_rational_tanh_sigmoid_accuracy():
