@@ -12,7 +12,7 @@ from edgeseq.graph import Graph, Node
 from edgeseq.ops import LINEAR, RECURRENT, Op
 
 # Matrix slots of recurrent ops that compression rewrites. Biases, peepholes and layer-norm
-# gains stay float32 (DESIGN.md §5): they are tiny and feed additions, not dot products.
+# gains stay float32 (docs/design.md, compression passes): they are tiny and feed additions, not dot products.
 MATRIX_SLOTS = ("w_x", "w_h", "w_h_u", "w_h_v", "w_proj")
 SCALE_SUFFIX = ".scale"
 # Which positional input of a linear glue op is its weight.

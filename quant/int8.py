@@ -1,4 +1,4 @@
-"""int8 weights: symmetric, one float32 scale per output row (DESIGN.md §5).
+"""int8 weights: symmetric, one float32 scale per output row (docs/design.md, compression passes).
 
 w ≈ scale[..., None] * q with q = round_half_even(w / scale) in [-127, 127] and
 scale = max|row| / 127, stored as "<weight>.scale" of shape w.shape[:-1] ([D, rows] for

@@ -1,4 +1,4 @@
-"""lstmp: turn an LSTM stack into LSTMP by one joint SVD per layer (DESIGN.md §5;
+"""lstmp: turn an LSTM stack into LSTMP by one joint SVD per layer (docs/design.md, compression passes;
 Prabhavalkar et al. 2016).
 
 For layer l and direction d, the recurrent matrix W_h[d] (4H × H) and the columns of the next

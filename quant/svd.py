@@ -1,4 +1,4 @@
-"""svd: factor each recurrent layer's W_h into w_h_u @ w_h_v (DESIGN.md §2, §5).
+"""svd: factor each recurrent layer's W_h into w_h_u @ w_h_v (docs/design.md: the IR, compression passes).
 
 Per direction, W_h = U Σ Vᵀ is truncated to rank r and split symmetrically,
 w_h_u = U_r √Σ_r, w_h_v = √Σ_r V_rᵀ, so both factors have similar row norms (which keeps

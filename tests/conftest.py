@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-# One table of tolerances (max abs error) for the whole suite; see DESIGN.md §6.
+# One table of tolerances (max abs error) for the whole suite; docs/design.md (correctness) says who checks whom.
 TOL = {
     "reference_vs_torch_f64": 1e-6,   # float64 reference vs float64 PyTorch
     "float32": 1e-5,                  # float32 cell outputs of unit-scale data

@@ -59,7 +59,7 @@ for _cls_name, _cls in _cases.items():
         continue
     # NOTE: the official cases compare with atol=1e-7 (rtol=1e-3), which values of ~1e-6 in
     # the GRU cases turn into an absolute test; the runtime computes in float32 with rational
-    # tanh/sigmoid (max error 2.6e-7, DESIGN.md §4), so it is held to atol=1e-6 there.
+    # tanh/sigmoid (max error 2.6e-7, docs/design.md: runtime), so it is held to atol=1e-6 there.
     for _suffix, _engine, _kw in (("Reference", reference_engine, {}),
                                   ("Runtime", _runtime_engine, {"atol": 1e-6})):
         _name = f"{_cls_name}{_suffix}"

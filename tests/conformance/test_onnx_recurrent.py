@@ -12,7 +12,7 @@ onnxruntime deviations from the ONNX spec, and how each is handled here:
 - input_forget=1 is implemented by onnxruntime as f = 1 - i; edgeseq records that coupling as
   coupled_gate="forget", so we compare against ORT directly.
 - clip: onnxruntime clips gate pre-activations but not C_t before h(C_t) (onnxruntime issue
-  27224). edgeseq's gate_clip is defined the same way (DESIGN.md §2: clip the gate
+  27224). edgeseq's gate_clip is defined the same way (docs/design.md, the IR: clip the gate
   pre-activations), so ORT is the oracle; the cases use clip values that do bite the gates.
 """
 from __future__ import annotations

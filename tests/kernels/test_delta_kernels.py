@@ -1,4 +1,4 @@
-"""Delta kernels (DESIGN.md §4): θ = 0 reproduces the dense result for every variant and
+"""Delta kernels (docs/design.md, delta-based zero skipping): θ = 0 reproduces the dense result for every variant and
 weight form; θ > 0 matches an independent float64 NumPy delta network written from the spec;
 streaming in chunks equals one full delta run; statistics and threshold errors."""
 from __future__ import annotations
@@ -97,7 +97,7 @@ def test_zero_threshold_dispatches_to_dense(rng, name):
     assert s.skipped_input == 0 and s.skipped_recurrent == 0 and s.macs == s.macs_dense > 0
 
 
-# ---- an independent float64 delta network, written from DESIGN.md §4 ---------------------
+# ---- an independent float64 delta network, written from docs/design.md (delta) -------
 
 def _sig(v):
     return 1.0 / (1.0 + np.exp(-v))

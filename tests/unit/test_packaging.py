@@ -1,5 +1,5 @@
 """Packaging and layering: the wheel installs the sibling folders as edgeseq.* sub-packages
-(never as top-level packages), and the import layers of DESIGN.md §1 hold."""
+(never as top-level packages), and the import layers (docs/design.md, data flow) hold."""
 from __future__ import annotations
 
 import ast

@@ -1,6 +1,6 @@
 """Hand-derived cases for what PyTorch lacks, against a per-step scalar implementation.
 
-`scalar_*` below are written straight from DESIGN.md §2 / the ONNX formulas with plain Python
+`scalar_*` below are written straight from docs/design.md (the IR) / the ONNX formulas with plain Python
 floats and loops, one batch element and one unit at a time; they share no code with
 edgeseq.reference. Each case also checks that its feature changes the result (so the case
 would fail if the reference ignored it).

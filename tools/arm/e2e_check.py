@@ -36,7 +36,7 @@ import numpy as np
 # Mirrors tests/conftest.py TOL (tests cannot import conftest; this script is not a test).
 TOL_FLOAT32 = 1e-5
 TOL_SILERO_PROB = 1e-4
-TOL_CROSS_MACHINE = 1e-6     # issue 9: float32 results on aarch64 match x86 within 1e-6
+TOL_CROSS_MACHINE = 1e-6     # float32 results on aarch64 match x86 within 1e-6
 SEED = 20261125
 
 
