@@ -18,7 +18,7 @@ if TYPE_CHECKING:      # torch stays optional: only type checkers import it here
     import torch
 
 from edgeseq import peers
-from edgeseq.errors import UnsupportedModelError
+from edgeseq.errors import EdgeseqError, ModelFormatError, UnsupportedModelError
 from edgeseq.graph import Graph
 
 # `edgeseq compare program.pt2` runs the original in PyTorch (registered here: light, no torch)
@@ -41,6 +41,20 @@ def _lower(ep, name: str) -> Graph:
     from edgeseq.converters.torch import _glue, _recurrent  # noqa: F401
     from edgeseq.converters.torch._lowering import Lowering
     return Lowering(ep, name).run()
+
+
+def _lower_checked(ep, path: Path) -> Graph:
+    """_lower, with a program that breaks the lowering's assumptions (a hostile or damaged
+    file) reported as a ModelFormatError naming the file instead of a raw exception."""
+    try:
+        return _lower(ep, path.stem)
+    except EdgeseqError as e:
+        if str(e).startswith(str(path)):
+            raise
+        raise type(e)(f"{path}: {e}") from None
+    except (Exception, RecursionError) as e:  # noqa: BLE001 - see docstring
+        raise ModelFormatError(f"program cannot be lowered: {type(e).__name__}: "
+                               f"{str(e).strip()[:300]}", file=str(path)) from None
 
 
 def _export(torch, module, args: tuple):
@@ -149,6 +163,17 @@ def _time_axes(g: Graph, args: tuple, time_axis) -> dict[str, int]:
                                     "sequence length from; pass time_axis= or dynamic_time=False")
     x = g.value(rec.inputs[0])
     t0 = x.shape[1 if rec.attrs["batch_first"] else 0]
+    if t0 == 1:
+        # NOTE: a cell (LSTMCell, ...) is one step; a Python loop over it is unrolled into one
+        # node per step sharing the weights. A size-1 axis (often the batch) says nothing
+        # about the sequence, so never take it for the time axis.
+        steps = sum(1 for n in g.recurrent_nodes() if n.weights == rec.weights)
+        raise UnsupportedModelError(
+            f"dynamic_time: the first recurrent layer '{rec.name}' is a single step"
+            + (f" (a cell stepped {steps} times by a Python loop, unrolled at export: the "
+               f"graph has one node per step)" if steps > 1 else "")
+            + "; its length cannot become symbolic: convert with dynamic_time=False "
+              "(fixed length), or use nn.LSTM/nn.GRU/nn.RNN over the whole sequence")
     found = [(v.name, k) for v in g.inputs if v.dtype.startswith("float")
              for k, d in enumerate(v.shape) if d == t0]
     if len(found) != 1:
@@ -174,7 +199,8 @@ def _no_options(path, opts: dict) -> None:
 
 
 def convert_exported(path: str | Path, *, dynamic_time: bool = True,
-                     time_axis: int | dict[str, int] | None = None, **opts: Any) -> Graph:
+                     time_axis: int | dict[str, int] | None = None, trust_code: bool = False,
+                     **opts: Any) -> Graph:
     """Convert a program saved with torch.export.save (.pt2).
 
     torch.export fixes the sequence length of recurrent ops, so a saved program has static
@@ -183,19 +209,18 @@ def convert_exported(path: str | Path, *, dynamic_time: bool = True,
     reshapes baked the example's length in), the static graph is returned and
     `graph.metadata["static_time"]` says why. For a symbolic length in that case convert the
     nn.Module with `from_module`.
+
+    The archive is read as data (see _archive.py): pickles other than weights-only tensors
+    and program strings torch would evaluate are refused unless `trust_code=True`.
     """
     _no_options(path, opts)
     torch = require_torch()
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file")
+    from edgeseq.converters.torch._archive import load_exported
     from edgeseq.converters.torch._packed import _custom_op
     _custom_op(torch)      # programs exported through from_module may use edgeseq::padded_rnn
-    try:
-        ep = torch.export.load(str(path))
-    except Exception as e:
-        raise UnsupportedModelError(f"{path}: not a torch.export program: {e}") from e
-    ga = _lower(ep, path.stem).validate()
+    ep = load_exported(path, trust_code=trust_code)
+    ga = _lower_checked(ep, path).validate()
     if not dynamic_time:
         return ga
     args = tuple(_example(torch, v) for v in ga.inputs)

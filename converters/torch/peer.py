@@ -12,13 +12,16 @@ import numpy as np
 from edgeseq.errors import InputError
 
 
-def run_exported(path: Path, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Outputs of the program at `path` on `inputs` (by the program's input names)."""
+def run_exported(path: Path, inputs: dict[str, np.ndarray], *,
+                 trust_code: bool = False) -> dict[str, np.ndarray]:
+    """Outputs of the program at `path` on `inputs` (by the program's input names); the
+    archive is read as data unless `trust_code` (see _archive.py)."""
     from edgeseq.converters.torch import require_torch
+    from edgeseq.converters.torch._archive import load_exported
     from edgeseq.converters.torch._packed import _custom_op
     torch = require_torch()
     _custom_op(torch)
-    ep = torch.export.load(str(path))
+    ep = load_exported(path, trust_code=trust_code)
     names = list(ep.graph_signature.user_inputs)
     missing = [n for n in names if n not in inputs]
     if missing:

@@ -14,13 +14,32 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--arch", default=None, metavar="SPEC",
                    help="layer stack of a bare PyTorch state_dict (.pt/.pth/.safetensors), "
                         "e.g. 'lstm(batch_first)+linear' (see docs/torch.md)")
+    add_trust_code(p)
     g = p.add_argument_group("compression (edgeseq.quant)")
-    g.add_argument("--weights", choices=("fp32", "fp16", "int8"), default=None)
-    g.add_argument("--svd-rank", type=int, default=None, metavar="R")
-    g.add_argument("--svd-energy", type=float, default=None, metavar="E")
-    g.add_argument("--lstmp", type=int, default=None, metavar="R")
+    g.add_argument("--weights", choices=("fp32", "fp16", "int8"), default=None,
+                   help="storage of the recurrent and dense weights: int8 (per-row scales, "
+                        "~0.27x bytes), fp16 (0.5x), fp32 (as converted)")
+    g.add_argument("--svd-rank", type=int, default=None, metavar="R",
+                   help="factor each recurrent weight W_h into two rank-R matrices")
+    g.add_argument("--svd-energy", type=float, default=None, metavar="E",
+                   help="like --svd-rank, with the smallest rank that keeps fraction E "
+                        "(e.g. 0.95) of W_h's squared singular values")
+    g.add_argument("--lstmp", type=int, default=None, metavar="R",
+                   help="turn each LSTM into an LSTM with an R-dim projection (one joint SVD "
+                        "of W_h and the next layer's weights; see docs/quant.md)")
     g.add_argument("--calibrate", default=None, metavar="FILE.npz",
                    help="calibration inputs (graph input name -> array) for error reporting")
+
+
+def add_trust_code(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--trust-code", action="store_true",
+                   help="let a .pt2 file run the Python code its pickles and program strings "
+                        "may hold (torch.export.load); only for files from a trusted author")
+
+
+def trust_code_option(args: argparse.Namespace) -> dict:
+    """{"trust_code": True} when --trust-code was given (other formats never take it)."""
+    return {"trust_code": True} if getattr(args, "trust_code", False) else {}
 
 
 def parse_fix_shape(args: argparse.Namespace) -> dict:
@@ -47,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     from edgeseq import __version__, artifact
     from edgeseq.converters.registry import convert
 
-    graph = convert(args.model, **parse_fix_shape(args),
+    graph = convert(args.model, **parse_fix_shape(args), **trust_code_option(args),
                     **({"arch": args.arch} if args.arch else {}))
     compress = {k: v for k, v in (("weights", args.weights), ("svd_rank", args.svd_rank),
                                   ("svd_energy", args.svd_energy), ("lstmp", args.lstmp),

@@ -1,0 +1,230 @@
+"""Hostile model files given to the converters: nothing stored in a file runs as code, and
+every malformed file ends in one clear error naming the file (no raw Python exception).
+
+.pt2: a payload that writes a marker file is planted in each slot torch.export.load would
+execute (pickled weight, pickled constant, opaque object, sample inputs, legacy torch-format
+weights, a symbolic-shape string, a call target). Each payload is first shown to be live
+(torch.export.load runs it), then edgeseq must refuse it naming --trust-code.
+"""
+from __future__ import annotations
+
+import io
+import json
+import pickle
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from edgeseq.cli import main
+from edgeseq.errors import EdgeseqError, ModelFormatError, UntrustedCodeError
+
+torch = pytest.importorskip("torch")
+
+
+class _Payload:
+    """Unpickling this writes `marker` (stands for any code an attacker would run)."""
+
+    def __init__(self, marker: Path):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return exec, (f"open({self.marker!r}, 'w').write('ran')",)
+
+
+def _torch_pickle(marker: Path) -> bytes:
+    buf = io.BytesIO()
+    torch.save(_Payload(marker), buf)
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def program(tmp_path_factory) -> Path:
+    """A small saved program: GRU + Linear, with a buffer."""
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.rnn = torch.nn.GRU(3, 4, batch_first=True)
+            self.fc = torch.nn.Linear(4, 2)
+
+        def forward(self, x):
+            return self.fc(self.rnn(x)[0])
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("pt2") / "net.pt2"
+    torch.export.save(torch.export.export(Net().eval(), (torch.randn(1, 5, 3),)), str(path))
+    return path
+
+
+def _rewrite(src: Path, dst: Path, edit, compression=zipfile.ZIP_STORED) -> Path:
+    """Copy the archive, letting `edit(records)` change the {name: bytes} map (root stripped)."""
+    with zipfile.ZipFile(src) as z:
+        root = next(n for n in z.namelist() if n.endswith("/archive_format"))[:-len("archive_format")]
+        records = {n[len(root):]: z.read(n) for n in z.namelist()}
+    edit(records)
+    with zipfile.ZipFile(dst, "w", compression) as z:
+        for name, data in records.items():
+            z.writestr(root + name, data)
+    return dst
+
+
+def _config(records, name: str) -> dict:
+    return json.loads(records[name])
+
+
+def _pickled_weight(marker):
+    def edit(r):
+        cfg = _config(r, "data/weights/model_weights_config.json")
+        meta = cfg["config"]["fc.bias"]
+        meta["use_pickle"], r["data/weights/" + meta["path_name"]] = True, _torch_pickle(marker)
+        r["data/weights/model_weights_config.json"] = json.dumps(cfg).encode()
+    return edit
+
+
+def _constant(prefix: str, data):
+    def make(marker):
+        def edit(r):
+            cfg = _config(r, "data/constants/model_constants_config.json")
+            cfg["config"]["c0"] = {"path_name": f"{prefix}0", "is_param": False,
+                                   "use_pickle": True, "tensor_meta": None}
+            r["data/constants/model_constants_config.json"] = json.dumps(cfg).encode()
+            r[f"data/constants/{prefix}0"] = data(marker)
+        return edit
+    return make
+
+
+def _sample_inputs(marker):
+    def edit(r):
+        r["data/sample_inputs/model.pt"] = _torch_pickle(marker)
+    return edit
+
+
+def _legacy_weights(marker):
+    def edit(r):
+        r["data/weights/model.pt"] = _torch_pickle(marker)
+    return edit
+
+
+def _sym_expr(marker):
+    code = f"__import__('builtins').exec(\"open({str(marker)!r}, 'w').write('ran')\")"
+
+    def edit(r):
+        doc = json.loads(r["models/model.json"])
+        vals = doc["graph_module"]["graph"]["tensor_values"]
+        first = next(iter(vals.values()))
+        first["sizes"][0] = {"as_expr": {"expr_str": code, "hint": {"as_int": 1}}}
+        r["models/model.json"] = json.dumps(doc).encode()
+    return edit
+
+
+def _call_target(marker):
+    def edit(r):
+        doc = json.loads(r["models/model.json"])
+        doc["graph_module"]["graph"]["nodes"][0]["target"] = "torch.os.system"
+        r["models/model.json"] = json.dumps(doc).encode()
+    return edit
+
+
+# slot -> (edit factory, whether torch.export.load itself runs the payload)
+SLOTS = {
+    "pickled weight": (_pickled_weight, True),
+    "pickled tensor constant": (_constant("tensor_", _torch_pickle), True),
+    "opaque object constant": (_constant("opaque_obj_", lambda m: pickle.dumps(_Payload(m))),
+                               True),
+    "sample inputs": (_sample_inputs, True),
+    "legacy torch-format weights": (_legacy_weights, True),
+    "symbolic shape string": (_sym_expr, True),
+    "call target": (_call_target, False),
+}
+
+
+@pytest.mark.parametrize("slot", list(SLOTS))
+def test_pt2_payload_never_runs(program, tmp_path, slot):
+    from edgeseq.converters.registry import convert
+    make, torch_runs_it = SLOTS[slot]
+    marker = tmp_path / "marker"
+    hostile = _rewrite(program, tmp_path / "hostile.pt2", make(marker))
+    if torch_runs_it:      # the payload is live: torch's own loader executes it
+        try:
+            torch.export.load(str(hostile))
+        except Exception:  # noqa: BLE001 - some payloads also break the load afterwards
+            pass
+        assert marker.exists(), "payload did not run under torch.export.load: test is void"
+        marker.unlink()
+    with pytest.raises(UntrustedCodeError, match="--trust-code") as e:
+        convert(hostile)
+    assert str(hostile) in str(e.value)
+    assert not marker.exists()
+    # the peer runner of `edgeseq compare` reads the same way
+    from edgeseq.converters.torch.peer import run_exported
+    with pytest.raises(UntrustedCodeError):
+        run_exported(hostile, {"x": np.zeros((1, 5, 3), np.float32)})
+    assert not marker.exists()
+
+
+def test_pt2_cli_refuses_payload_and_writes_nothing(program, tmp_path, capsys):
+    marker = tmp_path / "marker"
+    hostile = _rewrite(program, tmp_path / "hostile.pt2", _legacy_weights(marker))
+    out = tmp_path / "out.eseq"
+    assert main(["convert", str(hostile), "-o", str(out)]) == 2
+    assert "--trust-code" in capsys.readouterr().err
+    assert main(["compare", str(hostile), "--random"]) == 2
+    assert "--trust-code" in capsys.readouterr().err
+    assert not marker.exists() and not out.exists()
+
+
+def test_pt2_safe_read_matches_torch_load(program, tmp_path):
+    """The data-only reader gives the same graph as torch.export.load on a clean file."""
+    from edgeseq.converters.torch import convert_exported
+    safe = convert_exported(program)
+    trusted = convert_exported(program, trust_code=True)
+    assert [n.op for n in safe.nodes] == [n.op for n in trusted.nodes]
+    assert safe.constants.keys() == trusted.constants.keys()
+    for k in safe.constants:
+        np.testing.assert_array_equal(safe.constants[k], trusted.constants[k])
+
+
+def test_pt2_trust_code_is_an_explicit_opt_in(program, tmp_path, capsys):
+    """With --trust-code a pickled (benign) weight loads through torch as before."""
+    def edit(r):
+        cfg = _config(r, "data/weights/model_weights_config.json")
+        meta = cfg["config"]["fc.bias"]
+        buf = io.BytesIO()
+        torch.save(torch.nn.Parameter(torch.tensor([0.5, -0.5])), buf)
+        meta["use_pickle"], r["data/weights/" + meta["path_name"]] = True, buf.getvalue()
+        r["data/weights/model_weights_config.json"] = json.dumps(cfg).encode()
+    f = _rewrite(program, tmp_path / "pickled.pt2", edit)
+    out = tmp_path / "o.eseq"
+    # a weights-only pickle of a plain tensor is data: no opt-in needed
+    assert main(["convert", str(f), "-o", str(out)]) == 0
+    assert main(["convert", str(f), "-o", str(out), "--trust-code"]) == 0
+    capsys.readouterr()
+
+
+@pytest.mark.parametrize("damage", ["truncated", "no json", "bad json", "deep json",
+                                    "huge record", "strides out of range"])
+def test_pt2_malformed_archive_is_a_format_error(program, tmp_path, damage):
+    from edgeseq.converters.registry import convert
+    path = tmp_path / "bad.pt2"
+    if damage == "truncated":
+        path.write_bytes(program.read_bytes()[:700])
+    else:
+        def edit(r):
+            if damage == "no json":
+                del r["models/model.json"]
+            elif damage == "bad json":
+                r["models/model.json"] = r["models/model.json"][:-40]
+            elif damage == "deep json":
+                r["models/model.json"] = b"[" * 200_000 + b"]" * 200_000
+            elif damage == "huge record":      # a decompression bomb
+                r["data/weights/weight_0"] = bytes(64 << 20)
+            else:
+                cfg = _config(r, "data/weights/model_weights_config.json")
+                cfg["config"]["fc.weight"]["tensor_meta"]["strides"][0] = {"as_int": 10**9}
+                r["data/weights/model_weights_config.json"] = json.dumps(cfg).encode()
+        _rewrite(program, path, edit, zipfile.ZIP_DEFLATED)
+    with pytest.raises(ModelFormatError) as e:
+        convert(path)
+    assert str(path) in str(e.value)
