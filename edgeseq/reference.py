@@ -11,6 +11,7 @@ from typing import Callable
 
 import numpy as np
 
+from edgeseq import input_checks
 from edgeseq.errors import GraphError, InputError
 from edgeseq.graph import Graph, Node
 from edgeseq.ops import Op, num_directions
@@ -95,6 +96,7 @@ def _check_inputs(graph: Graph, inputs: dict) -> dict[str, np.ndarray]:
         if is_float != (arr.dtype.kind == "f"):
             raise InputError(f"input '{v.name}': dtype {arr.dtype} but {want}")
         out[v.name] = _to_compute(arr)
+    input_checks.check(graph.metadata, out)
     return out
 
 

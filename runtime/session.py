@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeseq import input_checks
 from edgeseq.errors import InputError
 from edgeseq.graph import Graph
 from edgeseq.ops import RECURRENT
@@ -62,6 +63,7 @@ class Model:
         self.inputs = [InputSpec(v.name, v.dtype, tuple(v.shape), v.name in optional)
                        for v in graph.inputs]
         self._input_index = {s.name: s for s in self.inputs}
+        self._input_checks = bool(graph.metadata.get(input_checks.KEY))
         self.output_names = [v.name for v in graph.outputs]
         self.last_stats = None      # DeltaStats of the latest run(..., delta=...)
         self._steps = [(s.kernel, s.sources, s.outputs) for s in self.plan.steps]
@@ -105,6 +107,8 @@ class Model:
                 raise InputError(f"model '{self.name}': missing input '{spec.name}' "
                                  f"(expected {spec.describe()})")
             env[spec.name] = self._check_one(spec, a, symbols)
+        if self._input_checks:
+            input_checks.check(self.graph.metadata, env)
         return env
 
     def _check_one(self, spec: InputSpec, a, symbols: dict) -> np.ndarray:

@@ -84,6 +84,7 @@ class Emitter:
         self._params: dict[int, list] = {}
         # constants derived from parameters (e.g. a cell's stacked weights), by source ids
         self.derived: dict[tuple, tuple] = {}
+        self.metadata: dict = {}           # becomes graph.metadata (e.g. input_checks)
 
     def name_param(self, arr: np.ndarray, name: str) -> None:
         """Give a module parameter its own name (e.g. 'lstm.weight_ih_l0') and share it."""
@@ -166,7 +167,8 @@ class Emitter:
             renamed[r.name] = want
             self._rename(r.name, want)
             outputs.append(Value(want, r.dtype, ()))
-        return Graph(self.name, self.inputs, outputs, self.nodes, self.constants)
+        return Graph(self.name, self.inputs, outputs, self.nodes, self.constants,
+                     metadata=dict(self.metadata))
 
     def _renamable(self, name: str) -> bool:
         """Produced by a node (not a graph input) and not already a graph output name."""

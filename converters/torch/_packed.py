@@ -8,8 +8,10 @@ packing: outputs past a sequence's end are zero (pad_packed_sequence's padding_v
 the final state is the state at each sequence's last step.
 
 Limits (refused with an error, not silently changed): padding_value must be 0; the padded
-output has the input's full length (PyTorch trims it to max(lengths) unless total_length is
-given: pass total_length=x.shape[time] for identical shapes).
+output has the input's full length, so pad_packed_sequence needs total_length=x.shape[time]
+(without it PyTorch trims the output to max(lengths), a length that depends on the values).
+enforce_sorted=True (PyTorch's default) becomes a check on the lengths input that the reference
+and the runtime apply on every call (`edgeseq.input_checks`), raising as PyTorch does.
 """
 from __future__ import annotations
 
@@ -81,8 +83,30 @@ def _custom_op(torch):
         c = x.new_empty((num_layers * d, n, hidden)) if mode == "lstm" else x.new_empty((1,))
         return y, h, c
 
+    _sorted_lengths_op(torch)
     _OP = padded_rnn
     return _OP
+
+
+def _sorted_lengths_op(torch):
+    """`edgeseq::sorted_lengths(lengths)`: the lengths, checked as enforce_sorted=True checks
+    them (eager: raises PyTorch's error; converted: an input check of the graph)."""
+    if hasattr(torch.ops, "edgeseq") and hasattr(torch.ops.edgeseq, "sorted_lengths"):
+        return torch.ops.edgeseq.sorted_lengths
+
+    @torch.library.custom_op("edgeseq::sorted_lengths", mutates_args=(),
+                             schema="(Tensor lengths) -> Tensor")
+    def sorted_lengths(lengths):
+        if bool((lengths[1:] > lengths[:-1]).any()):
+            raise RuntimeError("`lengths` array must be sorted in decreasing order when "
+                               "`enforce_sorted` is True.")
+        return lengths.clone()
+
+    @sorted_lengths.register_fake
+    def _(lengths):
+        return torch.empty_like(lengths)
+
+    return sorted_lengths
 
 
 def _sizes(x, params, mode, num_layers, bidirectional, batch_first):
@@ -109,11 +133,14 @@ def padded_sequences(torch, module):
     nn = torch.nn
     rnn_utils = torch.nn.utils.rnn
     op = _custom_op(torch)
+    sorted_op = _sorted_lengths_op(torch)
     orig_pack, orig_pad = rnn_utils.pack_padded_sequence, rnn_utils.pad_packed_sequence
 
     def pack(x, lengths, batch_first=False, enforce_sorted=True):
         if not isinstance(lengths, torch.Tensor):
             lengths = torch.as_tensor(lengths, dtype=torch.int64)
+        if enforce_sorted:
+            lengths = sorted_op(lengths)
         return _Padded(x, lengths, batch_first)
 
     def pad(seq, batch_first=False, padding_value=0.0, total_length=None):
@@ -122,7 +149,13 @@ def padded_sequences(torch, module):
         if padding_value != 0.0:
             raise UnsupportedModelError(f"pad_packed_sequence(padding_value={padding_value}): "
                                         f"the IR pads finished sequences with 0")
-        if total_length is not None and total_length != seq.y.shape[0]:
+        if total_length is None:
+            raise UnsupportedModelError(
+                "pad_packed_sequence without total_length: PyTorch trims the output to "
+                "max(lengths), a length that depends on the input's values; pass "
+                "total_length=x.shape[time axis] (the same output whenever the longest "
+                "sequence fills the input)")
+        if total_length != seq.y.shape[0]:
             raise UnsupportedModelError(f"pad_packed_sequence(total_length={total_length}) "
                                         f"differs from the input length {seq.y.shape[0]}")
         y = seq.y.transpose(0, 1) if batch_first else seq.y

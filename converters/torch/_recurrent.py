@@ -193,6 +193,18 @@ handles("aten.rnn_tanh.input")(_aten_rnn("rnn_tanh"))
 handles("aten.rnn_relu.input")(_aten_rnn("rnn_relu"))
 
 
+@handles("edgeseq.sorted_lengths.default")
+def _sorted_lengths(cx, node, lengths):
+    """enforce_sorted=True: the graph checks its lengths input on every call (as PyTorch)."""
+    from edgeseq import input_checks
+    if not any(v.name == lengths.name for v in cx.inputs):
+        raise UnsupportedModelError("pack_padded_sequence(enforce_sorted=True) on computed "
+                                    "lengths: only a lengths input can be checked; pass "
+                                    "enforce_sorted=False")
+    cx.metadata.setdefault(input_checks.KEY, {})[lengths.name] = "non_increasing"
+    return lengths
+
+
 @handles("edgeseq.padded_rnn.default")
 def _padded_rnn(cx, node, x, lengths, h0, c0, params, mode, has_biases, num_layers,
                 bidirectional, batch_first):

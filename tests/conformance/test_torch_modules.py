@@ -346,3 +346,29 @@ def test_classifier_on_final_state(cls, tol):
     g, _ = _check(LastState(cls), _x((3, 6, 4)), [_x((3, 10, 4), 1)], tol["float32"])
     last = [n for n in g.nodes if n.op in (Op.LSTM, Op.GRU)][-1]
     assert not last.output("y")                       # the unused sequence output is not made
+
+
+class LSTMCellLoop(nn.Module):
+    """A Python loop over time with an LSTMCell on batch 1 (the batch axis has size 1)."""
+
+    def __init__(self):
+        super().__init__()
+        self.cell = nn.LSTMCell(5, 4)
+
+    def forward(self, x):                      # x [T, 1, 5]
+        h = c = torch.zeros(x.shape[1], 4)
+        outs = []
+        for t in range(x.shape[0]):
+            h, c = self.cell(x[t], (h, c))
+            outs.append(h)
+        return torch.stack(outs)
+
+
+def test_cell_loop_never_names_the_batch_axis_T(tol):
+    # a cell is one step: its length-1 time axis once matched the size-1 batch axis, which
+    # then became the symbol 'T'
+    torch.manual_seed(14)
+    with pytest.raises(UnsupportedModelError, match="cell stepped 6 times.*dynamic_time=False"):
+        from_module(LSTMCellLoop(), _x((6, 1, 5)))
+    g, _ = _check(LSTMCellLoop(), _x((6, 1, 5)), [], tol["float32"], dynamic_time=False)
+    assert g.inputs[0].shape == (6, 1, 5)

@@ -78,3 +78,59 @@ def test_nonzero_padding_value_refused():
     m = Packed(nn.GRU, False, padding_value=-1.0)
     with pytest.raises(UnsupportedModelError, match="padding_value"):
         from_module(m, (torch.randn(6, 2, 4), torch.tensor([6, 2])))
+
+
+class Untrimmed(nn.Module):
+    """pad_packed_sequence without total_length: PyTorch trims to max(lengths)."""
+
+    def __init__(self):
+        super().__init__()
+        self.rnn = nn.LSTM(4, 6)
+
+    def forward(self, x, lengths):
+        y, _ = self.rnn(pack_padded_sequence(x, lengths, enforce_sorted=False))
+        return pad_packed_sequence(y)[0]
+
+
+def test_missing_total_length_refused():
+    # PyTorch's output is shorter than the input when max(lengths) < T: a graph that returns
+    # the full length would give a different answer, so the conversion is refused
+    m = Untrimmed().eval()
+    x, lengths = torch.randn(7, 3, 4), torch.tensor([5, 3, 2])
+    assert m(x, lengths).shape[0] == 5
+    with pytest.raises(UnsupportedModelError, match="total_length"):
+        from_module(m, (x, lengths))
+
+
+class Sorted(nn.Module):
+    """pack_padded_sequence with PyTorch's default enforce_sorted=True."""
+
+    def __init__(self):
+        super().__init__()
+        self.rnn = nn.GRU(4, 6)
+
+    def forward(self, x, lengths):
+        y, h = self.rnn(pack_padded_sequence(x, lengths))
+        return pad_packed_sequence(y, total_length=x.shape[0])[0], h
+
+
+def test_enforce_sorted_raises_like_pytorch(tmp_path, tol):
+    from edgeseq import artifact
+    from edgeseq.errors import InputError
+    torch.manual_seed(12)
+    m = Sorted().eval()
+    x = torch.randn(6, 3, 4)
+    g = from_module(m, (x, torch.tensor([6, 4, 2])))
+    loaded = artifact.load(artifact.save(g, tmp_path / "m.eseq") or tmp_path / "m.eseq")
+    feed = {"x": x.numpy(), "lengths": np.array([5, 5, 1])}
+    with torch.no_grad():
+        want = [w.numpy() for w in _flat(m(x, torch.tensor([5, 5, 1])))]
+    for run in (lambda f: reference.run(g, f), Model(g).run, Model(loaded).run):
+        got = list(run(feed).values())
+        assert max(float(np.max(np.abs(a - w))) for a, w in zip(got, want)) <= tol["float32"]
+    with pytest.raises(RuntimeError, match="sorted in decreasing order"):
+        m(x, torch.tensor([3, 6, 1]))
+    bad = {"x": x.numpy(), "lengths": np.array([3, 6, 1])}
+    for run in (lambda f: reference.run(g, f), Model(g).run, Model(loaded).run):
+        with pytest.raises(InputError, match="sorted in decreasing order"):
+            run(bad)
