@@ -14,7 +14,8 @@ def parse_fix(spec: str) -> tuple[str, np.ndarray | list]:
     if not sep or not name:
         raise UnsupportedModelError(f"--fix expects NAME=VALUE, got '{spec}'")
     if val.endswith(".npy"):
-        return name, np.load(val)
+        from edgeseq.files import load_npy   # no pickles, regular files, InputError if corrupt
+        return name, load_npy(val, f"--fix {name}")
     try:
         return name, [float(x) if any(c in x for c in ".eE") else int(x)
                       for x in val.replace(" ", "").split(",") if x]

@@ -30,7 +30,9 @@ from typing import Union
 import numpy as np
 
 from edgeseq.errors import ArtifactError, EdgeseqError
+from edgeseq.files import open_regular
 from edgeseq.graph import Graph
+from edgeseq.limits import LIMITS, DepthError, check_json_depth
 
 FORMAT = "edgeseq"
 VERSION = (1, 0)
@@ -129,6 +131,19 @@ def save(graph: Graph, path: PathLike, *, producer: str | None = None,
     return path
 
 
+def write_raw(path: PathLike, graph_text: str, tensors: dict[str, np.ndarray],
+              version: str = f"{VERSION[0]}.{VERSION[1]}") -> Path:
+    """Write `graph_text` and `tensors` as an artifact WITHOUT validating either, with a
+    correct checksum: for tests and fuzzers that need a hostile file that passes it."""
+    from safetensors.numpy import save_file
+    meta = {"edgeseq.format": FORMAT, "edgeseq.version": version, "edgeseq.graph": graph_text,
+            "edgeseq.producer": "edgeseq.artifact.write_raw", "edgeseq.source": "",
+            "edgeseq.checksum": _checksum(graph_text, (np.ascontiguousarray(tensors[k])
+                                                       for k in sorted(tensors)))}
+    save_file(tensors, str(path), metadata=meta)
+    return Path(path)
+
+
 def source_hash(source: PathLike | bytes | None) -> str:
     """'sha256:<hex>' of a source model file or bytes; a string that is not a file is kept."""
     if source is None:
@@ -177,20 +192,20 @@ def load(path: PathLike, *, verify: bool = True) -> Graph:
 def read(path: PathLike, *, verify: bool = True) -> Artifact:
     """Load an artifact with its header facts. Raises ArtifactError saying what is wrong."""
     path = Path(path)
-    header, info = _read_header(path)
-    meta = header["__metadata__"]
-    table = _tensor_table(path, header, info)
-    graph_json = _graph_json(path, meta)
-    _check_constant_table(path, graph_json, table)
+    with open_regular(path, ArtifactError) as f:
+        header, info = _read_header(path, f)
+        meta = header["__metadata__"]
+        table = _tensor_table(path, header, info)
+        graph_json = _graph_json(path, meta)
+        _check_constant_table(path, graph_json, table)
+        mm = None
+        if table:
+            mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+            if len(mm) != info.file_bytes:
+                raise ArtifactError(f"{path}: file changed size while being read")
 
     constants: dict[str, np.ndarray] = {}
     data_start = info.file_bytes - info.data_bytes
-    mm = None
-    if table:
-        with open(path, "rb") as f:
-            mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-        if len(mm) != info.file_bytes:
-            raise ArtifactError(f"{path}: file changed size while being read")
     if verify:
         view = memoryview(mm) if mm is not None else memoryview(b"")
         got = _checksum(meta["edgeseq.graph"],
@@ -209,38 +224,47 @@ def read(path: PathLike, *, verify: bool = True) -> Artifact:
         graph = Graph.from_json(graph_json, constants).validate()
     except EdgeseqError as e:
         raise ArtifactError(f"{path}: the stored graph is invalid: {type(e).__name__}: {e}") from None
+    if verify:
+        _check_finite(path, graph)
     return Artifact(graph, info)
 
 
 def read_info(path: PathLike) -> ArtifactInfo:
     """Header facts only (no graph validation, no checksum): cheap, for listings."""
     path = Path(path)
-    header, info = _read_header(path)
+    with open_regular(path, ArtifactError) as f:
+        header, info = _read_header(path, f)
     _tensor_table(path, header, info)
     return info
 
 
-def _read_header(path: Path) -> tuple[dict, ArtifactInfo]:
-    size = os.stat(path).st_size
-    with open(path, "rb") as f:
-        head = f.read(9)
-        if size == 0:
-            raise ArtifactError(f"{path}: empty file (0 bytes): not an edgeseq artifact")
-        if size < 8:
-            raise ArtifactError(f"{path}: truncated: file is {size} bytes, shorter than the "
-                                f"8-byte header length")
-        n = int.from_bytes(head[:8], "little")
-        if (len(head) > 8 and head[8:9] != b"{") or n > _MAX_HEADER:
-            raise ArtifactError(f"{path}: not an edgeseq artifact: no safetensors JSON header "
-                                f"(is it an ONNX, TFLite or other model file? convert it first: "
-                                f"edgeseq convert {path} -o {path.stem}.eseq)")
-        if 8 + n > size:
-            raise ArtifactError(f"{path}: truncated: header length {n} bytes goes beyond the "
-                                f"file size ({size} bytes)")
-        f.seek(8)
-        raw = f.read(n)
+def _read_header(path: Path, f) -> tuple[dict, ArtifactInfo]:
+    size = os.fstat(f.fileno()).st_size
+    head = f.read(9)
+    if size == 0:
+        raise ArtifactError(f"{path}: empty file (0 bytes): not an edgeseq artifact")
+    if size < 8:
+        raise ArtifactError(f"{path}: truncated: file is {size} bytes, shorter than the "
+                            f"8-byte header length")
+    n = int.from_bytes(head[:8], "little")
+    if (len(head) > 8 and head[8:9] != b"{") or n > _MAX_HEADER:
+        raise ArtifactError(f"{path}: not an edgeseq artifact: no safetensors JSON header "
+                            f"(is it an ONNX, TFLite or other model file? convert it first: "
+                            f"edgeseq convert {path} -o {path.stem}.eseq)")
+    if 8 + n > size:
+        raise ArtifactError(f"{path}: truncated: header length {n} bytes goes beyond the "
+                            f"file size ({size} bytes)")
+    if n > LIMITS.header_bytes:
+        raise ArtifactError(f"{path}: header of {n} bytes exceeds the limit of "
+                            f"{LIMITS.header_bytes} bytes (edgeseq.limits.Limits.header_bytes)")
+    f.seek(8)
+    raw = f.read(n)
     try:
+        check_json_depth(raw)
         header = json.loads(raw)
+    except DepthError as e:
+        raise ArtifactError(f"{path}: corrupt header: {e} (edgeseq.limits.Limits.json_depth)") \
+            from None
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ArtifactError(f"{path}: not an edgeseq artifact: header is not JSON ({e})") from None
     meta = header.get("__metadata__") if isinstance(header, dict) else None
@@ -273,6 +297,9 @@ def _tensor_table(path: Path, header: dict, info: ArtifactInfo) -> dict[str, tup
     from safetensors import SafetensorError, safe_open
 
     entries = {k: v for k, v in header.items() if k != "__metadata__"}
+    if len(entries) > LIMITS.tensors:
+        raise ArtifactError(f"{path}: {len(entries)} tensors exceed the limit of {LIMITS.tensors} "
+                            f"(edgeseq.limits.Limits.tensors)")
     data_end = 0
     for name, e in entries.items():
         try:
@@ -298,6 +325,9 @@ def _tensor_table(path: Path, header: dict, info: ArtifactInfo) -> dict[str, tup
                     raise ArtifactError(f"{path}: tensor '{name}' has dtype {sl.get_dtype()}, "
                                         f"which edgeseq does not use")
                 shape = tuple(int(d) for d in sl.get_shape())
+                if len(shape) > LIMITS.rank:
+                    raise ArtifactError(f"{path}: tensor '{name}' has rank {len(shape)}, more "
+                                        f"than the limit of {LIMITS.rank}")
                 start, end = (int(o) for o in entries[name]["data_offsets"])
                 table[name] = (dt, shape, start, end)
     except SafetensorError as e:
@@ -311,11 +341,19 @@ def _graph_json(path: Path, meta: dict) -> dict:
     if not isinstance(text, str):
         raise ArtifactError(f"{path}: corrupt: metadata has no 'edgeseq.graph'")
     try:
+        check_json_depth(text)
         d = json.loads(text)
+    except DepthError as e:
+        raise ArtifactError(f"{path}: corrupt: 'edgeseq.graph': {e} "
+                            f"(edgeseq.limits.Limits.json_depth)") from None
     except json.JSONDecodeError as e:
         raise ArtifactError(f"{path}: corrupt: 'edgeseq.graph' is not JSON ({e})") from None
     if not isinstance(d, dict) or not isinstance(d.get("constants"), dict):
         raise ArtifactError(f"{path}: corrupt: 'edgeseq.graph' has no constant table")
+    nodes = d.get("nodes")
+    if isinstance(nodes, list) and len(nodes) > LIMITS.nodes:
+        raise ArtifactError(f"{path}: graph of {len(nodes)} nodes exceeds the limit of "
+                            f"{LIMITS.nodes} (edgeseq.limits.Limits.nodes)")
     return d
 
 
@@ -326,6 +364,9 @@ def _check_constant_table(path: Path, graph_json: dict, table: dict[str, tuple])
             raise ArtifactError(f"{path}: tensor '{name}' of the graph's constant table is missing "
                                 f"from the file")
         dt, shape = table[name][0], table[name][1]
+        if not isinstance(spec, dict) or not isinstance(spec.get("shape", ()), list):
+            raise ArtifactError(f"{path}: corrupt: constant table entry '{name}' is {spec!r:.80}, "
+                                f"expected {{'dtype': ..., 'shape': [...]}}")
         w_dt, w_shape = spec.get("dtype"), tuple(spec.get("shape", ()))
         if dt != w_dt or shape != w_shape:
             raise ArtifactError(f"{path}: tensor '{name}': the graph expects {w_dt} "
@@ -337,3 +378,29 @@ def _check_constant_table(path: Path, graph_json: dict, table: dict[str, tuple])
 
 def _fmt(shape) -> str:
     return "(" + ", ".join(str(d) for d in shape) + ")"
+
+
+def _check_finite(path: Path, graph: Graph) -> None:
+    """Refuse NaN in any tensor or float attribute a node computes with, and +-inf in a
+    recurrent weight (an inf weight makes every output NaN). +-inf elsewhere is allowed:
+    masks and clip bounds use it on purpose."""
+    from edgeseq.ops import RECURRENT
+    seen: set[tuple[str, bool]] = set()
+    for node in graph.nodes:
+        for key, v in node.attrs.items():
+            vals = v if isinstance(v, (list, tuple)) else (v,)
+            if any(isinstance(x, float) and x != x for x in vals):
+                raise ArtifactError(f"{path}: node '{node.name}' ({node.op.value}): attribute "
+                                    f"'{key}' is NaN")
+        recurrent = node.op in RECURRENT
+        for slot, name in [*((f"input {i}", n) for i, n in enumerate(node.inputs)),
+                           *node.weights.items()]:
+            c = graph.constants.get(name) if name else None
+            if c is None or c.dtype.kind != "f" or (name, recurrent) in seen:
+                continue
+            seen.add((name, recurrent))
+            bad = int(np.count_nonzero(~np.isfinite(c) if recurrent else np.isnan(c)))
+            if bad:
+                what = "non-finite (NaN or inf)" if recurrent else "NaN"
+                raise ArtifactError(f"{path}: node '{node.name}' ({node.op.value}): tensor "
+                                    f"'{name}' ({slot}) holds {bad} {what} value(s)")

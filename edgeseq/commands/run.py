@@ -9,10 +9,20 @@ from pathlib import Path
 import numpy as np
 
 
+INPUT_POLICY = """\
+inputs: every graph input by name, except recurrent initial states (e.g. silero's h and c),
+which start from zeros when left out, and sequence lengths (full length). float64 arrays are
+converted to float32, the precision the runtime computes in. A left-out state and a float64
+input each print a warning (once); NaN or inf in an input is an error."""
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.description = "Run an artifact on .npy inputs and print (or write) its outputs."
+    p.epilog = INPUT_POLICY
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
     p.add_argument("artifact", metavar="ART", help="an .eseq artifact (or a model file to convert)")
     p.add_argument("--input", action="append", default=[], metavar="NAME=FILE.npy",
-                   help="one graph input (repeat for each)")
+                   help="one graph input (repeat for each; see 'inputs' below)")
     p.add_argument("--output-dir", default=None, metavar="DIR",
                    help="write one NAME.npy per output here")
     p.add_argument("--engine", choices=("auto", "runtime", "reference"), default="auto",
@@ -25,22 +35,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def parse_inputs(specs: list[str]) -> dict[str, np.ndarray]:
     from edgeseq.errors import InputError
+    from edgeseq.files import load_npy
     out = {}
     for s in specs:
         name, sep, path = s.partition("=")
         if not sep or not name or not path:
             raise InputError(f"--input expects NAME=FILE.npy, got '{s}'")
-        try:
-            out[name] = np.load(path, allow_pickle=False)
-        except (ValueError, EOFError, OSError) as e:
-            if isinstance(e, (FileNotFoundError, IsADirectoryError, PermissionError)):
-                raise
-            # NOTE: a corrupt, pickled or .npz file must not surface as a traceback
-            raise InputError(f"--input {name}: {path} is not a readable .npy array "
-                             f"({type(e).__name__}: {e})") from None
-        if not isinstance(out[name], np.ndarray):
-            raise InputError(f"--input {name}: {path} holds an .npz archive, expected one .npy "
-                             f"array")
+        out[name] = load_npy(path, f"--input {name}")
     return out
 
 
@@ -101,15 +102,26 @@ def run(args: argparse.Namespace) -> int:
     else:
         outs, engine = execute(graph, parse_inputs(args.input), args.engine)
     print(f"ran {args.artifact} on the {engine}", file=sys.stderr)
-    out_dir = Path(args.output_dir) if args.output_dir else None
-    if out_dir:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    for name, arr in outs.items():
-        arr = np.asarray(arr)
-        line = f"{name}: shape {tuple(arr.shape)} {arr.dtype}"
-        if out_dir:
-            f = out_dir / f"{name.replace('/', '_')}.npy"
-            np.save(f, arr)
-            line += f" -> {f}"
-        print(line)
+    write_outputs(outs, args.output_dir)
     return 0
+
+
+def write_outputs(outs: dict, out_dir: str | None) -> None:
+    """Print one line per output; with `out_dir`, save each as a .npy file there and say which
+    (names are made distinct and safe; see edgeseq.files.output_filenames)."""
+    import os
+
+    from edgeseq.files import open_dir, output_filenames, save_npy_nofollow
+    files = output_filenames(list(outs)) if out_dir else {}
+    dir_fd = open_dir(out_dir) if out_dir else None
+    try:
+        for name, arr in outs.items():
+            arr = np.asarray(arr)
+            line = f"{name}: shape {tuple(arr.shape)} {arr.dtype}"
+            if dir_fd is not None:
+                save_npy_nofollow(dir_fd, files[name], arr)
+                line += f" -> {Path(out_dir) / files[name]}"
+            print(line)
+    finally:
+        if dir_fd is not None:
+            os.close(dir_fd)
