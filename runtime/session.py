@@ -8,6 +8,8 @@ Input policy (checked here, so kernels never see bad input):
   inputs of a call;
 * float inputs: float32 is used as is; float64 and float16 are converted to float32 (the
   runtime computes in float32); integer inputs (sequence lengths, indices) must be integers;
+* a float64 input, and a recurrent state input left out of `Model.run`, give a UserWarning
+  once per Model (both are legal, and both are easy to do by mistake);
 * non-finite values (NaN, +-inf) raise InputError unless the Model was built with
   `check_finite=False`.
 """
@@ -66,6 +68,7 @@ class Model:
         self._input_checks = bool(graph.metadata.get(input_checks.KEY))
         self.output_names = [v.name for v in graph.outputs]
         self.last_stats = None      # DeltaStats of the latest run(..., delta=...)
+        self._warned: set[str] = set()   # keys of the once-per-Model input warnings given
         self._steps = [(s.kernel, s.sources, s.outputs) for s in self.plan.steps]
         # per step: value names (None for a constant or absent input) and constants
         self._flat_steps = [(s.kernel, tuple(x if k == "v" else None for k, x in s.sources),
@@ -103,6 +106,10 @@ class Model:
             a = inputs.get(spec.name)
             if a is None:
                 if spec.optional:
+                    if specs is None and spec.is_float:   # a Stream carries its own state
+                        self._warn_once(spec.name, f"model '{self.name}': input '{spec.name}' "
+                                        f"(a recurrent initial state) not given: starting from "
+                                        f"zeros")
                     continue
                 raise InputError(f"model '{self.name}': missing input '{spec.name}' "
                                  f"(expected {spec.describe()})")
@@ -133,6 +140,9 @@ class Model:
             if kind != _FLOAT_KINDS:
                 raise InputError(f"{where}: expected {spec.describe()}, got dtype {a.dtype}")
             if a.dtype != np.float32:
+                if a.dtype == np.float64:
+                    self._warn_once("float64", f"{where}: float64 converted to float32 (the "
+                                    f"runtime computes in float32)", stacklevel=5)
                 a = a.astype(np.float32)
             if self.check_finite and not np.isfinite(a).all():
                 bad = int(np.size(a) - np.count_nonzero(np.isfinite(a)))
@@ -142,6 +152,12 @@ class Model:
             if kind not in "iu":
                 raise InputError(f"{where}: expected {spec.describe()}, got dtype {a.dtype}")
         return a
+
+    def _warn_once(self, key: str, message: str, stacklevel: int = 4) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            import warnings
+            warnings.warn(message + " (warned once per Model)", UserWarning, stacklevel=stacklevel)
 
     # ---- execution -----------------------------------------------------------------------
     def _execute(self, env: dict, state: dict | None = None, given=()) -> dict:

@@ -1,10 +1,11 @@
 """Delta-based zero skipping: threshold sweeps with accuracy, MACs saved and wall-clock
-speed-up against dense edgeseq, measured in one run (issue 6).
+speed-up against dense edgeseq, measured in one run.
 
     .venv/bin/python tools/delta_report.py                 # ~8 min on the shared 2-core box
     .venv/bin/python tools/delta_report.py --quick         # fewer points/repeats (smoke run)
-    # + the 256-unit classifier (tools/train_classifier.py --hidden 256 ... --cache DIR):
-    .venv/bin/python tools/delta_report.py --classifier ONNX:NPZ --aeon-cache DIR
+    .venv/bin/python tools/delta_report.py --train-256     # + the 2 x LSTM 256 classifier,
+        # trained first by tools/train_classifier.py (fetches the data set; needs torch)
+    .venv/bin/python tools/delta_report.py --classifier ONNX:NPZ --aeon-cache DIR  # your own
 
 (a) silero VAD (sequence model, LSTM 128 after a conv front end) on synthesised speech
     (vowels with intonation, tools/silero_frames.py) + silence + white/brown noise at 16 kHz:
@@ -14,13 +15,15 @@ speed-up against dense edgeseq, measured in one run (issue 6).
 (c) a synthetic temporally correlated stream (64 channels of low-pass filtered noise + a
     little white noise) through a random LSTM of 256/512/1024 units: relative RMS error of y.
 (a) and (b) also get CALIBRATED thresholds: per-layer (θx, θh) searched greedily
-(runtime/kernels/delta_calibrate.py) for a MAC budget on calibration data the score never
+(runtime/delta_calibrate.py) for a MAC budget on calibration data the score never
 sees (the classifiers: the TRAINING split of Japanese Vowels, standardised with the stored
 train statistics; VAD: a differently seeded synthetic clip), then measured on the test data.
 Every point: quality, MACs in the recurrent layers (dense / done), wall-clock speed-up of
 the recurrent layer(s) (kernel calls) and of the whole model, at batch 1. Timings: dense and
 delta alternate, medians of repeats, warm-up (Numba compilation) excluded; BLAS pinned to
-one thread. Writes the table into docs/delta.md (between the report markers) and a PNG.
+one thread. Writes report.md, delta_tradeoff.png and rows.json into --out (default: a new
+folder under the current directory); with --update-docs also docs/delta.md (between the report
+markers) and docs/delta_tradeoff.png, which needs the full set (--train-256, not --quick).
 """
 from __future__ import annotations
 
@@ -82,7 +85,7 @@ class Timer:
 
     def __init__(self, model, feeds: list[dict]) -> None:
         from edgeseq.ops import RECURRENT
-        from edgeseq.runtime.kernels.delta_session import DeltaRunner
+        from edgeseq.runtime.delta_runner import DeltaRunner
         self.model, self.feeds = model, feeds
         runner = DeltaRunner.of(model)
         self.rec = []
@@ -146,7 +149,7 @@ def calibrated(name: str, model, feeds: dict, calib: dict, budgets, quality, rep
     greedy search up to the largest budget; a smaller budget takes the first point of its
     path that reaches it (the search is deterministic, so that is what a search for the
     smaller budget would return). Quality, statistics and timings on `feeds`/`timed`."""
-    from edgeseq.runtime.kernels.delta_calibrate import calibrate, relative_rms
+    from edgeseq.runtime.delta_calibrate import calibrate, relative_rms
     t0 = time.perf_counter()
     res = calibrate(model, calib, budget=max(budgets), loss=loss or relative_rms)
     print(f"  {name}: calibration to {max(budgets)}x in {time.perf_counter() - t0:.0f} s "
@@ -393,9 +396,9 @@ def _kind(bench: str) -> str:
 
 
 def targets(rows: list[dict]) -> list[str]:
-    """The issue's targets at the largest θ that keeps quality (VAD: >= 99 % decisions
+    """The design targets at the largest θ that keeps quality (VAD: >= 99 % decisions
     unchanged; classifier: accuracy loss <= 0.5 point)."""
-    out = ["**Targets** (issue 6: at a θ keeping quality, >= 5x fewer MACs in the recurrent "
+    out = ["**Targets** (at a θ keeping quality, >= 5x fewer MACs in the recurrent "
            "layers and >= 2x wall-clock over dense edgeseq at batch 1 for >= 256 units)", "",
            "| benchmark | units | largest θ / budget with quality kept up to it | quality | "
            "MACs fewer | "
@@ -496,20 +499,40 @@ def write_doc(doc: Path, table: str) -> None:
     doc.write_text(f"{head}{BEGIN}\n{table}\n{END}{tail}")
 
 
-def main() -> int:
+def train_256(out: Path, cache: Path) -> str:
+    """Train the 2 x LSTM 256 classifier (the demo's recipe, wider) into `out`; ONNX:NPZ."""
+    import subprocess
+    onnx, npz = out / "classifier256.onnx", out / "test256.npz"
+    if not (onnx.exists() and npz.exists()):
+        print(f"training the 2 x LSTM 256 classifier into {out} (~2 min) ...", flush=True)
+        subprocess.run([sys.executable, str(ROOT / "tools" / "train_classifier.py"),
+                        "--hidden", "256", "--out", str(onnx), "--test-out", str(npz),
+                        "--cache", str(cache)], check=True)
+    return f"{onnx}:{npz}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    import report_out
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer thresholds and repeats")
-    ap.add_argument("--doc", default=str(ROOT / "docs" / "delta.md"))
-    ap.add_argument("--png", default=str(ROOT / "docs" / "delta_tradeoff.png"))
-    ap.add_argument("--no-doc", action="store_true", help="print only")
-    ap.add_argument("--json", default=None, help="also write every measured row here")
+    report_out.add_arguments(ap, "delta_report", "docs/delta.md and docs/delta_tradeoff.png")
+    ap.add_argument("--train-256", action="store_true",
+                    help="also train and measure the 2 x LSTM 256 classifier (the README's "
+                         "numbers; needs torch, fetches the data set with pip)")
     ap.add_argument("--classifier", action="append", default=[], metavar="ONNX:NPZ",
                     help="another classifier + test set in the demo's format (repeatable), "
                          "e.g. tools/train_classifier.py --hidden 256 output")
     ap.add_argument("--aeon-cache", type=Path, default=None,
                     help="folder holding (or receiving) the aeon wheel with the Japanese Vowels "
                          "training split, as tools/train_classifier.py --cache")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
+    if args.update_docs and (args.quick or not (args.train_256 or args.classifier)):
+        ap.error("--update-docs rewrites the table docs/delta.md and the README quote; it "
+                 "needs the full run with the 256-unit classifier: --train-256, no --quick")
+    out = report_out.output_dir(args.out, "delta_report")
+    if args.train_256:
+        args.aeon_cache = args.aeon_cache or out
+        args.classifier.insert(0, train_256(out, args.aeon_cache))
     limits = _blas_one_thread()     # noqa: F841  (held for the whole run)
     if args.quick:
         th_real, th_syn, reps, sizes, t_len = [0.0, 0.05, 0.2], [0.0, 0.05], 3, [256], 200
@@ -528,19 +551,23 @@ def main() -> int:
         rows += bench_classifier(th_real, reps, 40, Path(onnx), Path(npz), f"classifier{k + 2}",
                                  budgets=budgets, cache=args.aeon_cache)
     rows += bench_synthetic(sizes, th_syn, reps, t_len)
-    cmd = "python tools/delta_report.py" + (" --quick" if args.quick else "") + "".join(
-        f" --classifier {c}" for c in args.classifier) + (
-        f" --aeon-cache {args.aeon_cache}" if args.aeon_cache else "")
+    cmd = ("python tools/delta_report.py --train-256" if args.train_256 and len(args.classifier) == 1
+           else "python tools/delta_report.py" + "".join(
+               f" --classifier {c}" for c in args.classifier) + (
+               f" --aeon-cache {args.aeon_cache}" if args.aeon_cache else "")) + (
+        " --quick" if args.quick else "")
     env = (f"{os.cpu_count()} CPUs shared, numpy {np.__version__}, "
            f"{time.strftime('%Y-%m-%d', time.gmtime())}")
     table = markdown(rows, cmd, env)
-    if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=1, default=str))
     print(table)
-    if not args.no_doc:
-        write_doc(Path(args.doc), table)
-        plot(rows, Path(args.png))
-        print(f"wrote {args.doc} and {args.png}")
+    (out / "rows.json").write_text(json.dumps(rows, indent=1, default=str))
+    (out / "report.md").write_text(table + "\n")
+    plot(rows, out / "delta_tradeoff.png")
+    print(f"wrote report.md, delta_tradeoff.png and rows.json into {out}")
+    if args.update_docs:
+        write_doc(report_out.DOCS / "delta.md", table)
+        plot(rows, report_out.DOCS / "delta_tradeoff.png")
+        print("updated docs/delta.md and docs/delta_tradeoff.png")
     return 0
 
 

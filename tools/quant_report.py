@@ -1,5 +1,6 @@
-"""What compression costs and buys, measured: prints markdown tables for docs/quant.md and
-writes docs/quant_tradeoff.png.
+"""What compression costs and buys, measured: markdown tables (as in docs/quant.md) and a
+plot, printed and written into --out (default: a new folder under the current directory);
+--update-docs also overwrites the tracked docs/quant_tradeoff.png.
 
 Sections (all by default; pick with --only):
   classifier  the shipped JapaneseVowels LSTM (edgeseq/data): test accuracy and artifact bytes
@@ -8,7 +9,9 @@ Sections (all by default; pick with --only):
   silero      the silero VAD sequence model on speech synthesised with espeak-ng (plus silence
               and noise): max |Δ speech probability| vs the float model and the fraction of
               frames whose 0.5-threshold decision is unchanged, for fp16 / int8 / svd, next to
-              onnxruntime's quantize_dynamic (per-tensor and per-channel).
+              onnxruntime's quantize_dynamic (per-tensor and per-channel). Needs espeak-ng
+              (apt-get install espeak-ng); --synthetic-speech runs without it, on synthetic
+              voiced syllables, with numbers that differ from the documented ones.
   latency     one LSTM with 1024 units, batch 1, full sequence: edgeseq int8 / fp16 / fp32 vs
               onnxruntime fp32 (1 thread) and ORT's DynamicQuantizeLSTM, and the int8 graph on
               the float-product path (A/B for the int16-activation products); medians of
@@ -33,7 +36,6 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "edgeseq" / "data"
-DOCS = ROOT / "docs"
 
 
 # ---- helpers -----------------------------------------------------------------------------------
@@ -149,11 +151,12 @@ def _resample(a: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
     return (np.fft.irfft(spec, n_out) * (n_out / len(a))).astype(np.float32)
 
 
-def speech_audio(rng: np.random.Generator, sr: int = 16000) -> tuple[np.ndarray, str]:
-    """~60 s of espeak-ng speech, silence, and noise at 16 kHz; falls back to synthetic
-    voiced syllables (harmonics under formant-like envelopes) when espeak-ng is absent."""
+def speech_audio(rng: np.random.Generator, sr: int = 16000,
+                 synthetic: bool = False) -> tuple[np.ndarray, str]:
+    """~60 s of espeak-ng speech, silence, and noise at 16 kHz; with `synthetic`, synthetic
+    voiced syllables (harmonics under formant-like envelopes) instead of espeak-ng."""
     parts = []
-    exe = shutil.which("espeak-ng")
+    exe = None if synthetic else shutil.which("espeak-ng")
     with tempfile.TemporaryDirectory() as td:
         for k, text in enumerate(SENTENCES):
             if exe:
@@ -203,7 +206,7 @@ SILERO_VARIANTS = [
 ]
 
 
-def silero(tmp: Path, curves: dict, rng) -> str:
+def silero(tmp: Path, curves: dict, rng, synthetic: bool = False) -> str:
     import silero_vad
     from silero_vad.sequence_vad import frame_blocks
 
@@ -212,7 +215,7 @@ def silero(tmp: Path, curves: dict, rng) -> str:
     from edgeseq.runtime import Model
 
     src = Path(silero_vad.__file__).parent / "data" / "silero_vad_16k_sequence.onnx"
-    audio, origin = speech_audio(rng)
+    audio, origin = speech_audio(rng, synthetic=synthetic)
     frames = np.concatenate(list(frame_blocks(audio, 512, 64, 10 ** 9)))
     zeros = np.zeros((1, 1, 128), np.float32)
     feeds = {"input": frames, "h": zeros, "c": zeros}
@@ -382,31 +385,52 @@ def plot(curves: dict, path: Path) -> None:
 
 
 def main(argv=None) -> int:
+    sys.path.insert(0, str(ROOT / "tools"))
+    import report_out
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--only", choices=("classifier", "silero", "latency"), action="append")
-    ap.add_argument("--hidden", type=int, default=1024)
-    ap.add_argument("--steps", type=int, default=50)
+    ap.add_argument("--only", choices=("classifier", "silero", "latency"), action="append",
+                    help="run only this section (repeatable; default: all three)")
+    ap.add_argument("--hidden", type=int, default=1024, help="latency LSTM units")
+    ap.add_argument("--steps", type=int, default=50, help="latency sequence length")
     ap.add_argument("--inputs", default="1024,80",
                     help="input sizes for the latency LSTM, comma-separated (one table each)")
-    ap.add_argument("--repeats", type=int, default=15)
-    ap.add_argument("--plot", type=Path, default=DOCS / "quant_tradeoff.png")
+    ap.add_argument("--repeats", type=int, default=15, help="timed runs per latency row")
+    ap.add_argument("--synthetic-speech", action="store_true",
+                    help="silero section without espeak-ng: synthetic voiced syllables "
+                         "(numbers differ from docs/quant.md)")
+    report_out.add_arguments(ap, "quant_report", "docs/quant_tradeoff.png")
     args = ap.parse_args(argv)
     sections = args.only or ["classifier", "silero", "latency"]
+    if "silero" in sections and not args.synthetic_speech and not shutil.which("espeak-ng"):
+        ap.error("the silero section speaks its test audio with espeak-ng, which is not "
+                 "installed (apt-get install espeak-ng); or pass --synthetic-speech (numbers "
+                 "then differ from docs/quant.md), or --only classifier --only latency")
+    out = report_out.output_dir(args.out, "quant_report")
+    report = []
     curves: dict = {}
     rng = np.random.default_rng(5)
     with tempfile.TemporaryDirectory() as td:
         tmp = Path(td)
         if "classifier" in sections:
-            print("### Classifier\n\n" + classifier(tmp, curves) + "\n", flush=True)
+            report.append("### Classifier\n\n" + classifier(tmp, curves) + "\n")
+            print(report[-1], flush=True)
         if "silero" in sections:
-            print("### silero VAD\n\n" + silero(tmp, curves, rng) + "\n", flush=True)
+            report.append("### silero VAD\n\n" + silero(tmp, curves, rng,
+                                                         args.synthetic_speech) + "\n")
+            print(report[-1], flush=True)
         if "latency" in sections:
             for n_input in (int(v) for v in args.inputs.split(",")):
-                print("### Latency\n\n" + latency(tmp, args.hidden, args.steps, args.repeats,
-                                                  n_input) + "\n", flush=True)
+                report.append("### Latency\n\n" + latency(tmp, args.hidden, args.steps,
+                                                          args.repeats, n_input) + "\n")
+                print(report[-1], flush=True)
+    (out / "report.md").write_text("\n".join(report))
+    print(f"wrote {out / 'report.md'}")
     if curves:
-        plot(curves, args.plot)
-        print(f"plot: {args.plot.relative_to(ROOT) if args.plot.is_relative_to(ROOT) else args.plot}")
+        plot(curves, out / "quant_tradeoff.png")
+        print(f"plot: {out / 'quant_tradeoff.png'}")
+        if args.update_docs:
+            plot(curves, report_out.DOCS / "quant_tradeoff.png")
+            print("updated docs/quant_tradeoff.png")
     return 0
 
 

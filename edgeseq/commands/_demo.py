@@ -169,7 +169,7 @@ def _demo_silero(args) -> None:
     frames = _speech_frames()
     z = np.zeros((1, 1, 128), np.float32)
     theirs = sess.run(None, {"input": frames, "h": z, "c": z})[0]
-    ours = model.run({"input": frames})["speech_probs"]
+    ours = model.run({"input": frames, "h": z, "c": z})["speech_probs"]
     stream = model.stream()
     streamed = np.concatenate([stream.push({"input": frames[i:i + 1]})["speech_probs"]
                                for i in range(len(frames))])
