@@ -53,7 +53,8 @@ class Model:
     Thread-safe: `run` keeps no state on the Model, and each thread can own a Stream."""
 
     def __init__(self, graph: Graph, *, check_finite: bool = True, delta: dict | None = None,
-                 warmup: bool = True, name: str | None = None, threads: int = 1) -> None:
+                 warmup: bool = True, name: str | None = None, threads: int = 1,
+                 codegen: bool | None = None) -> None:
         graph.validate()
         self.threads = threads
         self._pins = ThreadPins(threads)
@@ -75,6 +76,10 @@ class Model:
                              tuple(x if k == "c" else None for k, x in s.sources), s.outputs,
                              s.node.name if s.node.op in RECURRENT else None)
                             for s in self.plan.steps]
+        # whole-graph compiler (runtime/codegen): one native call per run / push
+        from edgeseq.runtime.codegen import for_model
+        self._compiled, self._codegen_note = for_model(self, use=codegen, delta=bool(delta),
+                                                       build_now=warmup)
         if warmup:
             for s in self.plan.steps:
                 w = getattr(s.kernel, "warmup", None)
@@ -86,8 +91,14 @@ class Model:
         return f"Model({self.name!r}, inputs=[{ins}], outputs={self.output_names})"
 
     def describe(self) -> str:
-        """The plan: which kernel runs each node."""
-        return self.plan.describe()
+        """The plan: which kernel runs each node, and whether the generated whole-graph
+        function runs them (else which nodes the generator cannot emit, and why)."""
+        return self.plan.describe() + "\n" + self._codegen_note
+
+    def source(self) -> str | None:
+        """The generated source of the whole-graph function, or None when the per-node
+        interpreter runs this Model (`describe()` says why)."""
+        return self._compiled.source if self._compiled is not None else None
 
     # ---- input checking ------------------------------------------------------------------
     def check_inputs(self, inputs: dict, specs: list | None = None) -> dict[str, np.ndarray]:
@@ -187,6 +198,8 @@ class Model:
             from edgeseq.runtime.kernels.delta_session import run_delta
             return run_delta(self, self.check_inputs(inputs), delta)
         env = self.check_inputs(inputs)
+        if self._compiled is not None:
+            return self._compiled.run(env)
         saved = self._pins.pin()
         try:
             env = self._execute(env)
@@ -311,6 +324,8 @@ class Stream:
                     return out
         m = self.model
         env = m.check_inputs(chunk, self.input_specs)
+        if m._compiled is not None:
+            return m._compiled.push(env, self._state, chunk)
         saved = m._pins.pin()
         try:
             env = m._execute(env, self._state, chunk)

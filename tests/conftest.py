@@ -1,8 +1,16 @@
 """Shared seeds, tolerances and helpers for every test tier."""
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
+
+# The whole-graph compiler compiles one Numba function per distinct graph: the hundreds of
+# one-off graphs of the suite run on the per-node interpreter, and
+# tests/kernels/test_codegen_vs_reference.py turns the compiler on explicitly
+# (Model(..., codegen=True)) for the graphs it checks against the reference.
+os.environ.setdefault("EDGESEQ_CODEGEN", "0")
 
 # One table of tolerances (max abs error) for the whole suite; docs/design.md (correctness) says who checks whom.
 TOL = {

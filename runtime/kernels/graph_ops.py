@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from edgeseq.runtime.config import NJIT
+from edgeseq.runtime.kernels.flags import NJIT
 from edgeseq.runtime.kernels.panels import PANEL, panel_gemv_rows_acc
 
 

@@ -1,0 +1,131 @@
+"""Whole-graph compiler: a planned Graph becomes one generated `@njit` function, so that
+`Model.run` and `Stream.push` are one native call after the Python input checks.
+
+    lower.py          lowering context, emitter registry, the generated function's layout
+    glue_ops.py       emitters of the glue ops (elementwise chains fused into one loop, ...)
+    recurrent_ops.py  emitter of LSTM/GRU/RNN (calls the njit sequence kernels)
+    cache.py          the generated module on disk, imported so Numba's file cache works
+
+`compile_graph` returns a `CompiledGraph`, or raises `Unsupported` naming every node the
+generator cannot emit (the Model then runs its per-node interpreter and says why).
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+from numba import types
+
+from edgeseq.errors import InputError
+from edgeseq.graph import Graph
+from edgeseq.runtime.codegen.cache import load_module
+from edgeseq.runtime.codegen.lower import FUNCTION, Lowered, Unsupported, lower
+
+__all__ = ["CompiledGraph", "Unsupported", "compile_graph", "enabled"]
+
+_DTYPES = {"float32": np.float32, "int64": np.int64}
+_NB = {"float32": types.float32, "int64": types.int64}
+
+
+def enabled() -> bool:
+    """EDGESEQ_CODEGEN=0 turns the compiler off (every Model uses the interpreter)."""
+    return os.environ.get("EDGESEQ_CODEGEN", "1") != "0"
+
+
+class CompiledGraph:
+    """The generated function of a graph and the packed constants it reads."""
+
+    def __init__(self, lowered: Lowered, name: str) -> None:
+        self.name = name
+        self.lowered = lowered
+        self.source = lowered.source
+        module, self.path = load_module(lowered.source)
+        self.fn = getattr(module, FUNCTION)
+        self._inputs = lowered.inputs
+        self._dummies = [np.zeros((0,) * rank, _DTYPES[dt]) for _, dt, rank in lowered.inputs]
+        self._no_state = np.zeros((0, 0, 0), np.float32)
+        self._n_out = len(lowered.outputs)
+        self._consts = (lowered.wf, lowered.wi, lowered.wd)
+
+    def compile(self) -> None:
+        """Compile (or load from Numba's cache) the one signature the function is called
+        with: C-contiguous float32 / int64 arrays."""
+        arr = [types.Array(_NB[dt], rank, "C") for _, dt, rank in self._inputs]
+        consts = [types.Array(types.float32, 1, "C"), types.Array(types.int64, 1, "C"),
+                  types.Array(types.float64, 1, "C")]
+        states = [types.Array(types.float32, 3, "C")] * len(self.lowered.states)
+        self.fn.compile(tuple(arr + consts + states + [types.Array(types.int64, 1, "C")]))
+
+    def _args(self, env: dict) -> list:
+        args = []
+        for (name, dt, _), dummy in zip(self._inputs, self._dummies):
+            a = env.get(name)
+            if a is None:
+                args.append(dummy)
+                continue
+            a = np.ascontiguousarray(a, dtype=_DTYPES[dt])
+            # NOTE: read-only arrays would need a second Numba specialisation
+            args.append(a if a.flags.writeable else a.copy())
+        return args
+
+    def _call(self, env: dict, states: list, flags: np.ndarray) -> tuple:
+        try:
+            return self.fn(*self._args(env), *self._consts, *states, flags)
+        except ValueError as e:
+            raise InputError(f"model '{self.name}': {e}") from None
+
+    def run(self, env: dict) -> dict:
+        """Whole sequences: validated inputs -> {output: array}."""
+        flags = np.array([0 if (s.source in ("value", "const") or
+                                (s.source == "input" and s.name in env)) else 2
+                          for s in self.lowered.states], dtype=np.int64)
+        res = self._call(env, [self._no_state] * len(flags), flags)
+        return dict(zip(self.lowered.outputs, res[:self._n_out]))
+
+    def push(self, env: dict, carried: dict, given) -> dict:
+        """One stream step: carried {node: {slot: state in the graph's layout}} is read
+        (unless the chunk gives that initial state explicitly) and replaced by the new
+        state."""
+        states, flags = [], []
+        for s in self.lowered.states:
+            have = carried[s.node].get(s.slot)
+            if have is not None and not (s.source == "input" and s.name in given):
+                a = have.transpose(1, 0, 2) if s.batch_first else have
+                states.append(np.ascontiguousarray(a, dtype=np.float32))
+                flags.append(1)
+            else:
+                states.append(self._no_state)
+                flags.append(0 if (s.source in ("value", "const") or
+                                   (s.source == "input" and s.name in env)) else 2)
+        res = self._call(env, states, np.array(flags, dtype=np.int64))
+        for s, new in zip(self.lowered.states, res[self._n_out:]):
+            carried[s.node][s.slot] = new.transpose(1, 0, 2) if s.batch_first else new
+        return dict(zip(self.lowered.outputs, res[:self._n_out]))
+
+
+def compile_graph(graph: Graph, kernels: dict, name: str) -> CompiledGraph:
+    """Lower, load and compile a validated graph whose plan prepared `kernels`
+    ({node name: kernel}); raises Unsupported with one line per node it cannot emit."""
+    compiled = CompiledGraph(lower(graph, kernels), name)
+    compiled.compile()
+    return compiled
+
+
+def for_model(model, *, use: bool | None, delta: bool, build_now: bool) -> tuple:
+    """(CompiledGraph or None, one line for Model.describe()) for a Model's graph and plan.
+    use: True / False, or None to follow EDGESEQ_CODEGEN (on by default). Unsupported nodes
+    or delta kernels leave the per-node interpreter on."""
+    if not (enabled() if use is None else use):
+        return None, "codegen: off (per-node interpreter)"
+    if delta:
+        return None, "codegen: not used (delta kernels run on the per-node interpreter)"
+    kernels = {s.node.name: s.kernel for s in model.plan.steps}
+    try:
+        compiled = CompiledGraph(lower(model.graph, kernels), model.name)
+        if build_now:
+            compiled.compile()
+    except Unsupported as e:
+        return None, ("codegen: not used, the per-node interpreter runs the graph; the "
+                      "generator cannot emit:\n  " + str(e).replace("\n", "\n  "))
+    return compiled, (f"codegen: one compiled call per run / stream push "
+                      f"(Model.source(); {compiled.path})")
