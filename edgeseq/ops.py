@@ -15,6 +15,7 @@ class Op(enum.Enum):
     LSTM = "LSTM"
     GRU = "GRU"
     RNN = "RNN"
+    SRU = "SRU"
     # linear algebra / conv
     MATMUL = "MatMul"
     GEMM = "Gemm"
@@ -54,12 +55,26 @@ class Op(enum.Enum):
     GATHER = "Gather"
     CAST = "Cast"
     IDENTITY = "Identity"
+    # spatial (CRNN front ends, Conv1D written as a 2-D conv with a unit axis)
+    CONV2D = "Conv2d"
+    MAX_POOL = "MaxPool"
+    # selection and comparison (greedy decoding, masks)
+    ARG_MAX = "ArgMax"
+    ARG_MIN = "ArgMin"
+    EQUAL = "Equal"
+    GREATER = "Greater"
+    LESS = "Less"
+    NOT = "Not"
+    WHERE = "Where"
+    TILE = "Tile"
+    ERF = "Erf"
 
 
-RECURRENT = frozenset({Op.LSTM, Op.GRU, Op.RNN})
+RECURRENT = frozenset({Op.LSTM, Op.GRU, Op.RNN, Op.SRU})
 BINARY = frozenset({Op.ADD, Op.SUB, Op.MUL, Op.DIV, Op.POW})
 UNARY = frozenset({Op.RELU, Op.SIGMOID, Op.TANH, Op.SQRT, Op.EXP, Op.LOG, Op.NEG, Op.ABS,
-                   Op.CLIP, Op.LEAKY_RELU, Op.CAST, Op.IDENTITY})
+                   Op.CLIP, Op.LEAKY_RELU, Op.CAST, Op.IDENTITY, Op.ERF, Op.NOT})
+COMPARISON = frozenset({Op.EQUAL, Op.GREATER, Op.LESS})
 ELEMENTWISE = BINARY | UNARY
 LINEAR = frozenset({Op.MATMUL, Op.GEMM, Op.CONV1D})
 REDUCTION = frozenset({Op.SOFTMAX, Op.LOG_SOFTMAX, Op.REDUCE_MEAN, Op.REDUCE_SUM,
@@ -88,6 +103,8 @@ ACTIVATIONS: dict[str, tuple[float | None, float | None]] = {
 
 DIRECTIONS = ("forward", "reverse", "bidirectional")
 COUPLINGS = ("none", "input", "forget")
+SRU_SKIPS = ("none", "input", "projected")
+SRU_LAYER_NORMS = ("none", "before", "after")
 
 REQUIRED = object()  # sentinel: attribute has no default
 
@@ -192,6 +209,31 @@ _spec(Op.RNN, ("x", "sequence_lens", "initial_h"), 1, ("y", "y_h"), 0,
        *_FACTORED,
        Slot("b", False, "[D, H] bias (sum of input and recurrent biases)")))
 
+# SRU (Lei et al. 2017, as the `sru` package computes it), gates c~ (W x), f, r [, skip]:
+#   f_t = sigmoid(W_f x_t + v_f * c_{t-1} + b_f)     r_t = sigmoid(W_r x_t + v_r * c_{t-1} + b_r)
+#   c_t = f_t * c_{t-1} + (1 - f_t) * (W x_t)        h_t = r_t * g(c_t) + (1 - r_t) * x'_t
+# x'_t = skip_scale * x_t ("input": I == D*H, direction d reads x[..., dH:(d+1)H]), W_s x_t
+# ("projected"), or absent ("none": h_t = r_t * g(c_t)). g is the one activation per direction
+# (default affine(1, 0), the identity; the package's use_tanh is "tanh"). The input product
+# W x_t (with the optional shared input projection) is one GEMM over the whole sequence.
+# layer_norm "before" normalises x before that GEMM (x'_t still reads the raw x); "after"
+# normalises the output h over its D*H features. y is [T, N, D*H] (batch_first: [N, T, D*H]),
+# the final and initial cell states [D, N, H] (batch_first: [N, D, H]).
+_spec(Op.SRU, ("x", "sequence_lens", "initial_c"), 1, ("y", "y_c"), 0,
+      _RECURRENT_ATTRS + (
+          Attr("skip", "str", "input", SRU_SKIPS),
+          Attr("skip_scale", "float", 1.0),
+          Attr("layer_norm", "str", "none", SRU_LAYER_NORMS),
+          Attr("layer_norm_epsilon", "float", 1e-5),
+      ),
+      (Slot("w_x", True, "[D, G*H, I'] input weights, gates c~, f, r (+ skip when projected, "
+                         "G = 4; else G = 3); I' = I, or the projection size"),
+       Slot("w_x_proj", False, "[1, I', I] input projection shared by both directions"),
+       Slot("v", False, "[D, 2, H] cell weights of f and r (absent: the v1 form, v = 0)"),
+       Slot("b", False, "[D, 2, H] biases of f and r"),
+       Slot("ln_gain", False, "[F] layer-norm gain (F = I before, D*H after)"),
+       Slot("ln_bias", False, "[F] layer-norm bias")))
+
 # Glue ops take constants as ordinary inputs (a node input may name a graph constant).
 _spec(Op.MATMUL, ("a", "b"), 2, ("y",), 1)
 _spec(Op.GEMM, ("a", "b", "c"), 2, ("y",), 1,
@@ -245,12 +287,12 @@ def num_directions(attrs: dict) -> int:
 
 
 def num_activations(op: Op) -> int:
-    """Activation functions per direction: LSTM (f, g, h), GRU (f, g), RNN (f)."""
-    return {Op.LSTM: 3, Op.GRU: 2, Op.RNN: 1}[op]
+    """Activation functions per direction: LSTM (f, g, h), GRU (f, g), RNN (f), SRU (g)."""
+    return {Op.LSTM: 3, Op.GRU: 2, Op.RNN: 1, Op.SRU: 1}[op]
 
 
 DEFAULT_ACTIVATIONS = {Op.LSTM: ("sigmoid", "tanh", "tanh"), Op.GRU: ("sigmoid", "tanh"),
-                       Op.RNN: ("tanh",)}
+                       Op.RNN: ("tanh",), Op.SRU: ("affine",)}
 
 
 def normalize_attrs(op: Op, attrs: dict) -> dict:

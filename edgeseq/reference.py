@@ -195,6 +195,15 @@ def _run_direction(step: Callable, xw: np.ndarray, states: tuple, lens: np.ndarr
     return ys, states
 
 
+def _sequence_lengths(node: Node, seq_lens, n: int, t_len: int) -> np.ndarray:
+    """Per-batch lengths (all t_len when absent), checked to lie in [0, t_len]."""
+    lens = np.full(n, t_len, dtype=np.int64) if seq_lens is None else np.asarray(seq_lens, np.int64)
+    if lens.shape != (n,) or np.any(lens < 0) or np.any(lens > t_len):
+        raise InputError(f"node '{node.name}' ({node.op.value}): sequence_lens must be {n} values "
+                         f"in [0, {t_len}], got {lens.tolist()}")
+    return lens
+
+
 def _recurrent(graph: Graph, node: Node, ins: list, n_states: int, make_step: Callable) -> list:
     """Layout, lengths, initial states and directions common to LSTM/GRU/RNN.
 
@@ -205,10 +214,7 @@ def _recurrent(graph: Graph, node: Node, ins: list, n_states: int, make_step: Ca
     bf = a["batch_first"]
     x = x.transpose(1, 0, 2) if bf else x                      # [T, N, I]
     t_len, n = x.shape[:2]
-    lens = np.full(n, t_len, dtype=np.int64) if seq_lens is None else np.asarray(seq_lens, np.int64)
-    if lens.shape != (n,) or np.any(lens < 0) or np.any(lens > t_len):
-        raise InputError(f"node '{node.name}' ({node.op.value}): sequence_lens must be {n} values "
-                         f"in [0, {t_len}], got {lens.tolist()}")
+    lens = _sequence_lengths(node, seq_lens, n, t_len)
     n_dir = num_directions(a)
     h_size = a["hidden_size"]
     p_size = a.get("proj_size", 0) or h_size
@@ -352,6 +358,66 @@ def _rnn(graph, node, ins):
         w_xb = np.concatenate([w_x[d], b[d][:, None]], axis=1)
         return w_xb, lambda xw, st: (act(_clip(xw + st[0] @ w_h[d].T, a["gate_clip"])),)
     return _recurrent(graph, node, _with_ones_column(ins), 1, make_step)
+
+
+# ---- SRU -------------------------------------------------------------------------------------
+def sru_step(feats: np.ndarray, c: np.ndarray, v: np.ndarray, b: np.ndarray, skip: bool,
+             g: Callable) -> tuple[np.ndarray, np.ndarray]:
+    """One SRU step for a batch. feats = [W x_t | W_f x_t | W_r x_t | x'_t] [N, 4H];
+    v, b: [2, H] cell weights and biases of f and r. Returns (h_t, c_t)."""
+    u, u_f, u_r, x_skip = np.split(feats, 4, axis=-1)
+    f = _sigmoid(u_f + v[0] * c + b[0], None, None)
+    r = _sigmoid(u_r + v[1] * c + b[1], None, None)
+    c_new = f * c + (1.0 - f) * u
+    h = r * g(c_new) + (1.0 - r) * x_skip if skip else r * g(c_new)
+    return h, c_new
+
+
+@implements(Op.SRU)
+def _sru(graph, node, ins):
+    a = node.attrs
+    x, seq_lens, c0 = (list(ins) + [None] * 3)[:3]
+    bf = a["batch_first"]
+    x = x.transpose(1, 0, 2) if bf else x                      # [T, N, I]
+    t_len, n = x.shape[:2]
+    lens = _sequence_lengths(node, seq_lens, n, t_len)
+    n_dir, hs = num_directions(a), a["hidden_size"]
+    w = {s: recurrent_weight(graph, node, s)
+         for s in ("w_x", "w_x_proj", "v", "b", "ln_gain", "ln_bias")}
+    ln_bias = 0.0 if w["ln_bias"] is None else w["ln_bias"]
+    eps = a["layer_norm_epsilon"]
+    x_gemm = _layer_norm(x, w["ln_gain"], eps) + ln_bias if a["layer_norm"] == "before" else x
+    if w["w_x_proj"] is not None:
+        x_gemm = x_gemm @ w["w_x_proj"][0].T
+    if c0 is None:
+        c0 = np.zeros((n_dir, n, hs))
+    elif bf:
+        c0 = c0.transpose(1, 0, 2)
+    ys, finals = [], []
+    for d in range(n_dir):
+        u = x_gemm @ w["w_x"][d].T                              # [T, N, G*H]
+        x_skip = {"input": lambda: a["skip_scale"] * x[..., d * hs:(d + 1) * hs],
+                  "projected": lambda: u[..., 3 * hs:],
+                  "none": lambda: np.zeros(u.shape[:2] + (hs,))}[a["skip"]]()
+        feats = np.concatenate([u[..., :3 * hs], x_skip], axis=-1)
+        v = np.zeros((2, hs)) if w["v"] is None else w["v"][d]
+        b = np.zeros((2, hs)) if w["b"] is None else w["b"][d]
+        (g,) = _activations(node, d, 1)
+        skip = a["skip"] != "none"
+        # states (h, c): h is only the output the masked loop writes; the recurrence reads c
+        y, (_, c) = _run_direction(
+            lambda ft, st: sru_step(ft, st[1], v, b, skip, g), feats,
+            (np.zeros((n, hs)), c0[d]), lens, a["direction"] == "reverse" or d == 1)
+        ys.append(y)
+        finals.append(c)
+    y = np.concatenate(ys, axis=-1)                              # [T, N, D*H]
+    if a["layer_norm"] == "after":
+        # NOTE: also at steps past a sequence's end (zeros in, ln_bias out), as the package does
+        y = _layer_norm(y, w["ln_gain"], eps) + ln_bias
+    c = np.stack(finals, axis=0)                                # [D, N, H]
+    if bf:
+        y, c = y.transpose(1, 0, 2), c.transpose(1, 0, 2)
+    return [y, c]
 
 
 # ---- glue: linear ----------------------------------------------------------------------------

@@ -137,6 +137,50 @@ def _recurrent(graph: Graph, node: Node, ins):
     return outs
 
 
+@infers(Op.SRU)
+def _sru(graph: Graph, node: Node, ins):
+    a = node.attrs
+    x = ins[0]
+    _expect(len(x.shape) == 3, f"input x: expected rank 3, got {_fmt(x.shape)}")
+    _expect(x.dtype in FLOATS, f"input x: expected a float dtype, got {x.dtype}")
+    d, h = num_directions(a), a["hidden_size"]
+    _expect(h > 0, f"hidden_size must be positive, got {h}")
+    _expect(a["gate_clip"] == 0, "gate_clip is not defined for SRU (must be 0)")
+    n, t, i = x.shape if a["batch_first"] else (x.shape[1], x.shape[0], x.shape[2])
+    w_x, proj = graph.weight(node, "w_x"), graph.weight(node, "w_x_proj")
+    _expect(w_x is not None and w_x.ndim == 3, "weight 'w_x' must be rank 3 [D, G*H, I]")
+    _expect(proj is None or proj.ndim == 3, "weight 'w_x_proj' must be rank 3 [1, I', I]")
+    i_gemm = i if proj is None else proj.shape[1]
+    _check_weight(graph, node, "w_x_proj", (1, i_gemm, i))
+    gates = 4 if a["skip"] == "projected" else 3
+    _check_weight(graph, node, "w_x", (d, gates * h, i_gemm))
+    _check_weight(graph, node, "v", (d, 2, h))
+    _check_weight(graph, node, "b", (d, 2, h))
+    if a["skip"] == "input":
+        _expect(_dims_equal(i, d * h), f"skip 'input' adds x to the output: input size {i} "
+                                       f"must equal directions x hidden_size = {d * h}")
+    feat = {"before": i, "after": d * h}.get(a["layer_norm"])
+    _expect((feat is None) == ("ln_gain" not in node.weights) and
+            ("ln_bias" not in node.weights or feat is not None),
+            f"layer_norm='{a['layer_norm']}' but ln_gain is "
+            f"{'present' if 'ln_gain' in node.weights else 'absent'}")
+    if feat is not None:
+        _check_weight(graph, node, "ln_gain", (feat,))
+        _check_weight(graph, node, "ln_bias", (feat,))
+    state = (n, d, h) if a["batch_first"] else (d, n, h)
+    if len(ins) > 2 and ins[2] is not None:
+        got = ins[2]
+        _expect(len(got.shape) == 3 and all(_dims_equal(u, w) for u, w in zip(got.shape, state)),
+                f"initial state '{got.name}': expected {_fmt(state)}, got {_fmt(got.shape)}")
+    if len(ins) > 1 and ins[1] is not None:
+        sl = ins[1]
+        _expect(sl.dtype in ("int32", "int64"), f"sequence_lens: expected int32/int64, got {sl.dtype}")
+        _expect(len(sl.shape) == 1 and _dims_equal(sl.shape[0], n),
+                f"sequence_lens: expected ({n},), got {_fmt(sl.shape)}")
+    y = (n, t, d * h) if a["batch_first"] else (t, n, d * h)
+    return [Value("y", x.dtype, y), Value("y_c", x.dtype, state)]
+
+
 # ---- glue -----------------------------------------------------------------------------------
 def broadcast(a: Shape, b: Shape, node: Node | None = None) -> Shape:
     out = []

@@ -55,6 +55,13 @@ def layer_facts(graph: Graph, node: Node) -> dict[str, Any]:
         f["proj_clip"] = a["proj_clip"]
     if node.op is Op.GRU:
         f["linear_before_reset"] = a["linear_before_reset"]
+    if node.op is Op.SRU:
+        proj = graph.weight(node, "w_x_proj")
+        f["input_size"] = int(proj.shape[-1]) if proj is not None else f["input_size"]
+        f["proj_size"] = int(proj.shape[1]) if proj is not None else 0
+        f["sru_skip"] = a["skip"]
+        f["layer_norm"] = a["layer_norm"] if a["layer_norm"] != "none" else False
+        f["sru_v1"] = "v" not in node.weights
     f["gate_clip"] = a["gate_clip"]
     if any(x != d for x, d in zip(a["activation_alpha"] + a["activation_beta"],
                                   _default_alpha_beta(a["activations"]))):
@@ -63,7 +70,7 @@ def layer_facts(graph: Graph, node: Node) -> dict[str, Any]:
     u = graph.weight(node, "w_h_u")
     f["factored_rank"] = int(u.shape[-1]) if u is not None else 0
     f["sequence_lens"] = bool(node.input("sequence_lens"))
-    f["initial_state"] = bool(node.input("initial_h"))
+    f["initial_state"] = any(node.inputs[2:])      # initial_h (and _c), or SRU's initial_c
     f["weight_dtypes"] = {slot: str(graph.constants[c].dtype) for slot, c in node.weights.items()}
     return f
 
@@ -135,7 +142,11 @@ def _features(f: dict) -> str:
     if f.get("coupled_gate", "none") != "none":
         out.append(f"cifg({f['coupled_gate']} derived)")
     if f.get("layer_norm"):
-        out.append("layer_norm")
+        out.append("layer_norm" if f["layer_norm"] is True else f"layer_norm={f['layer_norm']}")
+    if f.get("sru_skip", "input") != "input":
+        out.append(f"skip={f['sru_skip']}")
+    if f.get("sru_v1"):
+        out.append("v1")
     for k in ("cell_clip", "proj_clip", "gate_clip"):
         if f.get(k):
             out.append(f"{k}={f[k]:g}")

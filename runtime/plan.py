@@ -123,6 +123,7 @@ def _load_builtin_kernels() -> None:
     import edgeseq.runtime.glue  # noqa: F401
     import edgeseq.runtime.compressed  # noqa: F401  (int8/fp16/factored LSTM, quant issue)
     import edgeseq.runtime.kernels.delta_family  # noqa: F401  (delta kernels, issue 6)
+    import edgeseq.runtime.sru  # noqa: F401  (SRU: one GEMM + elementwise recurrence)
 
 
 @dataclass

@@ -84,6 +84,9 @@ def from_module(module: "torch.nn.Module", example_inputs, *, dynamic_time: bool
     stays the example's.
     """
     torch = require_torch()
+    from edgeseq.converters.torch._sru import convert_module, is_sru_module
+    if is_sru_module(module):      # sru.SRU / SRUCell: read from its parameters (see _sru.py)
+        return convert_module(module, example_inputs, name=name)
     args = (example_inputs,) if isinstance(example_inputs, torch.Tensor) else tuple(example_inputs)
     name = name or type(module).__name__
 
