@@ -55,26 +55,12 @@ class Op(enum.Enum):
     GATHER = "Gather"
     CAST = "Cast"
     IDENTITY = "Identity"
-    # spatial (CRNN front ends, Conv1D written as a 2-D conv with a unit axis)
-    CONV2D = "Conv2d"
-    MAX_POOL = "MaxPool"
-    # selection and comparison (greedy decoding, masks)
-    ARG_MAX = "ArgMax"
-    ARG_MIN = "ArgMin"
-    EQUAL = "Equal"
-    GREATER = "Greater"
-    LESS = "Less"
-    NOT = "Not"
-    WHERE = "Where"
-    TILE = "Tile"
-    ERF = "Erf"
 
 
 RECURRENT = frozenset({Op.LSTM, Op.GRU, Op.RNN, Op.SRU})
 BINARY = frozenset({Op.ADD, Op.SUB, Op.MUL, Op.DIV, Op.POW})
 UNARY = frozenset({Op.RELU, Op.SIGMOID, Op.TANH, Op.SQRT, Op.EXP, Op.LOG, Op.NEG, Op.ABS,
-                   Op.CLIP, Op.LEAKY_RELU, Op.CAST, Op.IDENTITY, Op.ERF, Op.NOT})
-COMPARISON = frozenset({Op.EQUAL, Op.GREATER, Op.LESS})
+                   Op.CLIP, Op.LEAKY_RELU, Op.CAST, Op.IDENTITY})
 ELEMENTWISE = BINARY | UNARY
 LINEAR = frozenset({Op.MATMUL, Op.GEMM, Op.CONV1D})
 REDUCTION = frozenset({Op.SOFTMAX, Op.LOG_SOFTMAX, Op.REDUCE_MEAN, Op.REDUCE_SUM,
