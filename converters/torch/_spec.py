@@ -4,12 +4,15 @@ Grammar (one line, shell-friendly, mirrors how the module is written):
 
     SPEC   := ITEM ("+" ITEM)*
     ITEM   := KIND [":" PREFIX] ["(" OPT ("," OPT)* ")"]
-    KIND   := lstm | gru | rnn | linear | relu | tanh | sigmoid | softmax | log_softmax
+    KIND   := lstm | gru | rnn | sru | linear | relu | tanh | sigmoid | softmax | log_softmax
     OPT    := NAME "=" VALUE | FLAG
 
 e.g. "lstm(batch_first)+linear", "gru:encoder(layers=2,bidirectional)+linear:head+softmax",
 "rnn(nonlinearity=relu)+linear". Options of lstm/gru/rnn: hidden, layers, proj, bidirectional,
-batch_first, nonlinearity (rnn); of linear: out; of softmax/log_softmax: dim.
+batch_first, nonlinearity (rnn); of sru (an `sru.SRU` module's state_dict, time-major): hidden,
+layers, proj, bidirectional, tanh, skip (has_skip_term, default true), rescale,
+normalize_after (an SRU's tensors cannot tell one direction of 2H from two of H: say
+bidirectional); of linear: out; of softmax/log_softmax: dim.
 
 Why a grammar and not JSON: it needs no quoting in a shell, reads like the module it describes,
 and almost everything is inferred anyway. Sizes (input, hidden, proj, layers, directions, bias,
@@ -32,16 +35,21 @@ from edgeseq.ops import Op
 
 RECURRENT_KINDS = ("lstm", "gru", "rnn")
 ACTIVATIONS = {"relu": Op.RELU, "tanh": Op.TANH, "sigmoid": Op.SIGMOID}
-KINDS = RECURRENT_KINDS + ("linear", "softmax", "log_softmax") + tuple(ACTIVATIONS)
+KINDS = RECURRENT_KINDS + ("sru", "linear", "softmax", "log_softmax") + tuple(ACTIVATIONS)
 _OPTIONS = {
     **{k: {"hidden", "layers", "proj", "bidirectional", "batch_first", "nonlinearity"}
        for k in RECURRENT_KINDS},
+    "sru": {"hidden", "layers", "proj", "bidirectional", "tanh", "skip", "rescale",
+            "normalize_after"},
     "linear": {"out"}, "softmax": {"dim"}, "log_softmax": {"dim"},
     **{k: set() for k in ACTIVATIONS},
 }
 _ITEM = re.compile(r"^\s*([a-z_][a-z0-9_]*)\s*(?::\s*([A-Za-z0-9_.]+))?\s*(?:\((.*)\))?\s*$")
 _RNN_KEY = re.compile(r"^(?:(.*)\.)?(weight|bias)_(ih|hh|hr)_l(\d+)(_reverse)?$")
 _LIN_KEY = re.compile(r"^(?:(.*)\.)?(weight|bias)$")
+# an sru.SRU module: rnn_lst.<layer>.<parameter>, and the optional input_to_hidden Linear
+_SRU_KEY = re.compile(r"^(?:(.*)\.)?(?:rnn_lst\.\d+\.(?:weight|weight_c|bias|scale_x|weight_proj|"
+                      r"layer_norm\.weight|layer_norm\.bias)|input_to_hidden\.weight)$")
 
 
 @dataclass
@@ -136,8 +144,9 @@ def _groups(sd: dict) -> dict[str, dict]:
     """Parameters by module prefix, in key order: {prefix: {"kind": rnn|linear, "keys": ...}}."""
     out: dict[str, dict] = {}
     for key in sd:
-        m = _RNN_KEY.match(key)
-        kind = "rnn" if m else "linear" if _LIN_KEY.match(key) else None
+        m = _RNN_KEY.match(key) or _SRU_KEY.match(key)
+        kind = ("sru" if m.re is _SRU_KEY else "rnn") if m else \
+            "linear" if _LIN_KEY.match(key) else None
         if kind is None:
             raise UnsupportedModelError(f"state_dict key '{key}' is neither a recurrent "
                                         f"(weight_ih_l0, ...) nor a linear (weight/bias) parameter")
@@ -154,12 +163,13 @@ def _groups(sd: dict) -> dict[str, dict]:
 def build_from_state_dict(sd: dict[str, np.ndarray], spec: str, *, name: str = "model") -> Graph:
     """A validated Graph for the stack `spec` with the weights of `sd`."""
     from edgeseq.converters.torch._lowering import Emitter
+    from edgeseq.converters.torch._sru import sru_from_state_dict, sru_input_size
     items = parse(spec)
     groups = _groups(sd)
     unused = list(groups)
     cx = Emitter(name)
     x = None
-    rec = [i for i in items if i.kind in RECURRENT_KINDS]
+    rec = [i for i in items if i.kind in RECURRENT_KINDS + ("sru",)]
     batch_first = bool(rec[0].opts.get("batch_first", False)) if rec else True
     for i in rec[1:]:
         if bool(i.opts.get("batch_first", False)) != batch_first:
@@ -168,8 +178,8 @@ def build_from_state_dict(sd: dict[str, np.ndarray], spec: str, *, name: str = "
                                         f"cannot express")
     for k, item in enumerate(items):
         where = f"arch spec item {k + 1} '{item.kind}'"
-        if item.kind in RECURRENT_KINDS + ("linear",):
-            want = "rnn" if item.kind in RECURRENT_KINDS else "linear"
+        if item.kind in RECURRENT_KINDS + ("linear", "sru"):
+            want = "rnn" if item.kind in RECURRENT_KINDS else item.kind
             prefix = item.prefix if item.prefix is not None else \
                 next((p for p in unused if groups[p]["kind"] == want), None)
             if prefix is None or prefix not in groups:
@@ -184,9 +194,12 @@ def build_from_state_dict(sd: dict[str, np.ndarray], spec: str, *, name: str = "
             params = {key[len(prefix) + 1:] if prefix else key: sd[key]
                       for key in groups[prefix]["keys"]}
             if x is None:     # the graph input takes the first layer's input size
-                n_in = params["weight_ih_l0" if want == "rnn" else "weight"].shape[1]
+                n_in = sru_input_size(params) if want == "sru" else \
+                    params["weight_ih_l0" if want == "rnn" else "weight"].shape[1]
                 x = cx.input("x", (2, 3, n_in))
-            if want == "rnn":
+            if want == "sru":
+                x = sru_from_state_dict(cx, item.opts, params, x, where, base=item.prefix or "sru")
+            elif want == "rnn":
                 x = _recurrent(cx, item, params, x, where)
             else:
                 x = _linear(cx, item, params, x, where)

@@ -205,3 +205,50 @@ def convert_module(module, example_inputs, *, name: str | None = None,
                       ("N", v.shape[1]) if is_cell else (v.shape[0], "N", v.shape[2]))
                 for v in g.inputs]
     return g.validate()
+
+
+# ---- a bare state_dict (arch spec item "sru(...)", _spec.py) ----------------------------------
+def sru_input_size(p: dict[str, np.ndarray]) -> int:
+    """The input size of an sru.SRU state_dict (keys relative to the module)."""
+    if "input_to_hidden.weight" in p:
+        return int(p["input_to_hidden.weight"].shape[1])
+    if "rnn_lst.0.weight_proj" in p:
+        return int(p["rnn_lst.0.weight_proj"].shape[0])
+    if "rnn_lst.0.weight" not in p:
+        raise UnsupportedModelError("sru state_dict: no 'rnn_lst.0.weight'")
+    return int(p["rnn_lst.0.weight"].shape[0])
+
+
+def sru_from_state_dict(cx, opts: dict, p: dict[str, np.ndarray], x, where: str, *,
+                        base: str = "sru"):
+    """Emit the layers of an sru.SRU state_dict on x; `opts` are the spec item's options
+    (what the tensors cannot tell: bidirectional, tanh, skip, rescale, normalize_after)."""
+    layers = 1 + max(int(k.split(".")[1]) for k in p if k.startswith("rnn_lst."))
+    per = [{k[len(f"rnn_lst.{li}."):]: v for k, v in p.items()
+            if k.startswith(f"rnn_lst.{li}.")} for li in range(layers)]
+    for li, q in enumerate(per):
+        for key in ("weight", "weight_c", "bias"):
+            if key not in q:
+                raise UnsupportedModelError(f"{where}: missing parameter 'rnn_lst.{li}.{key}'")
+    bidi = bool(opts.get("bidirectional", False))
+    d = 2 if bidi else 1
+    d_h = int(np.shape(per[0]["weight_c"])[0]) // 2
+    hidden = d_h // d
+    if d_h % d or hidden == 0:
+        raise UnsupportedModelError(f"{where}: weight_c has {2 * d_h} values; not 2 x "
+                                    f"{d} direction(s) x hidden")
+    proj = int(per[0]["weight_proj"].shape[1]) if "weight_proj" in per[0] else 0
+    for key, got in (("hidden", hidden), ("layers", layers), ("proj", proj)):
+        if key in opts and opts[key] != got:
+            raise UnsupportedModelError(f"{where}: spec says {key}={opts[key]} but the weights "
+                                        f"have {key}={got}")
+    cfg = SruConfig(hidden_size=hidden, bidirectional=bidi, use_tanh=bool(opts.get("tanh")),
+                    has_skip_term=bool(opts.get("skip", True)),
+                    rescale=bool(opts.get("rescale", False)),
+                    normalize_after=bool(opts.get("normalize_after", False)))
+    if "input_to_hidden.weight" in p:
+        w = p["input_to_hidden.weight"]
+        x = cx.emit1(Op.MATMUL, [x, np.ascontiguousarray(w.T)], f"{base}_input_to_hidden",
+                     x.shape[:-1] + (w.shape[0],))
+    y, _ = build_sru(cx, x, per, cfg, base=base)
+    return y
