@@ -4,7 +4,7 @@
     out = model.run({"x": x})
     s = model.stream(); s.push({"x": chunk})
 """
-from edgeseq.runtime.kernels.delta_calibrate import calibrate as delta_calibrate
+from edgeseq.runtime.delta_calibrate import calibrate as delta_calibrate
 from edgeseq.runtime.session import InputSpec, Model, Stream, load
 
 __all__ = ["Model", "Stream", "InputSpec", "load", "delta_calibrate"]

@@ -9,7 +9,7 @@ import numpy as np
 from edgeseq.graph import Graph, Node
 from edgeseq.ops import Op
 from edgeseq.runtime.kernels import quantized as _q
-from edgeseq.runtime.plan import register
+from edgeseq.runtime.registry import register
 from edgeseq.runtime.recurrent import GruKernel, LstmKernel, RnnKernel
 
 _EMPTY = {np.dtype(np.float32): np.zeros((0, 0), np.float32),

@@ -5,7 +5,7 @@ Load time: the matrices are stored transposed in their stored dtype (a skipped c
 skipped contiguous row of W^T); the cell operands (bias, peephole, layer norm, activations,
 clips) are packed by the dense families themselves, so both paths share one definition.
 
-Call protocol (an extension of `runtime.plan.Kernel`):
+Call protocol (an extension of `runtime.registry.Kernel`):
     kernel(ins, thresholds=None, dstate=None, counts=None) -> [y, y_h(, y_c)]
 * thresholds (θx, θh); None: the defaults given at construction (`theta_x`, `theta_h`).
 * dstate: dict of the delta state, updated in place: "x_hat" [D, N, I], "h_hat" [D, N, P],
@@ -24,7 +24,7 @@ from edgeseq.graph import Graph, Node
 from edgeseq.ops import Op
 from edgeseq.runtime.compressed import _light_constants, pack, pack_slot
 from edgeseq.runtime.kernels import delta as _dk
-from edgeseq.runtime.plan import register
+from edgeseq.runtime.registry import register
 from edgeseq.runtime.recurrent import GruKernel, LstmKernel, RnnKernel, dense_weight
 
 _NO_SCALE = np.zeros(0, np.float32)

@@ -1,5 +1,6 @@
-"""Delta execution for `Model.run(inputs, delta=...)` and `Model.stream(delta=...)`, and the
-per-layer statistics it reports (`model.last_stats`, `stream.stats`).
+"""Delta execution for `Model.run(inputs, delta=...)` and `Model.stream(delta=...)` (the
+`DeltaStream` in `session.py` runs its pushes through a `DeltaRunner`), and the per-layer
+statistics it reports (`model.last_stats`, `stream.stats`).
 
 Thresholds: `delta=0.05` (θx = θh = 0.05 for every recurrent node), `delta=(θx, θh)`, or
 `delta={"lstm_0": 0.05, "gru_1": (0.1, 0.02)}` (named nodes only; the others run dense).
@@ -15,10 +16,9 @@ import numpy as np
 
 from edgeseq.errors import InputError
 from edgeseq.ops import RECURRENT
-from edgeseq.runtime.kernels.delta_family import (DSTATE_SLOTS, check_thresholds,
-                                                  is_delta_kernel)
+from edgeseq.runtime.delta import check_thresholds, is_delta_kernel
 from edgeseq.runtime.plan import select
-from edgeseq.runtime.session import Stream, _feed_state
+from edgeseq.runtime.streaming import _feed_state
 
 
 def parse_thresholds(model, delta) -> dict[str, tuple[float, float]]:
@@ -190,50 +190,3 @@ def run_delta(model, env: dict, delta) -> dict:
     env = DeltaRunner.of(model).execute(env, thresholds, stats)
     model.last_stats = stats
     return {n: env[n] for n in model.output_names}
-
-
-class DeltaStream(Stream):
-    """A Stream whose recurrent nodes run with delta: x̂, ĥ and the memories are carried
-    between pushes (so any chunking equals one full delta run) and are part of `state`
-    (slots "x_hat", "h_hat", "m_x", "m_h", time-major [D, N, *]). `stats` accumulates since
-    the last reset()."""
-
-    def __init__(self, model, time_axes_: dict | None, delta) -> None:
-        self.thresholds = parse_thresholds(model, delta)
-        self._runner = DeltaRunner.of(model)
-        super().__init__(model, time_axes_)
-
-    def reset(self) -> None:
-        super().reset()
-        self._dstates: dict[str, dict] = {}
-        self.stats = DeltaStats()
-
-    @property
-    def state(self) -> dict[str, dict[str, np.ndarray]]:
-        out = Stream.state.fget(self)
-        for name, ds in self._dstates.items():
-            out.setdefault(name, {}).update({k: a.copy() for k, a in ds.items()})
-        return out
-
-    @state.setter
-    def state(self, value: dict) -> None:
-        plain = {k: {s: a for s, a in v.items() if s not in DSTATE_SLOTS}
-                 for k, v in value.items()}
-        Stream.state.fset(self, plain)
-        dstates = {}
-        for name, slots in value.items():
-            ds = {s: np.array(a, dtype=np.float32, copy=True) for s, a in slots.items()
-                  if s in DSTATE_SLOTS}
-            if ds and set(ds) != set(DSTATE_SLOTS):
-                raise InputError(f"stream state of '{name}': delta slots must come together "
-                                 f"({list(DSTATE_SLOTS)}), got {sorted(ds)}")
-            if ds:
-                dstates[name] = ds
-        self._dstates = dstates
-
-    def push(self, chunk: dict) -> dict[str, np.ndarray]:
-        m = self.model
-        env = m.check_inputs(chunk, self.input_specs)
-        env = self._runner.execute(env, self.thresholds, self.stats, self._state, chunk,
-                                   self._dstates)
-        return {n: env[n] for n in m.output_names}

@@ -14,7 +14,7 @@ from edgeseq.graph import Graph, Node
 from edgeseq.ops import Op
 from edgeseq.runtime.kernels.conv import conv1d_panels
 from edgeseq.runtime.kernels.panels import to_panels
-from edgeseq.runtime.plan import Kernel, register
+from edgeseq.runtime.registry import Kernel, register
 from edgeseq.shapes import slice_bounds
 
 

@@ -16,7 +16,7 @@ from edgeseq.runtime.kernels import lstm as _lstm
 from edgeseq.runtime.kernels import rnn as _rnn
 from edgeseq.runtime.kernels.activations import ACT_CODES
 from edgeseq.runtime.kernels.panels import aligned_zeros, padded_rows, to_panels
-from edgeseq.runtime.plan import Kernel, as_float32, register
+from edgeseq.runtime.registry import Kernel, as_float32, register
 
 # Below this many (time x batch) rows the input projection runs inside the kernel, step by
 # step; from here on one BLAS GEMM over all steps is cheaper (measured: a NumPy GEMM call

@@ -25,7 +25,9 @@ from edgeseq.errors import InputError
 from edgeseq.graph import Graph
 from edgeseq.ops import RECURRENT
 from edgeseq.runtime.plan import Plan, build_plan
-from edgeseq.runtime.streaming import _state_only_inputs, time_axes
+from edgeseq.runtime.delta import DSTATE_SLOTS
+from edgeseq.runtime.delta_runner import DeltaRunner, DeltaStats, parse_thresholds, run_delta
+from edgeseq.runtime.streaming import _feed_state, _state_only_inputs, time_axes
 from edgeseq.runtime.threads import ThreadPins
 
 _FLOAT_KINDS = "f"
@@ -192,10 +194,9 @@ class Model:
     def run(self, inputs: dict, delta=None) -> dict[str, np.ndarray]:
         """Run whole sequences: {input name: array} -> {output name: array}.
         delta: thresholds for delta execution of the recurrent nodes (θ, (θx, θh), or
-        {node: θ or (θx, θh)}; see kernels.delta_session); per-layer skip statistics of the
+        {node: θ or (θx, θh)}; see runtime/delta_runner.py); per-layer skip statistics of the
         call then land in `self.last_stats` (of the latest delta run in any thread)."""
         if delta is not None:
-            from edgeseq.runtime.kernels.delta_session import run_delta
             return run_delta(self, self.check_inputs(inputs), delta)
         env = self.check_inputs(inputs)
         if self._compiled is not None:
@@ -212,29 +213,8 @@ class Model:
         time axis of an input cannot be inferred. delta: as for `run`; the stream then
         carries the delta state too and accumulates `stream.stats`."""
         if delta is not None:
-            from edgeseq.runtime.kernels.delta_session import DeltaStream
             return DeltaStream(self, time_axes, delta)
         return Stream(self, time_axes)
-
-
-def _feed_state(node, ins: list, st: dict, given) -> None:
-    """Use the carried state as the node's initial state, unless the caller passed that
-    initial state explicitly as a graph input in this push (explicit wins)."""
-    bf = node.attrs["batch_first"]
-    n_batch = ins[0].shape[0 if bf else 1]
-    for k, slot in ((2, "h"), (3, "c")):
-        if slot not in st:
-            continue
-        name = node.inputs[k] if k < len(node.inputs) else ""
-        if name and name in given:
-            continue
-        have = st[slot].shape[0 if bf else 1]
-        if have != n_batch:
-            raise InputError(f"stream: node '{node.name}' carries state for batch {have}, but "
-                             f"this chunk has batch {n_batch}; call reset() to change batch")
-        while len(ins) <= k:
-            ins.append(None)
-        ins[k] = st[slot]
 
 
 class Stream:
@@ -360,6 +340,53 @@ class Stream:
             st["c"] = cv
         self._flat, self._hv, self._cv = flat, hv, cv
         return flat
+
+
+class DeltaStream(Stream):
+    """A Stream whose recurrent nodes run with delta: x̂, ĥ and the memories are carried
+    between pushes (so any chunking equals one full delta run) and are part of `state`
+    (slots "x_hat", "h_hat", "m_x", "m_h", time-major [D, N, *]). `stats` accumulates since
+    the last reset()."""
+
+    def __init__(self, model, time_axes_: dict | None, delta) -> None:
+        self.thresholds = parse_thresholds(model, delta)
+        self._runner = DeltaRunner.of(model)
+        super().__init__(model, time_axes_)
+
+    def reset(self) -> None:
+        super().reset()
+        self._dstates: dict[str, dict] = {}
+        self.stats = DeltaStats()
+
+    @property
+    def state(self) -> dict[str, dict[str, np.ndarray]]:
+        out = Stream.state.fget(self)
+        for name, ds in self._dstates.items():
+            out.setdefault(name, {}).update({k: a.copy() for k, a in ds.items()})
+        return out
+
+    @state.setter
+    def state(self, value: dict) -> None:
+        plain = {k: {s: a for s, a in v.items() if s not in DSTATE_SLOTS}
+                 for k, v in value.items()}
+        Stream.state.fset(self, plain)
+        dstates = {}
+        for name, slots in value.items():
+            ds = {s: np.array(a, dtype=np.float32, copy=True) for s, a in slots.items()
+                  if s in DSTATE_SLOTS}
+            if ds and set(ds) != set(DSTATE_SLOTS):
+                raise InputError(f"stream state of '{name}': delta slots must come together "
+                                 f"({list(DSTATE_SLOTS)}), got {sorted(ds)}")
+            if ds:
+                dstates[name] = ds
+        self._dstates = dstates
+
+    def push(self, chunk: dict) -> dict[str, np.ndarray]:
+        m = self.model
+        env = m.check_inputs(chunk, self.input_specs)
+        env = self._runner.execute(env, self.thresholds, self.stats, self._state, chunk,
+                                   self._dstates)
+        return {n: env[n] for n in m.output_names}
 
 
 @dataclass

@@ -11,6 +11,8 @@ a per-chunk value (such as a final state) that is not constant.
 Rules are registered per op: rule(node, axes, values, static) -> output axes, where axes[k]
 is the time axis of input k (None: no time axis) and static[k] says whether input k is
 constant over the stream.
+
+`_feed_state` hands a stream's carried state to a recurrent node as its initial state.
 """
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ from typing import Callable
 
 import numpy as np
 
-from edgeseq.errors import GraphError
+from edgeseq.errors import GraphError, InputError
 from edgeseq.graph import Graph, Node, Value
 from edgeseq.ops import BINARY, Op, RECURRENT, UNARY
 
@@ -290,3 +292,23 @@ def _propagate(graph: Graph, axes: dict[str, int | None]) -> dict[str, int | Non
             if o:
                 axes[o] = a
     return axes
+
+
+def _feed_state(node, ins: list, st: dict, given) -> None:
+    """Use the carried state as the node's initial state, unless the caller passed that
+    initial state explicitly as a graph input in this push (explicit wins)."""
+    bf = node.attrs["batch_first"]
+    n_batch = ins[0].shape[0 if bf else 1]
+    for k, slot in ((2, "h"), (3, "c")):
+        if slot not in st:
+            continue
+        name = node.inputs[k] if k < len(node.inputs) else ""
+        if name and name in given:
+            continue
+        have = st[slot].shape[0 if bf else 1]
+        if have != n_batch:
+            raise InputError(f"stream: node '{node.name}' carries state for batch {have}, but "
+                             f"this chunk has batch {n_batch}; call reset() to change batch")
+        while len(ins) <= k:
+            ins.append(None)
+        ins[k] = st[slot]

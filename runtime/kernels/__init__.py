@@ -1,1 +1,2 @@
-"""Private Numba kernels (see runtime/plan.py for the registry that selects them)."""
+"""Private Numba kernels: compiled code only, importing nothing above this package (the kernel
+families in runtime/ prepare their operands; runtime/registry.py registers the families)."""

@@ -1,4 +1,4 @@
-"""Per-layer delta threshold calibration (runtime/kernels/delta_calibrate.py) on the demo
+"""Per-layer delta threshold calibration (runtime/delta_calibrate.py) on the demo
 classifier (2 x LSTM 128, real Japanese Vowels utterances)."""
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import edgeseq
 from edgeseq.converters.onnx import convert
 from edgeseq.errors import InputError
 from edgeseq.runtime import Model
-from edgeseq.runtime.kernels.delta_calibrate import calibrate, relative_rms
+from edgeseq.runtime.delta_calibrate import calibrate, relative_rms
 
 DATA = Path(edgeseq.__file__).parent / "data"
 

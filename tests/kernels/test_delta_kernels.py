@@ -11,7 +11,7 @@ from edgeseq.errors import InputError
 from edgeseq.ops import Op
 from edgeseq.quant import fp16, int8, svd
 from edgeseq.runtime import Model
-from edgeseq.runtime.kernels.delta_family import is_delta_kernel
+from edgeseq.runtime.delta import is_delta_kernel
 from edgeseq.runtime.plan import select
 
 VARIANTS = {

@@ -8,7 +8,8 @@ from edgeseq import reference
 from edgeseq.graph import Graph, Node, Value
 from edgeseq.ops import Op, SPECS
 from edgeseq.runtime import Model
-from edgeseq.runtime.plan import REGISTRY, KernelKey
+from edgeseq.runtime.plan import REGISTRY
+from edgeseq.runtime.registry import KernelKey
 
 R = np.random.default_rng(9)
 

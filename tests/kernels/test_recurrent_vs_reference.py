@@ -127,10 +127,10 @@ def test_compressed_weights_without_a_kernel_fall_back_to_float32(tol, monkeypat
     """A GRU with int8 W_x (per-row scales) and float16 W_h, with its dedicated kernel taken
     out of the registry: the plan says it falls back, and the result equals the reference on
     the dequantised weights."""
-    from edgeseq.runtime import plan
-    plan._load_builtin_kernels()
-    for key in [k for k in plan.REGISTRY if k.op is Op.GRU and k.wdtype != "float32"]:
-        monkeypatch.delitem(plan.REGISTRY, key)
+    from edgeseq.runtime import plan  # noqa: F401  (registers the built-in families)
+    from edgeseq.runtime.registry import REGISTRY
+    for key in [k for k in REGISTRY if k.op is Op.GRU and k.wdtype != "float32"]:
+        monkeypatch.delitem(REGISTRY, key)
     rng = np.random.default_rng(21)
     g = testing.gru_graph(rng, 5, 6)
     w_x = g.constants["gru.w_x"]
