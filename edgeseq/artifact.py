@@ -1,6 +1,6 @@
 """The `.eseq` artifact: one safetensors file holding a Graph and its constant tensors.
 
-Layout (DESIGN.md §3): 8-byte little-endian header length, a JSON header, raw little-endian
+Layout (docs/artifact.md): 8-byte little-endian header length, a JSON header, raw little-endian
 tensor bytes. The header's `__metadata__` carries strings only:
 
     edgeseq.format    "edgeseq"

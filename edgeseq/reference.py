@@ -1,6 +1,6 @@
 """The NumPy reference interpreter: the meaning of every edgeseq op, in float64.
 
-Slow and obvious on purpose (DESIGN.md §2 formulas, ONNX semantics for glue ops). Every fast
+Slow and obvious on purpose (the formulas of docs/design.md, the IR; ONNX semantics for glue ops). Every fast
 kernel, converter and quant pass is checked against `run`. One small function per op,
 registered in `_OPS` by op; recurrent ops share one masked time loop (`_run_direction`).
 """
