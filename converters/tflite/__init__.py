@@ -8,6 +8,7 @@ Keras models. Handlers are registered per builtin operator in `lstm.py` and `glu
 from __future__ import annotations
 
 from edgeseq.converters.tflite.convert import convert
+from edgeseq.converters.tflite import loops as _loops  # noqa: F401  (registers WHILE)
 from edgeseq.converters.tflite.slots import LstmSlot
 
 __all__ = ["convert", "LstmSlot"]

@@ -124,10 +124,13 @@ def test_keras_hybrid_within_derived_bound(tol):
     assert worst > 0
 
 
-def test_keras3_while_loop_refused():
-    """Keras 3 turns an LSTM into a WHILE loop: refused, naming the operator and the fix."""
-    from edgeseq.errors import UnsupportedModelError
-    with pytest.raises(UnsupportedModelError) as e:
-        convert(FIXTURES / "keras3_lstm_while.tflite")
-    msg = str(e.value)
-    assert "WHILE" in msg and "operator #" in msg and "TF_USE_LEGACY_KERAS=1" in msg
+def test_keras3_while_loop_lifted():
+    """Keras 3 turns an LSTM into a WHILE loop: lifted into one LSTM node (verified on a probe
+    at conversion) that matches the TFLite interpreter on a random sequence."""
+    path = FIXTURES / "keras3_lstm_while.tflite"
+    g = convert(path)
+    assert [n.op.value for n in g.nodes if n.op.value in ("LSTM", "GRU", "RNN")] == ["LSTM"]
+    x = np.random.default_rng(5).standard_normal((1, 10, 8)).astype(np.float32)
+    feeds = {g.inputs[0].name: x}
+    theirs = next(iter(run_tflite(path, feeds).values()))
+    assert _err(Model(g).run(feeds)[g.outputs[0].name], theirs) <= 1e-5

@@ -1,0 +1,299 @@
+"""ONNX `Loop` nodes whose body is a recurrent cell (what tf2onnx writes for Keras 3 LSTM/GRU
+and for tf-keras GRU(reset_after=False) and SimpleRNN) become one LSTM/GRU/RNN node; a
+`ReverseSequence` over whole sequences (Keras' backward layers) becomes a reversing Slice.
+
+Carried values are classified by what the body does with them (see tflite/loops.py): a scalar
+it increments is a counter, [N, S] values it rewrites are states, values it passes through
+must be constants; the input sequence is an outer-scope value the body Gathers at a counter,
+and the per-step output is a scan output. The body is run by onnx's reference evaluator on a
+float64 copy, and the cell is matched and verified by `edgeseq.converters.loops`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from edgeseq.ops import Op
+
+from edgeseq.converters import loops
+from edgeseq.converters.onnx.context import Context, Unsupported
+from edgeseq.converters.onnx.registry import handler
+
+_MAX_EXTRA_TRIPS = 2
+
+# ONNX op -> the normalised kind the cell patterns read (TFLite spelling)
+_KINDS = {"Add": "ADD", "Mul": "MUL", "Sub": "SUB", "Split": "SPLIT", "Sigmoid": "LOGISTIC",
+          "Tanh": "TANH", "Relu": "RELU", "Reshape": "RESHAPE", "Identity": "IDENTITY",
+          "Gather": "GATHER", "MatMul": "MATMUL", "Gemm": "GEMM", "Squeeze": "RESHAPE",
+          "Unsqueeze": "RESHAPE"}
+
+
+@dataclass
+class Carried:
+    """Loop operands by role: indices k into the carried values (Loop input 2 + k)."""
+    counters: list[int]
+    states: list[int]
+    passed: list[int]
+    sequence: str                # outer-scope name of the input sequence
+    index_key: str               # body value the sequence is gathered at
+    scans: list[int]             # indices of the body's scan outputs
+
+
+def _as_float64(g: onnx.GraphProto) -> onnx.GraphProto:
+    """A copy of the body computing in float64 (the probe must not see float32 rounding)."""
+    g = onnx.GraphProto.FromString(g.SerializeToString())
+    for t in g.initializer:
+        if t.data_type == TensorProto.FLOAT:
+            t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(t).astype(np.float64),
+                                               t.name))
+    for n in g.node:
+        for a in n.attribute:
+            if a.type == onnx.AttributeProto.TENSOR and a.t.data_type == TensorProto.FLOAT:
+                a.t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(a.t).astype(
+                    np.float64), a.t.name))
+            if n.op_type == "Cast" and a.name == "to" and a.i == TensorProto.FLOAT:
+                a.i = TensorProto.DOUBLE
+    for vi in list(g.input) + list(g.output):
+        if vi.type.tensor_type.elem_type == TensorProto.FLOAT:
+            vi.type.tensor_type.elem_type = TensorProto.DOUBLE
+    del g.value_info[:]
+    return g
+
+
+class _Body:
+    """The body as a standalone float64 model (outer-scope values become inputs), run by
+    onnx.reference; an override turns the overridden value into an input."""
+
+    def __init__(self, ctx: Context, node: onnx.NodeProto, graph: onnx.GraphProto):
+        self.graph = _as_float64(graph)
+        self.opset = ctx.opsets.get("", 13)
+        defined = {i.name for i in graph.input} | {t.name for t in graph.initializer}
+        defined |= {o for n in graph.node for o in n.output}
+        used = {i for n in graph.node for i in n.input if i}
+        used |= {o.name for o in graph.output}
+        self.outer = sorted(used - defined)
+        self.inputs = [i.name for i in graph.input]
+        self.outputs = [o.name for o in graph.output]
+        self.ops = [loops.BodyOp(_KINDS.get(n.op_type, n.op_type.upper()),
+                                 tuple(i for i in n.input if i), tuple(n.output))
+                    for n in graph.node]
+        self._sessions: dict = {}
+
+    def _session(self, over: frozenset):
+        if over not in self._sessions:
+            from onnx.reference import ReferenceEvaluator
+            g = onnx.GraphProto.FromString(self.graph.SerializeToString())
+            for n in g.node:
+                for k, o in enumerate(n.output):
+                    if o in over:
+                        n.output[k] = o + "__overridden"
+            ins = [helper.make_tensor_value_info(n, TensorProto.UNDEFINED, None)
+                   for n in self.outer + sorted(over)]
+            g.input.extend(ins)
+            model = helper.make_model(g, opset_imports=[helper.make_opsetid("", self.opset)])
+            self._sessions[over] = ReferenceEvaluator(model)
+        return self._sessions[over]
+
+    def run(self, feeds: dict, overrides: dict | None = None) -> dict:
+        overrides = overrides or {}
+        sess = self._session(frozenset(overrides))
+        env = sess.run(None, {**feeds, **overrides}, intermediate=True)
+        env = dict(env)
+        env.update(feeds)
+        env.update(overrides)
+        return env
+
+
+def _shape(ctx: Context, vi: onnx.ValueInfoProto) -> tuple | None:
+    t = vi.type.tensor_type
+    if not t.HasField("shape"):
+        return None
+    return tuple(d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim)
+
+
+def _classify(ctx: Context, node: onnx.NodeProto, body: _Body, graph) -> Carried:
+    n_carried = len(node.input) - 2
+    producer = {o: n for n in graph.node for o in n.output}
+    counters, states, passed = [], [], []
+    for k in range(n_carried):
+        bi, bo = body.inputs[2 + k], body.outputs[1 + k]
+        p = producer.get(bo)
+        val = ctx.const(node.input[2 + k])
+        shape = np.shape(val) if val is not None else ctx.shape(node.input[2 + k])
+        if bo == bi:
+            passed.append(k)
+        elif p is not None and p.op_type == "Add" and bi in p.input and (
+                shape is None or len(shape) == 0 or tuple(shape) == (1,)):
+            counters.append(k)
+        elif shape is not None and len(shape) == 2:
+            states.append(k)
+        else:
+            raise Unsupported(f"Loop carried value {k} '{node.input[2 + k]}' (shape {shape}) is "
+                              f"neither a counter, a constant nor a [batch, units] state")
+    for k in passed:
+        if ctx.const(node.input[2 + k]) is None:
+            raise Unsupported(f"Loop carried value {k} '{node.input[2 + k]}' is a run-time "
+                              f"value the body only reads (only the input sequence may be)")
+    counter_keys = {body.inputs[0]} | {body.inputs[2 + k] for k in counters}
+    seq = None
+    for n in graph.node:
+        if n.op_type == "Gather" and n.input[0] in body.outer and n.input[1] in counter_keys:
+            if seq is not None and seq[0] != n.input[0]:
+                raise Unsupported("the Loop body reads more than one sequence per step (a mask? "
+                                  "masked loops are not lifted yet)")
+            seq = (n.input[0], n.input[1], n.output[0])
+    if seq is None:
+        raise Unsupported("the Loop body reads no input sequence at its step counter")
+    scans = list(range(1 + n_carried, len(body.outputs)))
+    if len(scans) > 1:
+        raise Unsupported(f"the Loop writes {len(scans)} sequences (one expected)")
+    c = Carried(counters, states, passed, seq[0], seq[1], scans)
+    c.gather_out = seq[2]
+    return c
+
+
+class _Loop:
+    def __init__(self, ctx: Context, node: onnx.NodeProto, body: _Body, c: Carried):
+        self.body, self.c = body, c
+        n_carried = len(node.input) - 2
+        self.start = [ctx.const(node.input[2 + k]) for k in range(n_carried)]
+        self.trip = ctx.const(node.input[0]) if node.input[0] else None
+        self.cond0 = ctx.const(node.input[1]) if len(node.input) > 1 and node.input[1] else None
+        self.outer = {n: ctx.const(n) for n in body.outer if n != c.sequence}
+        missing = [n for n, v in self.outer.items() if v is None]
+        if missing:
+            raise Unsupported(f"the Loop body reads run-time values {missing} other than the "
+                              f"input sequence")
+
+    def _feeds(self, xs, states, k_iter, cond, vals):
+        feeds = {self.body.inputs[0]: np.asarray(k_iter, np.int64),
+                 self.body.inputs[1]: np.asarray(cond, np.bool_)}
+        for k, v in enumerate(vals):
+            feeds[self.body.inputs[2 + k]] = np.asarray(v, np.float64) \
+                if np.asarray(v).dtype.kind == "f" else np.asarray(v)
+        feeds.update({n: np.asarray(v, np.float64) if np.asarray(v).dtype.kind == "f" else v
+                      for n, v in self.outer.items()})
+        feeds[self.c.sequence] = xs
+        return feeds
+
+    def _start(self, states):
+        vals = list(self.start)
+        for k, s in zip(self.c.states, states):
+            vals[k] = s
+        return vals
+
+    def __call__(self, xs, states):
+        vals = self._start(states)
+        cond = True if self.cond0 is None else bool(np.ravel(self.cond0)[0])
+        trip = xs.shape[0] + _MAX_EXTRA_TRIPS if self.trip is None else int(np.ravel(self.trip)[0])
+        ys = []
+        k = 0
+        while cond and k < trip:
+            if k > xs.shape[0] + _MAX_EXTRA_TRIPS:
+                raise loops.NoMatch("the loop did not stop after the sequence length")
+            env = self.body.run(self._feeds(xs, states, k, cond, vals))
+            cond = bool(np.ravel(env[self.body.outputs[0]])[0])
+            vals = [env[self.body.outputs[1 + j]] for j in range(len(vals))]
+            for s in self.c.scans:
+                ys.append(env[self.body.outputs[s]])
+            k += 1
+        y = np.stack(ys) if ys else None
+        return y, [vals[k] for k in self.c.states]
+
+    def step(self, n_batch: int, n_input: int, sizes: list[int]) -> loops.Step:
+        def run(x, states, overrides):
+            vals = self._start(states)
+            for k in self.c.counters:
+                vals[k] = np.zeros_like(np.asarray(vals[k]))
+            return self.body.run(self._feeds(x[None], states, 0, True, vals), overrides)
+        b = self.body
+        return loops.Step(run, b.ops, self.c.gather_out, [b.inputs[2 + k] for k in self.c.states],
+                          [b.outputs[1 + k] for k in self.c.states], None, n_batch, n_input,
+                          sizes)
+
+
+@handler("Loop", since=1)
+def loop(ctx: Context, node: onnx.NodeProto) -> None:
+    graph = next(a.g for a in node.attribute if a.name == "body")
+    body = _Body(ctx, node, graph)
+    c = _classify(ctx, node, body, graph)
+    seq_shape = ctx.shape(c.sequence)
+    if seq_shape is None or len(seq_shape) != 3 or not all(isinstance(d, int) for d in seq_shape):
+        raise Unsupported(f"the Loop's input sequence '{c.sequence}' needs a known [T, N, I] "
+                          f"shape, got {seq_shape}; fix the input dims with --shape NAME=DIMS")
+    t_len, n_batch, n_input = seq_shape
+    sizes = []
+    for k in c.states:
+        v = ctx.const(node.input[2 + k])
+        shp = np.shape(v) if v is not None else ctx.shape(node.input[2 + k])
+        sizes.append(int(shp[1]))
+    lp = _Loop(ctx, node, body, c)
+    try:
+        lifted = loops.lift(lp.step(n_batch, n_input, sizes), lp, t_len)
+    except loops.NoMatch as e:
+        raise Unsupported(f"the Loop body is not a recurrent cell edgeseq recognises ({e})") \
+            from None
+    _emit(ctx, node, c, lifted.candidate, t_len)
+
+
+def _emit(ctx: Context, node: onnx.NodeProto, c: Carried, cand: loops.Candidate,
+          t_len: int) -> None:
+    base = ctx.node_name
+    weights = {slot: ctx.add_const(f"{base}/{slot}", np.asarray(w, np.float32)[None])
+               for slot, w in cand.weights.items()}
+    order = [cand.h_index] + ([cand.c_index] if cand.c_index is not None else [])
+    inits = []
+    for j, k in enumerate(order):
+        name = node.input[2 + c.states[k]]
+        val = ctx.const(name)
+        if val is not None and not np.any(val):
+            inits.append("")
+            continue
+        u = ctx.tmp(f"{base}/init{j}")
+        ctx.emit(Op.UNSQUEEZE, [ctx.inp(node, 2 + c.states[k])], [u], {"axes": (0,)},
+                 suffix=f"/init{j}")
+        inits.append(u)
+    y, yh, yc = (ctx.tmp(f"{base}/{s}") for s in ("y", "y_h", "y_c"))
+    outs = [y, yh] + ([yc] if cand.op == Op.LSTM else [])
+    ins = [ctx.resolve(c.sequence), ""] + inits
+    while ins[-1] == "":
+        ins.pop()
+    ctx.emit(cand.op, ins, outs, cand.attrs, weights)
+    n_carried = len(node.input) - 2
+    for s in c.scans:
+        out = node.output[s - 1] if s - 1 < len(node.output) else ""
+        if out:
+            ctx.emit(Op.SQUEEZE, [y], [out], {"axes": (1,)}, suffix="/y")
+    for k, src in zip(order, outs[1:]):
+        out = node.output[c.states[k]] if c.states[k] < len(node.output) else ""
+        if out:
+            ctx.emit(Op.SQUEEZE, [src], [out], {"axes": (0,)}, suffix=f"/state{k}")
+    for k in c.passed:
+        if k < len(node.output) and node.output[k]:
+            ctx.consts[node.output[k]] = ctx.const(node.input[2 + k])
+    for k in c.counters:
+        if k < len(node.output) and node.output[k]:
+            start = ctx.const(node.input[2 + k])
+            if start is not None:
+                ctx.consts[node.output[k]] = np.asarray(start) + t_len
+    del n_carried
+
+
+@handler("ReverseSequence", since=10)
+def reverse_sequence(ctx: Context, node: onnx.NodeProto) -> None:
+    """Whole sequences reversed (every length is the full time length): a Slice with step -1
+    along the time axis. Keras writes this for the backward layer of a Bidirectional."""
+    a = ctx.attrs(node, {"batch_axis", "time_axis"})
+    t_axis = int(a.get("time_axis", 0))
+    lens = ctx.need_const(node, 1, "sequence_lens")
+    shape = ctx.shape(node.input[0])
+    if shape is None or not isinstance(shape[t_axis], int) or np.any(lens != shape[t_axis]):
+        raise Unsupported(f"only whole-sequence reversal is supported (every sequence_lens "
+                          f"equal to the time length); got lengths {np.ravel(lens).tolist()} "
+                          f"for shape {shape}")
+    ctx.emit(Op.SLICE, [ctx.inp(node, 0)], [node.output[0]],
+             {"starts": (-1,), "ends": (-(shape[t_axis] + 1),), "axes": (t_axis,),
+              "steps": (-1,)})
