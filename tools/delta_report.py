@@ -530,6 +530,7 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--update-docs rewrites the table docs/delta.md and the README quote; it "
                  "needs the full run with the 256-unit classifier: --train-256, no --quick")
     out = report_out.output_dir(args.out, "delta_report")
+    plots = report_out.can_plot(ap, args.update_docs)
     if args.train_256:
         args.aeon_cache = args.aeon_cache or out
         args.classifier.insert(0, train_256(out, args.aeon_cache))
@@ -562,8 +563,9 @@ def main(argv: list[str] | None = None) -> int:
     print(table)
     (out / "rows.json").write_text(json.dumps(rows, indent=1, default=str))
     (out / "report.md").write_text(table + "\n")
-    plot(rows, out / "delta_tradeoff.png")
-    print(f"wrote report.md, delta_tradeoff.png and rows.json into {out}")
+    if plots:
+        plot(rows, out / "delta_tradeoff.png")
+    print(f"wrote report.md, {'delta_tradeoff.png, ' if plots else ''}rows.json into {out}")
     if args.update_docs:
         write_doc(report_out.DOCS / "delta.md", table)
         plot(rows, report_out.DOCS / "delta_tradeoff.png")

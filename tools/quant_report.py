@@ -406,6 +406,7 @@ def main(argv=None) -> int:
                  "installed (apt-get install espeak-ng); or pass --synthetic-speech (numbers "
                  "then differ from docs/quant.md), or --only classifier --only latency")
     out = report_out.output_dir(args.out, "quant_report")
+    plots = report_out.can_plot(ap, args.update_docs)
     report = []
     curves: dict = {}
     rng = np.random.default_rng(5)
@@ -425,7 +426,7 @@ def main(argv=None) -> int:
                 print(report[-1], flush=True)
     (out / "report.md").write_text("\n".join(report))
     print(f"wrote {out / 'report.md'}")
-    if curves:
+    if curves and plots:
         plot(curves, out / "quant_tradeoff.png")
         print(f"plot: {out / 'quant_tradeoff.png'}")
         if args.update_docs:

@@ -3,6 +3,7 @@ current directory), never the tracked docs/ unless --update-docs says so."""
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import time
 from pathlib import Path
 
@@ -24,3 +25,15 @@ def output_dir(out: Path | None, tool: str) -> Path:
     path = out or Path.cwd() / f"{tool}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}"
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def can_plot(ap: argparse.ArgumentParser, update_docs: bool) -> bool:
+    """Whether matplotlib (the `bench` extra) is there for the plot; --update-docs needs it,
+    so that is refused before minutes of measuring, not after."""
+    if importlib.util.find_spec("matplotlib") is not None:
+        return True
+    if update_docs:
+        ap.error("--update-docs rewrites a plot and needs matplotlib: pip install -e '.[bench]'")
+    print("matplotlib is not installed: tables only, no plot (pip install -e '.[bench]')",
+          flush=True)
+    return False
