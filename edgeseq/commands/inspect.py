@@ -1,4 +1,5 @@
-"""`edgeseq inspect ART [--json]`: layers, features, parameters and I/O of an artifact."""
+"""`edgeseq inspect ART [--json] [--code]`: layers, features, parameters and I/O of an
+artifact; --code prints the source the runtime's whole-graph compiler generates for it."""
 from __future__ import annotations
 
 import argparse
@@ -10,6 +11,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print JSON instead of tables")
     p.add_argument("--no-verify", action="store_true",
                    help="skip the checksum of the tensor data (faster on big files)")
+    p.add_argument("--code", action="store_true",
+                   help="print the generated whole-graph function (or, when the runtime "
+                        "falls back to its per-node interpreter, which nodes and why)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -17,6 +21,11 @@ def run(args: argparse.Namespace) -> int:
     from edgeseq.summary import format_summary, summarize
 
     art = artifact.read(args.artifact, verify=not args.no_verify)
+    if args.code:
+        from edgeseq.runtime import Model
+        model = Model(art.graph, codegen=True, warmup=False)
+        print(model.source() or model.describe())
+        return 0
     s = summarize(art.graph)
     s["artifact"] = art.info.to_json()
     print(json.dumps(s, indent=2) if args.json else format_summary(s))

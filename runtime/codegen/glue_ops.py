@@ -71,9 +71,11 @@ def _reader(lw: Lowering, name: str) -> Node | None:
 def _elementwise(lw: Lowering, node: Node) -> None:
     if node.name in lw.fused:
         return
+    if node.op is Op.CAST and not _fusable(lw, node):
+        _cast(lw, node)
+        return
     if not _fusable(lw, node):
-        raise Unsupported(f"{node.op.value} on non-float32 data" if node.op is not Op.CAST
-                          else f"Cast to {node.attrs['to']}")
+        raise Unsupported(f"{node.op.value} on non-float32 data")
     out = node.outputs[0]
     nxt = _reader(lw, out)
     if nxt is not None and _fusable(lw, nxt) and nxt.name not in lw.fused:
@@ -143,6 +145,24 @@ def _elementwise(lw: Lowering, node: Node) -> None:
     lw.emit(f"{y} = np.empty({lw.tup(dims)}, dtype=np.float32)")
     lw.loop_nest(dims, body + [f"{y}[{', '.join(f'i{k}' for k in range(rank))}] = {res}"])
     lw.bind(out, y)
+
+
+# Cast targets the generated code represents (integers are carried as int64)
+_CAST_TO = {"int32": "np.int64", "int64": "np.int64", "float32": "np.float32",
+            "float64": "np.float32"}
+
+
+def _cast(lw: Lowering, node: Node) -> None:
+    """A Cast that changes the kind (integer <-> float, integer widths): one astype."""
+    to = node.attrs["to"]
+    src = lw.graph.value(node.inputs[0]).dtype if not lw.is_const(node.inputs[0]) else \
+        str(lw.graph.constants[node.inputs[0]].dtype)
+    if to not in _CAST_TO or (to.startswith("int") and src.startswith("float")):
+        raise Unsupported(f"Cast from {src} to {to}")
+    lw.comment(node)
+    y = lw.fresh()
+    lw.emit(f"{y} = {lw.value(node.inputs[0])}.astype({_CAST_TO[to]})")
+    lw.bind(node.outputs[0], y)
 
 
 def _esc(s: str) -> str:

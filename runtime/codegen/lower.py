@@ -213,7 +213,8 @@ def lower(graph: Graph, kernels: dict) -> Lowered:
             if fn is None:
                 raise Unsupported("no emitter for this op")
             for o in node.outputs:
-                if o and graph.value(o).dtype != "float32":
+                # integer values only from Cast (e.g. sequence lengths int64 -> int32)
+                if o and graph.value(o).dtype != "float32" and node.op is not Op.CAST:
                     raise Unsupported(f"output '{o}' has dtype {graph.value(o).dtype}")
             fn(lw, node)
         except Unsupported as e:

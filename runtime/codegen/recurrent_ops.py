@@ -92,8 +92,6 @@ def _recurrent(lw: Lowering, node: Node) -> None:
     v = lw.fresh()
     lw.emit(f"{v}_T, {v}_N = {x}.shape[0], {x}.shape[1]")
     if ins[1]:
-        if _source_kind(lw, ins[1]) not in ("input", "const"):
-            raise Unsupported("computed sequence_lens")
         lens = lw.value(ins[1])
         lw.emit(f"if {lens}.shape[0] != {v}_N:")
         lw.emit(f"    raise ValueError(\"node '{node.name}': sequence_lens must have one value "

@@ -246,3 +246,27 @@ def test_silero_run_and_one_frame_stream_match_reference(tol):
     probs = [s.push({"input": frames[k:k + 1], **({"h": h, "c": c} if k == 0 else {})})
              ["speech_probs"] for k in range(6)]
     assert np.max(np.abs(np.concatenate(probs) - want["speech_probs"])) <= tol["silero_prob"]
+
+
+def test_lengths_through_an_integer_cast(tol):
+    """Exporters cast sequence lengths (int64 -> int32) before the LSTM: emitted as int64."""
+    g0 = testing.lstm_graph(R, 3, 6, seq_lens=True, direction="bidirectional")
+    node = g0.nodes[0]
+    cast = Node("cast", Op.CAST, ["sequence_lens"], ["lens32"], {"to": "int32"})
+    lstm = Node(node.name, node.op, ["x", "lens32"] + list(node.inputs[2:]), node.outputs,
+                dict(node.attrs), dict(node.weights))
+    g = Graph("cast_lens", g0.inputs, g0.outputs, [cast, lstm], g0.constants).validate()
+    feed = testing.random_inputs(g, R, 6, 3)
+    _close(_model(g).run(feed), reference.run(g, feed), tol["float32"])
+
+
+def test_inspect_code_prints_the_generated_function(tmp_path, capsys):
+    pytest.importorskip("onnx")
+    from edgeseq import artifact
+    from edgeseq.cli import main
+    from edgeseq.converters.onnx import convert
+    art = tmp_path / "demo.eseq"
+    artifact.save(convert(str(DEMO)), str(art))
+    assert main(["inspect", str(art), "--code"]) == 0
+    out = capsys.readouterr().out
+    assert "def graph_run(" in out and "LSTM._lstm_sequence(" in out

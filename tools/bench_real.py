@@ -1,0 +1,255 @@
+"""The `real` benchmark suite: whole models of the shapes real users run, edgeseq vs
+onnxruntime (1 thread) in one process, calls alternating A B C A B C, medians.
+
+    python tools/bench.py real [--quick] [--only NAME,...]     (or python tools/bench_real.py)
+
+Models are rebuilt here as PyTorch modules with seeded random weights, exported with the
+legacy ONNX exporter (torch is a tool dependency only), converted by edgeseq's ONNX
+converter; the shipped demo classifier and silero-vad (one 576-sample frame per
+`Stream.push`, state carried) are run from their files. Columns: edgeseq with the
+whole-graph compiler ("codegen"), edgeseq's per-node interpreter ("interp", what Model.run
+was before the compiler), onnxruntime with one thread; ratios are medians over medians.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _torch_models() -> dict:
+    """name -> (module, example inputs dict, dynamic axes, note)."""
+    import torch
+    from torch import nn
+    torch.manual_seed(0)
+
+    class Kws(nn.Module):              # keyword spotter: LSTM + Linear on the last step
+        def __init__(self):
+            super().__init__()
+            self.lstm = nn.LSTM(40, 128)
+            self.head = nn.Linear(128, 12)
+
+        def forward(self, x):
+            y, _ = self.lstm(x)
+            return self.head(y[-1])
+
+    class Tagger(nn.Module):           # g2p-style 2-layer BiLSTM tagger with lengths
+        def __init__(self):
+            super().__init__()
+            self.lstm = nn.LSTM(64, 128, num_layers=2, bidirectional=True)
+            self.head = nn.Linear(256, 50)
+
+        def forward(self, x, lengths):
+            p = nn.utils.rnn.pack_padded_sequence(x, lengths)
+            y, _ = self.lstm(p)
+            y, _ = nn.utils.rnn.pad_packed_sequence(y, total_length=x.shape[0])
+            return torch.log_softmax(self.head(y), dim=-1)
+
+    class EncDec(nn.Module):           # GRU encoder + one decoder step
+        def __init__(self):
+            super().__init__()
+            self.enc = nn.GRU(64, 128)
+            self.dec = nn.GRU(64, 128)
+            self.head = nn.Linear(128, 50)
+
+        def forward(self, x, y_prev):
+            _, h = self.enc(x)
+            o, _ = self.dec(y_prev, h)
+            return torch.log_softmax(self.head(o[0]), dim=-1)
+
+    class Beat(nn.Module):             # 3-layer BiLSTM 25 units over 266 features
+        def __init__(self):
+            super().__init__()
+            self.lstm = nn.LSTM(266, 25, num_layers=3, bidirectional=True)
+            self.head = nn.Linear(50, 3)
+
+        def forward(self, x):
+            y, _ = self.lstm(x)
+            return torch.softmax(self.head(y), dim=-1)
+
+    class BiGru(nn.Module):            # 3-layer BiGRU 25 units, learned initial state
+        def __init__(self):
+            super().__init__()
+            self.gru = nn.GRU(266, 25, num_layers=3, bidirectional=True)
+            self.h0 = nn.Parameter(torch.randn(6, 1, 25) * 0.1)
+            self.head = nn.Linear(50, 3)
+
+        def forward(self, x):
+            y, _ = self.gru(x, self.h0)
+            return self.head(y)
+
+    class DeepSpeech(nn.Module):       # Linear stack + bidirectional ReLU RNN + Linear
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Sequential(nn.Linear(161, 256), nn.ReLU(), nn.Linear(256, 256),
+                                    nn.ReLU(), nn.Linear(256, 256), nn.ReLU())
+            self.rnn = nn.RNN(256, 256, nonlinearity="relu", bidirectional=True)
+            self.out = nn.Linear(512, 29)
+
+        def forward(self, x):
+            y, _ = self.rnn(self.fc(x))
+            return torch.log_softmax(self.out(y), dim=-1)
+
+    class Tacotron(nn.Module):         # Tacotron2 encoder: Conv1d x3 (+BN, ReLU) + BiLSTM
+        def __init__(self):
+            super().__init__()
+            self.convs = nn.Sequential(*[nn.Sequential(nn.Conv1d(512, 512, 5, padding=2),
+                                                       nn.BatchNorm1d(512), nn.ReLU())
+                                         for _ in range(3)])
+            self.lstm = nn.LSTM(512, 256, bidirectional=True)
+
+        def forward(self, x):
+            y = self.convs(x).permute(2, 0, 1)
+            y, _ = self.lstm(y)
+            return y
+
+    r = np.random.default_rng(0)
+
+    def f(*s):
+        return r.standard_normal(s).astype(np.float32)
+    return {
+        "kws": (Kws(), {"x": f(100, 1, 40)}, {"x": {0: "T"}}, "T=100, 40 MFCC, LSTM 128"),
+        "g2p_tagger": (Tagger(), {"x": f(30, 1, 64), "lengths": np.array([30], np.int64)},
+                       {"x": {0: "T"}}, "T=30, 2-layer BiLSTM 128 with lengths"),
+        "g2p_encdec": (EncDec(), {"x": f(30, 1, 64), "y_prev": f(1, 1, 64)}, {"x": {0: "T"}},
+                       "T=30 GRU 128 encoder + 1 decoder step"),
+        "beat_bilstm": (Beat(), {"x": f(1200, 1, 266)}, {"x": {0: "T"}},
+                        "1200x266, 3-layer BiLSTM 25 (no peephole: torch has none)"),
+        "bigru_h0": (BiGru(), {"x": f(1200, 1, 266)}, {"x": {0: "T"}},
+                     "1200x266, 3-layer BiGRU 25, learned h0"),
+        "deepspeech": (DeepSpeech(), {"x": f(200, 1, 161)}, {"x": {0: "T"}},
+                       "T=200x161, 3 Linear 256 + BiRNN 256"),
+        "tacotron_enc": (Tacotron(), {"x": f(1, 512, 100)}, {"x": {2: "T"}},
+                         "T=100, 3x Conv1d 512 k5 + BiLSTM 256"),
+    }
+
+
+def _export(name: str, module, inputs: dict, dyn: dict, out: Path) -> Path:
+    import torch
+    path = out / f"{name}.onnx"
+    module.eval()
+    args = tuple(torch.from_numpy(v) for v in inputs.values())
+    with torch.no_grad():
+        torch.onnx.export(module, args, str(path), dynamo=False, input_names=list(inputs),
+                          dynamic_axes=dyn, opset_version=17)
+    return path
+
+
+def _ort(path: Path):
+    import onnxruntime as ort
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    so.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
+def _alternate(fns: dict, budget_s: float, max_calls: int) -> dict:
+    """Median seconds per call of each fn, calls alternating, after one warm-up round."""
+    for f in fns.values():
+        f()
+    times = {k: [] for k in fns}
+    start = time.perf_counter()
+    while len(times[next(iter(fns))]) < max_calls and \
+            (time.perf_counter() - start < budget_s or len(times[next(iter(fns))]) < 5):
+        for k, f in fns.items():
+            t0 = time.perf_counter()
+            f()
+            times[k].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def _fmt(s: float) -> str:
+    return f"{s * 1e3:8.2f} ms" if s >= 1e-3 else f"{s * 1e6:8.1f} us"
+
+
+def _whole(name, path, feed, note, budget):
+    from edgeseq.converters.onnx import convert
+    from edgeseq.runtime import Model
+    g = convert(str(path))
+    t0 = time.perf_counter()
+    cg = Model(g, codegen=True)
+    t_compile = time.perf_counter() - t0
+    it = Model(g, codegen=False)
+    sess = _ort(path)
+    names = [i.name for i in sess.get_inputs()]
+    ofeed = {k: v for k, v in feed.items() if k in names}
+    a, b, c = cg.run(feed), it.run(feed), sess.run(None, ofeed)
+    diff = max(float(np.max(np.abs(a[k] - o))) for k, o in zip(cg.output_names, c))
+    med = _alternate({"cg": lambda: cg.run(feed), "it": lambda: it.run(feed),
+                      "ort": lambda: sess.run(None, ofeed)}, budget, 2000)
+    return dict(name=name, note=note, compiled=cg.source() is not None, diff=diff,
+                compile_s=t_compile, **med)
+
+
+def _silero_stream(budget):
+    import silero_vad
+    from edgeseq.converters.onnx import convert
+    from edgeseq.runtime import Model
+    path = Path(silero_vad.__file__).parent / "data" / "silero_vad_16k_sequence.onnx"
+    g = convert(str(path))
+    t0 = time.perf_counter()
+    cg = Model(g, codegen=True)
+    t_compile = time.perf_counter() - t0
+    it = Model(g, codegen=False)
+    sess = _ort(path)
+    fr = (np.random.default_rng(1).standard_normal((1, 576)) * 0.1).astype(np.float32)
+    zero = {"h": np.zeros((1, 1, 128), np.float32), "c": np.zeros((1, 1, 128), np.float32)}
+    s1, s2 = cg.stream(), it.stream()
+    st = dict(zero)
+    p1 = s1.push({"input": fr, **zero})["speech_probs"]
+    s2.push({"input": fr, **zero})
+    r = sess.run(None, {"input": fr, **st})
+    diff = float(np.max(np.abs(p1 - r[0])))
+
+    def ort_step():
+        out = sess.run(None, {"input": fr, **st})
+        st["h"], st["c"] = out[1], out[2]
+    med = _alternate({"cg": lambda: s1.push({"input": fr}), "it": lambda: s2.push({"input": fr}),
+                      "ort": ort_step}, budget, 5000)
+    return dict(name="silero_stream", note="one 576-sample frame per Stream.push",
+                compiled=cg.source() is not None, diff=diff, compile_s=t_compile, **med)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="0.5 s per model instead of 3 s")
+    ap.add_argument("--only", default="", help="comma-separated model names")
+    args = ap.parse_args(argv)
+    budget = 0.5 if args.quick else 3.0
+    only = set(filter(None, args.only.split(",")))
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        if not only or "silero_stream" in only:
+            rows.append(_silero_stream(budget))
+        if not only or "demo_classifier" in only:
+            x = np.random.default_rng(2).standard_normal((1, 29, 12)).astype(np.float32)
+            rows.append(_whole("demo_classifier", ROOT / "edgeseq" / "data" /
+                               "demo_classifier.onnx", {"x": x}, "shipped, 29x12, 2x LSTM 128",
+                               budget))
+        for name, (mod, feed, dyn, note) in _torch_models().items():
+            if only and name not in only:
+                continue
+            path = _export(name, mod, feed, dyn, Path(tmp))
+            rows.append(_whole(name, path, feed, note, budget))
+            print(f"  done {name}", file=sys.stderr, flush=True)
+    print("medians of alternating calls, batch 1; ratio = edgeseq / onnxruntime 1 thread")
+    print(f"{'model':17s} {'codegen':>11s} {'interp':>11s} {'ORT 1thr':>11s} {'ratio':>6s} "
+          f"{'before':>6s} {'max|diff|':>9s}  shape")
+    for r in rows:
+        flag = "" if r["compiled"] else " (fallback)"
+        print(f"{r['name']:17s} {_fmt(r['cg'])} {_fmt(r['it'])} {_fmt(r['ort'])} "
+              f"{r['cg'] / r['ort']:6.2f} {r['it'] / r['ort']:6.2f} {r['diff']:9.1e}  "
+              f"{r['note']}{flag}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
