@@ -4,19 +4,23 @@ The converter never executes the model. It walks the whole graph once: Constant 
 nodes whose operands are all known are folded (fold.py), Shape/Size of statically shaped
 values become constants, and everything else goes to the handler registered for its op type
 and opset. Every problem found on the way is collected and raised as ONE
-UnsupportedModelError, so a user sees the full list of what stands in the way.
+UnsupportedModelError, so a user sees the full list of what stands in the way. A damaged
+file (a field missing, of the wrong kind or out of range) is the same list raised as a
+ModelFormatError (a subclass): no raw Python exception leaves the converter.
 """
 from __future__ import annotations
 
 import copy
 from collections import deque
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Mapping
 
 import numpy as np
 import onnx
 
-from edgeseq.errors import GraphError, ShapeError, UnsupportedModelError
+from edgeseq.errors import (EdgeseqError, GraphError, ModelFormatError, ShapeError,
+                            UnsupportedModelError)
 from edgeseq.graph import Graph, Node, Value
 from edgeseq.ops import Op
 from edgeseq.converters.onnx import batchperm, registry
@@ -42,9 +46,26 @@ def load_model(path_or_model) -> tuple[onnx.ModelProto, str]:
     try:
         # load_external_data resolves `.onnx.data` files relative to the model's folder.
         model = onnx.load(str(path), load_external_data=True)
-    except Exception as e:  # noqa: BLE001 - protobuf raises several unrelated types
-        raise UnsupportedModelError(f"{path}: not a readable ONNX model ({e})") from None
+    except (Exception, RecursionError) as e:  # noqa: BLE001 - protobuf raises many types
+        raise ModelFormatError(f"not a readable ONNX model ({type(e).__name__}: "
+                               f"{_brief(e)})", file=str(path)) from None
     return model, path.name
+
+
+def _brief(e: BaseException) -> str:
+    return " ".join(str(e).split())[:300]
+
+
+@contextmanager
+def _stage(label: str, field: str, node: str | None = None):
+    """Turn a raw exception from one conversion stage into a ModelFormatError saying where."""
+    try:
+        yield
+    except EdgeseqError:
+        raise
+    except (Exception, RecursionError) as e:  # noqa: BLE001 - a damaged model, whatever broke
+        raise ModelFormatError(f"malformed model: {type(e).__name__}: {_brief(e)}",
+                               file=label, node=node, field=field) from None
 
 
 def _elem_dtype(vi: onnx.ValueInfoProto) -> str | None:
@@ -151,39 +172,88 @@ def convert(path_or_model, *, fix: Mapping | None = None, shapes: Mapping | None
     shapes: input name -> dims, fixing dynamic dims so shape sub-graphs fold.
     """
     model, label = load_model(path_or_model)
-    model = copy.deepcopy(model)
-    fixed = _pin_inputs(model, dict(fix or {}), dict(shapes or {}))
+    with _stage(label, "graph.input"):
+        model = copy.deepcopy(model)
+        fixed = _pin_inputs(model, dict(fix or {}), dict(shapes or {}))
     g = model.graph
-    opsets = {("" if o.domain == "ai.onnx" else o.domain): o.version for o in model.opset_import}
-    opsets.setdefault("", 1)
-    ctx = Context(opsets, _infer(model))
-    for t in g.initializer:
-        ctx.consts[t.name] = onnx.numpy_helper.to_array(t)
-    graph_inputs = [vi for vi in g.input if vi.name not in ctx.consts]
-    ctx.graph_inputs = {vi.name for vi in graph_inputs}
-    ctx.reserve(list(ctx.consts) + list(ctx.graph_inputs))
-    for n in g.node:
-        ctx.reserve(n.output)
-        ctx.producers.update((o, n) for o in n.output if o)
+    _check_references(g, label)
+    with _stage(label, "opset_import"):
+        opsets = {("" if o.domain == "ai.onnx" else o.domain): int(o.version)
+                  for o in model.opset_import}
+        opsets.setdefault("", 1)
+        ctx = Context(opsets, _infer(model))
+    ctx.consts.update(_initializers(g, label))
+    with _stage(label, "graph.node"):
+        graph_inputs = [vi for vi in g.input if vi.name not in ctx.consts]
+        ctx.graph_inputs = {vi.name for vi in graph_inputs}
+        ctx.reserve(list(ctx.consts) + list(ctx.graph_inputs))
+        for n in g.node:
+            ctx.reserve(n.output)
+            ctx.producers.update((o, n) for o in n.output if o)
 
-    unsupported_ops, problems = _walk(ctx, g.node)
+    unsupported_ops, problems, malformed = _walk(ctx, g.node)
     if unsupported_ops or problems:
-        raise _unsupported_error(label, unsupported_ops, problems, ctx)
-    graph = _assemble(ctx, g, graph_inputs, label)
-    graph.metadata = {"source_format": "onnx", "opsets": opsets,
-                      "producer": f"{model.producer_name} {model.producer_version}".strip(),
-                      "fixed_inputs": sorted(fixed)}
+        raise _unsupported_error(label, unsupported_ops, problems, ctx, malformed)
+    with _stage(label, "graph.output"):
+        graph = _assemble(ctx, g, graph_inputs, label)
+        graph.metadata = {"source_format": "onnx", "opsets": opsets,
+                          "producer": f"{model.producer_name} {model.producer_version}".strip(),
+                          "fixed_inputs": sorted(fixed)}
     if validate:
         try:
-            graph.validate()
+            with _stage(label, "graph"):
+                graph.validate()
         except (GraphError, ShapeError) as e:
             raise type(e)(f"{label}: converted graph is inconsistent: {e}") from None
     return graph
 
 
-def _walk(ctx: Context, nodes) -> tuple[dict[str, list[str]], list[str]]:
-    """Fold or map every node; returns (op key -> node names without a handler, problems)."""
+def _check_references(g: onnx.GraphProto, label: str) -> None:
+    """Every node input names a graph input, an initializer or some node's output (nodes
+    out of order are tolerated, as onnxruntime does).
+
+    NOTE: onnx's C++ shape inference aborts the whole process (an assertion, not an
+    exception) on some dangling references, so they are refused before it runs."""
+    known = {vi.name for vi in g.input} | {t.name for t in g.initializer} | {""}
+    known.update(o for node in g.node for o in node.output)
+    bad = [(node.name or f"{node.op_type}_{k}", f"input[{j}]", name)
+           for k, node in enumerate(g.node) for j, name in enumerate(node.input)
+           if name not in known]
+    bad += [("graph", f"output[{j}]", vi.name) for j, vi in enumerate(g.output)
+            if vi.name not in known]
+    if bad:
+        lines = "\n".join(f"  - {n}: field '{f}' names '{v}', which no node, input or "
+                          f"initializer provides" for n, f, v in bad[:20])
+        err = ModelFormatError(f"{len(bad)} dangling reference(s):\n{lines}", file=label)
+        err.node, err.field = bad[0][0], bad[0][1]
+        raise err
+
+
+def _initializers(g: onnx.GraphProto, label: str) -> dict[str, np.ndarray]:
+    """Every initializer as an array; all unreadable ones are reported in one error."""
+    out, bad, names = {}, [], []
+    for t in g.initializer:
+        try:
+            arr = onnx.numpy_helper.to_array(t)
+            if arr.dtype.kind not in "biuf":
+                raise ValueError(f"element type {arr.dtype} is not numeric")
+            out[t.name] = arr
+        except (Exception, RecursionError) as e:  # noqa: BLE001 - damaged tensor data
+            bad.append(f"  - initializer '{t.name}': {type(e).__name__}: {_brief(e)}")
+            names.append(t.name)
+    if bad:
+        err = ModelFormatError(f"{len(bad)} unreadable initializer(s):\n" + "\n".join(bad),
+                               file=label)
+        err.node, err.field = names[0], "initializer"
+        raise err
+    return out
+
+
+def _walk(ctx: Context, nodes) -> tuple[dict[str, list[str]], list[str], list[tuple]]:
+    """Fold or map every node; returns (op key -> node names without a handler, problems,
+    (node, field) of the problems that are damage rather than something unsupported)."""
     problems: list[str] = []
+    malformed: list[tuple[str, str | None]] = []
     unsupported_ops: dict[str, list[str]] = {}
     names_seen: set[str] = set()
     # A work list, not a plain loop: an If whose condition folds splices its taken branch in.
@@ -220,7 +290,16 @@ def _walk(ctx: Context, nodes) -> tuple[dict[str, list[str]], list[str]]:
             batchperm.propagate(ctx, node, ctx.nodes[n_before:])
         except Unsupported as e:
             problems.append(f"node {node_label(node)}: {e}")
-    return unsupported_ops, problems
+        except ModelFormatError as e:
+            problems.append(f"node {node_label(node)}: {e}")
+            malformed.append((node.name or base, e.field))
+        except EdgeseqError:
+            raise
+        except (Exception, RecursionError) as e:  # noqa: BLE001 - a damaged node or attribute
+            problems.append(f"node {node_label(node)}: malformed (or not understood): "
+                            f"{type(e).__name__}: {_brief(e)}")
+            malformed.append((node.name or base, None))
+    return unsupported_ops, problems, malformed
 
 
 def _fold(ctx: Context, node: onnx.NodeProto) -> bool:
@@ -248,7 +327,7 @@ def _fold(ctx: Context, node: onnx.NodeProto) -> bool:
 
 
 def _unsupported_error(label: str, unsupported_ops: dict, problems: list[str],
-                       ctx: Context) -> UnsupportedModelError:
+                       ctx: Context, malformed: list[tuple] = ()) -> UnsupportedModelError:
     lines = [f"{label}: cannot convert {len(unsupported_ops)} unsupported op type(s) and "
              f"{len(problems)} node problem(s):"]
     for key, nodes in unsupported_ops.items():
@@ -257,7 +336,11 @@ def _unsupported_error(label: str, unsupported_ops: dict, problems: list[str],
     lines += [f"  - {p}" for p in problems]
     lines.append("  supported ONNX ops: " + ", ".join(registry.supported()))
     lines.append("  (any op whose operands are all constants is folded, whatever its type)")
-    err = UnsupportedModelError("\n".join(lines))
+    if malformed:
+        err = ModelFormatError("\n".join(lines), file=label)
+        err.node, err.field = malformed[0]
+    else:
+        err = UnsupportedModelError("\n".join(lines))
     # Graph inputs that would have to be fixed (--fix) for conversion to go through.
     err.needs_fix = sorted({n for n in ctx.wanted_const if n in ctx.graph_inputs})
     return err

@@ -11,6 +11,9 @@ import numpy as np
 import onnx
 from onnx import helper
 
+from edgeseq.converters.onnx.context import Unsupported
+from edgeseq.errors import ModelFormatError
+
 # Never folded even with constant operands: recurrent ops are what edgeseq is for (and
 # onnx.reference ignores several of their attributes); random ops are not constants.
 NO_FOLD = frozenset({"LSTM", "GRU", "RNN", "RandomNormal", "RandomUniform",
@@ -20,10 +23,33 @@ NO_FOLD = frozenset({"LSTM", "GRU", "RNN", "RandomNormal", "RandomUniform",
 MAX_FOLD_ELEMENTS = 1 << 24
 
 
+VALUE_ATTRIBUTES = frozenset({"value", "value_float", "value_floats", "value_int",
+                              "value_ints", "sparse_value", "value_string", "value_strings"})
+
+
 def constant_value(node: onnx.NodeProto) -> np.ndarray:
-    """The value of a Constant node (any of its value_* attribute forms)."""
+    """The value of a Constant node (any of its value_* attribute forms); a malformed one is
+    a ModelFormatError naming the node and the attribute."""
     from onnx.reference import ReferenceEvaluator
-    return np.asarray(ReferenceEvaluator(node).run(None, {})[0])
+    names = [a.name for a in node.attribute]
+    if len(names) != 1 or names[0] not in VALUE_ATTRIBUTES:
+        raise ModelFormatError(f"a Constant needs exactly one of {sorted(VALUE_ATTRIBUTES)}, "
+                               f"got {names or 'no attribute'}", node=node.name or "Constant",
+                               field="attribute")
+    attr = node.attribute[0]
+    if attr.name in ("value_string", "value_strings") or (
+            attr.name == "value" and attr.t.data_type == onnx.TensorProto.STRING):
+        raise Unsupported(f"string constants are not supported (attribute '{attr.name}')")
+    try:
+        value = np.asarray(ReferenceEvaluator(node).run(None, {})[0])
+    except Exception as e:  # noqa: BLE001 - onnx raises many types on a damaged tensor
+        raise ModelFormatError(f"Constant value cannot be read: {type(e).__name__}: "
+                               f"{' '.join(str(e).split())[:200]}",
+                               node=node.name or "Constant", field=attr.name) from None
+    if value.dtype.kind not in "biuf":
+        raise ModelFormatError(f"Constant value has element type {value.dtype}",
+                               node=node.name or "Constant", field=attr.name)
+    return value
 
 
 def try_fold(node: onnx.NodeProto, operands: list[np.ndarray | None],

@@ -1,10 +1,14 @@
 """The TFLite converter: walk the first subgraph, map each operator with its handler, report
-every unsupported operator or option at once, and return a validated Graph."""
+every unsupported operator or option at once, and return a validated Graph. A damaged file
+is reported the same way as a ModelFormatError naming the file, operator and field: no raw
+Python exception leaves the converter."""
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 
-from edgeseq.errors import UnsupportedModelError
+from edgeseq.errors import (EdgeseqError, GraphError, ModelFormatError, ShapeError,
+                            UnsupportedModelError)
 from edgeseq.graph import Graph, Value
 
 from edgeseq.converters.tflite import glue, lstm, reader  # noqa: F401  (registers handlers)
@@ -59,6 +63,21 @@ def _dynamic_time_axes(ctx: Context, ops: list[OpView], inputs: list[int]) -> di
     return axes
 
 
+@contextmanager
+def _stage(path, field: str):
+    """Turn a raw exception from one conversion stage into a ModelFormatError saying where."""
+    try:
+        yield
+    except EdgeseqError as e:
+        if str(path) in str(e):
+            raise
+        raise type(e)(f"{path}: {e}") from None
+    except (Exception, RecursionError) as e:  # noqa: BLE001 - a damaged model, whatever broke
+        raise ModelFormatError(f"malformed model: {type(e).__name__}: "
+                               f"{' '.join(str(e).split())[:200]}", file=str(path),
+                               field=field) from None
+
+
 def convert(path: str | Path, *, dynamic_time: bool = True, subgraph: int = 0,
             fix: dict | None = None, shapes: dict | None = None) -> Graph:
     """Convert a .tflite model into a validated edgeseq Graph (float activations; hybrid int8
@@ -72,13 +91,18 @@ def convert(path: str | Path, *, dynamic_time: bool = True, subgraph: int = 0,
                                     f"inputs are tensors, not shape-bearing graph inputs)")
     loaded = reader.load(path)
     subs = loaded.model.subgraphs or []
-    if not subs:
-        raise UnsupportedModelError(f"{path}: the model has no subgraph")
-    sub = subs[subgraph]
+    if not 0 <= subgraph < len(subs):
+        raise UnsupportedModelError(f"{path}: no subgraph {subgraph}; the model has {len(subs)}")
+    with _stage(path, "operators"):
+        return _convert(path, loaded, subs[subgraph], dynamic_time, shapes)
+
+
+def _convert(path, loaded: reader.Loaded, sub, dynamic_time: bool, shapes) -> Graph:
     ctx = Context(loaded, sub)
     ops = _ops(loaded, sub)
 
     problems: list[tuple[int, str]] = []   # (operator index, message); -1 = the graph
+    malformed = 0                          # how many of them are damage, not unsupported
     for op in ops:
         h = HANDLERS.get(op.name)
         if h is None:
@@ -125,8 +149,15 @@ def convert(path: str | Path, *, dynamic_time: bool = True, subgraph: int = 0,
             try:
                 HANDLERS[op.name].fn(ctx, op)
                 continue
-            except Unsupported as e:
+            except (Unsupported, UnsupportedModelError) as e:
                 problems.append((op.index, f"{op.label}: {e}"))
+                malformed += isinstance(e, ModelFormatError)
+            except EdgeseqError:
+                raise
+            except (Exception, RecursionError) as e:  # noqa: BLE001 - damaged fields or operands
+                problems.append((op.index, f"{op.label}: malformed (or not understood): "
+                                           f"{type(e).__name__}: {' '.join(str(e).split())[:200]}"))
+                malformed += 1
         # NOTE: bind the outputs of an unmapped operator to placeholders so that the operators
         # after it are still checked and every problem is reported in one go
         for idx in op.outputs:
@@ -135,10 +166,14 @@ def convert(path: str | Path, *, dynamic_time: bool = True, subgraph: int = 0,
 
     if problems:
         supported = ", ".join(sorted(HANDLERS))
-        raise UnsupportedModelError(
-            f"{path}: {len(problems)} unsupported operator(s)/option(s):\n  "
-            + "\n  ".join(m for _, m in sorted(problems, key=lambda p: p[0]))
-            + f"\nsupported operators: {supported}")
+        message = (f"{path}: {len(problems)} unsupported operator(s)/option(s):\n  "
+                   + "\n  ".join(m for _, m in sorted(problems, key=lambda p: p[0]))
+                   + f"\nsupported operators: {supported}")
+        if malformed:
+            err = ModelFormatError(message, file=str(path))
+            err.field = "operators"
+            raise err
+        raise UnsupportedModelError(message)
 
     outputs = []
     for idx in (sub.outputs if sub.outputs is not None else []):
@@ -150,4 +185,7 @@ def convert(path: str | Path, *, dynamic_time: bool = True, subgraph: int = 0,
     if ctx.notes:
         meta["conversion_notes"] = ctx.notes
     g = Graph(Path(path).stem, inputs, outputs, ctx.nodes, ctx.constants, metadata=meta)
-    return g.validate()
+    try:
+        return g.validate()
+    except (GraphError, ShapeError) as e:
+        raise type(e)(f"{path}: converted graph is inconsistent: {e}") from None

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeseq.errors import UnsupportedModelError
+from edgeseq.errors import ModelFormatError, UnsupportedModelError
 
 
 def schema():
@@ -53,17 +53,66 @@ class Loaded:
 
 
 def load(path: str | Path) -> Loaded:
-    """Parse a .tflite file; refuses files that are not TFLite flatbuffers."""
-    data = Path(path).read_bytes()
+    """Parse a .tflite file and check its cross references (check_structure); refuses files
+    that are not TFLite flatbuffers with a ModelFormatError naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file (or not a regular file)")
+    data = path.read_bytes()
     if len(data) < 8 or data[4:8] != b"TFL3":
-        raise UnsupportedModelError(f"{path}: not a TFLite flatbuffer (file identifier "
-                                    f"{data[4:8]!r}, expected b'TFL3')")
+        raise ModelFormatError(f"not a TFLite flatbuffer (file identifier {data[4:8]!r}, "
+                               f"expected b'TFL3')", file=str(path), field="file_identifier")
     fb = schema()
     try:
         model = fb.ModelT.InitFromObj(fb.Model.GetRootAs(data, 0))
-    except Exception as e:  # a truncated flatbuffer raises from deep inside flatbuffers
-        raise UnsupportedModelError(f"{path}: cannot parse the TFLite flatbuffer (truncated or corrupt?): {e}") from None
-    return Loaded(model, data, str(path))
+    except (Exception, RecursionError) as e:  # flatbuffers raises from deep inside on damage
+        raise ModelFormatError(f"cannot parse the TFLite flatbuffer (truncated or corrupt?): "
+                               f"{type(e).__name__}: {' '.join(str(e).split())[:200]}",
+                               file=str(path)) from None
+    loaded = Loaded(model, data, str(path))
+    check_structure(loaded)
+    return loaded
+
+
+def check_structure(loaded: Loaded) -> None:
+    """Every index the converter follows is in range: operator -> opcode, operator and
+    subgraph -> tensor, tensor -> buffer; all violations are reported in one error."""
+    m = loaded.model
+    n_codes, n_buffers = len(m.operatorCodes or []), len(m.buffers or [])
+    bad: list[tuple[str, str, str]] = []           # (where, field, what)
+    if not m.subgraphs:
+        bad.append(("model", "subgraphs", "no subgraph"))
+    for s, sub in enumerate(m.subgraphs or []):
+        tensors = sub.tensors or []
+        where = f"subgraph {s}"
+
+        def check(indices, field, owner, optional=False):
+            for k, i in enumerate(indices if indices is not None else []):
+                i = int(i)
+                if not (0 <= i < len(tensors) or (optional and i == -1)):
+                    bad.append((owner, f"{field}[{k}]", f"tensor index {i} of {len(tensors)}"))
+        check(sub.inputs, "inputs", where)
+        check(sub.outputs, "outputs", where)
+        for t, tensor in enumerate(tensors):
+            if tensor.buffer is not None and not 0 <= int(tensor.buffer) < max(n_buffers, 1):
+                bad.append((f"{where} tensor {t}", "buffer",
+                            f"buffer index {tensor.buffer} of {n_buffers}"))
+            if tensor.shape is not None and any(int(d) < -1 for d in tensor.shape):
+                bad.append((f"{where} tensor {t}", "shape", f"dims {list(tensor.shape)}"))
+        for o, op in enumerate(sub.operators or []):
+            owner = f"{where} operator {o}"
+            if not 0 <= int(op.opcodeIndex) < n_codes:
+                bad.append((owner, "opcodeIndex", f"opcode index {op.opcodeIndex} of {n_codes}"))
+            check(op.inputs, "inputs", owner, optional=True)
+            check(op.outputs, "outputs", owner)
+            check(op.intermediates, "intermediates", owner, optional=True)
+    if bad:
+        lines = "\n".join(f"  - {w}: field '{f}': {what}" for w, f, what in bad[:20])
+        more = f"\n  ... and {len(bad) - 20} more" if len(bad) > 20 else ""
+        err = ModelFormatError(f"{len(bad)} broken reference(s) in the flatbuffer:\n{lines}"
+                               f"{more}", file=loaded.path)
+        err.node, err.field = bad[0][0], bad[0][1]
+        raise err
 
 
 def builtin_code(opcode) -> int:
@@ -73,12 +122,17 @@ def builtin_code(opcode) -> int:
 
 def buffer_bytes(loaded: Loaded, tensor) -> bytes | None:
     """The raw bytes behind a tensor, or None when it has no data (not a constant)."""
-    buf = loaded.model.buffers[tensor.buffer] if tensor.buffer < len(loaded.model.buffers) else None
+    buffers = loaded.model.buffers or []
+    buf = buffers[tensor.buffer] if 0 <= tensor.buffer < len(buffers) else None
     if buf is None:
         return None
     if buf.data is not None and len(buf.data):
         return np.asarray(buf.data, dtype=np.uint8).tobytes()
     if buf.offset > 1 and buf.size:   # large models keep buffers after the flatbuffer
+        if buf.offset + buf.size > len(loaded.data):
+            raise ModelFormatError(f"tensor '{_name(tensor)}': buffer {tensor.buffer} reaches "
+                                   f"byte {buf.offset + buf.size} of {len(loaded.data)}",
+                                   file=loaded.path, node=_name(tensor), field="buffer.offset")
         return loaded.data[buf.offset:buf.offset + buf.size]
     return None
 

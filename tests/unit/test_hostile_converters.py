@@ -228,3 +228,146 @@ def test_pt2_malformed_archive_is_a_format_error(program, tmp_path, damage):
     with pytest.raises(ModelFormatError) as e:
         convert(path)
     assert str(path) in str(e.value)
+
+
+# --- ONNX ------------------------------------------------------------------------------
+def _onnx_with_constant(tmp_path: Path, constant: onnx.NodeProto) -> Path:
+    """x + Constant -> y, with the Constant node given."""
+    add = helper.make_node("Add", ["x", "c"], ["y"], name="add")
+    g = helper.make_graph([constant, add], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, (2,))],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, (2,))])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    path = tmp_path / "const.onnx"
+    path.write_bytes(m.SerializeToString())
+    return path
+
+
+def _empty_tensor_constant():
+    t = TensorProto()
+    t.dims.extend([2])
+    t.data_type = TensorProto.FLOAT           # two elements declared, none stored
+    return helper.make_node("Constant", [], ["c"], name="c0", value=t)
+
+
+def _no_attribute_constant():
+    return helper.make_node("Constant", [], ["c"], name="c0")
+
+
+def _string_constant():
+    return helper.make_node("Constant", [], ["c"], name="c0",
+                            value=helper.make_tensor("s", TensorProto.STRING, (1,), [b"ab"]))
+
+
+def _two_attribute_constant():
+    return helper.make_node("Constant", [], ["c"], name="c0", value_float=1.0, value_int=2)
+
+
+@pytest.mark.parametrize("make", [_empty_tensor_constant, _no_attribute_constant,
+                                  _string_constant, _two_attribute_constant])
+def test_onnx_malformed_constant_is_named(tmp_path, make):
+    from edgeseq.converters.onnx import convert
+    path = _onnx_with_constant(tmp_path, make())
+    with pytest.raises(EdgeseqError) as e:
+        convert(path)
+    msg = str(e.value)
+    assert path.name in msg and "'c0'" in msg
+
+
+def test_onnx_malformed_initializer_and_every_problem_at_once(tmp_path):
+    """A truncated initializer and a bad Constant in one file: one error listing the first
+    stage's damage (initializers are read before nodes), naming file, tensor and field."""
+    from edgeseq.converters.onnx import convert
+    bad = numpy_helper.from_array(np.ones(4, np.float32), "w")
+    bad.raw_data = bad.raw_data[:5]
+    add = helper.make_node("Add", ["x", "w"], ["y"], name="add")
+    g = helper.make_graph([add], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, (4,))],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, (4,))],
+                          initializer=[bad])
+    path = tmp_path / "init.onnx"
+    path.write_bytes(helper.make_model(g).SerializeToString())
+    with pytest.raises(ModelFormatError) as e:
+        convert(path)
+    assert e.value.file == path.name and e.value.node == "w" and e.value.field == "initializer"
+
+
+def test_onnx_all_node_problems_at_once(tmp_path):
+    """Two damaged Constants and an unsupported op are reported together."""
+    from edgeseq.converters.onnx import convert
+    nodes = [_no_attribute_constant(),
+             helper.make_node("Constant", [], ["d"], name="d0"),
+             helper.make_node("Add", ["x", "c"], ["s"], name="add"),
+             helper.make_node("Add", ["s", "d"], ["t"], name="add2"),
+             helper.make_node("NoSuchOp", ["t"], ["y"], name="weird")]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, (2,))],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, (2,))])
+    path = tmp_path / "many.onnx"
+    path.write_bytes(helper.make_model(g).SerializeToString())
+    with pytest.raises(ModelFormatError) as e:
+        convert(path)
+    msg = str(e.value)
+    assert all(s in msg for s in ("'c0'", "'d0'", "NoSuchOp")), msg
+    assert e.value.node == "c0" and e.value.field == "attribute"
+
+
+# --- TFLite ----------------------------------------------------------------------------
+TFLITE = Path(__file__).resolve().parents[1] / "fixtures" / "tflite" / "keras_stacked_float.tflite"
+
+
+def _tflite_edit(tmp_path: Path, edit) -> Path:
+    """The fixture re-packed after `edit(model)` changed its object-API tree."""
+    flatbuffers = pytest.importorskip("flatbuffers")
+    fb = pytest.importorskip("ai_edge_litert.schema_py_generated")
+    data = TFLITE.read_bytes()
+    model = fb.ModelT.InitFromObj(fb.Model.GetRootAs(data, 0))
+    edit(model)
+    b = flatbuffers.Builder(len(data) + 1024)
+    b.Finish(model.Pack(b), file_identifier=b"TFL3")
+    path = tmp_path / "damaged.tflite"
+    path.write_bytes(bytes(b.Output()))
+    return path
+
+
+def _set(obj, name, value):
+    setattr(obj, name, value)
+
+
+TFLITE_DAMAGE = {
+    "opcode index": (lambda m: _set(m.subgraphs[0].operators[0], "opcodeIndex", 250),
+                     "opcodeIndex"),
+    "subgraph input": (lambda m: _set(m.subgraphs[0], "inputs", np.array([9999], np.int32)),
+                       "inputs[0]"),
+    "subgraph output": (lambda m: _set(m.subgraphs[0], "outputs", np.array([-7], np.int32)),
+                        "outputs[0]"),
+    "no buffers": (lambda m: _set(m, "buffers", None), "buffer"),
+    "no tensors": (lambda m: _set(m.subgraphs[0], "tensors", None), "inputs[0]"),
+    "operator operand": (lambda m: _set(m.subgraphs[0].operators[0], "inputs",
+                                        np.array([0, 5000], np.int32)), "inputs[1]"),
+}
+
+
+@pytest.mark.parametrize("damage", list(TFLITE_DAMAGE))
+def test_tflite_broken_reference_is_a_format_error(tmp_path, damage):
+    from edgeseq.converters.tflite import convert
+    edit, field = TFLITE_DAMAGE[damage]
+    path = _tflite_edit(tmp_path, edit)
+    with pytest.raises(ModelFormatError) as e:
+        convert(path)
+    assert str(path) in str(e.value) and e.value.field == field
+
+
+def test_tflite_operand_problems_name_the_file(tmp_path):
+    """An error raised while reading an operand (buffer size vs shape) names the file."""
+    from edgeseq.converters.tflite import convert
+
+    def edit(m):
+        sub = m.subgraphs[0]
+        for t in sub.tensors:
+            buf = m.buffers[t.buffer]
+            if buf.data is not None and len(buf.data) > 8:
+                buf.data = buf.data[:-4]        # one float short
+                return
+    with pytest.raises(EdgeseqError) as e:
+        convert(_tflite_edit(tmp_path, edit))
+    assert "damaged.tflite" in str(e.value)
