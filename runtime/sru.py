@@ -1,6 +1,6 @@
 """The SRU kernel family: one input GEMM over the whole sequence (BLAS), then the compiled
 elementwise recurrence (kernels/sru.py). float16 / int8 weights are widened / dequantised
-once at load (the fallback key of plan.fallbacks lands here)."""
+once at load (the fallback key of registry.fallbacks lands here)."""
 from __future__ import annotations
 
 import numpy as np
@@ -10,11 +10,7 @@ from edgeseq.graph import Graph, Node
 from edgeseq.ops import Op, num_directions
 from edgeseq.runtime.kernels import sru as _sru
 from edgeseq.runtime.kernels.activations import ACT_CODES
-
-try:      # the kernel protocol lives in runtime/registry.py (runtime/plan.py before it)
-    from edgeseq.runtime.registry import Kernel, as_float32, register
-except ImportError:
-    from edgeseq.runtime.plan import Kernel, as_float32, register
+from edgeseq.runtime.registry import Kernel, as_float32, register
 
 _SKIPS = {"none": _sru.SKIP_NONE, "input": _sru.SKIP_INPUT, "projected": _sru.SKIP_PROJECTED}
 

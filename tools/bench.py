@@ -1,15 +1,8 @@
 """Benchmark edgeseq's runtime against onnxruntime (same as `edgeseq bench`); see
-edgeseq/commands/_benchmark.py. Usage: python tools/bench.py [--quick] [--json PATH]
-
-    python tools/bench.py real [--quick] [--only NAME,...]
-
-runs the `real` suite (tools/bench_real.py: whole models at real shapes vs onnxruntime)."""
+edgeseq/commands/_benchmark.py. Usage: python tools/bench.py [--quick] [--json PATH]"""
 import sys
 
-from edgeseq.commands._benchmark import main
+from edgeseq.commands.bench import main
 
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["real"]:
-        from bench_real import main as real_main            # tools/ is on sys.path here
-        sys.exit(real_main(sys.argv[2:]))
     sys.exit(main())

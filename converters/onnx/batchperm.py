@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from edgeseq.converters.onnx.context import Context, Unsupported
+from edgeseq.converters.onnx.symdims import Filled, SymDim, SymVec
 
 
 @dataclass(frozen=True)
@@ -42,7 +43,6 @@ def sym(ctx: Context, name: str):
 
 def topk(ctx: Context, node):
     """TopK over all of a run-time 1-D lengths tensor: the sort permutation."""
-    from edgeseq.converters.onnx.symbolic import SymDim, SymVec
     lens = ctx.resolve(node.input[0])
     if not lens or lens in ctx.consts or lens in ctx.symbolic:
         return None
@@ -64,7 +64,6 @@ def topk(ctx: Context, node):
 
 
 def reduce_prod(ctx: Context, node):
-    from edgeseq.converters.onnx.symbolic import SymDim, SymVec
     v = sym(ctx, node.input[0])
     if not isinstance(v, SymVec) or len(node.input) > 1:
         return None
@@ -76,7 +75,6 @@ def reduce_prod(ctx: Context, node):
 
 
 def range_(ctx: Context, node):
-    from edgeseq.converters.onnx.symbolic import SymVec
     start, delta = ctx.const(node.input[0]), ctx.const(node.input[2])
     limit = sym(ctx, node.input[1])
     if start is None or delta is None or not isinstance(limit, SymVec) or len(limit.dims) != 1:
@@ -88,7 +86,6 @@ def range_(ctx: Context, node):
 
 def scatter_elements(ctx: Context, node):
     """ScatterElements(zeros, perm, Range(0, N)) along axis 0 = the inverse permutation."""
-    from edgeseq.converters.onnx.symbolic import Filled
     data, idx, upd = (sym(ctx, n) for n in node.input[:3])
     axis = next((at.i for at in node.attribute if at.name == "axis"), 0)
     if isinstance(idx, Perm) and idx.kind == "perm" and isinstance(upd, Iota) and \
@@ -267,7 +264,6 @@ def propagate(ctx: Context, node, emitted) -> None:
 
 
 def _is_zero_state(ctx: Context, name: str) -> bool:
-    from edgeseq.converters.onnx.symbolic import Filled
     s = sym(ctx, name)
     if isinstance(s, Filled) and s.value == 0.0:
         return True

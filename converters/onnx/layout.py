@@ -8,7 +8,8 @@ import numpy as np
 from edgeseq.ops import Op
 from edgeseq.converters.onnx.context import ONNX_TO_NP, Context, Unsupported
 from edgeseq.converters.onnx.registry import handler
-from edgeseq.converters.onnx.symbolic import SymVec, reshape_target
+from edgeseq.converters.onnx.symbolic import reshape_target
+from edgeseq.converters.onnx.symdims import SymVec
 
 
 def _ints(x) -> tuple[int, ...]:

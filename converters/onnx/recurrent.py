@@ -12,7 +12,7 @@ from edgeseq.ops import ACTIVATIONS, Op
 from edgeseq.converters.onnx import batchperm
 from edgeseq.converters.onnx.context import Context, Unsupported
 from edgeseq.converters.onnx.registry import handler
-from edgeseq.converters.onnx.symbolic import Filled
+from edgeseq.converters.onnx.symdims import Filled
 
 # ONNX activation names -> edgeseq names (ops.ACTIVATIONS).
 _ACT = {"Sigmoid": "sigmoid", "Tanh": "tanh", "Relu": "relu", "Affine": "affine",

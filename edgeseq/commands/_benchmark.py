@@ -13,7 +13,6 @@ the like-for-like column; onnxruntime with all threads is shown beside it.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -255,20 +254,8 @@ def _silero_graph():
     return convert(path)
 
 
-def main(argv: list[str] | None = None) -> int:
-    from edgeseq.commands.bench import add_arguments
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    add_arguments(p)
-    return run(p.parse_args(argv))
-
-
-def run(args) -> int:
-    from edgeseq.commands.bench import CASES
-    from edgeseq.errors import InputError
-    cases = {c.strip() for c in args.cases.split(",") if c.strip()}
-    unknown = sorted(cases - set(CASES.split(",")))
-    if unknown or not cases:
-        raise InputError(f"--cases: unknown case(s) {unknown or [args.cases]}; choose from {CASES}")
+def run(args, cases: set[str]) -> int:
+    """Run the chosen cases (checked by `edgeseq.commands.bench`, which owns the options)."""
     q = args.quick
     rep_full, rep_step = (21, 300) if q else (61, 2000)
     sizes = [(64, 128), (256, 256), (1024, 1024)] if q else \
@@ -343,7 +330,3 @@ def run(args) -> int:
 
 def _fmt(s: float) -> str:
     return f"{s * 1e6:.1f} us" if s < 1e-3 else f"{s * 1e3:.2f} ms"
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -15,4 +15,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from edgeseq.commands._benchmark import run as run_bench
-    return run_bench(args)
+    from edgeseq.errors import InputError
+    cases = {c.strip() for c in args.cases.split(",") if c.strip()}
+    unknown = sorted(cases - set(CASES.split(",")))
+    if unknown or not cases:
+        raise InputError(f"--cases: unknown case(s) {unknown or [args.cases]}; choose from {CASES}")
+    return run_bench(args, cases)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python tools/bench.py`: the same options as `edgeseq bench`."""
+    p = argparse.ArgumentParser(description="Benchmark edgeseq's runtime against onnxruntime.")
+    add_arguments(p)
+    return run(p.parse_args(argv))

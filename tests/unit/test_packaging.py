@@ -150,3 +150,131 @@ def test_the_ast_check_can_fail(tmp_path):
     assert _violations([f], ("edgeseq.runtime",)) == ["m.py:2 imports edgeseq.runtime",
                                                       "m.py:2 imports edgeseq.runtime.session"]
     assert _violations([f], SIBLINGS) == ["m.py:3 imports runtime.plan"]
+
+
+def _module_name(f: Path) -> str:
+    """The installed name of a source file: runtime/plan.py -> edgeseq.runtime.plan."""
+    top, *rest = f.relative_to(ROOT).with_suffix("").parts
+    if rest and rest[-1] == "__init__":
+        rest = rest[:-1]
+    return ".".join((["edgeseq"] if top == "edgeseq" else ["edgeseq", top]) + rest)
+
+
+def _import_graph(files) -> dict[str, dict[str, int]]:
+    """{module: {imported edgeseq module: line}} over every import of every file, lazy ones
+    included (an import moved into a function to dodge a cycle is still a cycle)."""
+    names = {_module_name(f): f for f in files}
+
+    def resolve(name: str) -> str | None:
+        while name and name not in names:
+            name = name.rpartition(".")[0]
+        return name or None
+
+    graph: dict[str, dict[str, int]] = {}
+    for mod, f in names.items():
+        edges = graph.setdefault(mod, {})
+        for node in ast.walk(ast.parse(f.read_text(), str(f))):
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                # `from pkg import sub` names the submodule when there is one
+                targets = [f"{node.module}.{a.name}" for a in node.names]
+            else:
+                continue
+            for t in map(resolve, targets):
+                if t and t != mod:
+                    edges.setdefault(t, node.lineno)
+    return graph
+
+
+def _cycles(graph: dict[str, dict[str, int]]) -> list[list[str]]:
+    """Strongly connected components of more than one module (Tarjan), leaving out a package
+    that only imports its own submodules (an __init__ handing names on is no cycle)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on: set[str] = set()
+    out: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in graph.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            nested = all(c == v or c.startswith(v + ".") or v.startswith(c + ".") for c in comp)
+            if len(comp) > 1 and not nested:
+                out.append(sorted(comp))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return out
+
+
+def _every_source_file() -> list[Path]:
+    return sum((_package_files(p) for p in ("edgeseq",) + SIBLINGS), [])
+
+
+# Cycles still open, each with the way out. The test fails on any other cycle, and on a listed
+# one that is gone (strike it here), so this list can only shrink.
+KNOWN_CYCLES = {
+    ("edgeseq.graph", "edgeseq.shapes"):
+        "Graph.validate infers shapes; shapes needs the IR types: move Value/Node/Shape out "
+        "of graph.py into a module both import",
+    ("edgeseq.runtime.codegen.glue_ops", "edgeseq.runtime.codegen.lower",
+     "edgeseq.runtime.codegen.recurrent_ops"):
+        "lower.py holds the emitter registry and imports the emitters to fill it: split the "
+        "registry out of lower.py (as runtime/registry.py is out of plan.py)",
+}
+
+
+def test_no_import_cycle():
+    cycles = {tuple(c) for c in _cycles(_import_graph(_every_source_file()))}
+    new = sorted(cycles - set(KNOWN_CYCLES))
+    assert not new, "import cycles:\n" + "\n".join(" <-> ".join(c) for c in new)
+    gone = sorted(set(KNOWN_CYCLES) - cycles)
+    assert not gone, f"cycles fixed, strike them from KNOWN_CYCLES: {gone}"
+
+
+def test_kernels_import_nothing_above_them():
+    """runtime/kernels/ is compiled code: among edgeseq modules it imports only kernels/."""
+    graph = _import_graph(_every_source_file())
+    files = {_module_name(f): f for f in _every_source_file()}
+    kernels = "edgeseq.runtime.kernels"
+    assert f"{kernels}.lstm" in graph
+    bad = [f"{files[m].relative_to(ROOT)}:{line} imports {t}"
+           for m, edges in graph.items() if m.startswith(kernels + ".")
+           for t, line in edges.items() if not t.startswith(kernels)]
+    assert not bad, "\n".join(bad)
+
+
+def test_the_cycle_check_can_fail():
+    graph = {"edgeseq.a": {"edgeseq.b": 1}, "edgeseq.b": {"edgeseq.c": 1},
+             "edgeseq.c": {"edgeseq.a": 1}, "edgeseq.p": {"edgeseq.p.sub": 1},
+             "edgeseq.p.sub": {"edgeseq.p": 1}}
+    assert _cycles(graph) == [["edgeseq.a", "edgeseq.b", "edgeseq.c"]]
+
+
+def test_the_import_graph_sees_lazy_imports(tmp_path, monkeypatch):
+    pkg = tmp_path / "runtime"
+    (pkg / "kernels").mkdir(parents=True)
+    (pkg / "kernels" / "k.py").write_text("def f():\n    from edgeseq.runtime import s\n")
+    (pkg / "s.py").write_text("from edgeseq.runtime.kernels import k\n")
+    monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
+    graph = _import_graph([pkg / "kernels" / "k.py", pkg / "s.py"])
+    assert graph == {"edgeseq.runtime.kernels.k": {"edgeseq.runtime.s": 2},
+                     "edgeseq.runtime.s": {"edgeseq.runtime.kernels.k": 1}}
+    assert _cycles(graph) == [["edgeseq.runtime.kernels.k", "edgeseq.runtime.s"]]
