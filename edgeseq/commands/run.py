@@ -96,11 +96,14 @@ def execute_delta(graph, inputs: dict, delta: str, engine: str) -> tuple[dict, s
 
 
 def run(args: argparse.Namespace) -> int:
+    from edgeseq.commands._progress import COMPILING, SlowStepNotice
     graph = load_graph(args.artifact)
-    if getattr(args, "delta", None) is not None:
-        outs, engine = execute_delta(graph, parse_inputs(args.input), args.delta, args.engine)
-    else:
-        outs, engine = execute(graph, parse_inputs(args.input), args.engine)
+    inputs = parse_inputs(args.input)
+    with SlowStepNotice(COMPILING):
+        if getattr(args, "delta", None) is not None:
+            outs, engine = execute_delta(graph, inputs, args.delta, args.engine)
+        else:
+            outs, engine = execute(graph, inputs, args.engine)
     print(f"ran {args.artifact} on the {engine}", file=sys.stderr)
     write_outputs(outs, args.output_dir)
     return 0
