@@ -1,8 +1,23 @@
 """Benchmark edgeseq's runtime against onnxruntime (same as `edgeseq bench`); see
-edgeseq/commands/_benchmark.py. Usage: python tools/bench.py [--quick] [--json PATH]"""
+edgeseq/commands/_benchmark.py. Usage: python tools/bench.py [--quick] [--json PATH]
+
+    python tools/bench.py --variants [--quick] [--json PATH]
+
+runs the variant benchmark instead (tools/variants_bench.py: SRU vs an edgeseq LSTM of the
+same width and vs the `sru` package in PyTorch eager mode).
+
+    python tools/bench.py real [--quick] [--only NAME,...]
+
+runs the `real` suite (tools/bench_real.py: whole models at real shapes vs onnxruntime)."""
 import sys
 
 from edgeseq.commands.bench import main
 
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["real"]:
+        from bench_real import main as real_main            # tools/ is on sys.path here
+        sys.exit(real_main(sys.argv[2:]))
+    if "--variants" in sys.argv[1:]:
+        from variants_bench import main as variants_main    # tools/ is on sys.path here
+        sys.exit(variants_main([a for a in sys.argv[1:] if a != "--variants"]))
     sys.exit(main())

@@ -1,0 +1,96 @@
+"""Benchmark of the LSTM-family variants beyond LSTM/GRU/RNN (run through tools/bench.py
+--variants, or directly): SRU against an edgeseq LSTM of the same width (the SRU's input
+products are one GEMM and its recurrence is elementwise, so it should be several times
+faster) and against the `sru` package in PyTorch eager mode (its CPU path: a GEMM plus its
+own compiled C++ recurrence), in one process with alternating calls.
+
+    python tools/variants_bench.py [--quick] [--json PATH]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from edgeseq.commands._benchmark import _fmt, alternate
+
+
+def _sru_module(n_in: int, hidden: int, layers: int, bidirectional: bool):
+    import torch
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")      # sru warns that its CUDA kernels are unavailable
+        import sru
+    torch.manual_seed(0)
+    return sru.SRU(n_in, hidden, num_layers=layers, bidirectional=bidirectional,
+                   rescale=True).eval()
+
+
+def case_sru(n_in: int, hidden: int, t_len: int, n_batch: int, layers: int, bidi: bool,
+             repeats: int) -> dict:
+    """edgeseq SRU vs edgeseq LSTM (same input, width, layers 1 only) vs sru in PyTorch."""
+    import torch
+    from edgeseq import testing
+    from edgeseq.converters.torch import from_module
+    from edgeseq.runtime import Model
+    torch.set_num_threads(1)
+    mod = _sru_module(n_in, hidden, layers, bidi)
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((t_len, n_batch, n_in)).astype(np.float32)
+    sru_model = Model(from_module(mod, (torch.from_numpy(x),)))
+    xt = torch.from_numpy(x)
+    with torch.no_grad():
+        want = mod(xt)[0].numpy()
+    err = float(np.abs(sru_model.run({"x": x})["output_0"] - want).max())
+    fns = {"sru": lambda: sru_model.run({"x": x})}
+
+    def torch_eager():
+        with torch.no_grad():
+            mod(xt)
+    fns["torch"] = torch_eager
+    if layers == 1 and not bidi:
+        lstm = Model(testing.lstm_graph(np.random.default_rng(0), n_in, hidden))
+        fns["lstm"] = lambda: lstm.run({"x": x})
+    t = alternate(fns, repeats, 3)
+    return {"t": t, "err": err}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--quick", action="store_true", help="fewer repeats")
+    p.add_argument("--json", type=Path, help="write results as JSON here")
+    args = p.parse_args(argv)
+    reps = 21 if args.quick else 61
+    from edgeseq.runtime.threads import ThreadPins  # noqa: F401  (edgeseq pins BLAS itself)
+    rows = []
+    print("SRU: medians of alternating calls (min in brackets); float32, one thread each")
+    print(f"{'case':<34} {'edgeseq SRU':>16} {'edgeseq LSTM':>16} {'LSTM/SRU':>9} "
+          f"{'sru torch':>16} {'torch/SRU':>9}  max|diff|")
+    for n_in, hidden, t_len, n_batch, layers, bidi in (
+            (256, 256, 100, 1, 1, False), (64, 128, 100, 1, 1, False),
+            (512, 512, 100, 1, 1, False), (256, 256, 100, 16, 1, False),
+            (256, 256, 100, 1, 2, True)):
+        r = case_sru(n_in, hidden, t_len, n_batch, layers, bidi, reps)
+        t = r["t"]
+        name = f"SRU {n_in}x{hidden} T={t_len} N={n_batch}" + \
+            (f" {layers}L bidi" if bidi else "")
+        lstm = t.get("lstm")
+        cell = (lambda k: f"{_fmt(t[k])} ({_fmt(t[k + ':min'])})")
+        print(f"{name:<34} {cell('sru'):>16} {cell('lstm') if lstm else '-':>16} "
+              f"{(lstm / t['sru']) if lstm else float('nan'):>9.2f} {cell('torch'):>16} "
+              f"{t['torch'] / t['sru']:>9.2f}  {r['err']:.1e}", flush=True)
+        rows.append({"case": name, **{k: v for k, v in t.items()}, "max_abs_diff": r["err"],
+                     "lstm_over_sru": lstm / t["sru"] if lstm else None,
+                     "torch_over_sru": t["torch"] / t["sru"]})
+    if args.json:
+        args.json.write_text(json.dumps({"machine": platform.machine(), "rows": rows}, indent=2))
+        print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
