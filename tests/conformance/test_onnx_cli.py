@@ -81,10 +81,11 @@ def test_compare_detects_a_wrong_artifact(lstm_onnx, tmp_path, capsys):
     name = next(n for n in g.nodes if n.op.value == "MatMul").inputs[1]
     g.constants[name] = g.constants[name] + 0.1
     art = artifact.save(g, tmp_path / "bad.eseq")
-    assert main(["compare", str(lstm_onnx), str(art), "--random", "--json"]) == 0
+    assert main(["compare", str(lstm_onnx), str(art), "--random", "--json"]) == 1  # mismatch
     rep = json.loads(capsys.readouterr().out)
     err = {r["output"]: r["max_abs"] for r in rep["outputs"]}
     assert err["logits"] > 1e-3 and err["y_h"] < 1e-5
+    assert rep["ok"] is False and rep["tolerance"] == 1e-4
 
 
 def test_convert_reports_unsupported_model_in_one_line_and_status_2(tmp_path, capsys):
