@@ -247,7 +247,7 @@ def _read_header(path: Path, f) -> tuple[dict, ArtifactInfo]:
         raise ArtifactError(f"{path}: truncated: file is {size} bytes, shorter than the "
                             f"8-byte header length")
     n = int.from_bytes(head[:8], "little")
-    if (len(head) > 8 and head[8:9] != b"{") or n > _MAX_HEADER:
+    if (len(head) > 8 and head[8:9] != b"{") or (n > _MAX_HEADER and 8 + n > size):
         raise ArtifactError(f"{path}: not an edgeseq artifact: no safetensors JSON header "
                             f"(is it an ONNX, TFLite or other model file? convert it first: "
                             f"edgeseq convert {path} -o {path.stem}.eseq)")

@@ -6,6 +6,7 @@ import errno
 import os
 import re
 import stat
+import tokenize
 from pathlib import Path
 
 import numpy as np
@@ -42,14 +43,39 @@ def load_npy(path: str | os.PathLike, what: str) -> np.ndarray:
     InputError naming `what` and the file. A missing file stays FileNotFoundError."""
     with open_regular(path) as f:
         try:
+            _check_npy_size(f, path, what)
             a = np.load(f, allow_pickle=False)
-        except (ValueError, EOFError, OSError) as e:
+        except (ValueError, EOFError, OSError, SyntaxError, TypeError, OverflowError,
+                tokenize.TokenError) as e:
             # NOTE: a corrupt, pickled or truncated file must not surface as a traceback
+            # (numpy parses the header with tokenize and ast.literal_eval)
             raise InputError(f"{what}: {path} is not a readable .npy array "
                              f"({type(e).__name__}: {e})") from None
     if not isinstance(a, np.ndarray):
         raise InputError(f"{what}: {path} holds an .npz archive, expected one .npy array")
     return a
+
+
+def _check_npy_size(f, path, what: str) -> None:
+    """Refuse a .npy header that states more bytes than the file holds: numpy would
+    allocate the stated size first (a 100-byte file can ask for terabytes)."""
+    fmt = np.lib.format
+    if f.read(6) != fmt.MAGIC_PREFIX:
+        f.seek(0)
+        return                       # not .npy (an .npz, or junk): np.load decides
+    f.seek(0)
+    version = fmt.read_magic(f)
+    read = {(1, 0): fmt.read_array_header_1_0, (2, 0): fmt.read_array_header_2_0}.get(version)
+    if read is None:
+        f.seek(0)
+        return                       # format 3.0 (utf-8 header): rare; np.load decides
+    shape, _, dtype = read(f)
+    need = int(np.prod(shape, dtype=object)) * dtype.itemsize if shape else dtype.itemsize
+    have = os.fstat(f.fileno()).st_size - f.tell()
+    if not dtype.hasobject and need > have:
+        raise InputError(f"{what}: {path}: header states shape {tuple(shape)} {dtype} "
+                         f"({need} bytes), the file holds {have} bytes")
+    f.seek(0)
 
 
 # ---- writing outputs --------------------------------------------------------------------------

@@ -23,6 +23,8 @@ import numpy as np
 from edgeseq import input_checks
 from edgeseq.errors import InputError
 from edgeseq.graph import Graph
+from edgeseq.limits import LIMITS
+from edgeseq.memory import MemoryEstimate
 from edgeseq.ops import RECURRENT
 from edgeseq.runtime.plan import Plan, build_plan
 from edgeseq.runtime.delta import DSTATE_SLOTS
@@ -56,8 +58,14 @@ class Model:
 
     def __init__(self, graph: Graph, *, check_finite: bool = True, delta: dict | None = None,
                  warmup: bool = True, name: str | None = None, threads: int = 1,
-                 codegen: bool | None = None) -> None:
+                 codegen: bool | None = None,
+                 memory_limit: int | None = LIMITS.memory_bytes) -> None:
         graph.validate()
+        # NOTE: before build_plan, which packs weights: a checksummed file can still state
+        # sizes that would need terabytes (memory_limit=None turns the budget off)
+        self.memory_limit = memory_limit
+        self._memory = MemoryEstimate(graph)
+        self._memory.check(memory_limit, f"model '{name or graph.name}'")
         self.threads = threads
         self._pins = ThreadPins(threads)
         self.graph = graph
@@ -129,6 +137,7 @@ class Model:
             env[spec.name] = self._check_one(spec, a, symbols)
         if self._input_checks:
             input_checks.check(self.graph.metadata, env)
+        self._memory.check_call(self.memory_limit, f"model '{self.name}'", env)
         return env
 
     def _check_one(self, spec: InputSpec, a, symbols: dict) -> np.ndarray:
@@ -250,15 +259,29 @@ class Stream:
     def state(self, value: dict) -> None:
         g = self.model.graph
         new = {n.name: {} for n in self._rec}
+        if not isinstance(value, dict):
+            raise InputError(f"stream state: expected a dict {{node: {{'h': array, 'c': array}}}}"
+                             f" (as `stream.state` returns), got {type(value).__name__}")
         for name, slots in value.items():
             if name not in new:
                 raise InputError(f"stream state: unknown recurrent node '{name}'; nodes: "
                                  f"{sorted(new)}")
+            if not isinstance(slots, dict):
+                raise InputError(f"stream state of '{name}': expected a dict of slot -> array, "
+                                 f"got {type(slots).__name__}")
             node = g.node(name)
             for slot, arr in slots.items():
                 if slot not in ("h", "c") or (slot == "c" and node.op.value != "LSTM"):
                     raise InputError(f"stream state of '{name}': unknown slot '{slot}'")
-                arr = np.asarray(arr, dtype=np.float32)
+                try:
+                    raw = np.asarray(arr)
+                except (ValueError, TypeError) as e:   # ragged lists and the like
+                    raw = np.asarray(None)
+                    arr = e
+                if raw.dtype.kind not in "fiu":
+                    raise InputError(f"stream state of '{name}'['{slot}']: expected a float "
+                                     f"array, got {type(arr).__name__} {str(arr)[:40]!r}")
+                arr = raw.astype(np.float32)
                 want = _state_shape(node, slot)
                 if arr.ndim != 3 or any(isinstance(w, int) and w != a
                                         for w, a in zip(want, arr.shape)):
@@ -451,4 +474,9 @@ def _state_shape(node, slot: str) -> tuple:
 def load(path: str | Path, **options) -> Model:
     """Load an .eseq artifact (memory-mapped) and compile it."""
     from edgeseq.artifact import load as load_artifact
-    return Model(load_artifact(path), **options)
+    from edgeseq.errors import EdgeseqError
+    graph = load_artifact(path)
+    try:
+        return Model(graph, **options)
+    except EdgeseqError as e:     # name the file: a memory or plan error comes from its content
+        raise type(e)(f"{path}: {e}") from None

@@ -68,6 +68,12 @@ def execute(graph, inputs: dict, engine: str = "auto") -> tuple[dict, str]:
             return Model(graph).run(inputs), "runtime"
     from edgeseq import reference
     from edgeseq.errors import InputError
+    from edgeseq.limits import LIMITS
+    from edgeseq.memory import MemoryEstimate
+    # the same working-memory budget the runtime's Model applies
+    estimate = MemoryEstimate(graph)
+    estimate.check(LIMITS.memory_bytes, f"model '{graph.name}'")
+    estimate.check_call(LIMITS.memory_bytes, f"model '{graph.name}'", inputs)
     for name, a in inputs.items():
         # NOTE: the runtime refuses NaN/inf by default; the reference engine must not differ
         a = np.asarray(a)

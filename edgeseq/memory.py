@@ -1,5 +1,6 @@
 """An estimate of a run's working memory, checked against a budget before anything is
-allocated (`Model(graph, memory_limit=...)`).
+allocated (the runtime's `Model(graph, memory_limit=...)`, and `edgeseq run` on the
+reference engine).
 
 A run keeps every value it computes until it returns (see `Model._execute`), and each
 recurrent kernel holds float32 copies of its weights; so the estimate is the sum of every
@@ -104,8 +105,8 @@ class MemoryEstimate:
         sizes: dict[str, int] = {}
         for name, axis, sym in self._input_dims:
             a = env.get(name)
-            if a is not None:
-                n = a.shape[axis]
+            if a is not None and axis < np.ndim(a):     # (the reference engine checks ranks later)
+                n = np.shape(a)[axis]
                 if n > sizes.get(sym, 0):
                     sizes[sym] = n
         approved = self._approved
