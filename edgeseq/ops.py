@@ -86,6 +86,9 @@ ACTIVATIONS: dict[str, tuple[float | None, float | None]] = {
     "softsign": (None, None),
     "softplus": (None, None),
 }
+# The code the compiled kernels branch on is the position in ACTIVATIONS
+# (runtime/kernels/activations.py `activate`): append new names at the end.
+ACT_CODES: dict[str, int] = {name: code for code, name in enumerate(ACTIVATIONS)}
 
 DIRECTIONS = ("forward", "reverse", "bidirectional")
 COUPLINGS = ("none", "input", "forget")

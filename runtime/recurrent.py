@@ -10,11 +10,10 @@ import numpy as np
 
 from edgeseq.errors import GraphError, InputError
 from edgeseq.graph import Graph, Node
-from edgeseq.ops import Op, num_directions
+from edgeseq.ops import ACT_CODES, Op, num_directions
 from edgeseq.runtime.kernels import gru as _gru
 from edgeseq.runtime.kernels import lstm as _lstm
 from edgeseq.runtime.kernels import rnn as _rnn
-from edgeseq.runtime.kernels.activations import ACT_CODES
 from edgeseq.runtime.kernels.panels import aligned_zeros, padded_rows, to_panels
 from edgeseq.runtime.registry import Kernel, as_float32, register
 

@@ -7,9 +7,8 @@ import numpy as np
 
 from edgeseq.errors import GraphError, InputError
 from edgeseq.graph import Graph, Node
-from edgeseq.ops import Op, num_directions
+from edgeseq.ops import ACT_CODES, Op, num_directions
 from edgeseq.runtime.kernels import sru as _sru
-from edgeseq.runtime.kernels.activations import ACT_CODES
 from edgeseq.runtime.registry import Kernel, as_float32, register
 
 _SKIPS = {"none": _sru.SKIP_NONE, "input": _sru.SKIP_INPUT, "projected": _sru.SKIP_PROJECTED}

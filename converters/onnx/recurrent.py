@@ -14,11 +14,9 @@ from edgeseq.converters.onnx.context import Context, Unsupported
 from edgeseq.converters.onnx.registry import handler
 from edgeseq.converters.onnx.symdims import Filled
 
-# ONNX activation names -> edgeseq names (ops.ACTIVATIONS).
-_ACT = {"Sigmoid": "sigmoid", "Tanh": "tanh", "Relu": "relu", "Affine": "affine",
-        "LeakyRelu": "leaky_relu", "ThresholdedRelu": "thresholded_relu",
-        "ScaledTanh": "scaled_tanh", "HardSigmoid": "hard_sigmoid", "Elu": "elu",
-        "Softsign": "softsign", "Softplus": "softplus"}
+# ONNX activation names -> edgeseq names: ops.ACTIVATIONS holds ONNX's names in snake case
+# ("LeakyRelu" -> "leaky_relu"); ONNX runtimes match them case-insensitively.
+_ACT = {"".join(w.capitalize() for w in n.split("_")): n for n in ACTIVATIONS}
 _ACT_LOWER = {k.lower(): v for k, v in _ACT.items()}
 
 _COMMON = {"activation_alpha", "activation_beta", "activations", "clip", "direction",

@@ -3,8 +3,10 @@
 libm `tanh`/`exp` never vectorise in Numba; the rational tanh below (Eigen's
 `generic_fast_tanh_float` coefficients, a [13/6] odd/even rational on [-7.9, 7.9]) does, and
 has max abs error ~3e-7 against float64 tanh. sigmoid(x) = 0.5 + 0.5 tanh(x / 2).
-Activation functions are chosen by an int code (`ACT_CODES`) inside the kernels; the branch
-sits outside each loop so every loop body stays branch-free.
+Activation functions are chosen by an int code inside the kernels: the position of the name in
+`edgeseq.ops.ACTIVATIONS` (`edgeseq.ops.ACT_CODES`; the kernel families translate names, this
+module knows only codes). The branch sits outside each loop so every loop body stays
+branch-free.
 """
 from __future__ import annotations
 
@@ -12,12 +14,6 @@ import numpy as np
 from numba import njit
 
 from edgeseq.runtime.kernels.flags import NJIT
-
-# code per recurrent activation name (names as in edgeseq.ops.ACTIVATIONS)
-ACT_CODES = {
-    "sigmoid": 0, "tanh": 1, "relu": 2, "affine": 3, "leaky_relu": 4, "thresholded_relu": 5,
-    "scaled_tanh": 6, "hard_sigmoid": 7, "elu": 8, "softsign": 9, "softplus": 10,
-}
 
 _CLAMP = np.float32(7.90531110763549805)
 _A1 = np.float32(4.89352455891786e-03)
@@ -63,41 +59,41 @@ def activate(buf, start, n, code, alpha, beta):
     b = np.float32(beta)
     one = np.float32(1.0)
     zero = np.float32(0.0)
-    if code == 0:
+    if code == 0:  # sigmoid
         for k in range(start, start + n):
             buf[k] = fast_sigmoid(buf[k])
-    elif code == 1:
+    elif code == 1:  # tanh
         for k in range(start, start + n):
             buf[k] = fast_tanh(buf[k])
-    elif code == 2:
+    elif code == 2:  # relu
         for k in range(start, start + n):
             buf[k] = max(buf[k], zero)
-    elif code == 3:
+    elif code == 3:  # affine
         for k in range(start, start + n):
             buf[k] = a * buf[k] + b
-    elif code == 4:
+    elif code == 4:  # leaky_relu
         for k in range(start, start + n):
             v = buf[k]
             buf[k] = v if v >= zero else a * v
-    elif code == 5:
+    elif code == 5:  # thresholded_relu
         for k in range(start, start + n):
             v = buf[k]
             buf[k] = v if v > a else zero
-    elif code == 6:
+    elif code == 6:  # scaled_tanh
         for k in range(start, start + n):
             buf[k] = a * fast_tanh(b * buf[k])
-    elif code == 7:
+    elif code == 7:  # hard_sigmoid
         for k in range(start, start + n):
             buf[k] = min(max(a * buf[k] + b, zero), one)
-    elif code == 8:
+    elif code == 8:  # elu
         for k in range(start, start + n):
             v = buf[k]
             buf[k] = v if v >= zero else a * (np.exp(v) - one)
-    elif code == 9:
+    elif code == 9:  # softsign
         for k in range(start, start + n):
             v = buf[k]
             buf[k] = v / (one + abs(v))
-    else:
+    else:  # softplus
         for k in range(start, start + n):
             v = buf[k]
             # log(1 + e^v) without overflow: max(v, 0) + log1p(e^-|v|)

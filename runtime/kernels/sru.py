@@ -16,7 +16,7 @@ from edgeseq.runtime.kernels.activations import activate, fast_sigmoid
 from edgeseq.runtime.kernels.flags import NJIT
 
 SKIP_NONE, SKIP_INPUT, SKIP_PROJECTED = 0, 1, 2
-_AFFINE = 3      # ACT_CODES["affine"]: with alpha 1, beta 0 the identity, fused below
+_AFFINE = 3      # edgeseq.ops.ACT_CODES["affine"]: alpha 1, beta 0 is the identity, fused below
 
 
 @njit(**NJIT)

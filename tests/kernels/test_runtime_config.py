@@ -7,8 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeseq.ops import ACT_CODES, ACTIVATIONS
+from edgeseq.reference import ACTIVATION_FNS
 from edgeseq.runtime import config
-from edgeseq.runtime.kernels.activations import fast_sigmoid, fast_tanh
+from edgeseq.runtime.kernels.activations import activate, fast_sigmoid, fast_tanh
 from edgeseq.runtime.kernels.flags import FASTMATH_FLAGS, NJIT
 
 RUNTIME = Path(__file__).resolve().parents[2] / "runtime"
@@ -56,3 +58,17 @@ def test_rational_tanh_sigmoid_accuracy():
     # +-inf saturate (within the approximation's error, never NaN)
     assert abs(t[-5] + 1) < 5e-7 and abs(t[-4] - 1) < 5e-7
     assert abs(s[-5]) < 5e-7 and abs(s[-4] - 1) < 5e-7
+
+
+def test_activation_codes_follow_the_one_table():
+    """The compiled `activate(code)` computes, for the code of each name in
+    edgeseq.ops.ACTIVATIONS, the float64 reference function of that name."""
+    assert list(ACT_CODES) == list(ACTIVATIONS) == sorted(ACTIVATIONS, key=ACT_CODES.get)
+    assert set(ACTIVATION_FNS) == set(ACTIVATIONS)
+    x = np.linspace(-4.0, 4.0, 161)
+    for name, code in ACT_CODES.items():
+        alpha, beta = 0.7, -0.3
+        buf = x.astype(np.float32)
+        activate(buf, 0, buf.size, code, alpha, beta)
+        want = ACTIVATION_FNS[name](x.astype(np.float32).astype(np.float64), alpha, beta)
+        assert np.allclose(buf, want, rtol=1e-5, atol=2e-6), name
