@@ -39,5 +39,5 @@ class SlowStepNotice:
                       flush=True)
 
 
-COMPILING = ("preparing the kernels: Numba compiles them on first use (10-40 s, once); "
-             "later runs load them from its cache")
+COMPILING = ("preparing the kernels: Numba compiles them on first use (once; from 30 s to a "
+             "few minutes on a busy machine); later runs load them from its cache")
