@@ -19,6 +19,8 @@ $(VENV)/.test-deps: pyproject.toml setup.py | $(PY)
 	$(PIP) install --no-deps silero-vad==6.2.3 BeatNet==1.1.3
 	touch $@
 
+# The demo needs no torch: silero-vad's ONNX files are read as package data, found without
+# importing the package (its __init__ imports torch); see edgeseq/commands/_silero.py.
 $(VENV)/.demo-deps: pyproject.toml setup.py | $(PY)
 	$(PIP) install -e '.[onnx]'
 	$(PIP) install --no-deps silero-vad==6.2.3
