@@ -362,6 +362,72 @@ def _rnn(graph, node, ins):
 
 # ---- SRU -------------------------------------------------------------------------------------
 def sru_step(feats: np.ndarray, c: np.ndarray, v: np.ndarray, b: np.ndarray, skip: bool,
+# ---- ConvLSTM (1-D) -------------------------------------------------------------------------
+def conv1d_valid(x: np.ndarray, w: np.ndarray, pads: tuple[int, int]) -> np.ndarray:
+    """Cross-correlation of x [..., C, L] (zero-padded by pads) with w [O, C, K] -> [..., O, L']."""
+    x = np.pad(x, [(0, 0)] * (x.ndim - 1) + [tuple(pads)])
+    k = w.shape[-1]
+    taps = np.arange(x.shape[-1] - k + 1)[:, None] + np.arange(k)[None, :]
+    return np.einsum("...clk,ock->...ol", x[..., taps], w)
+
+
+def conv_lstm_step(x_conv: np.ndarray, h: np.ndarray, c: np.ndarray, w: dict,
+                   acts: list[Callable]) -> tuple[np.ndarray, np.ndarray]:
+    """One ConvLSTM step. x_conv = w_x * x_t [N, 4H, L]; h, c [N, H, L]; w holds one
+    direction's w_h [4H, H, K], b [4H], peephole [3, H, L] (or None)."""
+    f_act, g_act, h_act = acts
+    k = w["w_h"].shape[-1]
+    pre = x_conv + conv1d_valid(h, w["w_h"], ((k - 1) // 2, k - 1 - (k - 1) // 2)) \
+        + w["b"][:, None]
+    a_i, a_f, a_c, a_o = np.split(pre, 4, axis=1)
+    p = w["peephole"]
+    if p is not None:
+        a_i, a_f = a_i + p[0] * c, a_f + p[1] * c
+    c_new = f_act(a_f) * c + f_act(a_i) * g_act(a_c)
+    if p is not None:
+        a_o = a_o + p[2] * c_new
+    return f_act(a_o) * h_act(c_new), c_new
+
+
+@implements(Op.CONV_LSTM)
+def _conv_lstm(graph, node, ins):
+    a = node.attrs
+    x, seq_lens, h0, c0 = (list(ins) + [None] * 4)[:4]
+    bf = a["batch_first"]
+    x = x.transpose(1, 0, 2, 3) if bf else x                   # [T, N, C, L]
+    t_len, n = x.shape[:2]
+    lens = _sequence_lengths(node, seq_lens, n, t_len)
+    n_dir, hs = num_directions(a), a["hidden_size"]
+    w = {s: recurrent_weight(graph, node, s) for s in ("w_x", "w_h", "b", "peephole")}
+    ys, finals = [], []
+    for d in range(n_dir):
+        x_conv = conv1d_valid(x, w["w_x"][d], a["pads"])      # [T, N, 4H, L']
+        out_len = x_conv.shape[-1]
+        wd = {"w_h": w["w_h"][d], "b": np.zeros(4 * hs) if w["b"] is None else w["b"][d],
+              "peephole": None if w["peephole"] is None else w["peephole"][d]}
+        acts = _activations(node, d, 3)
+        state = [np.zeros((n, hs, out_len)) if s is None else
+                 (s.transpose(1, 0, 2, 3) if bf else s)[d] for s in (h0, c0)]
+        reverse = a["direction"] == "reverse" or d == 1
+        y = np.zeros((t_len, n, hs, out_len))
+        for s in range(t_len):
+            active = s < lens                                   # rows still inside their length
+            t = np.where(reverse, np.maximum(lens - 1 - s, 0), s)
+            h_new, c_new = conv_lstm_step(x_conv[t, np.arange(n)], state[0], state[1], wd, acts)
+            keep = active[:, None, None]
+            state = [np.where(keep, h_new, state[0]), np.where(keep, c_new, state[1])]
+            y[t[active], np.arange(n)[active]] = state[0][active]
+        ys.append(y)
+        finals.append(state)
+    y = np.stack(ys, axis=1)                                    # [T, D, N, H, L']
+    h_fin = np.stack([f[0] for f in finals])                    # [D, N, H, L']
+    c_fin = np.stack([f[1] for f in finals])
+    if bf:
+        y = y.transpose(2, 0, 1, 3, 4)
+        h_fin, c_fin = h_fin.transpose(1, 0, 2, 3), c_fin.transpose(1, 0, 2, 3)
+    return [y, h_fin, c_fin]
+
+
              g: Callable) -> tuple[np.ndarray, np.ndarray]:
     """One SRU step for a batch. feats = [W x_t | W_f x_t | W_r x_t | x'_t] [N, 4H];
     v, b: [2, H] cell weights and biases of f and r. Returns (h_t, c_t)."""

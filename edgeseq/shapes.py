@@ -137,6 +137,49 @@ def _recurrent(graph: Graph, node: Node, ins):
     return outs
 
 
+@infers(Op.CONV_LSTM)
+def _conv_lstm(graph: Graph, node: Node, ins):
+    a = node.attrs
+    x = ins[0]
+    _expect(len(x.shape) == 4, f"input x: expected rank 4 (time, batch, channels, length), got "
+                               f"{_fmt(x.shape)}")
+    _expect(x.dtype in FLOATS, f"input x: expected a float dtype, got {x.dtype}")
+    d, h = num_directions(a), a["hidden_size"]
+    _expect(h > 0, f"hidden_size must be positive, got {h}")
+    _expect(a["gate_clip"] == 0, "gate_clip is not defined for ConvLSTM (must be 0)")
+    _expect(len(a["pads"]) == 2 and min(a["pads"]) >= 0,
+            f"pads: expected 2 values >= 0 (begin, end), got {list(a['pads'])}")
+    n, t, c, length = x.shape if a["batch_first"] else (x.shape[1], x.shape[0]) + x.shape[2:]
+    w_x, w_h = graph.weight(node, "w_x"), graph.weight(node, "w_h")
+    _expect(w_x is not None and w_x.ndim == 4 and w_h is not None and w_h.ndim == 4,
+            "weights 'w_x' and 'w_h' must be rank 4 [D, 4H, C, K] (1-D convolutions)")
+    k_x, k_h = w_x.shape[-1], w_h.shape[-1]
+    _check_weight(graph, node, "w_x", (d, 4 * h, c, k_x))
+    _check_weight(graph, node, "w_h", (d, 4 * h, h, k_h))
+    _check_weight(graph, node, "b", (d, 4 * h))
+    if isinstance(length, int):
+        out_len = length + a["pads"][0] + a["pads"][1] - k_x + 1
+        _expect(out_len > 0, f"output length {out_len} <= 0")
+    else:
+        _expect(a["pads"][0] + a["pads"][1] == k_x - 1,
+                "a symbolic length needs 'same' input padding (pads sum to K_x - 1)")
+        out_len = length
+    _check_weight(graph, node, "peephole", (d, 3, h, out_len))
+    state = (n, d, h, out_len) if a["batch_first"] else (d, n, h, out_len)
+    for k in (2, 3):
+        if k < len(ins) and ins[k] is not None:
+            got = ins[k]
+            _expect(len(got.shape) == 4 and all(_dims_equal(u, w) for u, w in zip(got.shape, state)),
+                    f"initial state '{got.name}': expected {_fmt(state)}, got {_fmt(got.shape)}")
+    if len(ins) > 1 and ins[1] is not None:
+        sl = ins[1]
+        _expect(sl.dtype in ("int32", "int64"), f"sequence_lens: expected int32/int64, got {sl.dtype}")
+        _expect(len(sl.shape) == 1 and _dims_equal(sl.shape[0], n),
+                f"sequence_lens: expected ({n},), got {_fmt(sl.shape)}")
+    y = (n, t, d, h, out_len) if a["batch_first"] else (t, d, n, h, out_len)
+    return [Value("y", x.dtype, y), Value("y_h", x.dtype, state), Value("y_c", x.dtype, state)]
+
+
 @infers(Op.SRU)
 def _sru(graph: Graph, node: Node, ins):
     a = node.attrs

@@ -1,0 +1,71 @@
+"""The 1-D ConvLSTM recurrence, compiled. The input convolution of every step is one GEMM
+done before (runtime/conv_lstm.py); here, per step and row, the recurrent convolution over
+the carried h (channels last, zero borders for 'same' padding) and the LSTM gate update at
+every position. Layouts: xc [T, N, L, 4H] (input conv + bias, gates i, f, c, o);
+w_h [K, H, 4H]; h_pad [N, L + K - 1, H]; c [N, L, H]; peephole [3, L, H]."""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from edgeseq.runtime.kernels.activations import activate
+from edgeseq.runtime.kernels.flags import NJIT
+
+
+@njit(**NJIT)
+def _position(xc_row, w_h, h_pad, n, pos, c_row, peep, has_peep, codes, alphas, betas, acc,
+              tmp, h_out):
+    """Gates at one position: c_row (c at this position) updated, h_out <- new h."""
+    hidden = c_row.shape[0]
+    four = 4 * hidden
+    for o in range(four):
+        acc[o] = xc_row[o]
+    for k in range(w_h.shape[0]):
+        for ci in range(hidden):
+            hv = h_pad[n, pos + k, ci]
+            for o in range(four):
+                acc[o] += w_h[k, ci, o] * hv
+    if has_peep:
+        for j in range(hidden):
+            acc[j] += peep[0, pos, j] * c_row[j]
+            acc[hidden + j] += peep[1, pos, j] * c_row[j]
+    activate(acc, 0, 2 * hidden, codes[0], alphas[0], betas[0])          # i, f
+    activate(acc, 2 * hidden, hidden, codes[1], alphas[1], betas[1])     # candidate
+    for j in range(hidden):
+        c_row[j] = acc[hidden + j] * c_row[j] + acc[j] * acc[2 * hidden + j]
+        tmp[j] = c_row[j]
+    if has_peep:
+        for j in range(hidden):
+            acc[3 * hidden + j] += peep[2, pos, j] * c_row[j]
+    activate(acc, 3 * hidden, hidden, codes[0], alphas[0], betas[0])     # o
+    activate(tmp, 0, hidden, codes[2], alphas[2], betas[2])
+    for j in range(hidden):
+        h_out[j] = acc[3 * hidden + j] * tmp[j]
+
+
+@njit(**NJIT)
+def conv_lstm_sequence(xc, w_h, h_pad, c, peep, has_peep, lens, reverse, codes, alphas, betas,
+                       y, d):
+    """One direction over all steps and rows; y [T, D, N, H, L] written at direction d
+    (zeros past each row's length); h_pad / c hold the initial state and end as the final."""
+    t_len, n_batch, length = xc.shape[0], xc.shape[1], xc.shape[2]
+    hidden = c.shape[2]
+    left = (w_h.shape[0] - 1) // 2
+    acc = np.empty(4 * hidden, np.float32)
+    tmp = np.empty(hidden, np.float32)
+    h_new = np.empty((length, hidden), np.float32)
+    for n in range(n_batch):
+        steps = lens[n]
+        for s in range(steps):
+            t = steps - 1 - s if reverse else s
+            for pos in range(length):
+                _position(xc[t, n, pos], w_h, h_pad, n, pos, c[n, pos], peep, has_peep,
+                          codes, alphas, betas, acc, tmp, h_new[pos])
+            for pos in range(length):
+                for j in range(hidden):
+                    h_pad[n, left + pos, j] = h_new[pos, j]
+                    y[t, d, n, j, pos] = h_new[pos, j]
+        for t in range(steps, t_len):
+            for j in range(hidden):
+                for pos in range(length):
+                    y[t, d, n, j, pos] = np.float32(0.0)
