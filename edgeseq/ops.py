@@ -16,6 +16,7 @@ class Op(enum.Enum):
     GRU = "GRU"
     RNN = "RNN"
     SRU = "SRU"
+    CONV_LSTM = "ConvLSTM"
     # linear algebra / conv
     MATMUL = "MatMul"
     GEMM = "Gemm"
@@ -57,7 +58,7 @@ class Op(enum.Enum):
     IDENTITY = "Identity"
 
 
-RECURRENT = frozenset({Op.LSTM, Op.GRU, Op.RNN, Op.SRU})
+RECURRENT = frozenset({Op.LSTM, Op.GRU, Op.RNN, Op.SRU, Op.CONV_LSTM})
 BINARY = frozenset({Op.ADD, Op.SUB, Op.MUL, Op.DIV, Op.POW})
 UNARY = frozenset({Op.RELU, Op.SIGMOID, Op.TANH, Op.SQRT, Op.EXP, Op.LOG, Op.NEG, Op.ABS,
                    Op.CLIP, Op.LEAKY_RELU, Op.CAST, Op.IDENTITY})
@@ -223,6 +224,19 @@ _spec(Op.SRU, ("x", "sequence_lens", "initial_c"), 1, ("y", "y_c"), 0,
        Slot("ln_gain", False, "[F] layer-norm gain (F = I before, D*H after)"),
        Slot("ln_bias", False, "[F] layer-norm bias")))
 
+# ConvLSTM, 1-D (Shi et al. 2015; Keras ConvLSTM1D, the common PyTorch ConvLSTMCell), channels
+# first: the LSTM equations (gates i, f, c, o; activations f, g, h) with every product W x_t
+# and R h_{t-1} a convolution over the spatial axis: the input one with `pads`, the recurrent
+# one 'same' (begin (K-1)//2, the rest at the end); peepholes multiply c elementwise.
+# x [T, N, C, L] (batch_first [N, T, C, L]); y [T, D, N, H, L'] ([N, T, D, H, L']); states
+# [D, N, H, L'] ([N, D, H, L']); L' = L + pads[0] + pads[1] - K_x + 1. Stride and dilation 1.
+_spec(Op.CONV_LSTM, ("x", "sequence_lens", "initial_h", "initial_c"), 1, ("y", "y_h", "y_c"), 0,
+      _RECURRENT_ATTRS + (Attr("pads", "ints", (0, 0)),),
+      (Slot("w_x", True, "[D, 4H, C, K_x] input kernel, gates i, f, c, o"),
+       Slot("w_h", True, "[D, 4H, H, K_h] recurrent kernel (K_h odd or even, 'same')"),
+       Slot("b", False, "[D, 4H] bias"),
+       Slot("peephole", False, "[D, 3, H, L'] peephole weights for i, f, o")))
+
 # Glue ops take constants as ordinary inputs (a node input may name a graph constant).
 _spec(Op.MATMUL, ("a", "b"), 2, ("y",), 1)
 _spec(Op.GEMM, ("a", "b", "c"), 2, ("y",), 1,
@@ -277,11 +291,12 @@ def num_directions(attrs: dict) -> int:
 
 def num_activations(op: Op) -> int:
     """Activation functions per direction: LSTM (f, g, h), GRU (f, g), RNN (f), SRU (g)."""
-    return {Op.LSTM: 3, Op.GRU: 2, Op.RNN: 1, Op.SRU: 1}[op]
+    return {Op.LSTM: 3, Op.GRU: 2, Op.RNN: 1, Op.SRU: 1, Op.CONV_LSTM: 3}[op]
 
 
 DEFAULT_ACTIVATIONS = {Op.LSTM: ("sigmoid", "tanh", "tanh"), Op.GRU: ("sigmoid", "tanh"),
-                       Op.RNN: ("tanh",), Op.SRU: ("affine",)}
+                       Op.RNN: ("tanh",), Op.SRU: ("affine",),
+                       Op.CONV_LSTM: ("sigmoid", "tanh", "tanh")}
 
 
 def normalize_attrs(op: Op, attrs: dict) -> dict:
