@@ -13,6 +13,7 @@ from edgeseq.runtime.kernels.panels import to_panels
 
 IMPORT_LINES = (
     "from edgeseq.runtime.kernels import gru as GRU",
+    "from edgeseq.runtime.kernels import gru_plain as GRUP",
     "from edgeseq.runtime.kernels import lstm as LSTM",
     "from edgeseq.runtime.kernels import rnn as RNN",
 )
@@ -46,7 +47,11 @@ def _weights(lw: Lowering, op: Op, kernel, d: int) -> str:
 # op -> format of the sequence-kernel call (x, w_x, weights, lens, states, y)
 CALLS = {
     Op.LSTM: "LSTM._lstm_sequence({x}, {wx}, 1, {w}, {lens}, {s0}[{d}], {s1}[{d}], {y})",
-    Op.GRU: "GRU._gru_sequence({x}, {wx}, 1, {w}, {lens}, {s0}[{d}], {y})",
+    # the default cell over full lengths takes the fused one-pass kernel (kernels/gru_plain)
+    Op.GRU: "if GRUP.is_plain_gru({ip}, {fp}, {lens}, {x}.shape[0]):\n"
+            "        GRUP.plain_gru_sequence({x}, {w_h}, {aux}, {ip}[0], {ip}[3], {s0}[{d}], {y})\n"
+            "    else:\n"
+            "        GRU._gru_sequence({x}, {wx}, 1, {w}, {lens}, {s0}[{d}], {y})",
     Op.RNN: "RNN._rnn_sequence({x}, {wx}, 1, {w}, {lens}, {s0}[{d}], {y})",
 }
 N_GATES = {Op.LSTM: 4, Op.GRU: 3, Op.RNN: 1}
@@ -145,9 +150,12 @@ def _recurrent(lw: Lowering, node: Node) -> None:
             lw.emit(f"{yd} = {y}.reshape(({v}_T, {v}_N, {p}))")
         else:
             lw.emit(f"{yd} = np.empty(({v}_T, {v}_N, {p}), dtype=np.float32)")
-        lw.emit(CALLS[node.op].format(x=xp, wx=wx, w=_weights(lw, node.op, kernel, d),
-                                      lens=f"{v}_lens", s0=svars[0],
-                                      s1=svars[1] if len(svars) > 1 else "", d=d, y=yd))
+        w = _weights(lw, node.op, kernel, d)
+        parts = [p.strip() for p in w.split(",")]
+        lw.emit(CALLS[node.op].format(x=xp, wx=wx, w=w, lens=f"{v}_lens", s0=svars[0],
+                                      s1=svars[1] if len(svars) > 1 else "", d=d, y=yd,
+                                      w_h=", ".join(parts[:2]), aux=parts[-3], ip=parts[-2],
+                                      fp=parts[-1]))
         if n_dir == 2:
             lw.emit(f"{y}[:, {d}] = {yd}")
     outs = list(node.outputs) + [""] * 3

@@ -128,8 +128,10 @@ def test_elementwise_chain_is_one_loop_and_matches_reference(tol):
     lambda: testing.gru_graph(R, 6, 11, direction="bidirectional", seq_lens=True,
                               initial_state=True),
     lambda: testing.gru_graph(R, 3, 5, linear_before_reset=True, batch_first=True),
+    lambda: testing.gru_graph(R, 7, 19, direction="reverse"),
     lambda: testing.rnn_graph(R, 4, 70, direction="reverse", seq_lens=True),
-], ids=["lstm_peep_proj_lens", "bilstm_batch_first", "bigru_lens", "gru_lbr_bf", "rnn_rev"])
+], ids=["lstm_peep_proj_lens", "bilstm_batch_first", "bigru_lens", "gru_lbr_bf", "gru_plain_rev",
+    "rnn_rev"])
 def test_recurrent_node_matches_reference(make, tol):
     g = make()
     m = _model(g)
