@@ -360,8 +360,6 @@ def _rnn(graph, node, ins):
     return _recurrent(graph, node, _with_ones_column(ins), 1, make_step)
 
 
-# ---- SRU -------------------------------------------------------------------------------------
-def sru_step(feats: np.ndarray, c: np.ndarray, v: np.ndarray, b: np.ndarray, skip: bool,
 # ---- ConvLSTM (1-D) -------------------------------------------------------------------------
 def conv1d_valid(x: np.ndarray, w: np.ndarray, pads: tuple[int, int]) -> np.ndarray:
     """Cross-correlation of x [..., C, L] (zero-padded by pads) with w [O, C, K] -> [..., O, L']."""
@@ -428,6 +426,8 @@ def _conv_lstm(graph, node, ins):
     return [y, h_fin, c_fin]
 
 
+# ---- SRU -------------------------------------------------------------------------------------
+def sru_step(feats: np.ndarray, c: np.ndarray, v: np.ndarray, b: np.ndarray, skip: bool,
              g: Callable) -> tuple[np.ndarray, np.ndarray]:
     """One SRU step for a batch. feats = [W x_t | W_f x_t | W_r x_t | x'_t] [N, 4H];
     v, b: [2, H] cell weights and biases of f and r. Returns (h_t, c_t)."""
