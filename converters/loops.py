@@ -113,6 +113,8 @@ def affine(step: Step, key, over: dict | None = None, vary=("x", "h"),
     b = at(x0, h0)
     out = {"b": b}
     for part, size in (("x", i_size), ("h", sizes[h_index])):
+        if part == "x" and "x" not in vary:
+            continue      # x held at zero: its contribution is part of the constant term
         cols = []
         for k in range(size):
             e = np.zeros((n, size))
@@ -121,12 +123,12 @@ def affine(step: Step, key, over: dict | None = None, vary=("x", "h"),
         out[part] = np.stack(cols, axis=1)
     rng = np.random.default_rng(7)
     xr, hr = rng.standard_normal((n, i_size)), rng.standard_normal((n, sizes[h_index]))
-    want = b + ("x" in vary) * (out["x"] @ xr[0]) + ("h" in vary) * (out["h"] @ hr[0])
+    want = b + (out["x"] @ xr[0] if "x" in vary else 0) + ("h" in vary) * (out["h"] @ hr[0])
     got = at(xr if "x" in vary else x0, hr if "h" in vary else h0)
     scale = 1.0 + np.max(np.abs(want))
     if not np.allclose(got, want, atol=1e-9 * scale, rtol=1e-9):
         raise NoMatch(f"tensor {key} is not affine in {'/'.join(vary)}")
-    for part in ("x", "h"):
+    for part in ("h",):
         if part not in vary and np.max(np.abs(out[part]), initial=0) > 1e-12:
             raise NoMatch(f"tensor {key} depends on {part}")
     return out
@@ -136,13 +138,13 @@ def split_ops(step: Step, parts: int) -> list[BodyOp]:
     return [op for op in step.ops if op.kind == "SPLIT" and len(op.outputs) == parts]
 
 
-def _adds_with(step: Step, key):
-    """The other operand of the ADD that consumes `key` (gate pre-activation sums)."""
-    for op in step.consumers(key):
-        if op.kind == "ADD" and len(op.inputs) == 2:
-            other = op.inputs[1] if op.inputs[0] == key else op.inputs[0]
-            return op, other
-    return None, None
+def _gate_sum(step: Step, key):
+    """The value that adds a recurrent part to gate input `key`: the output of its only
+    consumer (an ADD, or a GEMM/FULLY_CONNECTED that takes it as bias), or None."""
+    users = step.consumers(key)
+    if len(users) != 1 or len(users[0].outputs) != 1:
+        return None
+    return users[0].outputs[0]
 
 
 # Activation choices a Keras cell may use, as IR (name, alpha, beta): Keras 3 hard_sigmoid is
@@ -207,24 +209,19 @@ def _gru(step: Step) -> list[Candidate]:
             continue
         if ax["b"].shape[0] != 3 * hs:
             continue
-        parts = []
-        for k in range(3):
-            add, other = _adds_with(step, sp.outputs[k])
-            if add is None:
-                break
-            parts.append((add, other))
-        if len(parts) != 3:
+        sums = [_gate_sum(step, sp.outputs[k]) for k in range(3)]
+        if None in sums:
             continue
         try:
-            rz = [affine(step, parts[k][1], vary=("h",)) for k in range(2)]
+            # each gate sum at x = 0 is b_x + (recurrent part), affine in h
+            rz = [affine(step, sums[k], vary=("h",)) for k in range(2)]
             # force r = 1: its pre-activation at +40 saturates sigmoid and hard sigmoids to 1
-            r_pre = parts[1][0].outputs[0]
             big = np.full((step.n_batch, hs), 40.0)
-            rh = affine(step, parts[2][1], over={r_pre: big}, vary=("h",))
+            rh = affine(step, sums[2], over={sums[1]: big}, vary=("h",))
         except NoMatch:
             continue
         w_h = np.concatenate([rz[0]["h"], rz[1]["h"], rh["h"]])
-        b_h = np.concatenate([rz[0]["b"], rz[1]["b"], rh["b"]])
+        b_h = np.concatenate([rz[0]["b"], rz[1]["b"], rh["b"]]) - ax["b"]
         for lbr in (True, False):
             for g in GATE_ACTS:
                 for c in CELL_ACTS[:2]:

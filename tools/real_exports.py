@@ -32,12 +32,9 @@ PAD = 2                      # Masking models: the last PAD steps of the fixed i
 VARIANTS = ("tflite_float", "tflite_dynamic", "onnx13", "onnx17", "tflite_int8")
 # Small files the conformance tests read (tests/fixtures/real_exports).
 FIXTURES = ("k3_lstm_dense.tflite_float.tflite", "k3_lstm_dense.onnx13.onnx",
-            "k3_gru_ra.tflite_float.tflite", "k3_gru_ra.onnx17.onnx",
-            "k3_gru_rb.tflite_float.tflite", "k2_gru_rb.onnx13.onnx",
-            "k3_simplernn.tflite_float.tflite", "k2_simplernn.onnx13.onnx",
-            "k2_gru_ra.tflite_float.tflite", "k2_return_state.tflite_float.tflite",
-            "k2_initial_state.tflite_float.tflite", "k3_bidi_sum.tflite_float.tflite",
-            "k3_hard_sigmoid.tflite_float.tflite", "k2_masking_lstm.tflite_float.tflite")
+            "k3_gru_ra.tflite_float.tflite", "k3_gru_ra.onnx17.onnx", "k2_gru_ra.tflite_float.tflite",
+            "k2_gru_rb.onnx13.onnx", "k2_simplernn.onnx13.onnx", "k2_simplernn.tflite_float.tflite",
+            "k2_return_state.tflite_float.tflite", "k3_bidi_sum.tflite_float.tflite")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -77,9 +77,8 @@ class _Body:
         self.outer = sorted(used - defined)
         self.inputs = [i.name for i in graph.input]
         self.outputs = [o.name for o in graph.output]
-        self.ops = [loops.BodyOp(_KINDS.get(n.op_type, n.op_type.upper()),
-                                 tuple(i for i in n.input if i), tuple(n.output))
-                    for n in graph.node]
+        self.ops = [loops.BodyOp(_KINDS.get(n.op_type, n.op_type.upper()), _operands(n),
+                                 tuple(n.output)) for n in graph.node]
         self._sessions: dict = {}
 
     def _session(self, over: frozenset):
@@ -105,6 +104,13 @@ class _Body:
         env.update(feeds)
         env.update(overrides)
         return env
+
+
+def _operands(n: onnx.NodeProto) -> tuple:
+    """Operands in the TFLite order the cell patterns read (SPLIT: axis, then data)."""
+    if n.op_type == "Split":
+        return ("<axis>", n.input[0])
+    return tuple(i for i in n.input if i)
 
 
 def _shape(ctx: Context, vi: onnx.ValueInfoProto) -> tuple | None:

@@ -95,7 +95,7 @@ def test_fixtures_cover_both_formats_and_every_cell():
     ops = set()
     for name in FILES:
         ops |= {n.op.value for n in _convert(FIXTURES / name).nodes if n.op in RECURRENT}
-    assert {"LSTM", "GRU"} <= ops
+    assert {"LSTM", "GRU", "RNN"} <= ops
 
 
 def _first(suffix: str) -> Path:
