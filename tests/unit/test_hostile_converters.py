@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import pickle
+import sys
 import zipfile
 from pathlib import Path
 
@@ -371,3 +372,34 @@ def test_tflite_operand_problems_name_the_file(tmp_path):
     with pytest.raises(EdgeseqError) as e:
         convert(_tflite_edit(tmp_path, edit))
     assert "damaged.tflite" in str(e.value)
+
+
+# --- a deterministic slice of the converter fuzzers (tools/fuzz_converters.py) ---------
+def _fuzz_module():
+    import importlib.util
+    path = Path(__file__).resolve().parents[2] / "tools" / "fuzz_converters.py"
+    spec = importlib.util.spec_from_file_location("fuzz_converters", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("fuzz_converters", module)     # dataclasses look the module up
+    spec.loader.exec_module(module)
+    return sys.modules["fuzz_converters"]
+
+
+@pytest.mark.parametrize("fmt,cases", [("onnx", 12), ("tflite", 12), ("pt2", 4)])
+def test_fuzz_slice(tmp_path, fmt, cases):
+    """The first cases of the long fuzz run (seed 0), in-process: each converts or is refused
+    with an error naming the file; no planted payload runs."""
+    fc = _fuzz_module()
+    target = fc.TARGETS[fmt]
+    seeds = target.seeds()
+    marker = tmp_path / "payload-ran"
+    outcomes = []
+    for index in range(cases):
+        entry, data = fc.case_bytes(target, seeds, 0, index, str(marker))
+        path = tmp_path / f"case{index}{target.suffix}"
+        path.write_bytes(data)
+        outcomes.append(fc.classify(target, path, dict(entry[2]), differential=False))
+        assert not marker.exists(), f"case {index}: a planted payload ran"
+    bad = [(k, o) for k, o in enumerate(outcomes) if not o.startswith(("converted", "refused"))]
+    assert not bad, bad
+    assert any(o.startswith("refused") for o in outcomes)
