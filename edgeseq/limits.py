@@ -43,6 +43,8 @@ def check_json_depth(text: str | bytes, limit: int = LIMITS.json_depth) -> None:
     """
     if isinstance(text, str):
         text = text.encode("utf-8", errors="replace")
+    if text.count(b"[") + text.count(b"{") <= limit:
+        return                       # cannot nest deeper than it has brackets
     a = np.frombuffer(text, dtype=np.uint8)
     if not a.size:
         return

@@ -166,20 +166,24 @@ def mutate_bytes(raw: bytes, muts, header_only: bool) -> bytes:
         if kind == "header":
             b = bytearray(edit_header(bytes(b), m[1], m[2]))
             continue
-        if not b:
-            continue
-        pos = int(m[1] * span) if span else 0
-        if kind == "flip":
-            b[pos] ^= 1 << m[2]
-        elif kind == "set":
-            b[pos] = m[2]
-        elif kind == "insert":
-            b[pos:pos] = m[2]
-        elif kind == "delete":
-            del b[pos:pos + m[2]]
-        elif kind == "truncate":
-            del b[pos:]
+        if b:
+            edit_bytes(b, m, span)
     return bytes(b)
+
+
+def edit_bytes(b: bytearray, m: tuple, span: int) -> None:
+    """Apply one flip/set/insert/delete/truncate at a position in the first `span` bytes."""
+    kind, pos = m[0], int(m[1] * span) if span else 0
+    if kind == "flip":
+        b[pos] ^= 1 << m[2]
+    elif kind == "set":
+        b[pos] = m[2]
+    elif kind == "insert":
+        b[pos:pos] = m[2]
+    elif kind == "delete":
+        del b[pos:pos + m[2]]
+    elif kind == "truncate":
+        del b[pos:]
 
 
 def edit_header(raw: bytes, where: float, value) -> bytes:
@@ -363,20 +367,9 @@ def fuzz_npy(case, ctx: Ctx) -> str:
     raw = ctx.extra["raws"][k]
     b = bytearray(raw)
     for m in muts:    # the .npy header is the first 128 bytes or so
-        span = min(len(b), 128) if header_only else len(b)
         if not b:
             break
-        pos = int(m[1] * span)
-        if m[0] == "flip":
-            b[pos] ^= 1 << m[2]
-        elif m[0] == "set":
-            b[pos] = m[2]
-        elif m[0] == "insert":
-            b[pos:pos] = m[2]
-        elif m[0] == "delete":
-            del b[pos:pos + m[2]]
-        elif m[0] == "truncate":
-            del b[pos:]
+        edit_bytes(b, m, min(len(b), 128) if header_only else len(b))
     path = ctx.work / "case.npy"
     path.write_bytes(bytes(b))
     a = load_npy(path, "--input x")
