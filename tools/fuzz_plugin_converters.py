@@ -1,7 +1,13 @@
 """Fuzz targets for the converters (ONNX protobuf fields, TFLite flatbuffer fields, .pt2
-archives), registered into tools/fuzz.py's registry. The mutators live in
-tools/fuzz_converters.py (which also runs them standalone with per-format outcome counts);
-here a hypothesis-drawn integer seeds one mutation of one seed file.
+archives) for tools/fuzz.py's registry, loaded as a plugin:
+
+    python tools/fuzz.py --plugin tools/fuzz_plugin_converters.py --target onnx --cases 10000
+
+The mutators live in tools/fuzz_converters.py (which also runs them standalone with outcome
+counts per format); here a hypothesis-drawn integer seeds one mutation of one seed file.
+NOTE: not named fuzz_targets_*.py on purpose: fuzz.py imports those into its `--slice`, which
+`make test` runs with >= 20 cases per target; the converters' slice runs in-process instead
+(tests/unit/test_hostile_converters.py::test_fuzz_slice), sharing the suite's imports.
 
 Outcomes: "converted", "refused" (an EdgeseqError naming the file); a refusal that does not
 name the file or a planted .pt2 payload that ran raises, so it counts as a raw failure.
@@ -57,6 +63,6 @@ def _run(case: int, ctx: Ctx) -> str:
 
 
 SEEDS = st.integers(0, 2**32 - 1)
-target("onnx", cases=SEEDS, setup=_setup("onnx"), slice=10)(_run)
-target("tflite", cases=SEEDS, setup=_setup("tflite"), slice=10)(_run)
-target("pt2", cases=SEEDS, setup=_setup("pt2"), slice=4)(_run)
+target("onnx", cases=SEEDS, setup=_setup("onnx"), slice=20)(_run)
+target("tflite", cases=SEEDS, setup=_setup("tflite"), slice=20)(_run)
+target("pt2", cases=SEEDS, setup=_setup("pt2"), slice=20)(_run)
