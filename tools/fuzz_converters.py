@@ -17,8 +17,10 @@ Outcomes per case:
   raw:<Exception>  any other exception, incl. MemoryError         (a defect)
   nonfinite        converted, but the reference run gives NaN/inf where the framework's own
                    runtime is finite (ONNX with --differential)   (a defect)
-  nan-in-file      as nonfinite, but the damaged file itself holds NaN weights: NaN out is
-                   the faithful result (onnxruntime's Relu maps NaN to 0)  (not a defect)
+  nan-in-file      as nonfinite, but the damaged file itself holds NaN weights  (not a defect)
+  ort-hides-nan    as nonfinite, but onnxruntime's own intermediate values hold NaN (its
+                   LSTM's clamped sigmoid/tanh turn NaN into finite numbers): edgeseq's
+                   NaN is the IEEE result                         (not a defect)
   executed         a planted payload ran (.pt2)                   (a defect)
   hang, crash      the child exceeded the time limit or died      (defects)
 
@@ -203,8 +205,31 @@ def onnx_differential(path: Path, graph, options: dict) -> str | None:
                 np.all(np.isfinite(want)) and not np.all(np.isfinite(got)):
             nan_in_file = any(np.isnan(c).any() for c in graph.constants.values()
                               if np.asarray(c).dtype.kind == "f")
-            return "nan-in-file" if nan_in_file else "nonfinite"
+            if nan_in_file:
+                return "nan-in-file"
+            return "ort-hides-nan" if _ort_intermediate_nan(path, ort_feeds) else "nonfinite"
     return None
+
+
+def _ort_intermediate_nan(path: Path, feeds: dict) -> bool:
+    """Whether onnxruntime (no graph optimisations) computes a NaN anywhere inside."""
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+    m = onnx.load(str(path))
+    inferred = onnx.shape_inference.infer_shapes(m)
+    floats = {vi.name for vi in inferred.graph.value_info
+              if vi.type.tensor_type.elem_type == TensorProto.FLOAT}
+    have = {o.name for o in m.graph.output}
+    m.graph.output.extend(helper.make_tensor_value_info(o, TensorProto.FLOAT, None)
+                          for n in m.graph.node for o in n.output if o in floats - have)
+    so = ort.SessionOptions()
+    so.log_severity_level = 4
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    sess = ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    return any(np.isnan(v).any() for v in sess.run(None, feeds)
+               if isinstance(v, np.ndarray) and v.dtype.kind == "f")
 
 
 def onnx_convert(path: Path, options: dict):
