@@ -56,12 +56,26 @@ class Op(enum.Enum):
     GATHER = "Gather"
     CAST = "Cast"
     IDENTITY = "Identity"
+    # spatial (CRNN front ends, Conv1D written as a 2-D conv with a unit axis)
+    CONV2D = "Conv2d"
+    MAX_POOL = "MaxPool"
+    # selection and comparison (greedy decoding, masks)
+    ARG_MAX = "ArgMax"
+    ARG_MIN = "ArgMin"
+    EQUAL = "Equal"
+    GREATER = "Greater"
+    LESS = "Less"
+    NOT = "Not"
+    WHERE = "Where"
+    TILE = "Tile"
+    ERF = "Erf"
 
 
 RECURRENT = frozenset({Op.LSTM, Op.GRU, Op.RNN, Op.SRU, Op.CONV_LSTM})
 BINARY = frozenset({Op.ADD, Op.SUB, Op.MUL, Op.DIV, Op.POW})
 UNARY = frozenset({Op.RELU, Op.SIGMOID, Op.TANH, Op.SQRT, Op.EXP, Op.LOG, Op.NEG, Op.ABS,
-                   Op.CLIP, Op.LEAKY_RELU, Op.CAST, Op.IDENTITY})
+                   Op.CLIP, Op.LEAKY_RELU, Op.CAST, Op.IDENTITY, Op.ERF, Op.NOT})
+COMPARISON = frozenset({Op.EQUAL, Op.GREATER, Op.LESS})
 ELEMENTWISE = BINARY | UNARY
 LINEAR = frozenset({Op.MATMUL, Op.GEMM, Op.CONV1D})
 REDUCTION = frozenset({Op.SOFTMAX, Op.LOG_SOFTMAX, Op.REDUCE_MEAN, Op.REDUCE_SUM,
@@ -247,6 +261,10 @@ _spec(Op.CONV1D, ("x", "w", "b"), 2, ("y",), 1,
        Attr("group", "int", 1)))
 for _op in BINARY:
     _spec(_op, ("a", "b"), 2, ("y",), 1)
+# rounding of the quotient: none (float: true division; integers: toward zero, as ONNX),
+# trunc (toward zero) or floor (toward -inf), as torch.div(rounding_mode=...)
+_spec(Op.DIV, ("a", "b"), 2, ("y",), 1,
+      (Attr("rounding", "str", "none", ("none", "trunc", "floor")),))
 for _op in (Op.RELU, Op.SIGMOID, Op.TANH, Op.SQRT, Op.EXP, Op.LOG, Op.NEG, Op.ABS, Op.IDENTITY):
     _spec(_op, ("x",), 1, ("y",), 1)
 _spec(Op.CLIP, ("x",), 1, ("y",), 1,
@@ -277,6 +295,23 @@ _spec(Op.PAD, ("x",), 1, ("y",), 1,
       (Attr("pads", "ints"), Attr("mode", "str", "constant", ("constant", "reflect", "edge")),
        Attr("value", "float", 0.0)))
 _spec(Op.GATHER, ("x", "indices"), 2, ("y",), 1, (Attr("axis", "int", 0),))
+# x [N, C, H, W], w [O, C/group, kH, kW]; pads ONNX order [top, left, bottom, right]
+_spec(Op.CONV2D, ("x", "w", "b"), 2, ("y",), 1,
+      (Attr("strides", "ints", (1, 1)), Attr("pads", "ints", (0, 0, 0, 0)),
+       Attr("dilations", "ints", (1, 1)), Attr("group", "int", 1)))
+# max over windows of the last len(kernel_shape) axes; padding counts as -inf (ONNX MaxPool)
+_spec(Op.MAX_POOL, ("x",), 1, ("y",), 1,
+      (Attr("kernel_shape", "ints"), Attr("strides", "ints", ()), Attr("pads", "ints", ()),
+       Attr("dilations", "ints", ()), Attr("ceil_mode", "bool", False)))
+for _op in (Op.ARG_MAX, Op.ARG_MIN):     # int64 indices; ties: first index unless select_last
+    _spec(_op, ("x",), 1, ("y",), 1, (Attr("axis", "int", 0), Attr("keepdims", "bool", True),
+                                       Attr("select_last_index", "bool", False)))
+for _op in COMPARISON:                   # numpy broadcasting, bool result
+    _spec(_op, ("a", "b"), 2, ("y",), 1)
+_spec(Op.NOT, ("x",), 1, ("y",), 1)
+_spec(Op.ERF, ("x",), 1, ("y",), 1)
+_spec(Op.WHERE, ("condition", "a", "b"), 3, ("y",), 1)     # condition ? a : b, broadcasting
+_spec(Op.TILE, ("x",), 1, ("y",), 1, (Attr("repeats", "ints"),))
 
 
 def spec(op: Op) -> OpSpec:

@@ -190,10 +190,14 @@ def _binary(node, ins):
 @_glue(Op.DIV)
 def _div(node, ins):
     a, b = ins
+    rounding = node.attrs.get("rounding", "none")
+    if rounding == "floor":
+        return [np.floor_divide(a, b)]
     if a.dtype.kind in "iu" and b.dtype.kind in "iu":
         # ONNX integer Div truncates toward zero
         return [np.trunc(np.true_divide(a, b)).astype(np.result_type(a, b))]
-    return [np.true_divide(a, b)]
+    q = np.true_divide(a, b)
+    return [np.trunc(q) if rounding == "trunc" else q]
 
 
 def _sigmoid(x):
@@ -403,3 +407,101 @@ def _gather(node, ins):
                          f"of size {x.shape[ax]}")
     idx = np.where(idx < 0, idx + x.shape[ax], idx)
     return [np.take(x, idx, axis=ax)]
+
+
+# ---- spatial, selection, comparison ----------------------------------------------------------
+def _windows(x: np.ndarray, kernel, strides, dilations, pads, fill, ceil_mode=False):
+    """Strided window view [..., out_1..out_k, kernel_1..kernel_k] of x padded with `fill`
+    (one copy for the padding; the windows themselves are a view)."""
+    from edgeseq.shapes import window_count
+    k = len(kernel)
+    lead = x.ndim - k
+    begin, end = list(pads[:k]), list(pads[k:])
+    for j in range(k):
+        n = window_count(x.shape[lead + j], kernel[j], strides[j], dilations[j], begin[j],
+                         end[j], ceil_mode)
+        need = (n - 1) * strides[j] + dilations[j] * (kernel[j] - 1) + 1
+        end[j] += max(0, need - (x.shape[lead + j] + begin[j] + end[j]))
+    if any(begin) or any(end):
+        xp = np.full(x.shape[:lead] + tuple(x.shape[lead + j] + begin[j] + end[j]
+                                            for j in range(k)), fill, dtype=x.dtype)
+        xp[(Ellipsis,) + tuple(slice(begin[j], begin[j] + x.shape[lead + j])
+                               for j in range(k))] = x
+        x = xp
+    spans = [dilations[j] * (kernel[j] - 1) + 1 for j in range(k)]
+    win = np.lib.stride_tricks.sliding_window_view(x, spans, axis=tuple(range(lead, x.ndim)))
+    win = win[(Ellipsis,) + tuple(slice(None, None, d) for d in dilations)]
+    return win[(slice(None),) * lead + tuple(slice(None, None, s) for s in strides)]
+
+
+@_glue(Op.CONV2D)
+def _conv2d(node, ins):
+    # im2col + one GEMM per group: rows (n, h', w'), columns (c, kh, kw)
+    at = node.attrs
+    x, w = ins[0], ins[1]
+    b = ins[2] if len(ins) > 2 else None
+    o, cg, kh, kw = w.shape
+    g = at["group"]
+    win = _windows(x, (kh, kw), at["strides"], at["dilations"], at["pads"], 0.0)
+    n, c, ho, wo = win.shape[:4]
+    og = o // g
+    ys = []
+    for j in range(g):
+        cols = np.ascontiguousarray(win[:, j * cg:(j + 1) * cg].transpose(0, 2, 3, 1, 4, 5))
+        wj = w[j * og:(j + 1) * og].reshape(og, cg * kh * kw)
+        ys.append(cols.reshape(n * ho * wo, cg * kh * kw) @ wj.T)
+    y = ys[0] if g == 1 else np.concatenate(ys, axis=1)
+    if b is not None:
+        y += b
+    return [np.ascontiguousarray(y.reshape(n, ho, wo, o).transpose(0, 3, 1, 2))]
+
+
+@_glue(Op.MAX_POOL)
+def _max_pool(node, ins):
+    from edgeseq.shapes import pool_params
+    kernel, strides, dilations, pads = pool_params(node.attrs)
+    x = ins[0]
+    win = _windows(x, kernel, strides, dilations, pads, -np.inf, node.attrs["ceil_mode"])
+    return [np.ascontiguousarray(win.max(axis=tuple(range(-len(kernel), 0))))]
+
+
+@_glue(Op.ARG_MAX, Op.ARG_MIN)
+def _arg_extremum(node, ins):
+    x, at = ins[0], node.attrs
+    ax = at["axis"] % x.ndim
+    fn = np.argmax if node.op is Op.ARG_MAX else np.argmin
+    if at["select_last_index"]:
+        idx = x.shape[ax] - 1 - fn(np.flip(x, axis=ax), axis=ax)
+    else:
+        idx = fn(x, axis=ax)
+    idx = idx.astype(np.int64)
+    return [np.expand_dims(idx, ax) if at["keepdims"] else idx]
+
+
+_COMPARE = {Op.EQUAL: np.equal, Op.GREATER: np.greater, Op.LESS: np.less}
+
+
+@_glue(*_COMPARE)
+def _compare(node, ins):
+    return [_COMPARE[node.op](ins[0], ins[1])]
+
+
+@_glue(Op.NOT)
+def _not(node, ins):
+    return [np.logical_not(ins[0])]
+
+
+@_glue(Op.ERF)
+def _erf(node, ins):
+    from edgeseq.runtime.kernels.erf import erf_f32
+    return [erf_f32(_f32c(ins[0]))]
+
+
+@_glue(Op.WHERE)
+def _where(node, ins):
+    return [np.where(ins[0].astype(bool, copy=False), ins[1], ins[2])]
+
+
+@_glue(Op.TILE)
+def _tile(node, ins):
+    return [np.tile(ins[0], node.attrs["repeats"])]

@@ -23,7 +23,7 @@ import numpy as np
 
 from edgeseq.errors import GraphError, InputError
 from edgeseq.graph import Graph, Node, Value
-from edgeseq.ops import BINARY, Op, RECURRENT, UNARY
+from edgeseq.ops import BINARY, COMPARISON, Op, RECURRENT, UNARY
 
 _RULES: dict[Op, Callable] = {}
 
@@ -238,7 +238,10 @@ def time_axes(graph: Graph, given: dict[str, int | None] | None = None) -> dict[
     state_only = _state_only_inputs(graph)
     free = [v for v in graph.inputs if v.name not in given and v.name not in state_only]
     choices = [list(range(len(v.shape))) for v in free]
-    first_error: GraphError | None = None
+    # NOTE: of the failed candidates, report the one that streamed furthest into the graph:
+    # its blocking node is the real obstacle (the first candidate is often the batch axis,
+    # which fails at the first recurrent node for a reason that is not the model's)
+    best: GraphError | None = None
     for combo in itertools.islice(itertools.product(*choices), 4096):
         axes = {v.name: None for v in graph.inputs}
         axes.update(given)
@@ -246,10 +249,11 @@ def time_axes(graph: Graph, given: dict[str, int | None] | None = None) -> dict[
         try:
             return _propagate(graph, axes)
         except GraphError as e:
-            first_error = first_error or e
-    if first_error is None:
+            if best is None or getattr(e, "progress", -1) > getattr(best, "progress", -1):
+                best = e
+    if best is None:
         raise GraphError("graph has no inputs to stream")
-    raise first_error
+    raise best
 
 
 def _state_only_inputs(graph: Graph) -> set[str]:
@@ -284,8 +288,9 @@ def _propagate(graph: Graph, axes: dict[str, int | None]) -> dict[str, int | Non
                     outs = _RULES[node.op](node, [p[0] for p in present],
                                            [p[1] for p in present], [p[2] for p in present])
             except NotStreamable as e:
-                raise GraphError(f"cannot stream: node '{node.name}' ({node.op.value}): "
-                                 f"{e}") from None
+                err = GraphError(f"cannot stream: node '{node.name}' ({node.op.value}): {e}")
+                err.progress = graph.nodes.index(node)
+                raise err from None
             for o, a in zip(node.outputs, outs):
                 static[o] = False
         for o, a in zip(node.outputs, outs):
@@ -312,3 +317,51 @@ def _feed_state(node, ins: list, st: dict, given) -> None:
         while len(ins) <= k:
             ins.append(None)
         ins[k] = st[slot]
+
+
+# ---- spatial, selection, comparison ----------------------------------------------------------
+_rule(*COMPARISON, Op.WHERE)(_binary)
+
+
+def _window_rule(node, t: int, rank: int, kernel, strides, dilations, pads) -> None:
+    """A sliding window streams along time only when it covers one step there."""
+    k = len(kernel)
+    lead = rank - k
+    if t >= lead:
+        j = t - lead
+        _need(kernel[j] == 1 and strides[j] == 1 and dilations[j] == 1 and pads[j] == 0
+              and pads[j + k] == 0,
+              f"its window (size {kernel[j]}, stride {strides[j]}) spans several time steps")
+
+
+@_rule(Op.CONV2D)
+def _conv2d(node, axes, vals, static):
+    t = _one_time_input(axes, static)
+    _need(t != 1, "time runs along its channel axis")
+    a = node.attrs
+    _window_rule(node, t, 4, vals[1].shape[2:], a["strides"], a["dilations"], a["pads"])
+    return [t]
+
+
+@_rule(Op.MAX_POOL)
+def _max_pool(node, axes, vals, static):
+    from edgeseq.shapes import pool_params
+    t = _one_time_input(axes, static)
+    _need(not node.attrs["ceil_mode"], "ceil_mode adds a partial window at the end")
+    _window_rule(node, t, len(vals[0].shape), *pool_params(node.attrs))
+    return [t]
+
+
+@_rule(Op.ARG_MAX, Op.ARG_MIN)
+def _arg_extremum(node, axes, vals, static):
+    t = _one_time_input(axes, static)
+    ax = node.attrs["axis"] % len(vals[0].shape)
+    _need(ax != t, "it reduces over the time axis")
+    return [t if node.attrs["keepdims"] or t < ax else t - 1]
+
+
+@_rule(Op.TILE)
+def _tile(node, axes, vals, static):
+    t = _one_time_input(axes, static)
+    _need(node.attrs["repeats"][t] == 1, "it repeats along the time axis")
+    return [t]

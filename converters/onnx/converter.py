@@ -33,6 +33,9 @@ from edgeseq.converters.options import parse_fix, parse_shape  # noqa: F401  (re
 from edgeseq.converters.onnx import control as _control  # noqa: F401
 from edgeseq.converters.onnx import layout as _layout  # noqa: F401
 from edgeseq.converters.onnx import math as _math  # noqa: F401
+from edgeseq.converters.onnx import norms as _norms  # noqa: F401
+from edgeseq.converters.onnx import selection as _selection  # noqa: F401
+from edgeseq.converters.onnx import spatial as _spatial  # noqa: F401
 from edgeseq.converters.onnx import recurrent as _recurrent  # noqa: F401
 
 
@@ -186,6 +189,7 @@ def convert(path_or_model, *, fix: Mapping | None = None, shapes: Mapping | None
     with _stage(label, "graph.node"):
         graph_inputs = [vi for vi in g.input if vi.name not in ctx.consts]
         ctx.graph_inputs = {vi.name for vi in graph_inputs}
+        ctx.graph_outputs = {vi.name for vi in g.output}
         ctx.reserve(list(ctx.consts) + list(ctx.graph_inputs))
         for n in g.node:
             ctx.reserve(n.output)

@@ -8,6 +8,7 @@ import numpy as np
 from edgeseq.ops import Op
 from edgeseq.converters.onnx.context import ONNX_TO_NP, Context, Unsupported
 from edgeseq.converters.onnx.registry import handler
+from edgeseq.converters.onnx.rowwise import unmerge
 from edgeseq.converters.onnx.symbolic import reshape_target
 from edgeseq.converters.onnx.symdims import SymVec
 
@@ -114,6 +115,8 @@ def reshape(ctx: Context, node) -> None:
     if isinstance(sym, SymVec):
         # a target computed from dynamic dims: copy matching dims (0), infer one (-1)
         shape = reshape_target(sym, ctx.shape(node.input[0]))
+        if shape is None and unmerge(ctx, node, sym):
+            return
         if shape is None:
             raise Unsupported(f"shape input '{node.input[1]}' = {sym} has more than one dynamic "
                               f"dim that is not the input's own; fix dims with --shape")

@@ -132,9 +132,13 @@ def gemm(ctx: Context, node) -> None:
 def conv(ctx: Context, node) -> None:
     a = ctx.attrs(node, {"auto_pad", "dilations", "group", "kernel_shape", "pads", "strides"})
     w = ctx.need_const(node, 1, "W")
+    if w.ndim == 4:
+        from edgeseq.converters.onnx.spatial import conv2d
+        conv2d(ctx, node, a, w)
+        return
     if w.ndim != 3:
-        raise Unsupported(f"only 1-D convolution is supported (weight rank 3), got weight "
-                          f"shape {w.shape}")
+        raise Unsupported(f"only 1-D and 2-D convolutions are supported (weight rank 3 or 4), "
+                          f"got weight shape {w.shape}")
     k = w.shape[2]
     stride = int((a.get("strides") or [1])[0])
     dil = int((a.get("dilations") or [1])[0])

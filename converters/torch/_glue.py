@@ -83,13 +83,6 @@ def _conv1d_op(cx, node, x, w, b=None, stride=(1,), padding=(0,), dilation=(1,),
     return _conv1d(cx, node, x, w, b, stride, padding, dilation, groups)
 
 
-@handles("aten.convolution.default")
-def _convolution(cx, node, x, w, b, stride, padding, dilation, transposed, output_padding, groups):
-    if transposed or len(stride) != 1:
-        raise UnsupportedModelError("only 1-D, non-transposed convolution maps to Conv1d")
-    return _conv1d(cx, node, x, w, b, stride, padding, dilation, groups)
-
-
 @handles("aten.max_pool1d.default")
 def _max_pool1d(cx, node, x, kernel_size, stride=(), padding=(0,), dilation=(1,), ceil_mode=False):
     # NOTE: the IR has no pooling op; max over a window of k is k strided Slices folded by
@@ -160,9 +153,13 @@ def _layer_norm(cx, node, x, normalized_shape, w=None, b=None, eps=1e-5, *_):
 # ---- more activations ---------------------------------------------------------------------------
 @handles("aten.gelu.default")
 def _gelu(cx, node, x, *, approximate="none"):
-    if approximate != "tanh":
-        raise UnsupportedModelError("gelu with erf has no IR form; use approximate='tanh'")
     n, shp = node.name, x.shape
+    if approximate != "tanh":      # exact: x/2 (1 + erf(x / sqrt 2))
+        e = cx.emit1(Op.ERF, [cx.emit1(Op.MUL, [x, np.float32(1 / np.sqrt(2))], n + "_s", shp)],
+                     n + "_erf", shp)
+        half = cx.emit1(Op.MUL, [x, np.float32(0.5)], n + "_half", shp)
+        return cx.emit1(Op.MUL, [half, cx.emit1(Op.ADD, [e, np.float32(1.0)], n + "_1p", shp)],
+                        n, shp)
     cube = cx.emit1(Op.MUL, [cx.emit1(Op.MUL, [x, x], n + "_x2", shp), x], n + "_x3", shp)
     inner = cx.emit1(Op.ADD, [x, cx.emit1(Op.MUL, [cube, np.float32(0.044715)], n + "_c3", shp)],
                      n + "_inner", shp)

@@ -8,6 +8,7 @@ handler is collected and reported at once, with the source line torch.export rec
 from __future__ import annotations
 
 import operator
+import os
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -57,10 +58,22 @@ def target_name(target: Any) -> str:
     return str(target)
 
 
+def _torch_dir() -> str:
+    import torch
+    return os.path.dirname(os.path.abspath(torch.__file__)) + os.sep
+
+
 def source_location(node) -> str:
-    """The innermost user frame torch.export recorded for `node`, as 'file:line: code'."""
+    """The innermost frame of the user's code torch.export recorded for `node`, as
+    'file:line: code' (frames inside torch itself, e.g. nn.Conv2d.forward, are skipped; the
+    innermost frame when every frame is torch's)."""
     trace = (node.meta.get("stack_trace") or "").strip().splitlines()
-    for k in range(len(trace) - 1, -1, -1):
+    frames = [k for k in range(len(trace) - 1, -1, -1) if trace[k].strip().startswith("File ")]
+    inside = _torch_dir()
+    user = [k for k in frames
+            if not os.path.abspath(trace[k].strip()[5:].split(",")[0].strip().strip('"'))
+            .startswith(inside)]
+    for k in user or frames:
         line = trace[k].strip()
         if line.startswith("File "):
             code = trace[k + 1].strip() if k + 1 < len(trace) else ""
@@ -245,7 +258,7 @@ class Lowering(Emitter):
         kwargs = _map(node.kwargs, self.env)
         flat = list(_flatten((args, kwargs)))
         key = target_name(node.target)
-        fn = HANDLERS.get(key)
+        fn = HANDLERS.get(key) or _inplace(key, node)
         if node.target is not operator.getitem and fn is None and \
                 any(isinstance(x, (V, _Poison)) for x in flat):
             # keep walking past an unsupported op so that every one is reported
@@ -279,8 +292,10 @@ class Lowering(Emitter):
 
     def _finish(self, out_node) -> Graph:
         if self.problems:
+            ops = sorted({p.split(" ", 1)[0] for p in self.problems})
             raise UnsupportedModelError(
-                f"{len(self.problems)} op(s) of '{self.name}' cannot be converted:\n  "
+                f"{len(self.problems)} op(s) of '{self.name}' cannot be converted "
+                f"({', '.join(ops)}):\n  "
                 + "\n  ".join(self.problems)
                 + f"\nsupported aten ops: {', '.join(sorted(HANDLERS))}")
         results = list(_flatten(_map(out_node.args[0], self.env)))
@@ -288,6 +303,38 @@ class Lowering(Emitter):
         if len(kinds) == len(results):      # drop buffer mutations, keep what the user returns
             results = [r for r, k in zip(results, kinds) if k == "USER_OUTPUT"]
         return self.finish(results)
+
+
+# ops that return a view of their first argument: an in-place op on such a view writes
+# through to the viewed tensor, which a value-by-value lowering cannot follow
+_VIEWS = ("view", "reshape", "slice", "select", "transpose", "permute", "t", "unsqueeze",
+          "squeeze", "expand", "narrow", "as_strided", "unbind", "split", "chunk", "alias",
+          "diagonal", "unfold", "_unsafe_view", "flatten")
+
+
+def _inplace(key: str, node):
+    """The handler of an in-place aten op (`aten.relu_.default`): its functional form's
+    (`aten.relu.default`), with the mutated tensor rebound to the result for the nodes that
+    read it afterwards. None when there is no functional handler."""
+    parts = key.split(".")
+    if len(parts) != 3 or not parts[1].endswith("_") or parts[1].startswith("_"):
+        return None
+    fn = HANDLERS.get(f"{parts[0]}.{parts[1][:-1]}.{parts[2]}")
+    if fn is None:
+        return None
+
+    def run(cx, node, *args, **kwargs):
+        target = node.args[0]
+        src = getattr(target, "target", None)
+        if src is not None and getattr(target, "op", "") == "call_function" and \
+                target_name(src).split(".")[1:2] and target_name(src).split(".")[1] in _VIEWS:
+            raise UnsupportedModelError(f"in-place {parts[1]} on a view ({target_name(src)}) "
+                                        f"writes through to another tensor; use the "
+                                        f"out-of-place form")
+        out = fn(cx, node, *args, **kwargs)
+        cx.env[target] = out
+        return out
+    return run
 
 
 def _np_dtype(tdtype) -> str:
