@@ -59,21 +59,67 @@ def case_sru(n_in: int, hidden: int, t_len: int, n_batch: int, layers: int, bidi
     return {"t": t, "err": err}
 
 
+def case_conv_lstm(n_in: int, hidden: int, length: int, k: int, t_len: int, repeats: int) -> dict:
+    """edgeseq ConvLSTM (one node over the sequence) vs the common PyTorch ConvLSTMCell
+    stepped in a Python loop (eager, no_grad)."""
+    import torch
+    from edgeseq.graph import Graph, Node, Value
+    from edgeseq.ops import Op
+    from edgeseq.runtime import Model
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    conv = torch.nn.Conv1d(n_in + hidden, 4 * hidden, k, padding=k // 2).eval()
+
+    def torch_loop(x):
+        h = torch.zeros(x.shape[1], hidden, length)
+        c = torch.zeros_like(h)
+        ys = []
+        for t in range(x.shape[0]):
+            i, f, o, g = torch.split(conv(torch.cat([x[t], h], dim=1)), hidden, dim=1)
+            c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+            h = torch.sigmoid(o) * torch.tanh(c)
+            ys.append(h)
+        return torch.stack(ys)
+    w, b = conv.weight.detach().numpy(), conv.bias.detach().numpy()
+    rows = np.concatenate([np.arange(hidden) + hidden * g for g in (0, 1, 3, 2)])
+    consts = {"w_x": w[rows, :n_in][None], "w_h": w[rows, n_in:][None], "b": b[rows][None]}
+    node = Node("cl", Op.CONV_LSTM, ["x"], ["y"], {"hidden_size": hidden,
+                                                   "pads": (k // 2, k // 2)},
+                {n: n for n in consts})
+    g = Graph("cl", [Value("x", "float32", ("T", "N", n_in, length))],
+              [Value("y", "float32", ())], [node],
+              {n: np.ascontiguousarray(a, np.float32) for n, a in consts.items()})
+    model = Model(g.validate())
+    x = np.random.default_rng(1).standard_normal((t_len, 1, n_in, length)).astype(np.float32)
+    xt = torch.from_numpy(x)
+    with torch.no_grad():
+        want = torch_loop(xt).numpy()
+    err = float(np.abs(model.run({"x": x})["y"][:, 0] - want).max())
+
+    def eager():
+        with torch.no_grad():
+            torch_loop(xt)
+    return {"t": alternate({"edgeseq": lambda: model.run({"x": x}), "torch": eager},
+                           repeats, 3), "err": err}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="fewer repeats")
     p.add_argument("--json", type=Path, help="write results as JSON here")
+    p.add_argument("--only", help="comma-separated subset of: sru,conv_lstm")
     args = p.parse_args(argv)
     reps = 21 if args.quick else 61
     from edgeseq.runtime.threads import ThreadPins  # noqa: F401  (edgeseq pins BLAS itself)
     rows = []
     print("SRU: medians of alternating calls (min in brackets); float32, one thread each")
+    only = {"sru", "conv_lstm"} if not args.only else set(args.only.split(","))
     print(f"{'case':<34} {'edgeseq SRU':>16} {'edgeseq LSTM':>16} {'LSTM/SRU':>9} "
           f"{'sru torch':>16} {'torch/SRU':>9}  max|diff|")
-    for n_in, hidden, t_len, n_batch, layers, bidi in (
-            (256, 256, 100, 1, 1, False), (64, 128, 100, 1, 1, False),
-            (512, 512, 100, 1, 1, False), (256, 256, 100, 16, 1, False),
-            (256, 256, 100, 1, 2, True)):
+    sru_cases = ((256, 256, 100, 1, 1, False), (64, 128, 100, 1, 1, False),
+                 (512, 512, 100, 1, 1, False), (256, 256, 100, 16, 1, False),
+                 (256, 256, 100, 1, 2, True))
+    for n_in, hidden, t_len, n_batch, layers, bidi in sru_cases if "sru" in only else ():
         r = case_sru(n_in, hidden, t_len, n_batch, layers, bidi, reps)
         t = r["t"]
         name = f"SRU {n_in}x{hidden} T={t_len} N={n_batch}" + \
@@ -86,6 +132,18 @@ def main(argv: list[str] | None = None) -> int:
         rows.append({"case": name, **{k: v for k, v in t.items()}, "max_abs_diff": r["err"],
                      "lstm_over_sru": lstm / t["sru"] if lstm else None,
                      "torch_over_sru": t["torch"] / t["sru"]})
+    print("\nConvLSTM 1-D: edgeseq (one node over T) vs the PyTorch cell in a Python loop")
+    print(f"{'case':<34} {'edgeseq':>16} {'torch loop':>16} {'torch/edgeseq':>13}  max|diff|")
+    cl_cases = ((16, 32, 64, 3, 50), (4, 8, 32, 5, 100))
+    for n_in, hidden, length, k, t_len in cl_cases if "conv_lstm" in only else ():
+        r = case_conv_lstm(n_in, hidden, length, k, t_len, reps)
+        t = r["t"]
+        name = f"ConvLSTM C={n_in} H={hidden} L={length} K={k} T={t_len}"
+        cell = (lambda key: f"{_fmt(t[key])} ({_fmt(t[key + ':min'])})")
+        print(f"{name:<34} {cell('edgeseq'):>16} {cell('torch'):>16} "
+              f"{t['torch'] / t['edgeseq']:>13.2f}  {r['err']:.1e}", flush=True)
+        rows.append({"case": name, **t, "max_abs_diff": r["err"],
+                     "torch_over_edgeseq": t["torch"] / t["edgeseq"]})
     if args.json:
         args.json.write_text(json.dumps({"machine": platform.machine(), "rows": rows}, indent=2))
         print(f"wrote {args.json}")

@@ -21,10 +21,12 @@ def _position(xc_row, w_h, h_pad, n, pos, c_row, peep, has_peep, codes, alphas, 
     for o in range(four):
         acc[o] = xc_row[o]
     for k in range(w_h.shape[0]):
+        h_row = h_pad[n, pos + k]
         for ci in range(hidden):
-            hv = h_pad[n, pos + k, ci]
+            hv = h_row[ci]
+            w_row = w_h[k, ci]          # 1-D rows: the loop over the 4H outputs vectorises
             for o in range(four):
-                acc[o] += w_h[k, ci, o] * hv
+                acc[o] += w_row[o] * hv
     if has_peep:
         for j in range(hidden):
             acc[j] += peep[0, pos, j] * c_row[j]
