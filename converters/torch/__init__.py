@@ -39,6 +39,7 @@ def require_torch():
 def _lower(ep, name: str) -> Graph:
     # handlers register themselves on import
     from edgeseq.converters.torch import _glue, _recurrent  # noqa: F401
+    from edgeseq.converters.torch import _convlstm  # noqa: F401
     from edgeseq.converters.torch import _glue_select, _glue_spatial  # noqa: F401
     from edgeseq.converters.torch._lowering import Lowering
     return Lowering(ep, name).run()
@@ -91,10 +92,11 @@ def from_module(module: "torch.nn.Module", example_inputs, *, dynamic_time: bool
     args = (example_inputs,) if isinstance(example_inputs, torch.Tensor) else tuple(example_inputs)
     name = name or type(module).__name__
 
+    from edgeseq.converters.torch._convlstm import conv_lstm_cells
     from edgeseq.converters.torch._packed import padded_sequences
 
     def trace(a: tuple) -> Graph:
-        with torch.no_grad(), padded_sequences(torch, module):
+        with torch.no_grad(), padded_sequences(torch, module), conv_lstm_cells(torch, module):
             return _lower(_export(torch, module, a), name)
 
     was_training = module.training
