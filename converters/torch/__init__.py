@@ -49,7 +49,7 @@ def _lower_checked(ep, path: Path) -> Graph:
     """_lower, with a program that breaks the lowering's assumptions (a hostile or damaged
     file) reported as a ModelFormatError naming the file instead of a raw exception."""
     try:
-        return _lower(ep, path.stem)
+        return _lower(ep, path.stem).validate()
     except EdgeseqError as e:
         if str(e).startswith(str(path)):
             raise
@@ -226,22 +226,23 @@ def convert_exported(path: str | Path, *, dynamic_time: bool = True,
     from edgeseq.converters.torch._packed import _custom_op
     _custom_op(torch)      # programs exported through from_module may use edgeseq::padded_rnn
     ep = load_exported(path, trust_code=trust_code)
-    ga = _lower_checked(ep, path).validate()
+    ga = _lower_checked(ep, path)
     if not dynamic_time:
         return ga
-    args = tuple(_example(torch, v) for v in ga.inputs)
-    module = ep.module(check_guards=False)
-    # NOTE: the unlifted module checks inputs against the example shapes in a forward
-    # pre-hook; drop it so the program can be traced at another length
-    module._forward_pre_hooks.clear()
 
     def trace(a: tuple) -> Graph:
         with torch.no_grad():
             return _lower(_export(torch, module, a), path.stem)
     try:
+        args = tuple(_example(torch, v) for v in ga.inputs)
+        module = ep.module(check_guards=False)
+        # NOTE: the unlifted module checks inputs against the example shapes in a forward
+        # pre-hook; drop it so the program can be traced at another length
+        module._forward_pre_hooks.clear()
         return _symbolic(torch, ga, trace, args, time_axis)
-    except UnsupportedModelError as e:
-        ga.metadata["static_time"] = f"sequence length fixed at export: {e}"
+    except (Exception, RecursionError) as e:  # noqa: BLE001 - the static graph stands as is
+        why = str(e) if isinstance(e, UnsupportedModelError) else f"{type(e).__name__}: {e}"
+        ga.metadata["static_time"] = f"sequence length fixed at export: {why}"
         return ga
 
 

@@ -26,11 +26,16 @@ def run_exported(path: Path, inputs: dict[str, np.ndarray], *,
     missing = [n for n in names if n not in inputs]
     if missing:
         raise InputError(f"{path}: no value for input(s) {missing}; the program takes {names}")
-    module = ep.module(check_guards=False)
-    # NOTE: the converted graph may have a symbolic length; let the program run at others
-    module._forward_pre_hooks.clear()
-    with torch.no_grad():
-        out = module(*(torch.from_numpy(np.ascontiguousarray(inputs[n])) for n in names))
+    try:
+        module = ep.module(check_guards=False)
+        # NOTE: the converted graph may have a symbolic length; let the program run at others
+        module._forward_pre_hooks.clear()
+        with torch.no_grad():
+            out = module(*(torch.from_numpy(np.ascontiguousarray(inputs[n])) for n in names))
+    except Exception as e:  # noqa: BLE001 - torch raises many types; say which file and why
+        raise InputError(f"{path}: PyTorch could not run the program on the inputs "
+                         f"{ {n: tuple(np.shape(inputs[n])) for n in names} }: "
+                         f"{type(e).__name__}: {' '.join(str(e).split())[:300]}") from None
     flat = []
 
     def walk(x):
