@@ -23,13 +23,16 @@ def parse_fix(spec: str) -> tuple[str, np.ndarray | list]:
         raise UnsupportedModelError(f"--fix {name}: cannot parse '{val}' as numbers") from None
 
 
-def parse_shape(spec: str) -> tuple[str, tuple[int, ...]]:
-    """'NAME=DIMS' with DIMS like 1,576 or 1x576."""
+def parse_shape(spec: str) -> tuple[str, tuple[int | str, ...]]:
+    """'NAME=DIMS' with DIMS like 1,576 or 1x576; a dim may be a symbol (1,T,13 keeps the
+    sequence length dynamic while the other dims are fixed)."""
     name, sep, val = spec.partition("=")
-    try:
-        dims = tuple(int(x) for x in val.replace("x", ",").split(",") if x)
-    except ValueError:
-        dims = ()
+    val = val.replace(" ", "")
+    parts = val.split(",") if "," in val or not val.replace("x", "").isdigit() else val.split("x")
+    dims: tuple = ()
+    if all(p.isdigit() or p.isidentifier() for p in parts if p):
+        dims = tuple(int(p) if p.isdigit() else p for p in parts if p)
     if not sep or not name or not dims:
-        raise UnsupportedModelError(f"--shape expects NAME=DIMS (e.g. x=1,100,40), got '{spec}'")
+        raise UnsupportedModelError(f"--shape expects NAME=DIMS with sizes or symbols "
+                                    f"(e.g. x=1,100,40 or x=1,T,40), got '{spec}'")
     return name, dims

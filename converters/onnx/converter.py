@@ -11,6 +11,7 @@ ModelFormatError (a subclass): no raw Python exception leaves the converter.
 from __future__ import annotations
 
 import copy
+import re
 from collections import deque
 from contextlib import contextmanager
 from pathlib import Path
@@ -111,8 +112,11 @@ def _pin_inputs(model: onnx.ModelProto, fix: Mapping, shapes: Mapping) -> dict[s
                     raise ShapeError(f"--shape {name}: model declares {old}, got {dims}")
         tt = vi.type.tensor_type
         tt.shape.Clear()
-        for d in dims:
-            tt.shape.dim.add().dim_value = d
+        for d in dims:      # a symbol (--shape x=1,T,13) stays a dynamic dim of that name
+            if isinstance(d, str):
+                tt.shape.dim.add().dim_param = d
+            else:
+                tt.shape.dim.add().dim_value = d
     fixed: dict[str, np.ndarray] = {}
     for name, val in fix.items():
         vi = by_name[name]
@@ -332,8 +336,12 @@ def _fold(ctx: Context, node: onnx.NodeProto) -> bool:
 
 def _unsupported_error(label: str, unsupported_ops: dict, problems: list[str],
                        ctx: Context, malformed: list[tuple] = ()) -> UnsupportedModelError:
+    # the first line names the ops, so a one-line summary (CLI, logs) says what stands in the way
+    ops = [k.split(" (opset")[0] for k in unsupported_ops]
+    ops += sorted({m.group(1) for p in problems
+                   for m in [re.match(r"node .*? \(([^()]+)\): ", p)] if m} - set(ops))
     lines = [f"{label}: cannot convert {len(unsupported_ops)} unsupported op type(s) and "
-             f"{len(problems)} node problem(s):"]
+             f"{len(problems)} node problem(s) ({', '.join(ops)}):"]
     for key, nodes in unsupported_ops.items():
         shown = ", ".join(f"'{n}'" for n in nodes[:8]) + (" ..." if len(nodes) > 8 else "")
         lines.append(f"  - op {key}: no handler; nodes {shown}")

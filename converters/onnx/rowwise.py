@@ -87,7 +87,7 @@ def unmerge(ctx: Context, node, target: SymVec) -> bool:
             SymDim.of(merged[-1]) != SymDim.of(src[-1]) or SymDim.of(out[-1]) != last:
         return False
     values = {merge.outputs[0]} | {o for n in chain for o in n.outputs}
-    if _other_readers(ctx, values - {data}, chain, data):
+    if _other_readers(ctx, values | {data}, chain, data):
         return False
     merge.op, merge.attrs = Op.IDENTITY, {}
     for n in [merge] + chain[::-1]:

@@ -35,6 +35,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         + ", ".join(f"{v:g} for {k} weights" for k, v in TOLERANCE.items())
                         + "); exit status 1 above it")
     p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--float-original", default=None, metavar="FILE",
+                   help="the float model a quantized MODEL was made from: shows how far MODEL "
+                        "itself and edgeseq are from it (a quantized peer differs from float by "
+                        "its own rounding)")
     from edgeseq.commands.convert import add_trust_code
     add_trust_code(p)
 
@@ -116,12 +120,14 @@ def run(args: argparse.Namespace) -> int:
             continue
         a, r = errors(ours[name], want)
         rows.append({"output": name, "shape": list(np.shape(want)), "max_abs": a, "max_rel": r})
+    vs_float = _peer_vs_float(args, graph, inputs, peer_in, theirs, ours, opts, trust)
     tol, weights = (args.tol, "--tol") if args.tol is not None else default_tolerance(graph)
     over = [r["output"] for r in rows if r["max_rel"] is None or r["max_rel"] > tol]
     status = 1 if over else 0
     if args.json:
         print(json.dumps({"model": args.model, "artifact": args.artifact, "engine": engine,
-                          "outputs": rows, "tolerance": tol, "ok": not over}, indent=2))
+                          "outputs": rows, "tolerance": tol, "ok": not over,
+                          **({"against_float": vs_float} if vs_float else {})}, indent=2))
         return status
     print(f"{Path(args.model).name} (peer) vs {Path(args.artifact).name if args.artifact else 'converted on the fly'} (edgeseq {engine})")
     w = max(len("output"), *(len(r["output"]) for r in rows))
@@ -133,9 +139,52 @@ def run(args: argparse.Namespace) -> int:
             print(f"{r['output']:<{w}}  {str(tuple(r['shape'])):<16}  {r['max_abs']:>11.3e}  "
                   f"{r['max_rel']:>11.3e}")
     print("(max rel err = max abs err / max |peer output|)")
+    if vs_float:
+        _print_vs_float(vs_float)
     basis = "given by --tol" if weights == "--tol" else f"default for {weights} weights"
     if over:
         print(f"MISMATCH: {', '.join(over)} over the tolerance max rel err <= {tol:g} ({basis})")
     else:
         print(f"OK: every output within max rel err <= {tol:g} ({basis})")
     return status
+
+
+def _quantized(graph) -> bool:
+    return any(c.dtype == np.int8 for c in graph.constants.values())
+
+
+def _peer_vs_float(args, graph, inputs, peer_in, theirs, ours, opts, trust) -> dict | None:
+    """How far a quantized peer (and edgeseq) are from float: from the float original given
+    with --float-original (run in its own runtime), else, for a peer with int8 weights, from
+    edgeseq's float64 reference on the peer's dequantized weights. None for a float peer."""
+    from edgeseq.peers import peer_for
+    if args.float_original:
+        what = f"{Path(args.float_original).name} (float original, its own runtime)"
+        ref = peer_for(args.float_original)(Path(args.float_original), peer_in, **trust)
+    else:
+        from edgeseq.commands.run import load_graph
+        peer_graph = graph if not args.artifact else load_graph(args.model, **opts, **trust)
+        if not _quantized(peer_graph):
+            return None
+        from edgeseq import reference
+        what = "the peer's dequantized weights in float64 (edgeseq reference)"
+        ref = reference.run(peer_graph, {v.name: inputs[v.name] for v in peer_graph.inputs})
+    rows = []
+    for name, want in ref.items():
+        if name in theirs and name in ours:
+            rows.append({"output": name, "peer_rel": errors(theirs[name], want)[1],
+                         "edgeseq_rel": errors(ours[name], want)[1]})
+    # without --float-original we got here only for a peer with int8 weights
+    return {"float": what, "outputs": rows,
+            "peer_quantized": not args.float_original or _quantized(graph)}
+
+
+def _print_vs_float(vs: dict) -> None:
+    print(f"against float ({vs['float']}), max rel err:")
+    w = max(len("output"), *(len(r["output"]) for r in vs["outputs"]))
+    print(f"  {'output':<{w}}  {'peer':>11}  {'edgeseq':>11}")
+    for r in vs["outputs"]:
+        print(f"  {r['output']:<{w}}  {r['peer_rel']:>11.3e}  {r['edgeseq_rel']:>11.3e}")
+    if vs["peer_quantized"]:
+        print("  (the peer is quantized: its distance from float is its own rounding, which "
+              "edgeseq does not copy)")

@@ -85,6 +85,10 @@ def run(args: argparse.Namespace) -> int:
     print("  ops: " + ", ".join(f"{k} x{v}" for k, v in ops.items()))
     for label, vals in (("inputs", graph.inputs), ("outputs", graph.outputs)):
         print(f"  {label}: " + ", ".join(f"{v.name} {v.describe()}" for v in vals))
+    if graph.metadata.get("static_time"):
+        # NOTE: said here, not only in the artifact's metadata: the artifact runs one length
+        print(f"  note: fixed-length conversion, the artifact takes only the inputs' shapes "
+              f"above ({graph.metadata['static_time']})")
     if report:
         if isinstance(report, list) and all(isinstance(r, dict) for r in report):
             try:

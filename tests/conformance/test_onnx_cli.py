@@ -125,10 +125,11 @@ def test_fix_and_shape_parsing(tmp_path):
     name, val = parse_fix(f"v={tmp_path / 'v.npy'}")
     assert name == "v" and list(val) == [0, 1, 2]
     assert parse_shape("x=1,576") == ("x", (1, 576)) == parse_shape("x=1x576")
+    assert parse_shape("x=1,T,13") == ("x", (1, "T", 13))     # a symbol stays dynamic
     for bad in ("x", "=3", "x=abc"):
         with pytest.raises(UnsupportedModelError, match="--fix"):
             parse_fix(bad)
-    for bad in ("x", "x=", "x=a,b"):
+    for bad in ("x", "x=", "x=1,2.5", "x=1,T-1"):
         with pytest.raises(UnsupportedModelError, match="--shape expects NAME=DIMS"):
             parse_shape(bad)
 
