@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from edgeseq.converters.tflite.convert import convert
 from edgeseq.converters.tflite import loops as _loops  # noqa: F401  (registers WHILE)
+from edgeseq.converters.tflite import norms as _norms  # noqa: F401  (LayerNorm, Conv1D, ARG_MAX)
 from edgeseq.converters.tflite.slots import LstmSlot
 
 __all__ = ["convert", "LstmSlot"]
