@@ -565,11 +565,13 @@ def run_batch(args, start: int, count: int) -> list[dict]:
         p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True, cwd=ROOT)
         sel = selectors.DefaultSelector()
         sel.register(p.stdout, selectors.EVENT_READ)
-        limit = 120.0              # start-up (imports) gets longer than one case
+        limit, ready = 900.0, False   # start-up (imports, seed files) is not a case
         while nxt < start + count:
             if not sel.select(timeout=limit):
                 p.kill()
                 p.wait()
+                if not ready:
+                    raise RuntimeError(f"worker for cases {nxt}.. did not start in {limit} s")
                 results.append({"case": nxt, "outcome": "hang"})
                 _log(args, results[-1])
                 nxt += 1
@@ -584,7 +586,7 @@ def run_batch(args, start: int, count: int) -> list[dict]:
                 nxt += 1
                 break
             if line.strip() == "ready":
-                limit = args.timeout
+                limit, ready = args.timeout, True
                 continue
             rec = json.loads(line)
             results.append(rec)
