@@ -25,7 +25,7 @@ from edgeseq.errors import InputError
 from edgeseq.graph import Graph
 from edgeseq.limits import LIMITS
 from edgeseq.memory import MemoryEstimate
-from edgeseq.ops import RECURRENT
+from edgeseq.ops import RECURRENT, Op
 from edgeseq.runtime.plan import Plan, build_plan
 from edgeseq.runtime.delta import DSTATE_SLOTS
 from edgeseq.runtime.delta_runner import DeltaRunner, DeltaStats, parse_thresholds, run_delta
@@ -66,6 +66,10 @@ class Model:
         self.memory_limit = memory_limit
         self._memory = MemoryEstimate(graph)
         self._memory.check(memory_limit, f"model '{name or graph.name}'")
+        # the last dim of x, initial_h, initial_c each recurrent kernel reads without bounds
+        # checks: a graph may leave them symbolic while its weights fix them
+        self._rec_sizes = {n.name: _recurrent_sizes(graph, n) for n in graph.nodes
+                           if n.op in (Op.LSTM, Op.GRU, Op.RNN)}
         self.threads = threads
         self._pins = ThreadPins(threads)
         self.graph = graph
@@ -186,18 +190,28 @@ class Model:
         # NOTE: precomputed per-step names/constants: ~0.5 us a node less than building
         # sources per call (silero-vad runs 27 nodes a frame)
         get = env.get
-        for kernel, names, consts, outs, rec in self._flat_steps:
-            ins = [c if n is None else get(n) for n, c in zip(names, consts)]
-            st = state.get(rec) if rec is not None and state is not None else None
-            if st is not None:
-                _feed_state(kernel.node, ins, st, given)
-            res = kernel(ins)
-            if st is not None:
-                for slot, arr in zip(("h", "c"), res[1:]):
-                    st[slot] = arr
-            for name, arr in zip(outs, res):
-                if name:
-                    env[name] = arr
+        try:
+            for kernel, names, consts, outs, rec in self._flat_steps:
+                ins = [c if n is None else get(n) for n, c in zip(names, consts)]
+                if rec in self._rec_sizes:
+                    _check_recurrent_ins(kernel.node, ins, self._rec_sizes[rec])
+                st = state.get(rec) if rec is not None and state is not None else None
+                if st is not None:
+                    _feed_state(kernel.node, ins, st, given)
+                res = kernel(ins)
+                if st is not None:
+                    for slot, arr in zip(("h", "c"), res[1:]):
+                        st[slot] = arr
+                for name, arr in zip(outs, res):
+                    if name:
+                        env[name] = arr
+        except (ValueError, IndexError) as e:
+            # NOTE: a graph may leave a dim symbolic that its weights fix (x (T, N, F) into an
+            # LSTM whose w_x says F = 3): validation accepts it, and inputs that disagree
+            # reach the kernel; say which node, never a bare NumPy traceback (found by fuzzing)
+            node = kernel.node
+            raise InputError(f"model '{self.name}': node '{node.name}' ({node.op.value}) cannot "
+                             f"run on these inputs: {type(e).__name__}: {e}") from None
         return env
 
     def run(self, inputs: dict, delta=None) -> dict[str, np.ndarray]:
@@ -462,6 +476,22 @@ class _FastPath:
         return cls(node.name, kernel, fn, wbuf, wxp, ip, fp, x_name, spec.shape[2],
                    kernel.out_size, kernel.hidden, node.op.value == "LSTM", bf, 0 if bf else 1,
                    GEMM_MIN_ROWS, outs)
+
+
+def _recurrent_sizes(graph: Graph, node) -> tuple:
+    """(input size, state size, cell size) that a recurrent node's kernel reads."""
+    a = node.attrs
+    h = a.get("hidden_size", 0)
+    return (int(graph.weight(node, "w_x").shape[-1]), a.get("proj_size", 0) or h, h)
+
+
+def _check_recurrent_ins(node, ins: list, sizes: tuple) -> None:
+    for k, want in ((0, sizes[0]), (2, sizes[1]), (3, sizes[2])):
+        a = ins[k] if k < len(ins) else None
+        if a is not None and a.shape[-1] != want:
+            raise InputError(f"node '{node.name}' ({node.op.value}): its input "
+                             f"'{node.inputs[k]}' has last dim {a.shape[-1]}, the weights need "
+                             f"{want} (the graph leaves that dim symbolic)")
 
 
 def _state_shape(node, slot: str) -> tuple:

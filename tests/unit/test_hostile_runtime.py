@@ -2,6 +2,7 @@
 (naming the node), and stream state of the wrong kind refused with an InputError."""
 from __future__ import annotations
 
+import inspect
 import json
 
 import numpy as np
@@ -12,6 +13,11 @@ from edgeseq import artifact
 from edgeseq.errors import EdgeseqError, InputError, MemoryLimitError
 from edgeseq.limits import LIMITS
 from edgeseq.testing import gru_graph, lstm_graph
+
+
+# the per-node interpreter (the whole-graph compiler, where present, has its own checks)
+NO_CODEGEN = {"codegen": False} \
+    if "codegen" in inspect.signature(edgeseq.runtime.Model).parameters else {}
 
 
 def pad_artifact(tmp_path, columns: int):
@@ -61,3 +67,17 @@ def test_memory_limit_none_turns_the_budget_off(tmp_path):
     model = edgeseq.load(pad_artifact(tmp_path, 2**20), memory_limit=None, warmup=False)
     assert model.run({"x": np.zeros((3, 4), np.float32)})["y"].shape == (3, 2**20)
     assert issubclass(MemoryLimitError, EdgeseqError)
+
+
+def test_inputs_that_disagree_with_a_symbolic_dim_the_weights_fix_name_the_node():
+    """x declared (T, N, N): validation accepts it (the feature dim is a symbol), but w_x fixes
+    the feature size to 3; x of shape (4, 2, 2) reached the LSTM kernel, which raised a raw
+    NumPy ValueError or, for other sizes, read past x and returned garbage (found by
+    tools/fuzz.py, graph-json target)."""
+    g = lstm_graph(np.random.default_rng(0), 3, 4)
+    g.inputs[0].shape = ("T", "N", "N")
+    model = edgeseq.runtime.Model(g.validate(), warmup=False, **NO_CODEGEN)
+    for shape in [(4, 2, 2), (1, 1, 1), (4, 5, 5)]:    # the kernel read past x (no error)
+        with pytest.raises(InputError, match=r"node 'lstm' \(LSTM\): its input 'x' has last dim"):
+            model.run({"x": np.zeros(shape, np.float32)})
+    assert model.run({"x": np.zeros((4, 3, 3), np.float32)})["y"].shape == (4, 1, 3, 4)
