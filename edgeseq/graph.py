@@ -19,6 +19,14 @@ from edgeseq.ops import DTYPES, Op, RECURRENT, SPECS, normalize_attrs
 Dim = Union[int, str]            # a fixed size, or a symbol such as "T" or "N"
 Shape = tuple[Dim, ...]
 
+# An int8 constant "<name>" carries its per-row float32 scale as the constant "<name>.scale".
+SCALE_SUFFIX = ".scale"
+
+
+def scale_name(constant: str) -> str:
+    """The name of the per-row scale of an int8 constant."""
+    return constant + SCALE_SUFFIX
+
 
 @dataclass
 class Value:
@@ -116,7 +124,11 @@ class Graph:
     def scale(self, node: Node, slot: str) -> np.ndarray | None:
         """Per-row float32 scale of an int8 weight slot, or None."""
         name = node.weights.get(slot)
-        return None if name is None else self.constants.get(name + ".scale")
+        return None if name is None else self.constant_scale(name)
+
+    def constant_scale(self, name: str) -> np.ndarray | None:
+        """Per-row float32 scale of the int8 constant `name`, or None."""
+        return self.constants.get(scale_name(name))
 
     # ---- checking -----------------------------------------------------------------------
     def validate(self) -> "Graph":

@@ -54,7 +54,7 @@ def _one_blas_thread():
 def _run(graph: Graph, inputs: dict) -> dict[str, np.ndarray]:
     env: dict[str, np.ndarray] = {}
     for name, c in graph.constants.items():
-        env[name] = _to_compute(dequantize(c, graph.constants.get(name + ".scale")))
+        env[name] = _to_compute(dequantize(c, graph.constant_scale(name)))
     env.update(_check_inputs(graph, inputs))
     for node in graph.nodes:
         fn = _OPS.get(node.op)

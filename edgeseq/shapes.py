@@ -10,7 +10,7 @@ from typing import Callable
 import numpy as np
 
 from edgeseq.errors import ShapeError
-from edgeseq.graph import Graph, Node, Shape, Value
+from edgeseq.graph import Graph, Node, Shape, Value, scale_name
 from edgeseq.ops import BINARY, Op, WEIGHT_DTYPES, num_directions
 
 _INFER: dict[Op, Callable] = {}
@@ -66,7 +66,8 @@ def _check_weight(graph: Graph, node: Node, slot: str, expected: Shape) -> None:
     if w.dtype == np.int8:
         sc = graph.scale(node, slot)
         rows = tuple(w.shape[:-1])
-        _expect(sc is not None, f"weight '{slot}' is int8 but has no '{node.weights[slot]}.scale'")
+        _expect(sc is not None,
+                f"weight '{slot}' is int8 but has no '{scale_name(node.weights[slot])}'")
         _expect(tuple(sc.shape) == rows and sc.dtype == np.float32,
                 f"scale of weight '{slot}': expected {_fmt(rows)} float32, got "
                 f"{_fmt(sc.shape)} {sc.dtype}")

@@ -8,14 +8,14 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from edgeseq.graph import Graph, Node
+from edgeseq.graph import Graph, Node, scale_name
 from edgeseq.ops import ACTIVATIONS, DEFAULT_ACTIVATIONS, RECURRENT, Op, num_directions
 
 
 def constants_of(graph: Graph, node: Node) -> list[str]:
     """Names of the constants a node reads: weight slots, their int8 scales, constant inputs."""
     names = list(node.weights.values())
-    names += [n + ".scale" for n in node.weights.values() if n + ".scale" in graph.constants]
+    names += [scale_name(n) for n in node.weights.values() if scale_name(n) in graph.constants]
     names += [n for n in node.inputs if n and n in graph.constants]
     return list(dict.fromkeys(names))
 

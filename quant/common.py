@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgeseq.graph import Graph, Node
+from edgeseq.graph import SCALE_SUFFIX, Graph, Node
 from edgeseq.ops import LINEAR, RECURRENT, Op
 
 # Matrix slots of recurrent ops that compression rewrites. Biases, peepholes and layer-norm
 # gains stay float32 (docs/design.md, compression passes): they are tiny and feed additions, not dot products.
 MATRIX_SLOTS = ("w_x", "w_h", "w_h_u", "w_h_v", "w_proj")
-SCALE_SUFFIX = ".scale"
 # Which positional input of a linear glue op is its weight.
 LINEAR_WEIGHT_INPUT = {Op.MATMUL: 1, Op.GEMM: 1, Op.CONV1D: 1}
 

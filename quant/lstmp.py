@@ -112,9 +112,8 @@ def _resize_reshapes(chain: list[Node], old: int, new: int) -> list[tuple[Node, 
 
 def _next_blocks(graph: Graph, consumer: Node, d: int, h: int) -> list[np.ndarray]:
     """For each direction d of the layer, the consumer's weight columns reading it, as rows×H."""
-    w = graph.constants[consumer.inputs[1] if consumer.op in _HEADS else consumer.weights["w_x"]]
-    w = dequantize(w, graph.constants.get((consumer.inputs[1] if consumer.op in _HEADS
-                                            else consumer.weights["w_x"]) + ".scale"))
+    name = consumer.inputs[1] if consumer.op in _HEADS else consumer.weights["w_x"]
+    w = dequantize(graph.constants[name], graph.constant_scale(name))
     if consumer.op is Op.LSTM:             # [D', 4H', D*H] -> rows D'*4H'
         w = w.reshape(-1, w.shape[-1])
     elif consumer.op is Op.MATMUL or not consumer.attrs["trans_b"]:   # [K, O]

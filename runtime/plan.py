@@ -112,7 +112,7 @@ def glue_constant(graph: Graph, name: str) -> np.ndarray:
     """A constant as a glue kernel reads it: an int8 weight with a per-row "<name>.scale"
     (quant int8 pass on a Gemm/MatMul head) is dequantised once at load, float16 widened."""
     c = graph.constants[name]
-    scale = graph.constants.get(name + ".scale")
+    scale = graph.constant_scale(name)
     if c.dtype == np.int8 and scale is not None:
         return c.astype(np.float32) * np.asarray(scale, np.float32)[..., None]
     return c.astype(np.float32) if c.dtype == np.float16 else c

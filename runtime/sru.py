@@ -38,7 +38,7 @@ class SruKernel(Kernel):
             name = node.weights.get(slot)
             if name is None:
                 return None
-            w, scale = graph.constants[name], graph.constants.get(name + ".scale")
+            w, scale = graph.constants[name], graph.constant_scale(name)
             if w.dtype == np.int8:      # per-row scale [D, rows] (quant int8 pass)
                 return as_float32(w.astype(np.float32) * scale[..., None])
             return as_float32(w)

@@ -22,7 +22,7 @@ import onnx
 
 from edgeseq.errors import (EdgeseqError, GraphError, ModelFormatError, ShapeError,
                             UnsupportedModelError)
-from edgeseq.graph import Graph, Node, Value
+from edgeseq.graph import Graph, Node, Value, scale_name
 from edgeseq.ops import Op
 from edgeseq.converters.onnx import batchperm, registry
 from edgeseq.converters.onnx.context import ONNX_TO_NP, Context, Unsupported, node_label
@@ -389,6 +389,6 @@ def _assemble(ctx: Context, g: onnx.GraphProto, graph_inputs, label: str) -> Gra
     # Only constants some node still reads go into the graph (handlers may have replaced one,
     # e.g. re-laid-out recurrent weights or a 0-d operand made 1-d).
     referenced = {n for node in ctx.nodes for n in list(node.inputs) + list(node.weights.values())}
-    constants = {k: v for k, v in ctx.consts.items()
-                 if k in referenced or (k.endswith(".scale") and k[:-len(".scale")] in referenced)}
+    referenced |= {scale_name(n) for n in referenced}
+    constants = {k: v for k, v in ctx.consts.items() if k in referenced}
     return Graph(g.name or Path(label).stem, inputs, outputs, ctx.nodes, constants)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from edgeseq.graph import scale_name
 from edgeseq.ops import ACTIVATIONS, Op
 from edgeseq.converters.onnx import batchperm
 from edgeseq.converters.onnx.context import Context, Unsupported
@@ -157,7 +158,7 @@ def _lstm(ctx: Context, node, a, attrs, w, r, d, h, b, p, scales=None) -> None:
     weights = {"w_x": ctx.add_const(f"{base}/w_x", w_x), "w_h": ctx.add_const(f"{base}/w_h", w_h)}
     for slot, sc in (("w_x", w_s), ("w_h", r_s)):
         if sc is not None:      # int8 weight: per-row float32 scale "<tensor>.scale"
-            ctx.consts[weights[slot] + ".scale"] = np.ascontiguousarray(sc, dtype=np.float32)
+            ctx.consts[scale_name(weights[slot])] = np.ascontiguousarray(sc, dtype=np.float32)
     if b is not None:
         weights["b"] = ctx.add_const(f"{base}/b", b)
     if p is not None:

@@ -7,6 +7,7 @@ from typing import Callable
 
 import numpy as np
 
+from edgeseq.graph import scale_name
 from edgeseq.ops import Op
 
 from edgeseq.converters.tflite.context import Context, OpView, Unsupported, act_name, handler
@@ -204,8 +205,9 @@ def emit_lstm(ctx: Context, x: str, cells: list[Cell], attrs: dict, init: tuple[
         if isinstance(w, Weight):
             weights[slot] = ctx.constant(f"{base}.{slot}", w.arr)
             if w.scale is not None:
-                ctx.constants[weights[slot] + ".scale"] = np.ascontiguousarray(w.scale, np.float32)
-                ctx.used.add(weights[slot] + ".scale")
+                name = scale_name(weights[slot])
+                ctx.constants[name] = np.ascontiguousarray(w.scale, np.float32)
+                ctx.used.add(name)
         else:
             weights[slot] = ctx.constant(f"{base}.{slot}", np.asarray(w, np.float32))
 
