@@ -13,6 +13,7 @@ from edgeseq.graph import Graph, Node
 from edgeseq.ops import ACT_CODES, Op, num_directions
 from edgeseq.runtime.kernels import gru as _gru
 from edgeseq.runtime.kernels import lstm as _lstm
+from edgeseq.runtime.kernels import operands as cell
 from edgeseq.runtime.kernels import rnn as _rnn
 from edgeseq.runtime.kernels.panels import aligned_zeros, padded_rows, to_panels
 from edgeseq.runtime.registry import Kernel, as_float32, register
@@ -30,6 +31,17 @@ ONE_CALL_MAX_WX_BYTES = 1 << 20
 # ...for up to this many (time x batch) rows (the entry allocates [rows, 4H] inside; beyond
 # this NumPy's GEMM into a reused buffer is as fast and faults no fresh pages per call).
 ONE_CALL_MAX_ROWS = 256
+
+
+def operands(n: int, dtype, slots: dict[int, float]) -> np.ndarray:
+    """A cell operand pack (ip or fp) from its named slots (kernels/operands.py); every one of
+    its n slots must be given."""
+    if sorted(slots) != list(range(n)):
+        raise AssertionError(f"operand pack: slots {sorted(slots)} do not cover 0..{n - 1}")
+    pack = np.empty(n, dtype)
+    for k, v in slots.items():
+        pack[k] = v
+    return pack
 
 
 def dense_weight(graph: Graph, node: Node, slot: str) -> np.ndarray | None:
@@ -261,10 +273,13 @@ class _Recurrent(Kernel):
         wxp = getattr(self, "_wx_panels", None)
         if wxp is None and keep_panels:
             wxp = self._wx_panels = to_panels(self.w_x[0])
-        ip = np.concatenate([self.ip[0], [self.w_x[0].shape[1], self.hidden, self.out_size,
-                                          *self._offsets, self.aux[0].shape[1],
-                                          int(check_finite)]])
-        return self.stream_fn, self._wbuf, wxp, ip.astype(np.int64), self.fp[0]
+        o_x, o_h, o_3, o_aux = (int(o) for o in self._offsets)
+        layout = operands(cell.STREAM_N_IP, np.int64, {
+            cell.STREAM_N_INPUT: self.w_x[0].shape[1], cell.STREAM_N_CELL: self.hidden,
+            cell.STREAM_N_OUT: self.out_size, cell.STREAM_OFF_W_X: o_x, cell.STREAM_OFF_W_H: o_h,
+            cell.STREAM_OFF_W_3: o_3, cell.STREAM_OFF_AUX: o_aux,
+            cell.STREAM_AUX_WIDTH: self.aux[0].shape[1], cell.STREAM_CHECK_FINITE: check_finite})
+        return self.stream_fn, self._wbuf, wxp, np.concatenate([self.ip[0], layout]), self.fp[0]
 
     def state_size(self, n_batch: int) -> int:
         """Floats of carried state for a batch (h, then c for LSTM)."""
@@ -321,11 +336,17 @@ class LstmKernel(_Recurrent):
                 aux[11, :ps] = b_proj[d]
             codes, ab = self._acts(d, 3)
             self.aux.append(aux)
-            self.ip.append(np.array([peep is not None, _COUPLING[a["coupled_gate"]],
-                                     ln is not None, w_proj is not None, *codes,
-                                     self.reverse[d]], dtype=np.int64))
-            self.fp.append(np.array([a["cell_clip"], a["proj_clip"], a["gate_clip"],
-                                     a["layer_norm_epsilon"], *ab], dtype=np.float64))
+            self.ip.append(operands(cell.LSTM_N_IP, np.int64, {
+                cell.LSTM_PEEPHOLE: peep is not None,
+                cell.LSTM_COUPLING: _COUPLING[a["coupled_gate"]],
+                cell.LSTM_LAYER_NORM: ln is not None, cell.LSTM_PROJECTION: w_proj is not None,
+                cell.LSTM_ACT_F: codes[0], cell.LSTM_ACT_G: codes[1], cell.LSTM_ACT_H: codes[2],
+                cell.LSTM_REVERSE: self.reverse[d]}))
+            self.fp.append(operands(cell.LSTM_N_FP, np.float64, {
+                cell.LSTM_CELL_CLIP: a["cell_clip"], cell.LSTM_PROJ_CLIP: a["proj_clip"],
+                cell.LSTM_GATE_CLIP: a["gate_clip"], cell.LSTM_LN_EPS: a["layer_norm_epsilon"],
+                cell.LSTM_ALPHA_F: ab[0], cell.LSTM_BETA_F: ab[1], cell.LSTM_ALPHA_G: ab[2],
+                cell.LSTM_BETA_G: ab[3], cell.LSTM_ALPHA_H: ab[4], cell.LSTM_BETA_H: ab[5]}))
             self.w_proj.append(as_float32(w_proj[d]) if w_proj is not None
                                else np.zeros((0, 0), dtype=np.float32))
         self._pack()
@@ -372,9 +393,13 @@ class GruKernel(_Recurrent):
                 aux[3:6] = b_h[d].reshape(3, hs)
             codes, ab = self._acts(d, 2)
             self.aux.append(aux)
-            self.ip.append(np.array([node.attrs["linear_before_reset"], *codes, self.reverse[d]],
-                                    dtype=np.int64))
-            self.fp.append(np.array([node.attrs["gate_clip"], *ab], dtype=np.float64))
+            self.ip.append(operands(cell.GRU_N_IP, np.int64, {
+                cell.GRU_LINEAR_BEFORE_RESET: node.attrs["linear_before_reset"],
+                cell.GRU_ACT_F: codes[0], cell.GRU_ACT_G: codes[1],
+                cell.GRU_REVERSE: self.reverse[d]}))
+            self.fp.append(operands(cell.GRU_N_FP, np.float64, {
+                cell.GRU_GATE_CLIP: node.attrs["gate_clip"], cell.GRU_ALPHA_F: ab[0],
+                cell.GRU_BETA_F: ab[1], cell.GRU_ALPHA_G: ab[2], cell.GRU_BETA_G: ab[3]}))
         self._pack()
 
     stream_fn = staticmethod(_gru._gru_stream)
@@ -397,8 +422,11 @@ class RnnKernel(_Recurrent):
                 aux[0] = b[d]
             codes, ab = self._acts(d, 1)
             self.aux.append(aux)
-            self.ip.append(np.array([*codes, self.reverse[d]], dtype=np.int64))
-            self.fp.append(np.array([node.attrs["gate_clip"], *ab], dtype=np.float64))
+            self.ip.append(operands(cell.RNN_N_IP, np.int64, {
+                cell.RNN_ACT: codes[0], cell.RNN_REVERSE: self.reverse[d]}))
+            self.fp.append(operands(cell.RNN_N_FP, np.float64, {
+                cell.RNN_GATE_CLIP: node.attrs["gate_clip"], cell.RNN_ALPHA: ab[0],
+                cell.RNN_BETA: ab[1]}))
         self._pack()
 
     stream_fn = staticmethod(_rnn._rnn_stream)

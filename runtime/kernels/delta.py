@@ -1,4 +1,4 @@
-"""Delta-network kernels (DESIGN.md §4 "Delta-based zero skipping") for LSTM, GRU and RNN.
+"""Delta-network kernels (docs/design.md, delta-based zero skipping) for LSTM, GRU and RNN.
 
 Per direction and batch row the kernel carries the last propagated input x̂ [I], output ĥ [P]
 and two pre-activation memories: m_x = Σ W_x[:, kept]·Δx (the input part) and m_h = Σ W_h[:,
@@ -25,7 +25,11 @@ from edgeseq.runtime.kernels.flags import NJIT
 from edgeseq.runtime.kernels.activations import activate, fast_sigmoid, fast_tanh
 from edgeseq.runtime.kernels.gru import _gru_gates, _update_hidden_gru
 from edgeseq.runtime.kernels.linalg import begin_step, clip_inplace
-from edgeseq.runtime.kernels.lstm import _update_cell, _update_hidden
+from edgeseq.runtime.kernels.lstm import _is_plain, _update_cell, _update_hidden
+from edgeseq.runtime.kernels.operands import (GRU_ACT_F, GRU_ACT_G, GRU_GATE_CLIP,
+                                              GRU_LINEAR_BEFORE_RESET, GRU_REVERSE,
+                                              LSTM_PROJECTION, LSTM_REVERSE, RNN_ACT, RNN_ALPHA,
+                                              RNN_BETA, RNN_GATE_CLIP, RNN_REVERSE)
 from edgeseq.runtime.kernels.quantized import _project, matvec, widen
 
 
@@ -165,7 +169,7 @@ def lstm_delta_sequence(x, wxT, sx, whT, sh, u, factored, w_proj, aux, ip, fp, l
     th = (θx, θh)."""
     t_len, n_batch = x.shape[0], x.shape[1]
     n_cell = c.shape[1]
-    reverse = ip[7] != 0
+    reverse = ip[LSTM_REVERSE] != 0
     thx = np.float32(th[0])
     thh = np.float32(th[1])
     rows, times, idx, dv = _scratch(n_batch, max(x.shape[2], h.shape[1]))
@@ -176,8 +180,7 @@ def lstm_delta_sequence(x, wxT, sx, whT, sh, u, factored, w_proj, aux, ip, fp, l
     mm = np.empty((1, n_cell), dtype=np.float32)
     pr = np.empty((1, h.shape[1]), dtype=np.float32)
     # the default cell: memories read inside the one-pass cell (int8: scaled on the read)
-    fused = (not factored and ip[3] == 0 and ip[0] == 0 and ip[1] == 0 and ip[2] == 0
-             and ip[4] == 0 and ip[5] == 1 and ip[6] == 1 and fp[0] <= 0 and fp[2] <= 0)
+    fused = not factored and ip[LSTM_PROJECTION] == 0 and _is_plain(ip, fp)
     scaled = sx.shape[0] > 0 or sh.shape[0] > 0
     if fused and scaled:
         sx1 = sx if sx.shape[0] else np.ones(mx.shape[1], dtype=np.float32)
@@ -219,7 +222,7 @@ def lstm_delta_sequence(x, wxT, sx, whT, sh, u, factored, w_proj, aux, ip, fp, l
             _update_cell(zb, cb, aux, ip, fp)
             _update_hidden(zb, cb, m, aux, ip, fp)
             hb = h[b]
-            if ip[3]:
+            if ip[LSTM_PROJECTION]:
                 _project(w_proj, m, aux, fp, hb, mm, pr, one)
             else:
                 for j in range(n_cell):
@@ -250,8 +253,8 @@ def gru_delta_sequence(x, wxT, sx, whT, sh, w_hh, aux, ip, fp, lens, h, y,
     densely on r ⊙ h each step. Packing of aux/ip/fp as `kernels.gru`."""
     t_len, n_batch = x.shape[0], x.shape[1]
     n_hidden = h.shape[1]
-    lbr = ip[0] != 0
-    reverse = ip[3] != 0
+    lbr = ip[GRU_LINEAR_BEFORE_RESET] != 0
+    reverse = ip[GRU_REVERSE] != 0
     thx = np.float32(th[0])
     thh = np.float32(th[1])
     rows, times, idx, dv = _scratch(n_batch, max(x.shape[2], n_hidden))
@@ -260,8 +263,8 @@ def gru_delta_sequence(x, wxT, sx, whT, sh, w_hh, aux, ip, fp, lens, h, y,
     tmp = np.empty((n_batch, n_hidden), dtype=np.float32)
     hh = np.empty((n_batch, n_hidden), dtype=np.float32)
     # linear_before_reset = 1 with sigmoid/tanh, no clip, unscaled weights: one-pass cell
-    fused = (lbr and ip[1] == 0 and ip[2] == 1 and fp[0] <= 0 and sx.shape[0] == 0
-             and sh.shape[0] == 0)
+    fused = (lbr and ip[GRU_ACT_F] == 0 and ip[GRU_ACT_G] == 1 and fp[GRU_GATE_CLIP] <= 0
+             and sx.shape[0] == 0 and sh.shape[0] == 0)
     for s in range(t_len):
         n_act = begin_step(s, lens, reverse, rows, times, y)
         if n_act == 0:
@@ -303,7 +306,7 @@ def rnn_delta_sequence(x, wxT, sx, whT, sh, aux, ip, fp, lens, h, y,
     """One direction of a simple RNN: h = act(clip(W x̂ + R ĥ + b)) from the two memories."""
     t_len, n_batch = x.shape[0], x.shape[1]
     n_hidden = h.shape[1]
-    reverse = ip[1] != 0
+    reverse = ip[RNN_REVERSE] != 0
     thx = np.float32(th[0])
     thh = np.float32(th[1])
     rows, times, idx, dv = _scratch(n_batch, max(x.shape[2], n_hidden))
@@ -318,8 +321,8 @@ def rnn_delta_sequence(x, wxT, sx, whT, sh, aux, ip, fp, lens, h, y,
             read_memory(mh[b], sh, z, True)
             for j in range(n_hidden):
                 z[j] += aux[0, j]
-            clip_inplace(z, 0, n_hidden, fp[0])
-            activate(z, 0, n_hidden, ip[0], fp[1], fp[2])
+            clip_inplace(z, 0, n_hidden, fp[RNN_GATE_CLIP])
+            activate(z, 0, n_hidden, ip[RNN_ACT], fp[RNN_ALPHA], fp[RNN_BETA])
             h[b, :] = z
             y[times[a], b, :] = z
         counts[2] += n_act

@@ -1,9 +1,8 @@
 """Fused float32 GRU kernel (ONNX semantics, gates z, r, h; both linear_before_reset forms).
 
-Packed operands (built by `runtime.families.gru`):
+Packed operands (built by `runtime.recurrent.GruKernel`):
   aux [6, H] float32: rows 0-2 input bias b_x (z, r, h), rows 3-5 recurrent bias b_h.
-  ip [4] int64: linear_before_reset, act_f, act_g, reverse.
-  fp [5] float64: gate_clip, alpha_f, beta_f, alpha_g, beta_g.
+  ip [GRU_N_IP] int64, fp [GRU_N_FP] float64: the named slots of kernels/operands.py.
 """
 from __future__ import annotations
 
@@ -13,10 +12,13 @@ from numba import njit
 from edgeseq.runtime.kernels.flags import NJIT
 from edgeseq.runtime.kernels.activations import activate
 from edgeseq.runtime.kernels.linalg import begin_step, clip_inplace, matvec_rows
+from edgeseq.runtime.kernels.operands import (GRU_ACT_F, GRU_ACT_G, GRU_ALPHA_F, GRU_ALPHA_G,
+                                              GRU_BETA_F, GRU_BETA_G, GRU_GATE_CLIP,
+                                              GRU_LINEAR_BEFORE_RESET, GRU_N_IP, GRU_REVERSE,
+                                              STREAM_AUX_WIDTH, STREAM_CHECK_FINITE,
+                                              STREAM_N_CELL, STREAM_N_INPUT, STREAM_OFF_AUX,
+                                              STREAM_OFF_W_3, STREAM_OFF_W_H, STREAM_OFF_W_X)
 from edgeseq.runtime.kernels.panels import panel_gemv_rows_acc, project_panels
-
-N_IP = 4
-N_FP = 5
 
 
 @njit(**NJIT)
@@ -28,8 +30,8 @@ def _gru_gates(xb, rb, hb, tb, n_hidden, aux, ip, fp, lbr):
         o = g * n_hidden
         for j in range(n_hidden):
             xb[o + j] += aux[g, j] + rb[o + j] + aux[3 + g, j]
-    clip_inplace(xb, 0, 2 * n_hidden, fp[0])
-    activate(xb, 0, 2 * n_hidden, ip[1], fp[1], fp[2])
+    clip_inplace(xb, 0, 2 * n_hidden, fp[GRU_GATE_CLIP])
+    activate(xb, 0, 2 * n_hidden, ip[GRU_ACT_F], fp[GRU_ALPHA_F], fp[GRU_BETA_F])
     if lbr:
         for j in range(n_hidden):
             xb[2 * n_hidden + j] += aux[2, j] + xb[n_hidden + j] * (
@@ -43,8 +45,8 @@ def _gru_gates(xb, rb, hb, tb, n_hidden, aux, ip, fp, lbr):
 def _update_hidden_gru(xb, hb, n_hidden, ip, fp):
     """Candidate n = g(clip(xb[2H:3H])) and h = (1 - z) n + z h in place; xb holds the
     activated z in [0, H). Shared by the dense, compressed and delta GRU kernels."""
-    clip_inplace(xb, 2 * n_hidden, n_hidden, fp[0])
-    activate(xb, 2 * n_hidden, n_hidden, ip[2], fp[3], fp[4])
+    clip_inplace(xb, 2 * n_hidden, n_hidden, fp[GRU_GATE_CLIP])
+    activate(xb, 2 * n_hidden, n_hidden, ip[GRU_ACT_G], fp[GRU_ALPHA_G], fp[GRU_BETA_G])
     for j in range(n_hidden):
         nj = xb[2 * n_hidden + j]
         hb[j] = nj + xb[j] * (hb[j] - nj)        # (1 - z) n + z h
@@ -69,7 +71,7 @@ def _input_contribution(x, w_x, pre, rows, times, n_act, xz):
 def _gru_step(x, w_x, pre, w_hzr, w_hn, aux, ip, fp, rows, times, n_act, h, y, xz, rz, hn,
               tmp):
     n_hidden = h.shape[1]
-    lbr = ip[0] != 0
+    lbr = ip[GRU_LINEAR_BEFORE_RESET] != 0
     _input_contribution(x, w_x, pre, rows, times, n_act, xz)
     for a in range(n_act):
         rz[rows[a], :] = 0.0
@@ -86,8 +88,8 @@ def _gru_step(x, w_x, pre, w_hzr, w_hn, aux, ip, fp, rows, times, n_act, h, y, x
             o = gate * n_hidden
             for j in range(n_hidden):
                 xb[o + j] += aux[gate, j] + rb[o + j] + aux[3 + gate, j]
-        clip_inplace(xb, 0, 2 * n_hidden, fp[0])
-        activate(xb, 0, 2 * n_hidden, ip[1], fp[1], fp[2])
+        clip_inplace(xb, 0, 2 * n_hidden, fp[GRU_GATE_CLIP])
+        activate(xb, 0, 2 * n_hidden, ip[GRU_ACT_F], fp[GRU_ALPHA_F], fp[GRU_BETA_F])
         hb = h[b]
         if not lbr:
             tb = tmp[b]
@@ -118,7 +120,7 @@ def _gru_sequence(x, w_x, pre, w_hzr, w_hn, aux, ip, fp, lens, h, y):
     z, r gates and of the h gate, in panels."""
     t_len, n_batch = x.shape[0], x.shape[1]
     n_hidden = h.shape[1]
-    reverse = ip[3] != 0
+    reverse = ip[GRU_REVERSE] != 0
     rows = np.empty(n_batch, dtype=np.int64)
     times = np.empty(n_batch, dtype=np.int64)
     xz = np.zeros((n_batch, 3 * n_hidden), dtype=np.float32)
@@ -134,21 +136,25 @@ def _gru_sequence(x, w_x, pre, w_hzr, w_hn, aux, ip, fp, lens, h, y):
 
 @njit(**NJIT)
 def _gru_stream(x, wbuf, wxp, ip, fp, state, y):
-    """Short-chunk streaming entry (see lstm._lstm_stream). ip[4:12]: n_input, n_hidden,
-    n_hidden, offsets of w_x, w_hzr, w_hn, aux, aux width; ip[12]: check finite."""
-    if ip[12]:
+    """Short-chunk streaming entry (see lstm._lstm_stream): ip holds the cell's slots, then the
+    STREAM_* slots (W_h as the z, r rows and the h rows)."""
+    s = GRU_N_IP
+    if ip[s + STREAM_CHECK_FINITE]:
         for v in x.ravel():
             if not np.isfinite(v):
                 return 1
     t_len, n_batch = x.shape[0], x.shape[1]
-    n_input, n_hidden = ip[4], ip[5]
+    n_input, n_hidden = ip[s + STREAM_N_INPUT], ip[s + STREAM_N_CELL]
     g = 3 * n_hidden
     zr = (2 * n_hidden + 63) // 64 * 64
     hp = (n_hidden + 63) // 64 * 64
-    w_x = wbuf[ip[7]:ip[7] + g * n_input].reshape(g, n_input)
-    w_hzr = wbuf[ip[8]:ip[8] + zr * n_hidden].reshape(zr // 16, n_hidden, 16)
-    w_hn = wbuf[ip[9]:ip[9] + hp * n_hidden].reshape(hp // 16, n_hidden, 16)
-    aux = wbuf[ip[10]:ip[10] + 6 * ip[11]].reshape(6, ip[11])
+    o_x, o_zr, o_hn, o_a = (ip[s + STREAM_OFF_W_X], ip[s + STREAM_OFF_W_H],
+                            ip[s + STREAM_OFF_W_3], ip[s + STREAM_OFF_AUX])
+    width = ip[s + STREAM_AUX_WIDTH]
+    w_x = wbuf[o_x:o_x + g * n_input].reshape(g, n_input)
+    w_hzr = wbuf[o_zr:o_zr + zr * n_hidden].reshape(zr // 16, n_hidden, 16)
+    w_hn = wbuf[o_hn:o_hn + hp * n_hidden].reshape(hp // 16, n_hidden, 16)
+    aux = wbuf[o_a:o_a + 6 * width].reshape(6, width)
     h = state[:n_batch * n_hidden].reshape(n_batch, n_hidden)
     lens = np.full(n_batch, t_len, dtype=np.int64)
     _gru_sequence(project_panels(x, wxp), w_x, 1, w_hzr, w_hn, aux, ip, fp, lens, h,

@@ -1,15 +1,13 @@
-"""Fused float32 LSTM kernels (DESIGN.md §2: peephole, CIFG both couplings, projection with
+"""Fused float32 LSTM kernels (docs/design.md, the IR: peephole, CIFG both couplings, projection with
 bias and clip, layer norm, cell/gate clip, configurable activations), split the way the TFLite
 LSTM is: `_gate_preactivations`, `_update_cell`, `_update_hidden`, `_project`, composed by
 `_lstm_step` and `_lstm_sequence`.
 
-Packed operands (built once per node by `runtime.families.lstm`), so that a call passes few
+Packed operands (built once per node by `runtime.recurrent.LstmKernel`), so that a call passes few
 arguments (Numba's dispatch cost grows with the argument count):
   aux [12, M] float32, M = max(H, P): rows 0-3 bias i,f,c,o; 4-6 peephole i,f,o;
       7-10 layer-norm gains i,f,c,o; 11 projection bias.
-  ip [8] int64: has_peephole, coupling (0 none, 1 i = 1-f, 2 f = 1-i), has_layer_norm,
-      has_projection, act_f, act_g, act_h (codes of kernels.activations), reverse.
-  fp [10] float64: cell_clip, proj_clip, gate_clip, ln_eps, alpha/beta of f, g, h.
+  ip [LSTM_N_IP] int64, fp [LSTM_N_FP] float64: the named slots of kernels/operands.py.
 """
 from __future__ import annotations
 
@@ -20,10 +18,17 @@ from edgeseq.runtime.kernels.flags import NJIT
 from edgeseq.runtime.kernels.activations import activate, fast_sigmoid, fast_tanh
 from edgeseq.runtime.kernels.linalg import (begin_step, clip_inplace, layer_norm_inplace,
                                             matvec_rows)
+from edgeseq.runtime.kernels.operands import (LSTM_ACT_F, LSTM_ACT_G, LSTM_ACT_H, LSTM_ALPHA_F,
+                                              LSTM_ALPHA_G, LSTM_ALPHA_H, LSTM_BETA_F,
+                                              LSTM_BETA_G, LSTM_BETA_H, LSTM_CELL_CLIP,
+                                              LSTM_COUPLING, LSTM_GATE_CLIP, LSTM_LAYER_NORM,
+                                              LSTM_LN_EPS, LSTM_N_IP, LSTM_PEEPHOLE,
+                                              LSTM_PROJ_CLIP, LSTM_PROJECTION, LSTM_REVERSE,
+                                              STREAM_AUX_WIDTH, STREAM_CHECK_FINITE,
+                                              STREAM_N_CELL, STREAM_N_INPUT, STREAM_N_OUT,
+                                              STREAM_OFF_AUX, STREAM_OFF_W_3, STREAM_OFF_W_H,
+                                              STREAM_OFF_W_X)
 from edgeseq.runtime.kernels.panels import panel_gemv_rows_acc, project_panels
-
-N_IP = 8
-N_FP = 10
 
 
 @njit(**NJIT)
@@ -47,29 +52,29 @@ def _gate_preactivations(x, w_x, pre, w_h, h, rows, times, n_act, z):
 def _gate_input(zb, k, n_cell, aux, ip, fp):
     """Layer norm (optional), bias, gate clip: the activation's input for gate k in place."""
     s = k * n_cell
-    if ip[2]:
-        layer_norm_inplace(zb, s, n_cell, aux[7 + k], fp[3])
+    if ip[LSTM_LAYER_NORM]:
+        layer_norm_inplace(zb, s, n_cell, aux[7 + k], fp[LSTM_LN_EPS])
     for j in range(n_cell):
         zb[s + j] += aux[k, j]
-    clip_inplace(zb, s, n_cell, fp[2])
+    clip_inplace(zb, s, n_cell, fp[LSTM_GATE_CLIP])
 
 
 @njit(**NJIT)
 def _update_cell(zb, c, aux, ip, fp):
     """Gates i, f, c and the new cell state (in place in c)."""
     n_cell = c.shape[0]
-    if ip[0]:
+    if ip[LSTM_PEEPHOLE]:
         for j in range(n_cell):
             zb[j] += aux[4, j] * c[j]
             zb[n_cell + j] += aux[5, j] * c[j]
-    coupling = ip[1]
+    coupling = ip[LSTM_COUPLING]
     for k in range(3):
         _gate_input(zb, k, n_cell, aux, ip, fp)
     if coupling != 1:
-        activate(zb, 0, n_cell, ip[4], fp[4], fp[5])
+        activate(zb, 0, n_cell, ip[LSTM_ACT_F], fp[LSTM_ALPHA_F], fp[LSTM_BETA_F])
     if coupling != 2:
-        activate(zb, n_cell, n_cell, ip[4], fp[4], fp[5])
-    activate(zb, 2 * n_cell, n_cell, ip[5], fp[6], fp[7])
+        activate(zb, n_cell, n_cell, ip[LSTM_ACT_F], fp[LSTM_ALPHA_F], fp[LSTM_BETA_F])
+    activate(zb, 2 * n_cell, n_cell, ip[LSTM_ACT_G], fp[LSTM_ALPHA_G], fp[LSTM_BETA_G])
     one = np.float32(1.0)
     if coupling == 1:
         for j in range(n_cell):
@@ -79,7 +84,7 @@ def _update_cell(zb, c, aux, ip, fp):
             zb[n_cell + j] = one - zb[j]
     for j in range(n_cell):
         c[j] = zb[n_cell + j] * c[j] + zb[j] * zb[2 * n_cell + j]
-    clip_inplace(c, 0, n_cell, fp[0])
+    clip_inplace(c, 0, n_cell, fp[LSTM_CELL_CLIP])
 
 
 @njit(**NJIT)
@@ -87,15 +92,15 @@ def _update_hidden(zb, c, m, aux, ip, fp):
     """Output gate (its peephole reads the NEW cell) and m = o * act_h(c)."""
     n_cell = c.shape[0]
     so = 3 * n_cell
-    if ip[0]:
+    if ip[LSTM_PEEPHOLE]:
         # NOTE: the output peephole reads c_t, not c_{t-1} (Android NN / TFLite)
         for j in range(n_cell):
             zb[so + j] += aux[6, j] * c[j]
     _gate_input(zb, 3, n_cell, aux, ip, fp)
-    activate(zb, so, n_cell, ip[4], fp[4], fp[5])
+    activate(zb, so, n_cell, ip[LSTM_ACT_F], fp[LSTM_ALPHA_F], fp[LSTM_BETA_F])
     for j in range(n_cell):
         m[j] = c[j]
-    activate(m, 0, n_cell, ip[6], fp[8], fp[9])
+    activate(m, 0, n_cell, ip[LSTM_ACT_H], fp[LSTM_ALPHA_H], fp[LSTM_BETA_H])
     for j in range(n_cell):
         m[j] = zb[so + j] * m[j]
 
@@ -109,7 +114,7 @@ def _project(m, w_proj, aux, fp, h_out):
         for j in range(n_cell):
             acc += w_proj[p, j] * m[j]
         h_out[p] = acc + aux[11, p]
-    clip_inplace(h_out, 0, n_out, fp[1])
+    clip_inplace(h_out, 0, n_out, fp[LSTM_PROJ_CLIP])
 
 
 @njit(**NJIT)
@@ -143,7 +148,7 @@ def _lstm_step(x, w_x, pre, w_h, w_proj, aux, ip, fp, rows, times, n_act, h, c, 
             _update_cell(zb, cb, aux, ip, fp)
             _update_hidden(zb, cb, m, aux, ip, fp)
         hb = h[b]
-        if ip[3]:
+        if ip[LSTM_PROJECTION]:
             _project(m, w_proj, aux, fp, hb)
         else:
             for j in range(m.shape[0]):
@@ -154,8 +159,9 @@ def _lstm_step(x, w_x, pre, w_h, w_proj, aux, ip, fp, rows, times, n_act, h, c, 
 @njit(**NJIT)
 def _is_plain(ip, fp):
     """The default cell: sigmoid/tanh/tanh, no peephole, layer norm, coupling, clips."""
-    return (ip[0] == 0 and ip[1] == 0 and ip[2] == 0 and ip[4] == 0 and ip[5] == 1
-            and ip[6] == 1 and fp[0] <= 0 and fp[2] <= 0)
+    return (ip[LSTM_PEEPHOLE] == 0 and ip[LSTM_COUPLING] == 0 and ip[LSTM_LAYER_NORM] == 0
+            and ip[LSTM_ACT_F] == 0 and ip[LSTM_ACT_G] == 1 and ip[LSTM_ACT_H] == 1
+            and fp[LSTM_CELL_CLIP] <= 0 and fp[LSTM_GATE_CLIP] <= 0)
 
 
 @njit(**NJIT)
@@ -204,8 +210,8 @@ def _lstm_sequence(x, w_x, pre, w_h, w_proj, aux, ip, fp, lens, h, c, y):
     each sequence's length)."""
     t_len, n_batch = x.shape[0], x.shape[1]
     n_cell = c.shape[1]
-    reverse = ip[7] != 0
-    if pre and ip[3] == 0 and _is_plain(ip, fp):
+    reverse = ip[LSTM_REVERSE] != 0
+    if pre and ip[LSTM_PROJECTION] == 0 and _is_plain(ip, fp):
         full = True
         for b in range(n_batch):
             if lens[b] != t_len:
@@ -228,23 +234,27 @@ def _lstm_sequence(x, w_x, pre, w_h, w_proj, aux, ip, fp, lens, h, c, y):
 def _lstm_stream(x, wbuf, wxp, ip, fp, state, y):
     """Short-chunk streaming entry with few arguments (Numba's dispatch cost grows with
     each one): weights packed in one float32 buffer, h and c in one state buffer.
-    ip[8:16]: n_input, n_cell, n_out, offsets of w_x, w_h, w_proj, aux, aux width; wxp: W_x
-    in panels for the input term.
+    ip: the cell's slots, then the STREAM_* slots (kernels/operands.py); wxp: W_x in panels for
+    the input term.
     Returns 1 without touching the state if x holds a non-finite value (the caller raises),
     else runs the chunk (state updated in place, y [T, 1, N, P] written) and returns 0."""
-    if ip[16]:
+    s = LSTM_N_IP
+    if ip[s + STREAM_CHECK_FINITE]:
         for v in x.ravel():
             if not np.isfinite(v):
                 return 1
     t_len, n_batch = x.shape[0], x.shape[1]
-    n_input, n_cell, n_out = ip[8], ip[9], ip[10]
+    n_input, n_cell, n_out = ip[s + STREAM_N_INPUT], ip[s + STREAM_N_CELL], ip[s + STREAM_N_OUT]
     g = 4 * n_cell
     gp = (g + 63) // 64 * 64
-    w_x = wbuf[ip[11]:ip[11] + g * n_input].reshape(g, n_input)
-    w_h = wbuf[ip[12]:ip[12] + gp * n_out].reshape(gp // 16, n_out, 16)
-    w_proj = wbuf[ip[13]:ip[13] + n_out * n_cell].reshape(n_out, n_cell) if ip[3] else \
+    o_x, o_h, o_p, o_a = (ip[s + STREAM_OFF_W_X], ip[s + STREAM_OFF_W_H], ip[s + STREAM_OFF_W_3],
+                          ip[s + STREAM_OFF_AUX])
+    width = ip[s + STREAM_AUX_WIDTH]
+    w_x = wbuf[o_x:o_x + g * n_input].reshape(g, n_input)
+    w_h = wbuf[o_h:o_h + gp * n_out].reshape(gp // 16, n_out, 16)
+    w_proj = wbuf[o_p:o_p + n_out * n_cell].reshape(n_out, n_cell) if ip[LSTM_PROJECTION] else \
         wbuf[0:0].reshape(0, 0)
-    aux = wbuf[ip[14]:ip[14] + 12 * ip[15]].reshape(12, ip[15])
+    aux = wbuf[o_a:o_a + 12 * width].reshape(12, width)
     h = state[:n_batch * n_out].reshape(n_batch, n_out)
     c = state[n_batch * n_out:n_batch * (n_out + n_cell)].reshape(n_batch, n_cell)
     lens = np.full(n_batch, t_len, dtype=np.int64)

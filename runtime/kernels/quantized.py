@@ -29,6 +29,10 @@ from edgeseq.runtime.kernels.activations import activate
 from edgeseq.runtime.kernels.gru import _gru_gates, _update_hidden_gru
 from edgeseq.runtime.kernels.linalg import begin_step, clip_inplace
 from edgeseq.runtime.kernels.lstm import _is_plain, _plain_cell, _update_cell, _update_hidden
+from edgeseq.runtime.kernels.operands import (GRU_LINEAR_BEFORE_RESET, GRU_REVERSE,
+                                              LSTM_PROJ_CLIP, LSTM_PROJECTION, LSTM_REVERSE,
+                                              RNN_ACT, RNN_ALPHA, RNN_BETA, RNN_GATE_CLIP,
+                                              RNN_REVERSE)
 
 # I8Q16: int8 whose sequence-kernel products use int16-quantised vectors (`matvec16`); every
 # other function treats it as I8
@@ -263,7 +267,7 @@ def _project(w_proj, m, aux, fp, h_out, mm, pr, one):
     n_out = h_out.shape[0]
     for p in range(n_out):
         h_out[p] = pr[0, p] + aux[11, p]
-    clip_inplace(h_out, 0, n_out, fp[1])
+    clip_inplace(h_out, 0, n_out, fp[LSTM_PROJ_CLIP])
 
 
 @njit(**NJIT)
@@ -274,7 +278,7 @@ def lstm_sequence(xin, w_h, w_u, w_v, factored, w_proj, aux, ip, fp, lens, h, c,
     t_len, n_batch = xin.shape[0], xin.shape[1]
     n_cell = c.shape[1]
     n_out = h.shape[1]
-    reverse = ip[7] != 0
+    reverse = ip[LSTM_REVERSE] != 0
     rows = np.empty(n_batch, dtype=np.int64)
     times = np.empty(n_batch, dtype=np.int64)
     one = np.zeros(1, dtype=np.int64)
@@ -306,7 +310,7 @@ def lstm_sequence(xin, w_h, w_u, w_v, factored, w_proj, aux, ip, fp, lens, h, c,
                 _update_cell(zb, cb, aux, ip, fp)
                 _update_hidden(zb, cb, m, aux, ip, fp)
             hb = h[b]
-            if ip[3]:
+            if ip[LSTM_PROJECTION]:
                 _project(w_proj, m, aux, fp, hb, mm, pr, one)
             else:
                 for j in range(n_cell):
@@ -322,8 +326,8 @@ def gru_sequence(xin, w_h, w_u, w_v, factored, aux, ip, fp, lens, h, y):
     aux/ip/fp packed as for `kernels.gru._gru_sequence`."""
     t_len, n_batch = xin.shape[0], xin.shape[1]
     n_hidden = h.shape[1]
-    lbr = ip[0] != 0
-    reverse = ip[3] != 0
+    lbr = ip[GRU_LINEAR_BEFORE_RESET] != 0
+    reverse = ip[GRU_REVERSE] != 0
     rows = np.empty(n_batch, dtype=np.int64)
     times = np.empty(n_batch, dtype=np.int64)
     xz = np.empty((n_batch, 3 * n_hidden), dtype=np.float32)
@@ -362,7 +366,7 @@ def rnn_sequence(xin, w_h, w_u, w_v, factored, aux, ip, fp, lens, h, y):
     """One simple-RNN direction over xin [T, N, H] = W_x x_t; h [N, H] in place."""
     t_len, n_batch = xin.shape[0], xin.shape[1]
     n_hidden = h.shape[1]
-    reverse = ip[1] != 0
+    reverse = ip[RNN_REVERSE] != 0
     rows = np.empty(n_batch, dtype=np.int64)
     times = np.empty(n_batch, dtype=np.int64)
     xz = np.empty((n_batch, n_hidden), dtype=np.float32)
@@ -380,7 +384,7 @@ def rnn_sequence(xin, w_h, w_u, w_v, factored, aux, ip, fp, lens, h, y):
             xb = xz[b]
             for j in range(n_hidden):
                 xb[j] += aux[0, j]
-            clip_inplace(xb, 0, n_hidden, fp[0])
-            activate(xb, 0, n_hidden, ip[0], fp[1], fp[2])
+            clip_inplace(xb, 0, n_hidden, fp[RNN_GATE_CLIP])
+            activate(xb, 0, n_hidden, ip[RNN_ACT], fp[RNN_ALPHA], fp[RNN_BETA])
             h[b, :] = xb
             y[times[a], b, :] = xb
