@@ -73,6 +73,22 @@ def _check_weight(graph: Graph, node: Node, slot: str, expected: Shape) -> None:
                 f"{_fmt(sc.shape)} {sc.dtype}")
 
 
+def _check_run_inputs(ins, n, states: tuple) -> None:
+    """A recurrent node's initial states ((input index, expected shape), ...) and its
+    sequence_lens ([n] integers), where given."""
+    for k, want in states:
+        if k < len(ins) and ins[k] is not None:
+            got = ins[k]
+            _expect(len(got.shape) == len(want) and
+                    all(_dims_equal(u, w) for u, w in zip(got.shape, want)),
+                    f"initial state '{got.name}': expected {_fmt(want)}, got {_fmt(got.shape)}")
+    if len(ins) > 1 and ins[1] is not None:
+        sl = ins[1]
+        _expect(sl.dtype in ("int32", "int64"), f"sequence_lens: expected int32/int64, got {sl.dtype}")
+        _expect(len(sl.shape) == 1 and _dims_equal(sl.shape[0], n),
+                f"sequence_lens: expected ({n},), got {_fmt(sl.shape)}")
+
+
 @infers(Op.LSTM, Op.GRU, Op.RNN)
 def _recurrent(graph: Graph, node: Node, ins):
     a = node.attrs
@@ -121,16 +137,7 @@ def _recurrent(graph: Graph, node: Node, ins):
     _expect(a["gate_clip"] >= 0, "gate_clip must be >= 0")
     state = (n, d, p) if a["batch_first"] else (d, n, p)
     cell = (n, d, h) if a["batch_first"] else (d, n, h)
-    for k, want in ((2, state), (3, cell)):
-        if k < len(ins) and ins[k] is not None:
-            got = ins[k]
-            _expect(len(got.shape) == 3 and all(_dims_equal(u, w) for u, w in zip(got.shape, want)),
-                    f"initial state '{got.name}': expected {_fmt(want)}, got {_fmt(got.shape)}")
-    if len(ins) > 1 and ins[1] is not None:
-        sl = ins[1]
-        _expect(sl.dtype in ("int32", "int64"), f"sequence_lens: expected int32/int64, got {sl.dtype}")
-        _expect(len(sl.shape) == 1 and _dims_equal(sl.shape[0], n),
-                f"sequence_lens: expected ({n},), got {_fmt(sl.shape)}")
+    _check_run_inputs(ins, n, ((2, state), (3, cell)))
     y = (n, t, d, p) if a["batch_first"] else (t, d, n, p)
     outs = [Value("y", x.dtype, y), Value("y_h", x.dtype, state)]
     if node.op is Op.LSTM:
@@ -167,16 +174,7 @@ def _conv_lstm(graph: Graph, node: Node, ins):
         out_len = length
     _check_weight(graph, node, "peephole", (d, 3, h, out_len))
     state = (n, d, h, out_len) if a["batch_first"] else (d, n, h, out_len)
-    for k in (2, 3):
-        if k < len(ins) and ins[k] is not None:
-            got = ins[k]
-            _expect(len(got.shape) == 4 and all(_dims_equal(u, w) for u, w in zip(got.shape, state)),
-                    f"initial state '{got.name}': expected {_fmt(state)}, got {_fmt(got.shape)}")
-    if len(ins) > 1 and ins[1] is not None:
-        sl = ins[1]
-        _expect(sl.dtype in ("int32", "int64"), f"sequence_lens: expected int32/int64, got {sl.dtype}")
-        _expect(len(sl.shape) == 1 and _dims_equal(sl.shape[0], n),
-                f"sequence_lens: expected ({n},), got {_fmt(sl.shape)}")
+    _check_run_inputs(ins, n, ((2, state), (3, state)))
     y = (n, t, d, h, out_len) if a["batch_first"] else (t, d, n, h, out_len)
     return [Value("y", x.dtype, y), Value("y_h", x.dtype, state), Value("y_c", x.dtype, state)]
 
@@ -212,15 +210,7 @@ def _sru(graph: Graph, node: Node, ins):
         _check_weight(graph, node, "ln_gain", (feat,))
         _check_weight(graph, node, "ln_bias", (feat,))
     state = (n, d, h) if a["batch_first"] else (d, n, h)
-    if len(ins) > 2 and ins[2] is not None:
-        got = ins[2]
-        _expect(len(got.shape) == 3 and all(_dims_equal(u, w) for u, w in zip(got.shape, state)),
-                f"initial state '{got.name}': expected {_fmt(state)}, got {_fmt(got.shape)}")
-    if len(ins) > 1 and ins[1] is not None:
-        sl = ins[1]
-        _expect(sl.dtype in ("int32", "int64"), f"sequence_lens: expected int32/int64, got {sl.dtype}")
-        _expect(len(sl.shape) == 1 and _dims_equal(sl.shape[0], n),
-                f"sequence_lens: expected ({n},), got {_fmt(sl.shape)}")
+    _check_run_inputs(ins, n, ((2, state),))
     y = (n, t, d * h) if a["batch_first"] else (t, n, d * h)
     return [Value("y", x.dtype, y), Value("y_c", x.dtype, state)]
 

@@ -9,17 +9,8 @@ from edgeseq.errors import GraphError, InputError
 from edgeseq.graph import Graph, Node
 from edgeseq.ops import ACT_CODES, Op, num_directions
 from edgeseq.runtime.kernels import conv_lstm as _kernel
-from edgeseq.runtime.registry import Kernel, as_float32, register
-
-
-def _weight(graph: Graph, node: Node, slot: str) -> np.ndarray | None:
-    name = node.weights.get(slot)
-    if name is None:
-        return None
-    w, scale = graph.constants[name], graph.constants.get(name + ".scale")
-    if w.dtype == np.int8:
-        return as_float32(w.astype(np.float32) * scale[..., None])
-    return as_float32(w)
+from edgeseq.runtime.recurrent import dense_weight as _weight
+from edgeseq.runtime.registry import Kernel, register
 
 
 @register(Op.CONV_LSTM)

@@ -9,7 +9,8 @@ from edgeseq.errors import GraphError, InputError
 from edgeseq.graph import Graph, Node
 from edgeseq.ops import ACT_CODES, Op, num_directions
 from edgeseq.runtime.kernels import sru as _sru
-from edgeseq.runtime.registry import Kernel, as_float32, register
+from edgeseq.runtime.recurrent import dense_weight
+from edgeseq.runtime.registry import Kernel, register
 
 _SKIPS = {"none": _sru.SKIP_NONE, "input": _sru.SKIP_INPUT, "projected": _sru.SKIP_PROJECTED}
 
@@ -35,13 +36,7 @@ class SruKernel(Kernel):
         a = node.attrs
 
         def weight(slot: str) -> np.ndarray | None:
-            name = node.weights.get(slot)
-            if name is None:
-                return None
-            w, scale = graph.constants[name], graph.constant_scale(name)
-            if w.dtype == np.int8:      # per-row scale [D, rows] (quant int8 pass)
-                return as_float32(w.astype(np.float32) * scale[..., None])
-            return as_float32(w)
+            return dense_weight(graph, node, slot)
         if any(str(graph.constants[n].dtype) != "float32" for s, n in node.weights.items()
                if s.startswith("w_")):
             self.note = "weights dequantised to float32 at load"
