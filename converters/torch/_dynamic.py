@@ -57,7 +57,31 @@ def generalize(ga: Graph, variants: list[Variant]) -> Graph:
         v.shape = tuple(shape)
     g.outputs = [Value(v.name, v.dtype, ()) for v in g.outputs]
     g.values = {}
-    return g.validate()
+    g.validate()
+    _check_fixed_reshapes(g, variants)
+    return g
+
+
+def _check_fixed_reshapes(g: Graph, variants: list[Variant]) -> None:
+    """A Reshape to fixed sizes of a value whose size depends on a symbol is right for one
+    length only: the two traces agreed by chance (e.g. a stride-2 pooling maps T and T + 1 to
+    the same length). Refused, naming the node, instead of failing at run time."""
+    # symbols that grow with the traced dims: the variants' own, and the lengths windowed ops
+    # (Conv, MaxPool) derive from them (a Slice's fresh symbol may well be a fixed size)
+    windowed = {n.name for n in g.nodes if n.op in (Op.CONV1D, Op.CONV2D, Op.MAX_POOL)}
+    grows = lambda d: isinstance(d, str) and (d in {v.symbol for v in variants}
+                                               or d.rsplit(":", 1)[0] in windowed)
+    for n in g.nodes:
+        if n.op is not Op.RESHAPE or any(d in (0, -1) for d in n.attrs["shape"]):
+            continue
+        src = g.value(n.inputs[0]).shape
+        if any(grows(d) for d in src):
+            var = variants[0]
+            raise UnsupportedModelError(
+                f"node '{n.name}' (Reshape): reshapes a value of shape {tuple(src)} to the fixed "
+                f"shape {tuple(n.attrs['shape'])}, which holds for one {var.what} only (the "
+                f"traces at two {var.what}s agreed by chance, e.g. after a stride-2 pooling); "
+                f"convert with {var.flag}=False")
 
 
 def _same_structure(ga: Graph, var: Variant) -> None:

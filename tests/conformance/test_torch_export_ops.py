@@ -136,3 +136,10 @@ def test_refusal_names_ops_first_and_points_at_user_code():
     pool = next(line for line in rest if "adaptive_avg_pool1d" in line)
     # the nn.Module's op points at the user's line that called the module, not torch's source
     assert "test_torch_export_ops.py" in pool and "self.pool(y)" in pool, pool
+
+
+def test_crnn_pooling_time_refused_instead_of_failing_at_run_time():
+    # MaxPool2d(2) maps W = 10 and 11 to the same 5 columns, so the traces at two lengths
+    # agree on the reshape's fixed sizes; the graph would fail at any other length
+    with pytest.raises(UnsupportedModelError, match="Reshape.*dynamic_time=False"):
+        from_module(CRNN(), (torch.randn(2, 1, 12, 10),), time_axis=3)
