@@ -142,7 +142,7 @@ def _elementwise(lw: Lowering, node: Node) -> None:
                     f"broadcast\")")
             if not (shape[k] == 1 and oshape[kk] != 1) and shape[k] != oshape[kk]:
                 lw.emit(f"{var}_b{k} = 1 if {var}.shape[{k}] != 1 else 0")
-    lw.emit(f"{y} = np.empty({lw.tup(dims)}, dtype=np.float32)")
+    lw.emit(f"{y} = {lw.empty(dims)}")
     lw.loop_nest(dims, body + [f"{y}[{', '.join(f'i{k}' for k in range(rank))}] = {res}"])
     lw.bind(out, y)
 
@@ -184,7 +184,7 @@ def _linear(lw: Lowering, x2: str, rows: np.ndarray, bias: np.ndarray | None,
     wp = lw.pack("wf", to_panels(np.ascontiguousarray(rows, np.float32)))
     b = lw.pack("wf", bias if bias is not None else np.zeros(1, np.float32))
     y = lw.fresh()
-    lw.emit(f"{y} = G.linear_rows({x2}, {wp}, {rows.shape[0]}, {b}, "
+    lw.emit(f"{y} = G.linear_rows({x2}, {wp}, np.int64({rows.shape[0]}), {b}, "
             f"{bias is not None}, {float(alpha)!r})")
     return y
 
@@ -262,8 +262,9 @@ def _conv(lw: Lowering, node: Node) -> None:
             f"// {at['stride']} + 1")
     lw.emit(f"if {y}_n < 1:")
     lw.emit(f"    raise ValueError(\"node '{_esc(node.name)}': input shorter than the kernel\")")
-    lw.emit(f"{y} = CONV.conv1d_panels({x}, {wp}, {b}, {b_name is not None}, {o}, {k}, "
-            f"{at['stride']}, {at['dilation']}, {p0}, {y}_n, {post})")
+    ints = ", ".join(f"np.int64({v})" for v in (o, k, at["stride"], at["dilation"], p0))
+    lw.emit(f"{y} = CONV.conv1d_panels({x}, {wp}, {b}, {b_name is not None}, {ints}, {y}_n, "
+            f"np.int64({post}))")
     lw.bind(out, y)
 
 
@@ -320,12 +321,12 @@ def _concat(lw: Lowering, node: Node) -> None:
     d = lw.dims(xs[0], r)
     total = " + ".join(f"{x}.shape[{ax}]" for x in xs)
     y = lw.fresh()
-    lw.emit(f"{y} = np.empty({lw.tup(d[:ax] + [f'({total})'] + d[ax + 1:])}, dtype=np.float32)")
+    lw.emit(f"{y} = {lw.empty(d[:ax] + [f'({total})'] + d[ax + 1:])}")
     y3 = _three(lw, y, r, ax, ax)
     lw.emit(f"{y}_o = 0")
     for x in xs:
         x3 = _three(lw, x, r, ax, ax)
-        lw.emit(f"{y3}[:, {y}_o:{y}_o + {x}.shape[{ax}], :] = {x3}")
+        lw.emit(f"G.put_axis1({y3}, {x3}, {y}_o)")
         lw.emit(f"{y}_o += {x}.shape[{ax}]")
     lw.bind(node.outputs[0], y)
 
@@ -362,10 +363,11 @@ def _slice(lw: Lowering, node: Node) -> None:
     for st, en, ax, sp in zip(at["starts"], at["ends"], axes, at["steps"]):
         en = max(min(en, big), -big)
         st = max(min(st, big), -big)
-        lw.emit(f"{y}_s{ax}, {y}_n{ax} = G.slice_bounds({x}.shape[{ax}], {st}, {en}, {sp})")
+        lw.emit(f"{y}_s{ax}, {y}_n{ax} = G.slice_bounds({x}.shape[{ax}], np.int64({st}), "
+                f"np.int64({en}), np.int64({sp}))")
         dims[ax] = f"{y}_n{ax}"
         src[ax] = f"{y}_s{ax} + i{ax} * {sp}"
-    lw.emit(f"{y} = np.empty({lw.tup(dims)}, dtype=np.float32)")
+    lw.emit(f"{y} = {lw.empty(dims)}")
     lw.loop_nest(dims, [f"{y}[{', '.join(f'i{k}' for k in range(r))}] = {x}[{', '.join(src)}]"])
     lw.bind(node.outputs[0], y)
 
@@ -385,7 +387,7 @@ def _transpose(lw: Lowering, node: Node) -> None:
     src = [""] * r
     for j, p in enumerate(perm):
         src[p] = f"i{j}"
-    lw.emit(f"{y} = np.empty({lw.tup(dims)}, dtype=np.float32)")
+    lw.emit(f"{y} = {lw.empty(dims)}")
     lw.loop_nest(dims, [f"{y}[{', '.join(f'i{k}' for k in range(r))}] = {x}[{', '.join(src)}]"])
     lw.bind(node.outputs[0], y)
 
@@ -465,7 +467,7 @@ def _pad(lw: Lowering, node: Node) -> None:
         lw.emit(f"if {dims[k]} < 0:")
         lw.emit(f"    raise ValueError(\"node '{_esc(node.name)}': pads crop more than the "
                 f"input\")")
-    lw.emit(f"{y} = np.empty({lw.tup(dims)}, dtype=np.float32)")
+    lw.emit(f"{y} = {lw.empty(dims)}")
     idx = ", ".join(f"i{k}" for k in range(r))
     if inside:
         body = [f"if {' and '.join(inside)}:", f"    {y}[{idx}] = {x}[{', '.join(src)}]",
@@ -493,13 +495,9 @@ def _gather(lw: Lowering, node: Node) -> None:
     d = lw.dims(x, r)
     y = lw.fresh()
     lw.emit(f"{y}_i = {idx}.ravel()")
-    lw.emit(f"{y}3 = np.empty(({x3}.shape[0], {y}_i.size, {x3}.shape[2]), dtype=np.float32)")
-    lw.emit(f"for j in range({y}_i.size):")
-    lw.emit(f"    k = {y}_i[j] + ({x3}.shape[1] if {y}_i[j] < 0 else 0)")
-    lw.emit(f"    if k < 0 or k >= {x3}.shape[1]:")
-    lw.emit(f"        raise ValueError(\"node '{_esc(node.name)}' (Gather): indices out of "
-            f"range\")")
-    lw.emit(f"    {y}3[:, j, :] = {x3}[:, k, :]")
+    lw.emit(f"{y}3, {y}_ok = G.gather_axis1({x3}, {y}_i)")
+    lw.emit(f"if not {y}_ok:")
+    lw.emit(f"    raise ValueError(\"node '{_esc(node.name)}' (Gather): indices out of range\")")
     i_dims = lw.dims(idx, len(i_val.shape))
     lw.emit(f"{y} = {y}3.reshape({lw.tup(d[:ax] + i_dims + d[ax + 1:])})")
     lw.bind(node.outputs[0], y)

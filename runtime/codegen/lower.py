@@ -181,6 +181,15 @@ class Lowering:
     def tup(exprs: list[str]) -> str:
         return "(" + ", ".join(exprs) + ("," if len(exprs) == 1 else "") + ")"
 
+    @staticmethod
+    def empty(dims: list[str]) -> str:
+        """A fresh float32 array of these dims (through cached helpers up to rank 4)."""
+        if 1 <= len(dims) <= 4:
+            # NOTE: a bare int literal would make Numba specialise the helper per value
+            dims = [f"np.int64({d})" if d.isdigit() else d for d in dims]
+            return f"G.empty{len(dims)}({', '.join(dims)})"
+        return f"np.empty({Lowering.tup(dims)}, dtype=np.float32)"
+
     def loop_nest(self, dims: list[str], body: list[str], idx: str = "i") -> None:
         """for i0 in range(d0): for i1 ...: body (body lines use i0, i1, ...)."""
         pad = ""

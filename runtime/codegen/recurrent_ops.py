@@ -44,17 +44,38 @@ def _weights(lw: Lowering, op: Op, kernel, d: int) -> str:
     return f"{f32(kernel.w_h[d])}, {f32(kernel.aux[d])}, {i64(kernel.ip[d])}, {f64(kernel.fp[d])}"
 
 
-# op -> format of the sequence-kernel call (x, w_x, weights, lens, states, y)
+# op -> format of the sequence-kernel call (x, w_x, weights, lens, states, y); NOTE: pre as
+# np.int64, not a literal 1, so the generated code shares the interpreter's specialisation
 CALLS = {
-    Op.LSTM: "LSTM._lstm_sequence({x}, {wx}, 1, {w}, {lens}, {s0}[{d}], {s1}[{d}], {y})",
-    # the default cell over full lengths takes the fused one-pass kernel (kernels/gru_plain)
-    Op.GRU: "if GRUP.is_plain_gru({ip}, {fp}, {lens}, {x}.shape[0]):\n"
-            "        GRUP.plain_gru_sequence({x}, {w_h}, {aux}, {ip}[0], {ip}[3], {s0}[{d}], {y})\n"
-            "    else:\n"
-            "        GRU._gru_sequence({x}, {wx}, 1, {w}, {lens}, {s0}[{d}], {y})",
-    Op.RNN: "RNN._rnn_sequence({x}, {wx}, 1, {w}, {lens}, {s0}[{d}], {y})",
+    Op.LSTM: "LSTM._lstm_sequence({x}, {wx}, np.int64(1), {w}, {lens}, {s0}[{d}], {s1}[{d}], {y})",
+    Op.GRU: "GRU._gru_sequence({x}, {wx}, np.int64(1), {w}, {lens}, {s0}[{d}], {y})",
+    Op.RNN: "RNN._rnn_sequence({x}, {wx}, np.int64(1), {w}, {lens}, {s0}[{d}], {y})",
 }
 N_GATES = {Op.LSTM: 4, Op.GRU: 3, Op.RNN: 1}
+# the default cell over full-length sequences (no sequence_lens input): one fused pass per
+# step, and a much smaller call tree for Numba to compile into the generated function
+# (a generated LSTM graph took ~5x longer to compile through the general _lstm_sequence)
+PLAIN_CALLS = {
+    Op.LSTM: "LSTM._plain_sequence({x}, {w_h}, {aux}, ({ip}[7] != 0), {s0}[{d}], {s1}[{d}], {y})",
+    Op.GRU: "GRUP.plain_gru_sequence({x}, {w_h}, {aux}, {ip}[0], {ip}[3], {s0}[{d}], {y})",
+}
+PLAIN_ACTIVATIONS = {Op.LSTM: ("sigmoid", "tanh", "tanh"), Op.GRU: ("sigmoid", "tanh")}
+
+
+def _plain(node: Node, has_lens: bool) -> bool:
+    """The node's cell is the default one and runs over full lengths."""
+    a = node.attrs
+    acts = PLAIN_ACTIVATIONS.get(node.op)
+    if acts is None or has_lens or a.get("gate_clip", 0) > 0:
+        return False
+    k = len(acts)
+    if any(tuple(a["activations"][i:i + k]) != acts for i in range(0, len(a["activations"]), k)):
+        return False
+    if node.op is Op.LSTM:
+        return (a["coupled_gate"] == "none" and a["cell_clip"] <= 0
+                and not (a.get("proj_size", 0)) and not any(
+                    s in node.weights for s in ("peephole", "layer_norm", "w_proj")))
+    return True
 
 
 def _copy_swap01(lw: Lowering, x: str, rank: int) -> str:
@@ -64,7 +85,7 @@ def _copy_swap01(lw: Lowering, x: str, rank: int) -> str:
     dims = [d[1], d[0]] + d[2:]
     idx = [f"i{k}" for k in range(rank)]
     src = [idx[1], idx[0]] + idx[2:]
-    lw.emit(f"{y} = np.empty({lw.tup(dims)}, dtype=np.float32)")
+    lw.emit(f"{y} = {lw.empty(dims)}")
     lw.loop_nest(dims, [f"{y}[{', '.join(idx)}] = {x}[{', '.join(src)}]"])
     return y
 
@@ -106,7 +127,7 @@ def _recurrent(lw: Lowering, node: Node) -> None:
         lw.emit(f"        raise ValueError(\"node '{node.name}': sequence_lens out of [0, T]\")")
         lw.emit(f"{v}_lens = {lens}.copy()")
     else:
-        lw.emit(f"{v}_lens = np.full({v}_N, {v}_T, dtype=np.int64)")
+        lw.emit(f"{v}_lens = G.full_lengths({v}_N, {v}_T)")
     slots = ["h", "c"] if node.op is Op.LSTM else ["h"]
     svars = []
     for k, slot in enumerate(slots):
@@ -117,30 +138,20 @@ def _recurrent(lw: Lowering, node: Node) -> None:
         lw.states.append(st)
         s = f"{v}_{slot}"
         size = sizes[slot]
-        lw.emit(f"{s} = np.zeros(({n_dir}, {v}_N, {size}), dtype=np.float32)")
-        lw.emit(f"if flags[{st.flag}] == 1:")
-        lw.emit(f"    if {st.arg}.shape[0] != {n_dir} or {st.arg}.shape[1] != {v}_N:")
-        lw.emit(f"        raise ValueError(\"stream: carried state of node '{node.name}' has "
-                f"another batch size; call reset() to change batch\")")
-        lw.emit(f"    {s}[:] = {st.arg}")
-        if st.source != "none":
-            sv = lw.value(src)
-            d0, d1 = (1, 0) if bf else (0, 1)
-            lw.emit(f"elif flags[{st.flag}] == 0:")
-            lw.emit(f"    if {sv}.shape[{d0}] != {n_dir} or {sv}.shape[{d1}] != {v}_N:")
-            lw.emit(f"        raise ValueError(\"node '{node.name}': initial state shape does "
-                    f"not match the batch\")")
-            lw.emit(f"    {s}[:] = {sv}.transpose((1, 0, 2))" if bf else f"    {s}[:] = {sv}")
+        given = lw.value(src) if st.source != "none" else st.arg
+        lw.emit(f"{s}, {s}_ok = G.state3(np.int64({n_dir}), {v}_N, np.int64({size}), {st.arg}, "
+                f"{given}, {bf}, "
+                f"flags[{st.flag}])")
+        lw.emit(f"if not {s}_ok:")
+        lw.emit(f"    raise ValueError(\"node '{node.name}': the initial or carried {slot} state "
+                f"does not match the batch (a Stream changes batch only after reset())\")")
         lw.emit(f"{st.arg}_out = {s}")
         svars.append(s)
     p = kernel.out_size
     g = N_GATES[node.op] * hidden
     wx = lw.pack("wf", np.zeros((g, 0), np.float32), key=("wx_shape", g))
     y = f"{v}_y"
-    if n_dir == 1:
-        lw.emit(f"{y} = np.empty(({v}_T, 1, {v}_N, {p}), dtype=np.float32)")
-    else:
-        lw.emit(f"{y} = np.empty(({v}_T, 2, {v}_N, {p}), dtype=np.float32)")
+    lw.emit(f"{y} = G.empty4({v}_T, np.int64({n_dir}), {v}_N, np.int64({p}))")
     for d in range(n_dir):
         wxp = lw.pack("wf", to_panels(kernel.w_x[d]))
         xp = f"{v}_x{d}"
@@ -149,15 +160,18 @@ def _recurrent(lw: Lowering, node: Node) -> None:
         if n_dir == 1:
             lw.emit(f"{yd} = {y}.reshape(({v}_T, {v}_N, {p}))")
         else:
-            lw.emit(f"{yd} = np.empty(({v}_T, {v}_N, {p}), dtype=np.float32)")
+            lw.emit(f"{yd} = G.empty3({v}_T, {v}_N, np.int64({p}))")
         w = _weights(lw, node.op, kernel, d)
         parts = [p.strip() for p in w.split(",")]
-        lw.emit(CALLS[node.op].format(x=xp, wx=wx, w=w, lens=f"{v}_lens", s0=svars[0],
+        call = PLAIN_CALLS[node.op] if _plain(node, bool(ins[1])) else CALLS[node.op]
+        w_h = parts[0] if node.op is Op.LSTM else ", ".join(parts[:2])
+        lw.emit(call.format(x=xp, wx=wx, w=w, lens=f"{v}_lens", s0=svars[0],
                                       s1=svars[1] if len(svars) > 1 else "", d=d, y=yd,
-                                      w_h=", ".join(parts[:2]), aux=parts[-3], ip=parts[-2],
+                                      w_h=w_h, aux=parts[-3], ip=parts[-2],
                                       fp=parts[-1]))
         if n_dir == 2:
-            lw.emit(f"{y}[:, {d}] = {yd}")
+            lw.emit(f"G.put_axis1({y}.reshape(({v}_T, 2, {v}_N * {p})), "
+                    f"{yd}.reshape(({v}_T, 1, {v}_N * {p})), {d})")
     outs = list(node.outputs) + [""] * 3
     if outs[0]:
         lw.bind(outs[0], _copy_swap4(lw, y) if bf else y)
@@ -178,6 +192,6 @@ def _copy_swap4(lw: Lowering, y: str) -> str:
     out = lw.fresh()
     d = lw.dims(y, 4)
     dims = [d[2], d[0], d[1], d[3]]
-    lw.emit(f"{out} = np.empty({lw.tup(dims)}, dtype=np.float32)")
+    lw.emit(f"{out} = {lw.empty(dims)}")
     lw.loop_nest(dims, [f"{out}[i0, i1, i2, i3] = {y}[i1, i2, i0, i3]"])
     return out

@@ -106,3 +106,89 @@ def reflect_index(i, n):
         if i >= n:
             i = 2 * (n - 1) - i
     return i
+
+
+# NOTE: generated code allocates and copies through these helpers instead of np.empty(...)
+# and `a[...] = b`: a slice assignment compiles NumPy's broadcast-error formatting (unicode
+# machinery, ~30 s under load) into every generated function, and the helpers' compiled code
+# is cached on disk once for all graphs.
+@njit(**NJIT)
+def empty1(d0):
+    return np.empty(d0, dtype=np.float32)
+
+
+@njit(**NJIT)
+def empty2(d0, d1):
+    return np.empty((d0, d1), dtype=np.float32)
+
+
+@njit(**NJIT)
+def empty3(d0, d1, d2):
+    return np.empty((d0, d1, d2), dtype=np.float32)
+
+
+@njit(**NJIT)
+def empty4(d0, d1, d2, d3):
+    return np.empty((d0, d1, d2, d3), dtype=np.float32)
+
+
+@njit(**NJIT)
+def full_lengths(n_batch, t_len):
+    """Every sequence of the batch at full length (int64)."""
+    return np.full(n_batch, t_len, dtype=np.int64)
+
+
+@njit(**NJIT)
+def state3(n_dir, n_batch, size, carried, given, given_batch_first, flag):
+    """An initial recurrent state [D, N, size]: carried (flag 1, checked to be [D, N, ...];
+    returns None-like empty when it is not), given (flag 0; [D, N, size] or batch-first
+    [N, D, size]) or zeros (flag 2). Returns (state, ok)."""
+    s = np.zeros((n_dir, n_batch, size), dtype=np.float32)
+    if flag == 1:
+        if carried.shape[0] != n_dir or carried.shape[1] != n_batch or carried.shape[2] != size:
+            return s, False
+        for d in range(n_dir):
+            for b in range(n_batch):
+                for j in range(size):
+                    s[d, b, j] = carried[d, b, j]
+    elif flag == 0:
+        if given_batch_first:
+            if given.shape[1] != n_dir or given.shape[0] != n_batch or given.shape[2] != size:
+                return s, False
+            for d in range(n_dir):
+                for b in range(n_batch):
+                    for j in range(size):
+                        s[d, b, j] = given[b, d, j]
+        else:
+            if given.shape[0] != n_dir or given.shape[1] != n_batch or given.shape[2] != size:
+                return s, False
+            for d in range(n_dir):
+                for b in range(n_batch):
+                    for j in range(size):
+                        s[d, b, j] = given[d, b, j]
+    return s, True
+
+
+@njit(**NJIT)
+def put_axis1(dst3, src3, offset):
+    """dst3[:, offset:offset + src3.shape[1], :] = src3 (shapes checked by the caller)."""
+    for o in range(src3.shape[0]):
+        for k in range(src3.shape[1]):
+            for i in range(src3.shape[2]):
+                dst3[o, offset + k, i] = src3[o, k, i]
+
+
+@njit(**NJIT)
+def gather_axis1(x3, idx):
+    """y[:, j, :] = x3[:, idx[j], :] with negative indices counted from the end; returns
+    (y, ok) with ok False when an index is out of range."""
+    n = x3.shape[1]
+    y = np.empty((x3.shape[0], idx.shape[0], x3.shape[2]), dtype=np.float32)
+    for j in range(idx.shape[0]):
+        k = idx[j] + n if idx[j] < 0 else idx[j]
+        if k < 0 or k >= n:
+            return y, False
+        for o in range(x3.shape[0]):
+            for i in range(x3.shape[2]):
+                y[o, j, i] = x3[o, k, i]
+    return y, True

@@ -11,19 +11,7 @@ from numba import njit
 
 from edgeseq.runtime.kernels.activations import fast_sigmoid, fast_tanh
 from edgeseq.runtime.kernels.flags import NJIT
-from edgeseq.runtime.kernels.operands import GRU_ACT_F, GRU_ACT_G, GRU_GATE_CLIP
 from edgeseq.runtime.kernels.panels import panel_gemv_rows_acc
-
-
-@njit(**NJIT)
-def is_plain_gru(ip, fp, lens, t_len):
-    """Default activations (sigmoid, tanh), no gate clip, every sequence full length."""
-    if ip[GRU_ACT_F] != 0 or ip[GRU_ACT_G] != 1 or fp[GRU_GATE_CLIP] > 0:
-        return False
-    for b in range(lens.shape[0]):
-        if lens[b] != t_len:
-            return False
-    return True
 
 
 @njit(**NJIT)
