@@ -70,6 +70,7 @@ class Model:
         # checks: a graph may leave them symbolic while its weights fix them
         self._rec_sizes = {n.name: _recurrent_sizes(graph, n) for n in graph.nodes
                            if n.op in (Op.LSTM, Op.GRU, Op.RNN)}
+        self._bound = _bound_symbols(graph, self._rec_sizes)
         self.threads = threads
         self._pins = ThreadPins(threads)
         self.graph = graph
@@ -141,6 +142,11 @@ class Model:
             env[spec.name] = self._check_one(spec, a, symbols)
         if self._input_checks:
             input_checks.check(self.graph.metadata, env)
+        for sym, (want, node) in self._bound.items():
+            got = symbols.get(sym)
+            if got is not None and got[0] != want:
+                raise InputError(f"model '{self.name}': input '{got[1]}': '{sym}' is {got[0]}, "
+                                 f"but node '{node}' needs it to be {want} (its weights fix it)")
         self._memory.check_call(self.memory_limit, f"model '{self.name}'", env)
         return env
 
@@ -483,6 +489,23 @@ def _recurrent_sizes(graph: Graph, node) -> tuple:
     a = node.attrs
     h = a.get("hidden_size", 0)
     return (int(graph.weight(node, "w_x").shape[-1]), a.get("proj_size", 0) or h, h)
+
+
+def _bound_symbols(graph: Graph, rec_sizes: dict) -> dict[str, tuple[int, str]]:
+    """symbol -> (size, node) where a recurrent node's weights fix a dim its input leaves
+    symbolic; checked on the graph inputs of every call (the compiled and the interpreted
+    path read those dims without bounds checks)."""
+    out: dict[str, tuple[int, str]] = {}
+    for node in graph.nodes:
+        sizes = rec_sizes.get(node.name)
+        for k, want in enumerate(() if sizes is None else (sizes[0], None, sizes[1], sizes[2])):
+            name = node.inputs[k] if k < len(node.inputs) else ""
+            if want is None or not name or name in graph.constants:
+                continue
+            last = graph.value(name).shape[-1]
+            if isinstance(last, str):
+                out.setdefault(last, (want, node.name))
+    return out
 
 
 def _check_recurrent_ins(node, ins: list, sizes: tuple) -> None:

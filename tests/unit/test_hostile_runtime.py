@@ -78,6 +78,19 @@ def test_inputs_that_disagree_with_a_symbolic_dim_the_weights_fix_name_the_node(
     g.inputs[0].shape = ("T", "N", "N")
     model = edgeseq.runtime.Model(g.validate(), warmup=False, **NO_CODEGEN)
     for shape in [(4, 2, 2), (1, 1, 1), (4, 5, 5)]:    # the kernel read past x (no error)
-        with pytest.raises(InputError, match=r"node 'lstm' \(LSTM\): its input 'x' has last dim"):
+        with pytest.raises(InputError, match=r"node 'lstm'.* needs .*3"):
             model.run({"x": np.zeros(shape, np.float32)})
     assert model.run({"x": np.zeros((4, 3, 3), np.float32)})["y"].shape == (4, 1, 3, 4)
+
+
+def test_the_compiled_path_refuses_them_too():
+    """The same graph with the whole-graph compiler (when this runtime has one): the graph
+    input's symbol is checked against the size the weights fix before any compiled code runs."""
+    g = lstm_graph(np.random.default_rng(0), 3, 4)
+    g.inputs[0].shape = ("T", "N", "N")
+    model = edgeseq.runtime.Model(g.validate(), warmup=False)
+    for shape in [(4, 2, 2), (1, 1, 1), (4, 5, 5)]:
+        with pytest.raises(InputError, match=r"'N' is \d, but node 'lstm' needs it to be 3"):
+            model.run({"x": np.zeros(shape, np.float32)})
+        with pytest.raises(InputError, match="node 'lstm'"):
+            model.stream().push({"x": np.zeros(shape, np.float32)})
