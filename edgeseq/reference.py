@@ -6,6 +6,7 @@ registered in `_OPS` by op; recurrent ops share one masked time loop (`_run_dire
 """
 from __future__ import annotations
 
+import math
 from contextlib import nullcontext
 from typing import Callable
 
@@ -15,6 +16,7 @@ from edgeseq import input_checks
 from edgeseq.errors import GraphError, InputError
 from edgeseq.graph import Graph, Node
 from edgeseq.ops import Op, num_directions
+from edgeseq.shapes import pool_params, window_count
 
 F64 = np.float64
 _OPS: dict[Op, Callable] = {}
@@ -536,9 +538,13 @@ def _binary(graph, node, ins):
 @implements(Op.DIV)
 def _div(graph, node, ins):
     a, b = ins
+    rounding = node.attrs.get("rounding", "none")
+    if rounding == "floor":
+        return [np.floor_divide(a, b)]     # Python's (and torch's) floor division
     if a.dtype.kind in "iu" and b.dtype.kind in "iu":
         return [_int_div(a, b)]    # ONNX integer Div truncates toward zero
-    return [np.true_divide(a, b)]
+    q = np.true_divide(a, b)
+    return [np.trunc(q) if rounding == "trunc" else q]
 
 
 _UNARY = {
@@ -677,6 +683,91 @@ def _gather(graph, node, ins):
         raise InputError(f"node '{node.name}' (Gather): indices out of range for axis {ax} "
                          f"of size {x.shape[ax]}")
     return [np.take(x, idx, axis=ax)]
+
+
+# ---- glue: spatial, selection, comparison ----------------------------------------------------
+def _windows(x: np.ndarray, kernel, strides, dilations, pads, fill: float,
+             ceil_mode: bool = False) -> np.ndarray:
+    """Sliding windows over the last len(kernel) axes of x, padded with `fill`:
+    [..., out_1, ..., out_k, kernel_1, ..., kernel_k]."""
+    k = len(kernel)
+    lead = x.ndim - k
+    begin, end = list(pads[:k]), list(pads[k:])
+    for j in range(k):      # with ceil_mode, pad the end so the last partial window exists
+        n = window_count(x.shape[lead + j], kernel[j], strides[j], dilations[j], begin[j],
+                         end[j], ceil_mode)
+        need = (n - 1) * strides[j] + dilations[j] * (kernel[j] - 1) + 1
+        end[j] += max(0, need - (x.shape[lead + j] + begin[j] + end[j]))
+    x = np.pad(x, [(0, 0)] * lead + list(zip(begin, end)), constant_values=fill)
+    spans = [dilations[j] * (kernel[j] - 1) + 1 for j in range(k)]
+    win = np.lib.stride_tricks.sliding_window_view(x, spans, axis=tuple(range(lead, x.ndim)))
+    win = win[(Ellipsis,) + tuple(slice(None, None, d) for d in dilations)]
+    return win[(slice(None),) * lead + tuple(slice(None, None, s) for s in strides)]
+
+
+@implements(Op.CONV2D)
+def _conv2d(graph, node, ins):
+    at = node.attrs
+    x, w = ins[0], ins[1]
+    b = ins[2] if len(ins) > 2 else None
+    win = _windows(x, w.shape[2:], at["strides"], at["dilations"], at["pads"], 0.0)
+    g = at["group"]                                 # win: [N, C, H', W', kH, kW]
+    cg, og = w.shape[1], w.shape[0] // g
+    y = np.concatenate([
+        np.einsum("nchwij,ocij->nohw", win[:, j * cg:(j + 1) * cg], w[j * og:(j + 1) * og])
+        for j in range(g)], axis=1)
+    return [y + b[None, :, None, None] if b is not None else y]
+
+
+@implements(Op.MAX_POOL)
+def _max_pool(graph, node, ins):
+    kernel, strides, dilations, pads = pool_params(node.attrs)
+    win = _windows(ins[0], kernel, strides, dilations, pads, -np.inf, node.attrs["ceil_mode"])
+    return [win.max(axis=tuple(range(-len(kernel), 0)))]
+
+
+@implements(Op.ARG_MAX, Op.ARG_MIN)
+def _arg_extremum(graph, node, ins):
+    x, at = ins[0], node.attrs
+    ax = at["axis"] % x.ndim
+    fn = np.argmax if node.op is Op.ARG_MAX else np.argmin
+    if at["select_last_index"]:
+        idx = x.shape[ax] - 1 - fn(np.flip(x, axis=ax), axis=ax)
+    else:
+        idx = fn(x, axis=ax)
+    idx = idx.astype(np.int64)
+    return [np.expand_dims(idx, ax) if at["keepdims"] else idx]
+
+
+_COMPARE = {Op.EQUAL: np.equal, Op.GREATER: np.greater, Op.LESS: np.less}
+
+
+@implements(*_COMPARE)
+def _compare(graph, node, ins):
+    return [_COMPARE[node.op](ins[0], ins[1])]
+
+
+@implements(Op.NOT)
+def _not(graph, node, ins):
+    return [np.logical_not(ins[0])]
+
+
+_ERF = np.frompyfunc(math.erf, 1, 1)
+
+
+@implements(Op.ERF)
+def _erf(graph, node, ins):
+    return [_ERF(ins[0]).astype(F64)]
+
+
+@implements(Op.WHERE)
+def _where(graph, node, ins):
+    return [np.where(ins[0].astype(bool), ins[1], ins[2])]
+
+
+@implements(Op.TILE)
+def _tile(graph, node, ins):
+    return [np.tile(ins[0], node.attrs["repeats"])]
 
 
 def _check_complete() -> None:
