@@ -9,7 +9,7 @@ import numpy as np
 
 from edgeseq.graph import Node
 from edgeseq.ops import Op
-from edgeseq.runtime.codegen.lower import Lowering, Unsupported, emitter
+from edgeseq.runtime.codegen.context import Lowering, Unsupported, emitter
 from edgeseq.runtime.kernels.panels import to_panels
 
 

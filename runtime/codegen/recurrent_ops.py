@@ -8,7 +8,7 @@ import numpy as np
 
 from edgeseq.graph import Node
 from edgeseq.ops import Op, num_directions
-from edgeseq.runtime.codegen.lower import Lowering, StateSlot, Unsupported, emitter
+from edgeseq.runtime.codegen.context import Lowering, StateSlot, Unsupported, emitter
 from edgeseq.runtime.kernels.panels import to_panels
 
 IMPORT_LINES = (
