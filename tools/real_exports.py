@@ -34,7 +34,9 @@ VARIANTS = ("tflite_float", "tflite_dynamic", "onnx13", "onnx17", "tflite_int8")
 FIXTURES = ("k3_lstm_dense.tflite_float.tflite", "k3_lstm_dense.onnx13.onnx",
             "k3_gru_ra.tflite_float.tflite", "k3_gru_ra.onnx17.onnx", "k2_gru_ra.tflite_float.tflite",
             "k2_gru_rb.onnx13.onnx", "k2_simplernn.onnx13.onnx", "k2_simplernn.tflite_float.tflite",
-            "k2_return_state.tflite_float.tflite", "k3_bidi_sum.tflite_float.tflite")
+            "k2_return_state.tflite_float.tflite", "k3_bidi_sum.tflite_float.tflite",
+            "k2_stateful.tflite_float.tflite", "k3_hard_sigmoid.tflite_float.tflite",
+            "k2_initial_state.tflite_float.tflite")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -135,11 +137,9 @@ def _make(out: Path, tag: str, only: str) -> None:
         ys = ys if isinstance(ys, (list, tuple)) else [ys]
         np.savez(out / f"{tag}_{name}.npz", **inputs,
                  **{f"y{k}": np.asarray(y) for k, y in enumerate(ys)})
-        if hasattr(model, "reset_states"):
-            try:
-                model.reset_states()
-            except Exception:   # noqa: BLE001 - Keras 3 only has it on stateful layers
-                pass
+        for layer in model.layers:   # stateful layers: convert from the zero state again
+            if getattr(layer, "stateful", False) and hasattr(layer, "reset_states"):
+                layer.reset_states()
         sig = [tf.TensorSpec((1,) + tuple(inputs[n].shape[1:]), tf.float32, name=n) for n in order]
 
         @tf.function(input_signature=sig)
@@ -320,7 +320,8 @@ def _stream(compiled, graph, feeds: dict, whole: list) -> str:
         x_name = next(n for n in feeds if feeds[n].ndim == 3)
         parts = []
         for lo, hi in ((0, 2), (2, 3), (3, T)):
-            chunk = dict(feeds)
+            # initial states only with the first chunk (given again, they would restart it)
+            chunk = dict(feeds) if lo == 0 else {x_name: None}
             chunk[x_name] = feeds[x_name][:, lo:hi]
             parts.append(stream.push(chunk))
     except (EdgeseqError, ValueError, NotImplementedError) as e:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from edgeseq.ops import Op
+from edgeseq.converters.unit_axes import unit_move_perm
 from edgeseq.converters.onnx.context import ONNX_TO_NP, Context, Unsupported
 from edgeseq.converters.onnx.registry import handler
 from edgeseq.converters.onnx.rowwise import unmerge
@@ -127,6 +128,10 @@ def reshape(ctx: Context, node) -> None:
     shape = _ints(ctx.need_const(node, 1, "shape"))
     if a.get("allowzero", 0) and 0 in shape:
         raise Unsupported(f"Reshape with allowzero=1 and a 0 in shape {list(shape)} is not supported")
+    perm = unit_move_perm(ctx.shape(node.input[0]), shape)
+    if perm is not None:   # only size-1 axes move: a Transpose, which streams
+        ctx.emit(Op.TRANSPOSE, [ctx.inp(node, 0)], [node.output[0]], {"perm": perm})
+        return
     ctx.emit(Op.RESHAPE, [ctx.inp(node, 0)], [node.output[0]], {"shape": shape})
 
 

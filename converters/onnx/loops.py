@@ -275,7 +275,7 @@ def _emit(ctx: Context, node: onnx.NodeProto, c: Carried, cand: loops.Candidate,
             ctx.emit(Op.SQUEEZE, [y], [out], {"axes": (1,)}, suffix="/y")
     for k, src in zip(order, outs[1:]):
         out = node.output[c.states[k]] if c.states[k] < len(node.output) else ""
-        if out:
+        if out and _read(ctx, out):
             ctx.emit(Op.SQUEEZE, [src], [out], {"axes": (0,)}, suffix=f"/state{k}")
     for k in c.passed:
         if k < len(node.output) and node.output[k]:
@@ -286,6 +286,15 @@ def _emit(ctx: Context, node: onnx.NodeProto, c: Carried, cand: loops.Candidate,
             if start is not None:
                 ctx.consts[node.output[k]] = np.asarray(start) + t_len
     del n_carried
+
+
+def _read(ctx: Context, name: str) -> bool:
+    """Whether a graph output or a node reads `name` (an unread final state is not emitted:
+    its Squeeze has no time axis and would stop the graph from streaming)."""
+    outputs = getattr(ctx, "graph_outputs", None)
+    if outputs is None or name in outputs:
+        return True
+    return any(name in n.input for n in ctx.producers.values())
 
 
 @handler("ReverseSequence", since=10)

@@ -5,6 +5,7 @@ import numpy as np
 
 from edgeseq.ops import Op
 
+from edgeseq.converters.unit_axes import unit_move_perm
 from edgeseq.converters.tflite.context import Context, OpView, Unsupported, handler
 
 BIG = 2 ** 62   # "to the end" in Slice bounds (ONNX clamping)
@@ -114,6 +115,10 @@ def reshape(ctx: Context, op: OpView) -> None:
         shape = list(ctx.shape(op.outputs[0]))
     if 0 in shape:
         raise Unsupported(f"RESHAPE to a shape with a zero dim {shape}")
+    perm = unit_move_perm(ctx.shape(op.input(0)), shape)
+    if perm is not None:   # only size-1 axes move: a Transpose, which streams
+        ctx.emit(Op.TRANSPOSE, [ctx.value(op.input(0))], [ctx.out(op.outputs[0])], perm=perm)
+        return
     ctx.emit(Op.RESHAPE, [ctx.value(op.input(0))], [ctx.out(op.outputs[0])], shape=tuple(shape))
 
 

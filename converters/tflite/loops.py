@@ -18,6 +18,7 @@ from edgeseq.ops import Op
 
 from edgeseq.converters import loops
 from edgeseq.converters.tflite import body as tfl_body
+from edgeseq.converters.tflite import variables
 from edgeseq.converters.tflite.context import Context, OpView, Unsupported, handler
 
 _MAX_EXTRA_TRIPS = 2   # the probe loop stops this far past the sequence length (no hang)
@@ -159,8 +160,22 @@ def while_(ctx: Context, op: OpView) -> None:
         raise Unsupported(f"the loop's {where} is not a recurrent cell edgeseq recognises "
                           f"({e})") from None
     _emit(ctx, op, carried, lifted.candidate, t_len)
+    _note_variable_states(ctx, op, carried)
     ctx.notes.append(f"{op.label}: loop lifted into {lifted.candidate.label} (verified on a "
                      f"probe: {lifted.error:.1g} off)")
+
+
+def _note_variable_states(ctx: Context, op: OpView, c: Carried) -> None:
+    """A stateful layer's states read from variables: its final states may be assigned back
+    (variables.py checks each ASSIGN_VARIABLE against this)."""
+    st = variables.state(ctx)
+    for k, idx in enumerate(op.inputs):
+        var = st["reads"].get(idx)
+        if var is None:
+            continue
+        if k not in c.states:
+            raise Unsupported(f"WHILE operand {k} reads variable '{var}' but is not a state")
+        st["finals"][op.outputs[k]] = var
 
 
 def _emit(ctx: Context, op: OpView, c: Carried, cand: loops.Candidate, t_len: int) -> None:
@@ -189,8 +204,15 @@ def _emit(ctx: Context, op: OpView, c: Carried, cand: loops.Candidate, t_len: in
             ctx.emit(Op.SQUEEZE, [y], [ctx.out(op.outputs[k])], axes=(1,))
         else:   # the last step only: y_h is that step's output, [1, N, H]
             ctx.emit(Op.IDENTITY, [yh], [ctx.out(op.outputs[k])])
+    from edgeseq.converters.tflite.convert import _ops
+    read = {i for o in _ops(ctx.loaded, ctx.sub) if o.name != "ASSIGN_VARIABLE"
+            for i in o.inputs}     # a variable write is the stream's carried state
+    read |= {int(i) for i in (ctx.sub.outputs if ctx.sub.outputs is not None else [])}
     for k, src in zip(order, outs[1:]):
-        ctx.emit(Op.SQUEEZE, [src], [ctx.out(op.outputs[c.states[k]])], axes=(0,))
+        # NOTE: only final states something reads: an unread Squeeze of y_h has no time axis
+        # and would stop the graph from streaming
+        if op.outputs[c.states[k]] in read:
+            ctx.emit(Op.SQUEEZE, [src], [ctx.out(op.outputs[c.states[k]])], axes=(0,))
     for k in c.passed + [c.sequence]:
         ctx.names[op.outputs[k]] = ctx.value(op.inputs[k]) if ctx.is_const(op.inputs[k]) or \
             op.inputs[k] in ctx.names else ctx.names.get(op.inputs[k], "")

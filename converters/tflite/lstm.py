@@ -239,10 +239,13 @@ def initial_states(ctx: Context, pairs: list[tuple[int, int]], batch_first: bool
     absent inputs; constant states become constants; a state fed as a graph input (the older
     form) becomes an initial-state input."""
     out = []
+    # NOTE: the TF 2.21 converter marks a state fed by a graph input (Keras initial_state) as
+    # a variable too; it is the input all the same (was dropped: 0.18 off the interpreter)
+    graph_inputs = {int(i) for i in (ctx.sub.inputs if ctx.sub.inputs is not None else [])}
     for which, size in ((0, cells[0].n_output), (1, cells[0].n_cell)):
         idxs = [p[which] for p in pairs]
-        if all(i >= 0 and not ctx.tensor(i).isVariable and not ctx.is_const(i) for i in idxs) \
-                and len(idxs) == 1:
+        if all(i >= 0 and (not ctx.tensor(i).isVariable or i in graph_inputs) and
+               not ctx.is_const(i) for i in idxs) and len(idxs) == 1:
             # a state fed from outside (older models): [N, P] -> [1, N, P] or [N, 1, P]
             name = ctx.value(idxs[0])
             u = ctx.tmp("initial_state")

@@ -146,3 +146,49 @@ def test_probe_rejects_a_wrong_gate_order():
     init = [rng.standard_normal((1, hs)) * 0.5 for _ in range(2)]
     assert loops.verify(right, loop, xs, init) <= loops.TOLERANCE
     assert loops.verify(wrong, loop, xs, init) > 100 * loops.TOLERANCE
+
+
+# Unidirectional fixtures: a stream fed in chunks reproduces the whole-sequence run.
+STREAMS = ["k3_lstm_dense.tflite_float.tflite", "k3_lstm_dense.onnx13.onnx",
+           "k3_gru_ra.tflite_float.tflite", "k3_gru_ra.onnx17.onnx",
+           "k2_gru_rb.onnx13.onnx", "k2_simplernn.onnx13.onnx",
+           "k2_simplernn.tflite_float.tflite", "k3_hard_sigmoid.tflite_float.tflite",
+           "k2_stateful.tflite_float.tflite"]
+
+
+@pytest.mark.parametrize("name", STREAMS)
+def test_lifted_loop_streams(name):
+    path = FIXTURES / name
+    graph = _convert(path)
+    feeds = _feed(graph, _reference(path)[0])
+    model = Model(graph)
+    whole = model.run(feeds)
+    stream = model.stream()
+    (x_name,) = feeds
+    parts = [stream.push({x_name: feeds[x_name][:, lo:hi]}) for lo, hi in ((0, 2), (2, 3), (3, 6))]
+    for v in graph.outputs:
+        got = np.concatenate([p[v.name] for p in parts], axis=1)
+        assert np.max(np.abs(got - whole[v.name])) <= FLOAT_TOL
+
+
+def test_stateful_model_carries_state_like_the_interpreter():
+    """A stateful Keras layer keeps h and c in TFLite variables between invocations; the
+    converted model's stream carries them the same way (two calls, compared call by call)."""
+    from edgeseq.converters.tflite.interpreter import interpreter_class
+    path = FIXTURES / "k2_stateful.tflite_float.tflite"
+    graph = _convert(path)
+    x = _reference(path)[0]["x"]
+    calls = [x, np.flip(x, axis=1).copy()]
+    it = interpreter_class()(model_path=str(path))
+    it.allocate_tensors()
+    theirs = []
+    for c in calls:
+        it.set_tensor(it.get_input_details()[0]["index"], c)
+        it.invoke()
+        theirs.append(it.get_tensor(it.get_output_details()[0]["index"]).copy())
+    assert np.max(np.abs(theirs[1] - Model(graph).run({graph.inputs[0].name: calls[1]})[
+        graph.outputs[0].name])) > 1e-3, "the second call must depend on the carried state"
+    stream = Model(graph).stream()
+    for c, want in zip(calls, theirs):
+        got = stream.push({graph.inputs[0].name: c})[graph.outputs[0].name]
+        assert np.max(np.abs(got - want)) <= FLOAT_TOL
