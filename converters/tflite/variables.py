@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from edgeseq.converters.tflite import reader
-from edgeseq.converters.tflite.context import Context, OpView, Unsupported, handler
+from edgeseq.converters.tflite.context import HANDLERS, Context, OpView, Unsupported, handler
 
 
 def _name(op: OpView) -> str:
@@ -29,7 +29,6 @@ def state(ctx: Context) -> dict:
     return ctx.variables
 
 
-@handler("CALL_ONCE")
 def call_once(ctx: Context, op: OpView) -> None:
     from edgeseq.converters.tflite.convert import _ops   # NOTE: lazy: convert imports us
     index = int(op.option("initSubgraphIndex"))
@@ -50,12 +49,10 @@ def call_once(ctx: Context, op: OpView) -> None:
                               f"assignments to variables are supported")
 
 
-@handler("VAR_HANDLE")
 def var_handle(ctx: Context, op: OpView) -> None:
     state(ctx)["handles"][op.outputs[0]] = _name(op)
 
 
-@handler("READ_VARIABLE")
 def read_variable(ctx: Context, op: OpView) -> None:
     st = state(ctx)
     var = st["handles"].get(op.inputs[0])
@@ -70,7 +67,6 @@ def read_variable(ctx: Context, op: OpView) -> None:
     ctx.fold(op.outputs[0], st["init"][var])
 
 
-@handler("ASSIGN_VARIABLE")
 def assign_variable(ctx: Context, op: OpView) -> None:
     st = state(ctx)
     var = st["handles"].get(op.inputs[0])
@@ -79,3 +75,10 @@ def assign_variable(ctx: Context, op: OpView) -> None:
                           f"the recurrent loop that read it (only stateful recurrent layers map "
                           f"to stream state)")
     # NOTE: nothing to emit: a Stream carries the recurrent node's final state to its next push
+
+
+# NOTE: registered unless a handler for these already exists (the glue module may map them)
+for _name, _fn in (("CALL_ONCE", call_once), ("VAR_HANDLE", var_handle),
+                   ("READ_VARIABLE", read_variable), ("ASSIGN_VARIABLE", assign_variable)):
+    if _name not in HANDLERS:
+        handler(_name)(_fn)
