@@ -78,7 +78,7 @@ def assign_variable(ctx: Context, op: OpView) -> None:
 
 
 # NOTE: registered unless a handler for these already exists (the glue module may map them)
-for _name, _fn in (("CALL_ONCE", call_once), ("VAR_HANDLE", var_handle),
-                   ("READ_VARIABLE", read_variable), ("ASSIGN_VARIABLE", assign_variable)):
-    if _name not in HANDLERS:
-        handler(_name)(_fn)
+for _op, _fn in (("CALL_ONCE", call_once), ("VAR_HANDLE", var_handle),
+                 ("READ_VARIABLE", read_variable), ("ASSIGN_VARIABLE", assign_variable)):
+    if _op not in HANDLERS:
+        handler(_op)(_fn)
