@@ -11,6 +11,7 @@ ModelFormatError (a subclass): no raw Python exception leaves the converter.
 from __future__ import annotations
 
 import copy
+import os
 import re
 from collections import deque
 from contextlib import contextmanager
@@ -136,9 +137,38 @@ def _pin_inputs(model: onnx.ModelProto, fix: Mapping, shapes: Mapping) -> dict[s
     return fixed
 
 
+def _infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
+    """onnx's shape inference, in a forked child where fork exists.
+
+    NOTE: onnx's C++ shape inference aborts the process (SIGABRT from a failed assertion:
+    std::vector::operator[], std::clamp) on some malformed graphs; a child that dies just
+    leaves the declared shapes. Where fork does not exist it runs in-process."""
+    if not hasattr(os, "fork"):
+        return onnx.shape_inference.infer_shapes(model, data_prop=True)
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:                                  # child: infer, send, exit without cleanup
+        code = 1
+        try:
+            os.close(r)
+            with os.fdopen(w, "wb") as f:
+                f.write(onnx.shape_inference.infer_shapes(model, data_prop=True)
+                        .SerializeToString())
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(w)
+    with os.fdopen(r, "rb") as f:
+        data = f.read()
+    _, status = os.waitpid(pid, 0)
+    if status != 0:
+        raise RuntimeError(f"shape inference failed (wait status {status})")
+    return onnx.ModelProto.FromString(data)
+
+
 def _infer(model: onnx.ModelProto) -> dict[str, tuple[str | None, tuple | None]]:
     try:
-        inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
+        inferred = _infer_shapes(model)
     except Exception:  # noqa: BLE001 - fall back to the declared shapes only
         inferred = model
     out: dict[str, tuple[str | None, tuple | None]] = {}
