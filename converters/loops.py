@@ -308,9 +308,21 @@ def verify(cand: Candidate, loop: Callable, xs: np.ndarray, init: list) -> float
 TOLERANCE = 1e-5
 
 
+# The probe runs the loop step by step in an interpreter: bound its work (a hostile file may
+# declare any length or width).
+MAX_PROBE_STEPS = 4096
+MAX_PROBE_ELEMENTS = 1 << 22
+
+
 def lift(step: Step, loop: Callable, t_len: int) -> Lifted:
     """The first registered cell candidate that reproduces the loop on a random probe, or
     NoMatch listing why each pattern failed."""
+    width = max([step.n_input] + step.state_sizes)
+    if t_len > MAX_PROBE_STEPS or t_len * step.n_batch * width > MAX_PROBE_ELEMENTS or \
+            step.n_batch * width * width > 4 * MAX_PROBE_ELEMENTS:
+        raise NoMatch(f"the loop is too large to verify on a probe ({t_len} steps, batch "
+                      f"{step.n_batch}, width {width}; limits {MAX_PROBE_STEPS} steps, "
+                      f"{MAX_PROBE_ELEMENTS} elements)")
     rng = np.random.default_rng(0)
     xs = rng.standard_normal((t_len, step.n_batch, step.n_input)).astype(np.float32)
     init = [(0.5 * rng.standard_normal((step.n_batch, s))).astype(np.float32)

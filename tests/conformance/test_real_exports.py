@@ -192,3 +192,12 @@ def test_stateful_model_carries_state_like_the_interpreter():
     for c, want in zip(calls, theirs):
         got = stream.push({graph.inputs[0].name: c})[graph.outputs[0].name]
         assert np.max(np.abs(got - want)) <= FLOAT_TOL
+
+
+def test_a_loop_too_long_to_probe_is_refused_not_run(monkeypatch):
+    """The probe's work is bounded: a loop longer than the limit is refused with the reason
+    (a hostile file may declare any length)."""
+    from edgeseq.converters import loops
+    monkeypatch.setattr(loops, "MAX_PROBE_STEPS", 3)
+    with pytest.raises(UnsupportedModelError, match="too large to verify on a probe"):
+        _convert(_first(".tflite"))
