@@ -228,25 +228,9 @@ def _every_source_file() -> list[Path]:
     return sum((_package_files(p) for p in ("edgeseq",) + SIBLINGS), [])
 
 
-# Cycles still open, each with the way out. The test fails on any other cycle, and on a listed
-# one that is gone (strike it here), so this list can only shrink.
-KNOWN_CYCLES = {
-    ("edgeseq.graph", "edgeseq.shapes"):
-        "Graph.validate infers shapes; shapes needs the IR types: move Value/Node/Shape out "
-        "of graph.py into a module both import",
-    ("edgeseq.runtime.codegen.glue_ops", "edgeseq.runtime.codegen.lower",
-     "edgeseq.runtime.codegen.recurrent_ops"):
-        "lower.py holds the emitter registry and imports the emitters to fill it: split the "
-        "registry out of lower.py (as runtime/registry.py is out of plan.py)",
-}
-
-
 def test_no_import_cycle():
-    cycles = {tuple(c) for c in _cycles(_import_graph(_every_source_file()))}
-    new = sorted(cycles - set(KNOWN_CYCLES))
-    assert not new, "import cycles:\n" + "\n".join(" <-> ".join(c) for c in new)
-    gone = sorted(set(KNOWN_CYCLES) - cycles)
-    assert not gone, f"cycles fixed, strike them from KNOWN_CYCLES: {gone}"
+    cycles = _cycles(_import_graph(_every_source_file()))
+    assert not cycles, "import cycles:\n" + "\n".join(" <-> ".join(c) for c in cycles)
 
 
 def test_kernels_import_nothing_above_them():
