@@ -403,3 +403,33 @@ def test_fuzz_slice(tmp_path, fmt, cases):
     bad = [(k, o) for k, o in enumerate(outcomes) if not o.startswith(("converted", "refused"))]
     assert not bad, bad
     assert any(o.startswith("refused") for o in outcomes)
+
+
+def test_onnx_cases_that_aborted_in_onnx_shape_inference(tmp_path):
+    """Two fuzz cases on which onnx's C++ shape inference fails an assertion and aborts the
+    process (1548: a dangling Squeeze input, std::clamp; 1933: std::vector::operator[]).
+    Run in a child, as before the fix they killed it with SIGABRT."""
+    import subprocess
+    code = f"""
+import sys
+sys.path.insert(0, {str(Path(__file__).resolve().parents[2] / 'tools')!r})
+from pathlib import Path
+import fuzz_converters as fc
+from edgeseq.errors import EdgeseqError
+t = fc.TARGETS["onnx"]
+seeds = t.seeds()
+for case in (1548, 1933):
+    entry, data = fc.case_bytes(t, seeds, 0, case)
+    path = Path({str(tmp_path)!r}) / f"case{{case}}.onnx"
+    path.write_bytes(data)
+    try:
+        t.convert(path, dict(entry[2]))
+        print(case, "converted")
+    except EdgeseqError as e:
+        print(case, "refused", path.name in str(e))
+"""
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-2000:]
+    lines = p.stdout.split("\n")
+    assert "1548 refused True" in lines, p.stdout
+    assert "1933 converted" in lines or "1933 refused True" in lines, p.stdout
