@@ -75,6 +75,22 @@ def _check_weight(graph, node: Node, slot: str, expected: Shape) -> None:
                 f"{_fmt(sc.shape)} {sc.dtype}")
 
 
+def _check_run_inputs(ins, n, states: tuple) -> None:
+    """A recurrent node's initial states ((input index, expected shape), ...) and its
+    sequence_lens ([n] integers), where given."""
+    for k, want in states:
+        if k < len(ins) and ins[k] is not None:
+            got = ins[k]
+            _expect(len(got.shape) == len(want) and
+                    all(_dims_equal(u, w) for u, w in zip(got.shape, want)),
+                    f"initial state '{got.name}': expected {_fmt(want)}, got {_fmt(got.shape)}")
+    if len(ins) > 1 and ins[1] is not None:
+        sl = ins[1]
+        _expect(sl.dtype in ("int32", "int64"), f"sequence_lens: expected int32/int64, got {sl.dtype}")
+        _expect(len(sl.shape) == 1 and _dims_equal(sl.shape[0], n),
+                f"sequence_lens: expected ({n},), got {_fmt(sl.shape)}")
+
+
 @infers(Op.LSTM, Op.GRU, Op.RNN)
 def _recurrent(graph, node: Node, ins):
     a = node.attrs
@@ -123,16 +139,7 @@ def _recurrent(graph, node: Node, ins):
     _expect(a["gate_clip"] >= 0, "gate_clip must be >= 0")
     state = (n, d, p) if a["batch_first"] else (d, n, p)
     cell = (n, d, h) if a["batch_first"] else (d, n, h)
-    for k, want in ((2, state), (3, cell)):
-        if k < len(ins) and ins[k] is not None:
-            got = ins[k]
-            _expect(len(got.shape) == 3 and all(_dims_equal(u, w) for u, w in zip(got.shape, want)),
-                    f"initial state '{got.name}': expected {_fmt(want)}, got {_fmt(got.shape)}")
-    if len(ins) > 1 and ins[1] is not None:
-        sl = ins[1]
-        _expect(sl.dtype in ("int32", "int64"), f"sequence_lens: expected int32/int64, got {sl.dtype}")
-        _expect(len(sl.shape) == 1 and _dims_equal(sl.shape[0], n),
-                f"sequence_lens: expected ({n},), got {_fmt(sl.shape)}")
+    _check_run_inputs(ins, n, ((2, state), (3, cell)))
     y = (n, t, d, p) if a["batch_first"] else (t, d, n, p)
     outs = [Value("y", x.dtype, y), Value("y_h", x.dtype, state)]
     if node.op is Op.LSTM:
@@ -169,16 +176,7 @@ def _conv_lstm(graph, node: Node, ins):
         out_len = length
     _check_weight(graph, node, "peephole", (d, 3, h, out_len))
     state = (n, d, h, out_len) if a["batch_first"] else (d, n, h, out_len)
-    for k in (2, 3):
-        if k < len(ins) and ins[k] is not None:
-            got = ins[k]
-            _expect(len(got.shape) == 4 and all(_dims_equal(u, w) for u, w in zip(got.shape, state)),
-                    f"initial state '{got.name}': expected {_fmt(state)}, got {_fmt(got.shape)}")
-    if len(ins) > 1 and ins[1] is not None:
-        sl = ins[1]
-        _expect(sl.dtype in ("int32", "int64"), f"sequence_lens: expected int32/int64, got {sl.dtype}")
-        _expect(len(sl.shape) == 1 and _dims_equal(sl.shape[0], n),
-                f"sequence_lens: expected ({n},), got {_fmt(sl.shape)}")
+    _check_run_inputs(ins, n, ((2, state), (3, state)))
     y = (n, t, d, h, out_len) if a["batch_first"] else (t, d, n, h, out_len)
     return [Value("y", x.dtype, y), Value("y_h", x.dtype, state), Value("y_c", x.dtype, state)]
 
@@ -214,15 +212,7 @@ def _sru(graph, node: Node, ins):
         _check_weight(graph, node, "ln_gain", (feat,))
         _check_weight(graph, node, "ln_bias", (feat,))
     state = (n, d, h) if a["batch_first"] else (d, n, h)
-    if len(ins) > 2 and ins[2] is not None:
-        got = ins[2]
-        _expect(len(got.shape) == 3 and all(_dims_equal(u, w) for u, w in zip(got.shape, state)),
-                f"initial state '{got.name}': expected {_fmt(state)}, got {_fmt(got.shape)}")
-    if len(ins) > 1 and ins[1] is not None:
-        sl = ins[1]
-        _expect(sl.dtype in ("int32", "int64"), f"sequence_lens: expected int32/int64, got {sl.dtype}")
-        _expect(len(sl.shape) == 1 and _dims_equal(sl.shape[0], n),
-                f"sequence_lens: expected ({n},), got {_fmt(sl.shape)}")
+    _check_run_inputs(ins, n, ((2, state),))
     y = (n, t, d * h) if a["batch_first"] else (t, n, d * h)
     return [Value("y", x.dtype, y), Value("y_c", x.dtype, state)]
 
@@ -497,4 +487,120 @@ def _gather(graph, node, ins):
     _expect(idx.dtype in ("int32", "int64"), f"indices: expected int32/int64, got {idx.dtype}")
     ax = _axis(node.attrs["axis"], len(x.shape))
     out = tuple(x.shape[:ax]) + tuple(idx.shape) + tuple(x.shape[ax + 1:])
+    return [Value("y", x.dtype, out)]
+
+
+# ---- spatial, selection, comparison ---------------------------------------------------------
+def pool_params(attrs: dict) -> tuple:
+    """(kernel, strides, dilations, pads) of a MaxPool node with the defaults filled."""
+    kernel = tuple(attrs["kernel_shape"])
+    k = len(kernel)
+    return (kernel, tuple(attrs["strides"]) or (1,) * k, tuple(attrs["dilations"]) or (1,) * k,
+            tuple(attrs["pads"]) or (0,) * (2 * k))
+
+
+def window_count(size: int, k: int, stride: int, dil: int, pad_begin: int, pad_end: int,
+                 ceil_mode: bool = False) -> int:
+    """Windows along one axis (ONNX/PyTorch; with ceil_mode a last partial window counts
+    when it starts inside the input or the begin padding)."""
+    span = dil * (k - 1) + 1
+    room = size + pad_begin + pad_end - span
+    if not ceil_mode:
+        return room // stride + 1
+    n = -(-room // stride) + 1
+    return n - 1 if (n - 1) * stride >= size + pad_begin else n
+
+
+def _window_out(node: Node, size, k: int, stride: int, dil: int, pads: tuple, axis: int,
+                ceil_mode: bool = False):
+    """Output size along one axis (a fresh symbol for a symbolic size)."""
+    _expect(stride >= 1 and dil >= 1, f"strides and dilations must be >= 1, got {stride}, {dil}")
+    if not isinstance(size, int):
+        return _sym(node, axis)
+    n = window_count(size, k, stride, dil, pads[0], pads[1], ceil_mode)
+    _expect(n > 0, f"axis {axis}: window {dil * (k - 1) + 1} larger than the padded size "
+                   f"{size + pads[0] + pads[1]}")
+    return n
+
+
+@infers(Op.CONV2D)
+def _conv2d(graph, node, ins):
+    x, w = ins[0], ins[1]
+    a = node.attrs
+    _expect(len(x.shape) == 4, f"x: expected (N, C, H, W), got {_fmt(x.shape)}")
+    _expect(len(w.shape) == 4, f"w: expected (O, C/group, kH, kW), got {_fmt(w.shape)}")
+    _expect(len(a["strides"]) == 2 and len(a["dilations"]) == 2 and len(a["pads"]) == 4,
+            "strides and dilations need 2 values, pads 4 (top, left, bottom, right)")
+    _expect(a["group"] >= 1 and isinstance(w.shape[0], int) and w.shape[0] % a["group"] == 0,
+            f"group {a['group']} must divide the {w.shape[0]} output channels")
+    _expect(_dims_equal(x.shape[1], w.shape[1] * a["group"]),
+            f"channels: x has {x.shape[1]}, w expects {w.shape[1]} x group {a['group']}")
+    if len(ins) > 2 and ins[2] is not None:
+        _expect(tuple(ins[2].shape) == (w.shape[0],),
+                f"bias: expected ({w.shape[0]},), got {_fmt(ins[2].shape)}")
+    out = [_window_out(node, x.shape[2 + j], w.shape[2 + j], a["strides"][j], a["dilations"][j],
+                       (a["pads"][j], a["pads"][j + 2]), 2 + j) for j in range(2)]
+    return [Value("y", x.dtype, (x.shape[0], w.shape[0], *out))]
+
+
+@infers(Op.MAX_POOL)
+def _max_pool(graph, node, ins):
+    x = ins[0]
+    kernel, strides, dil, pads = pool_params(node.attrs)
+    k = len(kernel)
+    _expect(1 <= k <= len(x.shape), f"kernel_shape {list(kernel)} does not fit rank {len(x.shape)}")
+    _expect(len(strides) == k and len(dil) == k and len(pads) == 2 * k,
+            f"strides, dilations ({k} values) and pads ({2 * k}) must match kernel_shape")
+    _expect(all(p >= 0 for p in pads) and all(pads[j] < kernel[j] * dil[j] for j in range(k))
+            and all(pads[j + k] < kernel[j] * dil[j] for j in range(k)),
+            f"pads {list(pads)} must be >= 0 and smaller than the window")
+    lead = len(x.shape) - k
+    out = [_window_out(node, x.shape[lead + j], kernel[j], strides[j], dil[j],
+                       (pads[j], pads[j + k]), lead + j, node.attrs["ceil_mode"]) for j in range(k)]
+    return [Value("y", x.dtype, tuple(x.shape[:lead]) + tuple(out))]
+
+
+@infers(Op.ARG_MAX, Op.ARG_MIN)
+def _arg_extremum(graph, node, ins):
+    x = ins[0]
+    ax = _axis(node.attrs["axis"], len(x.shape))
+    out = tuple(1 if k == ax else d for k, d in enumerate(x.shape)) if node.attrs["keepdims"] \
+        else tuple(d for k, d in enumerate(x.shape) if k != ax)
+    return [Value("y", "int64", out)]
+
+
+@infers(Op.EQUAL, Op.GREATER, Op.LESS)
+def _compare(graph, node, ins):
+    a, b = ins
+    _expect(a.dtype == b.dtype, f"operand dtypes differ: {a.dtype} vs {b.dtype}")
+    return [Value("y", "bool", broadcast(a.shape, b.shape, node))]
+
+
+@infers(Op.NOT)
+def _not(graph, node, ins):
+    _expect(ins[0].dtype == "bool", f"x: expected bool, got {ins[0].dtype}")
+    return [Value("y", "bool", ins[0].shape)]
+
+
+@infers(Op.ERF)
+def _erf(graph, node, ins):
+    _expect(ins[0].dtype in FLOATS, f"x: expected a float dtype, got {ins[0].dtype}")
+    return [Value("y", ins[0].dtype, ins[0].shape)]
+
+
+@infers(Op.WHERE)
+def _where(graph, node, ins):
+    c, a, b = ins
+    _expect(c.dtype == "bool", f"condition: expected bool, got {c.dtype}")
+    _expect(a.dtype == b.dtype, f"operand dtypes differ: {a.dtype} vs {b.dtype}")
+    return [Value("y", a.dtype, broadcast(broadcast(c.shape, a.shape, node), b.shape, node))]
+
+
+@infers(Op.TILE)
+def _tile(graph, node, ins):
+    x, reps = ins[0], node.attrs["repeats"]
+    _expect(len(reps) == len(x.shape) and all(r >= 1 for r in reps),
+            f"repeats {list(reps)}: expected {len(x.shape)} values >= 1")
+    out = tuple(d * r if isinstance(d, int) else (d if r == 1 else _sym(node, k))
+                for k, (d, r) in enumerate(zip(x.shape, reps)))
     return [Value("y", x.dtype, out)]
