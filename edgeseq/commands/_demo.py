@@ -98,8 +98,12 @@ def _alternate(fns: dict, repeats: int) -> dict[str, float]:
 
 def _latency_line(label: str, t: dict) -> None:
     r = t["edgeseq"] / t["ort"]
-    print(f"{label}: edgeseq {t['edgeseq'] * 1e6:8.1f} us   onnxruntime (1 thread) "
-          f"{t['ort'] * 1e6:8.1f} us   ratio {r:.2f} ({'faster' if r < 1 else 'slower'})")
+    print(f"{label}: edgeseq {_seconds(t['edgeseq'])}   onnxruntime (1 thread) "
+          f"{_seconds(t['ort'])}   ratio {r:.2f} ({'faster' if r < 1 else 'slower'})")
+
+
+def _seconds(s: float) -> str:
+    return f"{s * 1e6:7.1f} us" if s < 1e-3 else f"{s * 1e3:7.2f} ms"
 
 
 def _demo_classifier(args) -> None:
