@@ -32,7 +32,7 @@ import numpy as np
 from edgeseq.errors import ArtifactError, EdgeseqError
 from edgeseq.files import open_regular
 from edgeseq.graph import Graph
-from edgeseq.limits import LIMITS, DepthError, check_json_depth
+from edgeseq.limits import LIMITS, DepthError, check_depth, loads
 
 FORMAT = "edgeseq"
 VERSION = (1, 0)
@@ -260,8 +260,7 @@ def _read_header(path: Path, f) -> tuple[dict, ArtifactInfo]:
     f.seek(8)
     raw = f.read(n)
     try:
-        check_json_depth(raw)
-        header = json.loads(raw)
+        header = loads(raw)
     except DepthError as e:
         raise ArtifactError(f"{path}: corrupt header: {e} (edgeseq.limits.Limits.json_depth)") \
             from None
@@ -341,16 +340,20 @@ def _graph_json(path: Path, meta: dict) -> dict:
     if not isinstance(text, str):
         raise ArtifactError(f"{path}: corrupt: metadata has no 'edgeseq.graph'")
     try:
-        check_json_depth(text)
-        d = json.loads(text)
+        d = loads(text)
+        if not isinstance(d, dict) or not isinstance(d.get("constants"), dict):
+            raise ArtifactError(f"{path}: corrupt: 'edgeseq.graph' has no constant table")
+        # the graph's own structure has a fixed depth (from_json checks it); metadata and
+        # attributes are free-form JSON
+        nodes = d.get("nodes")
+        check_depth(d.get("metadata"), LIMITS.json_depth - 2)
+        for n in nodes if isinstance(nodes, list) else ():
+            check_depth(n.get("attrs") if isinstance(n, dict) else None, LIMITS.json_depth - 4)
     except DepthError as e:
         raise ArtifactError(f"{path}: corrupt: 'edgeseq.graph': {e} "
                             f"(edgeseq.limits.Limits.json_depth)") from None
     except json.JSONDecodeError as e:
         raise ArtifactError(f"{path}: corrupt: 'edgeseq.graph' is not JSON ({e})") from None
-    if not isinstance(d, dict) or not isinstance(d.get("constants"), dict):
-        raise ArtifactError(f"{path}: corrupt: 'edgeseq.graph' has no constant table")
-    nodes = d.get("nodes")
     if isinstance(nodes, list) and len(nodes) > LIMITS.nodes:
         raise ArtifactError(f"{path}: graph of {len(nodes)} nodes exceeds the limit of "
                             f"{LIMITS.nodes} (edgeseq.limits.Limits.nodes)")

@@ -354,7 +354,7 @@ def normalize_attrs(op: Op, attrs: dict) -> dict:
             v = a.default
         try:
             v = _coerce(a, v)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):    # OverflowError: int(inf)
             raise ValueError(f"attribute '{a.name}' must be of kind {a.kind}, got {v!r}") from None
         if a.choices is not None and v not in a.choices:
             raise ValueError(f"attribute '{a.name}' must be one of {list(a.choices)}, got {v!r}")

@@ -279,8 +279,8 @@ def mutate_graph(seed: Seed, muts) -> tuple[str, dict]:
             except (KeyError, IndexError, TypeError):
                 pass           # one path was inside the other
         elif kind == "op":
-            nodes = g.get("nodes") or [{}]
-            node = nodes[int(m[1] * len(nodes))]
+            nodes = g.get("nodes") if isinstance(g, dict) else None
+            node = nodes[int(m[1] * len(nodes))] if isinstance(nodes, list) and nodes else None
             if isinstance(node, dict):
                 node["op"] = m[2]
         elif kind == "number":

@@ -61,6 +61,8 @@ ABSURD = {
     "conv_dilation_1e12": (([node("conv", "Conv1d", ["x", "w"], dilation=10**12)],
                             {"w": np.zeros((4, 4, 2), np.float32)}), "'conv'"),
     "reshape_minus5": (([node("rs", "Reshape", ["x"], shape=[-5, 4])], {}), "'rs'"),
+    # an int attribute of inf: int(inf) raised a raw OverflowError (found by tools/fuzz.py)
+    "pad_inf": (([node("pad", "Pad", ["x"], pads=[0, float("inf"), 0, 0])], {}), "'pad'"),
 }
 
 
@@ -86,7 +88,7 @@ def test_constant_with_absurd_shape_and_no_bytes_is_refused(tmp_path):
 # ---- deep JSON ----------------------------------------------------------------------------
 def test_deep_graph_json_is_an_artifact_error(tmp_path):
     path = artifact.write_raw(tmp_path / "deep.eseq", "[" * 200_000 + "]" * 200_000, {})
-    with pytest.raises(ArtifactError, match=rf"{path}.*nests 200000 levels"):
+    with pytest.raises(ArtifactError, match=rf"{path}.*nests deeper than the parser's"):
         artifact.load(path)
 
 
@@ -97,14 +99,28 @@ def test_deep_safetensors_header_is_an_artifact_error(tmp_path):
     header = raw[8:8 + n].rstrip()
     deep = header[:-1] + b',"deep":' + b"[" * 200_000 + b"]" * 200_000 + b"}"
     path.write_bytes(len(deep).to_bytes(8, "little") + deep + raw[8 + n:])
-    with pytest.raises(ArtifactError, match=rf"{path}.*nests 200001 levels"):
+    with pytest.raises(ArtifactError, match=rf"{path}.*nests deeper than the parser's"):
         artifact.load(path)
+
+
+@pytest.mark.parametrize("levels", [100, 500])
+def test_deep_metadata_and_attributes_beyond_the_limit(levels, tmp_path):
+    """Below the parser's recursion limit too: the stated depth (64) is checked on metadata
+    and attributes, the free-form parts of the graph."""
+    deep = "[" * levels + "]" * levels
+    g = graph_json([node("act", "LeakyRelu", ["x"], alpha=0.1)])
+    for where, text in (("metadata", json.dumps(g).replace('"metadata": {}',
+                                                           f'"metadata": {{"m": {deep}}}')),
+                        ("attrs", json.dumps(g).replace('"alpha": 0.1', f'"alpha": {deep}'))):
+        path = artifact.write_raw(tmp_path / f"{where}.eseq", text, {})
+        with pytest.raises(ArtifactError, match=rf"{path}.*more than \d+ levels deep"):
+            artifact.load(path)
 
 
 def test_deep_metadata_below_the_limit_still_loads(tmp_path):
     g = gru_graph(np.random.default_rng(0), 2, 3)
     nest: list = []
-    for _ in range(LIMITS.json_depth - 4):   # graph {metadata {key [ ... ]}} inside the header
+    for _ in range(LIMITS.json_depth - 4):   # graph {metadata {key [ ... ]}}
         nest = [nest]
     g.metadata = {"nest": nest, "tricky": '"[[[[\\'}
     h = artifact.load(artifact.save(g, tmp_path / "m.eseq"))
