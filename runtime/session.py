@@ -95,7 +95,9 @@ class Model:
         from edgeseq.runtime.codegen import for_model
         self._compiled, self._codegen_note = for_model(self, use=codegen, delta=bool(delta),
                                                        build_now=warmup)
-        if warmup:
+        if warmup and self._compiled is None:
+            # NOTE: the generated function needs none of the per-node kernels compiled
+            # (they compile lazily if a delta run or a one-node stream uses them)
             for s in self.plan.steps:
                 w = getattr(s.kernel, "warmup", None)
                 if w is not None:
