@@ -16,7 +16,8 @@ from edgeseq import input_checks
 from edgeseq.errors import GraphError, InputError
 from edgeseq.graph import Graph, Node
 from edgeseq.ops import Op, num_directions
-from edgeseq.shapes import pool_params, window_count
+from edgeseq.shapes import pool_params
+from edgeseq.windows import sliding_windows
 
 F64 = np.float64
 _OPS: dict[Op, Callable] = {}
@@ -686,31 +687,12 @@ def _gather(graph, node, ins):
 
 
 # ---- glue: spatial, selection, comparison ----------------------------------------------------
-def _windows(x: np.ndarray, kernel, strides, dilations, pads, fill: float,
-             ceil_mode: bool = False) -> np.ndarray:
-    """Sliding windows over the last len(kernel) axes of x, padded with `fill`:
-    [..., out_1, ..., out_k, kernel_1, ..., kernel_k]."""
-    k = len(kernel)
-    lead = x.ndim - k
-    begin, end = list(pads[:k]), list(pads[k:])
-    for j in range(k):      # with ceil_mode, pad the end so the last partial window exists
-        n = window_count(x.shape[lead + j], kernel[j], strides[j], dilations[j], begin[j],
-                         end[j], ceil_mode)
-        need = (n - 1) * strides[j] + dilations[j] * (kernel[j] - 1) + 1
-        end[j] += max(0, need - (x.shape[lead + j] + begin[j] + end[j]))
-    x = np.pad(x, [(0, 0)] * lead + list(zip(begin, end)), constant_values=fill)
-    spans = [dilations[j] * (kernel[j] - 1) + 1 for j in range(k)]
-    win = np.lib.stride_tricks.sliding_window_view(x, spans, axis=tuple(range(lead, x.ndim)))
-    win = win[(Ellipsis,) + tuple(slice(None, None, d) for d in dilations)]
-    return win[(slice(None),) * lead + tuple(slice(None, None, s) for s in strides)]
-
-
 @implements(Op.CONV2D)
 def _conv2d(graph, node, ins):
     at = node.attrs
     x, w = ins[0], ins[1]
     b = ins[2] if len(ins) > 2 else None
-    win = _windows(x, w.shape[2:], at["strides"], at["dilations"], at["pads"], 0.0)
+    win = sliding_windows(x, w.shape[2:], at["strides"], at["dilations"], at["pads"], 0.0)
     g = at["group"]                                 # win: [N, C, H', W', kH, kW]
     cg, og = w.shape[1], w.shape[0] // g
     y = np.concatenate([
@@ -722,7 +704,8 @@ def _conv2d(graph, node, ins):
 @implements(Op.MAX_POOL)
 def _max_pool(graph, node, ins):
     kernel, strides, dilations, pads = pool_params(node.attrs)
-    win = _windows(ins[0], kernel, strides, dilations, pads, -np.inf, node.attrs["ceil_mode"])
+    win = sliding_windows(ins[0], kernel, strides, dilations, pads, -np.inf,
+                          node.attrs["ceil_mode"])
     return [win.max(axis=tuple(range(-len(kernel), 0)))]
 
 

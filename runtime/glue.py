@@ -16,6 +16,7 @@ from edgeseq.runtime.kernels.conv import conv1d_panels
 from edgeseq.runtime.kernels.panels import to_panels
 from edgeseq.runtime.registry import Kernel, register
 from edgeseq.shapes import slice_bounds
+from edgeseq.windows import sliding_windows
 
 
 def _glue(*ops: Op) -> Callable:
@@ -410,30 +411,6 @@ def _gather(node, ins):
 
 
 # ---- spatial, selection, comparison ----------------------------------------------------------
-def _windows(x: np.ndarray, kernel, strides, dilations, pads, fill, ceil_mode=False):
-    """Strided window view [..., out_1..out_k, kernel_1..kernel_k] of x padded with `fill`
-    (one copy for the padding; the windows themselves are a view)."""
-    from edgeseq.shapes import window_count
-    k = len(kernel)
-    lead = x.ndim - k
-    begin, end = list(pads[:k]), list(pads[k:])
-    for j in range(k):
-        n = window_count(x.shape[lead + j], kernel[j], strides[j], dilations[j], begin[j],
-                         end[j], ceil_mode)
-        need = (n - 1) * strides[j] + dilations[j] * (kernel[j] - 1) + 1
-        end[j] += max(0, need - (x.shape[lead + j] + begin[j] + end[j]))
-    if any(begin) or any(end):
-        xp = np.full(x.shape[:lead] + tuple(x.shape[lead + j] + begin[j] + end[j]
-                                            for j in range(k)), fill, dtype=x.dtype)
-        xp[(Ellipsis,) + tuple(slice(begin[j], begin[j] + x.shape[lead + j])
-                               for j in range(k))] = x
-        x = xp
-    spans = [dilations[j] * (kernel[j] - 1) + 1 for j in range(k)]
-    win = np.lib.stride_tricks.sliding_window_view(x, spans, axis=tuple(range(lead, x.ndim)))
-    win = win[(Ellipsis,) + tuple(slice(None, None, d) for d in dilations)]
-    return win[(slice(None),) * lead + tuple(slice(None, None, s) for s in strides)]
-
-
 @_glue(Op.CONV2D)
 def _conv2d(node, ins):
     # im2col + one GEMM per group: rows (n, h', w'), columns (c, kh, kw)
@@ -442,7 +419,7 @@ def _conv2d(node, ins):
     b = ins[2] if len(ins) > 2 else None
     o, cg, kh, kw = w.shape
     g = at["group"]
-    win = _windows(x, (kh, kw), at["strides"], at["dilations"], at["pads"], 0.0)
+    win = sliding_windows(x, (kh, kw), at["strides"], at["dilations"], at["pads"], 0.0)
     n, c, ho, wo = win.shape[:4]
     og = o // g
     ys = []
@@ -461,7 +438,7 @@ def _max_pool(node, ins):
     from edgeseq.shapes import pool_params
     kernel, strides, dilations, pads = pool_params(node.attrs)
     x = ins[0]
-    win = _windows(x, kernel, strides, dilations, pads, -np.inf, node.attrs["ceil_mode"])
+    win = sliding_windows(x, kernel, strides, dilations, pads, -np.inf, node.attrs["ceil_mode"])
     return [np.ascontiguousarray(win.max(axis=tuple(range(-len(kernel), 0))))]
 
 

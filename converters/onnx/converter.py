@@ -30,6 +30,7 @@ from edgeseq.converters.onnx.context import ONNX_TO_NP, Context, Unsupported, no
 from edgeseq.converters.onnx.fold import constant_value, try_fold
 from edgeseq.converters.onnx.symbolic import try_symbolic
 from edgeseq.converters.options import parse_fix, parse_shape  # noqa: F401  (re-exported)
+from edgeseq.converters.time_literals import free_time_literals
 
 # Importing the handler modules registers them.
 from edgeseq.converters.onnx import control as _control  # noqa: F401
@@ -237,6 +238,7 @@ def convert(path_or_model, *, fix: Mapping | None = None, shapes: Mapping | None
         graph.metadata = {"source_format": "onnx", "opsets": opsets,
                           "producer": f"{model.producer_name} {model.producer_version}".strip(),
                           "fixed_inputs": sorted(fixed)}
+    free_time_literals(graph)     # a fixed-length export streams (converters/time_literals.py)
     if validate:
         try:
             with _stage(label, "graph"):

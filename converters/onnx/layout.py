@@ -120,7 +120,8 @@ def reshape(ctx: Context, node) -> None:
             return
         if shape is None:
             raise Unsupported(f"its target shape {_dims_text(sym)} has more than one dynamic "
-                              f"dim that is not its input's own{_shape_request(ctx, node.input[1])}")
+                              f"dim that is not its input's own"
+                              + _shape_request(ctx, node.input[1]))
         if a.get("allowzero", 0) and any(d.is_int and d.coef == 0 for d in sym.dims):
             raise Unsupported("Reshape with allowzero=1 and a 0 in its shape is not supported")
         ctx.emit(Op.RESHAPE, [ctx.inp(node, 0)], [node.output[0]], {"shape": shape})

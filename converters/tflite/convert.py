@@ -186,6 +186,7 @@ def _convert(path, loaded: reader.Loaded, sub, dynamic_time: bool, shapes) -> Gr
         meta["conversion_notes"] = ctx.notes
     g = Graph(Path(path).stem, inputs, outputs, ctx.nodes, ctx.constants, metadata=meta)
     try:
-        return g.validate()
+        from edgeseq.converters.time_literals import free_time_literals
+        return free_time_literals(g).validate()
     except (GraphError, ShapeError) as e:
         raise type(e)(f"{path}: converted graph is inconsistent: {e}") from None

@@ -189,3 +189,30 @@ def test_dense_reshape_pair_kept_when_the_merged_rows_have_another_reader():
     from edgeseq.errors import UnsupportedModelError
     with pytest.raises(UnsupportedModelError, match="more than one dynamic dim"):
         convert(_dense_pair(extra_reader=True))
+
+
+def test_fixed_length_dense_export_streams(tol):
+    # tf2onnx with a fixed T writes T into the Dense Reshapes ([T*N, H] and [N, T, O]);
+    # the converter turns that literal into -1, so the graph streams in chunks of any size
+    rng = np.random.default_rng(8)
+    t, h = 6, 4
+    w = rng.standard_normal((1, 4 * h, 5)).astype(np.float32) * 0.5
+    r = rng.standard_normal((1, 4 * h, h)).astype(np.float32) * 0.5
+    nodes = [helper.make_node("LSTM", ["x", "W", "R"], ["y"], hidden_size=h),
+             helper.make_node("Squeeze", ["y", "ax1"], ["ys"]),
+             helper.make_node("Reshape", ["ys", "merge"], ["flat"]),
+             helper.make_node("MatMul", ["flat", "D"], ["mm"]),
+             helper.make_node("Reshape", ["mm", "split"], ["out3"]),
+             helper.make_node("Add", ["out3", "b"], ["out"])]
+    inits = [c("W", w), c("R", r), c("ax1", np.array([1], np.int64)),
+             c("merge", np.array([t, h], np.int64)), c("split", np.array([t, 1, 3], np.int64)),
+             c("D", rng.standard_normal((h, 3)).astype(np.float32)),
+             c("b", rng.standard_normal(3).astype(np.float32))]
+    m = model_of(nodes, [vi("x", [t, 1, 5])], [vi("out", None)], inits, opset=13)
+    x = rng.standard_normal((t, 1, 5)).astype(np.float32)
+    g = _check(m, {"x": x}, tol["float32"])
+    assert [n.attrs["shape"] for n in g.nodes if n.op is Op.RESHAPE] == [(-1, h), (-1, 1, 3)]
+    want = ort_run(m, {"x": x})["out"]
+    stream = Model(g).stream()
+    parts = [stream.push({"x": x[k:k + 2]})["out"] for k in range(0, t, 2)]
+    assert float(np.max(np.abs(np.concatenate(parts) - want))) <= tol["float32"]

@@ -1,0 +1,47 @@
+"""Free the sequence length that a fixed-length export wrote into Reshape targets.
+
+A Keras model exported with a fixed T (tf2onnx, the TF converter) carries T as a literal in
+its Reshapes: the batch-1 transposes written as Reshape [T, 1, H], the Dense merge [T*N, H]
+and split [N, T, O]. For the graph as converted (static input shapes) a Reshape target with
+one entry replaced by -1 ("inferred") means exactly the same; with -1 in the place of T the
+graph also runs chunk by chunk, so such models stream. The pass changes nothing else.
+"""
+from __future__ import annotations
+
+from edgeseq.errors import EdgeseqError
+from edgeseq.graph import Graph
+from edgeseq.ops import Op
+
+
+def free_time_literals(graph: Graph) -> Graph:
+    """Replace the first literal equal to the recurrent layers' fixed length in each Reshape
+    target without a -1 (input shape static) by -1; returns `graph` (changed in place)."""
+    rec = next(iter(graph.recurrent_nodes()), None)
+    if rec is None:
+        return graph
+    try:
+        graph.validate()
+    except EdgeseqError:
+        return graph          # the converter's own validation reports what is wrong
+    x = graph.value(rec.inputs[0]).shape
+    t0 = x[1 if rec.attrs.get("batch_first") else 0]
+    if not isinstance(t0, int) or t0 <= 1:
+        return graph
+    changed = False
+    for n in graph.nodes:
+        if n.op is not Op.RESHAPE:
+            continue
+        shape = list(n.attrs["shape"])
+        src = graph.value(n.inputs[0]).shape
+        if -1 in shape or not all(isinstance(d, int) for d in src) or t0 not in shape:
+            continue
+        k = shape.index(t0)
+        if shape[k] == 0:
+            continue
+        shape[k] = -1
+        n.attrs["shape"] = tuple(shape)
+        changed = True
+    if changed:
+        graph.values = {}
+        graph.validate()
+    return graph
