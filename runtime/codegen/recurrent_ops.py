@@ -9,6 +9,7 @@ import numpy as np
 from edgeseq.graph import Node
 from edgeseq.ops import Op, num_directions
 from edgeseq.runtime.codegen.context import Lowering, StateSlot, Unsupported, emitter
+from edgeseq.runtime.kernels import operands as cell
 from edgeseq.runtime.kernels.panels import to_panels
 
 IMPORT_LINES = (
@@ -56,8 +57,11 @@ N_GATES = {Op.LSTM: 4, Op.GRU: 3, Op.RNN: 1}
 # step, and a much smaller call tree for Numba to compile into the generated function
 # (a generated LSTM graph took ~5x longer to compile through the general _lstm_sequence)
 PLAIN_CALLS = {
-    Op.LSTM: "LSTM._plain_sequence({x}, {w_h}, {aux}, ({ip}[7] != 0), {s0}[{d}], {s1}[{d}], {y})",
-    Op.GRU: "GRUP.plain_gru_sequence({x}, {w_h}, {aux}, {ip}[0], {ip}[3], {s0}[{d}], {y})",
+    # the flags are read from the packed operands by their named slots (kernels/operands.py)
+    Op.LSTM: "LSTM._plain_sequence({x}, {w_h}, {aux}, ({ip}[%d] != 0), {s0}[{d}], {s1}[{d}], {y})"
+             % cell.LSTM_REVERSE,
+    Op.GRU: "GRUP.plain_gru_sequence({x}, {w_h}, {aux}, {ip}[%d], {ip}[%d], {s0}[{d}], {y})"
+            % (cell.GRU_LINEAR_BEFORE_RESET, cell.GRU_REVERSE),
 }
 PLAIN_ACTIVATIONS = {Op.LSTM: ("sigmoid", "tanh", "tanh"), Op.GRU: ("sigmoid", "tanh")}
 
