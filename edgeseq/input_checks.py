@@ -1,8 +1,9 @@
 """Checks on input values that a converted model's origin makes (beyond shape and dtype).
 
-A graph lists them in `graph.metadata["input_checks"]` as {input name: check name}; the
-reference interpreter and the runtime apply them to every call, so a converted model refuses
-what its original refuses instead of computing an answer the original never gives.
+A graph lists them in `graph.metadata["input_checks"]` as {input name: check or [checks]}, a
+check written "name" or "name:argument"; the reference interpreter and the runtime apply them
+to every call, so a converted model refuses what its original refuses (or would answer with
+a shape the graph cannot have) instead of computing an answer the original never gives.
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from edgeseq.errors import InputError
 KEY = "input_checks"
 
 
-def _non_increasing(name: str, a: np.ndarray) -> None:
+def _non_increasing(name: str, a: np.ndarray, arg: str, dims: dict) -> None:
     # NOTE: PyTorch's pack_padded_sequence(enforce_sorted=True) raises on unsorted lengths
     if a.ndim == 1 and np.any(a[1:] > a[:-1]):
         raise InputError(f"input '{name}': `lengths` array must be sorted in decreasing order "
@@ -23,15 +24,51 @@ def _non_increasing(name: str, a: np.ndarray) -> None:
                          f"True)); got {a.tolist()}")
 
 
-CHECKS: dict[str, Callable[[str, np.ndarray], None]] = {"non_increasing": _non_increasing}
+def _longest_is(name: str, a: np.ndarray, arg: str, dims: dict) -> None:
+    # NOTE: pad_packed_sequence without total_length returns max(lengths) steps; the graph
+    # returns the input's full length, the same only when the longest sequence fills it
+    steps = int(arg) if arg.lstrip("-").isdigit() else dims.get(arg)
+    if steps is not None and a.size and int(np.max(a)) != steps:
+        raise InputError(f"input '{name}': the longest sequence has {int(np.max(a))} steps but "
+                         f"the inputs have {steps}; the model unpacks with pad_packed_sequence "
+                         f"without total_length, which returns only the longest sequence's "
+                         f"steps: pad the batch to its longest sequence (or export with "
+                         f"total_length)")
 
 
-def check(metadata: dict, env: dict) -> None:
+CHECKS: dict[str, Callable] = {"non_increasing": _non_increasing, "longest_is": _longest_is}
+
+
+def add(metadata: dict, name: str, check: str) -> None:
+    """Record `check` ("name" or "name:argument") for input `name` in graph metadata."""
+    have = metadata.setdefault(KEY, {}).get(name)
+    have = [] if have is None else [have] if isinstance(have, str) else list(have)
+    if check not in have:
+        have.append(check)
+    metadata[KEY][name] = have[0] if len(have) == 1 else have
+
+
+def _bound_dims(graph, env: dict) -> dict:
+    """Symbol -> size as the given inputs bind them."""
+    out = {}
+    for v in graph.inputs:
+        if v.name in env:
+            for d, n in zip(v.shape, np.shape(env[v.name])):
+                if isinstance(d, str):
+                    out.setdefault(d, int(n))
+    return out
+
+
+def check(graph, env: dict) -> None:
     """Apply the graph's input checks to the given inputs (absent inputs are skipped)."""
-    for name, what in (metadata.get(KEY) or {}).items():
-        fn = CHECKS.get(what)
-        if fn is None:
-            raise InputError(f"input '{name}': unknown input check '{what}' in the model; "
-                             f"known: {sorted(CHECKS)}")
-        if name in env:
-            fn(name, np.asarray(env[name]))
+    table = graph.metadata.get(KEY) or {}
+    dims = _bound_dims(graph, env) if table else {}
+    for name, checks in table.items():
+        for spec in ([checks] if isinstance(checks, str) else checks):
+            what, _, arg = str(spec).partition(":")
+            fn = CHECKS.get(what)
+            if fn is None:
+                raise InputError(f"input '{name}': unknown input check '{spec}' in the model; "
+                                 f"known: {sorted(CHECKS)}")
+            if name in env:
+                fn(name, np.asarray(env[name]), arg, dims)

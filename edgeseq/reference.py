@@ -99,7 +99,7 @@ def _check_inputs(graph: Graph, inputs: dict) -> dict[str, np.ndarray]:
         if is_float != (arr.dtype.kind == "f"):
             raise InputError(f"input '{v.name}': dtype {arr.dtype} but {want}")
         out[v.name] = _to_compute(arr)
-    input_checks.check(graph.metadata, out)
+    input_checks.check(graph, out)
     return out
 
 

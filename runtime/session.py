@@ -143,7 +143,7 @@ class Model:
                                  f"(expected {spec.describe()})")
             env[spec.name] = self._check_one(spec, a, symbols)
         if self._input_checks:
-            input_checks.check(self.graph.metadata, env)
+            input_checks.check(self.graph, env)
         for sym, (want, node) in self._bound.items():
             got = symbols.get(sym)
             if got is not None and got[0] != want:

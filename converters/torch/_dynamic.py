@@ -57,9 +57,34 @@ def generalize(ga: Graph, variants: list[Variant]) -> Graph:
         v.shape = tuple(shape)
     g.outputs = [Value(v.name, v.dtype, ()) for v in g.outputs]
     g.values = {}
+    _generalize_input_checks(g, ga, variants)
     g.validate()
     _check_fixed_reshapes(g, variants)
     return g
+
+
+def _generalize_input_checks(g: Graph, ga: Graph, variants: list[Variant]) -> None:
+    """A check that names a traced size ("longest_is:7" against 8 in the longer trace) names
+    the symbol instead; anything else that differs between the traces is refused."""
+    from edgeseq.input_checks import KEY
+    listed = lambda c: [c] if isinstance(c, str) else list(c or [])
+    table = {k: listed(v) for k, v in (ga.metadata.get(KEY) or {}).items()}
+    for var in variants:
+        other = {k: listed(v) for k, v in (var.graph.metadata.get(KEY) or {}).items()}
+        if set(other) != set(table) or any(len(other[k]) != len(v) for k, v in table.items()):
+            raise UnsupportedModelError(f"the input checks change with the {var.what}; "
+                                        f"convert with {var.flag}=False")
+        for name, checks in table.items():
+            for j, (a, b) in enumerate(zip(checks, other[name])):
+                if a == b:
+                    continue
+                (ka, _, va), (kb, _, vb) = a.partition(":"), b.partition(":")
+                if ka != kb or not (va.isdigit() and vb.isdigit()) or int(vb) != int(va) + 1:
+                    raise UnsupportedModelError(f"input check '{a}' of '{name}' depends on the "
+                                                f"{var.what}; convert with {var.flag}=False")
+                checks[j] = f"{ka}:{var.symbol}"
+    if table:
+        g.metadata[KEY] = {k: v[0] if len(v) == 1 else v for k, v in table.items()}
 
 
 def _check_fixed_reshapes(g: Graph, variants: list[Variant]) -> None:

@@ -8,10 +8,11 @@ packing: outputs past a sequence's end are zero (pad_packed_sequence's padding_v
 the final state is the state at each sequence's last step.
 
 Limits (refused with an error, not silently changed): padding_value must be 0; the padded
-output has the input's full length, so pad_packed_sequence needs total_length=x.shape[time]
-(without it PyTorch trims the output to max(lengths), a length that depends on the values).
-enforce_sorted=True (PyTorch's default) becomes a check on the lengths input that the reference
-and the runtime apply on every call (`edgeseq.input_checks`), raising as PyTorch does.
+output has the input's full length. Without total_length PyTorch trims the output to
+max(lengths), a length that depends on the values: the graph then checks on every call that
+max(lengths) equals the input's length (the answer is the same) and refuses other inputs.
+enforce_sorted=True (PyTorch's default) is a check too: unsorted lengths raise as in PyTorch.
+Both checks live in graph.metadata["input_checks"] (`edgeseq.input_checks`).
 """
 from __future__ import annotations
 
@@ -84,6 +85,7 @@ def _custom_op(torch):
         return y, h, c
 
     _sorted_lengths_op(torch)
+    _longest_op(torch)
     _OP = padded_rnn
     return _OP
 
@@ -107,6 +109,28 @@ def _sorted_lengths_op(torch):
         return torch.empty_like(lengths)
 
     return sorted_lengths
+
+
+def _longest_op(torch):
+    """`edgeseq::longest_is_length(y, lengths)`: the padded output y (time-major), marked as
+    unpacked without total_length (eager: raises when max(lengths) is not y's length, where
+    PyTorch would trim; converted: an input check of the graph)."""
+    if hasattr(torch.ops, "edgeseq") and hasattr(torch.ops.edgeseq, "longest_is_length"):
+        return torch.ops.edgeseq.longest_is_length
+
+    @torch.library.custom_op("edgeseq::longest_is_length", mutates_args=(),
+                             schema="(Tensor y, Tensor lengths) -> Tensor")
+    def longest_is_length(y, lengths):
+        if lengths.numel() and int(lengths.max()) != y.shape[0]:
+            raise RuntimeError(f"the longest sequence has {int(lengths.max())} steps but the "
+                               f"input has {y.shape[0]} (the converted model pads to the input)")
+        return y.clone()
+
+    @longest_is_length.register_fake
+    def _(y, lengths):
+        return torch.empty_like(y)
+
+    return longest_is_length
 
 
 def _sizes(x, params, mode, num_layers, bidirectional, batch_first):
@@ -134,6 +158,7 @@ def padded_sequences(torch, module):
     rnn_utils = torch.nn.utils.rnn
     op = _custom_op(torch)
     sorted_op = _sorted_lengths_op(torch)
+    longest_op = _longest_op(torch)
     orig_pack, orig_pad = rnn_utils.pack_padded_sequence, rnn_utils.pad_packed_sequence
 
     def pack(x, lengths, batch_first=False, enforce_sorted=True):
@@ -149,16 +174,16 @@ def padded_sequences(torch, module):
         if padding_value != 0.0:
             raise UnsupportedModelError(f"pad_packed_sequence(padding_value={padding_value}): "
                                         f"the IR pads finished sequences with 0")
+        y = seq.y
         if total_length is None:
-            raise UnsupportedModelError(
-                "pad_packed_sequence without total_length: PyTorch trims the output to "
-                "max(lengths), a length that depends on the input's values; pass "
-                "total_length=x.shape[time axis] (the same output whenever the longest "
-                "sequence fills the input)")
-        if total_length != seq.y.shape[0]:
+            # NOTE: PyTorch trims to max(lengths), a length that depends on the values: the
+            # graph keeps the input's length and refuses inputs whose longest sequence is
+            # shorter (input check), so it never answers with a longer output
+            y = longest_op(y, seq.lengths)
+        elif total_length != seq.y.shape[0]:
             raise UnsupportedModelError(f"pad_packed_sequence(total_length={total_length}) "
                                         f"differs from the input length {seq.y.shape[0]}")
-        y = seq.y.transpose(0, 1) if batch_first else seq.y
+        y = y.transpose(0, 1) if batch_first else y
         return y, seq.lengths
 
     def forward_for(cls):

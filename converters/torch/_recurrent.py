@@ -201,8 +201,20 @@ def _sorted_lengths(cx, node, lengths):
         raise UnsupportedModelError("pack_padded_sequence(enforce_sorted=True) on computed "
                                     "lengths: only a lengths input can be checked; pass "
                                     "enforce_sorted=False")
-    cx.metadata.setdefault(input_checks.KEY, {})[lengths.name] = "non_increasing"
+    input_checks.add(cx.metadata, lengths.name, "non_increasing")
     return lengths
+
+
+@handles("edgeseq.longest_is_length.default")
+def _longest_is_length(cx, node, y, lengths):
+    """pad_packed_sequence without total_length: the graph returns y's full length, which is
+    PyTorch's answer only when max(lengths) equals it; every call checks that."""
+    from edgeseq import input_checks
+    if not isinstance(lengths, V) or not any(v.name == lengths.name for v in cx.inputs):
+        raise UnsupportedModelError("pad_packed_sequence without total_length on lengths that "
+                                    "are not a graph input; pass total_length=x.shape[time]")
+    input_checks.add(cx.metadata, lengths.name, f"longest_is:{y.shape[0]}")
+    return y
 
 
 @handles("edgeseq.padded_rnn.default")

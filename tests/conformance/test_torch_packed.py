@@ -92,14 +92,28 @@ class Untrimmed(nn.Module):
         return pad_packed_sequence(y)[0]
 
 
-def test_missing_total_length_refused():
-    # PyTorch's output is shorter than the input when max(lengths) < T: a graph that returns
-    # the full length would give a different answer, so the conversion is refused
+def test_missing_total_length_checks_the_longest_sequence(tol):
+    # PyTorch's output is shorter than the input when max(lengths) < T; the graph keeps T
+    # steps, so it runs only where the longest sequence fills the input and refuses the rest
+    from edgeseq.errors import InputError
+    torch.manual_seed(13)
     m = Untrimmed().eval()
+    g = from_module(m, (torch.randn(7, 3, 4), torch.tensor([7, 3, 5])))
+    model = Model(g)
+    for t, lens in ((7, [7, 3, 5]), (9, [2, 9, 4])):          # T symbolic: another length too
+        x, lengths = torch.randn(t, 3, 4), torch.tensor(lens)
+        with torch.no_grad():
+            want = m(x, lengths).numpy()
+        feed = {"x": x.numpy(), "lengths": lengths.numpy()}
+        for got in (reference.run(g, feed)["output"], model.run(feed)["output"]):
+            assert got.shape == want.shape
+            assert float(np.max(np.abs(got - want))) <= tol["float32"]
     x, lengths = torch.randn(7, 3, 4), torch.tensor([5, 3, 2])
-    assert m(x, lengths).shape[0] == 5
-    with pytest.raises(UnsupportedModelError, match="total_length"):
-        from_module(m, (x, lengths))
+    assert m(x, lengths).shape[0] == 5                         # PyTorch trims
+    feed = {"x": x.numpy(), "lengths": lengths.numpy()}
+    for run in (lambda f: reference.run(g, f), model.run):
+        with pytest.raises(InputError, match="longest sequence has 5 steps but the inputs have 7"):
+            run(feed)
 
 
 class Sorted(nn.Module):
