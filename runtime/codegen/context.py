@@ -131,6 +131,12 @@ class Lowering:
             self._const_cache[(buf, key)] = var
         return var
 
+    def const_f32(self, name: str) -> np.ndarray:
+        """A float constant as float32 values (int8 weights with a per-row scale dequantised,
+        float16 widened: runtime.plan.glue_constant)."""
+        from edgeseq.runtime.plan import glue_constant
+        return np.asarray(glue_constant(self.graph, name), dtype=np.float32)
+
     def const_array(self, name: str) -> str:
         """A float32 (or int64 for integer) graph constant as a prologue view."""
         c = self.graph.constants[name]

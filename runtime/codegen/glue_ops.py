@@ -171,7 +171,7 @@ def _esc(s: str) -> str:
 
 # ---- linear -------------------------------------------------------------------------------
 def _bias_vector(lw: Lowering, name: str, n_out: int, scale: float) -> np.ndarray:
-    c = np.asarray(lw.graph.constants[name], dtype=np.float32)
+    c = lw.const_f32(name)
     if c.size == 1:
         return np.full(n_out, float(c.ravel()[0]) * scale, np.float32)
     if c.size == n_out and (c.ndim == 1 or c.shape[0] == 1):
@@ -196,7 +196,7 @@ def _gemm(lw: Lowering, node: Node) -> None:
     if not lw.is_const(b_name) or lw.is_const(a_name):
         raise Unsupported("Gemm with a computed B (only constant weights are emitted)")
     lw.comment(node)
-    b = np.asarray(lw.graph.constants[b_name], np.float32)
+    b = lw.const_f32(b_name)
     rows = b if at["trans_b"] else b.T
     c = node.inputs[2] if len(node.inputs) > 2 and node.inputs[2] else None
     if c is not None and not lw.is_const(c):
@@ -215,7 +215,7 @@ def _matmul(lw: Lowering, node: Node) -> None:
     a_name, b_name = node.inputs
     if not lw.is_const(b_name) or lw.is_const(a_name):
         raise Unsupported("MatMul with a computed right operand")
-    b = np.asarray(lw.graph.constants[b_name], np.float32)
+    b = lw.const_f32(b_name)
     r = lw.rank(a_name)
     if b.ndim != 2 or r < 2:
         raise Unsupported("MatMul other than [..., M, K] x [K, N]")
@@ -243,10 +243,10 @@ def _conv(lw: Lowering, node: Node) -> None:
     if at["group"] != 1:
         raise Unsupported(f"grouped convolution (group {at['group']})")
     lw.comment(node)
-    w = np.asarray(lw.graph.constants[w_name], np.float32)
+    w = lw.const_f32(w_name)
     o, c, k = w.shape
     wp = lw.pack("wf", to_panels(np.ascontiguousarray(w.reshape(o, c * k))))
-    b = lw.pack("wf", np.asarray(lw.graph.constants[b_name], np.float32) if b_name
+    b = lw.pack("wf", lw.const_f32(b_name) if b_name
                 else np.zeros(1, np.float32))
     out = node.outputs[0]
     post = 0

@@ -273,3 +273,14 @@ def test_inspect_code_prints_the_generated_function(tmp_path, capsys):
     assert main(["inspect", str(art), "--code"]) == 0
     out = capsys.readouterr().out
     assert "def graph_run(" in out and "LSTM._plain_sequence(" in out
+
+
+def test_int8_head_weights_are_dequantised(tol):
+    """A Gemm head quantised by the int8 pass (int8 rows + "<name>.scale") reads its
+    dequantised weights, as the interpreter and the reference do."""
+    w = R.integers(-127, 128, size=(5, 6)).astype(np.int8)
+    consts = {"w": w, "w.scale": (np.abs(_f(5)) * 0.01 + 0.001), "c": _f(5)}
+    g = Graph("q", [Value("a", "float32", ("N", 6))], [Value("y", "float32", ())],
+              [Node("n", Op.GEMM, ["a", "w", "c"], ["y"], {"trans_b": True})], consts).validate()
+    feed = {"a": _f(3, 6)}
+    _close(_model(g).run(feed), reference.run(g, feed), tol["float32"])
