@@ -450,9 +450,8 @@ def argv_strategy():
 @target("cli", slice=20, setup=setup_cli, cases=argv_strategy())
 def fuzz_cli(argv, ctx: Ctx) -> str:
     from edgeseq.cli import main
-    argv = [ctx.extra["demo"] if a == "DEMO" else a for a in argv]
-    if "--debug" in argv:
-        argv.remove("--debug")      # --debug re-raises on purpose
+    # --debug re-raises on purpose, so it is left out
+    argv = [ctx.extra["demo"] if a == "DEMO" else a for a in argv if a != "--debug"]
     out, err = io.StringIO(), io.StringIO()
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
