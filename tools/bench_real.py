@@ -2,6 +2,7 @@
 onnxruntime (1 thread) in one process, calls alternating A B C A B C, medians.
 
     python tools/bench.py real [--quick] [--only NAME,...]     (or python tools/bench_real.py)
+    python tools/bench.py real --cold                          start-up (fresh processes)
 
 Models are rebuilt here as PyTorch modules with seeded random weights, exported with the
 legacy ONNX exporter (torch is a tool dependency only), converted by edgeseq's ONNX
@@ -144,11 +145,18 @@ def _export(name: str, module, inputs: dict, dyn: dict, out: Path) -> Path:
 
 
 def _ort(path: Path):
-    import onnxruntime as ort
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = 1
-    so.inter_op_num_threads = 1
-    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    from edgeseq.commands._demo import _ort as one_thread_session
+    return one_thread_session(path)
+
+
+def _models(path: Path) -> tuple:
+    """(converted graph, compiled Model, interpreter Model, seconds to build the compiled one)."""
+    from edgeseq.converters.onnx import convert
+    from edgeseq.runtime import Model
+    g = convert(str(path))
+    t0 = time.perf_counter()
+    cg = Model(g, codegen=True)
+    return g, cg, Model(g, codegen=False), time.perf_counter() - t0
 
 
 def _alternate(fns: dict, budget_s: float, max_calls: int) -> dict:
@@ -171,13 +179,7 @@ def _fmt(s: float) -> str:
 
 
 def _whole(name, path, feed, note, budget):
-    from edgeseq.converters.onnx import convert
-    from edgeseq.runtime import Model
-    g = convert(str(path))
-    t0 = time.perf_counter()
-    cg = Model(g, codegen=True)
-    t_compile = time.perf_counter() - t0
-    it = Model(g, codegen=False)
+    g, cg, it, t_compile = _models(path)
     sess = _ort(path)
     names = [i.name for i in sess.get_inputs()]
     ofeed = {k: v for k, v in feed.items() if k in names}
@@ -191,14 +193,8 @@ def _whole(name, path, feed, note, budget):
 
 def _silero_stream(budget):
     import silero_vad
-    from edgeseq.converters.onnx import convert
-    from edgeseq.runtime import Model
     path = Path(silero_vad.__file__).parent / "data" / "silero_vad_16k_sequence.onnx"
-    g = convert(str(path))
-    t0 = time.perf_counter()
-    cg = Model(g, codegen=True)
-    t_compile = time.perf_counter() - t0
-    it = Model(g, codegen=False)
+    g, cg, it, t_compile = _models(path)
     sess = _ort(path)
     fr = (np.random.default_rng(1).standard_normal((1, 576)) * 0.1).astype(np.float32)
     zero = {"h": np.zeros((1, 1, 128), np.float32), "c": np.zeros((1, 1, 128), np.float32)}
@@ -218,11 +214,50 @@ def _silero_stream(budget):
                 compiled=cg.source() is not None, diff=diff, compile_s=t_compile, **med)
 
 
+_COLD = """
+import os, sys, time
+t0 = time.perf_counter()
+import numpy as np, silero_vad
+from edgeseq.converters.onnx import convert
+from edgeseq.runtime import Model
+g = convert(os.path.join(os.path.dirname(silero_vad.__file__), "data",
+                         "silero_vad_16k_sequence.onnx"))
+g2 = convert(sys.argv[1])
+t1 = time.perf_counter()
+Model(g).stream().push({"input": np.zeros((1, 576), np.float32)})
+t2 = time.perf_counter()
+Model(g2).run({"x": np.zeros((1, 29, 12), np.float32)})
+print(f"{t1 - t0:.2f} {t2 - t1:.2f} {time.perf_counter() - t2:.2f}")
+"""
+
+
+def cold_start() -> None:
+    """Fresh processes: silero Model + first push, then classifier Model + first run, with
+    private empty caches and then warm ones, compiler on and off."""
+    import subprocess
+    demo = str(ROOT / "edgeseq" / "data" / "demo_classifier.onnx")
+    print("start-up, fresh process: import+convert / silero Model + first push / "
+          "classifier Model + first run")
+    for codegen in ("1", "0"):
+        with tempfile.TemporaryDirectory() as cache:
+            env = dict(os.environ, NUMBA_CACHE_DIR=cache, EDGESEQ_CACHE_DIR=cache,
+                       EDGESEQ_CODEGEN=codegen)
+            for label in ("empty caches", "warm caches"):
+                out = subprocess.run([sys.executable, "-c", _COLD, demo], env=env, check=True,
+                                     capture_output=True, text=True).stdout.split()
+                what = "compiled" if codegen == "1" else "interpreter"
+                print(f"  {what:11s} {label:12s} {out[0]} s / {out[1]} s / {out[2]} s")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="0.5 s per model instead of 3 s")
     ap.add_argument("--only", default="", help="comma-separated model names")
+    ap.add_argument("--cold", action="store_true", help="start-up times only (subprocesses)")
     args = ap.parse_args(argv)
+    if args.cold:
+        cold_start()
+        return 0
     budget = 0.5 if args.quick else 3.0
     only = set(filter(None, args.only.split(",")))
     rows = []
