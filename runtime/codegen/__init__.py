@@ -46,6 +46,7 @@ class CompiledGraph:
         self._no_state = np.zeros((0, 0, 0), np.float32)
         self._n_out = len(lowered.outputs)
         self._consts = (lowered.wf, lowered.wi, lowered.wd)
+        self._flag_arrays: dict[tuple, np.ndarray] = {}
 
     def compile(self) -> None:
         """Compile (or load from Numba's cache) the one signature the function is called
@@ -63,10 +64,21 @@ class CompiledGraph:
             if a is None:
                 args.append(dummy)
                 continue
-            a = np.ascontiguousarray(a, dtype=_DTYPES[dt])
-            # NOTE: read-only arrays would need a second Numba specialisation
-            args.append(a if a.flags.writeable else a.copy())
+            if type(a) is not np.ndarray or a.dtype != _DTYPES[dt] \
+                    or not a.flags.c_contiguous or not a.flags.writeable:
+                # NOTE: read-only arrays would need a second Numba specialisation
+                a = np.array(a, dtype=_DTYPES[dt], order="C")
+            args.append(a)
         return args
+
+    def _flags(self, values: tuple) -> np.ndarray:
+        """The flags argument for these per-slot values (one read-only array per pattern:
+        a stream step reuses it instead of building one)."""
+        f = self._flag_arrays.get(values)
+        if f is None:
+            f = np.array(values, dtype=np.int64)
+            f = self._flag_arrays.setdefault(values, f)
+        return f
 
     def _call(self, env: dict, states: list, flags: np.ndarray) -> tuple:
         try:
@@ -74,12 +86,15 @@ class CompiledGraph:
         except ValueError as e:
             raise InputError(f"model '{self.name}': {e}") from None
 
+    def _initial(self, s, env: dict) -> int:
+        """Flag of a state slot not carried: its source (0) or zeros (2)."""
+        return 0 if (s.source in ("value", "const") or
+                     (s.source == "input" and s.name in env)) else 2
+
     def run(self, env: dict) -> dict:
         """Whole sequences: validated inputs -> {output: array}."""
-        flags = np.array([0 if (s.source in ("value", "const") or
-                                (s.source == "input" and s.name in env)) else 2
-                          for s in self.lowered.states], dtype=np.int64)
-        res = self._call(env, [self._no_state] * len(flags), flags)
+        flags = tuple(self._initial(s, env) for s in self.lowered.states)
+        res = self._call(env, [self._no_state] * len(flags), self._flags(flags))
         return dict(zip(self.lowered.outputs, res[:self._n_out]))
 
     def push(self, env: dict, carried: dict, given) -> dict:
@@ -91,13 +106,14 @@ class CompiledGraph:
             have = carried[s.node].get(s.slot)
             if have is not None and not (s.source == "input" and s.name in given):
                 a = have.transpose(1, 0, 2) if s.batch_first else have
-                states.append(np.ascontiguousarray(a, dtype=np.float32))
+                if not (a.flags.c_contiguous and a.dtype == np.float32):
+                    a = np.ascontiguousarray(a, dtype=np.float32)
+                states.append(a)
                 flags.append(1)
             else:
                 states.append(self._no_state)
-                flags.append(0 if (s.source in ("value", "const") or
-                                   (s.source == "input" and s.name in env)) else 2)
-        res = self._call(env, states, np.array(flags, dtype=np.int64))
+                flags.append(self._initial(s, env))
+        res = self._call(env, states, self._flags(tuple(flags)))
         for s, new in zip(self.lowered.states, res[self._n_out:]):
             carried[s.node][s.slot] = new.transpose(1, 0, 2) if s.batch_first else new
         return dict(zip(self.lowered.outputs, res[:self._n_out]))
