@@ -640,7 +640,10 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.worker:
         worker(args)
-        return 0
+        sys.stdout.flush()
+        # NOTE: no interpreter teardown (torch's takes seconds under load): the parent waits
+        # for end-of-file after the last case and would time it out as a hang
+        os._exit(0)
     target = TARGETS[args.format]
     if args.summarize:
         recs = {}
