@@ -179,8 +179,11 @@ def _bias_vector(lw: Lowering, name: str, n_out: int, scale: float) -> np.ndarra
     raise Unsupported(f"bias of shape {c.shape} (only [N] or [1, N] constants are emitted)")
 
 
-def _linear(lw: Lowering, x2: str, rows: np.ndarray, bias: np.ndarray | None,
+def _linear(lw: Lowering, node: Node, x2: str, rows: np.ndarray, bias: np.ndarray | None,
             alpha: float) -> str:
+    lw.emit(f"if {x2}.ndim != 2 or {x2}.shape[1] != {rows.shape[1]}:")
+    lw.emit(f"    raise ValueError(\"node '{_esc(node.name)}' ({node.op.value}): input has the "
+            f"wrong number of features (expected {rows.shape[1]})\")")
     wp = lw.pack("wf", to_panels(np.ascontiguousarray(rows, np.float32)))
     b = lw.pack("wf", bias if bias is not None else np.zeros(1, np.float32))
     y = lw.fresh()
@@ -207,7 +210,7 @@ def _gemm(lw: Lowering, node: Node) -> None:
         t = lw.fresh()
         lw.emit(f"{t} = {a}.T.copy()")
         a = t
-    lw.bind(node.outputs[0], _linear(lw, a, rows, bias, at["alpha"]))
+    lw.bind(node.outputs[0], _linear(lw, node, a, rows, bias, at["alpha"]))
 
 
 @emitter(Op.MATMUL)
@@ -223,8 +226,11 @@ def _matmul(lw: Lowering, node: Node) -> None:
     a = lw.value(a_name)
     dims = lw.dims(a, r)
     x2 = lw.fresh()
+    lw.emit(f"if {a}.shape[{r - 1}] != {b.shape[0]}:")
+    lw.emit(f"    raise ValueError(\"node '{_esc(node.name)}' (MatMul): inner dimensions "
+            f"differ (expected {b.shape[0]})\")")
     lw.emit(f"{x2} = {a}.reshape(({lw.prod(dims[:-1])}, {b.shape[0]}))")
-    y = _linear(lw, x2, b.T, None, 1.0)
+    y = _linear(lw, node, x2, b.T, None, 1.0)
     out = lw.fresh()
     lw.emit(f"{out} = {y}.reshape({lw.tup(dims[:-1] + [str(b.shape[1])])})")
     lw.bind(node.outputs[0], out)
@@ -256,6 +262,9 @@ def _conv(lw: Lowering, node: Node) -> None:
         lw.fused.add(nxt.name)
         out = nxt.outputs[0]
     x = lw.value(node.inputs[0])
+    lw.emit(f"if {x}.shape[1] != {c}:")
+    lw.emit(f"    raise ValueError(\"node '{_esc(node.name)}' (Conv1d): input has the wrong "
+            f"number of channels (expected {c})\")")
     p0, p1 = at["pads"]
     y = lw.fresh()
     lw.emit(f"{y}_n = ({x}.shape[2] + {p0 + p1 - at['dilation'] * (k - 1) - 1}) "
@@ -326,7 +335,9 @@ def _concat(lw: Lowering, node: Node) -> None:
     lw.emit(f"{y}_o = 0")
     for x in xs:
         x3 = _three(lw, x, r, ax, ax)
-        lw.emit(f"G.put_axis1({y3}, {x3}, {y}_o)")
+        lw.emit(f"if not G.put_axis1({y3}, {x3}, {y}_o):")
+        lw.emit(f"    raise ValueError(\"node '{_esc(node.name)}' (Concat): input shapes "
+                f"do not match\")")
         lw.emit(f"{y}_o += {x}.shape[{ax}]")
     lw.bind(node.outputs[0], y)
 

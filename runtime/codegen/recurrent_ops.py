@@ -120,6 +120,10 @@ def _recurrent(lw: Lowering, node: Node) -> None:
     if bf:
         x = _copy_swap01(lw, x, 3)
     v = lw.fresh()
+    n_input = kernel.w_x[0].shape[1]
+    lw.emit(f"if {x}.shape[2] != {n_input}:")
+    lw.emit(f"    raise ValueError(\"node '{node.name}': input has the wrong number of features "
+            f"(expected {n_input})\")")
     lw.emit(f"{v}_T, {v}_N = {x}.shape[0], {x}.shape[1]")
     if ins[1]:
         lens = lw.value(ins[1])

@@ -171,11 +171,16 @@ def state3(n_dir, n_batch, size, carried, given, given_batch_first, flag):
 
 @njit(**NJIT)
 def put_axis1(dst3, src3, offset):
-    """dst3[:, offset:offset + src3.shape[1], :] = src3 (shapes checked by the caller)."""
+    """dst3[:, offset:offset + src3.shape[1], :] = src3; False (nothing written) when the
+    shapes do not fit."""
+    if src3.shape[0] != dst3.shape[0] or src3.shape[2] != dst3.shape[2] \
+            or offset < 0 or offset + src3.shape[1] > dst3.shape[1]:
+        return False
     for o in range(src3.shape[0]):
         for k in range(src3.shape[1]):
             for i in range(src3.shape[2]):
                 dst3[o, offset + k, i] = src3[o, k, i]
+    return True
 
 
 @njit(**NJIT)

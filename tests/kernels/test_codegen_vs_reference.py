@@ -284,3 +284,17 @@ def test_int8_head_weights_are_dequantised(tol):
               [Node("n", Op.GEMM, ["a", "w", "c"], ["y"], {"trans_b": True})], consts).validate()
     feed = {"a": _f(3, 6)}
     _close(_model(g).run(feed), reference.run(g, feed), tol["float32"])
+
+
+def test_inconsistent_runtime_shapes_raise_instead_of_reading_out_of_bounds():
+    """Dims the converter could only name symbolically are checked inside the generated
+    function before a kernel reads with them (Concat of unequal rows, MatMul widths)."""
+    g = Graph("cat", [Value("a", "float32", ("N", 3)), Value("b", "float32", ("M", 2))],
+              [Value("y", "float32", ())],
+              [Node("n", Op.CONCAT, ["a", "b"], ["y"], {"axis": 1})], {}).validate()
+    with pytest.raises(InputError, match="Concat"):
+        _model(g).run({"a": _f(4, 3), "b": _f(5, 2)})
+    g = Graph("mm", [Value("a", "float32", ("N", "K"))], [Value("y", "float32", ())],
+              [Node("n", Op.MATMUL, ["a", "w"], ["y"], {})], {"w": _f(4, 3)}).validate()
+    with pytest.raises(InputError, match="inner dimensions"):
+        _model(g).run({"a": _f(2, 6)})
