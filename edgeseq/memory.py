@@ -3,8 +3,9 @@ allocated (the runtime's `Model(graph, memory_limit=...)`, and `edgeseq run` on 
 reference engine).
 
 A run keeps every value it computes until it returns (see `Model._execute`), and each
-recurrent kernel holds float32 copies of its weights; so the estimate is the sum of every
-node output's bytes plus the recurrent weights as float32. Dims that are symbols ("T", "N")
+recurrent kernel holds float32 copies of its weights and projects every step's input at
+once; so the estimate is the sum of every node output's bytes, plus per recurrent node its
+weights and a (T*N, D*G*H) float32 buffer. Dims that are symbols ("T", "N")
 count as 1 when a Model is built (the smallest run) and as the caller's sizes on each call;
 a symbol made by shape inference ("<node>:<k>", e.g. a Conv1d output length) counts as the
 largest size among the call's inputs. It is an estimate: scratch buffers inside a kernel are
@@ -57,6 +58,15 @@ class MemoryEstimate:
             if node.op in RECURRENT:
                 n = sum(int(graph.constants[c].size) for c in node.weights.values())
                 terms.append(Term(node.name, node.op.value, 4 * n, ()))
+                # the input projection of every step at once: (T*N, D*G*H) float32
+                w_x = graph.weight(node, "w_x")
+                x = graph.value(node.inputs[0]) if node.inputs and node.inputs[0] else None
+                if w_x is not None and x is not None and len(x.shape) >= 2:
+                    coef = 4 * int(np.prod(w_x.shape[:-1]))
+                    syms = [d for d in x.shape[:2] if isinstance(d, str)]
+                    for d in x.shape[:2]:
+                        coef *= 1 if isinstance(d, str) else int(d)
+                    terms.append(Term(node.name, node.op.value, coef, tuple(syms)))
         self.terms = terms
         # the per-call check sums these: one entry per distinct set of symbols
         grouped: dict[tuple[str, ...], int] = {}
