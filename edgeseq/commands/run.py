@@ -105,11 +105,15 @@ def run(args: argparse.Namespace) -> int:
     from edgeseq.commands._progress import COMPILING, SlowStepNotice
     graph = load_graph(args.artifact)
     inputs = parse_inputs(args.input)
-    with SlowStepNotice(COMPILING):
-        if getattr(args, "delta", None) is not None:
-            outs, engine = execute_delta(graph, inputs, args.delta, args.engine)
-        else:
-            outs, engine = execute(graph, inputs, args.engine)
+    from edgeseq.errors import MemoryLimitError
+    try:
+        with SlowStepNotice(COMPILING):
+            if getattr(args, "delta", None) is not None:
+                outs, engine = execute_delta(graph, inputs, args.delta, args.engine)
+            else:
+                outs, engine = execute(graph, inputs, args.engine)
+    except MemoryLimitError as e:     # the budget is passed by this file's content: name it
+        raise MemoryLimitError(f"{args.artifact}: {e}") from None
     print(f"ran {args.artifact} on the {engine}", file=sys.stderr)
     write_outputs(outs, args.output_dir)
     return 0

@@ -94,3 +94,13 @@ def test_the_compiled_path_refuses_them_too():
             model.run({"x": np.zeros(shape, np.float32)})
         with pytest.raises(InputError, match="node 'lstm'"):
             model.stream().push({"x": np.zeros(shape, np.float32)})
+
+
+@pytest.mark.parametrize("engine", ["runtime", "reference"])
+def test_edgeseq_run_names_file_and_node_when_over_budget(engine, tmp_path, capsys):
+    from edgeseq.cli import main
+    path = pad_artifact(tmp_path, 2**28)             # 1 GiB a time step
+    np.save(tmp_path / "x.npy", np.zeros((5, 4), np.float32))
+    rc = main(["run", str(path), "--input", f"x={tmp_path}/x.npy", "--engine", engine])
+    err = capsys.readouterr().err
+    assert rc == 2 and f"MemoryLimitError: {path}: " in err and "node 'pad' (Pad)" in err, err
