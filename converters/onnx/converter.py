@@ -67,7 +67,9 @@ def _stage(label: str, field: str, node: str | None = None):
     """Turn a raw exception from one conversion stage into a ModelFormatError saying where."""
     try:
         yield
-    except EdgeseqError:
+    except EdgeseqError as e:
+        if e.args and label not in str(e.args[0]):
+            e.args = (f"{label}: {e.args[0]}",) + e.args[1:]   # keeps type and attributes
         raise
     except (Exception, RecursionError) as e:  # noqa: BLE001 - a damaged model, whatever broke
         raise ModelFormatError(f"malformed model: {type(e).__name__}: {_brief(e)}",

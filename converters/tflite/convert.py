@@ -69,9 +69,9 @@ def _stage(path, field: str):
     try:
         yield
     except EdgeseqError as e:
-        if str(path) in str(e):
-            raise
-        raise type(e)(f"{path}: {e}") from None
+        if e.args and str(path) not in str(e.args[0]):
+            e.args = (f"{path}: {e.args[0]}",) + e.args[1:]    # keeps type and attributes
+        raise
     except (Exception, RecursionError) as e:  # noqa: BLE001 - a damaged model, whatever broke
         raise ModelFormatError(f"malformed model: {type(e).__name__}: "
                                f"{' '.join(str(e).split())[:200]}", file=str(path),

@@ -433,3 +433,14 @@ for case in (1548, 1933):
     lines = p.stdout.split("\n")
     assert "1548 refused True" in lines, p.stdout
     assert "1933 converted" in lines or "1933 refused True" in lines, p.stdout
+
+
+def test_onnx_option_errors_name_the_file(tmp_path):
+    """--fix naming an input the (damaged) file does not have: the error names the file
+    (fuzz case 3169: a mutation dropped silero's 'sr' input)."""
+    from edgeseq.converters.onnx import convert
+    path = _onnx_with_constant(tmp_path, helper.make_node("Constant", [], ["c"], name="c0",
+                                                           value_floats=[1.0, 2.0]))
+    with pytest.raises(EdgeseqError, match="not a graph input") as e:
+        convert(path, fix={"sr": 16000})
+    assert path.name in str(e.value)
