@@ -24,7 +24,6 @@ import glob
 import importlib
 import importlib.util
 import json
-import os
 import resource
 import signal
 import subprocess

@@ -4,11 +4,13 @@ and command lines. Registered into tools/fuzz.py's registry."""
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from hypothesis import strategies as st
@@ -252,71 +254,120 @@ graph_mutation = st.one_of(
 )
 
 
+@dataclass
+class GraphEdit:
+    """What one structure-aware edit works on: the graph JSON, the tensors, every JSON path,
+    the path the edit's first number picked, and the deep-nesting placeholders so far."""
+    g: dict
+    tensors: dict
+    paths: list
+    pick: tuple
+    deep: list
+
+
+GRAPH_EDITS: dict[str, Callable[[GraphEdit, tuple], None]] = {}
+
+
+def graph_edit(kind: str):
+    def deco(fn):
+        GRAPH_EDITS[kind] = fn
+        return fn
+    return deco
+
+
+def _nth(items: list, u: float):
+    return items[int(u * len(items))]
+
+
+@graph_edit("replace")
+def _replace(e: GraphEdit, m) -> None:
+    # NOTE: a copy: later edits change the graph in place, and the case must stay as drawn
+    set_path(e.g, e.pick, copy.deepcopy(m[2]))
+
+
+@graph_edit("delete")
+def _delete(e: GraphEdit, m) -> None:
+    del get_path(e.g, e.pick[:-1])[e.pick[-1]]
+
+
+@graph_edit("duplicate")
+def _duplicate(e: GraphEdit, m) -> None:
+    lists = [p for p in e.paths if isinstance(get_path(e.g, p), list) and get_path(e.g, p)]
+    if lists:
+        lst = get_path(e.g, _nth(lists, m[1]))
+        lst.append(json.loads(json.dumps(lst[0])))
+
+
+@graph_edit("swap")
+def _swap(e: GraphEdit, m) -> None:
+    other = _nth(e.paths, m[2])
+    a, b = get_path(e.g, e.pick), get_path(e.g, other)
+    try:
+        set_path(e.g, e.pick, json.loads(json.dumps(b)))
+        set_path(e.g, other, json.loads(json.dumps(a)))
+    except (KeyError, IndexError, TypeError):
+        pass           # one path was inside the other
+
+
+@graph_edit("op")
+def _op(e: GraphEdit, m) -> None:
+    nodes = e.g.get("nodes")
+    node = _nth(nodes, m[1]) if isinstance(nodes, list) and nodes else None
+    if isinstance(node, dict):
+        node["op"] = m[2]
+
+
+@graph_edit("number")
+def _number(e: GraphEdit, m) -> None:
+    nums = [p for p in e.paths if isinstance(get_path(e.g, p), (int, float))
+            and not isinstance(get_path(e.g, p), bool)]
+    if nums:
+        set_path(e.g, _nth(nums, m[1]), m[2])
+
+
+@graph_edit("rename")
+def _rename(e: GraphEdit, m) -> None:
+    names = [p for p in e.paths if isinstance(get_path(e.g, p), str)]
+    if names:
+        set_path(e.g, _nth(names, m[1]), get_path(e.g, _nth(names, m[2])))
+
+
+@graph_edit("deep")
+def _deep(e: GraphEdit, m) -> None:
+    set_path(e.g, e.pick, f"__DEEP{len(e.deep)}__")
+    e.deep.append(m[2])
+
+
+@graph_edit("tensor")
+def _tensor(e: GraphEdit, m) -> None:
+    """Reshape a tensor (same bytes), or replace it by zeros of a new shape: zero bytes with
+    dims up to 2^31-1, or up to 1e5 elements; the constant table follows."""
+    name = _nth(sorted(e.tensors), m[1])
+    shape = tuple(m[2])
+    old = e.tensors[name]
+    size = int(np.prod(shape, dtype=object))
+    if size == old.size:
+        new = old.reshape(shape)
+    elif (size == 0 and all(d <= 2**31 - 1 for d in shape)) or 0 < size <= 10**5:
+        new = np.zeros(shape, old.dtype)
+    else:
+        return
+    e.tensors[name] = new
+    consts = e.g.get("constants")
+    if isinstance(consts, dict):
+        consts[name] = {"dtype": str(new.dtype), "shape": list(shape)}
+
+
 def mutate_graph(seed: Seed, muts) -> tuple[str, dict]:
+    """The seed's graph JSON and tensors with the edits applied; deep nesting is spliced
+    into the text (json.dumps itself would recurse)."""
     g = json.loads(seed.graph_text)
     tensors = dict(seed.tensors)
-    deep = []
+    deep: list = []
     for m in muts:
-        kind = m[0]
         paths = json_paths(g)
-        pick = paths[int(m[1] * len(paths))]
-        if kind == "replace":
-            set_path(g, pick, m[2])
-        elif kind == "delete":
-            parent = get_path(g, pick[:-1])
-            del parent[pick[-1]]
-        elif kind == "duplicate":
-            lists = [p for p in paths if isinstance(get_path(g, p), list) and get_path(g, p)]
-            if lists:
-                lst = get_path(g, lists[int(m[1] * len(lists))])
-                lst.append(json.loads(json.dumps(lst[0])))
-        elif kind == "swap":
-            other = paths[int(m[2] * len(paths))]
-            a, b = get_path(g, pick), get_path(g, other)
-            try:
-                set_path(g, pick, json.loads(json.dumps(b)))
-                set_path(g, other, json.loads(json.dumps(a)))
-            except (KeyError, IndexError, TypeError):
-                pass           # one path was inside the other
-        elif kind == "op":
-            nodes = g.get("nodes") if isinstance(g, dict) else None
-            node = nodes[int(m[1] * len(nodes))] if isinstance(nodes, list) and nodes else None
-            if isinstance(node, dict):
-                node["op"] = m[2]
-        elif kind == "number":
-            nums = [p for p in paths if isinstance(get_path(g, p), (int, float))
-                    and not isinstance(get_path(g, p), bool)]
-            if nums:
-                set_path(g, nums[int(m[1] * len(nums))], m[2])
-        elif kind == "rename":
-            names = [p for p in paths if isinstance(get_path(g, p), str)]
-            if names:
-                a = names[int(m[1] * len(names))]
-                b = names[int(m[2] * len(names))]
-                set_path(g, a, get_path(g, b))
-        elif kind == "deep":
-            set_path(g, pick, f"__DEEP{len(deep)}__")
-            deep.append(m[2])
-        elif kind == "tensor":
-            names = sorted(tensors)
-            name = names[int(m[1] * len(names))]
-            shape = tuple(m[2])
-            old = tensors[name]
-            size = int(np.prod(shape, dtype=object))
-            if size == old.size:
-                new = old.reshape(shape)
-            elif size == 0:
-                new = np.zeros(tuple(min(d, 2**31 - 1) for d in shape), old.dtype) \
-                    if all(d <= 2**31 - 1 for d in shape) else None
-            elif size <= 10**5:
-                new = np.zeros(shape, old.dtype)
-            else:
-                new = None
-            if new is not None:
-                tensors[name] = new
-                consts = g.get("constants")
-                if isinstance(consts, dict):
-                    consts[name] = {"dtype": str(new.dtype), "shape": list(shape)}
+        if paths:
+            GRAPH_EDITS[m[0]](GraphEdit(g, tensors, paths, _nth(paths, m[1]), deep), m)
     text = json.dumps(g, allow_nan=True, separators=(",", ":"))
     for i, n in enumerate(deep):
         text = text.replace(f'"__DEEP{i}__"', "[" * n + "]" * n)
