@@ -114,6 +114,7 @@ def worker(name: str, seed: int, count: int, skip: int, stop: int, timeout: floa
     work = Path(tempfile.mkdtemp(prefix=f"fuzz-{name}-"))
     ctx = t.setup(work)
     resource.setrlimit(resource.RLIMIT_AS, (memory_mb * 2**20, resource.RLIM_INFINITY))
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))     # a crash leaves no core file behind
 
     def alarm(signum, frame):
         raise Hang()
