@@ -120,10 +120,30 @@ class Context:
         """Name of operand i for an emitted node ("" if absent); constants are recorded."""
         name = self.resolve(self.input_name(node, i))
         if name in self.symbolic:
-            raise Unsupported(
-                f"input {i} ('{name}') is computed from dynamic dims ({self.symbolic[name]}) and "
-                f"is used as data; fix the dims with --shape NAME=DIMS so it folds")
+            raise Unsupported(f"input {i} ('{name}') is computed from dynamic dims and is used "
+                              f"as data, so it must fold" + self.shape_request(name, all_dims=True))
         return name
+
+    def shape_request(self, name: str, all_dims: bool = False) -> str:
+        """'; it is computed from the shape of graph input(s) 'x': give sizes to all but one
+        dynamic dim, e.g. --shape x=1,T,6' (every dynamic dim with `all_dims`: --shape
+        x=<batch>,<seq>,6), naming the graph inputs whose shapes `name` comes from."""
+        _, via_shape = self.input_ancestors(name)
+        asks = []
+        for inp in sorted(via_shape):
+            dims = list((self.shapes.get(inp) or (None, None))[1] or ())
+            syms = [k for k, d in enumerate(dims) if isinstance(d, str)]
+            if not syms:
+                continue
+            for k in (syms if all_dims else syms[:-1]):
+                dims[k] = f"<{dims[k]}>" if all_dims else 1    # 1: an example size
+            asks.append(f"--shape {inp}={','.join(str(d) for d in dims)}")
+        if not asks:
+            return "; fix the dims of the graph inputs it depends on with --shape NAME=DIMS"
+        how = "give every dynamic dim a size" if all_dims else \
+            "give sizes to all but one dynamic dim, e.g."
+        return (f"; it is computed from the shape of graph input(s) "
+                f"{', '.join(repr(i) for i in sorted(via_shape))}: {how} " + " ".join(asks))
 
     def add_const(self, base: str, arr: np.ndarray) -> str:
         """Register a new constant (e.g. re-ordered weights) and return its unique name."""

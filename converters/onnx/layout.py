@@ -121,7 +121,7 @@ def reshape(ctx: Context, node) -> None:
         if shape is None:
             raise Unsupported(f"its target shape {_dims_text(sym)} has more than one dynamic "
                               f"dim that is not its input's own"
-                              + _shape_request(ctx, node.input[1]))
+                              + ctx.shape_request(node.input[1]))
         if a.get("allowzero", 0) and any(d.is_int and d.coef == 0 for d in sym.dims):
             raise Unsupported("Reshape with allowzero=1 and a 0 in its shape is not supported")
         ctx.emit(Op.RESHAPE, [ctx.inp(node, 0)], [node.output[0]], {"shape": shape})
@@ -236,22 +236,3 @@ def _dims_text(vec: SymVec) -> str:
         return "*".join(([str(d.coef)] if d.coef != 1 else []) + list(d.syms))
     return "(" + ", ".join(one(d) for d in vec.dims) + ")"
 
-
-def _shape_request(ctx: Context, name: str) -> str:
-    """'; fix all but one of its dynamic dims with --shape x=1,T,6' naming the graph inputs
-    whose shapes the target is computed from."""
-    _, via_shape = ctx.input_ancestors(name)
-    asks = []
-    for inp in sorted(via_shape):
-        dims = list((ctx.shapes.get(inp) or (None, None))[1] or ())
-        syms = [k for k, d in enumerate(dims) if isinstance(d, str)]
-        if not syms:
-            continue
-        for k in syms[:-1]:          # an example: all but the last dynamic dim fixed to 1
-            dims[k] = 1
-        asks.append(f"--shape {inp}={','.join(str(d) for d in dims)}")
-    if not asks:
-        return "; fix the dims of the graph inputs it depends on with --shape NAME=DIMS"
-    return ("; it is computed from the shape of graph input(s) " +
-            ", ".join(f"'{i}'" for i in sorted(via_shape)) +
-            ": give sizes to all but one dynamic dim, e.g. " + " ".join(asks))

@@ -99,3 +99,23 @@ def test_compare_shows_how_far_a_quantized_peer_is_from_float(capsys):
         # arithmetic) is much closer: the mismatch is the peer's own rounding
         assert rows and all(r["peer_rel"] > 0.05 and r["edgeseq_rel"] < r["peer_rel"] / 5
                             for r in rows), rows
+
+
+def test_a_shape_used_as_data_asks_for_every_dim_of_the_graph_input():
+    pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+    from edgeseq.converters.onnx import convert
+    nodes = [helper.make_node("Shape", ["x"], ["sh"]),
+             helper.make_node("Gather", ["sh", "one"], ["t"], axis=0),
+             helper.make_node("Cast", ["t"], ["tf"], to=TensorProto.FLOAT),
+             helper.make_node("Mul", ["x", "tf"], ["y"])]
+    g = helper.make_graph(nodes, "m", [helper.make_tensor_value_info(
+        "x", TensorProto.FLOAT, ["batch", "seq", 6])], [helper.make_tensor_value_info(
+            "y", TensorProto.FLOAT, None)], [numpy_helper.from_array(np.array(1, np.int64), "one")])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    m.ir_version = 8
+    with pytest.raises(UnsupportedModelError) as e:
+        convert(m)
+    msg = str(e.value)
+    assert "graph input(s) 'x'" in msg and "--shape x=<batch>,<seq>,6" in msg
+    assert "SymVec" not in msg and "Filled" not in msg
