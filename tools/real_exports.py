@@ -18,6 +18,7 @@ also streamed in chunks. TensorFlow is never a dependency of edgeseq or its test
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import subprocess
@@ -358,7 +359,8 @@ def table(rows: list[dict]) -> str:
     lines = ["| file | result | max err vs own runtime | vs Keras | own runtime vs Keras | "
              "streams |", "|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['file']} | {r['status']} | {f(r.get('err_peer'))} | "
+        status = r["status"].replace("|", "/")[:180]
+        lines.append(f"| {r['file']} | {status} | {f(r.get('err_peer'))} | "
                      f"{f(r.get('err_keras'))} | {f(r.get('peer_vs_keras'))} | "
                      f"{r.get('stream', '')} |")
     runnable = [r for r in rows if r["status"] and not r["status"].startswith(
@@ -369,7 +371,8 @@ def table(rows: list[dict]) -> str:
     lines.append(f"runnable by their own runtime: {len(runnable)}; converted and matching: "
                  f"{len(float_ok)} ({100 * len(float_ok) / max(1, len(runnable)):.1f} %); "
                  f"converted but NOT matching: {len(wrong)}; refused: "
-                 f"{sum(r['status'].startswith('refused') for r in runnable)}")
+                 f"{sum(r['status'].startswith('refused') for r in runnable)}; stream: "
+                 f"{sum(str(r.get('stream', '')).startswith('yes') for r in rows)}")
     return "\n".join(lines)
 
 
@@ -393,6 +396,9 @@ def main(argv=None) -> int:
     ap.add_argument("--skip-build", action="store_true")
     ap.add_argument("--fixtures", type=Path, help="copy the test subset (FIXTURES) here")
     ap.add_argument("--only", help="evaluate files whose name contains this")
+    ap.add_argument("--shard", help="K/N: evaluate every N-th file from the K-th and save the "
+                                    "rows (run N shards side by side, then --table)")
+    ap.add_argument("--table", action="store_true", help="print the table of saved shards")
     a = ap.parse_args(argv)
     if a.fixtures:
         a.fixtures.mkdir(parents=True, exist_ok=True)
@@ -406,6 +412,18 @@ def main(argv=None) -> int:
         return 0
     if not a.skip_build:
         build(a.venv, a.out)
+    if a.table:
+        rows = [r for p in sorted(a.out.glob("rows.*.json")) for r in json.loads(p.read_text())]
+        print(table(sorted(rows, key=lambda r: (r["status"].startswith("export"), r["file"]))))
+        return 0
+    if a.shard:
+        k, n = (int(v) for v in a.shard.split("/"))
+        rows = [evaluate_file(p) for p in _files(a.out, a.only or "")[k::n]]
+        if k == 0:
+            rows += [{"file": p.name, "status": "export failed: " + p.read_text()[:80]}
+                     for p in sorted(a.out.glob("*.failed"))]
+        (a.out / f"rows.{k}.json").write_text(json.dumps(rows))
+        return 0
     rows = evaluate(a.out, a.only or "")
     print(table(rows))
     return 0
