@@ -517,6 +517,15 @@ def _limit_memory(budget_mb: int) -> None:
     resource.setrlimit(resource.RLIMIT_AS, (lim, lim))
 
 
+def _options(args) -> dict:
+    """--option KEY=VALUE overrides (VALUE read as JSON: true, 3, "x")."""
+    out = {}
+    for spec in args.option:
+        key, _, val = spec.partition("=")
+        out[key] = json.loads(val)
+    return out
+
+
 def worker(args) -> None:
     import importlib
     import logging
@@ -535,7 +544,7 @@ def worker(args) -> None:
         entry, data = case_bytes(target, seeds, args.seed, index, marker)
         path = tmp / f"case{index}{target.suffix}"
         path.write_bytes(data)
-        outcome = classify(target, path, dict(entry[2]), args.differential)
+        outcome = classify(target, path, {**entry[2], **_options(args)}, args.differential)
         if os.path.exists(marker):
             outcome = "executed"
             os.unlink(marker)
@@ -560,7 +569,8 @@ def run_batch(args, start: int, count: int) -> list[dict]:
         cmd = [sys.executable, __file__, args.format, "--worker", "--start", str(nxt),
                "--count", str(start + count - nxt), "--seed", str(args.seed),
                "--memory-mb", str(args.memory_mb)] + (["--differential"] if args.differential
-                                                        else [])
+                                                        else []) \
+            + [f"--option={o}" for o in args.option]
         err = tempfile.TemporaryFile("w+")
         p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True, cwd=ROOT)
         sel = selectors.DefaultSelector()
@@ -632,6 +642,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--first", type=int, default=0, help="index of the first case")
     ap.add_argument("--summarize", default=None, metavar="FILE.jsonl",
                     help="print the summary of the --log files given (comma separated)")
+    ap.add_argument("--option", action="append", default=[], metavar="KEY=JSON",
+                    help="converter option over the seed's, e.g. dynamic_time=true for .pt2")
     ap.add_argument("--show", type=int, default=None, metavar="CASE",
                     help="write case CASE's file to ./fuzz-case<SUFFIX> and convert it here")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -657,8 +669,9 @@ def main(argv: list[str] | None = None) -> int:
         entry, data = case_bytes(target, target.seeds(), args.seed, args.show, "")
         path = Path(f"fuzz-case{target.suffix}")
         path.write_bytes(data)
-        print(f"case {args.show} (from {entry[0]}, options {entry[2]}) -> {path}")
-        target.convert(path, dict(entry[2]))
+        options = {**entry[2], **_options(args)}
+        print(f"case {args.show} (from {entry[0]}, options {options}) -> {path}")
+        target.convert(path, options)
         print("converted")
         return 0
     t0 = time.perf_counter()
