@@ -36,7 +36,25 @@ def _longest_is(name: str, a: np.ndarray, arg: str, dims: dict) -> None:
                          f"total_length)")
 
 
-CHECKS: dict[str, Callable] = {"non_increasing": _non_increasing, "longest_is": _longest_is}
+def _right_padded(name: str, a: np.ndarray, arg: str, dims: dict) -> None:
+    # NOTE: Keras Masking lifted into sequence_lens: exact only when, along the time axis,
+    # no unmasked step (any feature != mask value) follows a masked one
+    value, _, axis = arg.partition("@")
+    if a.ndim < 2:
+        return
+    keep = np.moveaxis(np.any(a != np.float32(value), axis=-1), int(axis or 1), -1)
+    late = keep[..., 1:] & ~keep[..., :-1]
+    if np.any(late):
+        row = tuple(int(i) for i in np.argwhere(late)[0])
+        raise InputError(f"input '{name}': the Keras Masking mask (steps whose features all equal "
+                         f"{value} are masked) is not a right padding: in batch row "
+                         f"{list(row[:-1])} step {row[-1] + 1} is unmasked after a masked "
+                         f"step; the converted model runs masked sequences only when the "
+                         f"padding is at the end (Keras would hold the state through the gap)")
+
+
+CHECKS: dict[str, Callable] = {"non_increasing": _non_increasing, "longest_is": _longest_is,
+                               "right_padded": _right_padded}
 
 
 def add(metadata: dict, name: str, check: str) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 from contextlib import contextmanager
 from pathlib import Path
 
+from edgeseq import input_checks
 from edgeseq.errors import (EdgeseqError, GraphError, ModelFormatError, ShapeError,
                             UnsupportedModelError)
 from edgeseq.graph import Graph, Value
@@ -184,6 +185,8 @@ def _convert(path, loaded: reader.Loaded, sub, dynamic_time: bool, shapes) -> Gr
     meta = {"source_format": "tflite", "source": Path(path).name}
     if ctx.notes:
         meta["conversion_notes"] = ctx.notes
+    for name, check in getattr(ctx, "input_checks", ()):   # e.g. a Keras mask's padding
+        input_checks.add(meta, name, check)
     g = Graph(Path(path).stem, inputs, outputs, ctx.nodes, ctx.constants, metadata=meta)
     try:
         from edgeseq.converters.time_literals import free_time_literals

@@ -16,11 +16,13 @@ import numpy as np
 
 from edgeseq.ops import Op
 
-from edgeseq.converters import loops
+from edgeseq.converters import loops, masks
 from edgeseq.converters.tflite import body as tfl_body
+from edgeseq.converters.tflite import masks as _masks  # noqa: F401  (registers mask ops)
 from edgeseq.converters.tflite import variables
 from edgeseq.converters.tflite.context import Context, OpView, Unsupported, handler
 
+_BOOL = 6              # TFLite TensorType BOOL
 _MAX_EXTRA_TRIPS = 2   # the probe loop stops this far past the sequence length (no hang)
 
 
@@ -33,6 +35,8 @@ class Carried:
     outputs: list[int]
     states: list[int]
     passed: list[int]
+    mask: int | None = None   # a [T, N, 1] bool sequence (Keras Masking) read at the counter
+    aliases: dict = None      # masked loops: state -> the state it copies (the last output)
 
 
 def _sub_ops(ctx: Context, index: int) -> list[OpView]:
@@ -65,12 +69,15 @@ def _classify(ctx: Context, op: OpView, body: tfl_body.Subgraph) -> Carried:
         else:
             raise Unsupported(f"WHILE operand {k} (shape {shape}) is neither a counter, a "
                               f"sequence nor a [batch, units] state")
-    seq = None
+    seq = mask = None
     for b in body.ops:
         if b.name == "GATHER" and b.inputs[0] in body.inputs:
             k = body.inputs.index(b.inputs[0])
             if k in passed and b.inputs[1] in body.inputs and \
                     body.inputs.index(b.inputs[1]) in counters:
+                if tensors[b.inputs[0]].type == _BOOL and mask is None:
+                    mask = k
+                    continue
                 if seq is not None:
                     raise Unsupported("the WHILE body reads more than one sequence per step "
                                       "(a mask? masked loops are not lifted yet)")
@@ -78,13 +85,15 @@ def _classify(ctx: Context, op: OpView, body: tfl_body.Subgraph) -> Carried:
     if seq is None:
         raise Unsupported("the WHILE body reads no input sequence at its step counter")
     passed.remove(seq)
+    if mask is not None:
+        passed.remove(mask)
     for k in passed:
         if not ctx.is_const(op.inputs[k]) and tensors[body.inputs[k]].type != 20:  # RESOURCE
             raise Unsupported(f"WHILE operand {k} '{ctx.tname(op.inputs[k])}' is a run-time "
                               f"value the body only reads (only the sequence may be)")
     if len(outputs) > 1:
         raise Unsupported(f"the WHILE loop writes {len(outputs)} sequences (one expected)")
-    return Carried(counters, seq, x_counter, outputs, states, passed)
+    return Carried(counters, seq, x_counter, outputs, states, passed, mask)
 
 
 class _Loop:
@@ -99,18 +108,22 @@ class _Loop:
         bt = body.sub.tensors
         self.shapes = [tuple(int(d) for d in bt[i].shape) for i in body.inputs]
 
-    def feeds(self, xs: np.ndarray, states: list) -> list:
+    def feeds(self, xs: np.ndarray, states: list, mask: np.ndarray | None = None) -> list:
         vals = list(self.start)
         vals[self.c.sequence] = xs
+        if self.c.mask is not None:   # the cell is matched with every step unmasked
+            vals[self.c.mask] = np.ones(xs.shape[:2] + (1,), bool) if mask is None else mask
         for k, s in zip(self.c.states, states):
             vals[k] = s
+        for k, j in (self.c.aliases or {}).items():   # Keras starts the carry at zeros
+            vals[k] = self.start[k] if self.start[k] is not None else vals[j]
         for k in self.c.outputs:   # a sequence buffer, or a [1, N, H] last-step buffer
             t = xs.shape[0] if self.shapes[k][0] != 1 else 1
             vals[k] = np.zeros((t,) + self.shapes[k][1:])
         return vals
 
-    def __call__(self, xs: np.ndarray, states: list):
-        vals = self.feeds(xs, states)
+    def __call__(self, xs: np.ndarray, states: list, mask: np.ndarray | None = None):
+        vals = self.feeds(xs, states, mask)
         for _ in range(xs.shape[0] + _MAX_EXTRA_TRIPS):
             env = self.cond.run(vals)
             if not bool(np.asarray(env[self.cond.outputs[0]]).reshape(-1)[0]):
@@ -121,6 +134,31 @@ class _Loop:
             raise loops.NoMatch("the loop did not stop after the sequence length")
         y = vals[self.c.outputs[0]] if self.c.outputs else None
         return y, [vals[k] for k in self.c.states]
+
+    def drop_output_carry(self) -> None:
+        """A masked Keras loop also carries its last output (repeated at masked steps): a
+        state whose new value equals another's on unmasked steps and that only SELECTs read
+        is that carry, not part of the cell."""
+        c, body = self.c, self.body
+        rng = np.random.default_rng(1)
+        xs = rng.standard_normal((1,) + tuple(self.shapes[c.sequence][1:]))
+        init = [rng.standard_normal(self.shapes[k]) for k in c.states]
+        vals = self.feeds(xs, init)
+        for k in c.counters:
+            vals[k] = np.zeros((), np.int32)
+        env = body.run(vals)
+        new = {k: env[body.outputs[k]] for k in c.states}
+        readers = {k: {b.name for b in body.ops if body.inputs[k] in b.inputs} for k in c.states}
+        aliases = {}
+        for k in c.states:
+            if readers[k] <= {"SELECT", "SELECT_V2"}:
+                j = next((j for j in c.states if j != k and j not in aliases and
+                          np.shape(new[j]) == np.shape(new[k]) and
+                          np.allclose(new[j], new[k], atol=0, rtol=0)), None)
+                if j is not None:
+                    aliases[k] = j
+        c.aliases = aliases
+        c.states = [k for k in c.states if k not in aliases]
 
     def step(self) -> loops.Step:
         c, body = self.c, self.body
@@ -153,16 +191,53 @@ def while_(ctx: Context, op: OpView) -> None:
                           f"run") from None
     carried = _classify(ctx, op, body)
     loop = _Loop(ctx, op, cond, body, carried)
+    if carried.mask is not None:
+        loop.drop_output_carry()
     t_len = loop.shapes[carried.sequence][0]
     try:
         lifted = loops.lift(loop.step(), loop, t_len)
     except loops.NoMatch as e:
         raise Unsupported(f"the loop's {where} is not a recurrent cell edgeseq recognises "
                           f"({e})") from None
+    if carried.mask is not None:
+        _verify_masked(op, loop, lifted.candidate, t_len)
     _emit(ctx, op, carried, lifted.candidate, t_len)
     _note_variable_states(ctx, op, carried)
     ctx.notes.append(f"{op.label}: loop lifted into {lifted.candidate.label} (verified on a "
                      f"probe: {lifted.error:.1g} off)")
+
+
+def _verify_masked(op: OpView, loop: _Loop, cand: loops.Candidate, t_len: int) -> None:
+    """The lifted node with sequence_lens and Keras' output glue must reproduce the masked
+    loop on a right-padded probe."""
+    try:
+        err = masks.verify(cand, loop, t_len, loop.shapes[loop.c.sequence][1:],
+                           [loop.shapes[k][1] for k in loop.c.states])
+    except loops.NoMatch as e:
+        raise Unsupported(f"the masked loop: {e}") from None
+    if err > loops.TOLERANCE:
+        raise Unsupported(f"the masked loop is not reproduced by {cand.label} with sequence "
+                          f"lengths on a right-padded probe ({err:.2g} off)")
+
+
+def _mask_source(ctx: Context, op: OpView, idx: int) -> tuple[str, float]:
+    """(graph input, mask value) of a Keras mask any(x != value, axis=-1) reaching the loop
+    through layout ops, or Unsupported: only then can the input be checked for right padding."""
+    from edgeseq.converters.tflite.convert import _ops
+    producer = {o: b for b in _ops(ctx.loaded, ctx.sub) for o in b.outputs}
+    p = producer.get(idx)
+    while p is not None and p.name in ("RESHAPE", "TRANSPOSE", "EXPAND_DIMS", "SQUEEZE"):
+        p = producer.get(p.inputs[0])
+    ne = producer.get(p.inputs[0]) if p is not None and p.name == "REDUCE_ANY" else None
+    graph_inputs = {int(i) for i in (ctx.sub.inputs if ctx.sub.inputs is not None else [])}
+    if ne is None or ne.name != "NOT_EQUAL" or ne.inputs[0] not in graph_inputs or \
+            not ctx.is_const(ne.inputs[1]) or np.size(ctx.real(ne.inputs[1])) != 1 or \
+            ctx.ints(p.inputs[1], "REDUCE_ANY axis")[-1] % 3 != 2 or \
+            len(ctx.shape(ne.inputs[0])) != 3:
+        raise Unsupported(f"{op.label}: the loop's mask is not any(x != value, axis=-1) of a "
+                          f"[batch, time, features] graph input, so edgeseq cannot check that "
+                          f"it is a right padding (the only mask it maps to sequence lengths)")
+    return ctx.value(ne.inputs[0]), float(np.asarray(ctx.real(ne.inputs[1])).reshape(-1)[0])
 
 
 def _note_variable_states(ctx: Context, op: OpView, c: Carried) -> None:
@@ -195,12 +270,24 @@ def _emit(ctx: Context, op: OpView, c: Carried, cand: loops.Candidate, t_len: in
     n_states = len(order)
     y, yh, yc = ctx.tmp("y"), ctx.tmp("y_h"), ctx.tmp("y_c")
     outs = [y, yh] + ([yc] if cand.op == Op.LSTM else [])
-    ins = [ctx.value(op.inputs[c.sequence]), ""] + inits[:n_states]
+    lens = ""
+    if c.mask is not None:
+        x_in, mask_value = _mask_source(ctx, op, op.inputs[c.mask])
+        lens = masks.emit_lengths(ctx.emit, ctx.tmp, ctx.value(op.inputs[c.mask]))
+        if not hasattr(ctx, "input_checks"):
+            ctx.input_checks = []
+        ctx.input_checks.append((x_in, f"right_padded:{mask_value!r}@1"))
+    ins = [ctx.value(op.inputs[c.sequence]), lens] + inits[:n_states]
     while ins[-1] == "":
         ins.pop()
     ctx.emit(cand.op, ins, outs, weights, **cand.attrs)
     for k in c.outputs:
-        if ctx.shape(op.outputs[k])[0] == t_len:
+        if ctx.shape(op.outputs[k])[0] == t_len and c.mask is not None:
+            y_sq = ctx.tmp("y_seq")
+            ctx.emit(Op.SQUEEZE, [y], [y_sq], axes=(1,))
+            masks.emit_keras_outputs(ctx.emit, ctx.value(op.inputs[c.mask]), y_sq, yh,
+                                     ctx.out(op.outputs[k]))
+        elif ctx.shape(op.outputs[k])[0] == t_len:
             ctx.emit(Op.SQUEEZE, [y], [ctx.out(op.outputs[k])], axes=(1,))
         else:   # the last step only: y_h is that step's output, [1, N, H]
             ctx.emit(Op.IDENTITY, [yh], [ctx.out(op.outputs[k])])
@@ -208,6 +295,9 @@ def _emit(ctx: Context, op: OpView, c: Carried, cand: loops.Candidate, t_len: in
     read = {i for o in _ops(ctx.loaded, ctx.sub) if o.name != "ASSIGN_VARIABLE"
             for i in o.inputs}     # a variable write is the stream's carried state
     read |= {int(i) for i in (ctx.sub.outputs if ctx.sub.outputs is not None else [])}
+    for k, j in (c.aliases or {}).items():   # the carried last output: h at the length
+        if op.outputs[k] in read:
+            ctx.emit(Op.SQUEEZE, [yh], [ctx.out(op.outputs[k])], axes=(0,))
     for k, src in zip(order, outs[1:]):
         # NOTE: only final states something reads: an unread Squeeze of y_h has no time axis
         # and would stop the graph from streaming

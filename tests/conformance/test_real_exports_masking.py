@@ -1,0 +1,92 @@
+"""Keras `Masking` + LSTM as TFLite writes it (NOT_EQUAL/REDUCE_ANY masks feeding a WHILE loop
+that reads the mask as a second sequence) converts into an LSTM with `sequence_lens`.
+
+References are independent: Keras' outputs stored beside each fixture (tools/real_exports.py)
+and the TFLite interpreter running the file itself. The mapping is exact only for right-padded
+masks; any other mask is refused on every call (InputError), not answered differently.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgeseq import reference
+from edgeseq.errors import InputError
+from edgeseq.ops import Op
+from edgeseq.runtime import Model
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "real_exports"
+FILES = ["k2_masking_lstm.tflite_float.tflite", "k3_masking_lstm.tflite_float.tflite"]
+TOL = 1e-5
+
+
+def _convert(name: str):
+    from edgeseq.converters.tflite import convert
+    return convert(FIXTURES / name)
+
+
+def _interpreter(name: str, x: np.ndarray) -> np.ndarray:
+    from edgeseq.converters.tflite.interpreter import interpreter_class
+    it = interpreter_class()(model_path=str(FIXTURES / name))
+    it.allocate_tensors()
+    it.set_tensor(it.get_input_details()[0]["index"], x)
+    it.invoke()
+    return it.get_tensor(it.get_output_details()[0]["index"])
+
+
+def _run(graph, x: np.ndarray) -> np.ndarray:
+    return Model(graph).run({graph.inputs[0].name: x})[graph.outputs[0].name]
+
+
+@pytest.mark.parametrize("name", FILES)
+def test_masking_loop_becomes_lstm_with_lengths_matching_keras(name):
+    graph = _convert(name)
+    (lstm,) = [n for n in graph.nodes if n.op == Op.LSTM]
+    assert lstm.inputs[1], "the mask did not become sequence_lens"
+    ref = np.load(FIXTURES / (name.split(".")[0] + ".npz"))
+    x, keras_y = ref["x"], ref["y0"]
+    assert np.all(x[0, -2:] == 0) and np.any(x[0, :-2] != 0), "the fixture must be padded"
+    got = _run(graph, x)
+    assert np.max(np.abs(got - keras_y)) <= TOL
+    # Keras repeats the last output on padded steps (not zeros, as sequence_lens alone gives)
+    assert np.max(np.abs(got[0, -1] - got[0, -3])) == 0 and np.any(got[0, -1] != 0)
+
+
+@pytest.mark.parametrize("name", FILES)
+def test_every_right_padding_matches_the_interpreter(name):
+    """Lengths 0..T (0: every step masked, T: none), by the runtime and the reference."""
+    graph = _convert(name)
+    rng = np.random.default_rng(7)
+    t_len = graph.inputs[0].shape[1]
+    for length in range(t_len + 1):
+        x = rng.standard_normal(graph.inputs[0].shape).astype(np.float32)
+        x[:, length:] = 0.0
+        want = _interpreter(name, x)
+        assert np.max(np.abs(_run(graph, x) - want)) <= TOL, length
+        got = reference.run(graph, {graph.inputs[0].name: x})[graph.outputs[0].name]
+        assert np.max(np.abs(got - want)) <= TOL, length
+
+
+@pytest.mark.parametrize("name", FILES)
+def test_a_mask_that_is_not_a_right_padding_is_refused(name):
+    graph = _convert(name)
+    x = np.load(FIXTURES / (name.split(".")[0] + ".npz"))["x"].copy()
+    x[0, 1] = 0.0          # step 1 masked, steps 2 and 3 not: Keras holds the state over a gap
+    with pytest.raises(InputError, match="not a right padding"):
+        _run(graph, x)
+    with pytest.raises(InputError, match="not a right padding"):
+        reference.run(graph, {graph.inputs[0].name: x})
+
+
+def test_the_masked_probe_rejects_a_lift_without_lengths(monkeypatch):
+    """The masked loop is verified on a right-padded probe: a node run without the lengths
+    (every step taken) does not reproduce it, and the loop is refused."""
+    from edgeseq.converters import masks
+    from edgeseq.errors import UnsupportedModelError
+    real = masks.run_with_lengths
+    monkeypatch.setattr(masks, "run_with_lengths", lambda cand, xs, init, lens: real(
+        cand, xs, init, np.full_like(lens, xs.shape[0])))
+    with pytest.raises(UnsupportedModelError, match="right-padded probe"):
+        _convert(FILES[0])
