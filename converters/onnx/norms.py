@@ -1,6 +1,7 @@
 """ONNX normalisation and the elementwise ops written around it: LayerNormalization
-(opset 17), BatchNormalization (inference), GlobalAveragePool, ReduceSumSquare, Reciprocal,
-Erf. Each becomes existing IR ops (ReduceMean, Sub, Mul, Sqrt, Div, Add)."""
+(opset 17), BatchNormalization (inference; constant or computed statistics), GlobalAveragePool,
+ReduceSumSquare, Reciprocal, Erf. Each becomes existing IR ops (ReduceMean, Sub, Mul, Sqrt,
+Div, Add)."""
 from __future__ import annotations
 
 import numpy as np
@@ -60,17 +61,49 @@ def batch_normalization(ctx: Context, node) -> None:
                          "consumed_inputs"})
     if a.get("training_mode", 0) or any(o for o in node.output[1:]):
         raise Unsupported("BatchNormalization in training mode (running statistics as outputs)")
+    r = _rank(ctx, node.input[0])
+    eps = float(a.get("epsilon", 1e-5))
+    if len(node.input) < 5 or not all(node.input[:5]):
+        raise Unsupported("BatchNormalization needs X, scale, B, input_mean and input_var")
+    if any(ctx.const(node.input[k]) is None for k in range(1, 5)):
+        _batch_norm_computed(ctx, node, r, eps)
+        return
     c = ctx.need_consts(node, {1: "scale", 2: "B", 3: "input_mean", 4: "input_var"})
     scale, b, mean, var = (np.asarray(c[k], np.float64) for k in (1, 2, 3, 4))
-    mul = scale / np.sqrt(var + float(a.get("epsilon", 1e-5)))
+    mul = scale / np.sqrt(var + eps)
     add = b - mean * mul
-    r = _rank(ctx, node.input[0])
     bshape = (-1,) + (1,) * (r - 2)
     dt = ctx.dtype(node.input[0]) or "float32"
     y, tmp = node.output[0], ctx.tmp(node.output[0] + "/scaled")
     ctx.emit(Op.MUL, [ctx.inp(node, 0), ctx.add_const(f"{y}/mul", mul.reshape(bshape).astype(dt))],
              [tmp], suffix="_scale")
     ctx.emit(Op.ADD, [tmp, ctx.add_const(f"{y}/add", add.reshape(bshape).astype(dt))], [y])
+
+
+def _batch_norm_computed(ctx: Context, node, r: int, eps: float) -> None:
+    """(x - mean) / sqrt(var + eps) * scale + B with statistics computed at run time (tf2onnx
+    writes Keras' LayerNormalization so); the [C] operands are unsqueezed to [C, 1, ...]."""
+    y = node.output[0]
+    per_channel = []
+    for k in range(1, 5):
+        shp = ctx.shape(node.input[k])
+        if shp is not None and len(shp) != 1:
+            raise Unsupported(f"BatchNormalization input {k} has shape {shp}, not [C]")
+        v = ctx.inp(node, k)
+        if r > 2:
+            u = ctx.tmp(f"{y}/in{k}")
+            ctx.emit(Op.UNSQUEEZE, [v], [u], {"axes": tuple(range(1, r - 1))}, suffix=f"_in{k}")
+            v = u
+        per_channel.append(v)
+    scale, b, mean, var = per_channel
+    t = lambda s: ctx.tmp(f"{y}/{s}")
+    d, ve, std, nrm, sc = t("centered"), t("var_eps"), t("std"), t("normed"), t("scaled")
+    ctx.emit(Op.SUB, [ctx.inp(node, 0), mean], [d], suffix="_center")
+    ctx.emit(Op.ADD, [var, _scalar(ctx, node.input[0], eps, f"{y}/eps")], [ve], suffix="_eps")
+    ctx.emit(Op.SQRT, [ve], [std], suffix="_std")
+    ctx.emit(Op.DIV, [d, std], [nrm], suffix="_div")
+    ctx.emit(Op.MUL, [nrm, scale], [sc], suffix="_scale")
+    ctx.emit(Op.ADD, [sc, b], [y])
 
 
 @handler("GlobalAveragePool", since=1)

@@ -210,6 +210,39 @@ def unpack(ctx: Context, op: OpView) -> None:
         ctx.emit(Op.SQUEEZE, [part], [ctx.out(out_idx)], axes=(axis,))
 
 
+def _split(ctx: Context, op: OpView, x_idx: int, axis_idx: int, sizes: list[int] | None) -> None:
+    """SPLIT (sizes None: equal parts, one per output) and SPLIT_V (one size may be -1)."""
+    axes = ctx.ints(axis_idx, f"{op.name} axis")
+    if len(axes) != 1:
+        raise Unsupported(f"{op.name} axis must be one integer, got {axes}")
+    axis = _axis(axes[0], _rank(ctx, x_idx), f"{op.name} axis")
+    dim, n = ctx.shape(x_idx)[axis], len(op.outputs)
+    if sizes is None:
+        sizes = [dim // n if n and dim % n == 0 else 0] * n
+    if len(sizes) != n:
+        raise Unsupported(f"{op.name} into {len(sizes)} parts with {n} outputs")
+    if sizes.count(-1) == 1:
+        sizes[sizes.index(-1)] = dim - (sum(sizes) + 1)
+    if not sizes or any(s <= 0 for s in sizes) or sum(sizes) != dim:
+        raise Unsupported(f"{op.name} of a dim of {dim} into {n} parts {sizes}")
+    ctx.emit(Op.SPLIT, [ctx.value(x_idx)], [ctx.out(i) for i in op.outputs], axis=axis,
+             split=tuple(sizes))
+
+
+@handler("SPLIT", max_version=4)
+def split(ctx: Context, op: OpView) -> None:
+    # NOTE: operands are (axis, input); Keras unroll=True writes one per step for the gates
+    if int(op.option("numSplits", len(op.outputs))) != len(op.outputs):
+        raise Unsupported(f"SPLIT num_splits {op.option('numSplits')} with {len(op.outputs)} "
+                          "outputs")
+    _split(ctx, op, op.input(1), op.input(0), None)
+
+
+@handler("SPLIT_V", max_version=2)
+def split_v(ctx: Context, op: OpView) -> None:
+    _split(ctx, op, op.input(0), op.input(2), ctx.ints(op.input(1), "SPLIT_V size_splits"))
+
+
 @handler("DEQUANTIZE", "QUANTIZE", max_version=6)
 def quantize_dequantize(ctx: Context, op: OpView) -> None:
     src = op.input(0)

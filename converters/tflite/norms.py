@@ -1,5 +1,5 @@
-"""TFLite ops that Keras writes for LayerNormalization (MEAN, SQUARED_DIFFERENCE, RSQRT, SUB),
-for Conv1D (EXPAND_DIMS, CONV_2D over a unit axis, SQUEEZE) and for greedy decoding (ARG_MAX).
+"""TFLite ops that Keras writes for LayerNormalization (MEAN, SQUARED_DIFFERENCE, RSQRT, SUB,
+NEG), for Conv1D (EXPAND_DIMS, CONV_2D over a unit axis, SQUEEZE) and for greedy decoding (ARG_MAX).
 Each becomes existing IR ops; CONV_2D over NHWC becomes a Conv1d or Conv2d between Transposes.
 """
 from __future__ import annotations
@@ -24,6 +24,11 @@ def sub(ctx: Context, op: OpView) -> None:
     dst = ctx.fused_target(act, op.outputs[0])
     ctx.emit(Op.SUB, [ctx.value(op.input(0)), ctx.value(op.input(1))], [dst])
     ctx.finish_fused(dst, act, op.outputs[0])
+
+
+@handler("NEG", max_version=2)
+def neg(ctx: Context, op: OpView) -> None:
+    ctx.emit(Op.NEG, [ctx.value(op.input(0))], [ctx.out(op.outputs[0])])
 
 
 @handler("SQUARED_DIFFERENCE", max_version=2)
