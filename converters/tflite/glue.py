@@ -218,7 +218,9 @@ def _split(ctx: Context, op: OpView, x_idx: int, axis_idx: int, sizes: list[int]
     axis = _axis(axes[0], _rank(ctx, x_idx), f"{op.name} axis")
     dim, n = ctx.shape(x_idx)[axis], len(op.outputs)
     if sizes is None:
-        sizes = [dim // n if n and dim % n == 0 else 0] * n
+        if not n or dim % n:
+            raise Unsupported(f"{op.name} of a dim of {dim} into {n} equal parts")
+        sizes = [dim // n] * n
     if len(sizes) != n:
         raise Unsupported(f"{op.name} into {len(sizes)} parts with {n} outputs")
     if sizes.count(-1) == 1:

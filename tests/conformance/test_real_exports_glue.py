@@ -63,3 +63,27 @@ def test_converts_and_matches_keras_and_own_runtime(name):
     assert got.shape == keras_y.shape
     assert np.max(np.abs(got - keras_y)) <= TOL
     assert np.max(np.abs(got - _own_runtime(path, x))) <= TOL
+
+
+def test_a_split_that_does_not_divide_its_axis_is_refused_naming_the_operator(tmp_path):
+    """The unrolled file with one SPLIT's gate axis (4 x 6 units) declared one wider: no equal
+    parts, so that operator is refused by its index and name (not split unevenly)."""
+    flatbuffers = pytest.importorskip("flatbuffers")
+    fb = pytest.importorskip("ai_edge_litert.schema_py_generated")
+    from edgeseq.errors import UnsupportedModelError
+    data = (FIXTURES / "k3_unroll.tflite_float.tflite").read_bytes()
+    model = fb.ModelT.InitFromObj(fb.Model.GetRootAs(data, 0))
+    sub = model.subgraphs[0]
+    codes = [max(c.builtinCode, c.deprecatedBuiltinCode) for c in model.operatorCodes]
+    k, op = next((k, o) for k, o in enumerate(sub.operators)
+                 if codes[o.opcodeIndex] == fb.BuiltinOperator.SPLIT)
+    x = sub.tensors[op.inputs[1]]
+    x.shape = np.array(list(x.shape[:-1]) + [x.shape[-1] + 1], np.int32)
+    b = flatbuffers.Builder(len(data) + 1024)
+    b.Finish(model.Pack(b), file_identifier=b"TFL3")
+    path = tmp_path / "bad_split.tflite"
+    path.write_bytes(bytes(b.Output()))
+    with pytest.raises(UnsupportedModelError) as e:
+        _convert(path)
+    msg = str(e.value)
+    assert f"operator #{k} SPLIT" in msg and f"dim of {x.shape[-1]} into 4 equal parts" in msg, msg
