@@ -82,3 +82,23 @@ def verify(cand, loop: Callable, t_len: int, x_shape: tuple, state_sizes: list) 
             got = y_h[None]
         errs.append(np.max(np.abs(got - want_y)))
     return float(max(errs))
+
+
+# Body op kinds a masked step's select is written with (tf2onnx: m * new + (1 - m) * old)
+SELECT_KINDS = frozenset({"SELECT", "SELECT_V2", "WHERE", "MUL"})
+
+
+def output_carries(new: dict, readers: dict) -> dict:
+    """A masked Keras loop also carries its last output (repeated at masked steps): a state
+    whose new value, on an unmasked step, equals another state's and that only selects read
+    is that carry, not part of the cell. new: state -> its new value on a probe step;
+    readers: state -> kinds of the body ops that read it. Returns carry -> the state it copies."""
+    carries = {}
+    for k in new:
+        if not readers[k] <= SELECT_KINDS:
+            continue
+        j = next((j for j in new if j != k and j not in carries and
+                  np.shape(new[j]) == np.shape(new[k]) and np.array_equal(new[j], new[k])), None)
+        if j is not None:
+            carries[k] = j
+    return carries

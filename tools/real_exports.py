@@ -38,7 +38,8 @@ FIXTURES = ("k3_lstm_dense.tflite_float.tflite", "k3_lstm_dense.onnx13.onnx",
             "k2_return_state.tflite_float.tflite", "k3_bidi_sum.tflite_float.tflite",
             "k2_stateful.tflite_float.tflite", "k3_hard_sigmoid.tflite_float.tflite",
             "k2_initial_state.tflite_float.tflite", "k3_bidi_sum.onnx13.onnx",
-            "k2_masking_lstm.tflite_float.tflite", "k3_masking_lstm.tflite_float.tflite")
+            "k2_masking_lstm.tflite_float.tflite", "k3_masking_lstm.tflite_float.tflite",
+            "k2_masking_lstm.onnx13.onnx", "k3_masking_lstm.onnx17.onnx")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from typing import Mapping
 import numpy as np
 import onnx
 
+from edgeseq import input_checks
 from edgeseq.errors import (EdgeseqError, GraphError, ModelFormatError, ShapeError,
                             UnsupportedModelError)
 from edgeseq.graph import Graph, Node, Value, scale_name
@@ -240,6 +241,8 @@ def convert(path_or_model, *, fix: Mapping | None = None, shapes: Mapping | None
         graph.metadata = {"source_format": "onnx", "opsets": opsets,
                           "producer": f"{model.producer_name} {model.producer_version}".strip(),
                           "fixed_inputs": sorted(fixed)}
+        for name, check in getattr(ctx, "input_checks", ()):   # e.g. a Keras mask's padding
+            input_checks.add(graph.metadata, name, check)
     free_time_literals(graph)     # a fixed-length export streams (converters/time_literals.py)
     if validate:
         try:

@@ -18,7 +18,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from edgeseq.ops import Op
 
-from edgeseq.converters import loops
+from edgeseq.converters import loops, masks
 from edgeseq.converters.onnx.context import Context, Unsupported
 from edgeseq.converters.onnx.registry import handler
 
@@ -40,6 +40,8 @@ class Carried:
     sequence: str                # outer-scope name of the input sequence
     index_key: str               # body value the sequence is gathered at
     scans: list[int]             # indices of the body's scan outputs
+    mask: str | None = None      # outer-scope [T, N, 1] bool sequence (Keras Masking)
+    aliases: dict | None = None  # masked loops: state -> the state it copies (the last output)
 
 
 def _as_float64(g: onnx.GraphProto) -> onnx.GraphProto:
@@ -144,9 +146,12 @@ def _classify(ctx: Context, node: onnx.NodeProto, body: _Body, graph) -> Carried
             raise Unsupported(f"Loop carried value {k} '{node.input[2 + k]}' is a run-time "
                               f"value the body only reads (only the input sequence may be)")
     counter_keys = {body.inputs[0]} | {body.inputs[2 + k] for k in counters}
-    seq = None
+    seq = mask = None
     for n in graph.node:
         if n.op_type == "Gather" and n.input[0] in body.outer and n.input[1] in counter_keys:
+            if ctx.dtype(n.input[0]) == "bool" and mask in (None, n.input[0]):
+                mask = n.input[0]
+                continue
             if seq is not None and seq[0] != n.input[0]:
                 raise Unsupported("the Loop body reads more than one sequence per step (a mask? "
                                   "masked loops are not lifted yet)")
@@ -156,7 +161,7 @@ def _classify(ctx: Context, node: onnx.NodeProto, body: _Body, graph) -> Carried
     scans = list(range(1 + n_carried, len(body.outputs)))
     if len(scans) > 1:
         raise Unsupported(f"the Loop writes {len(scans)} sequences (one expected)")
-    c = Carried(counters, states, passed, seq[0], seq[1], scans)
+    c = Carried(counters, states, passed, seq[0], seq[1], scans, mask)
     c.gather_out = seq[2]
     return c
 
@@ -168,13 +173,13 @@ class _Loop:
         self.start = [ctx.const(node.input[2 + k]) for k in range(n_carried)]
         self.trip = ctx.const(node.input[0]) if node.input[0] else None
         self.cond0 = ctx.const(node.input[1]) if len(node.input) > 1 and node.input[1] else None
-        self.outer = {n: ctx.const(n) for n in body.outer if n != c.sequence}
+        self.outer = {n: ctx.const(n) for n in body.outer if n not in (c.sequence, c.mask)}
         missing = [n for n, v in self.outer.items() if v is None]
         if missing:
             raise Unsupported(f"the Loop body reads run-time values {missing} other than the "
                               f"input sequence")
 
-    def _feeds(self, xs, states, k_iter, cond, vals):
+    def _feeds(self, xs, states, k_iter, cond, vals, mask=None):
         feeds = {self.body.inputs[0]: np.asarray(k_iter, np.int64),
                  self.body.inputs[1]: np.asarray(cond, np.bool_)}
         for k, v in enumerate(vals):
@@ -183,15 +188,38 @@ class _Loop:
         feeds.update({n: np.asarray(v, np.float64) if np.asarray(v).dtype.kind == "f" else v
                       for n, v in self.outer.items()})
         feeds[self.c.sequence] = xs
+        if self.c.mask is not None:   # the cell is matched with every step unmasked
+            feeds[self.c.mask] = np.ones(xs.shape[:2] + (1,), bool) if mask is None else mask
         return feeds
 
     def _start(self, states):
         vals = list(self.start)
         for k, s in zip(self.c.states, states):
             vals[k] = s
+        for k, j in (self.c.aliases or {}).items():   # Keras starts the carry at zeros
+            vals[k] = self.start[k] if self.start[k] is not None else vals[j]
         return vals
 
-    def __call__(self, xs, states):
+    def drop_output_carry(self, n_batch: int, n_input: int, sizes: list[int]) -> list[int]:
+        """Set the loop's last-output carry apart from the cell's states (masks.py); returns
+        the sizes of the states left."""
+        rng = np.random.default_rng(1)
+        init = [rng.standard_normal((n_batch, s)) for s in sizes]
+        vals = self._start(init)
+        for k in self.c.counters:
+            vals[k] = np.zeros_like(np.asarray(vals[k]))
+        xs = rng.standard_normal((1, n_batch, n_input))
+        env = self.body.run(self._feeds(xs, init, 0, True, vals))
+        b = self.body
+        self.c.aliases = masks.output_carries(
+            {k: env[b.outputs[1 + k]] for k in self.c.states},
+            {k: {op.kind for op in b.ops if b.inputs[2 + k] in op.inputs}
+             for k in self.c.states})
+        keep = [j for j, k in enumerate(self.c.states) if k not in self.c.aliases]
+        self.c.states = [self.c.states[j] for j in keep]
+        return [sizes[j] for j in keep]
+
+    def __call__(self, xs, states, mask=None):
         vals = self._start(states)
         cond = True if self.cond0 is None else bool(np.ravel(self.cond0)[0])
         trip = xs.shape[0] + _MAX_EXTRA_TRIPS if self.trip is None else int(np.ravel(self.trip)[0])
@@ -200,7 +228,7 @@ class _Loop:
         while cond and k < trip:
             if k > xs.shape[0] + _MAX_EXTRA_TRIPS:
                 raise loops.NoMatch("the loop did not stop after the sequence length")
-            env = self.body.run(self._feeds(xs, states, k, cond, vals))
+            env = self.body.run(self._feeds(xs, states, k, cond, vals, mask))
             cond = bool(np.ravel(env[self.body.outputs[0]])[0])
             vals = [env[self.body.outputs[1 + j]] for j in range(len(vals))]
             for s in self.c.scans:
@@ -237,11 +265,18 @@ def loop(ctx: Context, node: onnx.NodeProto) -> None:
         shp = np.shape(v) if v is not None else ctx.shape(node.input[2 + k])
         sizes.append(int(shp[1]))
     lp = _Loop(ctx, node, body, c)
+    if c.mask is not None:
+        sizes = lp.drop_output_carry(n_batch, n_input, sizes)
     try:
         lifted = loops.lift(lp.step(n_batch, n_input, sizes), lp, t_len)
+        err = masks.verify(lifted.candidate, lp, t_len, (n_batch, n_input), sizes) \
+            if c.mask is not None else 0.0
     except loops.NoMatch as e:
         raise Unsupported(f"the Loop body is not a recurrent cell edgeseq recognises ({e})") \
             from None
+    if err > loops.TOLERANCE:
+        raise Unsupported(f"the masked Loop is not reproduced by {lifted.candidate.label} with "
+                          f"sequence lengths on a right-padded probe ({err:.2g} off)")
     _emit(ctx, node, c, lifted.candidate, t_len)
 
 
@@ -264,15 +299,32 @@ def _emit(ctx: Context, node: onnx.NodeProto, c: Carried, cand: loops.Candidate,
         inits.append(u)
     y, yh, yc = (ctx.tmp(f"{base}/{s}") for s in ("y", "y_h", "y_c"))
     outs = [y, yh] + ([yc] if cand.op == Op.LSTM else [])
-    ins = [ctx.resolve(c.sequence), ""] + inits
+    lens = ""
+    if c.mask is not None:
+        x_in, mask_value = _mask_source(ctx, c.mask)
+        lens = masks.emit_lengths(_emitter(ctx, "/lengths"), lambda b: ctx.tmp(f"{base}/{b}"),
+                                  ctx.resolve(c.mask))
+        if not hasattr(ctx, "input_checks"):
+            ctx.input_checks = []
+        ctx.input_checks.append((x_in, f"right_padded:{mask_value!r}@1"))
+    ins = [ctx.resolve(c.sequence), lens] + inits
     while ins[-1] == "":
         ins.pop()
     ctx.emit(cand.op, ins, outs, cand.attrs, weights)
     n_carried = len(node.input) - 2
     for s in c.scans:
         out = node.output[s - 1] if s - 1 < len(node.output) else ""
-        if out:
+        if out and c.mask is not None:
+            y_seq = ctx.tmp(f"{base}/y_seq")
+            ctx.emit(Op.SQUEEZE, [y], [y_seq], {"axes": (1,)}, suffix="/y")
+            masks.emit_keras_outputs(_emitter(ctx, "/keras_y"), ctx.resolve(c.mask), y_seq, yh,
+                                     out)
+        elif out:
             ctx.emit(Op.SQUEEZE, [y], [out], {"axes": (1,)}, suffix="/y")
+    for k in (c.aliases or {}):   # the carried last output: h at the length
+        out = node.output[k] if k < len(node.output) else ""
+        if out and _read(ctx, out):
+            ctx.emit(Op.SQUEEZE, [yh], [out], {"axes": (0,)}, suffix=f"/state{k}")
     for k, src in zip(order, outs[1:]):
         out = node.output[c.states[k]] if c.states[k] < len(node.output) else ""
         if out and _read(ctx, out):
@@ -286,6 +338,41 @@ def _emit(ctx: Context, node: onnx.NodeProto, c: Carried, cand: loops.Candidate,
             if start is not None:
                 ctx.consts[node.output[k]] = np.asarray(start) + t_len
     del n_carried
+
+
+def _emitter(ctx: Context, suffix: str):
+    return lambda op, ins, outs, **attrs: ctx.emit(op, ins, outs, attrs, suffix=suffix)
+
+
+_LAYOUT = ("Reshape", "Transpose", "Unsqueeze", "Squeeze", "Identity")
+
+
+def _mask_source(ctx: Context, mask: str) -> tuple[str, float]:
+    """(graph input, mask value) of a Keras mask any(x != value, axis=-1) as tf2onnx writes it
+    (Greater(ReduceSum(Cast(Not(Equal(x, value))), -1), 0)) reaching the loop through layout
+    ops, or Unsupported: only then can the input be checked for right padding."""
+    chain, n = [], ctx.producers.get(mask)
+    while n is not None and n.op_type in _LAYOUT:
+        n = ctx.producers.get(n.input[0])
+    for op_type in ("Greater", "ReduceSum", "Cast", "Not", "Equal"):
+        chain.append(n)
+        if n is None or n.op_type != op_type:
+            break
+        n = ctx.producers.get(n.input[0]) if op_type != "Equal" else n
+    else:
+        greater, rsum, eq = chain[0], chain[1], chain[4]
+        zero, value = ctx.const(greater.input[1]), ctx.const(eq.input[1])
+        axes = ctx.const(rsum.input[1]) if len(rsum.input) > 1 else None
+        x = eq.input[0]
+        shape = ctx.shape(x)
+        if x in ctx.graph_inputs and zero is not None and np.size(zero) == 1 and \
+                not np.ravel(zero)[0] and value is not None and np.size(value) == 1 and \
+                axes is not None and np.size(axes) == 1 and shape is not None and \
+                len(shape) == 3 and int(np.ravel(axes)[0]) % 3 == 2:
+            return x, float(np.ravel(value)[0])
+    raise Unsupported(f"the Loop's mask '{mask}' is not any(x != value, axis=-1) of a [batch, "
+                      f"time, features] graph input, so edgeseq cannot check that it is a "
+                      f"right padding (the only mask it maps to sequence lengths)")
 
 
 def _read(ctx: Context, name: str) -> bool:

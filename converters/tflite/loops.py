@@ -136,29 +136,18 @@ class _Loop:
         return y, [vals[k] for k in self.c.states]
 
     def drop_output_carry(self) -> None:
-        """A masked Keras loop also carries its last output (repeated at masked steps): a
-        state whose new value equals another's on unmasked steps and that only SELECTs read
-        is that carry, not part of the cell."""
+        """Set the loop's last-output carry apart from the cell's states (masks.py)."""
         c, body = self.c, self.body
         rng = np.random.default_rng(1)
         xs = rng.standard_normal((1,) + tuple(self.shapes[c.sequence][1:]))
-        init = [rng.standard_normal(self.shapes[k]) for k in c.states]
-        vals = self.feeds(xs, init)
+        vals = self.feeds(xs, [rng.standard_normal(self.shapes[k]) for k in c.states])
         for k in c.counters:
             vals[k] = np.zeros((), np.int32)
         env = body.run(vals)
-        new = {k: env[body.outputs[k]] for k in c.states}
-        readers = {k: {b.name for b in body.ops if body.inputs[k] in b.inputs} for k in c.states}
-        aliases = {}
-        for k in c.states:
-            if readers[k] <= {"SELECT", "SELECT_V2"}:
-                j = next((j for j in c.states if j != k and j not in aliases and
-                          np.shape(new[j]) == np.shape(new[k]) and
-                          np.allclose(new[j], new[k], atol=0, rtol=0)), None)
-                if j is not None:
-                    aliases[k] = j
-        c.aliases = aliases
-        c.states = [k for k in c.states if k not in aliases]
+        c.aliases = masks.output_carries(
+            {k: env[body.outputs[k]] for k in c.states},
+            {k: {b.name for b in body.ops if body.inputs[k] in b.inputs} for k in c.states})
+        c.states = [k for k in c.states if k not in c.aliases]
 
     def step(self) -> loops.Step:
         c, body = self.c, self.body

@@ -1,9 +1,11 @@
 """Keras `Masking` + LSTM as TFLite writes it (NOT_EQUAL/REDUCE_ANY masks feeding a WHILE loop
-that reads the mask as a second sequence) converts into an LSTM with `sequence_lens`.
+that reads the mask as a second sequence) and as tf2onnx writes it (Equal/Not/ReduceSum/Greater
+feeding a Loop) converts into an LSTM with `sequence_lens`.
 
 References are independent: Keras' outputs stored beside each fixture (tools/real_exports.py)
-and the TFLite interpreter running the file itself. The mapping is exact only for right-padded
-masks; any other mask is refused on every call (InputError), not answered differently.
+and the file's own runtime (the TFLite interpreter, onnxruntime). The mapping is exact only
+for right-padded masks; any other mask is refused on every call (InputError), not answered
+differently.
 """
 from __future__ import annotations
 
@@ -18,16 +20,24 @@ from edgeseq.ops import Op
 from edgeseq.runtime import Model
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "real_exports"
-FILES = ["k2_masking_lstm.tflite_float.tflite", "k3_masking_lstm.tflite_float.tflite"]
+FILES = ["k2_masking_lstm.tflite_float.tflite", "k3_masking_lstm.tflite_float.tflite",
+         "k2_masking_lstm.onnx13.onnx", "k3_masking_lstm.onnx17.onnx"]
 TOL = 1e-5
 
 
 def _convert(name: str):
-    from edgeseq.converters.tflite import convert
+    if name.endswith(".onnx"):
+        from edgeseq.converters.onnx import convert
+    else:
+        from edgeseq.converters.tflite import convert
     return convert(FIXTURES / name)
 
 
-def _interpreter(name: str, x: np.ndarray) -> np.ndarray:
+def _own_runtime(name: str, x: np.ndarray) -> np.ndarray:
+    if name.endswith(".onnx"):
+        ort = pytest.importorskip("onnxruntime")
+        s = ort.InferenceSession(str(FIXTURES / name), providers=["CPUExecutionProvider"])
+        return s.run(None, {s.get_inputs()[0].name: x})[0]
     from edgeseq.converters.tflite.interpreter import interpreter_class
     it = interpreter_class()(model_path=str(FIXTURES / name))
     it.allocate_tensors()
@@ -55,7 +65,7 @@ def test_masking_loop_becomes_lstm_with_lengths_matching_keras(name):
 
 
 @pytest.mark.parametrize("name", FILES)
-def test_every_right_padding_matches_the_interpreter(name):
+def test_every_right_padding_matches_the_files_own_runtime(name):
     """Lengths 0..T (0: every step masked, T: none), by the runtime and the reference."""
     graph = _convert(name)
     rng = np.random.default_rng(7)
@@ -63,7 +73,7 @@ def test_every_right_padding_matches_the_interpreter(name):
     for length in range(t_len + 1):
         x = rng.standard_normal(graph.inputs[0].shape).astype(np.float32)
         x[:, length:] = 0.0
-        want = _interpreter(name, x)
+        want = _own_runtime(name, x)
         assert np.max(np.abs(_run(graph, x) - want)) <= TOL, length
         got = reference.run(graph, {graph.inputs[0].name: x})[graph.outputs[0].name]
         assert np.max(np.abs(got - want)) <= TOL, length
@@ -80,7 +90,8 @@ def test_a_mask_that_is_not_a_right_padding_is_refused(name):
         reference.run(graph, {graph.inputs[0].name: x})
 
 
-def test_the_masked_probe_rejects_a_lift_without_lengths(monkeypatch):
+@pytest.mark.parametrize("name", [FILES[0], FILES[2]])
+def test_the_masked_probe_rejects_a_lift_without_lengths(monkeypatch, name):
     """The masked loop is verified on a right-padded probe: a node run without the lengths
     (every step taken) does not reproduce it, and the loop is refused."""
     from edgeseq.converters import masks
@@ -89,4 +100,22 @@ def test_the_masked_probe_rejects_a_lift_without_lengths(monkeypatch):
     monkeypatch.setattr(masks, "run_with_lengths", lambda cand, xs, init, lens: real(
         cand, xs, init, np.full_like(lens, xs.shape[0])))
     with pytest.raises(UnsupportedModelError, match="right-padded probe"):
-        _convert(FILES[0])
+        _convert(name)
+
+
+def test_right_padding_check_looks_at_every_batch_row():
+    from edgeseq import input_checks
+    x = np.ones((3, 4, 2), np.float32)
+    x[0, 2:] = 0.0                  # padded after 2 steps
+    x[1] = 0.0                      # every step masked
+    meta: dict = {}
+    input_checks.add(meta, "x", "right_padded:0.0@1")
+
+    class G:
+        inputs, metadata = [], meta
+    input_checks.check(G, {"x": x})
+    x[2, 1, :] = 0.0                # row 2: a masked step between unmasked ones
+    with pytest.raises(InputError, match=r"batch row \[2\] step 2"):
+        input_checks.check(G, {"x": x})
+    x[2, 1, 0] = 5.0                # one feature differs from the mask value: unmasked again
+    input_checks.check(G, {"x": x})
