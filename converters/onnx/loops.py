@@ -150,6 +150,11 @@ def _classify(ctx: Context, node: onnx.NodeProto, body: _Body, graph) -> Carried
     for n in graph.node:
         if n.op_type == "Gather" and n.input[0] in body.outer and n.input[1] in counter_keys:
             if ctx.dtype(n.input[0]) == "bool" and mask in (None, n.input[0]):
+                shape = ctx.shape(n.input[0])
+                if shape is None or len(shape) != 3 or shape[2] != 1:
+                    raise Unsupported(f"the Loop body reads a boolean sequence "
+                                      f"'{n.input[0]}' of shape {shape} (a Keras mask is "
+                                      f"[T, N, 1])")
                 mask = n.input[0]
                 continue
             if seq is not None and seq[0] != n.input[0]:

@@ -76,6 +76,10 @@ def _classify(ctx: Context, op: OpView, body: tfl_body.Subgraph) -> Carried:
             if k in passed and b.inputs[1] in body.inputs and \
                     body.inputs.index(b.inputs[1]) in counters:
                 if tensors[b.inputs[0]].type == _BOOL and mask is None:
+                    shape = tuple(int(d) for d in tensors[b.inputs[0]].shape)
+                    if len(shape) != 3 or shape[2] != 1:
+                        raise Unsupported(f"the WHILE body reads a boolean sequence of shape "
+                                          f"{shape} (a Keras mask is [T, N, 1])")
                     mask = k
                     continue
                 if seq is not None:

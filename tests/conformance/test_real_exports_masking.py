@@ -119,3 +119,21 @@ def test_right_padding_check_looks_at_every_batch_row():
         input_checks.check(G, {"x": x})
     x[2, 1, 0] = 5.0                # one feature differs from the mask value: unmasked again
     input_checks.check(G, {"x": x})
+
+
+def test_a_mask_not_computed_from_a_graph_input_is_refused(tmp_path):
+    """Right padding can only be checked on a graph input: a mask computed from an
+    intermediate value (here any(|x| != 0)) is refused, naming the loop and the reason."""
+    onnx = pytest.importorskip("onnx")
+    from edgeseq.converters.onnx import convert
+    from edgeseq.errors import UnsupportedModelError
+    m = onnx.load(FIXTURES / "k2_masking_lstm.onnx13.onnx")
+    eq = next(n for n in m.graph.node if n.op_type == "Equal")
+    eq.input[0] = "x_abs"
+    m.graph.node.insert(0, onnx.helper.make_node("Abs", ["x"], ["x_abs"], name="abs"))
+    path = tmp_path / "masked_abs.onnx"
+    onnx.save(m, path)
+    with pytest.raises(UnsupportedModelError, match="while_loop.*cannot check that it is a right "
+                                                    "padding") as e:
+        convert(path)
+    assert "Loop" in str(e.value)
