@@ -231,13 +231,28 @@ class Model:
             return run_delta(self, self.check_inputs(inputs), delta)
         env = self.check_inputs(inputs)
         if self._compiled is not None:
-            return self._compiled.run(env)
+            try:
+                return self._compiled.run(env)
+            except InputError as compiled_error:
+                # NOTE: generated code raises constant messages; the interpreter names the
+                # values (e.g. the lengths given), so a refused run is replayed there
+                self._explain(env)
+                raise compiled_error
         saved = self._pins.pin()
         try:
             env = self._execute(env)
         finally:
             self._pins.restore(saved)
         return {n: env[n] for n in self.output_names}
+
+    def _explain(self, env: dict, *stream) -> None:
+        """Run the interpreter on inputs the compiled function refused, for its message
+        (stream: a copy of a Stream's state and the chunk)."""
+        saved = self._pins.pin()
+        try:
+            self._execute(dict(env), *stream)
+        finally:
+            self._pins.restore(saved)
 
     def stream(self, time_axes: dict[str, int] | None = None, delta=None) -> "Stream":
         """A Stream over this model (one per thread). time_axes: {input: axis} when the
@@ -350,7 +365,13 @@ class Stream:
         m = self.model
         env = m.check_inputs(chunk, self.input_specs)
         if m._compiled is not None:
-            return m._compiled.push(env, self._state, chunk)
+            try:
+                return m._compiled.push(env, self._state, chunk)
+            except InputError as compiled_error:
+                # the interpreter's message names the values; it runs on a copy of the state
+                # (the compiled step replaces the state only when it succeeds)
+                m._explain(env, {k: dict(v) for k, v in self._state.items()}, chunk)
+                raise compiled_error
         saved = m._pins.pin()
         try:
             env = m._execute(env, self._state, chunk)

@@ -71,9 +71,11 @@ class CompiledGraph:
             args.append(a)
         return args
 
-    def _flags(self, values: tuple) -> np.ndarray:
-        """The flags argument for these per-slot values (one read-only array per pattern:
-        a stream step reuses it instead of building one)."""
+    def _flags(self, values: tuple, env: dict) -> np.ndarray:
+        """The flags argument: these per-slot state values, then one presence flag per graph
+        input (1 given, 0 left out: the function then sees an empty dummy); one read-only
+        array per pattern, so a stream step reuses it instead of building one."""
+        values = values + tuple(int(env.get(name) is not None) for name, _, _ in self._inputs)
         f = self._flag_arrays.get(values)
         if f is None:
             f = np.array(values, dtype=np.int64)
@@ -94,7 +96,7 @@ class CompiledGraph:
     def run(self, env: dict) -> dict:
         """Whole sequences: validated inputs -> {output: array}."""
         flags = tuple(self._initial(s, env) for s in self.lowered.states)
-        res = self._call(env, [self._no_state] * len(flags), self._flags(flags))
+        res = self._call(env, [self._no_state] * len(flags), self._flags(flags, env))
         return dict(zip(self.lowered.outputs, res[:self._n_out]))
 
     def push(self, env: dict, carried: dict, given) -> dict:
@@ -113,7 +115,7 @@ class CompiledGraph:
             else:
                 states.append(self._no_state)
                 flags.append(self._initial(s, env))
-        res = self._call(env, states, self._flags(tuple(flags)))
+        res = self._call(env, states, self._flags(tuple(flags), env))
         for s, new in zip(self.lowered.states, res[self._n_out:]):
             carried[s.node][s.slot] = new.transpose(1, 0, 2) if s.batch_first else new
         return dict(zip(self.lowered.outputs, res[:self._n_out]))

@@ -94,6 +94,13 @@ def _copy_swap01(lw: Lowering, x: str, rank: int) -> str:
     return y
 
 
+def _graph_input_index(lw: Lowering, name: str) -> int | None:
+    for k, v in enumerate(lw.graph.inputs):
+        if v.name == name:
+            return k
+    return None
+
+
 def _source_kind(lw: Lowering, name: str) -> str:
     if not name:
         return "none"
@@ -127,13 +134,23 @@ def _recurrent(lw: Lowering, node: Node) -> None:
     lw.emit(f"{v}_T, {v}_N = {x}.shape[0], {x}.shape[1]")
     if ins[1]:
         lens = lw.value(ins[1])
-        lw.emit(f"if {lens}.shape[0] != {v}_N:")
-        lw.emit(f"    raise ValueError(\"node '{node.name}': sequence_lens must have one value "
-                f"per batch row\")")
-        lw.emit(f"for b in range({v}_N):")
-        lw.emit(f"    if {lens}[b] < 0 or {lens}[b] > {v}_T:")
-        lw.emit(f"        raise ValueError(\"node '{node.name}': sequence_lens out of [0, T]\")")
-        lw.emit(f"{v}_lens = {lens}.copy()")
+        # NOTE: an optional graph input left out arrives as an empty dummy; its presence flag
+        # (runtime/codegen/__init__.py, `present`) says so, and then every row is full length
+        k_in = _graph_input_index(lw, ins[1])
+        indent = ""
+        if k_in is not None:
+            lw.emit(f"if flags[flags.shape[0] - {len(lw.graph.inputs) - k_in}] == 0:")
+            lw.emit(f"    {v}_lens = G.full_lengths({v}_N, {v}_T)")
+            lw.emit("else:")
+            indent = "    "
+        lw.emit(f"{indent}if {lens}.shape[0] != {v}_N:")
+        lw.emit(f"{indent}    raise ValueError(\"node '{node.name}': sequence_lens must have one "
+                f"value per batch row\")")
+        lw.emit(f"{indent}for b in range({v}_N):")
+        lw.emit(f"{indent}    if {lens}[b] < 0 or {lens}[b] > {v}_T:")
+        lw.emit(f"{indent}        raise ValueError(\"node '{node.name}': sequence_lens out of "
+                f"[0, T]\")")
+        lw.emit(f"{indent}{v}_lens = {lens}.copy()")
     else:
         lw.emit(f"{v}_lens = G.full_lengths({v}_N, {v}_T)")
     slots = ["h", "c"] if node.op is Op.LSTM else ["h"]
