@@ -29,8 +29,15 @@ $(VENV)/.demo-deps: pyproject.toml setup.py | $(PY)
 demo: $(VENV)/.demo-deps
 	$(VENV)/bin/edgeseq demo
 
+# The suite runs the per-node interpreter (tests/conftest.py: one compile per one-off graph
+# would cost minutes); the second run puts the input, streaming and real-model suites through
+# the whole-graph compiler, the default path of a user's Model.
+CODEGEN_SUITES := tests/kernels/test_streaming.py tests/kernels/test_runtime_inputs.py \
+                  tests/unit/test_bad_input_api.py tests/models/test_silero.py
+
 test: $(VENV)/.test-deps
 	$(PY) -m pytest
+	EDGESEQ_CODEGEN=1 $(PY) -m pytest $(CODEGEN_SUITES)
 
 bench: $(VENV)/.test-deps
 	$(PIP) install -e '.[bench]'
