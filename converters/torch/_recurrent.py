@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edgeseq.errors import UnsupportedModelError
+from edgeseq.errors import ModelFormatError, UnsupportedModelError
 from edgeseq.ops import Op
 from edgeseq.converters.torch._lowering import V, handles
 
@@ -99,6 +99,19 @@ def _layer_state(cx, state, layer: int, stack: Stack, base: str):
     return part
 
 
+def _check_state(state, field: str, stack: Stack, n, size: int, node: str) -> None:
+    """An initial state must be [layers*D, N, P] as PyTorch checks at run time; the lowering
+    only slices it, so a damaged program's [1000003, 1, 5] zeros would pass unnoticed (and
+    make torch's own re-trace unbind a million layer states)."""
+    if state is None:
+        return
+    shape, want = tuple(state.shape), (stack.num_layers * stack.dirs, n, size)
+    fixed = lambda d: isinstance(d, (int, np.integer))
+    if len(shape) != 3 or any(fixed(a) and fixed(b) and a != b for a, b in zip(shape, want)):
+        raise ModelFormatError(f"initial state of shape {shape}, expected {want} (layers x "
+                               f"directions, batch, state size)", node=node, field=field)
+
+
 def build_stack(cx, stack: Stack, x: V, layers: list[list[dict]], hidden: int, *, h0=None,
                 c0=None, need_y: bool = True, need_h: bool = True, need_c: bool = True,
                 base: str = "rnn", sequence_lens: V | None = None):
@@ -109,6 +122,11 @@ def build_stack(cx, stack: Stack, x: V, layers: list[list[dict]], hidden: int, *
     dirs = stack.dirs
     bf = stack.batch_first
     finals_h, finals_c = [], []
+    w_hr = layers[0][0].get("w_hr") if layers and layers[0] else None
+    n = x.shape[0] if bf else x.shape[1]
+    _check_state(h0, "hx[0]" if op is Op.LSTM else "hx", stack, n,
+                 hidden if w_hr is None else int(w_hr.shape[0]), base)
+    _check_state(c0, "hx[1]", stack, n, hidden, base)
     for li, per_dir in enumerate(layers):
         w = _layer_weights(kind, per_dir, hidden)
         proj = int(w["w_proj"].shape[1]) if "w_proj" in w else 0

@@ -231,6 +231,51 @@ def test_pt2_malformed_archive_is_a_format_error(program, tmp_path, damage):
     assert str(path) in str(e.value)
 
 
+def test_pt2_lstm_state_of_a_million_layers_is_refused_quickly(tmp_path):
+    """Converter fuzz case 4100 (.pt2, seed 0): the LSTM's zero initial state resized to
+    [1000003, 1, 5] converted, and with dynamic_time the re-export spent ~70 s in torch's
+    LSTM decomposition unbinding a million layer states. Refused at lowering, naming file,
+    node and field; in a child with a timeout, since the hang is the defect."""
+    import subprocess
+
+    class LstmNet(torch.nn.Module):        # the fuzzer's lstm.pt2 seed
+        def __init__(self):
+            super().__init__()
+            self.rnn = torch.nn.LSTM(3, 5, batch_first=True)
+            self.fc = torch.nn.Linear(5, 2)
+
+        def forward(self, x):
+            return torch.softmax(self.fc(self.rnn(x)[0]), -1)
+    torch.manual_seed(0)
+    seed = tmp_path / "lstm.pt2"
+    torch.export.save(torch.export.export(LstmNet().eval(), (torch.randn(1, 5, 3),)), str(seed))
+
+    def edit(r):
+        doc = json.loads(r["models/model.json"])
+        zeros = [n for n in doc["graph_module"]["graph"]["nodes"]
+                 if n["target"] == "torch.ops.aten.zeros.default"]
+        assert zeros, "the seed program has no aten.zeros initial state"
+        for n in zeros:
+            n["inputs"][0]["arg"]["as_ints"] = [1000003, 1, 5]
+        r["models/model.json"] = json.dumps(doc).encode()
+    path = _rewrite(seed, tmp_path / "state.pt2", edit)
+    code = f"""
+from edgeseq.converters.torch import convert_exported
+from edgeseq.errors import EdgeseqError
+try:
+    convert_exported({str(path)!r}, dynamic_time=True)
+    print("converted")
+except EdgeseqError as e:
+    print("refused", type(e).__name__, str(e).replace(chr(10), " "))
+"""
+    # NOTE: a bound for a loaded machine (start-up + torch import included), not a benchmark
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert p.stdout.startswith("refused"), p.stdout
+    for part in (str(path), "node 'lstm'", "field 'hx[0]'", "(1000003, 1, 5)"):
+        assert part in p.stdout, (part, p.stdout)
+
+
 # --- ONNX ------------------------------------------------------------------------------
 def _onnx_with_constant(tmp_path: Path, constant: onnx.NodeProto) -> Path:
     """x + Constant -> y, with the Constant node given."""
