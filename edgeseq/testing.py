@@ -236,3 +236,30 @@ def random_inputs(graph: Graph, rng: np.random.Generator, T: int, N: int, *,
                 lens.flat[rng.integers(lens.size)] = T
             out[v.name] = lens.astype(v.dtype)
     return out
+
+
+# ONNX graphs for converter tests (onnx and onnxruntime are the `onnx` extra: imported here
+# only when called)
+
+def onnx_model(nodes, inputs, outputs, inits=(), opset: int = 17):
+    """A one-graph ONNX ModelProto (IR version 8) from onnx.helper nodes and value infos."""
+    from onnx import helper
+    m = helper.make_model(helper.make_graph(nodes, "m", inputs, outputs, list(inits)),
+                          opset_imports=[helper.make_opsetid("", opset)])
+    m.ir_version = 8
+    return m
+
+
+def onnx_value(name: str, shape, elem_type: int = 1):
+    """A value info (default elem_type 1 = float32)."""
+    from onnx import helper
+    return helper.make_tensor_value_info(name, elem_type, shape)
+
+
+def onnxruntime_run(model, feeds: dict) -> dict:
+    """Run a ModelProto in onnxruntime on the CPU: {output name: array}."""
+    import onnxruntime as ort
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    s = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    return dict(zip([o.name for o in s.get_outputs()], s.run(None, feeds)))

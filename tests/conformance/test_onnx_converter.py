@@ -8,7 +8,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from edgeseq import reference
+from edgeseq import reference, testing
 from edgeseq.converters.onnx import convert, registry
 from edgeseq.errors import UnsupportedModelError
 from edgeseq.ops import Op
@@ -16,22 +16,12 @@ from edgeseq.ops import Op
 F = TensorProto.FLOAT
 
 
-def model_of(nodes, inputs, outputs, inits=(), opset=17):
-    g = helper.make_graph(nodes, "m", inputs, outputs, list(inits))
-    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
-    m.ir_version = 8
-    return m
+model_of = testing.onnx_model
+ort_run = testing.onnxruntime_run
 
 
 def vi(name, shape, t=F):
-    return helper.make_tensor_value_info(name, t, shape)
-
-
-def ort_run(model, feeds):
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    s = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
-    return dict(zip([o.name for o in s.get_outputs()], s.run(None, feeds)))
+    return testing.onnx_value(name, shape, t)
 
 
 def test_two_unsupported_ops_fail_in_one_error_naming_both():

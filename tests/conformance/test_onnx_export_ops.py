@@ -10,7 +10,7 @@ onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
-from edgeseq import reference  # noqa: E402
+from edgeseq import reference, testing  # noqa: E402
 from edgeseq.converters.onnx import convert  # noqa: E402
 from edgeseq.ops import Op  # noqa: E402
 from edgeseq.runtime import Model  # noqa: E402
@@ -18,23 +18,12 @@ from edgeseq.runtime import Model  # noqa: E402
 F, I64, B = TensorProto.FLOAT, TensorProto.INT64, TensorProto.BOOL
 
 
-def model_of(nodes, inputs, outputs, inits=(), opset=17):
-    m = helper.make_model(helper.make_graph(nodes, "m", inputs, outputs, list(inits)),
-                          opset_imports=[helper.make_opsetid("", opset)])
-    m.ir_version = 8
-    return m
+model_of = testing.onnx_model
+ort_run = testing.onnxruntime_run
 
 
 def vi(name, shape, t=F):
-    return helper.make_tensor_value_info(name, t, shape)
-
-
-def ort_run(model, feeds):
-    import onnxruntime as ort
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    s = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
-    return dict(zip([o.name for o in s.get_outputs()], s.run(None, feeds)))
+    return testing.onnx_value(name, shape, t)
 
 
 def c(name, arr):
