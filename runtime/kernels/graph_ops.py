@@ -152,20 +152,13 @@ def state3(n_dir, n_batch, size, carried, given, given_batch_first, flag):
                 for j in range(size):
                     s[d, b, j] = carried[d, b, j]
     elif flag == 0:
-        if given_batch_first:
-            if given.shape[1] != n_dir or given.shape[0] != n_batch or given.shape[2] != size:
-                return s, False
-            for d in range(n_dir):
-                for b in range(n_batch):
-                    for j in range(size):
-                        s[d, b, j] = given[b, d, j]
-        else:
-            if given.shape[0] != n_dir or given.shape[1] != n_batch or given.shape[2] != size:
-                return s, False
-            for d in range(n_dir):
-                for b in range(n_batch):
-                    for j in range(size):
-                        s[d, b, j] = given[d, b, j]
+        bf = 1 if given_batch_first else 0
+        if given.shape[bf] != n_dir or given.shape[1 - bf] != n_batch or given.shape[2] != size:
+            return s, False
+        for d in range(n_dir):
+            for b in range(n_batch):
+                for j in range(size):
+                    s[d, b, j] = given[b, d, j] if bf else given[d, b, j]
     return s, True
 
 
