@@ -4,6 +4,7 @@ imported from there, so Numba's file cache (`cache=True`, `__pycache__` beside t
 serves a second process, and graphs with the same structure share one compiled function."""
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import os
@@ -25,11 +26,23 @@ def _host() -> str:
     return f"{platform.machine()}-{binding.get_host_cpu_name()}-numba{numba.__version__}"
 
 
+@functools.lru_cache(maxsize=None)
+def _kernels_digest() -> str:
+    """Hash of the kernel sources the generated code calls: Numba's file cache checks only
+    the generated file itself, so a changed kernel must change the module's name."""
+    from edgeseq.runtime import kernels
+    h = hashlib.sha256()
+    for f in sorted(Path(kernels.__file__).parent.glob("*.py")):
+        h.update(f.name.encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()
+
+
 def cache_key(source: str) -> str:
-    """Content address of a generated module (source + versions + CPU)."""
+    """Content address of a generated module (source + versions + kernel sources + CPU)."""
     from edgeseq import __version__
     h = hashlib.sha256()
-    for part in (source, __version__, _host()):
+    for part in (source, __version__, _kernels_digest(), _host()):
         h.update(part.encode())
         h.update(b"\0")
     return h.hexdigest()[:24]

@@ -325,3 +325,12 @@ def test_refused_inputs_get_the_interpreters_message():
     s.push({"x": np.zeros((2, 2, 3), np.float32)})
     with pytest.raises(InputError, match="batch 2.*batch 3"):
         s.push({"x": np.zeros((2, 3, 3), np.float32)})
+
+
+def test_cache_key_follows_the_kernel_sources(monkeypatch):
+    # Numba's file cache checks only the generated file: a changed kernel (same edgeseq
+    # version) must give the generated module another name, or stale code would run
+    from edgeseq.runtime.codegen import cache
+    before = cache.cache_key("src")
+    monkeypatch.setattr(cache, "_kernels_digest", lambda: "a kernel changed")
+    assert cache.cache_key("src") != before
