@@ -176,19 +176,24 @@ class Graph:
         return json.dumps(self.to_json(), separators=(",", ":"), allow_nan=True)
 
     @classmethod
-    def from_json(cls, d: dict, constants: dict[str, np.ndarray]) -> "Graph":
-        """Rebuild from `to_json` output and the constant arrays (not validated)."""
+    def from_json(cls, d: dict, constants: dict[str, np.ndarray], _depth: int = 0) -> "Graph":
+        """Rebuild from `to_json` output and the constant arrays (not validated). A Loop
+        body's constants are taken by name from `constants` (the enclosing table)."""
         try:
-            return cls(d["name"], [Value.from_json(v) for v in d["inputs"]],
-                       [Value.from_json(v) for v in d["outputs"]],
-                       [Node.from_json(n) for n in d["nodes"]], dict(constants), {},
-                       dict(d.get("metadata", {})))
-        except (KeyError, TypeError, ValueError) as e:
+            g = cls(d["name"], [Value.from_json(v) for v in d["inputs"]],
+                    [Value.from_json(v) for v in d["outputs"]],
+                    [Node.from_json(n) for n in d["nodes"]], dict(constants), {},
+                    dict(d.get("metadata", {})))
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise GraphError(f"malformed graph JSON: missing or bad field {e}") from None
+        for n in g.nodes:
+            if n.op is Op.LOOP:
+                n.attrs["body"] = _body_from_json(n, n.attrs.get("body"), constants, _depth + 1)
+        return g
 
     def copy(self) -> "Graph":
         """A structural copy sharing constant arrays (passes replace, never mutate, arrays)."""
-        return Graph.from_json(json.loads(self.dumps()), self.constants)
+        return Graph.from_json(json.loads(self.dumps()), _nested_constants(self))
 
     # ---- reporting -----------------------------------------------------------------------
     def recurrent_nodes(self) -> Iterable[Node]:
@@ -204,6 +209,48 @@ class Graph:
         while f"{base}_{i}" in used:
             i += 1
         return f"{base}_{i}"
+
+
+def _body_from_json(node: Node, d, constants: dict, depth: int) -> "Graph":
+    """A Loop body from its JSON: its constants come from the enclosing table by name, each
+    with the dtype and shape the body's table states; nesting is bounded."""
+    where = f"node '{node.name}' (Loop): field 'attrs.body'"
+    if depth > LIMITS.loop_depth:
+        raise GraphError(f"{where}: Loop bodies nest more than {LIMITS.loop_depth} levels deep "
+                         f"(edgeseq.limits.Limits.loop_depth)")
+    if hasattr(d, "nodes"):                       # already a Graph (from_json of a live node)
+        return d
+    if not isinstance(d, dict) or not isinstance(d.get("constants"), dict):
+        raise GraphError(f"{where}: expected a graph object with a constant table, got "
+                         f"{type(d).__name__}")
+    own = {}
+    for name, spec in d["constants"].items():
+        arr = constants.get(name)
+        if arr is None:
+            raise GraphError(f"{where}: constant '{name}' is not in the enclosing constant "
+                             f"table")
+        if not isinstance(spec, dict) or spec.get("dtype") != str(arr.dtype) \
+                or list(spec.get("shape", ())) != list(arr.shape):
+            raise GraphError(f"{where}: constant '{name}' is stated as {spec!r:.80} but the "
+                             f"table holds {arr.dtype} {tuple(arr.shape)}")
+        own[name] = arr
+    try:
+        return Graph.from_json(d, own, depth)
+    except GraphError as e:
+        raise GraphError(f"{where}: {e}") from None
+
+
+def _nested_constants(graph: "Graph") -> dict[str, np.ndarray]:
+    """The constants of a graph and of every Loop body in it (bodies not yet validated have
+    not joined the enclosing table)."""
+    out, todo = {}, [graph]
+    while todo:
+        g = todo.pop()
+        for name, arr in g.constants.items():
+            out.setdefault(name, arr)
+        todo += [n.attrs["body"] for n in g.nodes
+                 if n.op is Op.LOOP and hasattr(n.attrs.get("body"), "nodes")]
+    return out
 
 
 # NOTE: clamped to the input's extent by the op itself; ONNX writes INT64_MAX for "to the end"

@@ -63,7 +63,9 @@ class Node:
         return self.outputs[i] if i < len(self.outputs) else ""
 
     def to_json(self) -> dict:
-        attrs = {k: list(v) if isinstance(v, tuple) else v for k, v in self.attrs.items()}
+        # a Loop body (a Graph) is written as its own JSON (edgeseq/loop_op.py)
+        attrs = {k: list(v) if isinstance(v, tuple) else v.to_json() if hasattr(v, "to_json")
+                 else v for k, v in self.attrs.items()}
         return {"name": self.name, "op": self.op.value, "inputs": list(self.inputs),
                 "outputs": list(self.outputs), "attrs": attrs, "weights": dict(self.weights)}
 

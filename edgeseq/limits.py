@@ -24,6 +24,8 @@ class Limits:
     rank: int = 8                        # dims of any value, constant or attribute shape
     dim: int = 2**31 - 1                 # one dim (and any size-like integer attribute)
     memory_bytes: int = 4 * 2**30        # a run's working memory (runtime Model default)
+    loop_depth: int = 8                  # Loop bodies nested inside Loop bodies
+    loop_iterations: int = 1_000_000     # iterations of one Loop node in one run
 
 
 LIMITS = Limits()

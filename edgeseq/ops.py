@@ -69,6 +69,8 @@ class Op(enum.Enum):
     WHERE = "Where"
     TILE = "Tile"
     ERF = "Erf"
+    # control flow (custom cells, greedy decoders: edgeseq/loop_op.py)
+    LOOP = "Loop"
 
 
 RECURRENT = frozenset({Op.LSTM, Op.GRU, Op.RNN, Op.SRU, Op.CONV_LSTM})
@@ -115,7 +117,7 @@ REQUIRED = object()  # sentinel: attribute has no default
 
 @dataclass(frozen=True)
 class Attr:
-    """One typed attribute. kind: int, float, bool, str, ints, floats, strs."""
+    """One typed attribute. kind: int, float, bool, str, ints, floats, strs, graph."""
     name: str
     kind: str
     default: Any = REQUIRED
@@ -312,6 +314,14 @@ _spec(Op.NOT, ("x",), 1, ("y",), 1)
 _spec(Op.ERF, ("x",), 1, ("y",), 1)
 _spec(Op.WHERE, ("condition", "a", "b"), 3, ("y",), 1)     # condition ? a : b, broadcasting
 _spec(Op.TILE, ("x",), 1, ("y",), 1, (Attr("repeats", "ints"),))
+# ONNX Loop semantics (edgeseq/loop_op.py): inputs [max_trip_count, cond, num_carried carried
+# values, captured outer values]; the body Graph takes [iteration (int64 ()), cond (bool ()),
+# carried..., captured...] and returns [cond, carried..., scan values...]; outputs are the final
+# carried values, then each scan value stacked along a new axis 0. "" = absent (no trip bound /
+# no condition).
+_spec(Op.LOOP, ("max_trip_count", "cond", "v"), 0, ("v_final",), 0,
+      (Attr("body", "graph"), Attr("num_carried", "int", 0)),
+      variadic_inputs=True, variadic_outputs=True)
 
 
 def spec(op: Op) -> OpSpec:
@@ -387,6 +397,10 @@ def _coerce(a: Attr, v: Any) -> Any:
         return tuple(float(x) for x in v)
     if a.kind == "strs":
         return tuple(str(x) for x in v)
+    if a.kind == "graph":       # an edgeseq Graph (a dict here is a body not yet resolved)
+        if not (hasattr(v, "nodes") and hasattr(v, "validate")):
+            raise ValueError(v)
+        return v
     raise AssertionError(a.kind)
 
 

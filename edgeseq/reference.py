@@ -59,6 +59,10 @@ def _run(graph: Graph, inputs: dict) -> dict[str, np.ndarray]:
     for name, c in graph.constants.items():
         env[name] = _to_compute(dequantize(c, graph.constant_scale(name)))
     env.update(_check_inputs(graph, inputs))
+    return _run_nodes(graph, env)
+
+
+def _run_nodes(graph: Graph, env: dict) -> dict[str, np.ndarray]:
     for node in graph.nodes:
         fn = _OPS.get(node.op)
         if fn is None:
@@ -751,6 +755,21 @@ def _where(graph, node, ins):
 @implements(Op.TILE)
 def _tile(graph, node, ins):
     return [np.tile(ins[0], node.attrs["repeats"])]
+
+
+@implements(Op.LOOP)
+def _loop(graph, node, ins):
+    from edgeseq.loop_op import run as run_loop
+    body = node.attrs["body"]
+    consts = {name: _to_compute(dequantize(c, body.constant_scale(name)))
+              for name, c in body.constants.items()}
+
+    def run_body(values: list) -> list:
+        env = dict(consts)
+        env.update((v.name, _to_compute(a)) for v, a in zip(body.inputs, values))
+        res = _run_nodes(body, env)
+        return [res[v.name] for v in body.outputs]
+    return run_loop(node, ins, run_body, F64)
 
 
 def _check_complete() -> None:

@@ -604,3 +604,9 @@ def _tile(graph, node, ins):
     out = tuple(d * r if isinstance(d, int) else (d if r == 1 else _sym(node, k))
                 for k, (d, r) in enumerate(zip(x.shape, reps)))
     return [Value("y", x.dtype, out)]
+
+
+@infers(Op.LOOP)
+def _loop(graph, node, ins):
+    from edgeseq.loop_op import infer    # validates the body, a Graph (not imported here)
+    return infer(graph, node, ins)

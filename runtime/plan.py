@@ -14,6 +14,7 @@ import edgeseq.runtime.glue  # noqa: F401
 import edgeseq.runtime.recurrent  # noqa: F401
 import edgeseq.runtime.sru  # noqa: F401
 import edgeseq.runtime.conv_lstm  # noqa: F401
+import edgeseq.runtime.loop  # noqa: F401
 from edgeseq.errors import GraphError
 from edgeseq.graph import Graph, Node
 from edgeseq.ops import Op, SPECS

@@ -365,3 +365,10 @@ def _tile(node, axes, vals, static):
     t = _one_time_input(axes, static)
     _need(node.attrs["repeats"][t] == 1, "it repeats along the time axis")
     return [t]
+
+
+@_rule(Op.LOOP)
+def _loop(node, axes, vals, static):
+    raise NotStreamable("a general Loop runs all its iterations within one call, and its "
+                        "carried values are not stream state (only recurrent nodes carry "
+                        "state across chunks); run the whole sequence with Model.run")
