@@ -8,6 +8,11 @@ per-batch sequence_lens, a Conv1d whose kernel spans several time steps, reducti
 softmax, slicing, padding or concatenation along the time axis, and mixing a time value with
 a per-chunk value (such as a final state) that is not constant.
 
+Per-chunk final values (a recurrent node's final state, the last step taken by a Slice or a
+Gather at index -1, as `return_sequences=False` and `return_state` exports write them) stream
+through any op that has no time input: after each push they are the values of the sequence so
+far, after the last push those of the whole run.
+
 Rules are registered per op: rule(node, axes, values, static) -> output axes, where axes[k]
 is the time axis of input k (None: no time axis) and static[k] says whether input k is
 constant over the stream.
@@ -26,6 +31,7 @@ from edgeseq.graph import Graph, Node, Value
 from edgeseq.ops import BINARY, COMPARISON, Op, RECURRENT, UNARY
 
 _RULES: dict[Op, Callable] = {}
+_NEEDS_CONSTS = {Op.GATHER}     # rules that also read their constant inputs (consts=[...])
 
 
 class NotStreamable(Exception):
@@ -152,10 +158,21 @@ def _split(node, axes, vals, static):
 def _slice(node, axes, vals, static):
     t = _one_time_input(axes, static)
     r = len(vals[0].shape)
+    out = t
     for st, en, ax, sp in zip(*(node.attrs[k] for k in ("starts", "ends", "axes", "steps"))):
-        full = st == 0 and sp == 1 and en >= 2 ** 31 - 1
-        _need(ax % r != t or full, "it slices along time")
-    return [t]
+        if ax % r != t or (st == 0 and sp == 1 and en >= 2 ** 31 - 1):
+            continue
+        # the last step (return_sequences=False): per chunk, the chunk's last step, which
+        # after the last push is the whole run's
+        _need(_last_step(st, en, sp), "it slices along time (only the whole axis or its last "
+              "step stream)")
+        out = None
+    return [out]
+
+
+def _last_step(start: int, end: int, step: int) -> bool:
+    return (step == 1 and start == -1 and end >= 2 ** 31 - 1) or \
+        (step == -1 and start in (-1, 2 ** 31 - 1, 2 ** 63 - 1) and end == -2)
 
 
 @_rule(Op.TRANSPOSE)
@@ -216,9 +233,15 @@ def _pad(node, axes, vals, static):
 
 
 @_rule(Op.GATHER)
-def _gather(node, axes, vals, static):
+def _gather(node, axes, vals, static, consts=None):
     t = _one_time_input(axes, static)
     ax = node.attrs["axis"] % len(vals[0].shape)
+    if ax == t:
+        # gathering the last step (index -1) is a per-chunk final value, as for Slice
+        idx = consts[1] if consts else None
+        _need(idx is not None and idx.size == 1 and int(idx.reshape(-1)[0]) == -1,
+              "it gathers along time (only the last step, constant index -1, streams)")
+        return [None]
     _need(ax != t, "it gathers along time")
     return [t if t < ax else t + len(vals[1].shape) - 1]
 
@@ -275,18 +298,25 @@ def _propagate(graph: Graph, axes: dict[str, int | None]) -> dict[str, int | Non
         vals: list[Value | None] = [graph.value(n) if n else None for n in ins]
         in_axes = [axes.get(n) if n else None for n in ins]
         in_static = [static.get(n, True) if n else True for n in ins]
-        if node.op not in RECURRENT and all(a is None for a in in_axes) and all(in_static):
+        if node.op not in RECURRENT and all(a is None for a in in_axes):
+            # NOTE: without a time axis a value is constant or a per-chunk final value (a
+            # final state, the last step): any function of final values streams, since after
+            # the last push it is the function of the whole run's final values
             outs = [None] * len(node.outputs)
             for o in node.outputs:
-                static[o] = True
+                static[o] = all(in_static)
         else:
             try:
                 if node.op in RECURRENT:
                     outs = _RULES[node.op](node, in_axes, vals, in_static)
                 else:
-                    present = [(a, v, s) for a, v, s in zip(in_axes, vals, in_static) if v]
+                    present = [(a, v, s, graph.constants.get(n)) for a, v, s, n
+                               in zip(in_axes, vals, in_static, ins) if v]
+                    extra = {"consts": [p[3] for p in present]} if node.op in _NEEDS_CONSTS \
+                        else {}
                     outs = _RULES[node.op](node, [p[0] for p in present],
-                                           [p[1] for p in present], [p[2] for p in present])
+                                           [p[1] for p in present], [p[2] for p in present],
+                                           **extra)
             except NotStreamable as e:
                 err = GraphError(f"cannot stream: node '{node.name}' ({node.op.value}): {e}")
                 err.progress = graph.nodes.index(node)

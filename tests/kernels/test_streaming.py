@@ -232,3 +232,71 @@ def test_one_model_many_threads_one_stream_each():
     assert not errors, errors
     for k in range(4):
         assert np.max(np.abs(got[k] - want[k])) <= STREAM_TOL
+
+
+def _final_value_graph(rng, pick: str) -> Graph:
+    """An LSTM whose outputs have no time axis: a Dense head on the last step (picked by a
+    Slice or a Gather, as return_sequences=False exports write it) and on the final state."""
+    c = {"w_out": rng.standard_normal((5, 3)).astype(np.float32),
+         "last": np.array(-1, np.int64)}
+    lstm = testing.lstm_graph(rng, 4, 5)
+    c.update(lstm.constants)
+    node = lstm.nodes[0]
+    take = (Node("last_step", Op.SLICE, ["ys"], ["yl3"],
+                 {"starts": (-1,), "ends": (2 ** 63 - 1,), "axes": (0,), "steps": (1,)})
+            if pick == "slice" else
+            Node("last_step", Op.GATHER, ["ys", "last"], ["yl"], {"axis": 0}))
+    nodes = [Node(node.name, Op.LSTM, ["x"], ["y", "y_h", "y_c"], dict(node.attrs),
+                  dict(node.weights)),
+             Node("sq", Op.SQUEEZE, ["y"], ["ys"], {"axes": (1,)}), take]
+    if pick == "slice":
+        nodes.append(Node("sq_t", Op.SQUEEZE, ["yl3"], ["yl"], {"axes": (0,)}))
+    nodes += [Node("head", Op.MATMUL, ["yl", "w_out"], ["logits"]),
+              Node("sm", Op.SOFTMAX, ["logits"], ["prob"], {"axis": -1}),
+              Node("h_sq", Op.SQUEEZE, ["y_h"], ["h"], {"axes": (0,)}),
+              Node("h_head", Op.MATMUL, ["h", "w_out"], ["h_logits"])]
+    g = Graph("final", [Value("x", "float32", ("T", "N", 4))],
+              [Value("prob", "float32", ()), Value("h_logits", "float32", ())], nodes, c)
+    return g.validate()
+
+
+@pytest.mark.parametrize("pick", ["slice", "gather"])
+def test_outputs_of_final_values_stream(pick):
+    """return_sequences=False / return_state: after every push the outputs are those of the
+    sequence so far; after the last push, the whole run's (float64 reference)."""
+    from edgeseq import reference
+    rng = np.random.default_rng(5)
+    g = _final_value_graph(rng, pick)
+    x = rng.standard_normal((T_LEN, 2, 4)).astype(np.float32)
+    stream = Model(g, warmup=False).stream()
+    for sizes in ([1], [7], [2, 5, 1, 9]):
+        stream.reset()
+        seen = 0
+        for a, b in _chunks(sizes, T_LEN):
+            out = stream.push({"x": x[a:b]})
+            seen = b
+            if seen in (3, T_LEN):
+                want = reference.run(g, {"x": x[:seen]})
+                for name in ("prob", "h_logits"):
+                    assert out[name].shape == want[name].shape
+                    assert np.max(np.abs(out[name] - want[name])) <= 1e-5, (sizes, seen, name)
+
+
+@pytest.mark.parametrize("start,end,match", [(0, 1, "slices along time"),
+                                             (-2, 2 ** 63 - 1, "slices along time")])
+def test_slices_of_other_steps_than_the_last_are_refused(start, end, match):
+    rng = np.random.default_rng(5)
+    g = _final_value_graph(rng, "slice")
+    g.nodes[2].attrs.update(starts=(start,), ends=(end,))
+    with pytest.raises(GraphError, match=f"cannot stream: node 'last_step'.*{match}"):
+        Model(g.validate(), warmup=False).stream()
+
+
+def test_a_final_value_mixed_into_a_time_value_is_refused():
+    """y + y_h[-1] at every step: per chunk that would add the chunk's final state."""
+    rng = np.random.default_rng(5)
+    g = _final_value_graph(rng, "gather")
+    g.nodes.append(Node("mix", Op.ADD, ["ys", "h"], ["mixed"]))
+    g.outputs.append(Value("mixed", "float32", ()))
+    with pytest.raises(GraphError, match="cannot stream: node 'mix'.*per-chunk value"):
+        Model(g.validate(), warmup=False).stream()
