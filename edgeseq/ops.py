@@ -240,18 +240,20 @@ _spec(Op.SRU, ("x", "sequence_lens", "initial_c"), 1, ("y", "y_c"), 0,
        Slot("ln_gain", False, "[F] layer-norm gain (F = I before, D*H after)"),
        Slot("ln_bias", False, "[F] layer-norm bias")))
 
-# ConvLSTM, 1-D (Shi et al. 2015; Keras ConvLSTM1D, the common PyTorch ConvLSTMCell), channels
-# first: the LSTM equations (gates i, f, c, o; activations f, g, h) with every product W x_t
-# and R h_{t-1} a convolution over the spatial axis: the input one with `pads`, the recurrent
-# one 'same' (begin (K-1)//2, the rest at the end); peepholes multiply c elementwise.
-# x [T, N, C, L] (batch_first [N, T, C, L]); y [T, D, N, H, L'] ([N, T, D, H, L']); states
-# [D, N, H, L'] ([N, D, H, L']); L' = L + pads[0] + pads[1] - K_x + 1. Stride and dilation 1.
+# ConvLSTM, 1-D or 2-D (Shi et al. 2015; Keras ConvLSTM1D/2D, the common PyTorch ConvLSTMCell),
+# channels first: the LSTM equations (gates i, f, c, o; activations f, g, h) with every product
+# W x_t and R h_{t-1} a convolution over the S = 1 or 2 spatial axes (S = rank of w_x - 3): the
+# input one with `pads` (ONNX order: S begins then S ends) and `dilations` (empty: all 1), the
+# recurrent one 'same' (begin (K-1)//2, the rest at the end), stride 1; peepholes multiply c
+# elementwise. x [T, N, C, *L] (batch_first [N, T, C, *L]); y [T, D, N, H, *L']
+# ([N, T, D, H, *L']); states [D, N, H, *L'] ([N, D, H, *L']); empty pads: no padding;
+# L'_k = L_k + pads[k] + pads[S + k] - dilations[k] * (K_x,k - 1).
 _spec(Op.CONV_LSTM, ("x", "sequence_lens", "initial_h", "initial_c"), 1, ("y", "y_h", "y_c"), 0,
-      _RECURRENT_ATTRS + (Attr("pads", "ints", (0, 0)),),
-      (Slot("w_x", True, "[D, 4H, C, K_x] input kernel, gates i, f, c, o"),
-       Slot("w_h", True, "[D, 4H, H, K_h] recurrent kernel (K_h odd or even, 'same')"),
+      _RECURRENT_ATTRS + (Attr("pads", "ints", ()), Attr("dilations", "ints", ())),
+      (Slot("w_x", True, "[D, 4H, C, *K_x] input kernel, gates i, f, c, o"),
+       Slot("w_h", True, "[D, 4H, H, *K_h] recurrent kernel (K_h odd or even, 'same')"),
        Slot("b", False, "[D, 4H] bias"),
-       Slot("peephole", False, "[D, 3, H, L'] peephole weights for i, f, o")))
+       Slot("peephole", False, "[D, 3, H, *L'] peephole weights for i, f, o")))
 
 # Glue ops take constants as ordinary inputs (a node input may name a graph constant).
 _spec(Op.MATMUL, ("a", "b"), 2, ("y",), 1)
@@ -322,6 +324,19 @@ _spec(Op.TILE, ("x",), 1, ("y",), 1, (Attr("repeats", "ints"),))
 _spec(Op.LOOP, ("max_trip_count", "cond", "v"), 0, ("v_final",), 0,
       (Attr("body", "graph"), Attr("num_carried", "int", 0)),
       variadic_inputs=True, variadic_outputs=True)
+
+
+def conv_lstm_geometry(attrs: dict, n_spatial: int) -> tuple[tuple, tuple, tuple]:
+    """(pads at the start, pads at the end, dilations) of a ConvLSTM node's input convolution,
+    one value per spatial axis. Raises ValueError when the attributes do not fit the rank."""
+    pads, dil = tuple(attrs["pads"]) or (0,) * 2 * n_spatial, tuple(attrs["dilations"])
+    dil = dil or (1,) * n_spatial
+    if len(pads) != 2 * n_spatial or min(pads) < 0:
+        raise ValueError(f"pads: expected {2 * n_spatial} values >= 0 (begins, then ends), "
+                         f"got {list(pads)}")
+    if len(dil) != n_spatial or min(dil) < 1:
+        raise ValueError(f"dilations: expected {n_spatial} values >= 1, got {list(dil)}")
+    return pads[:n_spatial], pads[n_spatial:], dil
 
 
 def spec(op: Op) -> OpSpec:

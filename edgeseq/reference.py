@@ -15,7 +15,7 @@ import numpy as np
 from edgeseq import input_checks
 from edgeseq.errors import GraphError, InputError
 from edgeseq.graph import Graph, Node
-from edgeseq.ops import Op, num_directions
+from edgeseq.ops import Op, conv_lstm_geometry, num_directions
 from edgeseq.shapes import pool_params
 from edgeseq.windows import sliding_windows
 
@@ -367,23 +367,31 @@ def _rnn(graph, node, ins):
     return _recurrent(graph, node, _with_ones_column(ins), 1, make_step)
 
 
-# ---- ConvLSTM (1-D) -------------------------------------------------------------------------
-def conv1d_valid(x: np.ndarray, w: np.ndarray, pads: tuple[int, int]) -> np.ndarray:
-    """Cross-correlation of x [..., C, L] (zero-padded by pads) with w [O, C, K] -> [..., O, L']."""
-    x = np.pad(x, [(0, 0)] * (x.ndim - 1) + [tuple(pads)])
-    k = w.shape[-1]
-    taps = np.arange(x.shape[-1] - k + 1)[:, None] + np.arange(k)[None, :]
-    return np.einsum("...clk,ock->...ol", x[..., taps], w)
+# ---- ConvLSTM (1-D and 2-D) -----------------------------------------------------------------
+def conv_spatial(x: np.ndarray, w: np.ndarray, begin: tuple, end: tuple,
+                 dilations: tuple | None = None) -> np.ndarray:
+    """Cross-correlation of x [..., C, *L] (zero-padded by begin/end per spatial axis) with
+    w [O, C, *K] at stride 1 and `dilations` -> [..., O, *L']; any number of spatial axes."""
+    s = w.ndim - 2
+    win = sliding_windows(x, w.shape[2:], (1,) * s, dilations or (1,) * s,
+                          tuple(begin) + tuple(end), 0.0)             # [..., C, *L', *K]
+    pos, ker = "abcd"[:s], "pqrs"[:s]
+    return np.einsum(f"...z{pos}{ker},oz{ker}->...o{pos}", win, w)
+
+
+def same_pads(kernel: tuple) -> tuple[tuple, tuple]:
+    """'same' padding at stride 1 for each kernel size: (K-1)//2 at the start, the rest after."""
+    return tuple((k - 1) // 2 for k in kernel), tuple(k - 1 - (k - 1) // 2 for k in kernel)
 
 
 def conv_lstm_step(x_conv: np.ndarray, h: np.ndarray, c: np.ndarray, w: dict,
                    acts: list[Callable]) -> tuple[np.ndarray, np.ndarray]:
-    """One ConvLSTM step. x_conv = w_x * x_t [N, 4H, L]; h, c [N, H, L]; w holds one
-    direction's w_h [4H, H, K], b [4H], peephole [3, H, L] (or None)."""
+    """One ConvLSTM step. x_conv = w_x * x_t [N, 4H, *L]; h, c [N, H, *L]; w holds one
+    direction's w_h [4H, H, *K], b [4H], peephole [3, H, *L] (or None)."""
     f_act, g_act, h_act = acts
-    k = w["w_h"].shape[-1]
-    pre = x_conv + conv1d_valid(h, w["w_h"], ((k - 1) // 2, k - 1 - (k - 1) // 2)) \
-        + w["b"][:, None]
+    kernel = w["w_h"].shape[2:]
+    bias = w["b"].reshape((-1,) + (1,) * len(kernel))
+    pre = x_conv + conv_spatial(h, w["w_h"], *same_pads(kernel)) + bias
     a_i, a_f, a_c, a_o = np.split(pre, 4, axis=1)
     p = w["peephole"]
     if p is not None:
@@ -399,37 +407,38 @@ def _conv_lstm(graph, node, ins):
     a = node.attrs
     x, seq_lens, h0, c0 = (list(ins) + [None] * 4)[:4]
     bf = a["batch_first"]
-    x = x.transpose(1, 0, 2, 3) if bf else x                   # [T, N, C, L]
+    x = np.swapaxes(x, 0, 1) if bf else x                      # [T, N, C, *L]
     t_len, n = x.shape[:2]
     lens = _sequence_lengths(node, seq_lens, n, t_len)
     n_dir, hs = num_directions(a), a["hidden_size"]
     w = {s: recurrent_weight(graph, node, s) for s in ("w_x", "w_h", "b", "peephole")}
+    begin, end, dil = conv_lstm_geometry(a, x.ndim - 3)
     ys, finals = [], []
     for d in range(n_dir):
-        x_conv = conv1d_valid(x, w["w_x"][d], a["pads"])      # [T, N, 4H, L']
-        out_len = x_conv.shape[-1]
+        x_conv = conv_spatial(x, w["w_x"][d], begin, end, dil)  # [T, N, 4H, *L']
+        out_sp = x_conv.shape[3:]
         wd = {"w_h": w["w_h"][d], "b": np.zeros(4 * hs) if w["b"] is None else w["b"][d],
               "peephole": None if w["peephole"] is None else w["peephole"][d]}
         acts = _activations(node, d, 3)
-        state = [np.zeros((n, hs, out_len)) if s is None else
-                 (s.transpose(1, 0, 2, 3) if bf else s)[d] for s in (h0, c0)]
+        state = [np.zeros((n, hs) + out_sp) if s is None else
+                 (np.swapaxes(s, 0, 1) if bf else s)[d] for s in (h0, c0)]
         reverse = a["direction"] == "reverse" or d == 1
-        y = np.zeros((t_len, n, hs, out_len))
+        y = np.zeros((t_len, n, hs) + out_sp)
         for s in range(t_len):
             active = s < lens                                   # rows still inside their length
             t = np.where(reverse, np.maximum(lens - 1 - s, 0), s)
             h_new, c_new = conv_lstm_step(x_conv[t, np.arange(n)], state[0], state[1], wd, acts)
-            keep = active[:, None, None]
+            keep = active.reshape((n,) + (1,) * (1 + len(out_sp)))
             state = [np.where(keep, h_new, state[0]), np.where(keep, c_new, state[1])]
             y[t[active], np.arange(n)[active]] = state[0][active]
         ys.append(y)
         finals.append(state)
-    y = np.stack(ys, axis=1)                                    # [T, D, N, H, L']
-    h_fin = np.stack([f[0] for f in finals])                    # [D, N, H, L']
+    y = np.stack(ys, axis=1)                                    # [T, D, N, H, *L']
+    h_fin = np.stack([f[0] for f in finals])                    # [D, N, H, *L']
     c_fin = np.stack([f[1] for f in finals])
     if bf:
-        y = y.transpose(2, 0, 1, 3, 4)
-        h_fin, c_fin = h_fin.transpose(1, 0, 2, 3), c_fin.transpose(1, 0, 2, 3)
+        y = np.moveaxis(y, 2, 0)
+        h_fin, c_fin = np.swapaxes(h_fin, 0, 1), np.swapaxes(c_fin, 0, 1)
     return [y, h_fin, c_fin]
 
 

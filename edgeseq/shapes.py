@@ -11,7 +11,7 @@ import numpy as np
 
 from edgeseq.errors import ShapeError
 from edgeseq.ir import Node, Shape, Value, scale_name
-from edgeseq.ops import BINARY, Op, WEIGHT_DTYPES, num_directions
+from edgeseq.ops import BINARY, Op, WEIGHT_DTYPES, conv_lstm_geometry, num_directions
 
 _INFER: dict[Op, Callable] = {}
 FLOATS = ("float32", "float16", "float64")
@@ -151,33 +151,40 @@ def _recurrent(graph, node: Node, ins):
 def _conv_lstm(graph, node: Node, ins):
     a = node.attrs
     x = ins[0]
-    _expect(len(x.shape) == 4, f"input x: expected rank 4 (time, batch, channels, length), got "
-                               f"{_fmt(x.shape)}")
+    w_x, w_h = graph.weight(node, "w_x"), graph.weight(node, "w_h")
+    _expect(w_x is not None and w_x.ndim in (4, 5) and w_h is not None and w_h.ndim == w_x.ndim,
+            "weights 'w_x' and 'w_h' must both be rank 4 [D, 4H, C, K] (1-D) or rank 5 "
+            "[D, 4H, C, K1, K2] (2-D convolutions)")
+    s = w_x.ndim - 3
+    _expect(len(x.shape) == 3 + s, f"input x: expected rank {3 + s} (time, batch, channels, "
+                                   f"{s} spatial axes), got {_fmt(x.shape)}")
     _expect(x.dtype in FLOATS, f"input x: expected a float dtype, got {x.dtype}")
     d, h = num_directions(a), a["hidden_size"]
     _expect(h > 0, f"hidden_size must be positive, got {h}")
     _expect(a["gate_clip"] == 0, "gate_clip is not defined for ConvLSTM (must be 0)")
-    _expect(len(a["pads"]) == 2 and min(a["pads"]) >= 0,
-            f"pads: expected 2 values >= 0 (begin, end), got {list(a['pads'])}")
-    n, t, c, length = x.shape if a["batch_first"] else (x.shape[1], x.shape[0]) + x.shape[2:]
-    w_x, w_h = graph.weight(node, "w_x"), graph.weight(node, "w_h")
-    _expect(w_x is not None and w_x.ndim == 4 and w_h is not None and w_h.ndim == 4,
-            "weights 'w_x' and 'w_h' must be rank 4 [D, 4H, C, K] (1-D convolutions)")
-    k_x, k_h = w_x.shape[-1], w_h.shape[-1]
-    _check_weight(graph, node, "w_x", (d, 4 * h, c, k_x))
-    _check_weight(graph, node, "w_h", (d, 4 * h, h, k_h))
+    try:
+        begin, end, dil = conv_lstm_geometry(a, s)
+    except ValueError as e:
+        raise ShapeError(str(e)) from None
+    n, t, c = (x.shape[:3] if a["batch_first"] else (x.shape[1], x.shape[0], x.shape[2]))
+    k_x, k_h = w_x.shape[3:], w_h.shape[3:]
+    _check_weight(graph, node, "w_x", (d, 4 * h, c) + k_x)
+    _check_weight(graph, node, "w_h", (d, 4 * h, h) + k_h)
     _check_weight(graph, node, "b", (d, 4 * h))
-    if isinstance(length, int):
-        out_len = length + a["pads"][0] + a["pads"][1] - k_x + 1
-        _expect(out_len > 0, f"output length {out_len} <= 0")
-    else:
-        _expect(a["pads"][0] + a["pads"][1] == k_x - 1,
-                "a symbolic length needs 'same' input padding (pads sum to K_x - 1)")
-        out_len = length
-    _check_weight(graph, node, "peephole", (d, 3, h, out_len))
-    state = (n, d, h, out_len) if a["batch_first"] else (d, n, h, out_len)
+    out = []
+    for length, k, p0, p1, dk in zip(x.shape[3:], k_x, begin, end, dil):
+        if isinstance(length, int):
+            out.append(length + p0 + p1 - dk * (k - 1))
+            _expect(out[-1] > 0, f"output size {out[-1]} <= 0 along a spatial axis")
+        else:
+            _expect(p0 + p1 == dk * (k - 1), "a symbolic spatial size needs 'same' input "
+                                             "padding (pads sum to dilation * (K_x - 1))")
+            out.append(length)
+    out = tuple(out)
+    _check_weight(graph, node, "peephole", (d, 3, h) + out)
+    state = (n, d, h) + out if a["batch_first"] else (d, n, h) + out
     _check_run_inputs(ins, n, ((2, state), (3, state)))
-    y = (n, t, d, h, out_len) if a["batch_first"] else (t, d, n, h, out_len)
+    y = (n, t, d, h) + out if a["batch_first"] else (t, d, n, h) + out
     return [Value("y", x.dtype, y), Value("y_h", x.dtype, state), Value("y_c", x.dtype, state)]
 
 

@@ -1,21 +1,23 @@
-"""The ConvLSTM (1-D) kernel family: the input convolution of all steps as one im2col GEMM,
-then the compiled recurrence (kernels/conv_lstm.py). float16 / int8 weights are widened /
-dequantised once at load."""
+"""The ConvLSTM kernel family (1-D and 2-D): the input convolution of all steps as one im2col
+GEMM, then the compiled recurrence (kernels/conv_lstm.py) over the flattened spatial grid.
+float16 / int8 weights are widened / dequantised once at load."""
 from __future__ import annotations
 
 import numpy as np
 
 from edgeseq.errors import GraphError, InputError
 from edgeseq.graph import Graph, Node
-from edgeseq.ops import ACT_CODES, Op, num_directions
+from edgeseq.ops import ACT_CODES, Op, conv_lstm_geometry, num_directions
 from edgeseq.runtime.kernels import conv_lstm as _kernel
 from edgeseq.runtime.recurrent import dense_weight as _weight
 from edgeseq.runtime.registry import Kernel, register
+from edgeseq.windows import sliding_windows
 
 
 @register(Op.CONV_LSTM)
 class ConvLstmKernel(Kernel):
-    """float32 ConvLSTM 1-D: any direction, batch_first, sequence lengths, peepholes."""
+    """float32 ConvLSTM 1-D / 2-D: any direction, batch_first, sequence lengths, peepholes,
+    input padding and dilation."""
 
     def __init__(self, graph: Graph, node: Node, **options) -> None:
         super().__init__(graph, node)
@@ -25,17 +27,22 @@ class ConvLstmKernel(Kernel):
         a = node.attrs
         self.n_dir, self.hidden = num_directions(a), a["hidden_size"]
         w_x, w_h = _weight(graph, node, "w_x"), _weight(graph, node, "w_h")
-        self.k_x = w_x.shape[-1]
-        # [D, C*K, 4H] matching the im2col column order (c, k); recurrent [D, K, H, 4H]
+        s = self.n_spatial = w_x.ndim - 3
+        self.k_x, self.k_h = w_x.shape[3:], w_h.shape[3:]
+        begin, end, self.dil = conv_lstm_geometry(a, s)
+        self.pads = begin + end
+        # [C*K, 4H] matching the im2col column order (c, k...); recurrent [K, H, 4H]
         self.w_x = [np.ascontiguousarray(w_x[d].reshape(w_x.shape[1], -1).T)
                     for d in range(self.n_dir)]
-        self.w_h = [np.ascontiguousarray(w_h[d].transpose(2, 1, 0)) for d in range(self.n_dir)]
-        self.k_h = w_h.shape[-1]
+        perm = tuple(range(2, 2 + s)) + (1, 0)
+        self.w_h = [np.ascontiguousarray(w_h[d].transpose(perm).reshape(-1, self.hidden,
+                                                                      4 * self.hidden))
+                    for d in range(self.n_dir)]
         b = _weight(graph, node, "b")
         self.b = b if b is not None else np.zeros((self.n_dir, 4 * self.hidden), np.float32)
-        p = _weight(graph, node, "peephole")                   # [D, 3, H, L] -> [D, 3, L, H]
-        self.peep = None if p is None else np.ascontiguousarray(p.transpose(0, 1, 3, 2))
-        self.pads = tuple(a["pads"])
+        p = _weight(graph, node, "peephole")            # [D, 3, H, *L'] -> [D, 3, P, H]
+        self.peep = None if p is None else np.ascontiguousarray(
+            p.reshape(p.shape[:3] + (-1,)).transpose(0, 1, 3, 2))
         codes = [ACT_CODES[n] for n in a["activations"]]
         self.codes = np.array(codes, np.int64).reshape(self.n_dir, 3)
         self.alphas = np.array(a["activation_alpha"], np.float32).reshape(self.n_dir, 3)
@@ -44,20 +51,32 @@ class ConvLstmKernel(Kernel):
         self.batch_first = a["batch_first"]
 
     def _input_conv(self, x: np.ndarray, d: int) -> np.ndarray:
-        """[T, N, C, L] -> [T, N, L', 4H]: every step's input convolution plus bias."""
-        t_len, n, c, _ = x.shape
-        xp = np.pad(x, ((0, 0), (0, 0), (0, 0), self.pads))
-        win = np.lib.stride_tricks.sliding_window_view(xp, self.k_x, axis=3)  # [T,N,C,L',K]
-        out_len = win.shape[3]
-        cols = np.ascontiguousarray(win.transpose(0, 1, 3, 2, 4)).reshape(-1, c * self.k_x)
+        """[T, N, C, *L] -> [T, N, P, 4H]: every step's input convolution plus bias."""
+        s = self.n_spatial
+        win = sliding_windows(x, self.k_x, (1,) * s, self.dil, self.pads, 0.0)
+        out_sp = win.shape[3:3 + s]                      # win [T, N, C, *L', *K]
+        perm = (0, 1) + tuple(range(3, 3 + s)) + (2,) + tuple(range(3 + s, 3 + 2 * s))
+        cols = np.ascontiguousarray(win.transpose(perm)).reshape(-1, self.w_x[d].shape[0])
         xc = cols @ self.w_x[d]
         xc += self.b[d]
-        return xc.reshape(t_len, n, out_len, -1)
+        return xc.reshape(x.shape[0], x.shape[1], int(np.prod(out_sp)), -1), out_sp
+
+    def _grid(self, out_sp: tuple) -> tuple:
+        """Padded grid shape, window origins [P], tap offsets [K] and the centre offset of the
+        flattened channels-last state (see kernels/conv_lstm.py)."""
+        padded = tuple(o + k - 1 for o, k in zip(out_sp, self.k_h))
+        strides = np.cumprod((1,) + padded[:0:-1])[::-1]          # row-major element strides
+        pos = np.indices(out_sp).reshape(len(out_sp), -1)
+        base = np.ascontiguousarray((pos * strides[:, None]).sum(0), np.int64)
+        taps = np.indices(self.k_h).reshape(len(out_sp), -1)
+        offs = np.ascontiguousarray((taps * strides[:, None]).sum(0), np.int64)
+        centre = int(sum((k - 1) // 2 * st for k, st in zip(self.k_h, strides)))
+        return padded, base, offs, centre
 
     def __call__(self, ins: list) -> list:
         x, lens, h0, c0 = (list(ins) + [None] * 4)[:4]
         bf = self.batch_first
-        x = np.asarray(x.transpose(1, 0, 2, 3) if bf else x, dtype=np.float32)
+        x = np.asarray(np.swapaxes(x, 0, 1) if bf else x, dtype=np.float32)
         t_len, n = x.shape[:2]
         if lens is None:
             lens = np.full(n, t_len, np.int64)
@@ -67,28 +86,32 @@ class ConvLstmKernel(Kernel):
                 raise InputError(f"node '{self.node.name}' (ConvLSTM): sequence_lens must be "
                                  f"{n} values in [0, {t_len}], got {lens.tolist()}")
         h, d_n = self.hidden, self.n_dir
-        xcs = [self._input_conv(x, d) for d in range(d_n)]
-        out_len = xcs[0].shape[2]
-        y = np.empty((t_len, d_n, n, h, out_len), np.float32)
-        left = (self.k_h - 1) // 2
-        h_fin = np.empty((d_n, n, h, out_len), np.float32)
-        c_fin = np.empty((d_n, n, h, out_len), np.float32)
+        convs = [self._input_conv(x, d) for d in range(d_n)]
+        out_sp = convs[0][1]
+        n_pos = convs[0][0].shape[2]
+        padded, base, offs, centre = self._grid(out_sp)
+        inner = (slice(None),) + tuple(slice((k - 1) // 2, (k - 1) // 2 + o)
+                                       for k, o in zip(self.k_h, out_sp))
+        y = np.empty((t_len, d_n, n, h, n_pos), np.float32)
+        h_fin = np.empty((d_n, n, h) + out_sp, np.float32)
+        c_fin = np.empty((d_n, n, h) + out_sp, np.float32)
         no_peep = np.zeros((3, 1, 1), np.float32)
         for d in range(d_n):
-            h_pad = np.zeros((n, out_len + self.k_h - 1, h), np.float32)
-            c = np.zeros((n, out_len, h), np.float32)
-            for src, dst in ((h0, h_pad[:, left:left + out_len]), (c0, c)):
+            grid = np.zeros((n,) + padded + (h,), np.float32)
+            c = np.zeros((n,) + out_sp + (h,), np.float32)
+            for src, dst in ((h0, grid[inner]), (c0, c)):
                 if src is not None:
-                    s = src.transpose(1, 0, 2, 3) if bf else src
-                    dst[...] = s[d].transpose(0, 2, 1)
+                    dst[...] = np.moveaxis((np.swapaxes(src, 0, 1) if bf else src)[d], 1, -1)
             peep = self.peep[d] if self.peep is not None else no_peep
-            _kernel.conv_lstm_sequence(xcs[d], self.w_h[d], h_pad, c, peep,
+            _kernel.conv_lstm_sequence(convs[d][0], self.w_h[d], grid.reshape(n, -1, h),
+                                       base, offs, centre, c.reshape(n, -1, h), peep,
                                        self.peep is not None, lens, self.reverse[d],
                                        self.codes[d], self.alphas[d], self.betas[d], y, d)
-            h_fin[d] = h_pad[:, left:left + out_len].transpose(0, 2, 1)
-            c_fin[d] = c.transpose(0, 2, 1)
+            h_fin[d] = np.moveaxis(grid[inner], -1, 1)
+            c_fin[d] = np.moveaxis(c, -1, 1)
+        y = y.reshape((t_len, d_n, n, h) + out_sp)
         if bf:
-            return [np.ascontiguousarray(y.transpose(2, 0, 1, 3, 4)),
-                    np.ascontiguousarray(h_fin.transpose(1, 0, 2, 3)),
-                    np.ascontiguousarray(c_fin.transpose(1, 0, 2, 3))]
+            return [np.ascontiguousarray(np.moveaxis(y, 2, 0)),
+                    np.ascontiguousarray(np.swapaxes(h_fin, 0, 1)),
+                    np.ascontiguousarray(np.swapaxes(c_fin, 0, 1))]
         return [y, h_fin, c_fin]

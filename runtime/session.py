@@ -29,7 +29,7 @@ from edgeseq.ops import RECURRENT, Op
 from edgeseq.runtime.plan import Plan, build_plan
 from edgeseq.runtime.delta import DSTATE_SLOTS
 from edgeseq.runtime.delta_runner import DeltaRunner, DeltaStats, parse_thresholds, run_delta
-from edgeseq.runtime.streaming import _feed_state, _state_only_inputs, time_axes
+from edgeseq.runtime.streaming import _feed_state, state_prep, time_axes
 from edgeseq.runtime.threads import ThreadPins
 
 _FLOAT_KINDS = "f"
@@ -77,7 +77,8 @@ class Model:
         self.name = name or graph.name
         self.check_finite = check_finite
         self.plan: Plan = build_plan(graph, delta=delta)
-        optional = _state_only_inputs(graph)
+        self._prep = state_prep(graph)
+        optional = self._prep.inputs
         self.inputs = [InputSpec(v.name, v.dtype, tuple(v.shape), v.name in optional)
                        for v in graph.inputs]
         self._input_index = {s.name: s for s in self.inputs}
@@ -89,7 +90,8 @@ class Model:
         # per step: value names (None for a constant or absent input) and constants
         self._flat_steps = [(s.kernel, tuple(x if k == "v" else None for k, x in s.sources),
                              tuple(x if k == "c" else None for k, x in s.sources), s.outputs,
-                             s.node.name if s.node.op in RECURRENT else None)
+                             s.node.name if s.node.op in RECURRENT else None,
+                             s.node.name in self._prep.nodes)
                             for s in self.plan.steps]
         # whole-graph compiler (runtime/codegen): one native call per run / push
         from edgeseq.runtime.codegen import for_model
@@ -199,13 +201,15 @@ class Model:
         # sources per call (silero-vad runs 27 nodes a frame)
         get = env.get
         try:
-            for kernel, names, consts, outs, rec in self._flat_steps:
+            for kernel, names, consts, outs, rec, prep in self._flat_steps:
                 ins = [c if n is None else get(n) for n, c in zip(names, consts)]
+                if prep and any(n is not None and get(n) is None for n in names):
+                    continue    # an initial state left out: its glue yields nothing
                 if rec in self._rec_sizes:
                     _check_recurrent_ins(kernel.node, ins, self._rec_sizes[rec])
                 st = state.get(rec) if rec is not None and state is not None else None
                 if st is not None:
-                    _feed_state(kernel.node, ins, st, given)
+                    _feed_state(kernel.node, ins, st, given, self._prep.sources)
                 res = kernel(ins)
                 if st is not None:
                     for slot, arr in zip(("h", "c"), res[1:]):
@@ -280,6 +284,8 @@ class Stream:
         self._state: dict[str, dict[str, np.ndarray]] = {}
         self._fast = _FastPath.build(model)
         self._flat = self._hv = self._cv = None
+        # the generated step's buffers, planned on the first push and reused after it
+        self._workspace = model._compiled.workspace() if model._compiled is not None else None
         self.reset()
 
     def reset(self) -> None:
@@ -308,7 +314,7 @@ class Stream:
                                  f"got {type(slots).__name__}")
             node = g.node(name)
             for slot, arr in slots.items():
-                if slot not in ("h", "c") or (slot == "c" and node.op.value != "LSTM"):
+                if slot not in ("h", "c") or (slot == "c" and node.op not in _CELL_STATE):
                     raise InputError(f"stream state of '{name}': unknown slot '{slot}'")
                 try:
                     raw = np.asarray(arr)
@@ -319,8 +325,8 @@ class Stream:
                     raise InputError(f"stream state of '{name}'['{slot}']: expected a float "
                                      f"array, got {type(arr).__name__} {str(arr)[:40]!r}")
                 arr = raw.astype(np.float32)
-                want = _state_shape(node, slot)
-                if arr.ndim != 3 or any(isinstance(w, int) and w != a
+                want = _state_shape(g, node, slot)
+                if arr.ndim != len(want) or any(isinstance(w, int) and w != a
                                         for w, a in zip(want, arr.shape)):
                     raise InputError(f"stream state of '{name}'['{slot}']: expected "
                                      f"{want}, got {arr.shape}")
@@ -366,7 +372,7 @@ class Stream:
         env = m.check_inputs(chunk, self.input_specs)
         if m._compiled is not None:
             try:
-                return m._compiled.push(env, self._state, chunk)
+                return m._compiled.push(env, self._state, chunk, self._workspace)
             except InputError as compiled_error:
                 # the interpreter's message names the values; it runs on a copy of the state
                 # (the compiled step replaces the state only when it succeeds)
@@ -540,8 +546,16 @@ def _check_recurrent_ins(node, ins: list, sizes: tuple) -> None:
                              f"{want} (the graph leaves that dim symbolic)")
 
 
-def _state_shape(node, slot: str) -> tuple:
+_CELL_STATE = (Op.LSTM, Op.CONV_LSTM)     # nodes that carry a cell state "c" beside "h"
+
+
+def _state_shape(graph: Graph, node, slot: str) -> tuple:
     a = node.attrs
+    if node.op is Op.CONV_LSTM:       # feature maps [D, N, H, *L'] (batch_first [N, D, H, *L'])
+        from edgeseq.shapes import infer_node
+        shape = infer_node(graph, node, [graph.value(node.inputs[0])])[1].shape
+        b = 0 if a["batch_first"] else 1
+        return shape[:b] + ("N",) + shape[b + 1:]
     d = 2 if a["direction"] == "bidirectional" else 1
     size = a["hidden_size"] if slot == "c" else (a.get("proj_size", 0) or a["hidden_size"])
     return ("N", d, size) if a["batch_first"] else (d, "N", size)

@@ -1,8 +1,10 @@
-"""The 1-D ConvLSTM recurrence, compiled. The input convolution of every step is one GEMM
-done before (runtime/conv_lstm.py); here, per step and row, the recurrent convolution over
-the carried h (channels last, zero borders for 'same' padding) and the LSTM gate update at
-every position. Layouts: xc [T, N, L, 4H] (input conv + bias, gates i, f, c, o);
-w_h [K, H, 4H]; h_pad [N, L + K - 1, H]; c [N, L, H]; peephole [3, L, H]."""
+"""The ConvLSTM recurrence (1-D and 2-D), compiled. The input convolution of every step is one
+GEMM done before (runtime/conv_lstm.py); here, per step and row, the recurrent convolution over
+the carried h and the LSTM gate update at every position. The spatial grid is flattened: the
+state h lives channels-last in a zero-bordered grid flattened to rows (h_pad [N, P_pad, H]),
+output position p reads its window at rows base[p] + offs[k] (k over the K_h taps) and writes
+its new h at base[p] + centre. Layouts: xc [T, N, P, 4H] (input conv + bias, gates i, f, c, o);
+w_h [K, H, 4H]; c [N, P, H]; peephole [3, P, H]; y [T, D, N, H, P]."""
 from __future__ import annotations
 
 import numpy as np
@@ -13,15 +15,15 @@ from edgeseq.runtime.kernels.flags import NJIT
 
 
 @njit(**NJIT)
-def _position(xc_row, w_h, h_pad, n, pos, c_row, peep, has_peep, codes, alphas, betas, acc,
-              tmp, h_out):
+def _position(xc_row, w_h, h_pad, n, base, offs, c_row, peep, pos, has_peep, codes, alphas,
+              betas, acc, tmp, h_out):
     """Gates at one position: c_row (c at this position) updated, h_out <- new h."""
     hidden = c_row.shape[0]
     four = 4 * hidden
     for o in range(four):
         acc[o] = xc_row[o]
     for k in range(w_h.shape[0]):
-        h_row = h_pad[n, pos + k]
+        h_row = h_pad[n, base + offs[k]]
         for ci in range(hidden):
             hv = h_row[ci]
             w_row = w_h[k, ci]          # 1-D rows: the loop over the 4H outputs vectorises
@@ -46,28 +48,28 @@ def _position(xc_row, w_h, h_pad, n, pos, c_row, peep, has_peep, codes, alphas, 
 
 
 @njit(**NJIT)
-def conv_lstm_sequence(xc, w_h, h_pad, c, peep, has_peep, lens, reverse, codes, alphas, betas,
-                       y, d):
-    """One direction over all steps and rows; y [T, D, N, H, L] written at direction d
+def conv_lstm_sequence(xc, w_h, h_pad, base, offs, centre, c, peep, has_peep, lens, reverse,
+                       codes, alphas, betas, y, d):
+    """One direction over all steps and rows; y [T, D, N, H, P] written at direction d
     (zeros past each row's length); h_pad / c hold the initial state and end as the final."""
-    t_len, n_batch, length = xc.shape[0], xc.shape[1], xc.shape[2]
+    t_len, n_batch, n_pos = xc.shape[0], xc.shape[1], xc.shape[2]
     hidden = c.shape[2]
-    left = (w_h.shape[0] - 1) // 2
     acc = np.empty(4 * hidden, np.float32)
     tmp = np.empty(hidden, np.float32)
-    h_new = np.empty((length, hidden), np.float32)
+    h_new = np.empty((n_pos, hidden), np.float32)
     for n in range(n_batch):
         steps = lens[n]
         for s in range(steps):
             t = steps - 1 - s if reverse else s
-            for pos in range(length):
-                _position(xc[t, n, pos], w_h, h_pad, n, pos, c[n, pos], peep, has_peep,
-                          codes, alphas, betas, acc, tmp, h_new[pos])
-            for pos in range(length):
+            for pos in range(n_pos):
+                _position(xc[t, n, pos], w_h, h_pad, n, base[pos], offs, c[n, pos], peep, pos,
+                          has_peep, codes, alphas, betas, acc, tmp, h_new[pos])
+            for pos in range(n_pos):
+                row = base[pos] + centre
                 for j in range(hidden):
-                    h_pad[n, left + pos, j] = h_new[pos, j]
+                    h_pad[n, row, j] = h_new[pos, j]
                     y[t, d, n, j, pos] = h_new[pos, j]
         for t in range(steps, t_len):
             for j in range(hidden):
-                for pos in range(length):
+                for pos in range(n_pos):
                     y[t, d, n, j, pos] = np.float32(0.0)
