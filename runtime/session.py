@@ -29,7 +29,7 @@ from edgeseq.ops import RECURRENT, Op
 from edgeseq.runtime.plan import Plan, build_plan
 from edgeseq.runtime.delta import DSTATE_SLOTS
 from edgeseq.runtime.delta_runner import DeltaRunner, DeltaStats, parse_thresholds, run_delta
-from edgeseq.runtime.streaming import _feed_state, state_prep, time_axes
+from edgeseq.runtime.streaming import _feed_state, _state_only_inputs, time_axes
 from edgeseq.runtime.threads import ThreadPins
 
 _FLOAT_KINDS = "f"
@@ -77,8 +77,7 @@ class Model:
         self.name = name or graph.name
         self.check_finite = check_finite
         self.plan: Plan = build_plan(graph, delta=delta)
-        self._prep = state_prep(graph)
-        optional = self._prep.inputs
+        optional = _state_only_inputs(graph)
         self.inputs = [InputSpec(v.name, v.dtype, tuple(v.shape), v.name in optional)
                        for v in graph.inputs]
         self._input_index = {s.name: s for s in self.inputs}
@@ -90,8 +89,7 @@ class Model:
         # per step: value names (None for a constant or absent input) and constants
         self._flat_steps = [(s.kernel, tuple(x if k == "v" else None for k, x in s.sources),
                              tuple(x if k == "c" else None for k, x in s.sources), s.outputs,
-                             s.node.name if s.node.op in RECURRENT else None,
-                             s.node.name in self._prep.nodes)
+                             s.node.name if s.node.op in RECURRENT else None)
                             for s in self.plan.steps]
         # whole-graph compiler (runtime/codegen): one native call per run / push
         from edgeseq.runtime.codegen import for_model
@@ -201,15 +199,13 @@ class Model:
         # sources per call (silero-vad runs 27 nodes a frame)
         get = env.get
         try:
-            for kernel, names, consts, outs, rec, prep in self._flat_steps:
+            for kernel, names, consts, outs, rec in self._flat_steps:
                 ins = [c if n is None else get(n) for n, c in zip(names, consts)]
-                if prep and any(n is not None and get(n) is None for n in names):
-                    continue    # an initial state left out: its glue yields nothing
                 if rec in self._rec_sizes:
                     _check_recurrent_ins(kernel.node, ins, self._rec_sizes[rec])
                 st = state.get(rec) if rec is not None and state is not None else None
                 if st is not None:
-                    _feed_state(kernel.node, ins, st, given, self._prep.sources)
+                    _feed_state(kernel.node, ins, st, given)
                 res = kernel(ins)
                 if st is not None:
                     for slot, arr in zip(("h", "c"), res[1:]):
@@ -284,8 +280,6 @@ class Stream:
         self._state: dict[str, dict[str, np.ndarray]] = {}
         self._fast = _FastPath.build(model)
         self._flat = self._hv = self._cv = None
-        # the generated step's buffers, planned on the first push and reused after it
-        self._workspace = model._compiled.workspace() if model._compiled is not None else None
         self.reset()
 
     def reset(self) -> None:
@@ -372,7 +366,7 @@ class Stream:
         env = m.check_inputs(chunk, self.input_specs)
         if m._compiled is not None:
             try:
-                return m._compiled.push(env, self._state, chunk, self._workspace)
+                return m._compiled.push(env, self._state, chunk)
             except InputError as compiled_error:
                 # the interpreter's message names the values; it runs on a copy of the state
                 # (the compiled step replaces the state only when it succeeds)
