@@ -28,8 +28,45 @@ def _encode(name: str, w: np.ndarray):
     return quantize_rows(w)
 
 
-def apply(graph: Graph, *, linear: bool = True) -> tuple[Graph, list[dict]]:
+def quantize_channels(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Conv1d weight [O, C/g, K] -> (int8 q [O, C/g, K], float32 scale [O, 1]): one scale per
+    output channel (its C·K taps as one row). The [O, 1] shape keeps the int8 convention
+    w ≈ scale[..., None] * q (one scale per (o, c) row would cost more bytes than the int8
+    weights save at K = 3)."""
+    w = np.asarray(w, dtype=np.float32)
+    q, scale = quantize_rows(w.reshape(w.shape[0], -1))
+    return q.reshape(w.shape), scale[:, None]
+
+
+# A Conv1d whose per-channel int8 weights move by more than this (relative RMS) is stored as
+# float16 instead. Gaussian-like weights land at 0.5-0.9e-2 (max/rms ≈ 3.5 per channel);
+# silero-vad's encoder convolutions, at 1.3-2.4e-2, each changed speech decisions in int8 on
+# one of the two test sets (espeak-ng speech, synthesised vowels), its STFT basis (0.5e-2)
+# on neither (docs/quant.md).
+CONV_MAX_REL_ERROR = 0.01
+FP16_MAX = 65504.0      # beyond: the fallback keeps the weight as it is
+
+
+def relative_error(w: np.ndarray, q: np.ndarray, scale: np.ndarray) -> float:
+    """||scale·q - w|| / ||w|| (0 for an all-zero w)."""
+    w = np.asarray(w, np.float64)
+    norm = np.linalg.norm(w)
+    return float(np.linalg.norm(q * np.asarray(scale, np.float64)[..., None] - w) / norm) \
+        if norm > 0 else 0.0
+
+
+def _encode_conv(name: str, w: np.ndarray):
+    q, scale = quantize_channels(w)
+    if relative_error(w, q, scale) <= CONV_MAX_REL_ERROR:
+        return q, scale
+    w = np.asarray(w)
+    return (w.astype(np.float16) if np.max(np.abs(w), initial=0) <= FP16_MAX else w), None
+
+
+def apply(graph: Graph, *, linear: bool = True, conv: bool = True) -> tuple[Graph, list[dict]]:
     """int8 copy of `graph`: recurrent matrices (w_x, w_h or its factors, w_proj) and, with
-    `linear`, the constant weights of MatMul/Gemm/Conv1d."""
+    `linear`, the constant weights of MatMul/Gemm, and with `conv` too, of Conv1d (per
+    output channel, `quantize_channels`; float16 where int8 would move the weights by more
+    than CONV_MAX_REL_ERROR)."""
     return recast(graph, _encode, from_dtypes=("float32", "float16"), pass_name="int8",
-                  linear=linear)
+                  linear=linear, conv_encode=_encode_conv if conv else None)

@@ -46,6 +46,17 @@ CONV_PANEL_MAX_BYTES = 1 << 20
 CONV_DIRECT_MAX_MACS = 1 << 22
 
 
+def glue_constant(graph: Graph, name: str) -> np.ndarray:
+    """A constant as a glue kernel reads it: an int8 weight with its "<name>.scale" (quant
+    int8 pass: per row of a Gemm/MatMul head, per output channel [O, 1] of a Conv1d) is
+    dequantised once at load, float16 widened."""
+    c = graph.constants[name]
+    scale = graph.constant_scale(name)
+    if c.dtype == np.int8 and scale is not None:
+        return c.astype(np.float32) * np.asarray(scale, np.float32)[..., None]
+    return c.astype(np.float32) if c.dtype == np.float16 else c
+
+
 def _f32c(a: np.ndarray) -> np.ndarray:
     """C-contiguous, writable float32 (one Numba specialisation)."""
     if a.dtype == np.float32 and a.flags.c_contiguous and a.flags.writeable:
@@ -84,7 +95,7 @@ class Conv1dKernel(Kernel):
     def __init__(self, graph: Graph, node: Node, **options) -> None:
         super().__init__(graph, node)
         self.w2 = None
-        w = graph.constants.get(node.inputs[1])
+        w = glue_constant(graph, node.inputs[1]) if node.inputs[1] in graph.constants else None
         self._wp = None
         self.post = 0
         if w is not None:

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import numpy as np
-
 import edgeseq.runtime.compressed  # noqa: F401  (the built-in kernel families register
 import edgeseq.runtime.delta  # noqa: F401       themselves when imported)
 import edgeseq.runtime.glue  # noqa: F401
@@ -18,6 +16,7 @@ import edgeseq.runtime.loop  # noqa: F401
 from edgeseq.errors import GraphError
 from edgeseq.graph import Graph, Node
 from edgeseq.ops import Op, SPECS
+from edgeseq.runtime.glue import glue_constant
 from edgeseq.runtime.registry import REGISTRY, Kernel, KernelKey, fallbacks, key_for
 
 
@@ -109,11 +108,3 @@ def fuse_activations(graph: Graph, plan: Plan) -> None:
     plan.steps = [s for s in plan.steps if id(s) not in drop]
 
 
-def glue_constant(graph: Graph, name: str) -> np.ndarray:
-    """A constant as a glue kernel reads it: an int8 weight with a per-row "<name>.scale"
-    (quant int8 pass on a Gemm/MatMul head) is dequantised once at load, float16 widened."""
-    c = graph.constants[name]
-    scale = graph.constant_scale(name)
-    if c.dtype == np.int8 and scale is not None:
-        return c.astype(np.float32) * np.asarray(scale, np.float32)[..., None]
-    return c.astype(np.float32) if c.dtype == np.float16 else c
