@@ -114,6 +114,51 @@ def dequantize(w: np.ndarray, scale: np.ndarray | None = None) -> np.ndarray:
     return w.astype(F64) if w.dtype.kind == "f" else w
 
 
+# ---- int8 activations: the exact integer semantics of the int8 product kernels -----------
+# Graph metadata INT8_ACTIVATIONS = "int8" (set by the int8 pass) makes every int8 matrix of
+# the slots below multiply int8-quantised activations; the runtime's integer kernels
+# (runtime/kernels/s8dot.py) produce exactly these float32 bits per product. Without it
+# ("int16", the default of older artifacts) the products are the dequantised float64 ones.
+INT8_ACTIVATIONS = "int8_activations"
+INT8_ACTIVATION_SLOTS = {Op.LSTM: ("w_x", "w_h")}
+
+
+def int8_activation_slots(graph: Graph, node: Node) -> tuple[str, ...]:
+    """The weight slots of `node` whose products use int8 activations."""
+    if graph.metadata.get(INT8_ACTIVATIONS) != "int8":
+        return ()
+    return tuple(s for s in INT8_ACTIVATION_SLOTS.get(node.op, ())
+                 if s in node.weights and graph.constants[node.weights[s]].dtype == np.int8)
+
+
+def quantize_activations8(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(q int64 [..., K], step float32 [..., 1]) of each vector along the last axis, in
+    float32 as the kernels compute it: step = max|v| / 127 (1 for a zero vector),
+    q = clip(rint(v · (1 / step)), ±127), half to even."""
+    v = np.asarray(v, np.float32)
+    mx = np.max(np.abs(v), axis=-1, keepdims=True)
+    step = np.where(mx > 0, mx / np.float32(127), np.float32(1)).astype(np.float32)
+    inv = (np.float32(1) / step).astype(np.float32)
+    q = np.clip(np.rint((v * inv).astype(np.float32)), -127, 127)
+    return q.astype(np.int64), step
+
+
+def int8_product(v: np.ndarray, q_w: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """W v per vector with int8 activations: float32(float32(Σ_k q_w[j, k]·q[k]) ·
+    scale[j]) · step, the integer sum exact (int64); float64 result of float32 values."""
+    q, step = quantize_activations8(v)
+    total = np.matmul(q, q_w.astype(np.int64).T)
+    y = (total.astype(np.float32) * np.asarray(scale, np.float32)).astype(np.float32)
+    return (y * step).astype(np.float32).astype(F64)
+
+
+def _int8_products(graph: Graph, node: Node) -> dict:
+    """slot -> [per direction: v -> W v] for the slots with int8 activations."""
+    return {s: [lambda v, w=w, sc=sc: int8_product(v, w, sc)
+                for w, sc in zip(graph.weight(node, s), graph.scale(node, s))]
+            for s in int8_activation_slots(graph, node)}
+
+
 def _to_compute(a: np.ndarray) -> np.ndarray:
     a = np.asarray(a)
     return a.astype(F64) if a.dtype.kind == "f" else a
@@ -237,7 +282,8 @@ def _recurrent(graph: Graph, node: Node, ins: list, n_states: int, make_step: Ca
     for d in range(n_dir):
         w_x, step = make_step(d)
         reverse = a["direction"] == "reverse" or d == 1
-        y, st = _run_direction(step, x @ w_x.T, tuple(s[d] for s in init), lens, reverse)
+        xw = w_x(x) if callable(w_x) else x @ w_x.T         # callable: int8 activations
+        y, st = _run_direction(step, xw, tuple(s[d] for s in init), lens, reverse)
         ys.append(y)
         for k in range(n_states):
             finals[k].append(st[k])
@@ -262,7 +308,7 @@ def lstm_step(xw: np.ndarray, h: np.ndarray, c: np.ndarray, w: dict, attrs: dict
     weights (w_h [4H, P], b [4H], peephole [3, H], layer_norm [4, H], w_proj, b_proj)."""
     f_act, g_act, h_act = acts
     hs = c.shape[-1]
-    pre = xw + h @ w["w_h"].T
+    pre = xw + (w["w_h"](h) if callable(w["w_h"]) else h @ w["w_h"].T)
     a_i, a_f, a_c, a_o = (pre[:, k * hs:(k + 1) * hs] for k in range(4))
     p = w.get("peephole")
     if p is not None:
@@ -301,10 +347,14 @@ _LSTM_SLOTS = ("w_h", "b", "peephole", "layer_norm", "w_proj", "b_proj")
 def _lstm(graph, node, ins):
     full = {s: recurrent_weight(graph, node, s) for s in ("w_x",) + _LSTM_SLOTS}
 
+    int8 = _int8_products(graph, node)
+
     def make_step(d):
         w = {s: full[s][d] for s in _LSTM_SLOTS if full[s] is not None}
+        w.update({s: f[d] for s, f in int8.items() if s in w})
         acts = _activations(node, d, 3)
-        return full["w_x"][d], lambda xw, st: lstm_step(xw, st[0], st[1], w, node.attrs, acts)
+        w_x = int8["w_x"][d] if "w_x" in int8 else full["w_x"][d]
+        return w_x, lambda xw, st: lstm_step(xw, st[0], st[1], w, node.attrs, acts)
     return _recurrent(graph, node, ins, 2, make_step)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from edgeseq.errors import GraphError
 from edgeseq.graph import Graph
-from edgeseq.quant import calibrate, fp16, int8, lstmp as lstmp_pass, svd
+from edgeseq.quant import activations as act_pass, calibrate, fp16, int8, lstmp as lstmp_pass, svd
 from edgeseq.quant.common import size_rows
 
 WEIGHTS = {"fp32": None, "fp16": fp16.apply, "int8": int8.apply}
@@ -14,16 +14,21 @@ REPORT_COLUMNS = ("layer", "op", "weights", "params_before", "params_after", "by
 
 def compress(graph: Graph, *, weights: str = "fp32", svd_rank: int | None = None,
              svd_energy: float | None = None, lstmp: int | None = None, calibration=None,
-             svd_budget: float | None = None) -> tuple[Graph, list[dict]]:
+             svd_budget: float | None = None, activations: str | None = None
+             ) -> tuple[Graph, list[dict]]:
     """Compressed copy of `graph` and a report: one dict per layer with parameters and bytes
     before/after, rank / projection size, and (with `calibration`, an .npz path or a dict of
     graph inputs) the max abs error of the layer's output against the float graph.
 
-    Every row also carries `output_error` (graph outputs) when calibration data is given."""
+    Every row also carries `output_error` (graph outputs) when calibration data is given.
+    `activations` ("int16" or "int8", `quant.activations`; default int16) is the precision
+    the int8 products multiply activations in; only with weights="int8"."""
     if weights not in WEIGHTS:
         raise GraphError(f"weights must be one of {sorted(WEIGHTS)}, got {weights!r}")
     if sum(v is not None for v in (svd_rank, svd_energy, svd_budget)) > 1:
         raise GraphError("give at most one of svd_rank, svd_energy, svd_budget")
+    if activations is not None and weights != "int8":
+        raise GraphError(f"activations={activations!r} needs weights='int8' (got {weights!r})")
     src = graph.copy().validate()
     calib = calibrate.load(calibration, src) if calibration is not None else None
     g, notes = src, {}
@@ -43,6 +48,8 @@ def compress(graph: Graph, *, weights: str = "fp32", svd_rank: int | None = None
         merge(rows)
     if WEIGHTS[weights] is not None:
         g, _ = WEIGHTS[weights](g)
+    if weights == "int8":
+        g = act_pass.apply(g, activations or act_pass.DEFAULT)
     report = size_rows(src, g, notes)
     if calib is not None:
         out_err, per_layer = calibrate.errors(src, g, calib)

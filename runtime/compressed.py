@@ -8,7 +8,10 @@ import numpy as np
 
 from edgeseq.graph import Graph, Node
 from edgeseq.ops import Op
+from edgeseq.reference import int8_activation_slots
 from edgeseq.runtime.kernels import quantized as _q
+from edgeseq.runtime.kernels import s8dot as _s8
+from edgeseq.runtime.kernels.s8dot import packed8
 from edgeseq.runtime.registry import register
 from edgeseq.runtime.recurrent import GruKernel, LstmKernel, RnnKernel
 
@@ -51,6 +54,9 @@ def pack_slot(graph: Graph, node: Node, slot: str, d: int, int16_min_cols: int =
                 int16=0 < int16_min_cols <= w.shape[-1])
 
 
+INT16_NOTE = ", int8 products on int16-quantised activations"
+
+
 class _Compressed:
     """Shared by the compressed families: weights packed as stored, cell operands packed by
     the float32 family (`base`) through a shadow graph whose matrices are tiny."""
@@ -83,7 +89,7 @@ class _Compressed:
         self.note = f"{'+'.join(kinds)} weights used as stored" + \
             (", W_h factored (two GEMVs)" if self.factored else "")
         if any(m[0] == _q.I8Q16 for m in self.mx + self.mh + self.mu + self.mv):
-            self.note += ", int8 products on int16-quantised activations"
+            self.note += INT16_NOTE
         self.n_input = graph.weight(node, "w_x").shape[-1]
 
     def __call__(self, ins: list) -> list:
@@ -91,13 +97,16 @@ class _Compressed:
         ys = [np.empty((t_len, n_batch, self.out_size), dtype=np.float32)
               for _ in range(self.n_dir)]
         for d in range(self.n_dir):
-            xin = _q.input_projection(self.mx[d], x)
+            xin = self._project_inputs(d, x)
             self._sequence(d, xin, lens, [s[d] for s in states], ys[d])
         y = np.stack(ys, axis=1)
         if self.batch_first:
             y = np.ascontiguousarray(y.transpose(2, 0, 1, 3))
             states = [np.ascontiguousarray(s.transpose(1, 0, 2)) for s in states]
         return [y] + states
+
+    def _project_inputs(self, d: int, x: np.ndarray) -> np.ndarray:
+        return _q.input_projection(self.mx[d], x)
 
     def warmup(self) -> None:
         for t_len in (1, 4):
@@ -106,11 +115,37 @@ class _Compressed:
 
 
 class CompressedLstm(_Compressed, LstmKernel):
-    """LSTM on stored int8/fp16/float32 matrices, dense or factored W_h, with projection."""
+    """LSTM on stored int8/fp16/float32 matrices, dense or factored W_h, with projection.
+    With int8 activations (graph metadata, `edgeseq.reference.int8_activation_slots`) W_x and
+    a dense W_h are packed for `kernels.s8dot` (the CPU's integer dot-product form)."""
     base = LstmKernel
     n_states = 2
 
+    def __init__(self, graph: Graph, node: Node, **options) -> None:
+        super().__init__(graph, node, **options)
+        slots = int8_activation_slots(graph, node)
+        self.p8 = {s: [packed8(graph.weight(node, s)[d], graph.scale(node, s)[d])
+                       for d in range(self.n_dir)] for s in slots}
+        empty = pack(np.zeros((0, 0), np.float32), None)
+        for slot, held in (("w_x", self.mx), ("w_h", self.mh)):
+            if slot in self.p8:             # only the packed copy is kept
+                held[:] = [empty] * self.n_dir
+        if slots:
+            if not any(m[0] == _q.I8Q16 for m in self.mx + self.mh + self.mu + self.mv):
+                self.note = self.note.replace(INT16_NOTE, "")
+            self.note += (f", int8 activations for {'/'.join(slots)} "
+                          f"({_s8.CHOSEN.name} kernels)")
+
+    def _project_inputs(self, d: int, x: np.ndarray) -> np.ndarray:
+        if "w_x" in self.p8:
+            return _q.input_projection8(self.p8["w_x"][d], x)
+        return super()._project_inputs(d, x)
+
     def _sequence(self, d, xin, lens, states, y) -> None:
+        if "w_h" in self.p8:
+            _q.lstm_sequence8(xin, self.p8["w_h"][d], self.mp[d], self.aux[d], self.ip[d],
+                              self.fp[d], lens, states[0], states[1], y)
+            return
         _q.lstm_sequence(xin, self.mh[d], self.mu[d], self.mv[d], self.factored, self.mp[d],
                          self.aux[d], self.ip[d], self.fp[d], lens, states[0], states[1], y)
 

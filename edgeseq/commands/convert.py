@@ -19,6 +19,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--weights", choices=("fp32", "fp16", "int8"), default=None,
                    help="storage of the recurrent and dense weights: int8 (per-row scales, "
                         "~0.27x bytes), fp16 (0.5x), fp32 (as converted)")
+    g.add_argument("--activations", choices=("int16", "int8"), default=None,
+                   help="with --weights int8: precision of the activations in the integer "
+                        "products: int16 (default; the int8 weights' own error) or int8 "
+                        "(u8/s8 dot-product instructions, onnxruntime's int8 speed and error)")
     g.add_argument("--svd-rank", type=int, default=None, metavar="R",
                    help="factor each recurrent weight W_h into two rank-R matrices")
     g.add_argument("--svd-energy", type=float, default=None, metavar="E",
@@ -68,7 +72,8 @@ def run(args: argparse.Namespace) -> int:
 
     graph = convert(args.model, **parse_fix_shape(args), **trust_code_option(args),
                     **({"arch": args.arch} if args.arch else {}))
-    compress = {k: v for k, v in (("weights", args.weights), ("svd_rank", args.svd_rank),
+    compress = {k: v for k, v in (("weights", args.weights), ("activations", args.activations),
+                                  ("svd_rank", args.svd_rank),
                                   ("svd_energy", args.svd_energy), ("lstmp", args.lstmp),
                                   ("calibration", args.calibrate)) if v is not None}
     report = None

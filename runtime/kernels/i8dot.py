@@ -16,9 +16,13 @@ the lanes of each ymm add unused) that was no faster than the float path; see do
 Overflow: each of the 16 int32 lanes of an accumulator collects n/16 products of |w| ≤ 128
 and |v| ≤ 32767 (≤ 4 194 176 each) over a block of n elements, so a block of at most
 BLOCK = 8192 keeps every lane below 2^31; the lanes are summed in int64 (the block total may
-exceed 2^31), and blocks in float32. (With one int32 total per block, blocks of 512 were
-needed: the all-steps projection at 1024 inputs took 56 µs per step vs 51, two horizontal sums
-per 4x4 tile instead of one.)
+exceed 2^31), and so are the blocks and the K % 32 rest, so one row's total is exact; it is
+scaled once, float32(float32(total) · row scale) · vector step, with operations that fast-math
+cannot re-associate (`kernels.strict`). Results therefore do not depend on the row order or
+the code path (the two row orders differed in the last bit on AArch64 when the blocks were
+summed in float32). (With one int32 total per block, blocks of 512 were needed: the all-steps
+projection at 1024 inputs took 56 µs per step vs 51, two horizontal sums per 4x4 tile
+instead of one.)
 """
 from __future__ import annotations
 
@@ -29,6 +33,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from edgeseq.runtime.kernels.flags import NJIT
+from edgeseq.runtime.kernels.strict import scaled_total
 
 LANES = 32
 BLOCK = 8192
@@ -194,7 +199,7 @@ def products(w, scale, xq, xs, n_vec, out, dst, accumulate, backward=False):
         first = n4 // 4             # rows [n4, n) below, as single-row tiles
     else:
         first = 0
-    tot = np.zeros((4, 4), dtype=np.float32)
+    tot = np.zeros((4, 4), dtype=np.int64)
     for ti in range(first, n4 // 4 + n % 4):
         if ti < n4 // 4:
             nr = 4
@@ -205,27 +210,27 @@ def products(w, scale, xq, xs, n_vec, out, dst, accumulate, backward=False):
         a = 0
         while a < n_vec:
             nv = 4 if a + 4 <= n_vec else 1
-            tot[:] = 0.0
+            tot[:] = 0
             for k0 in range(0, kv, BLOCK):
                 _tile(w, j, nr, xq, a, nv, k0, min(BLOCK, kv - k0), acc, pf)
                 for r in range(nr):
                     for q in range(nv):
-                        tot[r, q] += np.float32(acc[r, q])
+                        tot[r, q] += acc[r, q]
             if kv < k8:
                 _tail(w, j, nr, xq, a, nv, kv, k8 - kv, acc)
                 for r in range(nr):
                     for q in range(nv):
-                        tot[r, q] += np.float32(acc[r, q])
+                        tot[r, q] += acc[r, q]
             if k8 < k_len:
                 for r in range(nr):
                     for q in range(nv):
-                        s = np.int32(0)
+                        s = np.int64(0)
                         for k in range(k8, k_len):
-                            s = np.int32(s + np.int32(w[j + r, k]) * np.int32(xq[a + q, k]))
-                        tot[r, q] += np.float32(s)
+                            s += np.int64(w[j + r, k]) * np.int64(xq[a + q, k])
+                        tot[r, q] += s
             for r in range(nr):
                 for q in range(nv):
-                    val = tot[r, q] * scale[j + r] * xs[a + q]
+                    val = scaled_total(tot[r, q], scale[j + r], xs[a + q])
                     b = dst[a + q]
                     out[b, j + r] = out[b, j + r] + val if accumulate else val
             a += nv
@@ -238,20 +243,20 @@ def _gemv1(w, scale, xq, x_step, out, b, accumulate, n4, kv, pf, backward, acc):
     dynamic tile shape cost ~7 µs per 4096-row call, ~5 % of the batch-1 GEMV)."""
     for ti in range(n4 // 4):
         j = n4 - 4 - 4 * ti if backward else 4 * ti
-        t0 = np.float32(0.0)
-        t1 = np.float32(0.0)
-        t2 = np.float32(0.0)
-        t3 = np.float32(0.0)
+        t0 = np.int64(0)
+        t1 = np.int64(0)
+        t2 = np.int64(0)
+        t3 = np.int64(0)
         for k0 in range(0, kv, BLOCK):
             _tile41(w, j, xq, 0, k0, min(BLOCK, kv - k0), acc, pf)
-            t0 += np.float32(acc[0, 0])
-            t1 += np.float32(acc[1, 0])
-            t2 += np.float32(acc[2, 0])
-            t3 += np.float32(acc[3, 0])
-        v0 = t0 * scale[j] * x_step
-        v1 = t1 * scale[j + 1] * x_step
-        v2 = t2 * scale[j + 2] * x_step
-        v3 = t3 * scale[j + 3] * x_step
+            t0 += acc[0, 0]
+            t1 += acc[1, 0]
+            t2 += acc[2, 0]
+            t3 += acc[3, 0]
+        v0 = scaled_total(t0, scale[j], x_step)
+        v1 = scaled_total(t1, scale[j + 1], x_step)
+        v2 = scaled_total(t2, scale[j + 2], x_step)
+        v3 = scaled_total(t3, scale[j + 3], x_step)
         if accumulate:
             out[b, j] += v0
             out[b, j + 1] += v1

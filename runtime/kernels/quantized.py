@@ -24,7 +24,7 @@ from numba import njit, types
 from numba.extending import intrinsic
 
 from edgeseq.runtime.kernels.flags import NJIT
-from edgeseq.runtime.kernels import i8dot
+from edgeseq.runtime.kernels import i8dot, s8dot
 from edgeseq.runtime.kernels.activations import activate
 from edgeseq.runtime.kernels.gru import _gru_gates, _update_hidden_gru
 from edgeseq.runtime.kernels.linalg import begin_step, clip_inplace
@@ -388,3 +388,73 @@ def rnn_sequence(xin, w_h, w_u, w_v, factored, aux, ip, fp, lens, h, y):
             activate(xb, 0, n_hidden, ip[RNN_ACT], fp[RNN_ALPHA], fp[RNN_BETA])
             h[b, :] = xb
             y[times[a], b, :] = xb
+
+
+# ---- int8 activations (kernels.s8dot): W_x and a dense W_h packed as `s8dot.Packed8` -------
+@njit(**NJIT)
+def products8_range(p, v, rows, n_rows, out, accumulate, xq, xs, backward):
+    """out[rows[a], :p.rows] (+)= the int8-activation product of `p` with v[rows[a]], for
+    a < n_rows (`s8dot.products8`); out needs the padded rows of `p` as columns, xq/xs are
+    caller-owned scratch (int8 [>= n_rows, 4·p.groups] zero-initialised, float32 [>= n_rows])."""
+    s8dot.quantize8(v, rows, n_rows, xq, xs)
+    s8dot.products8(p.blocks, p.scale, p.sums, p.groups, xq, xs, n_rows, out, rows, accumulate,
+                    backward)
+
+
+@njit(**NJIT)
+def input_projection8(p, x):
+    """W x_t for every step and batch row at once with int8 activations: x [T, N, I] ->
+    [T, N, R] (a view of a buffer with the padded rows as columns)."""
+    t_len, n_batch = x.shape[0], x.shape[1]
+    m = t_len * n_batch
+    flat = x.reshape(m, x.shape[2])
+    out = np.empty((m, p.scale.shape[0]), dtype=np.float32)
+    xq = np.zeros((m, 4 * p.groups), dtype=np.int8)
+    xs = np.empty(m, dtype=np.float32)
+    products8_range(p, flat, np.arange(m), m, out, False, xq, xs, False)
+    return out.reshape(t_len, n_batch, out.shape[1])[:, :, :p.rows]
+
+
+# NOTE: the step loop mirrors `lstm_sequence` (same cell and projection code); only the W_h
+# product differs (dense W_h with int8 activations, padded gate buffer).
+@njit(**NJIT)
+def lstm_sequence8(xin, p_h, w_proj, aux, ip, fp, lens, h, c, y):
+    """`lstm_sequence` with W_h h_{t-1} in int8 activations (`products8_range`)."""
+    t_len, n_batch = xin.shape[0], xin.shape[1]
+    n_cell = c.shape[1]
+    reverse = ip[LSTM_REVERSE] != 0
+    rows = np.empty(n_batch, dtype=np.int64)
+    times = np.empty(n_batch, dtype=np.int64)
+    one = np.zeros(1, dtype=np.int64)
+    zp = np.empty((n_batch, p_h.scale.shape[0]), dtype=np.float32)
+    m = np.empty(n_cell, dtype=np.float32)
+    mm = np.empty((1, n_cell), dtype=np.float32)
+    pr = np.empty((1, h.shape[1]), dtype=np.float32)
+    hq = np.zeros((n_batch, 4 * p_h.groups), dtype=np.int8)
+    xs = np.empty(n_batch, dtype=np.float32)
+    plain = _is_plain(ip, fp)
+    for s in range(t_len):
+        n_act = begin_step(s, lens, reverse, rows, times, y)
+        if n_act == 0:
+            continue
+        for a in range(n_act):
+            b = rows[a]
+            zp[b, :4 * n_cell] = xin[times[a], b, :]
+        # odd steps read W_h last panel first: what the previous step read last is in L2
+        products8_range(p_h, h, rows, n_act, zp, True, hq, xs, s % 2 == 1)
+        for a in range(n_act):
+            b = rows[a]
+            zb = zp[b, :4 * n_cell]
+            cb = c[b]
+            if plain:
+                _plain_cell(zb, cb, m, aux)
+            else:
+                _update_cell(zb, cb, aux, ip, fp)
+                _update_hidden(zb, cb, m, aux, ip, fp)
+            hb = h[b]
+            if ip[LSTM_PROJECTION]:
+                _project(w_proj, m, aux, fp, hb, mm, pr, one)
+            else:
+                for j in range(n_cell):
+                    hb[j] = m[j]
+            y[times[a], b, :] = hb

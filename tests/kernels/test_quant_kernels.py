@@ -240,28 +240,39 @@ def test_int16_products_do_not_overflow(rng):
     assert abs(out[0, 0] + 128 * 8200) < 1e-2
 
 
+def _exact16(w, sc, xq, xs):
+    """The int16 path's bits: the integer total exact, then float32(float32(total)·scale)·step
+    (kernels.strict), independent of the row order and the code path."""
+    total = xq.astype(np.int64) @ w.astype(np.int64).T
+    return (total.astype(np.float32) * sc[None, :]).astype(np.float32) * xs[:, None]
+
+
 def test_int16_products_backward_row_order_is_identical(rng):
-    """The recurrent GEMV alternates row order per step: both orders give the same bits."""
+    """The recurrent GEMV alternates row order per step: both orders, and the general loop
+    and the one-vector GEMV, give the same bits, those of `_exact16` (before the integer
+    total and the flag-free scaling, the two orders differed in the last bit on AArch64)."""
     from edgeseq.runtime.kernels import i8dot
     w = rng.integers(-128, 128, (4 * 9 + 3, 100)).astype(np.int8)
     sc = rng.uniform(0.01, 1, w.shape[0]).astype(np.float32)
     v = rng.standard_normal((6, 100)).astype(np.float32)
     fwd, xq, xs = _products(w, sc, v)
+    assert np.array_equal(fwd, _exact16(w, sc, xq, xs))
     rows = np.arange(6)
     for n_vec in (1, 5, 6):
         bwd = np.zeros((6, w.shape[0]), np.float32)
         i8dot.products(w, sc, xq, xs, n_vec, bwd, rows, False, True)
         assert np.array_equal(bwd[:n_vec], fwd[:n_vec]) and not bwd[n_vec:].any()
-    # one vector of a multiple of 32 elements: the scalar-bookkeeping GEMV, either order (its
-    # float rounding may differ from the general loop's by an ulp: FMA contraction)
-    w = rng.integers(-128, 128, (4 * 9 + 3, 128)).astype(np.int8)
-    v = rng.standard_normal((2, 128)).astype(np.float32)
-    want, xq, xs = _products(w, sc, v)
-    for backward in (False, True):
-        got = np.zeros((2, w.shape[0]), np.float32)
-        i8dot.products(w, sc, xq, xs, 1, got, rows, False, backward)
-        np.testing.assert_allclose(got[0], want[0], rtol=1e-6, atol=1e-6)
-        assert not got[1].any()
+    # one vector of a multiple of 32 elements (the scalar-bookkeeping GEMV), either order,
+    # and 8200 columns (two blocks): the same bits as the general loop's
+    for k_len in (128, 8200):
+        w = rng.integers(-128, 128, (4 * 9 + 3, k_len)).astype(np.int8)
+        v = rng.standard_normal((2, k_len)).astype(np.float32)
+        want, xq, xs = _products(w, sc, v)
+        assert np.array_equal(want, _exact16(w, sc, xq, xs))
+        for backward in (False, True):
+            got = np.zeros((2, w.shape[0]), np.float32)
+            i8dot.products(w, sc, xq, xs, 1, got, rows, False, backward)
+            assert np.array_equal(got[0], want[0]) and not got[1].any()
 
 
 def test_int16_products_use_every_row_scale(rng):

@@ -1,0 +1,31 @@
+"""Activation precision of the int8 products: which integer form the runtime's int8 kernels
+multiply the activations in, recorded in the graph metadata (and so in the artifact).
+
+- "int16": each vector (x_t, h_{t-1}) quantised to int16 per vector (step max|v|/32767) and
+  multiplied by the int8 weights (int16 pairs); its error is the int8 weights' own (docs/quant.md).
+- "int8": quantised to int8 per vector (step max|v|/127, symmetric), products u8/s8 × s8 with
+  the CPU's dot-product instructions (VNNI, vpmaddubsw, sdot); about onnxruntime's
+  DynamicQuantizeLSTM error and speed. The float64 reference defines its bits
+  (`edgeseq.reference.int8_product`); it covers the slots of
+  `edgeseq.reference.INT8_ACTIVATION_SLOTS` (LSTM W_x and a dense W_h).
+"""
+from __future__ import annotations
+
+from edgeseq.errors import GraphError
+from edgeseq.graph import Graph
+from edgeseq.quant.common import note_pass
+from edgeseq.reference import INT8_ACTIVATIONS
+
+CHOICES = ("int16", "int8")
+DEFAULT = "int16"
+
+
+def apply(graph: Graph, activations: str) -> Graph:
+    """`graph` (a copy) with its int8 products' activation precision set."""
+    if activations not in CHOICES:
+        raise GraphError(f"activations must be one of {list(CHOICES)}, got {activations!r}")
+    out = graph.copy()
+    out.metadata = dict(out.metadata)
+    out.metadata[INT8_ACTIVATIONS] = activations
+    note_pass(out, {"pass": "activations", "activations": activations})
+    return out
