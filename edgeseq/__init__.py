@@ -9,7 +9,8 @@ from edgeseq.graph import Graph, Node, Value
 from edgeseq.ops import Op
 
 __all__ = ["__version__", "Graph", "Node", "Value", "Op", "EdgeseqError", "GraphError",
-           "ShapeError", "UnsupportedModelError", "ArtifactError", "InputError", "load"]
+           "ShapeError", "UnsupportedModelError", "ArtifactError", "InputError", "load",
+           "compile_native"]
 
 # Sub-modules reachable as attributes after a bare `import edgeseq`, imported on first use
 # (PEP 562) so that `import edgeseq` loads neither Numba nor any converter's framework.
@@ -27,7 +28,30 @@ def __dir__() -> list[str]:
     return sorted(set(globals()) | _LAZY_SUBMODULES)
 
 
-def load(path: str, **options):
-    """Load an .eseq artifact and compile it: returns an `edgeseq.runtime.Model`."""
-    from edgeseq.runtime.session import load as _load  # lazy: keeps `import edgeseq` light
-    return _load(path, **options)
+def load(path: str, native_code: bool | None = None, **options):
+    """Load an .eseq artifact and compile it: returns an `edgeseq.runtime.Model`.
+
+    native_code=True runs the machine code `edgeseq compile` stored in the artifact instead
+    (a NativeModel; no Numba is imported): trust the file like a shared library. None (the
+    default) uses it only for artifacts whose checksum is listed in the allow-list file
+    (runtime/native/loader.py); False never. Without code for this CPU the model is compiled
+    as usual, and `describe()` and one warning say why."""
+    # lazy imports: keep `import edgeseq` light
+    from edgeseq.runtime.native.loader import load_native
+    model, note = load_native(path, native_code, options)
+    if model is not None:
+        return model
+    from edgeseq.runtime.session import load as _load
+    model = _load(path, **options)
+    if note:
+        import warnings
+        model._codegen_note += "\n" + note
+        warnings.warn(note, UserWarning, stacklevel=2)
+    return model
+
+
+def compile_native(model, out, targets=("native",)):
+    """Write artifact `out`: `model` (an .eseq path or a Graph) plus machine code for each
+    target ("native", "x86-64-v3", "cortex-a72", ...; see `edgeseq compile --help`)."""
+    from edgeseq.runtime.aot.compile import compile_native as _compile
+    return _compile(model, out, targets)

@@ -11,6 +11,10 @@ tensor bytes. The header's `__metadata__` carries strings only:
     edgeseq.checksum  "sha256:<hex>" over the edgeseq.graph text (UTF-8), then every
                       tensor's bytes, tensors in name order. The graph is covered too, so a
                       damaged attribute (say cell_clip) cannot load silently.
+    edgeseq.native    (optional) ahead-of-time compiled code: a JSON text describing the
+                      targets (runtime/native/store.py); its tensors are named
+                      "edgeseq.native/..." and are not graph constants. When present, the
+                      checksum covers this text too (after the graph text).
 
 Tensor names are the graph's constant names (int8 scales are ordinary constants
 "<weight>.scale"). Loading is O(header): constants are read-only NumPy views of one
@@ -41,6 +45,10 @@ SUFFIX = ".eseq"
 _MAX_HEADER = 100_000_000
 
 # safetensors dtype code <-> numpy dtype name, for the dtypes an edgeseq graph may hold.
+# metadata key and tensor-name prefix of ahead-of-time compiled code (runtime/native/store.py)
+NATIVE_KEY = "edgeseq.native"
+NATIVE_PREFIX = "edgeseq.native/"
+
 _ST_TO_NP = {"F32": "float32", "F16": "float16", "F64": "float64", "I8": "int8", "U8": "uint8",
              "I16": "int16", "U16": "uint16", "I32": "int32", "I64": "int64", "BOOL": "bool"}
 
@@ -59,6 +67,7 @@ class ArtifactInfo:
     data_bytes: int
     tensors: dict[str, tuple[str, tuple[int, ...]]] = field(default_factory=dict)  # name -> dtype, shape
     verified: bool = False
+    native: str = ""          # the edgeseq.native metadata text (compiled targets), or ""
 
     def to_json(self) -> dict:
         return {"path": str(self.path), "format": FORMAT, "version": self.version,
@@ -72,15 +81,19 @@ class Artifact:
     """A loaded artifact: the validated graph and its header facts."""
     graph: Graph
     info: ArtifactInfo
+    native_text: str = ""                      # the edgeseq.native metadata ("" if none)
+    native: dict = field(default_factory=dict)   # "edgeseq.native/..." tensors
 
 
 # ---- writing --------------------------------------------------------------------------------
 def save(graph: Graph, path: PathLike, *, producer: str | None = None,
-         source: PathLike | bytes | None = None) -> Path:
+         source: PathLike | bytes | None = None,
+         native: tuple[str, dict] | None = None) -> Path:
     """Validate `graph` and write it atomically to `path` (.eseq); returns the path.
 
     `source` is the source model: a file path (hashed with sha256), raw bytes (hashed), or a
-    string that is already a hash. A crash mid-write leaves any previous file untouched.
+    string that is already a hash. `native`: (edgeseq.native text, {"edgeseq.native/...":
+    array}) of compiled code. A crash mid-write leaves any previous file untouched.
     """
     from safetensors.numpy import save_file  # the container writer
 
@@ -99,6 +112,12 @@ def save(graph: Graph, path: PathLike, *, producer: str | None = None,
                                 f"artifact cannot hold; allowed: {sorted(set(_ST_TO_NP.values()))}")
         # safetensors stores little-endian; hash what lands on disk
         tensors[name] = arr.astype(arr.dtype.newbyteorder("<"), copy=False)
+    native_text, native_tensors = native if native is not None else ("", {})
+    for name, arr in native_tensors.items():
+        if not name.startswith(NATIVE_PREFIX) or name in tensors:
+            raise ArtifactError(f"{path}: native tensor name {name!r} must start with "
+                                f"{NATIVE_PREFIX!r} and not be a constant")
+        tensors[name] = np.ascontiguousarray(arr)
     try:
         graph_text = graph.dumps()
     except (TypeError, ValueError) as e:
@@ -110,8 +129,11 @@ def save(graph: Graph, path: PathLike, *, producer: str | None = None,
         "edgeseq.graph": graph_text,
         "edgeseq.producer": producer if producer is not None else f"edgeseq {__version__}",
         "edgeseq.source": source_hash(source),
-        "edgeseq.checksum": _checksum(graph_text, (tensors[k] for k in sorted(tensors))),
+        "edgeseq.checksum": _checksum(graph_text, (tensors[k] for k in sorted(tensors)),
+                                      native_text),
     }
+    if native_text:
+        metadata[NATIVE_KEY] = native_text
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
@@ -156,8 +178,10 @@ def source_hash(source: PathLike | bytes | None) -> str:
     return str(source)
 
 
-def _checksum(graph_text: str, arrays) -> str:
+def _checksum(graph_text: str, arrays, native_text: str = "") -> str:
     h = hashlib.sha256(graph_text.encode("utf-8"))
+    if native_text:
+        h.update(b"\0" + native_text.encode("utf-8"))
     for a in arrays:
         h.update(_as_bytes(a))
     return "sha256:" + h.hexdigest()
@@ -197,7 +221,10 @@ def read(path: PathLike, *, verify: bool = True) -> Artifact:
         meta = header["__metadata__"]
         table = _tensor_table(path, header, info)
         graph_json = _graph_json(path, meta)
-        _check_constant_table(path, graph_json, table)
+        native_text = meta.get(NATIVE_KEY, "")
+        if not isinstance(native_text, str):
+            raise ArtifactError(f"{path}: corrupt: metadata '{NATIVE_KEY}' is not a string")
+        _check_constant_table(path, graph_json, table, bool(native_text))
         mm = None
         if table:
             mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
@@ -210,7 +237,7 @@ def read(path: PathLike, *, verify: bool = True) -> Artifact:
         view = memoryview(mm) if mm is not None else memoryview(b"")
         got = _checksum(meta["edgeseq.graph"],
                         (view[data_start + table[k][2]:data_start + table[k][3]]
-                         for k in sorted(table)))
+                         for k in sorted(table)), native_text)
         if got != info.checksum:
             raise ArtifactError(f"{path}: checksum mismatch: graph or tensor data is corrupt "
                                 f"(header says {info.checksum or 'nothing'}, content hashes "
@@ -219,6 +246,7 @@ def read(path: PathLike, *, verify: bool = True) -> Artifact:
         arr = np.frombuffer(mm, dtype=np.dtype(dt).newbyteorder("<"),
                             count=int(np.prod(shape, dtype=np.int64)), offset=data_start + start)
         constants[name] = arr.reshape(shape)
+    native = {k: constants.pop(k) for k in list(constants) if k.startswith(NATIVE_PREFIX)}
     info.verified = verify
     try:
         graph = Graph.from_json(graph_json, constants).validate()
@@ -226,7 +254,7 @@ def read(path: PathLike, *, verify: bool = True) -> Artifact:
         raise ArtifactError(f"{path}: the stored graph is invalid: {type(e).__name__}: {e}") from None
     if verify:
         _check_finite(path, graph)
-    return Artifact(graph, info)
+    return Artifact(graph, info, native_text, native)
 
 
 def read_info(path: PathLike) -> ArtifactInfo:
@@ -288,6 +316,8 @@ def _read_header(path: Path, f) -> tuple[dict, ArtifactInfo]:
                         source=str(meta.get("edgeseq.source", "")),
                         checksum=str(meta.get("edgeseq.checksum", "")), file_bytes=size,
                         data_bytes=size - 8 - n)
+    native = meta.get(NATIVE_KEY, "")
+    info.native = native if isinstance(native, str) else ""
     return header, info
 
 
@@ -360,7 +390,8 @@ def _graph_json(path: Path, meta: dict) -> dict:
     return d
 
 
-def _check_constant_table(path: Path, graph_json: dict, table: dict[str, tuple]) -> None:
+def _check_constant_table(path: Path, graph_json: dict, table: dict[str, tuple],
+                          native: bool = False) -> None:
     want = graph_json["constants"]
     for name, spec in want.items():
         if name not in table:
@@ -374,7 +405,8 @@ def _check_constant_table(path: Path, graph_json: dict, table: dict[str, tuple])
         if dt != w_dt or shape != w_shape:
             raise ArtifactError(f"{path}: tensor '{name}': the graph expects {w_dt} "
                                 f"{_fmt(w_shape)}, the file holds {dt} {_fmt(shape)}")
-    extra = sorted(set(table) - set(want))
+    extra = sorted(k for k in set(table) - set(want)
+                   if not (native and k.startswith(NATIVE_PREFIX)))
     if extra:
         raise ArtifactError(f"{path}: tensor(s) {extra} in the file are not constants of the graph")
 

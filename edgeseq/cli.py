@@ -16,6 +16,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "inspect": ("inspect", "show an artifact's layers, features, parameters and I/O"),
     "convert": ("convert", "convert a model file (.onnx, ...) into an .eseq artifact"),
     "run": ("run", "run an artifact on .npy inputs and write its outputs"),
+    "compile": ("compile", "compile an artifact to machine code for a CPU, ahead of time"),
     "compare": ("compare", "compare an artifact with the original model in its own runtime"),
     "demo": ("demo", "convert, run and time a model against onnxruntime (default: the packaged one)"),
     "bench": ("bench", "benchmark the runtime against onnxruntime (table + JSON)"),

@@ -26,6 +26,7 @@ class Limits:
     memory_bytes: int = 4 * 2**30        # a run's working memory (runtime Model default)
     loop_depth: int = 8                  # Loop bodies nested inside Loop bodies
     loop_iterations: int = 1_000_000     # iterations of one Loop node in one run
+    native_code_bytes: int = 64 * 2**20  # one target's object code in an artifact
 
 
 LIMITS = Limits()

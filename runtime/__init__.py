@@ -4,7 +4,19 @@
     out = model.run({"x": x})
     s = model.stream(); s.push({"x": chunk})
 """
-from edgeseq.runtime.delta_calibrate import calibrate as delta_calibrate
-from edgeseq.runtime.session import InputSpec, Model, Stream, load
-
 __all__ = ["Model", "Stream", "InputSpec", "load", "delta_calibrate"]
+
+# NOTE: imported on first use (PEP 562), so that edgeseq.runtime.native, the loader of
+# ahead-of-time compiled code, can be imported without Numba
+_LAZY = {"Model": "session", "Stream": "session", "InputSpec": "session", "load": "session",
+         "delta_calibrate": "delta_calibrate"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+        module = importlib.import_module(f"edgeseq.runtime.{_LAZY[name]}")
+        value = getattr(module, "calibrate" if name == "delta_calibrate" else name)
+        globals()[name] = value   # (replaces the sub-module delta_calibrate the import bound)
+        return value
+    raise AttributeError(f"module 'edgeseq.runtime' has no attribute '{name}'")

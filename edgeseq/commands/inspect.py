@@ -28,5 +28,23 @@ def run(args: argparse.Namespace) -> int:
         return 0
     s = summarize(art.graph)
     s["artifact"] = art.info.to_json()
-    print(json.dumps(s, indent=2) if args.json else format_summary(s))
+    targets = _native_targets(art)
+    if args.json:
+        s["native_targets"] = targets
+        print(json.dumps(s, indent=2))
+        return 0
+    print(format_summary(s))
+    print("\nnative code: " + ("none (edgeseq compile adds it)" if not targets else "".join(
+        f"\n  {t['name']}: {t['triple']} cpu {t['cpu']}, {t['bytes']} bytes, requires "
+        f"{','.join(t['requires']) or '-'}, {t['sha256']}" for t in targets)))
     return 0
+
+
+def _native_targets(art) -> list:
+    """The compiled targets an artifact carries (runtime/native/store.py), as dicts."""
+    if not art.native_text:
+        return []
+    from dataclasses import asdict
+
+    from edgeseq.runtime.native import store
+    return [asdict(t) for t in store.parse(art.native_text, str(art.info.path)).targets]

@@ -27,6 +27,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="write one NAME.npy per output here")
     p.add_argument("--engine", choices=("auto", "runtime", "reference"), default="auto",
                    help="auto: the Numba runtime when available, else the reference interpreter")
+    p.add_argument("--native", action="store_true",
+                   help="run the machine code `edgeseq compile` stored in the artifact (no "
+                        "Numba); trust it like a shared library. Without code for this CPU "
+                        "the runtime compiles the model as usual and says so")
     p.add_argument("--delta", default=None, metavar="θ[,θh]",
                    help="delta execution of the recurrent layers (runtime only): skip input/"
                         "state components that changed by at most θ (θx,θh: separate "
@@ -102,6 +106,8 @@ def execute_delta(graph, inputs: dict, delta: str, engine: str) -> tuple[dict, s
 
 
 def run(args: argparse.Namespace) -> int:
+    if getattr(args, "native", False):
+        return run_native(args)
     from edgeseq.commands._progress import COMPILING, SlowStepNotice
     graph = load_graph(args.artifact)
     inputs = parse_inputs(args.input)
@@ -114,6 +120,17 @@ def run(args: argparse.Namespace) -> int:
                 outs, engine = execute(graph, inputs, args.engine)
     except MemoryLimitError as e:     # the budget is passed by this file's content: name it
         raise MemoryLimitError(f"{args.artifact}: {e}") from None
+    print(f"ran {args.artifact} on the {engine}", file=sys.stderr)
+    write_outputs(outs, args.output_dir)
+    return 0
+
+
+def run_native(args: argparse.Namespace) -> int:
+    """--native: the artifact's compiled code (edgeseq.load(..., native_code=True))."""
+    import edgeseq
+    model = edgeseq.load(args.artifact, native_code=True)
+    outs = model.run(parse_inputs(args.input))
+    engine = "native code" if hasattr(model, "target") else "runtime (no native code for this CPU)"
     print(f"ran {args.artifact} on the {engine}", file=sys.stderr)
     write_outputs(outs, args.output_dir)
     return 0
