@@ -130,11 +130,15 @@ class DeltaRunner:
     def execute(self, env: dict, thresholds: dict, stats: DeltaStats, state: dict | None = None,
                 given=(), dstates: dict | None = None) -> dict:
         """Model._execute with delta kernels for the nodes in `thresholds`."""
+        prep = self.model._prep
         for step in self.model.plan.steps:
             node = step.node
             ins = [env.get(x) if k == "v" else x for k, x in step.sources]
+            if node.name in prep.nodes and any(k == "v" and env.get(x) is None
+                                               for k, x in step.sources):
+                continue    # an initial state left out: its glue yields nothing
             if state is not None and node.name in state:
-                _feed_state(node, ins, state[node.name], given)
+                _feed_state(node, ins, state[node.name], given, prep.sources)
             th = thresholds.get(node.name)
             if th is None:
                 res = step.kernel(ins)

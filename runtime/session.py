@@ -29,7 +29,7 @@ from edgeseq.ops import RECURRENT, Op
 from edgeseq.runtime.plan import Plan, build_plan
 from edgeseq.runtime.delta import DSTATE_SLOTS
 from edgeseq.runtime.delta_runner import DeltaRunner, DeltaStats, parse_thresholds, run_delta
-from edgeseq.runtime.streaming import _feed_state, _state_only_inputs, time_axes
+from edgeseq.runtime.streaming import _feed_state, state_prep, time_axes
 from edgeseq.runtime.threads import ThreadPins
 
 _FLOAT_KINDS = "f"
@@ -77,7 +77,8 @@ class Model:
         self.name = name or graph.name
         self.check_finite = check_finite
         self.plan: Plan = build_plan(graph, delta=delta)
-        optional = _state_only_inputs(graph)
+        self._prep = state_prep(graph)
+        optional = self._prep.inputs
         self.inputs = [InputSpec(v.name, v.dtype, tuple(v.shape), v.name in optional)
                        for v in graph.inputs]
         self._input_index = {s.name: s for s in self.inputs}
@@ -89,7 +90,8 @@ class Model:
         # per step: value names (None for a constant or absent input) and constants
         self._flat_steps = [(s.kernel, tuple(x if k == "v" else None for k, x in s.sources),
                              tuple(x if k == "c" else None for k, x in s.sources), s.outputs,
-                             s.node.name if s.node.op in RECURRENT else None)
+                             s.node.name if s.node.op in RECURRENT else None,
+                             s.node.name in self._prep.nodes)
                             for s in self.plan.steps]
         # whole-graph compiler (runtime/codegen): one native call per run / push
         from edgeseq.runtime.codegen import for_model
@@ -199,13 +201,15 @@ class Model:
         # sources per call (silero-vad runs 27 nodes a frame)
         get = env.get
         try:
-            for kernel, names, consts, outs, rec in self._flat_steps:
+            for kernel, names, consts, outs, rec, prep in self._flat_steps:
                 ins = [c if n is None else get(n) for n, c in zip(names, consts)]
+                if prep and any(n is not None and get(n) is None for n in names):
+                    continue    # an initial state left out: its glue yields nothing
                 if rec in self._rec_sizes:
                     _check_recurrent_ins(kernel.node, ins, self._rec_sizes[rec])
                 st = state.get(rec) if rec is not None and state is not None else None
                 if st is not None:
-                    _feed_state(kernel.node, ins, st, given)
+                    _feed_state(kernel.node, ins, st, given, self._prep.sources)
                 res = kernel(ins)
                 if st is not None:
                     for slot, arr in zip(("h", "c"), res[1:]):
@@ -230,7 +234,7 @@ class Model:
         if delta is not None:
             return run_delta(self, self.check_inputs(inputs), delta)
         env = self.check_inputs(inputs)
-        if self._compiled is not None:
+        if self._compiled is not None and not self._left_out_prep(env):
             try:
                 return self._compiled.run(env)
             except InputError as compiled_error:
@@ -244,6 +248,12 @@ class Model:
         finally:
             self._pins.restore(saved)
         return {n: env[n] for n in self.output_names}
+
+    def _left_out_prep(self, env: dict) -> bool:
+        """An initial state computed by glue (StatePrep) is left out: the generated code
+        would run that glue on an empty dummy, so such a call (or a stream's first push) runs
+        on the interpreter, which skips the glue and starts from zeros."""
+        return bool(self._prep.nodes) and any(x not in env for x in self._prep.inputs)
 
     def _explain(self, env: dict, *stream) -> None:
         """Run the interpreter on inputs the compiled function refused, for its message
@@ -277,9 +287,17 @@ class Stream:
             "T_chunk" if self.axes.get(sp.name) == k else d for k, d in enumerate(sp.shape)),
             sp.optional) for sp in model.inputs]
         self._rec = [n for n in g.nodes if n.op in RECURRENT]
+        # state slots computed by glue from state inputs (StatePrep): given in a push, such an
+        # input restarts them (explicit wins; the generated step only knows direct inputs)
+        src = model._prep.sources
+        self._restarts = [(x, n.name, slot) for n in self._rec
+                          for k, slot in ((2, "h"), (3, "c")) if k < len(n.inputs)
+                          for x in sorted(src.get(n.inputs[k], ()))]
         self._state: dict[str, dict[str, np.ndarray]] = {}
         self._fast = _FastPath.build(model)
         self._flat = self._hv = self._cv = None
+        # the generated step's buffers, planned on the first push and reused after it
+        self._workspace = model._compiled.workspace() if model._compiled is not None else None
         self.reset()
 
     def reset(self) -> None:
@@ -364,9 +382,13 @@ class Stream:
                     return out
         m = self.model
         env = m.check_inputs(chunk, self.input_specs)
-        if m._compiled is not None:
+        for x, node, slot in self._restarts:
+            if x in env:
+                self._state[node].pop(slot, None)
+        if m._compiled is not None and not (m._left_out_prep(env) and
+                                            not any(self._state.values())):
             try:
-                return m._compiled.push(env, self._state, chunk)
+                return m._compiled.push(env, self._state, chunk, self._workspace)
             except InputError as compiled_error:
                 # the interpreter's message names the values; it runs on a copy of the state
                 # (the compiled step replaces the state only when it succeeds)
@@ -450,6 +472,9 @@ class DeltaStream(Stream):
     def push(self, chunk: dict) -> dict[str, np.ndarray]:
         m = self.model
         env = m.check_inputs(chunk, self.input_specs)
+        for x, node, slot in self._restarts:
+            if x in env:
+                self._state[node].pop(slot, None)
         env = self._runner.execute(env, self.thresholds, self.stats, self._state, chunk,
                                    self._dstates)
         return {n: env[n] for n in m.output_names}

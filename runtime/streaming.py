@@ -22,6 +22,7 @@ constant over the stream.
 from __future__ import annotations
 
 import itertools
+from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
@@ -258,7 +259,7 @@ def time_axes(graph: Graph, given: dict[str, int | None] | None = None) -> dict[
     if unknown:
         raise GraphError(f"time_axes names unknown input(s) {sorted(unknown)}; inputs: "
                          f"{sorted(names)}")
-    state_only = _state_only_inputs(graph)
+    state_only = state_prep(graph).inputs
     free = [v for v in graph.inputs if v.name not in given and v.name not in state_only]
     choices = [list(range(len(v.shape))) for v in free]
     # NOTE: of the failed candidates, report the one that streamed furthest into the graph:
@@ -279,14 +280,51 @@ def time_axes(graph: Graph, given: dict[str, int | None] | None = None) -> dict[
     raise best
 
 
-def _state_only_inputs(graph: Graph) -> set[str]:
-    """Graph inputs used only as recurrent initial states or sequence lengths."""
-    uses: dict[str, set[bool]] = {}
+@dataclass(frozen=True)
+class StatePrep:
+    """Graph inputs that only set recurrent initial states (or sequence lengths), directly or
+    through glue of their own (Keras' [N, H] initial state unsqueezed to [1, N, H]): such an
+    input is optional, and a Stream reads it only when given (explicit wins over the carried
+    state). `nodes`: that glue, skipped when its inputs are left out; `sources`: the graph
+    inputs behind each value the glue computes."""
+    inputs: frozenset = frozenset()
+    nodes: frozenset = frozenset()
+    sources: dict = field(default_factory=dict)
+
+
+def state_prep(graph: Graph) -> StatePrep:
+    outputs = {v.name for v in graph.outputs}
+    uses: dict[str, list[tuple[Node, int]]] = {}
     for n in graph.nodes:
         for k, name in enumerate(n.inputs):
             if name:
-                uses.setdefault(name, set()).add(n.op in RECURRENT and k >= 1)
-    return {v.name for v in graph.inputs if uses.get(v.name) == {True}}
+                uses.setdefault(name, []).append((n, k))
+    sources = {v.name: frozenset([v.name]) for v in graph.inputs}
+    nodes = {}
+    for n in graph.nodes:
+        ins = [x for x in n.inputs if x and x not in graph.constants]
+        if n.op not in RECURRENT and ins and all(x in sources for x in ins):
+            src = frozenset().union(*(sources[x] for x in ins))
+            nodes[n.name] = n
+            for o in n.outputs:
+                if o:
+                    sources[o] = src
+    def ok(value: str) -> bool:
+        return value not in outputs and bool(uses.get(value)) and all(
+            (c.op in RECURRENT and k >= 1) or c.name in nodes for c, k in uses[value])
+
+    # the greatest set of glue nodes whose values only reach initial-state slots
+    while True:
+        drop = [name for name, n in nodes.items()
+                if not all(ok(o) for o in n.outputs if o)
+                or not all(x in graph.constants or ok(x) for x in n.inputs if x)]
+        if not drop:
+            break
+        for name in drop:
+            del nodes[name]
+    kept = {o for n in nodes.values() for o in n.outputs if o}
+    inputs = frozenset(v.name for v in graph.inputs if ok(v.name))
+    return StatePrep(inputs, frozenset(nodes), {o: sources[o] for o in kept})
 
 
 def _propagate(graph: Graph, axes: dict[str, int | None]) -> dict[str, int | None]:
@@ -329,16 +367,18 @@ def _propagate(graph: Graph, axes: dict[str, int | None]) -> dict[str, int | Non
     return axes
 
 
-def _feed_state(node, ins: list, st: dict, given) -> None:
+def _feed_state(node, ins: list, st: dict, given, sources: dict | None = None) -> None:
     """Use the carried state as the node's initial state, unless the caller passed that
-    initial state explicitly as a graph input in this push (explicit wins)."""
+    initial state explicitly as a graph input in this push (explicit wins; `sources`: the
+    graph inputs behind a state computed by glue, see StatePrep)."""
     bf = node.attrs["batch_first"]
     n_batch = ins[0].shape[0 if bf else 1]
     for k, slot in ((2, "h"), (3, "c")):
         if slot not in st:
             continue
         name = node.inputs[k] if k < len(node.inputs) else ""
-        if name and name in given:
+        if name and (name in given or (sources and any(x in given
+                                                       for x in sources.get(name, ())))):
             continue
         have = st[slot].shape[0 if bf else 1]
         if have != n_batch:

@@ -300,3 +300,48 @@ def test_a_final_value_mixed_into_a_time_value_is_refused():
     g.outputs.append(Value("mixed", "float32", ()))
     with pytest.raises(GraphError, match="cannot stream: node 'mix'.*per-chunk value"):
         Model(g.validate(), warmup=False).stream()
+
+
+def _keras_initial_state_graph(rng) -> Graph:
+    """Keras' initial_state: h0, c0 given as [N, H] inputs, unsqueezed to [1, N, H]."""
+    lstm = testing.lstm_graph(rng, 4, 5)
+    node = lstm.nodes[0]
+    nodes = [Node("h0_u", Op.UNSQUEEZE, ["h0"], ["h0_3"], {"axes": (0,)}),
+             Node("c0_u", Op.UNSQUEEZE, ["c0"], ["c0_3"], {"axes": (0,)}),
+             Node(node.name, Op.LSTM, ["x", "", "h0_3", "c0_3"], ["y", "y_h", "y_c"],
+                  dict(node.attrs), dict(node.weights))]
+    g = Graph("init", [Value("x", "float32", ("T", "N", 4)), Value("h0", "float32", ("N", 5)),
+                       Value("c0", "float32", ("N", 5))],
+              [Value("y", "float32", ())], nodes, dict(lstm.constants))
+    return g.validate()
+
+
+@pytest.mark.parametrize("codegen", [False, True], ids=["interp", "codegen"])
+def test_initial_state_inputs_behind_glue_stream(codegen):
+    """Given with the first chunk, the state inputs start the stream; later chunks leave them
+    out (given again, they restart it: explicit wins); left out entirely, zeros."""
+    from edgeseq import reference
+    rng = np.random.default_rng(6)
+    g = _keras_initial_state_graph(rng)
+    x = rng.standard_normal((T_LEN, 2, 4)).astype(np.float32)
+    h0, c0 = (rng.standard_normal((2, 5)).astype(np.float32) for _ in range(2))
+    model = Model(g, warmup=False, codegen=codegen)
+    assert {s.name for s in model.inputs if s.optional} == {"h0", "c0"}
+    stream = model.stream()
+    for sizes in ([1], [7], [2, 5, 1, 9]):
+        stream.reset()
+        ys = [stream.push({"x": x[a:b], **({"h0": h0, "c0": c0} if a == 0 else {})})["y"]
+              for a, b in _chunks(sizes, T_LEN)]
+        want = reference.run(g, {"x": x, "h0": h0, "c0": c0})["y"]
+        assert np.max(np.abs(np.concatenate(ys) - want)) <= 1e-5, sizes
+    restart = stream.push({"x": x[:4], "h0": c0, "c0": h0})["y"]
+    want = reference.run(g, {"x": x[:4], "h0": c0, "c0": h0})["y"]
+    assert np.max(np.abs(restart - want)) <= 1e-5
+    zeros = np.zeros_like(h0)
+    with pytest.warns(UserWarning, match="'h0' .*not given: starting from zeros"):
+        got = model.run({"x": x})["y"]
+    want = reference.run(g, {"x": x, "h0": zeros, "c0": zeros})["y"]
+    assert np.max(np.abs(got - want)) <= 1e-5
+    stream.reset()
+    got = np.concatenate([stream.push({"x": x[a:b]})["y"] for a, b in _chunks([5], T_LEN)])
+    assert np.max(np.abs(got - want)) <= 1e-5
