@@ -33,6 +33,8 @@ class BodyOp:
     kind: str
     inputs: tuple
     outputs: tuple
+    # format options a pattern may need (convolutions: layout, padding, strides, dilations)
+    attrs: dict = field(default_factory=dict, compare=False, hash=False)
 
 
 @dataclass
@@ -53,6 +55,10 @@ class Step:
     n_batch: int
     n_input: int
     state_sizes: list[int]
+    # per-step shapes when x_t and the states are feature maps ([N, *L, C], channels last):
+    # run() and the loop then take them flattened to [N, I] / [N, S]
+    x_shape: tuple | None = None
+    state_shapes: list | None = None
 
     def consumers(self, key) -> list[BodyOp]:
         return [op for op in self.ops if key in op.inputs]
@@ -71,6 +77,9 @@ class Candidate:
     h_index: int
     c_index: int | None = None
     label: str = ""
+    # how the reference runs a candidate that is not a [T, N, I] node (flattened in and out,
+    # as Step.run takes them): run(candidate, xs, init) -> (y, finals); None: node_graph
+    run: Callable | None = None
 
 
 @dataclass
@@ -163,8 +172,8 @@ def _act_attrs(names: list[tuple]) -> dict:
 @cell("lstm")
 def _lstm(step: Step) -> list[Candidate]:
     """Keras LSTM: one [N, 4H] pre-activation z = W_x x + W_h h + b split into i, f, c, o."""
-    if len(step.state_keys) != 2:
-        raise NoMatch("an LSTM body carries two states (h, c)")
+    if len(step.state_keys) != 2 or step.x_shape is not None:
+        raise NoMatch("an LSTM body carries two [batch, units] states (h, c)")
     out = []
     for h_index in (0, 1):
         hs = step.state_sizes[h_index]
@@ -278,6 +287,8 @@ def node_graph(cand: Candidate, n_input: int, n_batch: int, n_states: int) -> Gr
 
 def run_candidate(cand: Candidate, xs: np.ndarray, init: list) -> tuple[np.ndarray, list]:
     """The candidate run by the float64 reference: y [T, N, H] and final states (loop order)."""
+    if cand.run is not None:
+        return cand.run(cand, xs, init)
     from edgeseq import reference
     g = node_graph(cand, xs.shape[2], xs.shape[1], len(init))
     feeds = {"x": xs.astype(np.float32), "h0": init[cand.h_index][None].astype(np.float32)}
@@ -327,6 +338,13 @@ def lift(step: Step, loop: Callable, t_len: int) -> Lifted:
     xs = rng.standard_normal((t_len, step.n_batch, step.n_input)).astype(np.float32)
     init = [(0.5 * rng.standard_normal((step.n_batch, s))).astype(np.float32)
             for s in step.state_sizes]
+    xs64, init64 = xs.astype(np.float64), [s.astype(np.float64) for s in init]
+    memo = []
+
+    def looped(*_):     # the loop on the probe, run once for every candidate of every pattern
+        if not memo:
+            memo.append(loop(xs64, init64))
+        return memo[0]
     reasons = []
     for name, match in CELLS.items():
         try:
@@ -336,10 +354,14 @@ def lift(step: Step, loop: Callable, t_len: int) -> Lifted:
             continue
         best = None
         for cand in cands:
-            err = verify(cand, loop, xs.astype(np.float64), [s.astype(np.float64) for s in init])
+            err = verify(cand, looped, xs64, init64)
             if err <= TOLERANCE:
                 return Lifted(cand, err)
             best = err if best is None else min(best, err)
         reasons.append(f"{name}: the dataflow matched but no variant reproduced the loop on a "
                        f"probe (closest: {best:.2g} off)")
     raise NoMatch("; ".join(reasons))
+
+
+# NOTE: at the end: the convolutional patterns register into CELLS and use the helpers above
+from edgeseq.converters import loops_conv  # noqa: E402,F401

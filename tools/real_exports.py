@@ -39,7 +39,12 @@ FIXTURES = ("k3_lstm_dense.tflite_float.tflite", "k3_lstm_dense.onnx13.onnx",
             "k2_stateful.tflite_float.tflite", "k3_hard_sigmoid.tflite_float.tflite",
             "k2_initial_state.tflite_float.tflite", "k3_bidi_sum.onnx13.onnx",
             "k2_masking_lstm.tflite_float.tflite", "k3_masking_lstm.tflite_float.tflite",
-            "k2_masking_lstm.onnx13.onnx", "k3_masking_lstm.onnx17.onnx")
+            "k2_masking_lstm.onnx13.onnx", "k3_masking_lstm.onnx17.onnx",
+            "k2_convlstm1d.tflite_float.tflite", "k3_convlstm1d.tflite_float.tflite",
+            "k2_convlstm2d.tflite_float.tflite", "k3_convlstm2d.tflite_float.tflite",
+            "k2_convlstm2d_valid.tflite_float.tflite", "k3_convlstm2d_valid.onnx13.onnx",
+            "k3_convlstm2d.onnx17.onnx", "k2_convlstm1d.onnx13.onnx",
+            "k2_convlstm2d_dilated.onnx13.onnx")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -51,9 +56,9 @@ def _models(keras):
 
     # NOTE: batch 1 fixed: with a free batch dim the TF 2.21 converter cannot lower Keras 3's
     # TensorList loops (element_shape must be static); TFLite files are batch 1 anyway
-    def seq(*layers, batch=1):
+    def seq(*layers, batch=1, shape=(T, F)):
         def build():
-            x = keras.Input(shape=(T, F), batch_size=batch, name="x")
+            x = keras.Input(shape=shape, batch_size=batch, name="x")
             h = x
             for layer in layers:
                 h = layer()(h)
@@ -93,17 +98,29 @@ def _models(keras):
                           lambda: L.Dense(3)), ()),
         "timedistributed": (seq(lambda: L.LSTM(U, **rs),
                                 lambda: L.TimeDistributed(L.Dense(3))), ()),
+        # feature-map recurrences (ConvLSTM loop bodies): [T, L, C] and [T, H, W, C] inputs
+        "convlstm1d": (seq(lambda: L.ConvLSTM1D(3, 3, padding="same", **rs),
+                           shape=(T, 7, 2)), ()),
+        "convlstm2d": (seq(lambda: L.ConvLSTM2D(3, (3, 3), padding="same", **rs),
+                           shape=(T, 5, 6, 2)), ()),
+        "convlstm2d_valid": (seq(lambda: L.ConvLSTM2D(4, (2, 3), padding="valid",
+                                                      recurrent_activation="hard_sigmoid"),
+                                 shape=(T, 5, 6, 2)), ()),
+        "convlstm2d_dilated": (seq(lambda: L.ConvLSTM2D(3, (3, 3), padding="same",
+                                                        dilation_rate=(2, 1), go_backwards=True,
+                                                        **rs), shape=(T, 5, 6, 2)), ()),
     }
 
 
 MODEL_NAMES = ("lstm_dense", "stacked", "bidi_concat", "bidi_sum", "gru_ra", "gru_rb", "simplernn",
                "conv_lstm", "masking_lstm", "return_state", "initial_state", "stateful",
-               "unroll", "hard_sigmoid", "relu", "layernorm", "timedistributed")
+               "unroll", "hard_sigmoid", "relu", "layernorm", "timedistributed", "convlstm1d",
+               "convlstm2d", "convlstm2d_valid", "convlstm2d_dilated")
 
 
-def _inputs(name: str, extra: tuple, rng) -> dict:
+def _inputs(name: str, extra: tuple, rng, shape: tuple = (T, F)) -> dict:
     import numpy as np
-    x = rng.standard_normal((1, T, F)).astype(np.float32)
+    x = rng.standard_normal((1,) + tuple(shape)).astype(np.float32)
     if name.startswith("masking"):
         x[:, T - PAD:] = 0.0
     out = {"x": x}
@@ -133,7 +150,7 @@ def _make(out: Path, tag: str, only: str) -> None:
         # random biases and weights everywhere: zero biases would hide a wrongly mapped one
         model.set_weights([(0.4 * rng.standard_normal(w.shape)).astype(np.float32)
                            for w in model.get_weights()])
-        inputs = _inputs(name, extra, rng)
+        inputs = _inputs(name, extra, rng, tuple(int(d) for d in model.inputs[0].shape[1:]))
         order = [i.name.split(":")[0] for i in model.inputs]
         feed = [inputs[n] for n in order] if len(order) > 1 else inputs["x"]
         ys = model(feed)
@@ -320,7 +337,7 @@ def _stream(compiled, graph, feeds: dict, whole: list) -> str:
     from edgeseq.errors import EdgeseqError
     try:
         stream = compiled.stream()
-        x_name = next(n for n in feeds if feeds[n].ndim == 3)
+        x_name = "x" if "x" in feeds else next(n for n in feeds if feeds[n].ndim >= 3)
         parts = []
         for lo, hi in ((0, 2), (2, 3), (3, T)):
             # initial states only with the first chunk (given again, they would restart it)
@@ -332,7 +349,7 @@ def _stream(compiled, graph, feeds: dict, whole: list) -> str:
     errs = []
     for k, v in enumerate(graph.outputs):
         want = whole[k]
-        if np.ndim(want) == 3 and np.shape(want)[1] == T:
+        if np.ndim(want) >= 3 and np.shape(want)[1] == T:
             got = np.concatenate([p[v.name] for p in parts], axis=1)
         else:
             got = parts[-1][v.name]

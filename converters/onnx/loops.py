@@ -18,7 +18,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from edgeseq.ops import Op
 
-from edgeseq.converters import loops, masks
+from edgeseq.converters import loops, loops_conv, masks
 from edgeseq.converters.onnx.context import Context, Unsupported
 from edgeseq.converters.onnx.registry import handler
 
@@ -80,7 +80,7 @@ class _Body:
         self.inputs = [i.name for i in graph.input]
         self.outputs = [o.name for o in graph.output]
         self.ops = [loops.BodyOp(_KINDS.get(n.op_type, n.op_type.upper()), _operands(n),
-                                 tuple(n.output)) for n in graph.node]
+                                 tuple(n.output), _conv_attrs(n)) for n in graph.node]
         self._sessions: dict = {}
 
     def _session(self, over: frozenset):
@@ -106,6 +106,22 @@ class _Body:
         env.update(feeds)
         env.update(overrides)
         return env
+
+
+def _conv_attrs(n: onnx.NodeProto) -> dict:
+    """A Conv's geometry for the ConvLSTM cell pattern (converters/loops_conv.py)."""
+    if n.op_type != "Conv":
+        return {}
+    a = {x.name: helper.get_attribute_value(x) for x in n.attribute}
+    auto = a.get("auto_pad", b"NOTSET")
+    auto = auto.decode() if isinstance(auto, bytes) else auto
+    out = {"layout": "OI...", "strides": tuple(a.get("strides", ())),
+           "dilations": tuple(a.get("dilations", ())), "group": int(a.get("group", 1))}
+    if auto in ("SAME_UPPER", "SAME_LOWER", "VALID"):
+        out["padding"] = "SAME" if auto == "SAME_UPPER" else auto
+    else:
+        out["pads"] = tuple(a.get("pads", ()))
+    return out
 
 
 def _operands(n: onnx.NodeProto) -> tuple:
@@ -136,7 +152,7 @@ def _classify(ctx: Context, node: onnx.NodeProto, body: _Body, graph) -> Carried
         elif p is not None and p.op_type == "Add" and bi in p.input and (
                 shape is None or len(shape) == 0 or tuple(shape) == (1,)):
             counters.append(k)
-        elif shape is not None and len(shape) == 2:
+        elif shape is not None and len(shape) >= 2:    # [N, S], or a feature map [N, *L, F]
             states.append(k)
         else:
             raise Unsupported(f"Loop carried value {k} '{node.input[2 + k]}' (shape {shape}) is "
@@ -184,6 +200,8 @@ class _Loop:
             raise Unsupported(f"the Loop body reads run-time values {missing} other than the "
                               f"input sequence")
 
+    maps = None     # (x_t shape, state shapes) when they are feature maps (see _lift)
+
     def _feeds(self, xs, states, k_iter, cond, vals, mask=None):
         feeds = {self.body.inputs[0]: np.asarray(k_iter, np.int64),
                  self.body.inputs[1]: np.asarray(cond, np.bool_)}
@@ -192,15 +210,16 @@ class _Loop:
                 if np.asarray(v).dtype.kind == "f" else np.asarray(v)
         feeds.update({n: np.asarray(v, np.float64) if np.asarray(v).dtype.kind == "f" else v
                       for n, v in self.outer.items()})
-        feeds[self.c.sequence] = xs
+        feeds[self.c.sequence] = xs if self.maps is None else \
+            xs.reshape(xs.shape[:1] + self.maps[0])
         if self.c.mask is not None:   # the cell is matched with every step unmasked
             feeds[self.c.mask] = np.ones(xs.shape[:2] + (1,), bool) if mask is None else mask
         return feeds
 
     def _start(self, states):
         vals = list(self.start)
-        for k, s in zip(self.c.states, states):
-            vals[k] = s
+        for j, (k, s) in enumerate(zip(self.c.states, states)):
+            vals[k] = s if self.maps is None else s.reshape(self.maps[1][j])
         for k, j in (self.c.aliases or {}).items():   # Keras starts the carry at zeros
             vals[k] = self.start[k] if self.start[k] is not None else vals[j]
         return vals
@@ -240,6 +259,9 @@ class _Loop:
                 ys.append(env[self.body.outputs[s]])
             k += 1
         y = np.stack(ys) if ys else None
+        if self.maps is not None:
+            y = None if y is None else y.reshape(y.shape[:2] + (-1,))
+            return y, [vals[k].reshape(vals[k].shape[0], -1) for k in self.c.states]
         return y, [vals[k] for k in self.c.states]
 
     def step(self, n_batch: int, n_input: int, sizes: list[int]) -> loops.Step:
@@ -251,7 +273,7 @@ class _Loop:
         b = self.body
         return loops.Step(run, b.ops, self.c.gather_out, [b.inputs[2 + k] for k in self.c.states],
                           [b.outputs[1 + k] for k in self.c.states], None, n_batch, n_input,
-                          sizes)
+                          sizes, *(self.maps or (None, None)))
 
 
 @handler("Loop", since=1)
@@ -260,16 +282,22 @@ def loop(ctx: Context, node: onnx.NodeProto) -> None:
     body = _Body(ctx, node, graph)
     c = _classify(ctx, node, body, graph)
     seq_shape = ctx.shape(c.sequence)
-    if seq_shape is None or len(seq_shape) != 3 or not all(isinstance(d, int) for d in seq_shape):
+    if seq_shape is None or len(seq_shape) < 3 or not all(isinstance(d, int) for d in seq_shape):
         raise Unsupported(f"the Loop's input sequence '{c.sequence}' needs a known [T, N, I] "
                           f"shape, got {seq_shape}; fix the input dims with --shape NAME=DIMS")
-    t_len, n_batch, n_input = seq_shape
-    sizes = []
+    t_len, n_batch, n_input = seq_shape[0], seq_shape[1], int(np.prod(seq_shape[2:]))
+    sizes, shapes = [], []
     for k in c.states:
         v = ctx.const(node.input[2 + k])
         shp = np.shape(v) if v is not None else ctx.shape(node.input[2 + k])
-        sizes.append(int(shp[1]))
+        if shp is None or len(shp) != len(seq_shape) - 1 or not all(isinstance(d, int) for d in shp):
+            raise Unsupported(f"Loop carried value {k} '{node.input[2 + k]}' (shape {shp}) is "
+                              f"not a state of the sequence's batch (shape {seq_shape})")
+        sizes.append(int(np.prod(shp[1:])))
+        shapes.append(tuple(int(d) for d in shp))
     lp = _Loop(ctx, node, body, c)
+    # feature maps ([T, N, *L, C] sequences, [N, *L, F] states: ConvLSTM) travel flattened
+    lp.maps = (tuple(seq_shape[1:]), shapes) if len(seq_shape) > 3 else None
     if c.mask is not None:
         sizes = lp.drop_output_carry(n_batch, n_input, sizes)
     try:
@@ -299,8 +327,8 @@ def _emit(ctx: Context, node: onnx.NodeProto, c: Carried, cand: loops.Candidate,
             inits.append("")
             continue
         u = ctx.tmp(f"{base}/init{j}")
-        ctx.emit(Op.UNSQUEEZE, [ctx.inp(node, 2 + c.states[k])], [u], {"axes": (0,)},
-                 suffix=f"/init{j}")
+        ctx.emit(Op.UNSQUEEZE, [_maps(ctx, cand, ctx.inp(node, 2 + c.states[k]), 1)], [u],
+                 {"axes": (0,)}, suffix=f"/init{j}")
         inits.append(u)
     y, yh, yc = (ctx.tmp(f"{base}/{s}") for s in ("y", "y_h", "y_c"))
     outs = [y, yh] + ([yc] if cand.op == Op.LSTM else [])
@@ -312,7 +340,7 @@ def _emit(ctx: Context, node: onnx.NodeProto, c: Carried, cand: loops.Candidate,
         if not hasattr(ctx, "input_checks"):
             ctx.input_checks = []
         ctx.input_checks.append((x_in, f"right_padded:{mask_value!r}@1"))
-    ins = [ctx.resolve(c.sequence), lens] + inits
+    ins = [_maps(ctx, cand, ctx.resolve(c.sequence), 2), lens] + inits
     while ins[-1] == "":
         ins.pop()
     ctx.emit(cand.op, ins, outs, cand.attrs, weights)
@@ -324,6 +352,10 @@ def _emit(ctx: Context, node: onnx.NodeProto, c: Carried, cand: loops.Candidate,
             ctx.emit(Op.SQUEEZE, [y], [y_seq], {"axes": (1,)}, suffix="/y")
             masks.emit_keras_outputs(_emitter(ctx, "/keras_y"), ctx.resolve(c.mask), y_seq, yh,
                                      out)
+        elif out and cand.op == Op.CONV_LSTM:
+            y_seq = ctx.tmp(f"{base}/y_seq")
+            ctx.emit(Op.SQUEEZE, [y], [y_seq], {"axes": (1,)}, suffix="/y")
+            _maps(ctx, cand, y_seq, 2, True, out)
         elif out:
             ctx.emit(Op.SQUEEZE, [y], [out], {"axes": (1,)}, suffix="/y")
     for k in (c.aliases or {}):   # the carried last output: h at the length
@@ -332,7 +364,11 @@ def _emit(ctx: Context, node: onnx.NodeProto, c: Carried, cand: loops.Candidate,
             ctx.emit(Op.SQUEEZE, [yh], [out], {"axes": (0,)}, suffix=f"/state{k}")
     for k, src in zip(order, outs[1:]):
         out = node.output[c.states[k]] if c.states[k] < len(node.output) else ""
-        if out and _read(ctx, out):
+        if out and _read(ctx, out) and cand.op == Op.CONV_LSTM:
+            s_sq = ctx.tmp(f"{base}/state{k}")
+            ctx.emit(Op.SQUEEZE, [src], [s_sq], {"axes": (0,)}, suffix=f"/state{k}")
+            _maps(ctx, cand, s_sq, 1, True, out)
+        elif out and _read(ctx, out):
             ctx.emit(Op.SQUEEZE, [src], [out], {"axes": (0,)}, suffix=f"/state{k}")
     for k in c.passed:
         if k < len(node.output) and node.output[k]:
@@ -343,6 +379,19 @@ def _emit(ctx: Context, node: onnx.NodeProto, c: Carried, cand: loops.Candidate,
             if start is not None:
                 ctx.consts[node.output[k]] = np.asarray(start) + t_len
     del n_carried
+
+
+def _maps(ctx: Context, cand: loops.Candidate, name: str, lead: int, to_last: bool = False,
+          out: str | None = None) -> str:
+    """A ConvLSTM's feature map between the loop's channels-last and the node's channels-first
+    layout (other cells: `name` itself)."""
+    if cand.op != Op.CONV_LSTM:
+        return name
+    rank = lead + 1 + cand.weights["w_x"].ndim - 2      # w_x [4H, C, *K]
+    t = out or ctx.tmp(f"{ctx.node_name}/maps")
+    ctx.emit(Op.TRANSPOSE, [name], [t], {"perm": loops_conv.channels_perm(rank, lead, to_last)},
+             suffix="/maps")
+    return t
 
 
 def _emitter(ctx: Context, suffix: str):

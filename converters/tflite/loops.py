@@ -16,8 +16,9 @@ import numpy as np
 
 from edgeseq.ops import Op
 
-from edgeseq.converters import loops, masks
+from edgeseq.converters import loops, loops_conv, masks
 from edgeseq.converters.tflite import body as tfl_body
+from edgeseq.converters.tflite import conv_body  # noqa: F401  (registers CONV_2D)
 from edgeseq.converters.tflite import masks as _masks  # noqa: F401  (registers mask ops)
 from edgeseq.converters.tflite import variables
 from edgeseq.converters.tflite.context import Context, OpView, Unsupported, handler
@@ -54,6 +55,10 @@ def _subgraph_label(ctx: Context, index: int) -> str:
 def _classify(ctx: Context, op: OpView, body: tfl_body.Subgraph) -> Carried:
     tensors = body.sub.tensors
     producer = {o: b for b in body.ops for o in b.outputs}
+    # a sequence is [T, N, I] (or [T, N, *L, C] for ConvLSTM feature maps), its output buffer
+    # has the same rank and a state one less
+    rank = max((len(tensors[b.inputs[0]].shape) for b in body.ops if b.name == "GATHER" and
+                b.inputs[0] in body.inputs and tensors[b.inputs[0]].type != _BOOL), default=3)
     counters, outputs, states, passed = [], [], [], []
     for k, (bi, bo) in enumerate(zip(body.inputs, body.outputs)):
         shape = tuple(int(d) for d in (tensors[bi].shape if tensors[bi].shape is not None else ()))
@@ -62,9 +67,9 @@ def _classify(ctx: Context, op: OpView, body: tfl_body.Subgraph) -> Carried:
             passed.append(k)
         elif not shape and p is not None and p.name == "ADD" and bi in p.inputs:
             counters.append(k)
-        elif len(shape) == 3:
+        elif len(shape) == rank:
             outputs.append(k)
-        elif len(shape) == 2:
+        elif len(shape) == rank - 1 and len(shape) >= 2:
             states.append(k)
         else:
             raise Unsupported(f"WHILE operand {k} (shape {shape}) is neither a counter, a "
@@ -114,11 +119,12 @@ class _Loop:
 
     def feeds(self, xs: np.ndarray, states: list, mask: np.ndarray | None = None) -> list:
         vals = list(self.start)
-        vals[self.c.sequence] = xs
+        # feature maps come flattened ([T, N, I], [N, S]: loops.Step) and go back in shape
+        vals[self.c.sequence] = xs.reshape(xs.shape[:2] + self.shapes[self.c.sequence][2:])
         if self.c.mask is not None:   # the cell is matched with every step unmasked
             vals[self.c.mask] = np.ones(xs.shape[:2] + (1,), bool) if mask is None else mask
         for k, s in zip(self.c.states, states):
-            vals[k] = s
+            vals[k] = s.reshape(s.shape[:1] + self.shapes[k][1:])
         for k, j in (self.c.aliases or {}).items():   # Keras starts the carry at zeros
             vals[k] = self.start[k] if self.start[k] is not None else vals[j]
         for k in self.c.outputs:   # a sequence buffer, or a [1, N, H] last-step buffer
@@ -137,7 +143,8 @@ class _Loop:
         else:
             raise loops.NoMatch("the loop did not stop after the sequence length")
         y = vals[self.c.outputs[0]] if self.c.outputs else None
-        return y, [vals[k] for k in self.c.states]
+        y = y.reshape(y.shape[:2] + (-1,)) if y is not None else None
+        return y, [vals[k].reshape(vals[k].shape[0], -1) for k in self.c.states]
 
     def drop_output_carry(self) -> None:
         """Set the loop's last-output carry apart from the cell's states (masks.py)."""
@@ -157,7 +164,8 @@ class _Loop:
         c, body = self.c, self.body
         gather = next(b for b in body.ops if b.name == "GATHER" and
                       b.inputs[0] == body.inputs[c.sequence])
-        n_batch, n_input = self.shapes[c.sequence][1:]
+        n_batch = self.shapes[c.sequence][1]
+        n_input = int(np.prod(self.shapes[c.sequence][2:]))
 
         def run(x, states, overrides):
             vals = self.feeds(x[None], states)
@@ -165,11 +173,26 @@ class _Loop:
                 vals[k] = np.zeros((), np.int32)
             return body.run(vals, overrides)
 
-        ops = [loops.BodyOp(b.name, tuple(b.inputs), tuple(b.outputs)) for b in body.ops]
+        ops = [loops.BodyOp(b.name, tuple(b.inputs), tuple(b.outputs), _op_attrs(body, b))
+               for b in body.ops]
         out_key = None
+        maps = len(self.shapes[c.sequence]) > 3
         return loops.Step(run, ops, gather.outputs[0], [body.inputs[k] for k in c.states],
                           [body.outputs[k] for k in c.states], out_key, n_batch, n_input,
-                          [self.shapes[k][1] for k in c.states])
+                          [int(np.prod(self.shapes[k][1:])) for k in c.states],
+                          self.shapes[c.sequence][1:] if maps else None,
+                          [self.shapes[k] for k in c.states] if maps else None)
+
+
+def _op_attrs(body: tfl_body.Subgraph, b) -> dict:
+    """Options a cell pattern reads (converters/loops_conv.py): a CONV_2D's geometry."""
+    if b.name != "CONV_2D":
+        return {}
+    t = body.sub.tensors
+    geo = conv_body.conv2d_geometry(b, tuple(int(d) for d in t[b.inputs[1]].shape[1:3]),
+                                    tuple(int(d) for d in t[b.inputs[0]].shape[1:3]))
+    return {"layout": "OHWI", "padding": geo["padding"], "strides": geo["strides"],
+            "dilations": geo["dilations"]}
 
 
 @handler("WHILE")
@@ -246,6 +269,20 @@ def _note_variable_states(ctx: Context, op: OpView, c: Carried) -> None:
         st["finals"][op.outputs[k]] = var
 
 
+def _maps(ctx: Context, cand: loops.Candidate, name: str, lead: int, to_last: bool = False,
+          out: str | None = None) -> str:
+    """A ConvLSTM's feature map between the loop's channels-last and the node's channels-first
+    layout (other cells: `name` itself, or copied to `out`)."""
+    if cand.op != Op.CONV_LSTM:
+        if out is not None:
+            ctx.emit(Op.IDENTITY, [name], [out])
+        return out or name
+    rank = lead + 1 + cand.weights["w_x"].ndim - 2      # w_x [4H, C, *K]
+    t = out or ctx.tmp("maps")
+    ctx.emit(Op.TRANSPOSE, [name], [t], perm=loops_conv.channels_perm(rank, lead, to_last))
+    return t
+
+
 def _emit(ctx: Context, op: OpView, c: Carried, cand: loops.Candidate, t_len: int) -> None:
     base = ctx.tmp(cand.op.value.lower())
     weights = {slot: ctx.constant(f"{base}.{slot}", np.asarray(w, np.float32)[None])
@@ -258,7 +295,7 @@ def _emit(ctx: Context, op: OpView, c: Carried, cand: loops.Candidate, t_len: in
         if val is not None and not np.any(val):
             continue          # zero initial state: the node's default
         u = ctx.tmp(f"init{j}")
-        ctx.emit(Op.UNSQUEEZE, [ctx.value(idx)], [u], axes=(0,))
+        ctx.emit(Op.UNSQUEEZE, [_maps(ctx, cand, ctx.value(idx), 1)], [u], axes=(0,))
         inits[j] = u
     n_states = len(order)
     y, yh, yc = ctx.tmp("y"), ctx.tmp("y_h"), ctx.tmp("y_c")
@@ -270,7 +307,7 @@ def _emit(ctx: Context, op: OpView, c: Carried, cand: loops.Candidate, t_len: in
         if not hasattr(ctx, "input_checks"):
             ctx.input_checks = []
         ctx.input_checks.append((x_in, f"right_padded:{mask_value!r}@1"))
-    ins = [ctx.value(op.inputs[c.sequence]), lens] + inits[:n_states]
+    ins = [_maps(ctx, cand, ctx.value(op.inputs[c.sequence]), 2), lens] + inits[:n_states]
     while ins[-1] == "":
         ins.pop()
     ctx.emit(cand.op, ins, outs, weights, **cand.attrs)
@@ -280,10 +317,14 @@ def _emit(ctx: Context, op: OpView, c: Carried, cand: loops.Candidate, t_len: in
             ctx.emit(Op.SQUEEZE, [y], [y_sq], axes=(1,))
             masks.emit_keras_outputs(ctx.emit, ctx.value(op.inputs[c.mask]), y_sq, yh,
                                      ctx.out(op.outputs[k]))
+        elif ctx.shape(op.outputs[k])[0] == t_len and cand.op == Op.CONV_LSTM:
+            y_sq = ctx.tmp("y_seq")
+            ctx.emit(Op.SQUEEZE, [y], [y_sq], axes=(1,))
+            _maps(ctx, cand, y_sq, 2, True, ctx.out(op.outputs[k]))
         elif ctx.shape(op.outputs[k])[0] == t_len:
             ctx.emit(Op.SQUEEZE, [y], [ctx.out(op.outputs[k])], axes=(1,))
         else:   # the last step only: y_h is that step's output, [1, N, H]
-            ctx.emit(Op.IDENTITY, [yh], [ctx.out(op.outputs[k])])
+            _maps(ctx, cand, yh, 2, True, ctx.out(op.outputs[k]))
     from edgeseq.converters.tflite.convert import _ops
     read = {i for o in _ops(ctx.loaded, ctx.sub) if o.name != "ASSIGN_VARIABLE"
             for i in o.inputs}     # a variable write is the stream's carried state
@@ -294,7 +335,11 @@ def _emit(ctx: Context, op: OpView, c: Carried, cand: loops.Candidate, t_len: in
     for k, src in zip(order, outs[1:]):
         # NOTE: only final states something reads: an unread Squeeze of y_h has no time axis
         # and would stop the graph from streaming
-        if op.outputs[c.states[k]] in read:
+        if op.outputs[c.states[k]] in read and cand.op == Op.CONV_LSTM:
+            s_sq = ctx.tmp("state")
+            ctx.emit(Op.SQUEEZE, [src], [s_sq], axes=(0,))
+            _maps(ctx, cand, s_sq, 1, True, ctx.out(op.outputs[c.states[k]]))
+        elif op.outputs[c.states[k]] in read:
             ctx.emit(Op.SQUEEZE, [src], [ctx.out(op.outputs[c.states[k]])], axes=(0,))
     for k in c.passed + [c.sequence]:
         ctx.names[op.outputs[k]] = ctx.value(op.inputs[k]) if ctx.is_const(op.inputs[k]) or \
