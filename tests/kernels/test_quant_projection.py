@@ -1,0 +1,52 @@
+"""The LSTMP projection on the integer path: an int8 W_proj with ≥ 64 columns multiplies an
+int16-quantised m = o·tanh(c) (kernels.i8dot through quantized.matvec16_range), like W_x
+and W_h; smaller ones keep the float product. Checked against the float64 reference of the
+same int8 graph within the int16 tolerance (act16_tol: per step ε includes
+6·||W_proj_j||_2·q/√12 with |m| ≤ 1)."""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgeseq.quant import int8
+from edgeseq.reference import run
+from edgeseq.runtime import Model
+from edgeseq.runtime.compressed import _Compressed
+from edgeseq.runtime.kernels import quantized as q
+from edgeseq.testing import lstm_graph, random_inputs
+
+_spec = importlib.util.spec_from_file_location(
+    "test_quant_kernels", Path(__file__).with_name("test_quant_kernels.py"))
+_qk = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_qk)
+
+
+@pytest.mark.parametrize("hidden,proj,want", [(67, 9, True), (13, 5, False)])
+def test_projection_uses_int16_products_from_64_columns(rng, tol, hidden, proj, want):
+    g = int8.apply(lstm_graph(rng, 5, hidden, proj_size=proj, proj_bias=True,
+                              direction="bidirectional", seq_lens=True))[0]
+    model = Model(g)
+    k = model.plan.steps[0].kernel
+    assert all((m[0] == q.I8Q16) == want for m in k.mp)
+    assert ("int16-quantised" in model.describe()) == (want or hidden >= 64)
+    for n in (1, 3):
+        x = random_inputs(g, rng, 7, n)
+        ref = run(g, x)
+        got = model.run(x)
+        limit = _qk.act16_tol(g, x, ref, tol, 7) if want else tol["float32"]
+        assert _qk._err(ref, got) <= limit
+
+
+def test_projection_int16_differs_from_float_product_only_by_rounding(rng, tol, monkeypatch):
+    """The int16 projection is really used (its bits differ from the float product's), and
+    the difference is the activation rounding's size, not a wrong scale."""
+    g = int8.apply(lstm_graph(rng, 5, 70, proj_size=11))[0]
+    x = random_inputs(g, rng, 6, 2)
+    fast = Model(g).run(x)
+    monkeypatch.setattr(_Compressed, "int16_min_cols", 10 ** 6)
+    exact = Model(g).run(x)
+    d = _qk._err(exact, fast)
+    assert 0 < d <= _qk.act16_tol(g, x, run(g, x), tol, 6)
