@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeseq import input_checks
-from edgeseq.errors import InputError
+from edgeseq.errors import GraphError, InputError
 from edgeseq.graph import Graph
 from edgeseq.limits import LIMITS
 from edgeseq.memory import MemoryEstimate
@@ -29,6 +29,7 @@ from edgeseq.ops import RECURRENT, Op
 from edgeseq.runtime.plan import Plan, build_plan
 from edgeseq.runtime.delta import DSTATE_SLOTS
 from edgeseq.runtime.delta_runner import DeltaRunner, DeltaStats, parse_thresholds, run_delta
+from edgeseq.runtime.stream_windows import SLOT as WINDOW_SLOT, conv_windows
 from edgeseq.runtime.streaming import _feed_state, state_prep, time_axes
 from edgeseq.runtime.threads import ThreadPins
 
@@ -185,7 +186,7 @@ class Model:
                 raise InputError(f"{where}: {bad} non-finite value(s) (NaN or inf); build the "
                                  f"Model with check_finite=False to allow them")
         else:
-            if kind not in "iu":
+            if kind not in ("b" if spec.dtype == "bool" else "iu"):    # a Loop's condition
                 raise InputError(f"{where}: expected {spec.describe()}, got dtype {a.dtype}")
         return a
 
@@ -196,7 +197,8 @@ class Model:
             warnings.warn(message + " (warned once per Model)", UserWarning, stacklevel=stacklevel)
 
     # ---- execution -----------------------------------------------------------------------
-    def _execute(self, env: dict, state: dict | None = None, given=()) -> dict:
+    def _execute(self, env: dict, state: dict | None = None, given=(),
+                 windows: dict | None = None) -> dict:
         # NOTE: precomputed per-step names/constants: ~0.5 us a node less than building
         # sources per call (silero-vad runs 27 nodes a frame)
         get = env.get
@@ -210,7 +212,10 @@ class Model:
                 st = state.get(rec) if rec is not None and state is not None else None
                 if st is not None:
                     _feed_state(kernel.node, ins, st, given, self._prep.sources)
-                res = kernel(ins)
+                if windows and kernel.node.name in windows:
+                    res = windows[kernel.node.name].run(kernel, ins, state[kernel.node.name])
+                else:
+                    res = kernel(ins)
                 if st is not None:
                     for slot, arr in zip(("h", "c"), res[1:]):
                         st[slot] = arr
@@ -287,6 +292,7 @@ class Stream:
             "T_chunk" if self.axes.get(sp.name) == k else d for k, d in enumerate(sp.shape)),
             sp.optional) for sp in model.inputs]
         self._rec = [n for n in g.nodes if n.op in RECURRENT]
+        self._windows = conv_windows(g, self.axes)
         # state slots computed by glue from state inputs (StatePrep): given in a push, such an
         # input restarts them (explicit wins; the generated step only knows direct inputs)
         src = model._prep.sources
@@ -303,6 +309,7 @@ class Stream:
     def reset(self) -> None:
         """Forget the carried state: the next push starts a new sequence."""
         self._state = {n.name: {} for n in self._rec}
+        self._state.update({name: {} for name in self._windows})
 
     @property
     def state(self) -> dict[str, dict[str, np.ndarray]]:
@@ -314,6 +321,7 @@ class Stream:
     def state(self, value: dict) -> None:
         g = self.model.graph
         new = {n.name: {} for n in self._rec}
+        new.update({name: {} for name in self._windows})
         if not isinstance(value, dict):
             raise InputError(f"stream state: expected a dict {{node: {{'h': array, 'c': array}}}}"
                              f" (as `stream.state` returns), got {type(value).__name__}")
@@ -326,6 +334,9 @@ class Stream:
                                  f"got {type(slots).__name__}")
             node = g.node(name)
             for slot, arr in slots.items():
+                if name in self._windows:
+                    new[name][slot] = self._window_state(name, slot, arr)
+                    continue
                 if slot not in ("h", "c") or (slot == "c" and node.op not in _CELL_STATE):
                     raise InputError(f"stream state of '{name}': unknown slot '{slot}'")
                 try:
@@ -351,6 +362,19 @@ class Stream:
                                      f"check_finite=False to allow them")
                 new[name][slot] = np.array(arr, copy=True)
         self._state = new
+
+    def _window_state(self, name: str, slot: str, arr) -> np.ndarray:
+        """A convolution's carried input window, checked ([N, C, <= (k-1)*dilation])."""
+        win = self._windows[name]
+        a = np.asarray(arr) if isinstance(arr, np.ndarray) else None
+        if slot != WINDOW_SLOT or a is None or a.dtype.kind != "f" or a.ndim != 3 \
+                or a.shape[1] != win.channels or a.shape[2] > max(win.width, win.left) \
+                or not np.isfinite(a).all():
+            raise InputError(f"stream state of '{name}': expected {{'{WINDOW_SLOT}': a finite "
+                             f"float array [N, {win.channels}, <= {win.width}]}} (the input "
+                             f"frames its convolution still needs), got '{slot}': "
+                             f"{getattr(arr, 'shape', type(arr).__name__)}")
+        return np.array(a, dtype=np.float32, copy=True)
 
     def push(self, chunk: dict) -> dict[str, np.ndarray]:
         """Run one chunk of every streamed input; returns the graph outputs for the chunk
@@ -385,8 +409,9 @@ class Stream:
         for x, node, slot in self._restarts:
             if x in env:
                 self._state[node].pop(slot, None)
-        if m._compiled is not None and not (m._left_out_prep(env) and
-                                            not any(self._state.values())):
+        # NOTE: the generated step carries recurrent states only, not convolution windows
+        if m._compiled is not None and not self._windows and not (
+                m._left_out_prep(env) and not any(self._state.values())):
             try:
                 return m._compiled.push(env, self._state, chunk, self._workspace)
             except InputError as compiled_error:
@@ -396,7 +421,7 @@ class Stream:
                 raise compiled_error
         saved = m._pins.pin()
         try:
-            env = m._execute(env, self._state, chunk)
+            env = m._execute(env, self._state, chunk, self._windows)
         finally:
             m._pins.restore(saved)
         return {n: env[n] for n in m.output_names}
@@ -440,6 +465,10 @@ class DeltaStream(Stream):
         self.thresholds = parse_thresholds(model, delta)
         self._runner = DeltaRunner.of(model)
         super().__init__(model, time_axes_)
+        if self._windows:
+            raise GraphError(f"model '{model.name}': a delta stream does not carry the input "
+                             f"windows of convolutions over time (nodes "
+                             f"{sorted(self._windows)}); stream without delta")
 
     def reset(self) -> None:
         super().reset()

@@ -12,6 +12,7 @@ generator cannot emit (the Model then runs its per-node interpreter and says why
 from __future__ import annotations
 
 import os
+import threading
 
 import numpy as np
 from numba import types
@@ -21,10 +22,34 @@ from edgeseq.graph import Graph
 from edgeseq.runtime.codegen.cache import load_module
 from edgeseq.runtime.codegen.lower import FUNCTION, Lowered, Unsupported, lower
 
-__all__ = ["CompiledGraph", "Unsupported", "compile_graph", "enabled"]
+__all__ = ["CompiledGraph", "Unsupported", "Workspace", "compile_graph", "enabled"]
 
 _DTYPES = {"float32": np.float32, "int64": np.int64}
 _NB = {"float32": types.float32, "int64": types.int64}
+
+
+# a workspace grown past this many floats (256 MB) is not kept between calls (a very long
+# sequence then allocates its buffers per call, as before workspaces)
+WORKSPACE_MAX_FLOATS = 1 << 26
+
+
+class Workspace:
+    """The arena a generated function takes its buffers from (kernels/graph_ops.take1..4),
+    grown after a call that needed more, so steady-state calls allocate nothing. One per
+    Stream, one per thread for Model.run: never shared by two calls at once."""
+    __slots__ = ("ws", "wsp")
+
+    def __init__(self) -> None:
+        self.ws = np.zeros(0, np.float32)
+        self.wsp = np.zeros(1, np.int64)      # the bump pointer; after a call: floats used
+
+    def fit(self) -> None:
+        """After a call: grow to what it used (the generated code fell back to fresh
+        arrays for whatever did not fit)."""
+        need = int(self.wsp[0])
+        if self.ws.shape[0] < need <= WORKSPACE_MAX_FLOATS:
+            from edgeseq.runtime.kernels.panels import aligned_zeros
+            self.ws = aligned_zeros(need)
 
 
 def enabled() -> bool:
@@ -47,6 +72,7 @@ class CompiledGraph:
         self._n_out = len(lowered.outputs)
         self._consts = (lowered.wf, lowered.wi, lowered.wd)
         self._flag_arrays: dict[tuple, np.ndarray] = {}
+        self._local = threading.local()     # .workspace of Model.run in this thread
 
     def compile(self) -> None:
         """Compile (or load from Numba's cache) the one signature the function is called
@@ -55,7 +81,9 @@ class CompiledGraph:
         consts = [types.Array(types.float32, 1, "C"), types.Array(types.int64, 1, "C"),
                   types.Array(types.float64, 1, "C")]
         states = [types.Array(types.float32, 3, "C")] * len(self.lowered.states)
-        self.fn.compile(tuple(arr + consts + states + [types.Array(types.int64, 1, "C")]))
+        flags = [types.Array(types.int64, 1, "C")]
+        workspace = [types.Array(types.float32, 1, "C"), types.Array(types.int64, 1, "C")]
+        self.fn.compile(tuple(arr + consts + states + flags + workspace))
 
     def _args(self, env: dict) -> list:
         args = []
@@ -82,11 +110,17 @@ class CompiledGraph:
             f = self._flag_arrays.setdefault(values, f)
         return f
 
-    def _call(self, env: dict, states: list, flags: np.ndarray) -> tuple:
+    def workspace(self) -> Workspace:
+        """A new workspace (a Stream owns one)."""
+        return Workspace()
+
+    def _call(self, env: dict, states: list, flags: np.ndarray, ws: Workspace) -> tuple:
         try:
-            return self.fn(*self._args(env), *self._consts, *states, flags)
+            res = self.fn(*self._args(env), *self._consts, *states, flags, ws.ws, ws.wsp)
         except ValueError as e:
             raise InputError(f"model '{self.name}': {e}") from None
+        ws.fit()
+        return res
 
     def _initial(self, s, env: dict) -> int:
         """Flag of a state slot not carried: its source (0) or zeros (2)."""
@@ -96,13 +130,16 @@ class CompiledGraph:
     def run(self, env: dict) -> dict:
         """Whole sequences: validated inputs -> {output: array}."""
         flags = tuple(self._initial(s, env) for s in self.lowered.states)
-        res = self._call(env, [self._no_state] * len(flags), self._flags(flags, env))
+        ws = getattr(self._local, "workspace", None)
+        if ws is None:
+            ws = self._local.workspace = Workspace()
+        res = self._call(env, [self._no_state] * len(flags), self._flags(flags, env), ws)
         return dict(zip(self.lowered.outputs, res[:self._n_out]))
 
-    def push(self, env: dict, carried: dict, given) -> dict:
+    def push(self, env: dict, carried: dict, given, workspace: Workspace | None = None) -> dict:
         """One stream step: carried {node: {slot: state in the graph's layout}} is read
         (unless the chunk gives that initial state explicitly) and replaced by the new
-        state."""
+        state. workspace: the Stream's (else a temporary one)."""
         states, flags = [], []
         for s in self.lowered.states:
             have = carried[s.node].get(s.slot)
@@ -115,7 +152,7 @@ class CompiledGraph:
             else:
                 states.append(self._no_state)
                 flags.append(self._initial(s, env))
-        res = self._call(env, states, self._flags(tuple(flags), env))
+        res = self._call(env, states, self._flags(tuple(flags), env), workspace or Workspace())
         for s, new in zip(self.lowered.states, res[self._n_out:]):
             carried[s.node][s.slot] = new.transpose(1, 0, 2) if s.batch_first else new
         return dict(zip(self.lowered.outputs, res[:self._n_out]))

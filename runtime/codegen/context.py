@@ -3,8 +3,10 @@ drives them; glue_ops.py and recurrent_ops.py register emitters).
 
 The generated function takes the graph inputs (float32 / int64, C-contiguous), the packed
 constants (`wf` float32, `wi` int64, `wd` float64: one buffer each, sliced into views in
-the prologue), and per recurrent state slot a carried array plus one flag each, and returns
-the graph outputs followed by the final recurrent states (time-major [D, N, size]).
+the prologue), and per recurrent state slot a carried array plus one flag each, the flags,
+and the workspace (`ws` float32 arena, `wsp` its bump pointer: buffers planned once), and
+returns the graph outputs followed by the final recurrent states (time-major [D, N, size]),
+none of them in the workspace.
 Every value inside is a C-contiguous array, so reshapes are free views and kernels get one
 array layout (one Numba specialisation each).
 
@@ -177,11 +179,14 @@ class Lowering:
 
     @staticmethod
     def empty(dims: list[str]) -> str:
-        """A fresh float32 array of these dims (through cached helpers up to rank 4)."""
+        """An uninitialised float32 buffer of these dims, taken from the caller's workspace
+        (arguments `ws`, `wsp`: kernels/graph_ops.take1..4), so a stream step of fixed
+        shapes allocates nothing; valid until the function returns (results leave through
+        G.detach)."""
         if 1 <= len(dims) <= 4:
             # NOTE: a bare int literal would make Numba specialise the helper per value
             dims = [f"np.int64({d})" if d.isdigit() else d for d in dims]
-            return f"G.empty{len(dims)}({', '.join(dims)})"
+            return f"G.take{len(dims)}(ws, wsp, {', '.join(dims)})"
         return f"np.empty({Lowering.tup(dims)}, dtype=np.float32)"
 
     def loop_nest(self, dims: list[str], body: list[str], idx: str = "i") -> None:

@@ -187,8 +187,8 @@ def _linear(lw: Lowering, node: Node, x2: str, rows: np.ndarray, bias: np.ndarra
     wp = lw.pack("wf", to_panels(np.ascontiguousarray(rows, np.float32)))
     b = lw.pack("wf", bias if bias is not None else np.zeros(1, np.float32))
     y = lw.fresh()
-    lw.emit(f"{y} = G.linear_rows({x2}, {wp}, np.int64({rows.shape[0]}), {b}, "
-            f"{bias is not None}, {float(alpha)!r})")
+    lw.emit(f"{y} = G.linear_ws({x2}, {wp}, np.int64({rows.shape[0]}), {b}, "
+            f"{bias is not None}, {float(alpha)!r}, ws, wsp)")
     return y
 
 
@@ -208,7 +208,9 @@ def _gemm(lw: Lowering, node: Node) -> None:
     a = lw.value(a_name)
     if at["trans_a"]:
         t = lw.fresh()
-        lw.emit(f"{t} = {a}.T.copy()")
+        dims = [f"{a}.shape[1]", f"{a}.shape[0]"]
+        lw.emit(f"{t} = {lw.empty(dims)}")
+        lw.loop_nest(dims, [f"{t}[i0, i1] = {a}[i1, i0]"])
         a = t
     lw.bind(node.outputs[0], _linear(lw, node, a, rows, bias, at["alpha"]))
 
@@ -272,8 +274,8 @@ def _conv(lw: Lowering, node: Node) -> None:
     lw.emit(f"if {y}_n < 1:")
     lw.emit(f"    raise ValueError(\"node '{_esc(node.name)}': input shorter than the kernel\")")
     ints = ", ".join(f"np.int64({v})" for v in (o, k, at["stride"], at["dilation"], p0))
-    lw.emit(f"{y} = CONV.conv1d_panels({x}, {wp}, {b}, {b_name is not None}, {ints}, {y}_n, "
-            f"np.int64({post}))")
+    lw.emit(f"{y} = G.conv1d_ws({x}, {wp}, {b}, {b_name is not None}, {ints}, {y}_n, "
+            f"np.int64({post}), ws, wsp)")
     lw.bind(out, y)
 
 
@@ -295,7 +297,8 @@ def _softmax(lw: Lowering, node: Node) -> None:
     ax = _axis(node.attrs["axis"], r)
     x3 = _three(lw, x, r, ax, ax)
     y = lw.fresh()
-    lw.emit(f"{y} = G.softmax_axis({x3}, {node.op is Op.LOG_SOFTMAX}).reshape({x}.shape)")
+    lw.emit(f"{y} = G.softmax_ws({x3}, {node.op is Op.LOG_SOFTMAX}, ws, wsp)"
+            f".reshape({x}.shape)")
     lw.bind(node.outputs[0], y)
 
 
@@ -314,7 +317,7 @@ def _reduce(lw: Lowering, node: Node) -> None:
     d = lw.dims(x, r)
     shape = [("1" if keep else None) if k in axes else d[k] for k in range(r)]
     y = lw.fresh()
-    lw.emit(f"{y} = G.reduce_axis({x3}, {node.op is Op.REDUCE_MEAN})"
+    lw.emit(f"{y} = G.reduce_ws({x3}, {node.op is Op.REDUCE_MEAN}, ws, wsp)"
             f".reshape({lw.tup([s for s in shape if s is not None])})")
     lw.bind(node.outputs[0], y)
 
@@ -353,8 +356,10 @@ def _split(lw: Lowering, node: Node) -> None:
     o = 0
     for name, s in zip(node.outputs, node.attrs["split"]):
         y = lw.fresh()
-        lw.emit(f"{y} = {x3}[:, {o}:{o + s}, :].copy().reshape("
-                f"{lw.tup(d[:ax] + [str(s)] + d[ax + 1:])})")
+        dims = [f"{x3}.shape[0]", str(s), f"{x3}.shape[2]"]
+        lw.emit(f"{y}3 = {lw.empty(dims)}")
+        lw.loop_nest(dims, [f"{y}3[i0, i1, i2] = {x3}[i0, {o} + i1, i2]"])
+        lw.emit(f"{y} = {y}3.reshape({lw.tup(d[:ax] + [str(s)] + d[ax + 1:])})")
         lw.bind(name, y)
         o += s
 
@@ -506,7 +511,7 @@ def _gather(lw: Lowering, node: Node) -> None:
     d = lw.dims(x, r)
     y = lw.fresh()
     lw.emit(f"{y}_i = {idx}.ravel()")
-    lw.emit(f"{y}3, {y}_ok = G.gather_axis1({x3}, {y}_i)")
+    lw.emit(f"{y}3, {y}_ok = G.gather_ws({x3}, {y}_i, ws, wsp)")
     lw.emit(f"if not {y}_ok:")
     lw.emit(f"    raise ValueError(\"node '{_esc(node.name)}' (Gather): indices out of range\")")
     i_dims = lw.dims(idx, len(i_val.shape))

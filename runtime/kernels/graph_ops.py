@@ -11,7 +11,8 @@ import numpy as np
 from numba import njit
 
 from edgeseq.runtime.kernels.flags import NJIT
-from edgeseq.runtime.kernels.panels import PANEL, panel_gemv_rows_acc
+from edgeseq.runtime.kernels.activations import fast_sigmoid
+from edgeseq.runtime.kernels.panels import PANEL, _panel_rows4, panel_gemv_acc, panel_gemv_rows_acc
 
 
 @njit(**NJIT)
@@ -182,6 +183,189 @@ def gather_axis1(x3, idx):
     (y, ok) with ok False when an index is out of range."""
     n = x3.shape[1]
     y = np.empty((x3.shape[0], idx.shape[0], x3.shape[2]), dtype=np.float32)
+    for j in range(idx.shape[0]):
+        k = idx[j] + n if idx[j] < 0 else idx[j]
+        if k < 0 or k >= n:
+            return y, False
+        for o in range(x3.shape[0]):
+            for i in range(x3.shape[2]):
+                y[o, j, i] = x3[o, k, i]
+    return y, True
+
+
+# ---- the workspace: buffers planned once ------------------------------------------------
+# Generated code takes every intermediate array from one float32 arena `ws` owned by the
+# caller (a Stream, or a Model per thread) with a bump pointer wsp[0] (reset to 0 at the
+# start of each call): a stream step of fixed shapes allocates nothing once the arena has
+# grown to the step's size. When the arena is too small (the first call, or a longer
+# sequence) the helpers fall back to a fresh array and still advance wsp[0], so the caller
+# learns the size to grow to. Results leave through `detach` (copied when in the arena).
+WS_ALIGN = 16       # floats: every buffer starts on a 64-byte boundary (panel rows)
+
+
+@njit(**NJIT)
+def take1(ws, wsp, d0):
+    """A [d0] float32 buffer (uninitialised) from the arena, or fresh if it does not fit."""
+    start = (wsp[0] + WS_ALIGN - 1) // WS_ALIGN * WS_ALIGN
+    wsp[0] = start + d0
+    if start + d0 <= ws.shape[0]:
+        return ws[start:start + d0]
+    return np.empty(d0, dtype=np.float32)
+
+
+@njit(**NJIT)
+def take2(ws, wsp, d0, d1):
+    return take1(ws, wsp, d0 * d1).reshape((d0, d1))
+
+
+@njit(**NJIT)
+def take3(ws, wsp, d0, d1, d2):
+    return take1(ws, wsp, d0 * d1 * d2).reshape((d0, d1, d2))
+
+
+@njit(**NJIT)
+def take4(ws, wsp, d0, d1, d2, d3):
+    return take1(ws, wsp, d0 * d1 * d2 * d3).reshape((d0, d1, d2, d3))
+
+
+@njit(**NJIT)
+def _in_arena(v, ws):
+    if v.size == 0 or ws.size == 0:
+        return False
+    a = v.ctypes.data
+    lo = ws.ctypes.data
+    return lo <= a < lo + ws.size * 4
+
+
+@njit(**NJIT)
+def detach(v, ws):
+    """v itself, or a copy when it lives in the arena (the next call reuses the arena)."""
+    return v.copy() if _in_arena(v, ws) else v
+
+
+@njit(**NJIT)
+def zero2(a):
+    for i in range(a.shape[0]):
+        for j in range(a.shape[1]):
+            a[i, j] = 0.0
+
+
+@njit(**NJIT)
+def rows_acc(wp, v, n_rows, out):
+    """out[r] += W v[r] for r < n_rows (v [>= n_rows, K], out [>= n_rows, >= R_padded]):
+    panel_gemv_rows_acc over consecutive rows, without an index array to allocate."""
+    k_len = wp.shape[1]
+    if k_len == 0:
+        return
+    a = 0
+    while a + 4 <= n_rows:
+        for p in range(0, wp.shape[0], 2):
+            _panel_rows4(wp, v[a], v[a + 1], v[a + 2], v[a + 3], out[a], out[a + 1],
+                         out[a + 2], out[a + 3], p, k_len)
+        a += 4
+    while a < n_rows:
+        panel_gemv_acc(wp, v[a], out[a])
+        a += 1
+
+
+@njit(**NJIT)
+def linear_ws(x2, wp, n_out, bias, has_bias, alpha, ws, wsp):
+    """linear_rows with its accumulator and result taken from the arena."""
+    m = x2.shape[0]
+    width = wp.shape[0] * PANEL
+    acc = take2(ws, wsp, m, width)
+    zero2(acc)
+    rows_acc(wp, x2, m, acc)
+    y = take2(ws, wsp, m, n_out)
+    a = np.float32(alpha)
+    for r in range(m):
+        ar = acc[r]
+        yr = y[r]
+        if has_bias:
+            for j in range(n_out):
+                yr[j] = a * ar[j] + bias[j]
+        else:
+            for j in range(n_out):
+                yr[j] = a * ar[j]
+    return y
+
+
+@njit(**NJIT)
+def conv1d_ws(x, wp, bias, has_bias, n_out, k_len, stride, dil, p0, out_len, post, ws, wsp):
+    """kernels/conv.conv1d_panels (same arguments and result) with its im2col rows,
+    accumulator and result taken from the arena."""
+    n_batch, n_chan, length = x.shape
+    ck = n_chan * k_len
+    y = take3(ws, wsp, n_batch, n_out, out_len)
+    cols = take2(ws, wsp, out_len, ck)
+    acc = take2(ws, wsp, out_len, wp.shape[0] * PANEL)
+    for n in range(n_batch):
+        for l in range(out_len):
+            cl = cols[l]
+            for c in range(n_chan):
+                xc = x[n, c]
+                for k in range(k_len):
+                    at = l * stride + k * dil - p0
+                    cl[c * k_len + k] = xc[at] if 0 <= at < length else np.float32(0.0)
+        zero2(acc)
+        rows_acc(wp, cols, out_len, acc)
+        for o in range(n_out):
+            b = bias[o] if has_bias else np.float32(0.0)
+            if post == 1:
+                for l in range(out_len):
+                    y[n, o, l] = max(acc[l, o] + b, np.float32(0.0))
+            elif post == 2:
+                for l in range(out_len):
+                    y[n, o, l] = fast_sigmoid(acc[l, o] + b)
+            else:
+                for l in range(out_len):
+                    y[n, o, l] = acc[l, o] + b
+    return y
+
+
+@njit(**NJIT)
+def softmax_ws(x3, log, ws, wsp):
+    """softmax_axis into an arena buffer."""
+    outer, d, inner = x3.shape
+    y = take3(ws, wsp, outer, d, inner)
+    for o in range(outer):
+        for i in range(inner):
+            mx = x3[o, 0, i] if d > 0 else np.float32(0.0)
+            for k in range(1, d):
+                mx = max(mx, x3[o, k, i])
+            s = np.float32(0.0)
+            for k in range(d):
+                s += np.exp(x3[o, k, i] - mx)
+            if log:
+                ls = np.log(s)
+                for k in range(d):
+                    y[o, k, i] = x3[o, k, i] - mx - ls
+            else:
+                inv = np.float32(1.0) / s
+                for k in range(d):
+                    y[o, k, i] = np.exp(x3[o, k, i] - mx) * inv
+    return y
+
+
+@njit(**NJIT)
+def reduce_ws(x3, mean, ws, wsp):
+    """reduce_axis into an arena buffer."""
+    outer, d, inner = x3.shape
+    y = take2(ws, wsp, outer, inner)
+    for o in range(outer):
+        for i in range(inner):
+            s = 0.0
+            for k in range(d):
+                s += x3[o, k, i]
+            y[o, i] = s / d if mean and d > 0 else s
+    return y
+
+
+@njit(**NJIT)
+def gather_ws(x3, idx, ws, wsp):
+    """gather_axis1 into an arena buffer: (y, ok)."""
+    n = x3.shape[1]
+    y = take3(ws, wsp, x3.shape[0], idx.shape[0], x3.shape[2])
     for j in range(idx.shape[0]):
         k = idx[j] + n if idx[j] < 0 else idx[j]
         if k < 0 or k >= n:
