@@ -35,7 +35,7 @@ class LoopKernel(Kernel):
         self.note = f"body of {n_body} node(s) on the interpreter, once per iteration"
 
     def _body(self, values: list) -> list:
-        env = {name: _f32(v) for name, v in zip(self._inputs, values)}
+        env = dict(zip(self._inputs, values))     # float32 already (see __call__)
         for kernel, sources, outs in self._steps:
             res = kernel([env[x] if is_value else x for is_value, x in sources])
             for name, arr in zip(outs, res):
@@ -44,6 +44,7 @@ class LoopKernel(Kernel):
         return [env[n] for n in self._outputs]
 
     def __call__(self, ins: list) -> list:
+        ins = [None if a is None else _f32(a) for a in ins]
         return run_loop(self.node, ins, self._body, np.float32)
 
     def warmup(self) -> None:

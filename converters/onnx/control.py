@@ -9,6 +9,9 @@ from edgeseq.converters.onnx.registry import handler
 
 @handler("If", since=1)
 def if_(ctx: Context, node) -> None:
+    if getattr(ctx, "loop_body", False):     # both branches run, Where picks (general_loop.py)
+        from edgeseq.converters.onnx.general_loop import if_as_where
+        return if_as_where(ctx, node)
     values, shapes = ctx.input_ancestors(node.input[0])
     ctx.wanted_const.extend(sorted(values))
     hints = []

@@ -41,6 +41,7 @@ from edgeseq.converters.onnx import norms as _norms  # noqa: F401
 from edgeseq.converters.onnx import selection as _selection  # noqa: F401
 from edgeseq.converters.onnx import spatial as _spatial  # noqa: F401
 from edgeseq.converters.onnx import recurrent as _recurrent  # noqa: F401
+from edgeseq.converters.onnx import logic as _logic  # noqa: F401
 
 
 def load_model(path_or_model) -> tuple[onnx.ModelProto, str]:

@@ -278,6 +278,16 @@ class _Loop:
 
 @handler("Loop", since=1)
 def loop(ctx: Context, node: onnx.NodeProto) -> None:
+    n_before = len(ctx.nodes)
+    try:
+        _lift(ctx, node)
+    except Unsupported as e:     # no known cell: the body runs as it is (general_loop.py)
+        from edgeseq.converters.onnx.general_loop import emit_general_loop
+        del ctx.nodes[n_before:]
+        emit_general_loop(ctx, node, str(e))
+
+
+def _lift(ctx: Context, node: onnx.NodeProto) -> None:
     graph = next(a.g for a in node.attribute if a.name == "body")
     body = _Body(ctx, node, graph)
     c = _classify(ctx, node, body, graph)

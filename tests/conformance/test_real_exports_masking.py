@@ -93,14 +93,22 @@ def test_a_mask_that_is_not_a_right_padding_is_refused(name):
 @pytest.mark.parametrize("name", [FILES[0], FILES[2]])
 def test_the_masked_probe_rejects_a_lift_without_lengths(monkeypatch, name):
     """The masked loop is verified on a right-padded probe: a node run without the lengths
-    (every step taken) does not reproduce it, and the loop is refused."""
+    (every step taken) does not reproduce it, so no LSTM is lifted: the WHILE loop is
+    refused; the ONNX Loop runs as a general Loop node, which matches onnxruntime."""
     from edgeseq.converters import masks
     from edgeseq.errors import UnsupportedModelError
     real = masks.run_with_lengths
     monkeypatch.setattr(masks, "run_with_lengths", lambda cand, xs, init, lens: real(
         cand, xs, init, np.full_like(lens, xs.shape[0])))
-    with pytest.raises(UnsupportedModelError, match="right-padded probe"):
-        _convert(name)
+    if name.endswith(".tflite"):
+        with pytest.raises(UnsupportedModelError, match="right-padded probe"):
+            _convert(name)
+        return
+    graph = _convert(name)
+    ops = {n.op for n in graph.nodes}
+    assert Op.LSTM not in ops and Op.LOOP in ops
+    x = np.load(FIXTURES / (name.split(".")[0] + ".npz"))["x"]
+    assert np.max(np.abs(_run(graph, x) - _own_runtime(name, x))) <= TOL
 
 
 def test_right_padding_check_looks_at_every_batch_row():
@@ -121,19 +129,24 @@ def test_right_padding_check_looks_at_every_batch_row():
     input_checks.check(G, {"x": x})
 
 
-def test_a_mask_not_computed_from_a_graph_input_is_refused(tmp_path):
-    """Right padding can only be checked on a graph input: a mask computed from an
-    intermediate value (here any(|x| != 0)) is refused, naming the loop and the reason."""
+def test_a_mask_not_computed_from_a_graph_input_is_not_lifted(tmp_path):
+    """Right padding can only be checked on a graph input: a loop masked by an intermediate
+    value (here any(|x| != 0)) is not lifted into an LSTM with lengths; it runs as a general
+    Loop node, exact for any mask (checked on a mask with a hole, against onnxruntime)."""
     onnx = pytest.importorskip("onnx")
     from edgeseq.converters.onnx import convert
-    from edgeseq.errors import UnsupportedModelError
     m = onnx.load(FIXTURES / "k2_masking_lstm.onnx13.onnx")
     eq = next(n for n in m.graph.node if n.op_type == "Equal")
     eq.input[0] = "x_abs"
     m.graph.node.insert(0, onnx.helper.make_node("Abs", ["x"], ["x_abs"], name="abs"))
     path = tmp_path / "masked_abs.onnx"
     onnx.save(m, path)
-    with pytest.raises(UnsupportedModelError, match="while_loop.*cannot check that it is a right "
-                                                    "padding") as e:
-        convert(path)
-    assert "Loop" in str(e.value)
+    graph = convert(path)
+    ops = {n.op for n in graph.nodes}
+    assert Op.LSTM not in ops and Op.LOOP in ops
+    x = np.load(FIXTURES / "k2_masking_lstm.npz")["x"].copy()
+    x[0, 1] = 0.0                                # a masked step between unmasked ones
+    ort = pytest.importorskip("onnxruntime")
+    want = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(
+        None, {graph.inputs[0].name: x})[0]
+    assert np.max(np.abs(_run(graph, x) - want)) <= TOL

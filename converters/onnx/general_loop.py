@@ -1,0 +1,170 @@
+"""ONNX `Loop` nodes whose body is no recurrent cell edgeseq lifts (custom cells, greedy
+decoders, anything loops.py refuses) become one general Loop node (edgeseq/loop_op.py): the
+body is converted by the same handlers as the main graph, in a child Context, into an edgeseq
+Graph.
+
+Outer-scope values the body reads by name become explicit: constants join the body's
+constants (folding goes on inside the body), run-time values become captured inputs of the
+Loop node. Body inputs take the dtype and shape of the outer values they receive; a carried
+value whose shape the body changes (a sequence grown with Concat) gets symbolic dims for
+the dims that change and the body is converted once more, so that no shape-derived constant
+is folded for the first iteration only.
+"""
+from __future__ import annotations
+
+import onnx
+
+from edgeseq.errors import EdgeseqError
+from edgeseq.graph import Graph, Value
+from edgeseq.ops import Op
+
+from edgeseq.converters.onnx.context import Context, Unsupported
+
+_MAX_PASSES = 3
+
+
+def _outer_names(g: onnx.GraphProto) -> list[str]:
+    """Names a (sub)graph reads that it does not define, nested sub-graphs included."""
+    defined = {i.name for i in g.input} | {t.name for t in g.initializer}
+    defined |= {o for n in g.node for o in n.output}
+    used: list[str] = []
+    for n in g.node:
+        used += [i for i in n.input if i]
+        for a in n.attribute:
+            if a.type == onnx.AttributeProto.GRAPH:
+                used += _outer_names(a.g)
+    used += [o.name for o in g.output]
+    return [u for u in dict.fromkeys(used) if u not in defined]
+
+
+def emit_general_loop(ctx: Context, node: onnx.NodeProto, why: str) -> None:
+    """Emit `node` as a general Loop node; `why` says why no cell was lifted (for messages)."""
+    proto = next((a.g for a in node.attribute if a.name == "body"), None)
+    if proto is None:
+        raise Unsupported("the Loop has no 'body' attribute")
+    n_carried = len(node.input) - 2
+    if len(proto.input) != 2 + n_carried or len(proto.output) < 1 + n_carried:
+        raise Unsupported(f"the Loop body takes {len(proto.input)} inputs and returns "
+                          f"{len(proto.output)} outputs for {n_carried} carried values "
+                          f"(ONNX: 2 + carried inputs, 1 + carried + scan outputs)")
+    outer = _outer_names(proto)
+    captured = [n for n in outer if ctx.const(n) is None]
+    base = ctx.node_name
+    outer_ins = [ctx.inp(node, 2 + k) for k in range(n_carried)] + \
+        [ctx.resolve(n) for n in captured]
+    declared = [Value(proto.input[0].name, "int64", ()), Value(proto.input[1].name, "bool", ())]
+    for k, name in enumerate(outer_ins):
+        dt, shp = ctx.dtype(name), ctx.shape(name)
+        inner = proto.input[2 + k].name if k < n_carried else captured[k - n_carried]
+        if dt is None or shp is None:
+            raise Unsupported(f"the Loop's {'carried' if k < n_carried else 'captured'} value "
+                              f"'{name}' has no known dtype and shape (needed to convert the "
+                              f"body as a general loop; no cell was lifted: {why})")
+        declared.append(Value(inner, dt, tuple(shp)))
+    body = None
+    for _ in range(_MAX_PASSES):
+        body = _convert_body(ctx, proto, declared, captured, base, why)
+        changed = False
+        for k in range(n_carried):
+            d_in, d_out = declared[2 + k], body.outputs[1 + k]
+            if len(d_in.shape) != len(d_out.shape):
+                break        # the shape rule reports it, naming the value
+            dims = tuple(a if a == b else f"{base}:carried{k}.{j}"
+                         for j, (a, b) in enumerate(zip(d_in.shape, d_out.shape)))
+            if dims != d_in.shape:
+                declared[2 + k] = Value(d_in.name, d_in.dtype, dims)
+                changed = True
+        if not changed:
+            break
+    _rename_constants(ctx, body, base)
+    ins = [ctx.inp(node, 0), ctx.inp(node, 1)] + outer_ins
+    ctx.emit(Op.LOOP, ins, list(node.output), {"body": body, "num_carried": n_carried})
+
+
+def _convert_body(ctx: Context, proto: onnx.GraphProto, declared: list[Value],
+                  captured: list[str], base: str, why: str) -> Graph:
+    from edgeseq.converters.onnx import converter     # the walk that converts the main graph
+
+    child = Context(ctx.opsets, dict(ctx.shapes))
+    child.loop_body = True
+    for v in declared:
+        child.shapes[v.name] = (v.dtype, v.shape)
+    child.consts.update({n: ctx.const(n) for n in _outer_names(proto) if n not in captured})
+    child.consts.update(converter._initializers(proto, base))
+    child.graph_inputs = {v.name for v in declared}
+    child.graph_outputs = {o.name for o in proto.output}
+    child.reserve(list(child.consts) + list(child.graph_inputs))
+    for n in proto.node:
+        child.reserve(n.output)
+        child.producers.update((o, n) for o in n.output if o)
+    unsupported, problems, _ = converter._walk(child, proto.node)
+    if unsupported or problems:
+        lines = [f"op {k}: no handler" for k in unsupported] + problems
+        raise Unsupported(f"no cell was lifted ({why}), and the body cannot run as a general "
+                          f"loop: " + "; ".join(lines))
+    ctx.wanted_const += child.wanted_const
+    proxy = onnx.GraphProto()
+    proxy.CopyFrom(proto)
+    del proxy.input[:]
+    try:
+        body = converter._assemble(child, proxy, [], f"{base}/body")
+    except EdgeseqError as e:
+        raise Unsupported(f"the Loop body cannot run as a general loop: {e}") from None
+    body.name = f"{base}/body"
+    body.inputs = list(declared)
+    try:
+        body.validate()
+    except EdgeseqError as e:
+        raise Unsupported(f"no cell was lifted ({why}), and the converted body is "
+                          f"inconsistent: {e}") from None
+    return body
+
+
+def _rename_constants(ctx: Context, body: Graph, base: str) -> None:
+    """Body constants get names unique in the whole model (bodies share the enclosing table),
+    except outer constants the body reads under their own name."""
+    renames = {}
+    for name, arr in body.constants.items():
+        if ctx.consts.get(name) is not arr:
+            renames[name] = ctx.fresh(f"{base}/{name}")
+    if not renames:
+        return
+    body.constants = {renames.get(k, k): v for k, v in body.constants.items()}
+    for n in body.nodes:
+        n.inputs = [renames.get(i, i) for i in n.inputs]
+        n.weights = {s: renames.get(c, c) for s, c in n.weights.items()}
+    body.values = {}
+    body.validate()
+
+
+def if_as_where(ctx: Context, node: onnx.NodeProto) -> None:
+    """An If with a run-time condition inside a Loop body (what TorchScript writes for a
+    short-circuit `and`/`or` in a while condition): both branches are converted and each
+    output is Where(cond, then, else). Sound for branches without side effects whose outputs
+    agree in dtype and broadcast; anything else is refused by the branches' own handlers or
+    by shape inference of the Where."""
+    from edgeseq.converters.onnx import converter
+
+    branches = {a.name: a.g for a in node.attribute}
+    if set(branches) != {"then_branch", "else_branch"}:
+        raise Unsupported(f"If with attributes {sorted(branches)}")
+    then_g, else_g = branches["then_branch"], branches["else_branch"]
+    if len(then_g.output) != len(node.output) or len(else_g.output) != len(node.output):
+        raise Unsupported("If branches return a different number of values than the node")
+    me, my_name = ctx.node, ctx.node_name
+    nodes = list(then_g.node) + list(else_g.node)
+    for g in (then_g, else_g):
+        ctx.consts.update(converter._initializers(g, my_name))
+    for k, out in enumerate(node.output):
+        if out:
+            nodes.append(onnx.helper.make_node(
+                "Where", [node.input[0], then_g.output[k].name, else_g.output[k].name], [out],
+                name=f"{my_name}/select{k}"))
+    ctx.reserve(o for n in nodes for o in n.output)
+    ctx.producers.update((o, n) for n in nodes for o in n.output if o)
+    unsupported, problems, _ = converter._walk(ctx, nodes)
+    ctx.node, ctx.node_name = me, my_name
+    if unsupported or problems:
+        raise Unsupported("the If (a run-time condition inside a Loop body: both branches are "
+                          "run and Where picks) cannot be converted: " + "; ".join(
+                              [f"op {k}: no handler" for k in unsupported] + problems))
