@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from edgeseq.errors import GraphError
 from edgeseq.graph import Graph, Node
 from edgeseq.loop_op import run as run_loop
-from edgeseq.ops import Op
-from edgeseq.runtime.registry import Kernel, register
+from edgeseq.ops import SPECS, Op
+from edgeseq.runtime.glue import glue_constant
+from edgeseq.runtime.registry import REGISTRY, Kernel, fallbacks, key_for, register
 
 
 def _f32(a):
@@ -23,16 +25,13 @@ class LoopKernel(Kernel):
 
     def __init__(self, graph: Graph, node: Node, **options) -> None:
         super().__init__(graph, node)
-        from edgeseq.runtime.plan import build_plan    # the plan imports this module
         body = node.attrs["body"]
-        self.plan = build_plan(body)
         self._inputs = [v.name for v in body.inputs]
         self._outputs = [v.name for v in body.outputs]
-        # per step: (kernel, ((is_value, name_or_constant), ...), output names)
-        self._steps = [(s.kernel, tuple((k == "v", x) for k, x in s.sources), s.outputs)
-                       for s in self.plan.steps]
-        n_body = len(self._steps)
-        self.note = f"body of {n_body} node(s) on the interpreter, once per iteration"
+        # per body node: (kernel, ((is_value, name_or_constant), ...), output names)
+        self._steps = [(_kernel(body, n), _sources(body, n), tuple(n.outputs))
+                       for n in body.nodes]
+        self.note = f"body of {len(self._steps)} node(s) on the interpreter, once per iteration"
 
     def _body(self, values: list) -> list:
         env = dict(zip(self._inputs, values))     # float32 already (see __call__)
@@ -48,7 +47,26 @@ class LoopKernel(Kernel):
         return run_loop(self.node, ins, self._body, np.float32)
 
     def warmup(self) -> None:
-        for s in self.plan.steps:
-            w = getattr(s.kernel, "warmup", None)
+        for kernel, _, _ in self._steps:
+            w = getattr(kernel, "warmup", None)
             if w is not None:
                 w()
+
+
+def _kernel(body: Graph, node: Node) -> Kernel:
+    """The kernel the plan would choose (runtime/plan.py `select`, which imports this module
+    to register it, so the body's steps are chosen here from the registry directly)."""
+    key = key_for(body, node)
+    for k in [key] + fallbacks(key):
+        if k in REGISTRY:
+            return REGISTRY[k](body, node)
+    raise GraphError(f"Loop body node '{node.name}' ({node.op.value}): no runtime kernel for "
+                     f"{key}")
+
+
+def _sources(body: Graph, node: Node) -> tuple:
+    names = list(node.inputs)
+    if not SPECS[node.op].variadic_inputs:
+        names += [""] * (len(SPECS[node.op].inputs) - len(names))
+    return tuple((False, None) if not n else (False, glue_constant(body, n))
+                 if n in body.constants else (True, n) for n in names)

@@ -42,6 +42,8 @@ from edgeseq.converters.onnx import selection as _selection  # noqa: F401
 from edgeseq.converters.onnx import spatial as _spatial  # noqa: F401
 from edgeseq.converters.onnx import recurrent as _recurrent  # noqa: F401
 from edgeseq.converters.onnx import logic as _logic  # noqa: F401
+from edgeseq.converters.onnx.general_loop import Walker
+from edgeseq.converters.onnx import logic as _logic  # noqa: F401
 
 
 def load_model(path_or_model) -> tuple[onnx.ModelProto, str]:
@@ -224,6 +226,7 @@ def convert(path_or_model, *, fix: Mapping | None = None, shapes: Mapping | None
                   for o in model.opset_import}
         opsets.setdefault("", 1)
         ctx = Context(opsets, _infer(model))
+        ctx.walker = Walker(_walk, _initializers, _assemble)    # Loop bodies convert with it
     ctx.consts.update(_initializers(g, label))
     with _stage(label, "graph.node"):
         graph_inputs = [vi for vi in g.input if vi.name not in ctx.consts]

@@ -12,6 +12,9 @@ is folded for the first iteration only.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Callable
+
 import onnx
 
 from edgeseq.errors import EdgeseqError
@@ -21,6 +24,17 @@ from edgeseq.ops import Op
 from edgeseq.converters.onnx.context import Context, Unsupported
 
 _MAX_PASSES = 3
+
+
+@dataclass(frozen=True)
+class Walker:
+    """The converter's own passes, handed to the Loop handler through the Context (the
+    converter imports the handlers, so they cannot import it): walk(ctx, nodes) ->
+    (unsupported ops, problems, malformed); initializers(graph, label) -> {name: array};
+    assemble(ctx, graph, inputs, label) -> Graph."""
+    walk: Callable
+    initializers: Callable
+    assemble: Callable
 
 
 def _outer_names(g: onnx.GraphProto) -> list[str]:
@@ -83,21 +97,20 @@ def emit_general_loop(ctx: Context, node: onnx.NodeProto, why: str) -> None:
 
 def _convert_body(ctx: Context, proto: onnx.GraphProto, declared: list[Value],
                   captured: list[str], base: str, why: str) -> Graph:
-    from edgeseq.converters.onnx import converter     # the walk that converts the main graph
-
+    walker: Walker = ctx.walker
     child = Context(ctx.opsets, dict(ctx.shapes))
-    child.loop_body = True
+    child.loop_body, child.walker = True, walker
     for v in declared:
         child.shapes[v.name] = (v.dtype, v.shape)
     child.consts.update({n: ctx.const(n) for n in _outer_names(proto) if n not in captured})
-    child.consts.update(converter._initializers(proto, base))
+    child.consts.update(walker.initializers(proto, base))
     child.graph_inputs = {v.name for v in declared}
     child.graph_outputs = {o.name for o in proto.output}
     child.reserve(list(child.consts) + list(child.graph_inputs))
     for n in proto.node:
         child.reserve(n.output)
         child.producers.update((o, n) for o in n.output if o)
-    unsupported, problems, _ = converter._walk(child, proto.node)
+    unsupported, problems, _ = walker.walk(child, proto.node)
     if unsupported or problems:
         lines = [f"op {k}: no handler" for k in unsupported] + problems
         raise Unsupported(f"no cell was lifted ({why}), and the body cannot run as a general "
@@ -107,7 +120,7 @@ def _convert_body(ctx: Context, proto: onnx.GraphProto, declared: list[Value],
     proxy.CopyFrom(proto)
     del proxy.input[:]
     try:
-        body = converter._assemble(child, proxy, [], f"{base}/body")
+        body = walker.assemble(child, proxy, [], f"{base}/body")
     except EdgeseqError as e:
         raise Unsupported(f"the Loop body cannot run as a general loop: {e}") from None
     body.name = f"{base}/body"
@@ -143,8 +156,6 @@ def if_as_where(ctx: Context, node: onnx.NodeProto) -> None:
     output is Where(cond, then, else). Sound for branches without side effects whose outputs
     agree in dtype and broadcast; anything else is refused by the branches' own handlers or
     by shape inference of the Where."""
-    from edgeseq.converters.onnx import converter
-
     branches = {a.name: a.g for a in node.attribute}
     if set(branches) != {"then_branch", "else_branch"}:
         raise Unsupported(f"If with attributes {sorted(branches)}")
@@ -154,7 +165,7 @@ def if_as_where(ctx: Context, node: onnx.NodeProto) -> None:
     me, my_name = ctx.node, ctx.node_name
     nodes = list(then_g.node) + list(else_g.node)
     for g in (then_g, else_g):
-        ctx.consts.update(converter._initializers(g, my_name))
+        ctx.consts.update(ctx.walker.initializers(g, my_name))
     for k, out in enumerate(node.output):
         if out:
             nodes.append(onnx.helper.make_node(
@@ -162,7 +173,7 @@ def if_as_where(ctx: Context, node: onnx.NodeProto) -> None:
                 name=f"{my_name}/select{k}"))
     ctx.reserve(o for n in nodes for o in n.output)
     ctx.producers.update((o, n) for n in nodes for o in n.output if o)
-    unsupported, problems, _ = converter._walk(ctx, nodes)
+    unsupported, problems, _ = ctx.walker.walk(ctx, nodes)
     ctx.node, ctx.node_name = me, my_name
     if unsupported or problems:
         raise Unsupported("the If (a run-time condition inside a Loop body: both branches are "
