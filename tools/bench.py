@@ -8,7 +8,12 @@ same width and vs the `sru` package in PyTorch eager mode).
 
     python tools/bench.py real [--quick] [--only NAME,...]
 
-runs the `real` suite (tools/bench_real.py: whole models at real shapes vs onnxruntime)."""
+runs the `real` suite (tools/bench_real.py: whole models at real shapes vs onnxruntime).
+
+    python tools/bench.py int8 [--quick] [--haswell] [--sizes 1024,256] [--json PATH]
+
+runs the int8 section (tools/bench_int8.py: edgeseq int8 LSTM, int8 and int16 activations,
+vs onnxruntime DynamicQuantizeLSTM per-tensor/per-channel and fp32; time ratios, max error)."""
 import sys
 
 from edgeseq.commands.bench import main
@@ -17,6 +22,9 @@ if __name__ == "__main__":
     if sys.argv[1:2] == ["real"]:
         from bench_real import main as real_main            # tools/ is on sys.path here
         sys.exit(real_main(sys.argv[2:]))
+    if sys.argv[1:2] == ["int8"]:
+        from bench_int8 import main as int8_main            # tools/ is on sys.path here
+        sys.exit(int8_main(sys.argv[2:]))
     if "--variants" in sys.argv[1:]:
         from variants_bench import main as variants_main    # tools/ is on sys.path here
         sys.exit(variants_main([a for a in sys.argv[1:] if a != "--variants"]))
