@@ -43,7 +43,6 @@ from edgeseq.converters.onnx import spatial as _spatial  # noqa: F401
 from edgeseq.converters.onnx import recurrent as _recurrent  # noqa: F401
 from edgeseq.converters.onnx import logic as _logic  # noqa: F401
 from edgeseq.converters.onnx.general_loop import Walker
-from edgeseq.converters.onnx import logic as _logic  # noqa: F401
 
 
 def load_model(path_or_model) -> tuple[onnx.ModelProto, str]:
