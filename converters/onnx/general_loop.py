@@ -1,7 +1,7 @@
 """ONNX `Loop` nodes whose body is no recurrent cell edgeseq lifts (custom cells, greedy
-decoders, anything loops.py refuses) become one general Loop node (edgeseq/loop_op.py): the
-body is converted by the same handlers as the main graph, in a child Context, into an edgeseq
-Graph.
+decoders, anything loops.py refuses), and ONNX `Scan` nodes, become one general Loop node
+(edgeseq/loop_op.py): the body is converted by the same handlers as the main graph, in a
+child Context, into an edgeseq Graph.
 
 Outer-scope values the body reads by name become explicit: constants join the body's
 constants (folding goes on inside the body), run-time values become captured inputs of the
@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
+import numpy as np
 import onnx
 
 from edgeseq.errors import EdgeseqError
@@ -22,6 +23,7 @@ from edgeseq.graph import Graph, Value
 from edgeseq.ops import Op
 
 from edgeseq.converters.onnx.context import Context, Unsupported
+from edgeseq.converters.onnx.registry import handler
 
 _MAX_PASSES = 3
 
@@ -179,3 +181,60 @@ def if_as_where(ctx: Context, node: onnx.NodeProto) -> None:
         raise Unsupported("the If (a run-time condition inside a Loop body: both branches are "
                           "run and Where picks) cannot be converted: " + "; ".join(
                               [f"op {k}: no handler" for k in unsupported] + problems))
+
+
+@handler("Scan", since=9)
+def scan(ctx: Context, node: onnx.NodeProto) -> None:
+    """ONNX Scan as the Loop it is: the body Gathers each scan input at the iteration (at
+    length-1-i for a reversed input), the trip count is the scanned length (fixed at
+    conversion), scan outputs stack along axis 0 forwards (other output axes or directions
+    are refused)."""
+    a = ctx.attrs(node, {"body", "num_scan_inputs", "scan_input_axes", "scan_input_directions",
+                         "scan_output_axes", "scan_output_directions"})
+    body, m = a["body"], int(a["num_scan_inputs"])
+    n_states = len(node.input) - m
+    if m < 1 or n_states < 0 or len(body.input) != len(node.input):
+        raise Unsupported(f"Scan with {len(node.input)} inputs, num_scan_inputs {m} and a body "
+                          f"of {len(body.input)} inputs")
+    n_outs = len(body.output) - n_states
+    axes = list(a.get("scan_input_axes", [0] * m))
+    dirs = list(a.get("scan_input_directions", [0] * m))
+    if any(list(a.get(k, [0] * n_outs)) != [0] * n_outs
+           for k in ("scan_output_axes", "scan_output_directions")):
+        raise Unsupported("Scan outputs along another axis than 0 or reversed are not supported")
+    lengths = set()
+    for j in range(m):
+        shp = ctx.shape(node.input[n_states + j])
+        if shp is None or not isinstance(shp[axes[j] % len(shp)], int):
+            raise Unsupported(f"Scan input '{node.input[n_states + j]}' needs a fixed length "
+                              f"along axis {axes[j]} (got shape {shp}); fix it with --shape")
+        lengths.add(shp[axes[j] % len(shp)])
+    if len(lengths) != 1:
+        raise Unsupported(f"Scan inputs of different lengths {sorted(lengths)}")
+    t_len = lengths.pop()
+    base = ctx.node_name
+    it, go = f"{base}/iteration", f"{base}/cond"
+    nodes = []
+    for j in range(m):
+        index = it
+        if dirs[j]:
+            last = f"{base}/last{j}"
+            nodes.append(onnx.helper.make_node("Constant", [], [last], value=onnx.numpy_helper
+                                               .from_array(np.array(t_len - 1, np.int64))))
+            index = f"{base}/reversed{j}"
+            nodes.append(onnx.helper.make_node("Sub", [last, it], [index]))
+        nodes.append(onnx.helper.make_node("Gather", [node.input[n_states + j], index],
+                                           [body.input[n_states + j].name], axis=axes[j]))
+    nodes += list(body.node)
+    nodes.append(onnx.helper.make_node("Identity", [go], [f"{base}/cond_out"]))
+    loop_body = onnx.helper.make_graph(
+        nodes, f"{base}/body",
+        [onnx.helper.make_tensor_value_info(it, onnx.TensorProto.INT64, []),
+         onnx.helper.make_tensor_value_info(go, onnx.TensorProto.BOOL, [])]
+        + list(body.input[:n_states]),
+        [onnx.helper.make_tensor_value_info(f"{base}/cond_out", onnx.TensorProto.BOOL, [])]
+        + list(body.output), list(body.initializer))
+    trips = ctx.add_const(f"{base}/trips", np.array(t_len, np.int64))
+    loop = onnx.helper.make_node("Loop", [trips, ""] + list(node.input[:n_states]),
+                                 list(node.output), name=node.name, body=loop_body)
+    emit_general_loop(ctx, loop, "an ONNX Scan")

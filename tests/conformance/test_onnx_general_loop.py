@@ -139,3 +139,34 @@ def test_a_body_with_an_unsupported_op_is_refused_naming_it(rng):
     with pytest.raises(UnsupportedModelError, match=r"'gated' \(Loop\).*general loop.*"
                                                     r"Softsign"):
         convert(model)
+
+
+def _scan_model():
+    """acc <- acc + a_t * b_{T-1-t} (b scanned in reverse along its axis 1); y_t = tanh(acc)."""
+    body = helper.make_graph([
+        helper.make_node("Mul", ["a_t", "b_t"], ["ab"]),
+        helper.make_node("Add", ["acc", "ab"], ["acc2"]),
+        helper.make_node("Tanh", ["acc2"], ["y_t"]),
+    ], "body", [_vi("acc", TP.FLOAT, [2, 3]), _vi("a_t", TP.FLOAT, [2, 3]),
+                _vi("b_t", TP.FLOAT, [2, 3])],
+        [_vi("acc2", TP.FLOAT, [2, 3]), _vi("y_t", TP.FLOAT, [2, 3])])
+    node = helper.make_node("Scan", ["acc0", "a", "b"], ["accT", "ys"], body=body,
+                            num_scan_inputs=2, scan_input_axes=[0, 1],
+                            scan_input_directions=[0, 1], name="scan")
+    return onnx_model([node], [onnx_value("acc0", [2, 3]), onnx_value("a", [5, 2, 3]),
+                               onnx_value("b", [2, 5, 3])],
+                      [onnx_value("accT", [2, 3]), onnx_value("ys", [5, 2, 3])])
+
+
+def test_scan_runs_as_a_general_loop(rng, tol):
+    feeds = {"acc0": rng.standard_normal((2, 3)).astype(np.float32),
+             "a": rng.standard_normal((5, 2, 3)).astype(np.float32),
+             "b": rng.standard_normal((2, 5, 3)).astype(np.float32)}
+    _check(_scan_model(), feeds, tol)
+
+
+def test_scan_output_along_another_axis_is_refused():
+    model = _scan_model()
+    model.graph.node[0].attribute.append(helper.make_attribute("scan_output_axes", [1]))
+    with pytest.raises(UnsupportedModelError, match=r"'scan' \(Scan\).*another axis"):
+        convert(model)
