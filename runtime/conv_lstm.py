@@ -1,6 +1,7 @@
 """The ConvLSTM kernel family (1-D and 2-D): the input convolution of all steps as one im2col
-GEMM, then the compiled recurrence (kernels/conv_lstm.py) over the flattened spatial grid.
-float16 / int8 weights are widened / dequantised once at load."""
+GEMM; per step, the recurrent convolution as one GEMM over an im2col gather of the carried h
+(kept channels last in a zero-bordered grid flattened to rows), then the compiled gate update
+(kernels/conv_lstm.py). float16 / int8 weights are widened / dequantised once at load."""
 from __future__ import annotations
 
 import numpy as np
@@ -31,12 +32,11 @@ class ConvLstmKernel(Kernel):
         self.k_x, self.k_h = w_x.shape[3:], w_h.shape[3:]
         begin, end, self.dil = conv_lstm_geometry(a, s)
         self.pads = begin + end
-        # [C*K, 4H] matching the im2col column order (c, k...); recurrent [K, H, 4H]
+        # [C*K, 4H] matching the im2col column order (c, k...); recurrent [K*H, 4H] (k, c)
         self.w_x = [np.ascontiguousarray(w_x[d].reshape(w_x.shape[1], -1).T)
                     for d in range(self.n_dir)]
         perm = tuple(range(2, 2 + s)) + (1, 0)
-        self.w_h = [np.ascontiguousarray(w_h[d].transpose(perm).reshape(-1, self.hidden,
-                                                                      4 * self.hidden))
+        self.w_h = [np.ascontiguousarray(w_h[d].transpose(perm).reshape(-1, 4 * self.hidden))
                     for d in range(self.n_dir)]
         b = _weight(graph, node, "b")
         self.b = b if b is not None else np.zeros((self.n_dir, 4 * self.hidden), np.float32)
@@ -62,16 +62,13 @@ class ConvLstmKernel(Kernel):
         return xc.reshape(x.shape[0], x.shape[1], int(np.prod(out_sp)), -1), out_sp
 
     def _grid(self, out_sp: tuple) -> tuple:
-        """Padded grid shape, window origins [P], tap offsets [K] and the centre offset of the
-        flattened channels-last state (see kernels/conv_lstm.py)."""
+        """Padded grid shape and the row each output position writes its new h to [P], in the
+        flattened channels-last state grid ('same' borders stay zero)."""
         padded = tuple(o + k - 1 for o, k in zip(out_sp, self.k_h))
         strides = np.cumprod((1,) + padded[:0:-1])[::-1]          # row-major element strides
         pos = np.indices(out_sp).reshape(len(out_sp), -1)
-        base = np.ascontiguousarray((pos * strides[:, None]).sum(0), np.int64)
-        taps = np.indices(self.k_h).reshape(len(out_sp), -1)
-        offs = np.ascontiguousarray((taps * strides[:, None]).sum(0), np.int64)
-        centre = int(sum((k - 1) // 2 * st for k, st in zip(self.k_h, strides)))
-        return padded, base, offs, centre
+        centre = sum((k - 1) // 2 * st for k, st in zip(self.k_h, strides))
+        return padded, (pos * strides[:, None]).sum(0) + centre
 
     def __call__(self, ins: list) -> list:
         x, lens, h0, c0 = (list(ins) + [None] * 4)[:4]
@@ -89,24 +86,40 @@ class ConvLstmKernel(Kernel):
         convs = [self._input_conv(x, d) for d in range(d_n)]
         out_sp = convs[0][1]
         n_pos = convs[0][0].shape[2]
-        padded, base, offs, centre = self._grid(out_sp)
+        padded, centres = self._grid(out_sp)
         inner = (slice(None),) + tuple(slice((k - 1) // 2, (k - 1) // 2 + o)
                                        for k, o in zip(self.k_h, out_sp))
-        y = np.empty((t_len, d_n, n, h, n_pos), np.float32)
+        y = np.zeros((t_len, d_n, n, h, n_pos), np.float32)
         h_fin = np.empty((d_n, n, h) + out_sp, np.float32)
         c_fin = np.empty((d_n, n, h) + out_sp, np.float32)
         no_peep = np.zeros((3, 1, 1), np.float32)
+        h_out = np.empty((n, n_pos, h), np.float32)
         for d in range(d_n):
             grid = np.zeros((n,) + padded + (h,), np.float32)
             c = np.zeros((n,) + out_sp + (h,), np.float32)
             for src, dst in ((h0, grid[inner]), (c0, c)):
                 if src is not None:
                     dst[...] = np.moveaxis((np.swapaxes(src, 0, 1) if bf else src)[d], 1, -1)
+            flat, c_flat = grid.reshape(n, -1, h), c.reshape(n, -1, h)
+            # every position's window of the grid: [N, *L', *K, H] (the reshape below copies)
+            win = np.lib.stride_tricks.sliding_window_view(
+                grid, self.k_h, axis=tuple(range(1, 1 + len(out_sp))))
+            win = np.moveaxis(win, 1 + len(out_sp), -1)
             peep = self.peep[d] if self.peep is not None else no_peep
-            _kernel.conv_lstm_sequence(convs[d][0], self.w_h[d], grid.reshape(n, -1, h),
-                                       base, offs, centre, c.reshape(n, -1, h), peep,
-                                       self.peep is not None, lens, self.reverse[d],
-                                       self.codes[d], self.alphas[d], self.betas[d], y, d)
+            xc = convs[d][0]
+            for s in range(int(lens.max(initial=0))):
+                rows = np.flatnonzero(s < lens)
+                t = lens[rows] - 1 - s if self.reverse[d] else np.full(rows.size, s)
+                # NOTE: the recurrent convolution of all active rows and positions is one GEMM
+                cols = win if rows.size == n else win[rows]    # [R, *L', *K, H] (a view)
+                pre = (cols.reshape(rows.size * n_pos, -1) @ self.w_h[d]).reshape(
+                    rows.size, n_pos, -1)
+                pre += xc[t, rows]
+                hr = h_out[:rows.size]
+                _kernel.conv_lstm_gates(pre, c_flat, rows, peep, self.peep is not None,
+                                        self.codes[d], self.alphas[d], self.betas[d], hr)
+                flat[rows[:, None], centres[None]] = hr
+                y[t, d, rows] = hr.transpose(0, 2, 1)
             h_fin[d] = np.moveaxis(grid[inner], -1, 1)
             c_fin[d] = np.moveaxis(c, -1, 1)
         y = y.reshape((t_len, d_n, n, h) + out_sp)
