@@ -120,7 +120,8 @@ def dequantize(w: np.ndarray, scale: np.ndarray | None = None) -> np.ndarray:
 # (runtime/kernels/s8dot.py) produce exactly these float32 bits per product. Without it
 # ("int16", the default of older artifacts) the products are the dequantised float64 ones.
 INT8_ACTIVATIONS = "int8_activations"
-INT8_ACTIVATION_SLOTS = {Op.LSTM: ("w_x", "w_h")}
+INT8_ACTIVATION_SLOTS = {Op.LSTM: ("w_x", "w_h"), Op.GRU: ("w_x", "w_h"),
+                         Op.RNN: ("w_x", "w_h")}
 
 
 def int8_activation_slots(graph: Graph, node: Node) -> tuple[str, ...]:
@@ -365,13 +366,18 @@ def gru_step(xw: np.ndarray, h: np.ndarray, w: dict, attrs: dict,
     f_act, g_act = acts
     hs = h.shape[-1]
     w_h, b_h, clip = w["w_h"], w["b_h"], attrs["gate_clip"]
-    rec = h @ w_h[:2 * hs].T + b_h[:2 * hs]
+
+    def product(v, r0, r1):
+        # W_h[r0:r1] v; a callable w_h (int8 activations) quantises v once for all its rows,
+        # and rows are independent, so taking the rows after the product is exact
+        return w_h(v)[:, r0:r1] if callable(w_h) else v @ w_h[r0:r1].T
+    rec = product(h, 0, 2 * hs) + b_h[:2 * hs]
     z = f_act(_clip(xw[:, :hs] + rec[:, :hs], clip))
     r = f_act(_clip(xw[:, hs:2 * hs] + rec[:, hs:], clip))
     if attrs["linear_before_reset"]:
-        h_rec = r * (h @ w_h[2 * hs:].T + b_h[2 * hs:])
+        h_rec = r * (product(h, 2 * hs, 3 * hs) + b_h[2 * hs:])
     else:
-        h_rec = (r * h) @ w_h[2 * hs:].T + b_h[2 * hs:]
+        h_rec = product(r * h, 2 * hs, 3 * hs) + b_h[2 * hs:]
     h_tilde = g_act(_clip(xw[:, 2 * hs:] + h_rec, clip))
     return (1.0 - z) * h_tilde + z * h
 
@@ -386,13 +392,22 @@ def _gru(graph, node, ins):
     b_h = recurrent_weight(graph, node, "b_h")
     b_x, b_h = (zeros if b is None else b for b in (b_x, b_h))
 
+    int8 = _int8_products(graph, node)
+
     def make_step(d):
-        w = {"w_h": w_h[d], "b_h": b_h[d]}
+        w = {"w_h": int8["w_h"][d] if "w_h" in int8 else w_h[d], "b_h": b_h[d]}
         acts = _activations(node, d, 2)
         # the input bias rides on the precomputed input contribution: append it as a column
-        w_xb = np.concatenate([w_x[d], b_x[d][:, None]], axis=1)
+        w_xb = _int8_with_bias(int8["w_x"][d], b_x[d]) if "w_x" in int8 else \
+            np.concatenate([w_x[d], b_x[d][:, None]], axis=1)
         return w_xb, lambda xw, st: (gru_step(xw, st[0], w, node.attrs, acts),)
     return _recurrent(graph, node, _with_ones_column(ins), 1, make_step)
+
+
+def _int8_with_bias(product: Callable, bias: np.ndarray) -> Callable:
+    """[x; 1] -> W_x x + b with W_x x in int8 activations: the ones column that carries the
+    bias on the float path must not enter the quantised vector (it would change max|v|)."""
+    return lambda xo: product(xo[..., :-1]) + bias
 
 
 def _with_ones_column(ins: list) -> list:
@@ -410,10 +425,14 @@ def _rnn(graph, node, ins):
     b = recurrent_weight(graph, node, "b")
     b = np.zeros((n_dir, hs)) if b is None else b
 
+    int8 = _int8_products(graph, node)
+
     def make_step(d):
         (act,) = _activations(node, d, 1)
-        w_xb = np.concatenate([w_x[d], b[d][:, None]], axis=1)
-        return w_xb, lambda xw, st: (act(_clip(xw + st[0] @ w_h[d].T, a["gate_clip"])),)
+        w_xb = _int8_with_bias(int8["w_x"][d], b[d]) if "w_x" in int8 else \
+            np.concatenate([w_x[d], b[d][:, None]], axis=1)
+        rec = int8["w_h"][d] if "w_h" in int8 else (lambda v, w=w_h[d]: v @ w.T)
+        return w_xb, lambda xw, st: (act(_clip(xw + rec(st[0]), a["gate_clip"])),)
     return _recurrent(graph, node, _with_ones_column(ins), 1, make_step)
 
 

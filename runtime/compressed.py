@@ -10,6 +10,7 @@ from edgeseq.graph import Graph, Node
 from edgeseq.ops import Op
 from edgeseq.reference import int8_activation_slots
 from edgeseq.runtime.kernels import quantized as _q
+from edgeseq.runtime.kernels import quantized_rnn8 as _r8
 from edgeseq.runtime.kernels import s8dot as _s8
 from edgeseq.runtime.kernels.s8dot import packed8
 from edgeseq.runtime.registry import register
@@ -91,6 +92,7 @@ class _Compressed:
         if any(m[0] == _q.I8Q16 for m in self.mx + self.mh + self.mu + self.mv + self.mp):
             self.note += INT16_NOTE
         self.n_input = graph.weight(node, "w_x").shape[-1]
+        self._pack_int8_activations(graph, node)
 
     def __call__(self, ins: list) -> list:
         x, t_len, n_batch, lens, states = self._prepare(ins)
@@ -105,7 +107,27 @@ class _Compressed:
             states = [np.ascontiguousarray(s.transpose(1, 0, 2)) for s in states]
         return [y] + states
 
+    def _pack_int8_activations(self, graph: Graph, node: Node) -> None:
+        """With int8 activations (graph metadata, `edgeseq.reference.int8_activation_slots`)
+        W_x and a dense W_h are packed for `kernels.s8dot` (the CPU's integer dot-product
+        form) into self.p8[slot][d]; only the packed copy is kept."""
+        slots = int8_activation_slots(graph, node)
+        self.p8 = {s: [packed8(graph.weight(node, s)[d], graph.scale(node, s)[d])
+                       for d in range(self.n_dir)] for s in slots}
+        empty = pack(np.zeros((0, 0), np.float32), None)
+        for slot, held in (("w_x", self.mx), ("w_h", self.mh)):
+            if slot in self.p8:
+                held[:] = [empty] * self.n_dir
+        if slots:
+            if not any(m[0] == _q.I8Q16 for m in self.mx + self.mh + self.mu + self.mv
+                       + self.mp):
+                self.note = self.note.replace(INT16_NOTE, "")
+            self.note += (f", int8 activations for {'/'.join(slots)} "
+                          f"({_s8.CHOSEN.name} kernels)")
+
     def _project_inputs(self, d: int, x: np.ndarray) -> np.ndarray:
+        if "w_x" in self.p8:
+            return _q.input_projection8(self.p8["w_x"][d], x)
         return _q.input_projection(self.mx[d], x)
 
     def warmup(self) -> None:
@@ -121,27 +143,6 @@ class CompressedLstm(_Compressed, LstmKernel):
     base = LstmKernel
     n_states = 2
 
-    def __init__(self, graph: Graph, node: Node, **options) -> None:
-        super().__init__(graph, node, **options)
-        slots = int8_activation_slots(graph, node)
-        self.p8 = {s: [packed8(graph.weight(node, s)[d], graph.scale(node, s)[d])
-                       for d in range(self.n_dir)] for s in slots}
-        empty = pack(np.zeros((0, 0), np.float32), None)
-        for slot, held in (("w_x", self.mx), ("w_h", self.mh)):
-            if slot in self.p8:             # only the packed copy is kept
-                held[:] = [empty] * self.n_dir
-        if slots:
-            if not any(m[0] == _q.I8Q16 for m in self.mx + self.mh + self.mu + self.mv
-                       + self.mp):
-                self.note = self.note.replace(INT16_NOTE, "")
-            self.note += (f", int8 activations for {'/'.join(slots)} "
-                          f"({_s8.CHOSEN.name} kernels)")
-
-    def _project_inputs(self, d: int, x: np.ndarray) -> np.ndarray:
-        if "w_x" in self.p8:
-            return _q.input_projection8(self.p8["w_x"][d], x)
-        return super()._project_inputs(d, x)
-
     def _sequence(self, d, xin, lens, states, y) -> None:
         if "w_h" in self.p8:
             _q.lstm_sequence8(xin, self.p8["w_h"][d], self.mp[d], self.aux[d], self.ip[d],
@@ -152,10 +153,25 @@ class CompressedLstm(_Compressed, LstmKernel):
 
 
 class CompressedGru(_Compressed, GruKernel):
-    """GRU (both linear_before_reset forms) on compressed matrices."""
+    """GRU (both linear_before_reset forms) on compressed matrices. With int8 activations
+    and linear_before_reset=0, W_h is packed as its z/r rows and its candidate rows (the
+    candidate multiplies r ⊙ h, a second vector)."""
     base = GruKernel
 
+    def __init__(self, graph: Graph, node: Node, **options) -> None:
+        super().__init__(graph, node, **options)
+        if "w_h" in self.p8 and not node.attrs["linear_before_reset"]:
+            w, sc, hs = graph.weight(node, "w_h"), graph.scale(node, "w_h"), self.hidden
+            self.p8["w_h"] = [packed8(w[d][:2 * hs], sc[d][:2 * hs]) for d in range(self.n_dir)]
+            self.p8n = [packed8(w[d][2 * hs:], sc[d][2 * hs:]) for d in range(self.n_dir)]
+        elif "w_h" in self.p8:
+            self.p8n = self.p8["w_h"]       # unused by the kernel when linear_before_reset
+
     def _sequence(self, d, xin, lens, states, y) -> None:
+        if "w_h" in self.p8:
+            _r8.gru_sequence8(xin, self.p8["w_h"][d], self.p8n[d], self.aux[d], self.ip[d],
+                              self.fp[d], lens, states[0], y)
+            return
         _q.gru_sequence(xin, self.mh[d], self.mu[d], self.mv[d], self.factored, self.aux[d],
                         self.ip[d], self.fp[d], lens, states[0], y)
 
@@ -165,6 +181,10 @@ class CompressedRnn(_Compressed, RnnKernel):
     base = RnnKernel
 
     def _sequence(self, d, xin, lens, states, y) -> None:
+        if "w_h" in self.p8:
+            _r8.rnn_sequence8(xin, self.p8["w_h"][d], self.aux[d], self.ip[d], self.fp[d], lens,
+                              states[0], y)
+            return
         _q.rnn_sequence(xin, self.mh[d], self.mu[d], self.mv[d], self.factored, self.aux[d],
                         self.ip[d], self.fp[d], lens, states[0], y)
 
