@@ -421,7 +421,7 @@ def _check_finite(path: Path, graph: Graph) -> None:
     masks and clip bounds use it on purpose."""
     from edgeseq.ops import RECURRENT
     seen: set[tuple[str, bool]] = set()
-    for node in graph.nodes:
+    for node in _nested_nodes(graph):
         for key, v in node.attrs.items():
             vals = v if isinstance(v, (list, tuple)) else (v,)
             if any(isinstance(x, float) and x != x for x in vals):
@@ -439,3 +439,17 @@ def _check_finite(path: Path, graph: Graph) -> None:
                 what = "non-finite (NaN or inf)" if recurrent else "NaN"
                 raise ArtifactError(f"{path}: node '{node.name}' ({node.op.value}): tensor "
                                     f"'{name}' ({slot}) holds {bad} {what} value(s)")
+
+
+def _nested_nodes(graph: Graph):
+    """Every node of the graph and of its Loop bodies (whose constants the enclosing table
+    holds, edgeseq/loop_op.py)."""
+    todo = [graph]
+    while todo:
+        g = todo.pop()
+        for node in g.nodes:
+            yield node
+            body = node.attrs.get("body")
+            if hasattr(body, "nodes"):
+                todo.append(body)
+

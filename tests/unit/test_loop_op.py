@@ -196,3 +196,15 @@ def test_streaming_is_refused_naming_the_node():
     m = Model(_loop_graph(_cumsum_body(), 3), warmup=False)
     with pytest.raises(GraphError, match=r"node 'loop' \(Loop\): a general Loop"):
         m.stream()
+
+
+def test_nan_in_a_body_constant_is_refused(tmp_path):
+    g = _loop_graph(_cumsum_body(), 3)
+    g.validate()
+    bad = np.array(np.nan, np.float32)      # written into the file: the body reads it
+    g.constants["half"] = g.node("loop").attrs["body"].constants["half"] = bad
+
+    def edit(d):
+        pass
+    with pytest.raises(ArtifactError, match=r"node 'm' \(Mul\): tensor 'half' .* NaN"):
+        artifact.load(_raw(g, tmp_path, edit))
