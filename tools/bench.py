@@ -13,7 +13,12 @@ runs the `real` suite (tools/bench_real.py: whole models at real shapes vs onnxr
     python tools/bench.py int8 [--quick] [--haswell] [--sizes 1024,256] [--json PATH]
 
 runs the int8 section (tools/bench_int8.py: edgeseq int8 LSTM, int8 and int16 activations,
-vs onnxruntime DynamicQuantizeLSTM per-tensor/per-channel and fp32; time ratios, max error)."""
+vs onnxruntime DynamicQuantizeLSTM per-tensor/per-channel and fp32; time ratios, max error).
+
+    python tools/bench.py int8-rnn [--quick] [--rounds 3] [--only gru,tflite]
+
+runs its GRU and TFLite rows (tools/bench_int8_rnn.py: GRU 1024 int8 vs onnxruntime fp32;
+TFLite hybrid LSTM 256 vs the TFLite interpreter, 1 thread)."""
 import sys
 
 from edgeseq.commands.bench import main
@@ -25,6 +30,9 @@ if __name__ == "__main__":
     if sys.argv[1:2] == ["int8"]:
         from bench_int8 import main as int8_main            # tools/ is on sys.path here
         sys.exit(int8_main(sys.argv[2:]))
+    if sys.argv[1:2] == ["int8-rnn"]:
+        from bench_int8_rnn import main as int8_rnn_main    # tools/ is on sys.path here
+        sys.exit(int8_rnn_main(sys.argv[2:]))
     if "--variants" in sys.argv[1:]:
         from variants_bench import main as variants_main    # tools/ is on sys.path here
         sys.exit(variants_main([a for a in sys.argv[1:] if a != "--variants"]))
