@@ -161,7 +161,7 @@ def run(node: Node, ins: list, run_body: Callable[[list], list], float_dtype) ->
     go = True if ins[1] is None else bool(_scalar(ins[1], where, "cond"))
     carried, captured = list(ins[2:2 + nc]), list(ins[2 + nc:])
     scans: list[list] = [[] for _ in body.outputs[1 + nc:]]
-    i = 0
+    i, scan_bytes = 0, 0
     while go and (trips is None or i < trips):
         if i >= LIMITS.loop_iterations:
             raise InputError(f"{where}: still running after {i} iterations, the limit "
@@ -176,6 +176,13 @@ def run(node: Node, ins: list, run_body: Callable[[list], list], float_dtype) ->
                                  f"but {np.shape(scans[k][0])} before (scan values must keep "
                                  f"their shape)")
             scans[k].append(v)
+            scan_bytes += np.asarray(v).nbytes
+        # NOTE: scans accumulate and carried values may grow (Concat): bounded like a run
+        held = scan_bytes + sum(np.asarray(v).nbytes for v in carried)
+        if held > LIMITS.memory_bytes:
+            raise InputError(f"{where}: after {i + 1} iterations its scan and carried values "
+                             f"hold {held} bytes, more than the limit of {LIMITS.memory_bytes} "
+                             f"(edgeseq.limits.Limits.memory_bytes)")
         i += 1
     stacked = []
     for k, vals in enumerate(scans):

@@ -20,6 +20,7 @@ import onnx
 
 from edgeseq.errors import EdgeseqError
 from edgeseq.graph import Graph, Value
+from edgeseq.limits import LIMITS
 from edgeseq.ops import Op
 
 from edgeseq.converters.onnx.context import Context, Unsupported
@@ -58,6 +59,10 @@ def emit_general_loop(ctx: Context, node: onnx.NodeProto, why: str) -> None:
     proto = next((a.g for a in node.attribute if a.name == "body"), None)
     if proto is None:
         raise Unsupported("the Loop has no 'body' attribute")
+    depth = getattr(ctx, "loop_depth", 0) + 1
+    if depth > LIMITS.loop_depth:     # checked before converting (and recursing into) the body
+        raise Unsupported(f"Loop bodies nest more than {LIMITS.loop_depth} levels deep "
+                          f"(edgeseq.limits.Limits.loop_depth)")
     n_carried = len(node.input) - 2
     if len(proto.input) != 2 + n_carried or len(proto.output) < 1 + n_carried:
         raise Unsupported(f"the Loop body takes {len(proto.input)} inputs and returns "
@@ -102,6 +107,7 @@ def _convert_body(ctx: Context, proto: onnx.GraphProto, declared: list[Value],
     walker: Walker = ctx.walker
     child = Context(ctx.opsets, dict(ctx.shapes))
     child.loop_body, child.walker = True, walker
+    child.loop_depth = getattr(ctx, "loop_depth", 0) + 1
     for v in declared:
         child.shapes[v.name] = (v.dtype, v.shape)
     child.consts.update({n: ctx.const(n) for n in _outer_names(proto) if n not in captured})

@@ -170,3 +170,25 @@ def test_scan_output_along_another_axis_is_refused():
     model.graph.node[0].attribute.append(helper.make_attribute("scan_output_axes", [1]))
     with pytest.raises(UnsupportedModelError, match=r"'scan' \(Scan\).*another axis"):
         convert(model)
+
+
+def test_loops_nested_beyond_the_limit_are_refused_before_recursing():
+    """A file nesting Loop bodies deeper than Limits.loop_depth is refused with the reason,
+    without converting (and recursing into) every level."""
+    from edgeseq.limits import LIMITS
+    body = helper.make_graph([helper.make_node("Identity", ["c"], ["c2"])], "b0",
+                             [_vi("it", TP.INT64, []), _vi("c", TP.BOOL, [])],
+                             [_vi("c2", TP.BOOL, [])])
+    for k in range(LIMITS.loop_depth + 2):
+        body = helper.make_graph(
+            [helper.make_node("Loop", ["M", ""], [], body=body, name=f"inner{k}"),
+             helper.make_node("Identity", ["c"], ["c2"])], f"b{k + 1}",
+            [_vi("it", TP.INT64, []), _vi("c", TP.BOOL, [])], [_vi("c2", TP.BOOL, [])])
+    model = onnx_model([helper.make_node("Loop", ["M", "", "x"], ["y"], body=helper.make_graph(
+        list(body.node) + [helper.make_node("Identity", ["v"], ["v2"])], "top",
+        [_vi("it", TP.INT64, []), _vi("c", TP.BOOL, []), _vi("v", TP.FLOAT, [2])],
+        [_vi("c2", TP.BOOL, []), _vi("v2", TP.FLOAT, [2])]), name="outer")],
+        [onnx_value("x", [2])], [onnx_value("y", [2])],
+        [numpy_helper.from_array(np.array(2, np.int64), "M")])
+    with pytest.raises(UnsupportedModelError, match=r"nest more than \d+ levels"):
+        convert(model)

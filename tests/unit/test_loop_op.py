@@ -208,3 +208,20 @@ def test_nan_in_a_body_constant_is_refused(tmp_path):
         pass
     with pytest.raises(ArtifactError, match=r"node 'm' \(Mul\): tensor 'half' .* NaN"):
         artifact.load(_raw(g, tmp_path, edit))
+
+
+def test_a_growing_carried_value_is_cut_at_the_memory_limit(monkeypatch):
+    """A loop that doubles a carried value each step is stopped before it allocates without
+    bound (its memory is not known before it runs)."""
+    import edgeseq.loop_op as loop_op
+    from edgeseq.limits import Limits
+    monkeypatch.setattr(loop_op, "LIMITS", Limits(memory_bytes=1 << 20))
+    body = Graph("body", [Value("i", "int64", ()), Value("c", "bool", ()),
+                          Value("acc", "float32", ("K",))],
+                 [Value("c", "bool", ()), Value("acc1", "float32", ())],
+                 [Node("a", Op.CONCAT, ["acc", "acc"], ["acc1"], {"axis": 0})])
+    g = Graph("doubling", [Value("a0", "float32", (4,))], [Value("fin", "float32", ())],
+              [Node("loop", Op.LOOP, ["", "", "a0"], ["fin"], {"body": body, "num_carried": 1})])
+    with pytest.raises(InputError, match=r"node 'loop' \(Loop\): after \d+ iterations .*"
+                                         r"Limits.memory_bytes"):
+        reference.run(g, {"a0": np.zeros(4, np.float32)})
