@@ -103,17 +103,80 @@ def case_conv_lstm(n_in: int, hidden: int, length: int, k: int, t_len: int, repe
                            repeats, 3), "err": err}
 
 
+def case_conv_lstm2d(n_in: int, hidden: int, size: tuple, k: int, t_len: int, n_batch: int,
+                     repeats: int) -> dict:
+    """edgeseq ConvLSTM 2-D (one node over the sequence) vs the common PyTorch ConvLSTMCell
+    (ndrplz's: one Conv2d over [x, h], gates i, f, o, g) stepped in a Python loop (eager,
+    no_grad), and vs onnxruntime on that module's ONNX export (the loop unrolled)."""
+    import tempfile
+
+    import onnxruntime as ort
+    import torch
+    from edgeseq.graph import Graph, Node, Value
+    from edgeseq.ops import Op
+    from edgeseq.runtime import Model
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+
+    class Loop(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(n_in + hidden, 4 * hidden, k, padding=k // 2)
+
+        def forward(self, x):
+            h = torch.zeros(x.shape[1], hidden, *x.shape[3:])
+            c = torch.zeros_like(h)
+            ys = []
+            for t in range(x.shape[0]):
+                i, f, o, g = torch.split(self.conv(torch.cat([x[t], h], dim=1)), hidden, dim=1)
+                c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+                h = torch.sigmoid(o) * torch.tanh(c)
+                ys.append(h)
+            return torch.stack(ys)
+    mod = Loop().eval()
+    w, b = mod.conv.weight.detach().numpy(), mod.conv.bias.detach().numpy()
+    rows = np.concatenate([np.arange(hidden) + hidden * g for g in (0, 1, 3, 2)])
+    consts = {"w_x": w[rows, :n_in][None], "w_h": w[rows, n_in:][None], "b": b[rows][None]}
+    p = k // 2
+    node = Node("cl", Op.CONV_LSTM, ["x"], ["y"], {"hidden_size": hidden, "pads": (p, p, p, p)},
+                {n: n for n in consts})
+    g = Graph("cl", [Value("x", "float32", ("T", "N", n_in) + size)],
+              [Value("y", "float32", ())], [node],
+              {n: np.ascontiguousarray(a, np.float32) for n, a in consts.items()})
+    model = Model(g.validate())
+    x = np.random.default_rng(1).standard_normal((t_len, n_batch, n_in) + size).astype(np.float32)
+    xt = torch.from_numpy(x)
+    with torch.no_grad():
+        want = mod(xt).numpy()
+    err = float(np.abs(model.run({"x": x})["y"][:, 0] - want).max())
+    with tempfile.TemporaryDirectory() as tmp:
+        path = f"{tmp}/convlstm2d.onnx"
+        torch.onnx.export(mod, (xt,), path, dynamo=False, input_names=["x"],
+                          output_names=["y"], opset_version=17)
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = opts.inter_op_num_threads = 1
+        sess = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+    err_ort = float(np.abs(sess.run(None, {"x": x})[0] - want).max())
+
+    def eager():
+        with torch.no_grad():
+            mod(xt)
+    fns = {"edgeseq": lambda: model.run({"x": x}), "torch": eager,
+           "ort": lambda: sess.run(None, {"x": x})}
+    return {"t": alternate(fns, repeats, 3), "err": err, "err_ort": err_ort}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="fewer repeats")
     p.add_argument("--json", type=Path, help="write results as JSON here")
-    p.add_argument("--only", help="comma-separated subset of: sru,conv_lstm")
+    p.add_argument("--only", help="comma-separated subset of: sru,conv_lstm,conv_lstm2d")
     args = p.parse_args(argv)
     reps = 21 if args.quick else 61
     from edgeseq.runtime.threads import ThreadPins  # noqa: F401  (edgeseq pins BLAS itself)
     rows = []
     print("SRU: medians of alternating calls (min in brackets); float32, one thread each")
-    only = {"sru", "conv_lstm"} if not args.only else set(args.only.split(","))
+    only = {"sru", "conv_lstm", "conv_lstm2d"} if not args.only else set(args.only.split(","))
     print(f"{'case':<34} {'edgeseq SRU':>16} {'edgeseq LSTM':>16} {'LSTM/SRU':>9} "
           f"{'sru torch':>16} {'torch/SRU':>9}  max|diff|")
     sru_cases = ((256, 256, 100, 1, 1, False), (64, 128, 100, 1, 1, False),
@@ -144,6 +207,23 @@ def main(argv: list[str] | None = None) -> int:
               f"{t['torch'] / t['edgeseq']:>13.2f}  {r['err']:.1e}", flush=True)
         rows.append({"case": name, **t, "max_abs_diff": r["err"],
                      "torch_over_edgeseq": t["torch"] / t["edgeseq"]})
+    print("\nConvLSTM 2-D: edgeseq (one node over T) vs the PyTorch cell in a Python loop and "
+          "vs onnxruntime on its ONNX export")
+    print(f"{'case':<40} {'edgeseq':>18} {'torch loop':>18} {'onnxruntime':>18} "
+          f"{'torch/es':>8} {'ort/es':>7}  max|diff|")
+    cl2_cases = ((8, 16, (16, 16), 3, 20, 1), (3, 8, (12, 10), 3, 20, 4),
+                 (16, 32, (32, 32), 3, 10, 1))
+    for n_in, hidden, size, k, t_len, n_batch in cl2_cases if "conv_lstm2d" in only else ():
+        r = case_conv_lstm2d(n_in, hidden, size, k, t_len, n_batch, reps)
+        t = r["t"]
+        name = f"ConvLSTM2D C={n_in} H={hidden} {size[0]}x{size[1]} K={k} T={t_len} N={n_batch}"
+        cell = (lambda key: f"{_fmt(t[key])} ({_fmt(t[key + ':min'])})")
+        print(f"{name:<40} {cell('edgeseq'):>18} {cell('torch'):>18} {cell('ort'):>18} "
+              f"{t['torch'] / t['edgeseq']:>8.2f} {t['ort'] / t['edgeseq']:>7.2f}  "
+              f"{r['err']:.1e} (ort {r['err_ort']:.1e})", flush=True)
+        rows.append({"case": name, **t, "max_abs_diff": r["err"],
+                     "torch_over_edgeseq": t["torch"] / t["edgeseq"],
+                     "ort_over_edgeseq": t["ort"] / t["edgeseq"]})
     if args.json:
         args.json.write_text(json.dumps({"machine": platform.machine(), "rows": rows}, indent=2))
         print(f"wrote {args.json}")
