@@ -4,7 +4,8 @@
     python tools/aot_bench.py [--runs 7] [--calls 400] [--workdir DIR]
 
 (a) fresh process: load + first result (one 576-sample frame, zero state), whole-process wall
-    time and peak RSS measured from outside (/usr/bin/time), median of --runs runs taken in turn
+    time, CPU time (user + system: less sensitive to a loaded machine) and peak RSS measured
+    from outside (/usr/bin/time), median of --runs runs taken in turn
     (native, JIT with a warm Numba cache, onnxruntime 1 thread); the native child asserts that
     numba and llvmlite were never imported.
 (b) per call, one process: the native code and the JIT runtime's generated function
@@ -75,18 +76,25 @@ def prepare(workdir: Path) -> tuple[Path, Path, Path, Path]:
     return plain, native, frame, onnx_path
 
 
-def fresh(kind: str, argv: list) -> tuple[float, float]:
-    """(wall seconds, peak RSS MB) of one child process, as /usr/bin/time -v reports them
+# NOTE: children use byte-code caches (__pycache__, ignored by git) as an installed package
+# does; with PYTHONDONTWRITEBYTECODE every import would compile its source first
+_CHILD_ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+
+
+def fresh(kind: str, argv: list) -> tuple[float, float, float]:
+    """(wall seconds, CPU seconds user+system, peak RSS MB) of one child process, as
+    /usr/bin/time reports them
     (NOTE: not os.wait4 of a child forked from this process: Linux counts the parent's
     resident set at fork into the child's peak)."""
     import tempfile
     with tempfile.NamedTemporaryFile("r", suffix=".time") as out:
-        r = subprocess.run(["/usr/bin/time", "-f", "%e %M", "-o", out.name, sys.executable,
-                            "-c", CHILD[kind], *argv], capture_output=True, text=True)
+        r = subprocess.run(["/usr/bin/time", "-f", "%e %U %S %M", "-o", out.name, sys.executable,
+                            "-c", CHILD[kind], *argv], capture_output=True, text=True,
+                           env=_CHILD_ENV)
         if r.returncode != 0:
             raise SystemExit(f"{kind} child failed:\n{r.stderr}")
-        wall, rss_kb = out.read().split()[-2:]
-    return float(wall), float(rss_kb) / 1024
+        wall, user, system, rss_kb = out.read().split()[-4:]
+    return float(wall), float(user) + float(system), float(rss_kb) / 1024
 
 
 def per_call(plain: Path, native: Path, calls: int) -> tuple[float, float]:
@@ -124,17 +132,18 @@ def main() -> int:
     args = ap.parse_args()
     plain, native, frame, onnx_path = prepare(Path(args.workdir))
     argv = [str(native), str(frame), str(plain), str(onnx_path)]
-    fresh("jit", argv)                       # warms Numba's cache for the JIT rows
+    for kind in CHILD:                       # warms Numba's cache and the byte-code caches
+        fresh(kind, argv)
     rows: dict = {k: [] for k in CHILD}
     for _ in range(args.runs):
         for kind in CHILD:
             rows[kind].append(fresh(kind, argv))
     print(f"(a) fresh process, load + first result of silero-vad (median of {args.runs}; "
           f"load average {os.getloadavg()[0]:.1f})")
-    print(f"  {'':12} {'wall s':>8} {'peak RSS MB':>12}")
+    print(f"  {'':12} {'wall s':>8} {'cpu s':>8} {'peak RSS MB':>12}")
     for kind, rs in rows.items():
-        print(f"  {kind:12} {statistics.median(r[0] for r in rs):8.3f} "
-              f"{statistics.median(r[1] for r in rs):12.1f}")
+        print(f"  {kind:12} " + " ".join(f"{statistics.median(r[k] for r in rs):{w}}"
+                                         for k, w in ((0, "8.3f"), (1, "8.3f"), (2, "12.1f"))))
     n, j = per_call(plain, native, args.calls)
     print(f"(b) per call, one frame, alternating ({args.calls} calls each): native "
           f"{n * 1e6:.1f} us, JIT {j * 1e6:.1f} us, ratio native/JIT {n / j:.3f}")
