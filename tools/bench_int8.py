@@ -8,7 +8,8 @@ thread each, calls alternating in one process; time ratios and max error vs the 
 --haswell runs the same in a child process whose Numba compiles for an AVX2-only CPU
 (NUMBA_CPU_NAME=haswell plus its feature list: Numba applies the CPU name alone with the
 host's features). The error reference is onnxruntime fp32 on the float model (same weights,
-same N(0,1) inputs); "time × ORT int8" is relative to the per-tensor DynamicQuantizeLSTM.
+same N(0,1) inputs); "× ORT int8" is relative to the per-tensor DynamicQuantizeLSTM;
+medians of wall time and of process CPU time (which leaves out time the OS gave others).
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 import warnings
 from pathlib import Path
 
@@ -69,7 +71,7 @@ def _rows():
 
 
 def lstm_case(hidden: int, steps: int, repeats: int) -> dict:
-    from edgeseq.commands._benchmark import _graph, alternate, onnx_model
+    from edgeseq.commands._benchmark import _graph, onnx_model
     graph = _graph("lstm", hidden, hidden)
     mb = onnx_model(graph)
     x = np.random.default_rng(1).standard_normal((steps, 1, hidden)).astype(np.float32)
@@ -79,21 +81,41 @@ def lstm_case(hidden: int, steps: int, repeats: int) -> dict:
         runs = {label: build(graph, mb, Path(tmp)) for label, build in _rows()}
     outs = {k: np.asarray(f(x, feed)).reshape(steps, -1) for k, f in runs.items()}
     ref = outs["ort fp32"]
-    t = alternate({k: (lambda f=f: f(x, feed)) for k, f in runs.items()}, repeats, 2)
-    base, q = t["ort fp32"], t["ort int8 per-tensor"]
-    return {k: {"median_ms": t[k] * 1e3, "min_ms": t[f"{k}:min"] * 1e3,
-                "x_ort_fp32": t[k] / base, "x_ort_int8": t[k] / q,
-                "min_x_ort_int8": t[f"{k}:min"] / t["ort int8 per-tensor:min"],
+    wall, cpu = _alternate({k: (lambda f=f: f(x, feed)) for k, f in runs.items()}, repeats)
+    q = "ort int8 per-tensor"
+    return {k: {"median_ms": wall[k] * 1e3, "cpu_ms": cpu[k] * 1e3,
+                "x_ort_fp32": wall[k] / wall["ort fp32"], "x_ort_int8": wall[k] / wall[q],
+                "cpu_x_ort_int8": cpu[k] / cpu[q],
                 "max_err": float(np.abs(outs[k] - ref).max())} for k in runs}
 
 
+def _alternate(fns: dict, repeats: int) -> tuple[dict, dict]:
+    """Median wall and median process-CPU seconds per call, calls interleaved A B C A B C.
+    On a shared machine the wall time includes time the OS gave other processes; the
+    process CPU time (all threads of this process) does not."""
+    for f in fns.values():
+        f()
+        f()
+    wall = {k: [] for k in fns}
+    cpu = {k: [] for k in fns}
+    for _ in range(repeats):
+        for k, f in fns.items():
+            c, t = time.process_time(), time.perf_counter()
+            f()
+            wall[k].append(time.perf_counter() - t)
+            cpu[k].append(time.process_time() - c)
+    return ({k: float(np.median(v)) for k, v in wall.items()},
+            {k: float(np.median(v)) for k, v in cpu.items()})
+
+
 def _table(title: str, rows: dict) -> str:
-    head = ("runtime", "median ms", "× ORT fp32", "× ORT int8", "min × ORT int8",
+    head = ("runtime", "wall ms", "× ORT fp32", "× ORT int8", "CPU ms", "CPU × ORT int8",
             "max |Δy| vs float")
     lines = [f"{title}", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for k, r in rows.items():
         lines.append(f"| {k} | {r['median_ms']:.2f} | {r['x_ort_fp32']:.3f} | "
-                     f"{r['x_ort_int8']:.2f} | {r['min_x_ort_int8']:.2f} | {r['max_err']:.2e} |")
+                     f"{r['x_ort_int8']:.2f} | {r['cpu_ms']:.2f} | {r['cpu_x_ort_int8']:.2f} | "
+                     f"{r['max_err']:.2e} |")
     return "\n".join(lines)
 
 

@@ -221,6 +221,26 @@ def test_int8_activations_survive_the_artifact_and_the_cli(tmp_path, rng):
         activations.apply(g, "int4")
 
 
+def test_convert_cli_takes_the_activations_option(tmp_path, capsys):
+    """`edgeseq convert --weights int8 --activations int8` writes an artifact whose LSTMs run
+    the int8-activation kernels; --activations without --weights int8 is refused."""
+    from importlib.resources import files
+
+    from edgeseq import artifact
+    from edgeseq.cli import main
+
+    src = str(files("edgeseq") / "data" / "demo_classifier.onnx")
+    out = tmp_path / "c.eseq"
+    assert main(["convert", src, "-o", str(out), "--weights", "int8",
+                 "--activations", "int8"]) == 0
+    g = artifact.load(out)
+    assert g.metadata[INT8_ACTIVATIONS] == "int8"
+    assert "int8 activations for w_x/w_h" in Model(g).describe()
+    capsys.readouterr()
+    assert main(["convert", src, "-o", str(tmp_path / "d.eseq"), "--activations", "int8"]) == 2
+    assert "needs weights='int8'" in capsys.readouterr().err
+
+
 def test_int8_activation_lstm_error_is_within_onnxruntimes(tmp_path):
     """Same LSTM (64 inputs, 128 units, T = 50, N(0,1) inputs) through onnxruntime's
     quantize_dynamic (DynamicQuantizeLSTM, per-tensor and per-channel) and edgeseq int8 with
