@@ -55,7 +55,10 @@ def compile_native(model, out, targets=("native",)) -> Path:
 
 
 def _build_entry(src: Path, outdir: Path) -> None:
-    env = dict(os.environ, NUMBA_OPT="0", NUMBA_CACHE_DIR=str(outdir.parent / "numba"),
+    # NOTE: a generic CPU, so that kernels choosing instructions by CPU feature
+    # (kernels/cpu.py, s8dot) take their portable form; each target's machine then vectorises
+    env = dict(os.environ, NUMBA_OPT="0", NUMBA_CPU_NAME="generic", NUMBA_CPU_FEATURES="",
+               NUMBA_CACHE_DIR=str(outdir.parent / "numba"),
                EDGESEQ_CACHE_DIR=str(outdir.parent / "codegen"), PYTHONWARNINGS="ignore")
     r = subprocess.run([sys.executable, "-m", "edgeseq.runtime.aot.entry", str(src),
                         str(outdir)], env=env, capture_output=True, text=True)

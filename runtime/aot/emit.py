@@ -195,6 +195,11 @@ def emit_object(ir_text: str, function: str, target: Target) -> bytes:
     llvm.initialize_all_asmprinters()
     # NOTE: no host CPU may leak into the code: attributes written by Numba's host target
     ir_text = re.sub(r'\s*"target-(cpu|features)"="[^"]*"', "", ir_text)
+    foreign = sorted(set(re.findall(r"@(llvm\.(?:x86|aarch64|arm)\.[\w.]+)", ir_text)))
+    if foreign:
+        raise UnsupportedModelError(f"the compiled graph uses CPU-specific intrinsics "
+                                    f"{', '.join(foreign[:5])}; it cannot be compiled for "
+                                    f"{target.name} ahead of time")
     mod = llvm.parse_assembly(ir_text)
     mod.link_in(llvm.parse_assembly(_nrt_ir(function, _declared_signature(ir_text, function))))
     keep = {ENTRY, RELEASE}
