@@ -329,8 +329,11 @@ def lift(step: Step, loop: Callable, t_len: int) -> Lifted:
     """The first registered cell candidate that reproduces the loop on a random probe, or
     NoMatch listing why each pattern failed."""
     width = max([step.n_input] + step.state_sizes)
+    # NOTE: unit-vector probing runs the body once per input and state feature (width runs of
+    # width values); feature-map steps are read from their convolutions instead (loops_conv)
+    probes = width if step.x_shape is None else 1
     if t_len > MAX_PROBE_STEPS or t_len * step.n_batch * width > MAX_PROBE_ELEMENTS or \
-            step.n_batch * width * width > 4 * MAX_PROBE_ELEMENTS:
+            step.n_batch * width * probes > 4 * MAX_PROBE_ELEMENTS:
         raise NoMatch(f"the loop is too large to verify on a probe ({t_len} steps, batch "
                       f"{step.n_batch}, width {width}; limits {MAX_PROBE_STEPS} steps, "
                       f"{MAX_PROBE_ELEMENTS} elements)")

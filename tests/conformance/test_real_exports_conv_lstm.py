@@ -87,3 +87,19 @@ def test_a_conv_body_no_candidate_reproduces_is_refused(monkeypatch):
         _convert(FIXTURES / name)
     msg = str(e.value)
     assert "WHILE" in msg and "conv_lstm: the dataflow matched but no variant reproduced" in msg
+
+
+def test_feature_map_loops_are_not_bounded_as_unit_vector_probing():
+    """A 48x40 ConvLSTM2D (15 360 state values) is read from its convolutions, not probed
+    feature by feature: the width-squared bound of unit-vector probing does not refuse it
+    (a vector cell of that width still is)."""
+    from edgeseq.converters import loops
+    size = 48 * 40 * 8
+    step = loops.Step(lambda x, s, o: {}, [], "x", ["h", "c"], ["h1", "c1"], None, 1,
+                      48 * 40 * 4, [size, size], (1, 48, 40, 4), [(1, 48, 40, 8)] * 2)
+    with pytest.raises(loops.NoMatch) as e:
+        loops.lift(step, None, 4)
+    assert "too large" not in str(e.value) and "0 convolutions of x_t" in str(e.value)
+    step.x_shape = step.state_shapes = None
+    with pytest.raises(loops.NoMatch, match="too large to verify"):
+        loops.lift(step, None, 4)
