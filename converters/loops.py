@@ -1,6 +1,7 @@
 """Lifting a converter's loop (TFLite WHILE, ONNX Loop) whose body is a recurrent cell into one
 LSTM/GRU/RNN node: shared by the format-specific loop handlers.
 
+The ConvLSTM pattern lives in `loops_conv.py`; the format modules import it (registering it).
 A format hands over a `Step`: the loop body as a float64 function of (x_t, states) that can
 also report any intermediate value and accept overrides of it, plus a normalised view of the
 body's ops (`BodyOp`). Each registered cell pattern (`@cell("lstm")`) finds the tensors that
@@ -364,7 +365,3 @@ def lift(step: Step, loop: Callable, t_len: int) -> Lifted:
         reasons.append(f"{name}: the dataflow matched but no variant reproduced the loop on a "
                        f"probe (closest: {best:.2g} off)")
     raise NoMatch("; ".join(reasons))
-
-
-# NOTE: at the end: the convolutional patterns register into CELLS and use the helpers above
-from edgeseq.converters import loops_conv  # noqa: E402,F401

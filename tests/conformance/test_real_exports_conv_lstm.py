@@ -72,7 +72,7 @@ def test_conv_lstm_loop_lifted_matches_keras_and_own_runtime(name):
 def test_a_conv_body_no_candidate_reproduces_is_refused(monkeypatch):
     """Verification decides: with every ConvLSTM candidate's weights perturbed by 0.1 %, the
     lifted node no longer reproduces the loop and the WHILE is refused, naming it."""
-    from edgeseq.converters import loops
+    from edgeseq.converters import loops, loops_conv  # noqa: F401  (registers conv_lstm)
 
     real = loops.CELLS["conv_lstm"]
 
@@ -93,7 +93,7 @@ def test_feature_map_loops_are_not_bounded_as_unit_vector_probing():
     """A 48x40 ConvLSTM2D (15 360 state values) is read from its convolutions, not probed
     feature by feature: the width-squared bound of unit-vector probing does not refuse it
     (a vector cell of that width still is)."""
-    from edgeseq.converters import loops
+    from edgeseq.converters import loops, loops_conv  # noqa: F401  (registers conv_lstm)
     size = 48 * 40 * 8
     step = loops.Step(lambda x, s, o: {}, [], "x", ["h", "c"], ["h1", "c1"], None, 1,
                       48 * 40 * 4, [size, size], (1, 48, 40, 4), [(1, 48, 40, 8)] * 2)
