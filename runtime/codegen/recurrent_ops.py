@@ -58,16 +58,17 @@ N_GATES = {Op.LSTM: 4, Op.GRU: 3, Op.RNN: 1}
 # (a generated LSTM graph took ~5x longer to compile through the general _lstm_sequence)
 PLAIN_CALLS = {
     # the flags are read from the packed operands by their named slots (kernels/operands.py)
-    Op.LSTM: "LSTM._plain_sequence({x}, {w_h}, {aux}, ({ip}[%d] != 0), {s0}[{d}], {s1}[{d}], {y})"
-             % cell.LSTM_REVERSE,
-    Op.GRU: "GRUP.plain_gru_sequence({x}, {w_h}, {aux}, {ip}[%d], {ip}[%d], {s0}[{d}], {y})"
-            % (cell.GRU_LINEAR_BEFORE_RESET, cell.GRU_REVERSE),
+    Op.LSTM: "LSTM._plain_sequence({x}, {w_h}, {aux}, {ip}[%d], ({ip}[%d] != 0), {t_len}, "
+             "{s0}[{d}], {s1}[{d}], {y})" % (cell.LSTM_PEEPHOLE, cell.LSTM_REVERSE),
+    Op.GRU: "GRUP.plain_gru_sequence({x}, {w_h}, {aux}, {ip}[%d], ({ip}[%d] != 0), {t_len}, "
+            "{s0}[{d}], {y})" % (cell.GRU_LINEAR_BEFORE_RESET, cell.GRU_REVERSE),
 }
 PLAIN_ACTIVATIONS = {Op.LSTM: ("sigmoid", "tanh", "tanh"), Op.GRU: ("sigmoid", "tanh")}
 
 
 def _plain(node: Node, has_lens: bool) -> bool:
-    """The node's cell is the default one and runs over full lengths."""
+    """The node's cell is the default one (LSTM peepholes allowed) and runs over full
+    lengths."""
     a = node.attrs
     acts = PLAIN_ACTIVATIONS.get(node.op)
     if acts is None or has_lens or a.get("gate_clip", 0) > 0:
@@ -78,7 +79,7 @@ def _plain(node: Node, has_lens: bool) -> bool:
     if node.op is Op.LSTM:
         return (a["coupled_gate"] == "none" and a["cell_clip"] <= 0
                 and not (a.get("proj_size", 0)) and not any(
-                    s in node.weights for s in ("peephole", "layer_norm", "w_proj")))
+                    s in node.weights for s in ("layer_norm", "w_proj")))
     return True
 
 
@@ -192,7 +193,7 @@ def _recurrent(lw: Lowering, node: Node) -> None:
         w_h = parts[0] if node.op is Op.LSTM else ", ".join(parts[:2])
         lw.emit(call.format(x=xp, wx=wx, w=w, lens=f"{v}_lens", s0=svars[0],
                                       s1=svars[1] if len(svars) > 1 else "", d=d, y=yd,
-                                      w_h=w_h, aux=parts[-3], ip=parts[-2],
+                                      w_h=w_h, aux=parts[-3], ip=parts[-2], t_len=f"{v}_T",
                                       fp=parts[-1]))
         if n_dir == 2:
             lw.emit(f"G.put_axis1({y}.reshape(({v}_T, 2, {v}_N * {p})), "

@@ -2,7 +2,8 @@
 per step, for the whole-graph compiler: x = W_x x_t precomputed [T, N, >= 3H]. Per step one
 panel GEMV pass for all batch rows (both recurrent blocks), then one loop over the units
 computing z, r, the candidate and h (and y) without the general cell's per-gate passes,
-activation dispatch and per-row bookkeeping. Same packed operands as kernels/gru.py
+activation dispatch and per-row bookkeeping. kernels/gru.py takes this path too for any
+call whose rows share one length. Same packed operands as kernels/gru.py
 (aux rows 0-2 b_x z,r,h; rows 3-5 b_h z,r,h)."""
 from __future__ import annotations
 
@@ -15,17 +16,20 @@ from edgeseq.runtime.kernels.panels import panel_gemv_rows_acc
 
 
 @njit(**NJIT)
-def plain_gru_sequence(x, w_hzr, w_hn, aux, lbr, reverse, h, y):
-    """h [N, H] in place, y [T, N, H]; lbr: reset applied after the recurrent product
-    (PyTorch, Keras reset_after) else before it (ONNX default)."""
+def plain_gru_sequence(x, w_hzr, w_hn, aux, lbr, reverse, length, h, y):
+    """Every batch row of one length (<= T): h [N, H] in place, y [T, N, H] (zero from
+    `length` on); lbr: reset applied after the recurrent product (PyTorch, Keras
+    reset_after) else before it (ONNX default)."""
     t_len, n_batch = x.shape[0], x.shape[1]
     n = h.shape[1]
     rz = np.empty((n_batch, w_hzr.shape[0] * 16), dtype=np.float32)
     hn = np.empty((n_batch, w_hn.shape[0] * 16), dtype=np.float32)
     rh = np.empty((n_batch, n), dtype=np.float32)
     rows = np.arange(n_batch)
-    for s in range(t_len):
-        t = t_len - 1 - s if reverse else s
+    for t in range(length, t_len):
+        y[t] = 0.0
+    for s in range(length):
+        t = length - 1 - s if reverse else s
         rz[:] = 0.0
         hn[:] = 0.0
         panel_gemv_rows_acc(w_hzr, h, rows, n_batch, rz)

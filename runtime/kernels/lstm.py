@@ -159,24 +159,34 @@ def _lstm_step(x, w_x, pre, w_h, w_proj, aux, ip, fp, rows, times, n_act, h, c, 
 @njit(**NJIT)
 def _is_plain(ip, fp):
     """The default cell: sigmoid/tanh/tanh, no peephole, layer norm, coupling, clips."""
-    return (ip[LSTM_PEEPHOLE] == 0 and ip[LSTM_COUPLING] == 0 and ip[LSTM_LAYER_NORM] == 0
+    return ip[LSTM_PEEPHOLE] == 0 and _is_plain_or_peephole(ip, fp)
+
+
+@njit(**NJIT)
+def _is_plain_or_peephole(ip, fp):
+    """The default cell, peepholes allowed (the whole-sequence fast path has them)."""
+    return (ip[LSTM_COUPLING] == 0 and ip[LSTM_LAYER_NORM] == 0
             and ip[LSTM_ACT_F] == 0 and ip[LSTM_ACT_G] == 1 and ip[LSTM_ACT_H] == 1
             and fp[LSTM_CELL_CLIP] <= 0 and fp[LSTM_GATE_CLIP] <= 0)
 
 
 @njit(**NJIT)
-def _plain_sequence(x, w_h, aux, reverse, h, c, y):
-    """Full-length sequences of the default cell without projection, x = W_x x_t [T, N, >=4H]
-    precomputed: per step one panel GEMV pass for all rows, then one fused pass over the
-    units writing c, h and y. Measured (128 units, T=29, batch 1): 52.8 us vs 72.5 us for the
-    general step (per-step row bookkeeping, slicing and calls cost ~0.7 us a step)."""
+def _plain_sequence(x, w_h, aux, peep, reverse, length, h, c, y):
+    """Sequences of one length (<= T) for every batch row, default cell without projection
+    (peepholes when peep: aux rows 4-6), x = W_x x_t [T, N, >=4H] precomputed: per step one
+    panel GEMV pass for all rows, then one fused pass over the units writing c, h and y
+    (zero from `length` on). Measured (128 units, T=29, batch 1): 52.8 us vs 72.5 us for the
+    general step (per-step row bookkeeping, slicing and calls cost ~0.7 us a step); 25 units
+    with peepholes, T=1200: see docs/runtime.md."""
     t_len, n_batch = x.shape[0], x.shape[1]
     n = c.shape[1]
     gp = w_h.shape[0] * 16
     z = np.empty((n_batch, gp), dtype=np.float32)
     rows = np.arange(n_batch)
-    for s in range(t_len):
-        t = t_len - 1 - s if reverse else s
+    for t in range(length, t_len):
+        y[t] = 0.0
+    for s in range(length):
+        t = length - 1 - s if reverse else s
         for b in range(n_batch):
             xs = x[t, b]
             zb = z[b]
@@ -190,16 +200,30 @@ def _plain_sequence(x, w_h, aux, reverse, h, c, y):
             hb = h[b]
             cb = c[b]
             yb = y[t, b]
-            for j in range(n):
-                i = fast_sigmoid(zb[j] + aux[0, j])
-                f = fast_sigmoid(zb[n + j] + aux[1, j])
-                g = fast_tanh(zb[2 * n + j] + aux[2, j])
-                o = fast_sigmoid(zb[3 * n + j] + aux[3, j])
-                cn = f * cb[j] + i * g
-                cb[j] = cn
-                v = o * fast_tanh(cn)
-                hb[j] = v
-                yb[j] = v
+            if peep:
+                # NOTE: the output peephole reads the new cell state
+                for j in range(n):
+                    cj = cb[j]
+                    i = fast_sigmoid(zb[j] + aux[0, j] + aux[4, j] * cj)
+                    f = fast_sigmoid(zb[n + j] + aux[1, j] + aux[5, j] * cj)
+                    g = fast_tanh(zb[2 * n + j] + aux[2, j])
+                    cn = f * cj + i * g
+                    o = fast_sigmoid(zb[3 * n + j] + aux[3, j] + aux[6, j] * cn)
+                    cb[j] = cn
+                    v = o * fast_tanh(cn)
+                    hb[j] = v
+                    yb[j] = v
+            else:
+                for j in range(n):
+                    i = fast_sigmoid(zb[j] + aux[0, j])
+                    f = fast_sigmoid(zb[n + j] + aux[1, j])
+                    g = fast_tanh(zb[2 * n + j] + aux[2, j])
+                    o = fast_sigmoid(zb[3 * n + j] + aux[3, j])
+                    cn = f * cb[j] + i * g
+                    cb[j] = cn
+                    v = o * fast_tanh(cn)
+                    hb[j] = v
+                    yb[j] = v
 
 
 @njit(**NJIT)
@@ -211,13 +235,14 @@ def _lstm_sequence(x, w_x, pre, w_h, w_proj, aux, ip, fp, lens, h, c, y):
     t_len, n_batch = x.shape[0], x.shape[1]
     n_cell = c.shape[1]
     reverse = ip[LSTM_REVERSE] != 0
-    if pre and ip[LSTM_PROJECTION] == 0 and _is_plain(ip, fp):
-        full = True
+    if pre and ip[LSTM_PROJECTION] == 0 and _is_plain_or_peephole(ip, fp) and n_batch > 0:
+        # every row of one length (batch 1 always): the one-pass path
+        same = True
         for b in range(n_batch):
-            if lens[b] != t_len:
-                full = False
-        if full:
-            _plain_sequence(x, w_h, aux, reverse, h, c, y)
+            if lens[b] != lens[0]:
+                same = False
+        if same:
+            _plain_sequence(x, w_h, aux, ip[LSTM_PEEPHOLE], reverse, lens[0], h, c, y)
             return
     rows = np.empty(n_batch, dtype=np.int64)
     times = np.empty(n_batch, dtype=np.int64)
