@@ -15,6 +15,10 @@ from edgeseq.runtime.registry import Kernel, register
 from edgeseq.windows import sliding_windows
 
 
+# the input convolution's column buffer (float32 values) per GEMM: bounded, whatever the length
+IM2COL_FLOATS = 1 << 22
+
+
 @register(Op.CONV_LSTM)
 class ConvLstmKernel(Kernel):
     """float32 ConvLSTM 1-D / 2-D: any direction, batch_first, sequence lengths, peepholes,
@@ -51,15 +55,21 @@ class ConvLstmKernel(Kernel):
         self.batch_first = a["batch_first"]
 
     def _input_conv(self, x: np.ndarray, d: int) -> np.ndarray:
-        """[T, N, C, *L] -> [T, N, P, 4H]: every step's input convolution plus bias."""
+        """[T, N, C, *L] -> [T, N, P, 4H]: every step's input convolution plus bias (im2col
+        GEMMs over blocks of steps, so the column buffer stays within IM2COL_FLOATS)."""
         s = self.n_spatial
         win = sliding_windows(x, self.k_x, (1,) * s, self.dil, self.pads, 0.0)
         out_sp = win.shape[3:3 + s]                      # win [T, N, C, *L', *K]
         perm = (0, 1) + tuple(range(3, 3 + s)) + (2,) + tuple(range(3 + s, 3 + 2 * s))
-        cols = np.ascontiguousarray(win.transpose(perm)).reshape(-1, self.w_x[d].shape[0])
-        xc = cols @ self.w_x[d]
+        w = self.w_x[d]
+        per_step = x.shape[1] * int(np.prod(out_sp)) * w.shape[0]
+        block = max(1, IM2COL_FLOATS // max(1, per_step))
+        xc = np.empty((x.shape[0], x.shape[1], int(np.prod(out_sp)), w.shape[1]), np.float32)
+        for t0 in range(0, x.shape[0], block):
+            cols = np.ascontiguousarray(win[t0:t0 + block].transpose(perm)).reshape(-1, w.shape[0])
+            np.matmul(cols, w, out=xc[t0:t0 + block].reshape(-1, w.shape[1]))
         xc += self.b[d]
-        return xc.reshape(x.shape[0], x.shape[1], int(np.prod(out_sp)), -1), out_sp
+        return xc, out_sp
 
     def _grid(self, out_sp: tuple) -> tuple:
         """Padded grid shape and the row each output position writes its new h to [P], in the

@@ -203,3 +203,12 @@ def test_streaming_any_chunking_equals_full_run():
     s2.state = carried
     rest = s2.push({"x": x[4:]})
     assert np.abs(rest["y"] - full["y"][4:]).max() <= 1e-6
+
+
+def test_input_convolution_in_blocks_of_steps(monkeypatch):
+    """The im2col buffer is bounded: with a budget of one step's columns the input
+    convolution runs step by step and gives the same results."""
+    import edgeseq.runtime.conv_lstm as rt
+    monkeypatch.setattr(rt, "IM2COL_FLOATS", 1)
+    rng = np.random.default_rng(6)
+    run_both(conv_lstm2d_graph(rng, 3, 4, (4, 5), direction="bidirectional", lens=True), rng)
