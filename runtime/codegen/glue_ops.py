@@ -19,6 +19,13 @@ def _lit(v: float) -> str:
     return f"np.float32({float(v)!r})"
 
 
+def _flag(v: bool) -> str:
+    """A bool argument of a helper. NOTE: a bare True/False is a literal type to Numba, so
+    the helper would be compiled once per value (a second Conv1d specialisation cost ~2 s
+    of a cold start)."""
+    return f"np.bool_({bool(v)})"
+
+
 def _axis(axis: int, rank: int) -> int:
     return axis % rank if rank else 0
 
@@ -119,7 +126,7 @@ def _elementwise(lw: Lowering, node: Node) -> None:
 
     res = build(node)
     y = lw.fresh()
-    dims = []
+    dims, dsrc = [], []
     for kk in range(rank):
         src = [f"{v}.shape[{kk - rank + len(s)}]" for v, s in leaves.values()
                if kk - rank + len(s) >= 0 and s[kk - rank + len(s)] == oshape[kk]]
@@ -131,15 +138,18 @@ def _elementwise(lw: Lowering, node: Node) -> None:
         d = src[0] if src else str(oshape[kk])
         lw.emit(f"{y}_d{kk} = {d}")
         dims.append(f"{y}_d{kk}")
+        dsrc.append(d)
     for var, shape in leaves.values():
         r = len(shape)
         if r == 0:
             lw.emit(f"{var}_s = {var}.ravel()[0]")
         for k in range(r):
             kk = k + rank - r
-            lw.emit(f"if {var}.shape[{k}] != 1 and {var}.shape[{k}] != {dims[kk]}:")
-            lw.emit(f"    raise ValueError(\"node '{_esc(node.name)}': operand shapes do not "
-                    f"broadcast\")")
+            # NOTE: the operand the dim was read from needs no check (fewer lines to compile)
+            if f"{var}.shape[{k}]" != dsrc[kk]:
+                lw.emit(f"if {var}.shape[{k}] != 1 and {var}.shape[{k}] != {dims[kk]}:")
+                lw.emit(f"    raise ValueError(\"node '{_esc(node.name)}': operand shapes do "
+                        f"not broadcast\")")
             if not (shape[k] == 1 and oshape[kk] != 1) and shape[k] != oshape[kk]:
                 lw.emit(f"{var}_b{k} = 1 if {var}.shape[{k}] != 1 else 0")
     lw.emit(f"{y} = {lw.empty(dims)}")
@@ -188,7 +198,7 @@ def _linear(lw: Lowering, node: Node, x2: str, rows: np.ndarray, bias: np.ndarra
     b = lw.pack("wf", bias if bias is not None else np.zeros(1, np.float32))
     y = lw.fresh()
     lw.emit(f"{y} = G.linear_ws({x2}, {wp}, np.int64({rows.shape[0]}), {b}, "
-            f"{bias is not None}, {float(alpha)!r}, ws, wsp)")
+            f"{_flag(bias is not None)}, {float(alpha)!r}, ws, wsp)")
     return y
 
 
@@ -274,7 +284,7 @@ def _conv(lw: Lowering, node: Node) -> None:
     lw.emit(f"if {y}_n < 1:")
     lw.emit(f"    raise ValueError(\"node '{_esc(node.name)}': input shorter than the kernel\")")
     ints = ", ".join(f"np.int64({v})" for v in (o, k, at["stride"], at["dilation"], p0))
-    lw.emit(f"{y} = G.conv1d_ws({x}, {wp}, {b}, {b_name is not None}, {ints}, {y}_n, "
+    lw.emit(f"{y} = G.conv1d_ws({x}, {wp}, {b}, {_flag(b_name is not None)}, {ints}, {y}_n, "
             f"np.int64({post}), ws, wsp)")
     lw.bind(out, y)
 
@@ -297,7 +307,7 @@ def _softmax(lw: Lowering, node: Node) -> None:
     ax = _axis(node.attrs["axis"], r)
     x3 = _three(lw, x, r, ax, ax)
     y = lw.fresh()
-    lw.emit(f"{y} = G.softmax_ws({x3}, {node.op is Op.LOG_SOFTMAX}, ws, wsp)"
+    lw.emit(f"{y} = G.softmax_ws({x3}, {_flag(node.op is Op.LOG_SOFTMAX)}, ws, wsp)"
             f".reshape({x}.shape)")
     lw.bind(node.outputs[0], y)
 
@@ -317,7 +327,7 @@ def _reduce(lw: Lowering, node: Node) -> None:
     d = lw.dims(x, r)
     shape = [("1" if keep else None) if k in axes else d[k] for k in range(r)]
     y = lw.fresh()
-    lw.emit(f"{y} = G.reduce_ws({x3}, {node.op is Op.REDUCE_MEAN}, ws, wsp)"
+    lw.emit(f"{y} = G.reduce_ws({x3}, {_flag(node.op is Op.REDUCE_MEAN)}, ws, wsp)"
             f".reshape({lw.tup([s for s in shape if s is not None])})")
     lw.bind(node.outputs[0], y)
 

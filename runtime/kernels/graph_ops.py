@@ -229,18 +229,17 @@ def take4(ws, wsp, d0, d1, d2, d3):
 
 
 @njit(**NJIT)
-def _in_arena(v, ws):
-    if v.size == 0 or ws.size == 0:
+def _in_arena(addr, size, ws):
+    if size == 0 or ws.size == 0:
         return False
-    a = v.ctypes.data
     lo = ws.ctypes.data
-    return lo <= a < lo + ws.size * 4
+    return lo <= addr < lo + ws.size * 4
 
 
 @njit(**NJIT)
 def detach(v, ws):
     """v itself, or a copy when it lives in the arena (the next call reuses the arena)."""
-    return v.copy() if _in_arena(v, ws) else v
+    return v.copy() if _in_arena(v.ctypes.data, v.size, ws) else v
 
 
 @njit(**NJIT)
