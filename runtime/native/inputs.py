@@ -57,7 +57,9 @@ class InputChecks:
         self._memory.check(self.memory_limit, f"model '{self.name}'")
         self._has_checks = bool(graph.metadata.get(input_checks.KEY))
 
-    def check_inputs(self, inputs: dict) -> dict:
+    def check_inputs(self, inputs: dict, specs: list | None = None) -> dict:
+        """specs: (name, dtype, shape, optional) replacing the model's (a Stream frees the
+        time dim)."""
         if not isinstance(inputs, dict):
             raise InputError(f"model '{self.name}': inputs must be a dict of name -> array, "
                              f"got {type(inputs).__name__}")
@@ -66,12 +68,12 @@ class InputChecks:
         if extra:
             raise InputError(f"model '{self.name}': unknown input(s) {extra}; expected {names}")
         env, symbols = {}, {}
-        for name, dtype, shape, optional in self._specs:
+        for name, dtype, shape, optional in (self._specs if specs is None else specs):
             a = inputs.get(name)
             desc = "(" + ", ".join(str(d) for d in shape) + f") {dtype}"
             if a is None:
                 if optional:
-                    if dtype.startswith("float"):
+                    if specs is None and dtype.startswith("float"):   # a Stream carries it
                         self._warn_once(name, f"model '{self.name}': input '{name}' (a recurrent"
                                         f" initial state) not given: starting from zeros")
                     continue

@@ -92,10 +92,13 @@ class NativeModel(InputChecks):
             import warnings
             warnings.warn(message + " (warned once per Model)", UserWarning, stacklevel=4)
 
-    def stream(self, *args, **kwargs):
-        raise NotImplementedError(
-            f"model '{self.name}': Stream is not supported on ahead-of-time compiled code; "
-            f"pass the recurrent states as inputs to run(), or load with native_code=False")
+    def stream(self, time_axes: dict | None = None, delta=None) -> "NativeStream":
+        """A stream over the compiled code: push chunks, recurrent state carried (as
+        runtime.Stream; no delta)."""
+        if delta is not None:
+            raise InputError(f"model '{self.name}': delta execution needs the JIT runtime "
+                             f"(load with native_code=False)")
+        return NativeStream(self, time_axes)
 
     def _call_state(self):
         """This thread's argument table (constants and dummies filled in once), its address,
@@ -122,17 +125,20 @@ class NativeModel(InputChecks):
         table[slot.offset] = a.ctypes.data
         table[slot.offset + 1:slot.offset + 1 + slot.rank] = a.shape
 
-    def _flags(self, env: dict) -> tuple:
-        """(flags array, its address) for this presence pattern, built once per pattern."""
-        key = tuple(name in env for name, _, _ in self._in)
+    def _flags(self, states: tuple, env: dict) -> tuple:
+        """(flags array, address, length) for these per-slot state flags and this presence
+        pattern of the graph inputs, built once per pattern."""
+        key = states + tuple(int(name in env) for name, _, _ in self._in)
         f = self._flag_cache.get(key)
         if f is None:
-            vals = [0 if (s["source"] in ("value", "const")
-                          or (s["source"] == "input" and s["name"] in env)) else 2
-                    for s in self._states] + [int(k) for k in key]
-            a = np.array(vals, np.int64)
-            f = self._flag_cache.setdefault(key, (a, a.ctypes.data, len(vals)))
+            a = np.array(key, np.int64)
+            f = self._flag_cache.setdefault(key, (a, a.ctypes.data, len(key)))
         return f
+
+    def _initial(self, s: dict, env: dict) -> int:
+        """Flag of a state slot not carried: its source (0) or zeros (2)."""
+        return 0 if (s["source"] in ("value", "const")
+                     or (s["source"] == "input" and s["name"] in env)) else 2
 
     def run(self, inputs: dict, delta=None) -> dict:
         """{input name: array} -> {output name: array}, as runtime.Model.run."""
@@ -140,9 +146,16 @@ class NativeModel(InputChecks):
             raise InputError(f"model '{self.name}': delta execution needs the JIT runtime "
                              f"(load with native_code=False)")
         env = self.check_inputs(inputs)
+        flags = tuple(self._initial(s, env) for s in self._states)
+        return self._call(env, (), flags)[0]
+
+    def _call(self, env: dict, carried: tuple, state_flags: tuple) -> tuple:
+        """One call: (outputs by name, final states or [] when `carried` is empty).
+        carried: per state slot an array (time-major, flag 1) or None."""
         table, address, ws = self._call_state()
         keep = []
-        for (name, dt, rank), slot in zip(self._in, self._layout.args):
+        args = self._layout.args
+        for (name, dt, rank), slot in zip(self._in, args):
             a = env.get(name)
             o = slot.offset
             if a is None:
@@ -154,7 +167,17 @@ class NativeModel(InputChecks):
             keep.append(a)
             table[o] = _address(a)
             table[o + 1:o + 1 + rank] = a.shape
-        _, fptr, n = self._flags(env)
+        if carried:
+            for a, slot in zip(carried, args[len(self._in) + 3:]):
+                o = slot.offset
+                if a is None:
+                    table[o] = self._no_state_ptr
+                    table[o + 1:o + 4] = 0
+                else:
+                    keep.append(a)
+                    table[o] = _address(a)
+                    table[o + 1:o + 4] = a.shape
+        _, fptr, n = self._flags(state_flags, env)
         table[self._flag_slot] = fptr
         table[self._flag_slot + 1] = n
         if ws is not None:
@@ -171,12 +194,57 @@ class NativeModel(InputChecks):
                              f"(a shape check inside the graph failed; load the model with "
                              f"native_code=False for the message naming the node)")
         words = table.tolist()
-        results = {}
-        for name, (off, dt, rank) in zip(self.output_names, self._results):
+        results = []
+        for off, dt, rank in self._results[:len(self.output_names) + (len(self._states)
+                                                                      if carried else 0)]:
             out = np.empty(tuple(words[off + 2:off + 2 + rank]), dt)
             if out.nbytes:
                 ctypes.memmove(_address(out), words[off + 1], out.nbytes)
-            results[name] = out
-        for off, _, _ in self._results:     # the final states too (run() returns none)
+            results.append(out)
+        for off, _, _ in self._results:
             self._release(words[off])
-        return results
+        n_out = len(self.output_names)
+        return dict(zip(self.output_names, results[:n_out])), results[n_out:]
+
+
+class NativeStream:
+    """Push chunks of a sequence through compiled code; the recurrent state is carried
+    between pushes, so any chunking equals one full run (as runtime.Stream)."""
+
+    def __init__(self, model: NativeModel, time_axes_: dict | None = None) -> None:
+        from edgeseq.runtime.streaming import time_axes
+        self.model = model
+        self.axes = time_axes(model.graph, time_axes_)
+        self.input_specs = [(name, dt, tuple("T_chunk" if self.axes.get(name) == k else d
+                                             for k, d in enumerate(shape)), opt)
+                            for name, dt, shape, opt in model._specs]
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the carried state: the next push starts a new sequence."""
+        self._state = {s["node"]: {} for s in self.model._states}
+
+    @property
+    def state(self) -> dict:
+        """Carried state per recurrent node ({"h": ..., "c": ...}, copies)."""
+        return {k: {s: a.copy() for s, a in v.items()} for k, v in self._state.items()}
+
+    def push(self, chunk: dict) -> dict:
+        """Run one chunk; returns the graph outputs for the chunk."""
+        m = self.model
+        env = m.check_inputs(chunk, self.input_specs)
+        carried, flags = [], []
+        for s in m._states:
+            have = self._state[s["node"]].get(s["slot"])
+            if have is not None and not (s["source"] == "input" and s["name"] in chunk):
+                a = have.transpose(1, 0, 2) if s["batch_first"] else have
+                carried.append(np.ascontiguousarray(a, dtype=np.float32))
+                flags.append(1)
+            else:
+                carried.append(None)
+                flags.append(m._initial(s, env))
+        outs, states = m._call(env, tuple(carried), tuple(flags))
+        for s, new in zip(m._states, states):
+            self._state[s["node"]][s["slot"]] = new.transpose(1, 0, 2) if s["batch_first"] \
+                else new
+        return outs

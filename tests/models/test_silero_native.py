@@ -69,3 +69,20 @@ def test_frame_by_frame_equals_one_run(native, frames):
 def test_wrong_frame_size_is_refused_by_name(native, frames):
     with pytest.raises(InputError, match="input 'input'"):
         native.run({"input": frames[:2, :575], "h": ZERO, "c": ZERO})
+
+
+def test_stream_in_chunks_equals_one_run_and_the_jit_stream(native, frames):
+    from edgeseq.runtime import Model
+    x = frames[5:45]
+    whole = native.run({"input": x, "h": ZERO, "c": ZERO})
+    s, js = native.stream(), Model(native.graph, codegen=True).stream()
+    got, jit = [], []
+    for chunk in np.array_split(x, 7):
+        got.append(s.push({"input": chunk})["speech_probs"])
+        jit.append(js.push({"input": chunk})["speech_probs"])
+    np.testing.assert_allclose(np.concatenate(got), whole["speech_probs"], atol=1e-6)
+    np.testing.assert_allclose(np.concatenate(got), np.concatenate(jit), atol=1e-6)
+    np.testing.assert_allclose(s.state["/recurrent/LSTM"]["c"], whole["cn"], atol=1e-6)
+    s.reset()
+    first = s.push({"input": x[:3]})["speech_probs"]
+    np.testing.assert_allclose(first, whole["speech_probs"][:3], atol=1e-6)

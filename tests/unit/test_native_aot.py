@@ -59,6 +59,15 @@ def test_native_matches_reference_and_jit(compiled, x, batch):
     assert np.abs(got - jit).max() <= 1e-5 * max(1.0, np.abs(jit).max())
 
 
+def test_stream_in_chunks_equals_one_run(compiled, x):
+    m = _native(compiled)
+    whole = m.run({"x": x[:3]})["logits"]
+    s = m.stream(time_axes={"x": 1})
+    for lo, hi in ((0, 10), (10, 11), (11, 29)):
+        last = s.push({"x": np.ascontiguousarray(x[:3, lo:hi])})["logits"]
+    np.testing.assert_allclose(last, whole, atol=1e-5)
+
+
 def test_fresh_process_runs_without_numba(compiled, x, tmp_path):
     np.save(tmp_path / "x.npy", x[:2])
     code = f"""
