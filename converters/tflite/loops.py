@@ -189,8 +189,11 @@ def _op_attrs(body: tfl_body.Subgraph, b) -> dict:
     if b.name != "CONV_2D":
         return {}
     t = body.sub.tensors
-    geo = conv_body.conv2d_geometry(b, tuple(int(d) for d in t[b.inputs[1]].shape[1:3]),
-                                    tuple(int(d) for d in t[b.inputs[0]].shape[1:3]))
+    try:
+        geo = conv_body.conv2d_geometry(b, tuple(int(d) for d in t[b.inputs[1]].shape[1:3]),
+                                        tuple(int(d) for d in t[b.inputs[0]].shape[1:3]))
+    except (tfl_body.BodyError, TypeError, IndexError):   # the pattern then reports no match
+        return {}
     return {"layout": "OHWI", "padding": geo["padding"], "strides": geo["strides"],
             "dilations": geo["dilations"]}
 

@@ -212,3 +212,13 @@ def test_input_convolution_in_blocks_of_steps(monkeypatch):
     monkeypatch.setattr(rt, "IM2COL_FLOATS", 1)
     rng = np.random.default_rng(6)
     run_both(conv_lstm2d_graph(rng, 3, 4, (4, 5), direction="bidirectional", lens=True), rng)
+
+
+def test_stream_state_of_the_wrong_shape_is_refused():
+    from edgeseq.errors import InputError
+    rng = np.random.default_rng(8)
+    s = Model(conv_lstm2d_graph(rng, 2, 3, (4, 5))).stream()
+    with pytest.raises(InputError, match=r"'cl'\['c'\]: expected \(1, 'N', 3, 4, 5\)"):
+        s.state = {"cl": {"h": np.zeros((1, 2, 3, 4, 5)), "c": np.zeros((1, 2, 3, 5, 4))}}
+    with pytest.raises(InputError, match="unknown slot 'm'"):
+        s.state = {"cl": {"m": np.zeros((1, 2, 3, 4, 5))}}
