@@ -39,6 +39,11 @@ class NotStreamable(Exception):
     """Internal: a node cannot run chunk by chunk (turned into a GraphError naming it)."""
 
 
+class WrongAxis(NotStreamable):
+    """Internal: the candidate time axis is not the recurrent node's: the candidate is
+    wrong, not the model, so another candidate's refusal names the real obstacle."""
+
+
 def _rule(*ops: Op):
     def deco(fn):
         for op in ops:
@@ -68,7 +73,8 @@ def _recurrent(node, axes, vals, static):
     _need(len(node.inputs) < 2 or not node.inputs[1],
           "per-batch sequence_lens cannot be applied chunk by chunk")
     want = 1 if a["batch_first"] else 0
-    _need(axes[0] == want, f"time must run along axis {want} of its input x, got axis {axes[0]}")
+    if axes[0] != want:
+        raise WrongAxis(f"time must run along axis {want} of its input x, got axis {axes[0]}")
     return [want, None, None]
 
 
@@ -124,10 +130,14 @@ def _conv(node, axes, vals, static):
     a = node.attrs
     _need(t != 1, "time runs along its channel axis")
     if t == 2:
+        # a kernel over several steps streams with a carried input window
+        # (runtime/stream_windows.py) when each output needs no future frame
         k = vals[1].shape[2]
-        _need(k == 1 and a["stride"] == 1 and a["dilation"] == 1 and not any(a["pads"]),
-              f"its kernel (size {k}, stride {a['stride']}, pads {list(a['pads'])}) spans "
-              "several time steps")
+        _need(a["stride"] == 1, f"its stride {a['stride']} along time needs the phase of "
+              "every chunk")
+        _need(a["pads"][1] == 0, f"its kernel (size {k}) spans several time steps and its "
+              f"right padding {a['pads'][1]} needs future steps (padding 'same'); export "
+              "with padding 'causal' or 'valid' to stream it")
     return [t]
 
 
@@ -165,6 +175,8 @@ def _slice(node, axes, vals, static):
             continue
         # the last step (return_sequences=False): per chunk, the chunk's last step, which
         # after the last push is the whole run's
+        _need(sp >= 0 or _last_step(st, en, sp), "it reverses the time axis (a backward "
+              "layer needs the whole sequence)")
         _need(_last_step(st, en, sp), "it slices along time (only the whole axis or its last "
               "step stream)")
         out = None
@@ -357,7 +369,7 @@ def _propagate(graph: Graph, axes: dict[str, int | None]) -> dict[str, int | Non
                                            **extra)
             except NotStreamable as e:
                 err = GraphError(f"cannot stream: node '{node.name}' ({node.op.value}): {e}")
-                err.progress = graph.nodes.index(node)
+                err.progress = -1 if isinstance(e, WrongAxis) else graph.nodes.index(node)
                 raise err from None
             for o, a in zip(node.outputs, outs):
                 static[o] = False

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from edgeseq.ops import Op
-from edgeseq.converters.unit_axes import unit_move_perm
+from edgeseq.converters.unit_axes import UNIT_OPS, unit_axes_change, unit_move_perm
 from edgeseq.converters.onnx.context import ONNX_TO_NP, Context, Unsupported
 from edgeseq.converters.onnx.registry import handler
 from edgeseq.converters.onnx.rowwise import unmerge
@@ -132,6 +132,10 @@ def reshape(ctx: Context, node) -> None:
     perm = unit_move_perm(ctx.shape(node.input[0]), shape)
     if perm is not None:   # only size-1 axes move: a Transpose, which streams
         ctx.emit(Op.TRANSPOSE, [ctx.inp(node, 0)], [node.output[0]], {"perm": perm})
+        return
+    unit = unit_axes_change(ctx.shape(node.input[0]), shape)
+    if unit is not None:   # only size-1 axes come or go: exact at any length, streams
+        ctx.emit(UNIT_OPS[unit[0]], [ctx.inp(node, 0)], [node.output[0]], {"axes": unit[1]})
         return
     ctx.emit(Op.RESHAPE, [ctx.inp(node, 0)], [node.output[0]], {"shape": shape})
 

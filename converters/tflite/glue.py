@@ -5,7 +5,7 @@ import numpy as np
 
 from edgeseq.ops import Op
 
-from edgeseq.converters.unit_axes import unit_move_perm
+from edgeseq.converters.unit_axes import UNIT_OPS, unit_axes_change, unit_move_perm
 from edgeseq.converters.tflite.context import Context, OpView, Unsupported, handler
 
 BIG = 2 ** 62   # "to the end" in Slice bounds (ONNX clamping)
@@ -118,6 +118,11 @@ def reshape(ctx: Context, op: OpView) -> None:
     perm = unit_move_perm(ctx.shape(op.input(0)), shape)
     if perm is not None:   # only size-1 axes move: a Transpose, which streams
         ctx.emit(Op.TRANSPOSE, [ctx.value(op.input(0))], [ctx.out(op.outputs[0])], perm=perm)
+        return
+    unit = unit_axes_change(ctx.shape(op.input(0)), shape)
+    if unit is not None:   # only size-1 axes come or go: exact at any length, streams
+        ctx.emit(UNIT_OPS[unit[0]], [ctx.value(op.input(0))], [ctx.out(op.outputs[0])],
+                 axes=unit[1])
         return
     ctx.emit(Op.RESHAPE, [ctx.value(op.input(0))], [ctx.out(op.outputs[0])], shape=tuple(shape))
 

@@ -345,3 +345,68 @@ def test_initial_state_inputs_behind_glue_stream(codegen):
     stream.reset()
     got = np.concatenate([stream.push({"x": x[a:b]})["y"] for a, b in _chunks([5], T_LEN)])
     assert np.max(np.abs(got - want)) <= 1e-5
+
+
+def _conv_front_graph(rng, pads, dilation=1, stride=1) -> Graph:
+    """Keras-style Conv1D front end: x [N, T, 3] -> NCW Conv1d (kernel 3) + Relu -> LSTM."""
+    lstm = testing.lstm_graph(rng, 4, 5, batch_first=True)
+    node = lstm.nodes[0]
+    c = dict(lstm.constants)
+    c.update(w=rng.standard_normal((4, 3, 3)).astype(np.float32),
+             b=rng.standard_normal((4,)).astype(np.float32))
+    nodes = [Node("to_ncw", Op.TRANSPOSE, ["x"], ["xc"], {"perm": (0, 2, 1)}),
+             Node("conv", Op.CONV1D, ["xc", "w", "b"], ["yc"],
+                  {"pads": pads, "dilation": dilation, "stride": stride}),
+             Node("relu", Op.RELU, ["yc"], ["yr"]),
+             Node("to_ntc", Op.TRANSPOSE, ["yr"], ["f"], {"perm": (0, 2, 1)}),
+             Node(node.name, Op.LSTM, ["f"], ["y", "y_h", "y_c"], dict(node.attrs),
+                  dict(node.weights))]
+    g = Graph("conv_front", [Value("x", "float32", ("N", "T", 3))],
+              [Value("y", "float32", ()), Value("y_h", "float32", ())], nodes, c)
+    return g.validate()
+
+
+@pytest.mark.parametrize("pads,dilation", [((0, 0), 1), ((2, 0), 1), ((0, 0), 2), ((1, 0), 2)],
+                         ids=["valid", "causal", "valid_dilated", "part_left_dilated"])
+def test_conv_over_time_streams_with_a_carried_window(pads, dilation):
+    """Chunks shorter than the kernel yield no frames until the window fills; the
+    concatenated outputs equal the whole run (float64 reference)."""
+    from edgeseq import reference
+    rng = np.random.default_rng(8)
+    g = _conv_front_graph(rng, pads, dilation)
+    x = rng.standard_normal((2, T_LEN, 3)).astype(np.float32)
+    want = reference.run(g, {"x": x})
+    stream = Model(g, warmup=False).stream()
+    for sizes in ([1], [2, 1, 7], [T_LEN]):
+        stream.reset()
+        outs = [stream.push({"x": x[:, a:b]}) for a, b in _chunks(sizes, T_LEN)]
+        y = np.concatenate([o["y"] for o in outs], axis=1)
+        assert y.shape == want["y"].shape, sizes
+        assert np.max(np.abs(y - want["y"])) <= 1e-5, sizes
+        assert np.max(np.abs(outs[-1]["y_h"] - want["y_h"])) <= 1e-5, sizes
+    # the window is part of the state: saved and restored mid-sequence, it resumes exactly
+    stream.reset()
+    first = stream.push({"x": x[:, :5]})["y"]
+    saved = stream.state
+    assert saved["conv"]["win"].shape == (2, 3, 2 * dilation)
+    rest = stream.push({"x": x[:, 5:]})["y"]
+    again = Model(g, warmup=False).stream()
+    again.state = saved
+    assert np.array_equal(again.push({"x": x[:, 5:]})["y"], rest)
+    assert np.max(np.abs(np.concatenate([first, rest], axis=1) - want["y"])) <= 1e-5
+    with pytest.raises(InputError, match="stream state of 'conv'.*win"):
+        again.state = {"conv": {"win": np.zeros((2, 7, 2), np.float32)}}
+
+
+@pytest.mark.parametrize("pads,stride,match", [((1, 1), 1, "right padding 1 needs future"),
+                                               ((0, 0), 2, "stride 2 along time")])
+def test_conv_over_time_that_needs_the_future_or_a_phase_is_refused(pads, stride, match):
+    g = _conv_front_graph(np.random.default_rng(8), pads, stride=stride)
+    with pytest.raises(GraphError, match=f"cannot stream: node 'conv'.*{match}"):
+        Model(g, warmup=False).stream()
+
+
+def test_delta_stream_refuses_conv_windows():
+    g = _conv_front_graph(np.random.default_rng(8), (0, 0))
+    with pytest.raises(GraphError, match="delta stream does not carry.*conv"):
+        Model(g, warmup=False).stream(delta=0.01)
