@@ -120,7 +120,7 @@ def dequantize(w: np.ndarray, scale: np.ndarray | None = None) -> np.ndarray:
 # (runtime/kernels/s8dot.py) produce exactly these float32 bits per product. Without it
 # ("int16", the default of older artifacts) the products are the dequantised float64 ones.
 INT8_ACTIVATIONS = "int8_activations"
-INT8_ACTIVATION_SLOTS = {Op.LSTM: ("w_x", "w_h"), Op.GRU: ("w_x", "w_h"),
+INT8_ACTIVATION_SLOTS = {Op.LSTM: ("w_x", "w_h", "w_proj"), Op.GRU: ("w_x", "w_h"),
                          Op.RNN: ("w_x", "w_h")}
 
 
@@ -335,7 +335,7 @@ def lstm_step(xw: np.ndarray, h: np.ndarray, c: np.ndarray, w: dict, attrs: dict
     m = o * h_act(c_new)
     if "w_proj" not in w:
         return m, c_new
-    h_new = m @ w["w_proj"].T
+    h_new = w["w_proj"](m) if callable(w["w_proj"]) else m @ w["w_proj"].T
     if w.get("b_proj") is not None:
         h_new = h_new + w["b_proj"]
     return _clip(h_new, attrs["proj_clip"]), c_new

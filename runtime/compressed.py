@@ -115,7 +115,7 @@ class _Compressed:
         self.p8 = {s: [packed8(graph.weight(node, s)[d], graph.scale(node, s)[d])
                        for d in range(self.n_dir)] for s in slots}
         empty = pack(np.zeros((0, 0), np.float32), None)
-        for slot, held in (("w_x", self.mx), ("w_h", self.mh)):
+        for slot, held in (("w_x", self.mx), ("w_h", self.mh), ("w_proj", self.mp)):
             if slot in self.p8:
                 held[:] = [empty] * self.n_dir
         if slots:
@@ -144,11 +144,13 @@ class CompressedLstm(_Compressed, LstmKernel):
     n_states = 2
 
     def _sequence(self, d, xin, lens, states, y) -> None:
+        # a Packed8 projection (int8 activations) or the packed tuple: `quantized._project`
+        proj = self.p8["w_proj"][d] if "w_proj" in self.p8 else self.mp[d]
         if "w_h" in self.p8:
-            _q.lstm_sequence8(xin, self.p8["w_h"][d], self.mp[d], self.aux[d], self.ip[d],
+            _q.lstm_sequence8(xin, self.p8["w_h"][d], proj, self.aux[d], self.ip[d],
                               self.fp[d], lens, states[0], states[1], y)
             return
-        _q.lstm_sequence(xin, self.mh[d], self.mu[d], self.mv[d], self.factored, self.mp[d],
+        _q.lstm_sequence(xin, self.mh[d], self.mu[d], self.mv[d], self.factored, proj,
                          self.aux[d], self.ip[d], self.fp[d], lens, states[0], states[1], y)
 
 

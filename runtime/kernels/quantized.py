@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 from llvmlite import ir
 from numba import njit, types
-from numba.extending import intrinsic
+from numba.extending import intrinsic, overload
 
 from edgeseq.runtime.kernels.flags import NJIT
 from edgeseq.runtime.kernels import i8dot, s8dot
@@ -33,6 +33,9 @@ from edgeseq.runtime.kernels.operands import (GRU_LINEAR_BEFORE_RESET, GRU_REVER
                                               LSTM_PROJ_CLIP, LSTM_PROJECTION, LSTM_REVERSE,
                                               RNN_ACT, RNN_ALPHA, RNN_BETA, RNN_GATE_CLIP,
                                               RNN_REVERSE)
+
+# implementations chosen by argument type (`overload`) compile with the kernels' settings
+_OVERLOAD_OPTIONS = {k: v for k, v in NJIT.items() if k != "cache"}
 
 # I8Q16: int8 whose sequence-kernel products use int16-quantised vectors (`matvec16`); every
 # other function treats it as I8
@@ -259,17 +262,45 @@ def _recurrent(w_h, w_u, w_v, factored, h, rows, n_act, z, tmp, hq, tq, xs, back
         matvec16_scratch(w_h, 0, n_rows_of(w_h), h, rows, n_act, z, True, hq, xs, backward)
 
 
-@njit(**NJIT)
 def _project(w_proj, m, aux, fp, h_out, mm, pr, one):
-    """h = clip(W_proj m + b_proj, ±proj_clip) with a compressed W_proj (an I8Q16 W_proj
-    multiplies an int16-quantised m, `matvec16_range`: 128x256 measured 2.3-2.8 µs per step
-    vs 5.9-6.6 on the float path)."""
-    mm[0, :] = m
+    """h = clip(W_proj m + b_proj, ±proj_clip) with a compressed W_proj, as packed:
+    - a (kind, ...) tuple: an I8Q16 W_proj multiplies an int16-quantised m
+      (`matvec16_range`: 128x256 measured 2.3-2.8 µs per step vs 5.9-6.6 on the float
+      path), other kinds the float product;
+    - an `s8dot.Packed8` (int8 activations): m quantised to int8, `products8_range`.
+    Compiled code only (the form is chosen by the type of w_proj, `_project_forms`)."""
+    raise TypeError("_project runs inside compiled kernels only")
+
+
+@njit(**NJIT)
+def _project_product8(w_proj, mm, one, pr):
+    """pr[0] = W_proj mm[0] for a Packed8 W_proj (int8 activations)."""
+    buf = np.empty((1, w_proj.scale.shape[0]), dtype=np.float32)
+    xq = np.zeros((1, 4 * w_proj.groups), dtype=np.int8)
+    xs = np.empty(1, dtype=np.float32)
+    products8_range(w_proj, mm, one, 1, buf, False, xq, xs, False)
+    pr[0, :] = buf[0, :pr.shape[1]]
+
+
+@njit(**NJIT)
+def _project_product(w_proj, mm, one, pr):
+    """pr[0] = W_proj mm[0] for a packed (kind, ...) W_proj."""
     matvec16_range(w_proj, 0, n_rows_of(w_proj), mm, one, 1, pr, False)
-    n_out = h_out.shape[0]
-    for p in range(n_out):
-        h_out[p] = pr[0, p] + aux[11, p]
-    clip_inplace(h_out, 0, n_out, fp[LSTM_PROJ_CLIP])
+
+
+@overload(_project, jit_options=_OVERLOAD_OPTIONS)
+def _project_forms(w_proj, m, aux, fp, h_out, mm, pr, one):
+    product = _project_product8 if isinstance(w_proj, types.BaseNamedTuple) \
+        else _project_product
+
+    def impl(w_proj, m, aux, fp, h_out, mm, pr, one):
+        mm[0, :] = m
+        product(w_proj, mm, one, pr)
+        n_out = h_out.shape[0]
+        for p in range(n_out):
+            h_out[p] = pr[0, p] + aux[11, p]
+        clip_inplace(h_out, 0, n_out, fp[LSTM_PROJ_CLIP])
+    return impl
 
 
 @njit(**NJIT)

@@ -6,6 +6,7 @@ same int8 graph within the int16 tolerance (act16_tol: per step ε includes
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -50,3 +51,35 @@ def test_projection_int16_differs_from_float_product_only_by_rounding(rng, tol, 
     exact = Model(g).run(x)
     d = _qk._err(exact, fast)
     assert 0 < d <= _qk.act16_tol(g, x, run(g, x), tol, 6)
+
+
+# ---- int8 activations: the projection multiplies int8-quantised m ---------------------------
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools"))
+import make_tflite_fixtures as fx  # noqa: E402
+
+
+@pytest.mark.parametrize("cell", [
+    dict(),
+    dict(cifg=True, peephole=True, layer_norm=True, n_output=9, proj_bias=True,
+         cell_clip=10.0, proj_clip=3.0),
+], ids=["plain", "android-nn-full"])
+def test_int8_activations_equal_tflite_hybrid_lstm(tmp_path, rng, cell):
+    """TFLite's hybrid LSTM quantises x_t, h_{t-1} and (before the projection) m_t to int8
+    per vector, symmetric: the semantics of `--activations int8`. Converted and run with
+    int8 activations (projection included), edgeseq equals the TFLite interpreter to float32
+    rounding; with int16 activations it is ~1e-3 off (a different, finer quantisation)."""
+    from edgeseq.converters.tflite import convert
+    from edgeseq.converters.tflite.interpreter import TfliteSession
+    from edgeseq.quant import activations
+    s = fx.LstmSpec(n_input=6, n_cell=19, n_batch=3, n_time=8, time_major=True, hybrid="sym",
+                    **cell)
+    path = tmp_path / "h.tflite"
+    path.write_bytes(fx.unidirectional_lstm(s, fx.random_lstm_weights(rng, s, scale=0.4)))
+    want = TfliteSession(path).run(x := {"x": rng.standard_normal(fx._x_shape(s))
+                                         .astype(np.float32)})["y"]
+    g = activations.apply(convert(path), "int8")
+    model = Model(g)
+    if cell:
+        assert "w_proj" in model.describe()
+    assert np.max(np.abs(model.run(x)["y"] - want)) <= 1e-5
+    assert np.max(np.abs(Model(activations.apply(g, "int16")).run(x)["y"] - want)) > 1e-4
