@@ -199,6 +199,7 @@ SILERO_VARIANTS = [
     ("fp32 (edgeseq)", {}),
     ("fp16", dict(weights="fp16")),
     ("int8", dict(weights="int8")),
+    ("int8, int8 activations", dict(weights="int8", activations="int8")),
     ("svd r=96", dict(svd_rank=96)),
     ("svd r=64", dict(svd_rank=64)),
     ("svd r=32", dict(svd_rank=32)),
@@ -241,8 +242,8 @@ def silero(tmp: Path, curves: dict, rng, synthetic: bool = False) -> str:
         if label.startswith("svd") and "int8" not in label:
             curves.setdefault("silero svd", []).append((nbytes, err, label))
     onnx_bytes = src.stat().st_size
-    # all ops (its default: the Conv front end too) and LSTM only (DynamicQuantizeLSTM), the
-    # like-for-like peer of edgeseq int8, which leaves Conv1d weights in float32
+    # all ops (its default: the Conv front end too, activations quantised as well) and LSTM
+    # only (DynamicQuantizeLSTM, float32 Conv weights)
     for per_channel, ops in ((False, None), (True, None), (False, ["LSTM"]), (True, ["LSTM"])):
         qp = ort_quantize(src, tmp, per_channel, ops)
         probs = ort_session(qp).run(None, feeds)[0].reshape(-1)
