@@ -90,3 +90,29 @@ def check(graph, env: dict) -> None:
                                  f"known: {sorted(CHECKS)}")
             if name in env:
                 fn(name, np.asarray(env[name]), arg, dims)
+
+
+def check_stream(graph, env: dict, ended: dict) -> None:
+    """The right-padding check across the chunks of a stream (each chunk is checked alone by
+    `check`): a batch row that had a masked step in an earlier chunk must stay masked.
+    `ended` ({input: bool per row}) is the stream's memory; updated here."""
+    table = graph.metadata.get(KEY) or {}
+    for name, checks in table.items():
+        for spec in ([checks] if isinstance(checks, str) else checks):
+            what, _, arg = str(spec).partition(":")
+            a = env.get(name)
+            if what != "right_padded" or a is None or np.ndim(a) < 2:
+                continue
+            value, _, axis = arg.partition("@")
+            keep = np.moveaxis(np.any(np.asarray(a) != np.float32(value), axis=-1),
+                               int(axis or 1), -1)
+            prev = ended.get(name)
+            if prev is not None and prev.shape == keep.shape[:-1] and np.any(prev & keep.any(-1)):
+                row = [int(i) for i in np.argwhere(prev & keep.any(-1))[0]]
+                raise InputError(f"input '{name}': the Keras Masking mask is not a right padding "
+                                 f"across the stream: batch row {row} was masked in an earlier "
+                                 f"chunk and has an unmasked step in this one (Keras would hold "
+                                 f"the state through the gap); reset() starts a new sequence")
+            if keep.shape[-1]:
+                ended[name] = (prev if prev is not None and prev.shape == keep.shape[:-1]
+                               else np.zeros(keep.shape[:-1], bool)) | ~keep.all(-1)

@@ -310,6 +310,7 @@ class Stream:
         """Forget the carried state: the next push starts a new sequence."""
         self._state = {n.name: {} for n in self._rec}
         self._state.update({name: {} for name in self._windows})
+        self._ended: dict = {}      # rows whose mask has ended (input_checks.check_stream)
 
     @property
     def state(self) -> dict[str, dict[str, np.ndarray]]:
@@ -363,6 +364,11 @@ class Stream:
                 new[name][slot] = np.array(arr, copy=True)
         self._state = new
 
+    def _check_across_chunks(self, env: dict) -> None:
+        """Input checks that span chunks (a mask's right padding): see input_checks."""
+        if self.model._input_checks:
+            input_checks.check_stream(self.model.graph, env, self._ended)
+
     def _window_state(self, name: str, slot: str, arr) -> np.ndarray:
         """A convolution's carried input window, checked ([N, C, <= (k-1)*dilation])."""
         win = self._windows[name]
@@ -406,6 +412,7 @@ class Stream:
                     return out
         m = self.model
         env = m.check_inputs(chunk, self.input_specs)
+        self._check_across_chunks(env)
         for x, node, slot in self._restarts:
             if x in env:
                 self._state[node].pop(slot, None)
@@ -501,6 +508,7 @@ class DeltaStream(Stream):
     def push(self, chunk: dict) -> dict[str, np.ndarray]:
         m = self.model
         env = m.check_inputs(chunk, self.input_specs)
+        self._check_across_chunks(env)
         for x, node, slot in self._restarts:
             if x in env:
                 self._state[node].pop(slot, None)

@@ -70,7 +70,7 @@ def _recurrent(node, axes, vals, static):
     a = node.attrs
     _need(a["direction"] == "forward",
           f"direction '{a['direction']}' needs the whole sequence (only forward streams)")
-    _need(len(node.inputs) < 2 or not node.inputs[1],
+    _need(len(node.inputs) < 2 or not node.inputs[1] or static[1] is None,
           "per-batch sequence_lens cannot be applied chunk by chunk")
     want = 1 if a["batch_first"] else 0
     if axes[0] != want:
@@ -339,8 +339,34 @@ def state_prep(graph: Graph) -> StatePrep:
     return StatePrep(inputs, frozenset(nodes), {o: sources[o] for o in kept})
 
 
+# Masked sequences (Keras Masking lifted into sequence_lens, converters/masks.py) stream
+# when the graph carries a right-padding input check: per chunk, the mask's count over time is
+# that chunk's lengths ("lengths"), the recurrent node then holds its state over the masked
+# tail, and its final state ("held") may fill the masked steps of the output (Where).
+_LAYOUT = frozenset({Op.CAST, Op.IDENTITY, Op.SQUEEZE, Op.UNSQUEEZE, Op.RESHAPE})
+
+
+def _masked(graph: Graph) -> bool:
+    from edgeseq import input_checks
+    checks = graph.metadata.get(input_checks.KEY) or {}
+    return any("right_padded" in str(c) for c in checks.values())
+
+
+def _chunk_lengths(node, in_axes, vals) -> bool:
+    """A ReduceSum of the mask over time (and size-1 axes) into one count per batch row."""
+    if node.op is not Op.REDUCE_SUM or in_axes[0] is None or node.attrs["keepdims"]:
+        return False
+    shape = vals[0].shape
+    r = len(shape)
+    red = {x % r for x in node.attrs["axes"]}
+    return in_axes[0] in red and all(shape[k] == 1 for k in red - {in_axes[0]}) \
+        and r - len(red) == 1
+
+
 def _propagate(graph: Graph, axes: dict[str, int | None]) -> dict[str, int | None]:
     static = {v.name: axes[v.name] is None for v in graph.inputs}
+    tags: dict[str, str] = {}
+    masked = _masked(graph)
     for name in graph.constants:
         axes[name], static[name] = None, True
     for node in graph.nodes:
@@ -348,6 +374,25 @@ def _propagate(graph: Graph, axes: dict[str, int | None]) -> dict[str, int | Non
         vals: list[Value | None] = [graph.value(n) if n else None for n in ins]
         in_axes = [axes.get(n) if n else None for n in ins]
         in_static = [static.get(n, True) if n else True for n in ins]
+        in_tags = [tags.get(n) if n else None for n in ins]
+        try:
+            _need("lengths" not in in_tags or node.op in _LAYOUT or
+                  (node.op in RECURRENT and in_tags.index("lengths") == 1),
+                  "it uses the per-chunk count of a mask other than as sequence lengths")
+        except NotStreamable as e:
+            err = GraphError(f"cannot stream: node '{node.name}' ({node.op.value}): {e}")
+            err.progress = graph.nodes.index(node)
+            raise err from None
+        if masked and _chunk_lengths(node, in_axes, vals):
+            axes[node.outputs[0]], static[node.outputs[0]] = None, False
+            tags[node.outputs[0]] = "lengths"
+            continue
+        if node.op in _LAYOUT and in_tags[0] == "lengths":
+            axes[node.outputs[0]], static[node.outputs[0]] = None, False
+            tags[node.outputs[0]] = "lengths"
+            continue
+        if node.op is Op.WHERE and in_tags[2] == "held" and in_axes[0] is not None:
+            in_static[2] = True     # the held final state fills the masked (final) steps
         if node.op not in RECURRENT and all(a is None for a in in_axes):
             # NOTE: without a time axis a value is constant or a per-chunk final value (a
             # final state, the last step): any function of final values streams, since after
@@ -358,7 +403,10 @@ def _propagate(graph: Graph, axes: dict[str, int | None]) -> dict[str, int | Non
         else:
             try:
                 if node.op in RECURRENT:
-                    outs = _RULES[node.op](node, in_axes, vals, in_static)
+                    # NOTE: static[1] None marks sequence lengths that are a chunk's mask count
+                    outs = _RULES[node.op](node, in_axes, vals, [
+                        None if k == 1 and t == "lengths" else s
+                        for k, (s, t) in enumerate(zip(in_static, in_tags))])
                 else:
                     present = [(a, v, s, graph.constants.get(n)) for a, v, s, n
                                in zip(in_axes, vals, in_static, ins) if v]
@@ -373,6 +421,9 @@ def _propagate(graph: Graph, axes: dict[str, int | None]) -> dict[str, int | Non
                 raise err from None
             for o, a in zip(node.outputs, outs):
                 static[o] = False
+            if node.op in RECURRENT and len(in_tags) > 1 and in_tags[1] == "lengths":
+                for o in node.outputs[1:]:
+                    tags[o] = "held"
         for o, a in zip(node.outputs, outs):
             if o:
                 axes[o] = a
