@@ -97,8 +97,9 @@ def fresh(kind: str, argv: list) -> tuple[float, float, float]:
     return float(wall), float(user) + float(system), float(rss_kb) / 1024
 
 
-def per_call(plain: Path, native: Path, calls: int) -> tuple[float, float]:
-    """Median seconds per call (native, JIT), calls alternating, one frame each."""
+def per_call(plain: Path, native: Path, calls: int, frames_per_call: int = 1) -> tuple:
+    """Median seconds per call (native, JIT), calls alternating, `frames_per_call` frames
+    each, h/c carried from call to call."""
     import edgeseq
     sys.path.insert(0, str(ROOT / "tools"))
     from silero_frames import speech_like_frames
@@ -109,7 +110,8 @@ def per_call(plain: Path, native: Path, calls: int) -> tuple[float, float]:
     st = {"n": (z, z), "j": (z, z)}
     tn, tj = [], []
     for k in range(calls + 20):
-        x = frames[k % len(frames)][None]
+        start = (k * frames_per_call) % (len(frames) - frames_per_call)
+        x = frames[start:start + frames_per_call]
         for key, m, acc in (("n", nm, tn), ("j", jm, tj)) if k % 2 else \
                 (("j", jm, tj), ("n", nm, tn)):
             h, c = st[key]
@@ -120,7 +122,7 @@ def per_call(plain: Path, native: Path, calls: int) -> tuple[float, float]:
             if k >= 20:
                 acc.append(dt)
     diff = np.abs(st["n"][0] - st["j"][0]).max()
-    print(f"final h after {calls + 20} frames: native vs JIT max |diff| {diff:.2e}")
+    print(f"final h after {calls + 20} calls: native vs JIT max |diff| {diff:.2e}")
     return statistics.median(tn), statistics.median(tj)
 
 
@@ -144,9 +146,11 @@ def main() -> int:
     for kind, rs in rows.items():
         print(f"  {kind:12} " + " ".join(f"{statistics.median(r[k] for r in rs):{w}}"
                                          for k, w in ((0, "8.3f"), (1, "8.3f"), (2, "12.1f"))))
-    n, j = per_call(plain, native, args.calls)
-    print(f"(b) per call, one frame, alternating ({args.calls} calls each): native "
-          f"{n * 1e6:.1f} us, JIT {j * 1e6:.1f} us, ratio native/JIT {n / j:.3f}")
+    for frames_per_call in (1, 16):
+        n, j = per_call(plain, native, args.calls, frames_per_call)
+        print(f"(b) per call, {frames_per_call} frame(s), alternating ({args.calls} calls "
+              f"each): native {n * 1e6:.1f} us, JIT {j * 1e6:.1f} us, ratio native/JIT "
+              f"{n / j:.3f}")
     return 0
 
 

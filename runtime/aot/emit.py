@@ -10,7 +10,7 @@ import re
 
 from edgeseq.errors import UnsupportedModelError
 from edgeseq.runtime.native.elf import undefined_symbols
-from edgeseq.runtime.native.layout import ENTRY, RELEASE
+from edgeseq.runtime.native.layout import COLLECT, ENTRY, RELEASE
 from edgeseq.runtime.native.targets import Target
 
 # MemInfo as Numba lays it out (numba/core/runtime/nrt.cpp): refct, dtor, dtor_info, data,
@@ -153,6 +153,47 @@ done:
   ret void
 }
 
+define void @COLLECT(ptr %table, ptr %desc, i64 %n) {
+entry:
+  %k = alloca i64
+  store i64 0, ptr %k
+  br label %loop
+loop:
+  %i = load i64, ptr %k
+  %more = icmp slt i64 %i, %n
+  br i1 %more, label %body, label %done
+body:
+  %i3 = mul i64 %i, 3
+  %pd0 = getelementptr i64, ptr %desc, i64 %i3
+  %off = load i64, ptr %pd0
+  %pd1 = getelementptr i64, ptr %pd0, i64 1
+  %dst = load i64, ptr %pd1
+  %pd2 = getelementptr i64, ptr %pd0, i64 2
+  %nb = load i64, ptr %pd2
+  %pmi = getelementptr i64, ptr %table, i64 %off
+  %mi = load i64, ptr %pmi
+  %psrc = getelementptr i64, ptr %pmi, i64 1
+  %src = load i64, ptr %psrc
+  %has = icmp ne i64 %dst, 0
+  %some = icmp sgt i64 %nb, 0
+  %copy = and i1 %has, %some
+  br i1 %copy, label %do_copy, label %release
+do_copy:
+  %dp = inttoptr i64 %dst to ptr
+  %sp = inttoptr i64 %src to ptr
+  call void @llvm.memcpy.p0.p0.i64(ptr %dp, ptr %sp, i64 %nb, i1 false)
+  br label %release
+release:
+  call void @RELEASE(i64 %mi)
+  %i1 = add i64 %i, 1
+  store i64 %i1, ptr %k
+  br label %loop
+done:
+  ret void
+}
+
+declare void @llvm.memcpy.p0.p0.i64(ptr, ptr, i64, i1)
+
 define i64 @ENTRY(ptr %table) {
 entry:
   %ret = alloca i64
@@ -176,6 +217,7 @@ _FORBIDDEN = re.compile(r"^(NRT_|numba_|Py|_Py)")
 
 def _nrt_ir(function: str, signature: str) -> str:
     return (_NRT.replace("@RELEASE", "@" + RELEASE).replace("@ENTRY", "@" + ENTRY)
+            .replace("@COLLECT", "@" + COLLECT)
             .replace("@FUNCTION", "@" + function)
             + f"\ndeclare i32 @{function}{signature}\n")
 
@@ -202,7 +244,7 @@ def emit_object(ir_text: str, function: str, target: Target) -> bytes:
                                     f"{target.name} ahead of time")
     mod = llvm.parse_assembly(ir_text)
     mod.link_in(llvm.parse_assembly(_nrt_ir(function, _declared_signature(ir_text, function))))
-    keep = {ENTRY, RELEASE}
+    keep = {ENTRY, RELEASE, COLLECT}
     for f in mod.functions:
         if not f.is_declaration and f.name not in keep:
             f.linkage = "internal"
@@ -225,15 +267,30 @@ def emit_object(ir_text: str, function: str, target: Target) -> bytes:
 
 
 def _optimise(mod, tm) -> None:
-    """Numba's pipeline, with the target's machine: O3 without vectorisation, reference-count
-    pruning, then O3 with loop and SLP vectorisation (numba/core/codegen.py)."""
+    """Numba's pipeline (numba/core/codegen.py, its defaults: loop vectorisation on, SLP
+    off), with the target's machine: O3 function passes on every function, a "cheap" O3
+    module pass with loop rotation, instcombine and jump threading, reference-count pruning,
+    then the full O3 module pass."""
     from llvmlite import binding as llvm
-    for vectorise in (False, True):
+
+    def builder():
         pto = llvm.create_pipeline_tuning_options(speed_level=3)
-        pto.loop_vectorization = vectorise
-        pto.slp_vectorization = vectorise
-        pb = llvm.create_pass_builder(tm, pto)
-        pm = pb.getModulePassManager()
-        if not vectorise:
-            pm.add_refprune_pass()
-        pm.run(mod, pb)
+        pto.loop_vectorization = True
+        pto.slp_vectorization = False
+        return llvm.create_pass_builder(tm, pto)
+    pb = builder()
+    fpm = pb.getFunctionPassManager()
+    for f in mod.functions:
+        if not f.is_declaration:
+            fpm.run(f, pb)
+    pb = builder()
+    cheap = pb.getModulePassManager()
+    cheap.add_loop_rotate_pass()
+    cheap.add_instruction_combine_pass()
+    cheap.add_jump_threading_pass()
+    cheap.add_refprune_pass()
+    cheap.run(mod, pb)
+    pb = builder()
+    full = pb.getModulePassManager()
+    full.add_refprune_pass()
+    full.run(mod, pb)

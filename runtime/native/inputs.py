@@ -27,6 +27,10 @@ def input_specs(graph: Graph) -> list:
     return [(v.name, v.dtype, tuple(v.shape), v.name in optional) for v in graph.inputs]
 
 
+def _describe(dtype: str, shape: tuple) -> str:
+    return "(" + ", ".join(str(d) for d in shape) + f") {dtype}"
+
+
 def bound_symbols(graph: Graph) -> dict:
     """symbol -> (size, node) where a recurrent node's weights fix a dim its input leaves
     symbolic (the compiled code reads those dims without bounds checks)."""
@@ -52,6 +56,7 @@ class InputChecks:
 
     def _init_checks(self, graph: Graph) -> None:
         self._specs = input_specs(graph)
+        self._names = frozenset(s[0] for s in self._specs)
         self._bound = bound_symbols(graph)
         self._memory = MemoryEstimate(graph)
         self._memory.check(self.memory_limit, f"model '{self.name}'")
@@ -63,14 +68,13 @@ class InputChecks:
         if not isinstance(inputs, dict):
             raise InputError(f"model '{self.name}': inputs must be a dict of name -> array, "
                              f"got {type(inputs).__name__}")
-        names = [s[0] for s in self._specs]
-        extra = [k for k in inputs if k not in names]
+        extra = [k for k in inputs if k not in self._names]
         if extra:
-            raise InputError(f"model '{self.name}': unknown input(s) {extra}; expected {names}")
+            raise InputError(f"model '{self.name}': unknown input(s) {extra}; expected "
+                             f"{[s[0] for s in self._specs]}")
         env, symbols = {}, {}
         for name, dtype, shape, optional in (self._specs if specs is None else specs):
             a = inputs.get(name)
-            desc = "(" + ", ".join(str(d) for d in shape) + f") {dtype}"
             if a is None:
                 if optional:
                     if specs is None and dtype.startswith("float"):   # a Stream carries it
@@ -78,8 +82,8 @@ class InputChecks:
                                         f" initial state) not given: starting from zeros")
                     continue
                 raise InputError(f"model '{self.name}': missing input '{name}' (expected "
-                                 f"{desc})")
-            env[name] = self._check_one(name, dtype, shape, desc, a, symbols)
+                                 f"{_describe(dtype, shape)})")
+            env[name] = self._check_one(name, dtype, shape, a, symbols)
         if self._has_checks:
             input_checks.check(self.graph, env)
         for sym, (want, node) in self._bound.items():
@@ -90,16 +94,16 @@ class InputChecks:
         self._memory.check_call(self.memory_limit, f"model '{self.name}'", env)
         return env
 
-    def _check_one(self, name, dtype, shape, desc, a, symbols) -> np.ndarray:
+    def _check_one(self, name, dtype, shape, a, symbols) -> np.ndarray:
         a = a if isinstance(a, np.ndarray) else np.asarray(a)
         where = f"model '{self.name}': input '{name}'"
         if a.ndim != len(shape):
-            raise InputError(f"{where}: expected {desc}, got rank {a.ndim} shape {a.shape} "
+            raise InputError(f"{where}: expected {_describe(dtype, shape)}, got rank {a.ndim} shape {a.shape} "
                              f"{a.dtype}")
         for k, (want, got) in enumerate(zip(shape, a.shape)):
             if isinstance(want, int):
                 if want != got:
-                    raise InputError(f"{where}: expected {desc}, got {a.shape} {a.dtype} "
+                    raise InputError(f"{where}: expected {_describe(dtype, shape)}, got {a.shape} {a.dtype} "
                                      f"(dim {k} must be {want})")
             else:
                 seen = symbols.setdefault(want, (got, name))
@@ -108,7 +112,7 @@ class InputChecks:
                                      f"'{seen[1]}' has '{want}' = {seen[0]}")
         if dtype.startswith("float"):
             if a.dtype.kind != "f":
-                raise InputError(f"{where}: expected {desc}, got dtype {a.dtype}")
+                raise InputError(f"{where}: expected {_describe(dtype, shape)}, got dtype {a.dtype}")
             if a.dtype != np.float32:
                 if a.dtype == np.float64:
                     self._warn_once("float64", f"{where}: float64 converted to float32 (the "
@@ -119,5 +123,5 @@ class InputChecks:
                 raise InputError(f"{where}: {bad} non-finite value(s) (NaN or inf); build the "
                                  f"Model with check_finite=False to allow them")
         elif a.dtype.kind not in "iu":
-            raise InputError(f"{where}: expected {desc}, got dtype {a.dtype}")
+            raise InputError(f"{where}: expected {_describe(dtype, shape)}, got dtype {a.dtype}")
         return a

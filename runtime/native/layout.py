@@ -7,7 +7,10 @@ The native entry is `int64 edgeseq_entry(int64 *table)`; `table` holds, in this 
   per result     [MemInfo address, data address, dim 0, ...]   written by the entry: graph
                                                          outputs, then the final states
 It returns 0, or 1 when the generated code refused the inputs (a shape check). Each result
-is owned by the caller until it passes the MemInfo to `void edgeseq_release(int64)`.
+is owned by the caller until it passes the MemInfo to `void edgeseq_release(int64)`, or
+until `void edgeseq_collect(int64 *table, int64 *desc, int64 n)` copies and releases them
+all in one call: desc holds per result (its offset in the table, destination address or 0
+for none, bytes to copy).
 """
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ from dataclasses import dataclass
 
 ENTRY = "edgeseq_entry"
 RELEASE = "edgeseq_release"
+COLLECT = "edgeseq_collect"
 DTYPES = ("float32", "int64", "float64")
 
 

@@ -15,7 +15,7 @@ from edgeseq.errors import InputError
 from edgeseq.graph import Graph
 from edgeseq.limits import LIMITS
 from edgeseq.runtime.native.inputs import InputChecks
-from edgeseq.runtime.native.layout import ENTRY, RELEASE, Layout, arg_specs
+from edgeseq.runtime.native.layout import COLLECT, ENTRY, Layout, arg_specs
 
 _NP = {"float32": np.float32, "int64": np.int64, "float64": np.float64}
 _I64 = ctypes.c_int64
@@ -56,8 +56,13 @@ class NativeModel(InputChecks):
         self.output_names = list(unit["outputs"])
         self.target = target
         self._code = code                   # keeps the mapping alive
+        missing = [f for f in (ENTRY, COLLECT) if f not in code.symbols]
+        if missing:
+            from edgeseq.errors import ModelFormatError
+            raise ModelFormatError(f"the object code does not define {missing} (compiled by an "
+                                   f"older edgeseq? compile it again)", field="symbols")
         self._entry = code.function(ENTRY, _I64, ctypes.c_void_p)
-        self._release = code.function(RELEASE, None, _I64)
+        self._collect = code.function(COLLECT, None, ctypes.c_void_p, ctypes.c_void_p, _I64)
         self._unit = unit
         self._in = [(n, _NP[dt], rank) for n, dt, rank in unit["inputs"]]
         self._states = unit["states"]
@@ -106,7 +111,8 @@ class NativeModel(InputChecks):
         st = getattr(self._local, "st", None)
         if st is None:
             lay = self._layout
-            table = np.zeros(lay.size, np.int64)
+            # NOTE: a ctypes array: its item and slice stores cost a fraction of NumPy's
+            table = (ctypes.c_int64 * lay.size)()
             fixed = [(self._no_state, (0,) * rank) for _, _, rank in self._in]
             fixed += [(c, c.shape) for c in self._consts]
             fixed += [(self._no_state, (0, 0, 0))] * len(self._states)
@@ -114,13 +120,23 @@ class NativeModel(InputChecks):
                 table[slot.offset] = a.ctypes.data
                 table[slot.offset + 1:slot.offset + 1 + slot.rank] = shape
             ws = [np.zeros(1, np.float32), np.zeros(1, np.int64)] if self._workspace else None
-            st = self._local.st = [table, table.ctypes.data, ws]
+            st = self._local.st = [table, ctypes.addressof(table), ws]
             if ws is not None:
                 self._point(table, -2, ws[0])
                 self._point(table, -1, ws[1])
         return st
 
-    def _point(self, table: np.ndarray, k: int, a: np.ndarray) -> None:
+    def _desc(self) -> tuple:
+        """This thread's edgeseq_collect descriptor (result offsets filled in) and address."""
+        d = getattr(self._local, "desc", None)
+        if d is None:
+            arr = (ctypes.c_int64 * (3 * len(self._results)))()
+            for k, (off, _, _) in enumerate(self._results):
+                arr[3 * k] = off
+            d = self._local.desc = (arr, ctypes.addressof(arr))
+        return d
+
+    def _point(self, table, k: int, a: np.ndarray) -> None:
         slot = self._layout.args[k]
         table[slot.offset] = a.ctypes.data
         table[slot.offset + 1:slot.offset + 1 + slot.rank] = a.shape
@@ -160,7 +176,7 @@ class NativeModel(InputChecks):
             o = slot.offset
             if a is None:
                 table[o] = self._no_state_ptr
-                table[o + 1:o + 1 + rank] = 0
+                table[o + 1:o + 1 + rank] = (0,) * rank
                 continue
             if a.dtype != dt or not a.flags.c_contiguous:
                 a = np.ascontiguousarray(a, dtype=dt)
@@ -172,7 +188,7 @@ class NativeModel(InputChecks):
                 o = slot.offset
                 if a is None:
                     table[o] = self._no_state_ptr
-                    table[o + 1:o + 4] = 0
+                    table[o + 1:o + 4] = (0, 0, 0)
                 else:
                     keep.append(a)
                     table[o] = _address(a)
@@ -193,16 +209,20 @@ class NativeModel(InputChecks):
             raise InputError(f"model '{self.name}': the compiled code refused these inputs "
                              f"(a shape check inside the graph failed; load the model with "
                              f"native_code=False for the message naming the node)")
-        words = table.tolist()
+        words = table[:]
+        desc, desc_address = self._desc()
         results = []
-        for off, dt, rank in self._results[:len(self.output_names) + (len(self._states)
-                                                                      if carried else 0)]:
-            out = np.empty(tuple(words[off + 2:off + 2 + rank]), dt)
-            if out.nbytes:
-                ctypes.memmove(_address(out), words[off + 1], out.nbytes)
-            results.append(out)
-        for off, _, _ in self._results:
-            self._release(words[off])
+        n_copy = len(self.output_names) + (len(self._states) if carried else 0)
+        for k, (off, dt, rank) in enumerate(self._results):
+            if k < n_copy:
+                out = np.empty(tuple(words[off + 2:off + 2 + rank]), dt)
+                results.append(out)
+                desc[3 * k + 1] = _address(out) if out.nbytes else 0
+                desc[3 * k + 2] = out.nbytes
+            else:
+                desc[3 * k + 1] = 0
+        # one call copies the results and releases every MemInfo the entry handed over
+        self._collect(address, desc_address, len(self._results))
         n_out = len(self.output_names)
         return dict(zip(self.output_names, results[:n_out])), results[n_out:]
 
