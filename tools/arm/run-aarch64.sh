@@ -13,7 +13,10 @@
 #      python3.11 + venv, pip install edgeseq[onnx] from this checkout (binary wheels only),
 #      then (x86 reference outputs from the same snapshot on the host in between) run:
 #      import check, the kernel-test subset, the end-to-end check against x86, and
-#      the x86-made artifacts in a second venv holding only the bare `pip install edgeseq`.
+#      the x86-made artifacts in a second venv holding only the bare `pip install edgeseq`;
+#      `aot`: `edgeseq compile --target cortex-a72|cortex-a76` on the host, the compiled
+#      artifacts run in a third venv holding the board runtime (no numba, no llvmlite), and
+#      code for cortex-a76 is refused under QEMU_CPU=cortex-a72.
 #
 # Environment (all optional):
 #   EDGESEQ_ARM_ROOT      arm64 root to create/reuse            (/var/tmp/edgeseq-arm64)
@@ -21,6 +24,7 @@
 #   EDGESEQ_ARM_CPU       CPU qemu emulates and cpuinfo names   (cortex-a72: Raspberry Pi 4)
 #   EDGESEQ_ARM_PYTEST    pytest arguments for the kernel part  (tools/arm/kernel-tests.txt)
 #   EDGESEQ_ARM_PARTS     which parts to run                    ("import kernels e2e board")
+#                         (known: import kernels e2e board aot)
 #   EDGESEQ_HOST_PYTHON   x86 interpreter that makes the x86 reference venv ROOT.x86-venv
 #                         (default: the checkout's .venv/bin/python, else python3); that venv
 #                         gets the root's numpy/numba/onnxruntime versions and the same source
@@ -35,6 +39,9 @@ PARTS="${EDGESEQ_ARM_PARTS:-import kernels e2e board}"
 SUITE=bookworm
 VENV=/opt/edgeseq-venv            # inside the root
 BOARD_VENV=/opt/edgeseq-board     # inside the root: only edgeseq's core dependencies
+AOT_VENV=/opt/edgeseq-aot-board   # inside the root: the board runtime (core deps minus numba)
+AOT_TARGETS="cortex-a72 cortex-a76"   # the host compiles for these; the first must lack
+                                      # features of the others (it is the refusing CPU)
 SRC=/opt/edgeseq-src              # inside the root: copy of the checkout
 WORK=/opt/edgeseq-work            # inside the root: x86 reference outputs, logs
 SILERO_VERSION=6.2.3
@@ -193,6 +200,18 @@ emit_x86_reference() {
     cat "$ROOT$WORK/x86-emit.log" >&2
 }
 
+# Precompiled artifacts: the host compiles the demo classifier and silero for each of
+# AOT_TARGETS with `edgeseq compile`, and records its own (JIT) outputs.
+emit_aot_reference() {
+    local py; py="$(x86_venv)"
+    log "x86: edgeseq compile --target {${AOT_TARGETS// /,}} with $py"
+    rm -rf "$ROOT$WORK/aot"; mkdir -p "$ROOT$WORK/aot"
+    "${NICE[@]}" "$py" "$ROOT$SRC/tools/arm/aot_check.py" emit "$ROOT$WORK/aot" \
+        --targets "${AOT_TARGETS// /,}" >"$ROOT$WORK/aot-emit.log" 2>&1 \
+        || { cat "$ROOT$WORK/aot-emit.log" >&2; return 1; }
+    cat "$ROOT$WORK/aot-emit.log" >&2
+}
+
 # ---------------------------------------------------------------------------------------------
 # inside the private mount namespace
 # ---------------------------------------------------------------------------------------------
@@ -307,7 +326,8 @@ run_parts() {
             e2e)     rm -rf "$ROOT$WORK/numba-cache"
                      in_root NUMBA_CACHE_DIR="$WORK/numba-cache" python "$SRC/tools/arm/e2e_check.py" check "$WORK/x86" || rc=$? ;;
             board)   run_board_check || rc=$? ;;
-            *) die "unknown part '$part' (known: import kernels e2e board)" ;;
+            aot)     run_aot_check || rc=$? ;;
+            *) die "unknown part '$part' (known: import kernels e2e board aot)" ;;
         esac
         snap_times
         results+=("$part:$rc:$((SECONDS - t0)):$(( $(cpu_seconds) - c0 ))")
@@ -331,6 +351,52 @@ run_board_check() {
     fi
     in_root NUMBA_CACHE_DIR="$WORK/numba-cache-board" "$BOARD_VENV/bin/python" \
         "$SRC/tools/arm/e2e_check.py" check --artifacts-only "$WORK/x86"
+}
+
+# Installed size of a venv's site-packages: all, without NumPy (and pip/setuptools, which every
+# venv has), and edgeseq alone; in MB (du -k summed, so rounding does not add up).
+site_size() {
+    local site="$1" skip='/(numpy|numpy\.libs|numpy-[^/]*|pip|pip-[^/]*|setuptools|setuptools-[^/]*|pkg_resources|_distutils_hack|distutils-precedence\.pth)$'
+    du -sk "$site"/* | awk -v skip="$skip" '{all += $1; if ($2 !~ skip) rest += $1; if ($2 ~ /\/edgeseq$/) e = $1}
+        END {printf "site-packages %.1f MB; without NumPy, pip and setuptools %.1f MB (edgeseq %.1f MB)", all/1024, rest/1024, e/1024}'
+}
+
+# The board runtime (docs/arm.md "Precompiled artifacts on the board"): edgeseq's core
+# dependencies except numba, then edgeseq itself with --no-deps; it runs the host-compiled
+# artifacts in fresh processes, compares with x86, and refuses code for a CPU it is not.
+run_aot_check() {
+    [ -e "$ROOT$WORK/aot/manifest.json" ] || { log "no host-compiled artifacts"; return 1; }
+    rm -rf "$ROOT$WORK/wheel-aot" "$ROOT$AOT_VENV"
+    in_root pip wheel -q --no-deps --no-build-isolation -w "$WORK/wheel-aot" "$SRC" || return 1
+    in_root python3.11 -m venv "$AOT_VENV" || return 1
+    local whl deps; whl="$(cd "$ROOT$WORK/wheel-aot" && ls edgeseq-*.whl)"
+    deps="$(in_root python "$SRC/tools/arm/check_deps.py" --list | grep -v -i -E '^(numba|llvmlite)\b' | tr '\n' ' ')"
+    log "board runtime: pip install $deps; pip install --no-deps $whl"
+    # shellcheck disable=SC2086
+    in_root "$AOT_VENV/bin/pip" install -q --only-binary=:all: $deps || return 1
+    in_root "$AOT_VENV/bin/pip" install -q --no-deps "$WORK/wheel-aot/$whl" || return 1
+    local site; site="$(echo "$ROOT$AOT_VENV"/lib/python3*/site-packages)"
+    log "board runtime venv: $(in_root "$AOT_VENV/bin/pip" list --format=freeze 2>/dev/null | tr '\n' ' ')"
+    log "board runtime size: $(site_size "$site")"
+    if in_root "$AOT_VENV/bin/python" -c "import numba" 2>/dev/null \
+        || in_root "$AOT_VENV/bin/python" -c "import llvmlite" 2>/dev/null; then
+        log "board runtime venv unexpectedly has numba/llvmlite"; return 1
+    fi
+    local first="${AOT_TARGETS%% *}" rc=0 t
+    in_root QEMU_CPU="$first" "$AOT_VENV/bin/python" "$SRC/tools/arm/aot_check.py" check "$WORK/aot" --target "$first" || rc=1
+    for t in ${AOT_TARGETS#* }; do
+        # code for a richer core under QEMU_CPU=$first: refused before any call (never SIGILL);
+        # --control runs it once more with the feature check bypassed, to show it would fault
+        in_root QEMU_CPU="$first" "$AOT_VENV/bin/python" "$SRC/tools/arm/aot_check.py" refuse "$WORK/aot" --target "$t" --control || rc=1
+        # on that core, its own code and the older core's code both run
+        in_root QEMU_CPU="$t" "$AOT_VENV/bin/python" "$SRC/tools/arm/aot_check.py" check "$WORK/aot" --target "$t" || rc=1
+        in_root QEMU_CPU="$t" "$AOT_VENV/bin/python" "$SRC/tools/arm/aot_check.py" check "$WORK/aot" --target "$first" || rc=1
+        # with Numba installed (the root's full venv) the declined code's model runs on the JIT
+        rm -rf "$ROOT$WORK/numba-cache-aot"
+        in_root QEMU_CPU="$first" NUMBA_CACHE_DIR="$WORK/numba-cache-aot" python "$SRC/tools/arm/aot_check.py" \
+            refuse "$WORK/aot" --target "$t" --allow-jit --cases demo_classifier || rc=1
+    done
+    return "$rc"
 }
 
 run_kernel_tests() {
@@ -363,6 +429,7 @@ main() {
     unshare --mount --propagation private -- bash "$SELF" __inside setup || true
     if [ -e "$ROOT$WORK/setup-ok" ]; then
         case " $PARTS " in *" e2e "*|*" board "*) emit_x86_reference || x86_ok=$? ;; esac
+        case " $PARTS " in *" aot "*) emit_aot_reference || x86_ok=$? ;; esac
         unshare --mount --propagation private -- bash "$SELF" __inside run || true
     fi
     # belt and braces: nothing of ours may stay mounted in the host namespace
