@@ -239,3 +239,36 @@ def test_aarch64_object_relocates(compiled):
     assert elf.undefined_symbols(code) <= {"malloc", "free", "memcpy", "memset", "memmove"}
     loaded = elf.load(obj, "a72.o")       # mapped and relocated, never called on x86
     assert {"edgeseq_entry", "edgeseq_release"} <= set(loaded.symbols)
+
+
+def _targets(*names):
+    from edgeseq.runtime.native.targets import TARGETS
+    return [store.CodeTarget(t.name, t.triple, t.cpu, t.features, t.requires, "sha256:0", 1)
+            for t in (TARGETS[n] for n in names)]
+
+
+def test_target_choice_follows_the_cpu_features(monkeypatch):
+    from edgeseq.runtime.native import cpu, loader
+    from edgeseq.runtime.native.targets import TARGETS
+    targets = _targets("x86-64-v2", "x86-64-v3", "x86-64-v4", "cortex-a72", "cortex-a76")
+    # an AVX2 machine without AVX-512
+    monkeypatch.setattr(cpu, "machine", lambda: "x86_64")
+    monkeypatch.setattr(cpu, "features", lambda: frozenset(TARGETS["x86-64-v3"].requires))
+    best, why = loader.choose(targets)
+    assert best.name == "x86-64-v3"
+    assert any(w.startswith("x86-64-v4 needs avx512f") for w in why)
+    assert "cortex-a76 needs an aarch64 CPU" in why
+    # a Cortex-A72 as its HWCAP says (qemu -cpu cortex-a72): no dot product, no LSE
+    monkeypatch.setattr(cpu, "machine", lambda: "aarch64")
+    monkeypatch.setattr(cpu, "features", lambda: frozenset(
+        {"fp", "asimd", "evtstrm", "crc32", "cpuid"}))
+    best, why = loader.choose(targets)
+    assert best.name == "cortex-a72"
+    assert any(w.startswith("cortex-a76 needs atomics") and "asimddp" in w for w in why)
+
+
+def test_this_cpu_reports_its_features():
+    from edgeseq.runtime.native import cpu
+    # x86-64: /proc/cpuinfo flags; aarch64: HWCAP bits (every AArch64 Linux CPU has these)
+    want = {"x86_64": {"sse2", "sse4_2"}, "aarch64": {"fp", "asimd"}}[cpu.machine()]
+    assert want <= cpu.features()
