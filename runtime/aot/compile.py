@@ -63,6 +63,6 @@ def _build_entry(src: Path, outdir: Path) -> None:
     r = subprocess.run([sys.executable, "-m", "edgeseq.runtime.aot.entry", str(src),
                         str(outdir)], env=env, capture_output=True, text=True)
     if r.returncode != 0:
-        tail = (r.stderr.strip().splitlines() or ["(no output)"])[-1]
+        tail = "\n".join(r.stderr.strip().splitlines()[-8:]) or "(no output)"
         raise UnsupportedModelError(f"{src}: the whole-graph function cannot be compiled "
                                     f"ahead of time: {tail}")

@@ -71,6 +71,7 @@ def load_native(path, native_code: bool | None, options: dict) -> tuple:
     unknown = set(options) - _NATIVE_OPTIONS - _JIT_ONLY - {"delta"}
     if unknown:
         raise TypeError(f"load() got unexpected option(s) {sorted(unknown)}")
+    store.check_unit(info.unit, art.graph, where)
     consts = store.check_consts(art.native, where)
     data = store.code_bytes(art.native, target, where)
     obj = elf.parse(data, f"{where} [{target.tensor}]")

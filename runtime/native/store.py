@@ -123,6 +123,18 @@ def _check_unit(unit: dict, bad) -> None:
         raise bad("outputs, states and results do not agree", "unit.results")
 
 
+def check_unit(unit: dict, graph, where: str) -> None:
+    """The calling convention must name the graph's inputs and outputs (a table built for
+    other inputs would hand the code wrong addresses)."""
+    ins = [i[0] for i in unit["inputs"]]
+    if ins != [v.name for v in graph.inputs] or unit["outputs"] != [v.name for v in
+                                                                   graph.outputs]:
+        raise ModelFormatError(f"the compiled code takes inputs {ins} and returns "
+                               f"{unit['outputs']}, the graph has {[v.name for v in graph.inputs]}"
+                               f" -> {[v.name for v in graph.outputs]}", file=where,
+                               field="edgeseq.native unit")
+
+
 def check_consts(native: dict, where: str) -> tuple:
     """The packed constants wf, wi, wd (1-D, their dtypes)."""
     out = []

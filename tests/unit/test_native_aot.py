@@ -272,3 +272,11 @@ def test_this_cpu_reports_its_features():
     # x86-64: /proc/cpuinfo flags; aarch64: HWCAP bits (every AArch64 Linux CPU has these)
     want = {"x86_64": {"sse2", "sse4_2"}, "aarch64": {"fp", "asimd"}}[cpu.machine()]
     assert want <= cpu.features()
+
+
+def test_calling_convention_for_other_inputs_is_refused(compiled, tmp_path):
+    meta = json.loads(artifact.read(compiled).native_text)
+    meta["unit"]["inputs"][0][0] = "not_x"
+    bad = _resave(compiled, tmp_path / "other_inputs.eseq", text=json.dumps(meta))
+    with pytest.raises(ModelFormatError, match="edgeseq.native unit"):
+        edgeseq.load(bad, native_code=True)
