@@ -17,6 +17,8 @@ def constants_of(graph: Graph, node: Node) -> list[str]:
     names = list(node.weights.values())
     names += [scale_name(n) for n in node.weights.values() if scale_name(n) in graph.constants]
     names += [n for n in node.inputs if n and n in graph.constants]
+    body = node.attrs.get("body")     # a Loop: its body's constants (edgeseq/loop_op.py)
+    names += [n for n in getattr(body, "constants", ()) if n in graph.constants]
     return list(dict.fromkeys(names))
 
 

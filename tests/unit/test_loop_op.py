@@ -225,3 +225,11 @@ def test_a_growing_carried_value_is_cut_at_the_memory_limit(monkeypatch):
     with pytest.raises(InputError, match=r"node 'loop' \(Loop\): after \d+ iterations .*"
                                          r"Limits.memory_bytes"):
         reference.run(g, {"a0": np.zeros(4, np.float32)})
+
+
+def test_inspect_counts_the_body_weights_on_the_loop_row():
+    from edgeseq.summary import summarize
+    g = _loop_graph(_cumsum_body(stop_at=2.0), 4)
+    g.validate()
+    row = next(f for f in summarize(g)["layers"] if f["node"] == "loop")
+    assert row["params"] == 3          # trips, half, limit
