@@ -120,16 +120,21 @@ def dequantize(w: np.ndarray, scale: np.ndarray | None = None) -> np.ndarray:
 # (runtime/kernels/s8dot.py) produce exactly these float32 bits per product. Without it
 # ("int16", the default of older artifacts) the products are the dequantised float64 ones.
 INT8_ACTIVATIONS = "int8_activations"
-INT8_ACTIVATION_SLOTS = {Op.LSTM: ("w_x", "w_h", "w_proj"), Op.GRU: ("w_x", "w_h"),
-                         Op.RNN: ("w_x", "w_h")}
+# (w_h_u, w_h_v: a factored W_h, multiplied as U (V h) with V h quantised again; both or none)
+INT8_ACTIVATION_SLOTS = {Op.LSTM: ("w_x", "w_h", "w_h_u", "w_h_v", "w_proj"),
+                         Op.GRU: ("w_x", "w_h", "w_h_u", "w_h_v"),
+                         Op.RNN: ("w_x", "w_h", "w_h_u", "w_h_v")}
 
 
 def int8_activation_slots(graph: Graph, node: Node) -> tuple[str, ...]:
     """The weight slots of `node` whose products use int8 activations."""
     if graph.metadata.get(INT8_ACTIVATIONS) != "int8":
         return ()
-    return tuple(s for s in INT8_ACTIVATION_SLOTS.get(node.op, ())
-                 if s in node.weights and graph.constants[node.weights[s]].dtype == np.int8)
+    slots = tuple(s for s in INT8_ACTIVATION_SLOTS.get(node.op, ())
+                  if s in node.weights and graph.constants[node.weights[s]].dtype == np.int8)
+    if ("w_h_u" in slots) != ("w_h_v" in slots):
+        slots = tuple(s for s in slots if s not in ("w_h_u", "w_h_v"))
+    return slots
 
 
 def quantize_activations8(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -154,10 +159,15 @@ def int8_product(v: np.ndarray, q_w: np.ndarray, scale: np.ndarray) -> np.ndarra
 
 
 def _int8_products(graph: Graph, node: Node) -> dict:
-    """slot -> [per direction: v -> W v] for the slots with int8 activations."""
-    return {s: [lambda v, w=w, sc=sc: int8_product(v, w, sc)
-                for w, sc in zip(graph.weight(node, s), graph.scale(node, s))]
-            for s in int8_activation_slots(graph, node)}
+    """slot -> [per direction: v -> W v] for the slots with int8 activations; factors U, V
+    become "w_h": v -> U (V v)."""
+    out = {s: [lambda v, w=w, sc=sc: int8_product(v, w, sc)
+               for w, sc in zip(graph.weight(node, s), graph.scale(node, s))]
+           for s in int8_activation_slots(graph, node)}
+    if "w_h_u" in out:
+        out["w_h"] = [lambda v, u=u, w=w: u(w(v)) for u, w in zip(out.pop("w_h_u"),
+                                                                   out.pop("w_h_v"))]
+    return out
 
 
 def _to_compute(a: np.ndarray) -> np.ndarray:

@@ -114,6 +114,9 @@ class _Compressed:
         slots = int8_activation_slots(graph, node)
         self.p8 = {s: [packed8(graph.weight(node, s)[d], graph.scale(node, s)[d])
                        for d in range(self.n_dir)] for s in slots}
+        if "w_h_u" in self.p8 and "w_h_v" in self.p8:     # factored: W_h h = U (V h)
+            self.p8["w_h"] = list(zip(self.p8.pop("w_h_u"), self.p8.pop("w_h_v")))
+            self.mu = self.mv = [pack(np.zeros((0, 0), np.float32), None)] * self.n_dir
         empty = pack(np.zeros((0, 0), np.float32), None)
         for slot, held in (("w_x", self.mx), ("w_h", self.mh), ("w_proj", self.mp)):
             if slot in self.p8:
@@ -163,9 +166,15 @@ class CompressedGru(_Compressed, GruKernel):
     def __init__(self, graph: Graph, node: Node, **options) -> None:
         super().__init__(graph, node, **options)
         if "w_h" in self.p8 and not node.attrs["linear_before_reset"]:
-            w, sc, hs = graph.weight(node, "w_h"), graph.scale(node, "w_h"), self.hidden
-            self.p8["w_h"] = [packed8(w[d][:2 * hs], sc[d][:2 * hs]) for d in range(self.n_dir)]
-            self.p8n = [packed8(w[d][2 * hs:], sc[d][2 * hs:]) for d in range(self.n_dir)]
+            hs = self.hidden
+            rows_of = "w_h_u" if self.factored else "w_h"       # U's rows are W_h's rows
+            w, sc = graph.weight(node, rows_of), graph.scale(node, rows_of)
+            zr = [packed8(w[d][:2 * hs], sc[d][:2 * hs]) for d in range(self.n_dir)]
+            cand = [packed8(w[d][2 * hs:], sc[d][2 * hs:]) for d in range(self.n_dir)]
+            if self.factored:
+                v = [p[1] for p in self.p8["w_h"]]
+                zr, cand = list(zip(zr, v)), list(zip(cand, v))
+            self.p8["w_h"], self.p8n = zr, cand
         elif "w_h" in self.p8:
             self.p8n = self.p8["w_h"]       # unused by the kernel when linear_before_reset
 

@@ -434,6 +434,56 @@ def products8_range(p, v, rows, n_rows, out, accumulate, xq, xs, backward):
                     backward)
 
 
+# A recurrent W_h with int8 activations is a Packed8 (dense) or a (U, V) pair of Packed8
+# (factored, svd: W_h h = U (V h), V h quantised again before U). The three functions below
+# take either; the form is chosen by type at compile time (`overload`).
+def in_groups8(p):
+    """Column groups of the first matrix a vector meets (scratch width / 4)."""
+    raise TypeError("compiled kernels only")
+
+
+def out_rows8(p):
+    """Padded rows of the product (the width its output buffer needs)."""
+    raise TypeError("compiled kernels only")
+
+
+def recurrent8(p, v, rows, n_rows, out, accumulate, xq, xs, backward):
+    """out[rows[a]] (+)= W_h v[rows[a]] with int8 activations; xq/xs: the caller's scratch
+    for v (`products8_range`); a factored W_h quantises V v again into its own scratch."""
+    raise TypeError("compiled kernels only")
+
+
+def _dense8(p) -> bool:
+    return isinstance(p, types.BaseNamedTuple)
+
+
+@overload(in_groups8, jit_options=_OVERLOAD_OPTIONS)
+def _in_groups8(p):
+    return (lambda p: p.groups) if _dense8(p) else (lambda p: p[1].groups)
+
+
+@overload(out_rows8, jit_options=_OVERLOAD_OPTIONS)
+def _out_rows8(p):
+    return (lambda p: p.scale.shape[0]) if _dense8(p) else (lambda p: p[0].scale.shape[0])
+
+
+@overload(recurrent8, jit_options=_OVERLOAD_OPTIONS)
+def _recurrent8(p, v, rows, n_rows, out, accumulate, xq, xs, backward):
+    if _dense8(p):
+        return lambda p, v, rows, n_rows, out, accumulate, xq, xs, backward: products8_range(
+            p, v, rows, n_rows, out, accumulate, xq, xs, backward)
+
+    def factored(p, v, rows, n_rows, out, accumulate, xq, xs, backward):
+        u, w_v = p[0], p[1]
+        # V's padded rows come out as 0, so the whole buffer is quantised (same max, and
+        # the extra columns meet U's zero padding)
+        tmp = np.zeros((v.shape[0], w_v.scale.shape[0]), dtype=np.float32)
+        products8_range(w_v, v, rows, n_rows, tmp, False, xq, xs, backward)
+        tq = np.zeros((n_rows, tmp.shape[1]), dtype=np.int8)
+        products8_range(u, tmp, rows, n_rows, out, accumulate, tq, xs, backward)
+    return factored
+
+
 @njit(**NJIT)
 def input_projection8(p, x):
     """W x_t for every step and batch row at once with int8 activations: x [T, N, I] ->
@@ -459,11 +509,11 @@ def lstm_sequence8(xin, p_h, w_proj, aux, ip, fp, lens, h, c, y):
     rows = np.empty(n_batch, dtype=np.int64)
     times = np.empty(n_batch, dtype=np.int64)
     one = np.zeros(1, dtype=np.int64)
-    zp = np.empty((n_batch, p_h.scale.shape[0]), dtype=np.float32)
+    zp = np.empty((n_batch, out_rows8(p_h)), dtype=np.float32)
     m = np.empty(n_cell, dtype=np.float32)
     mm = np.empty((1, n_cell), dtype=np.float32)
     pr = np.empty((1, h.shape[1]), dtype=np.float32)
-    hq = np.zeros((n_batch, 4 * p_h.groups), dtype=np.int8)
+    hq = np.zeros((n_batch, 4 * in_groups8(p_h)), dtype=np.int8)
     xs = np.empty(n_batch, dtype=np.float32)
     plain = _is_plain(ip, fp)
     for s in range(t_len):
@@ -474,7 +524,7 @@ def lstm_sequence8(xin, p_h, w_proj, aux, ip, fp, lens, h, c, y):
             b = rows[a]
             zp[b, :4 * n_cell] = xin[times[a], b, :]
         # odd steps read W_h last panel first: what the previous step read last is in L2
-        products8_range(p_h, h, rows, n_act, zp, True, hq, xs, s % 2 == 1)
+        recurrent8(p_h, h, rows, n_act, zp, True, hq, xs, s % 2 == 1)
         for a in range(n_act):
             b = rows[a]
             zb = zp[b, :4 * n_cell]

@@ -4,18 +4,19 @@ kernels.quantized_rnn8), the bits defined by the float64 reference (`int8_produc
 reference's GRU/RNN steps taking it as their product). Checked: runtime vs that reference
 (odd sizes, padding past 16 rows, batch 1 and >1, lengths, both GRU reset forms, reverse and
 bidirectional), streaming in chunks equal to the full run, and the activation quantisation's
-error against the same graph with exact activations within its derived bound."""
+error against the same graph with exact activations within its derived bound; a factored
+W_h (svd) of LSTM, GRU and RNN likewise."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from edgeseq.quant import activations, int8
+from edgeseq.quant import activations, int8, svd
 from edgeseq.reference import run
 from edgeseq.runtime import Model
 from edgeseq.runtime.compressed import CompressedGru, CompressedRnn
 from edgeseq.runtime.kernels import s8dot
-from edgeseq.testing import gru_graph, random_inputs, rnn_graph
+from edgeseq.testing import gru_graph, lstm_graph, random_inputs, rnn_graph
 
 CASES = {
     "gru-lbr0-lens": (gru_graph, CompressedGru, dict(linear_before_reset=False, seq_lens=True)),
@@ -112,3 +113,29 @@ def test_generated_code_falls_back_to_the_interpreter_cleanly(rng):
     want = Model(g).run(x)
     got = compiled.run(x)
     assert all(np.array_equal(got[k], want[k]) for k in want)
+
+
+FACTORED = {
+    "lstm-peep-bi": (lstm_graph, dict(peephole=True, direction="bidirectional", seq_lens=True)),
+    "lstm-proj": (lstm_graph, dict(proj_size=6, proj_bias=True)),
+    "gru-lbr0": (gru_graph, dict(linear_before_reset=False, seq_lens=True)),
+    "gru-lbr1-rev": (gru_graph, dict(linear_before_reset=True, direction="reverse")),
+    "rnn-bi": (rnn_graph, dict(direction="bidirectional")),
+}
+
+
+@pytest.mark.parametrize("case", sorted(FACTORED))
+def test_int8_activation_factored_w_h_matches_the_reference(rng, case):
+    """svd + int8 + int8 activations: W_h h = U (V h), V h quantised to int8 again before U
+    (the reference composes two int8_products); bits as the reference's, cell in float32."""
+    make, feat = FACTORED[case]
+    g = activations.apply(int8.apply(svd.apply(make(rng, 7, 21, **feat), rank=5)[0])[0],
+                          "int8")
+    assert "w_h_u" in g.nodes[0].weights
+    model = Model(g)
+    assert "w_h_u/w_h_v" in model.describe()
+    for n in (1, 4):
+        x = random_inputs(g, rng, 9, n)
+        ref = run(g, x)
+        assert _err(ref, model.run(x)) <= 1e-5
+    assert _err(ref, Model(activations.apply(g, "int16")).run(x)) > 1e-4
