@@ -103,7 +103,6 @@ class ConvLstmKernel(Kernel):
         h_fin = np.empty((d_n, n, h) + out_sp, np.float32)
         c_fin = np.empty((d_n, n, h) + out_sp, np.float32)
         no_peep = np.zeros((3, 1, 1), np.float32)
-        h_out = np.empty((n, n_pos, h), np.float32)
         for d in range(d_n):
             grid = np.zeros((n,) + padded + (h,), np.float32)
             c = np.zeros((n,) + out_sp + (h,), np.float32)
@@ -125,11 +124,9 @@ class ConvLstmKernel(Kernel):
                 pre = (cols.reshape(rows.size * n_pos, -1) @ self.w_h[d]).reshape(
                     rows.size, n_pos, -1)
                 pre += xc[t, rows]
-                hr = h_out[:rows.size]
                 _kernel.conv_lstm_gates(pre, c_flat, rows, peep, self.peep is not None,
-                                        self.codes[d], self.alphas[d], self.betas[d], hr)
-                flat[rows[:, None], centres[None]] = hr
-                y[t, d, rows] = hr.transpose(0, 2, 1)
+                                        self.codes[d], self.alphas[d], self.betas[d], flat,
+                                        centres, y, t, d)
             h_fin[d] = np.moveaxis(grid[inner], -1, 1)
             c_fin[d] = np.moveaxis(c, -1, 1)
         y = y.reshape((t_len, d_n, n, h) + out_sp)

@@ -1,8 +1,9 @@
 """The ConvLSTM gate update (1-D and 2-D), compiled. Both convolutions are GEMMs done before
 (runtime/conv_lstm.py: the input one over every step at once, the recurrent one per step over
 an im2col gather of the carried h); here, per row and position, the peepholes, activations,
-cell update and new h. Layouts: pre [R, P, 4H] (gates i, f, c, o; overwritten); c [N, P, H]
-(rows[r] of it updated); peephole [3, P, H]; h_out [R, P, H]."""
+cell update and new h, written into the state grid and the output. Layouts: pre [R, P, 4H]
+(gates i, f, c, o; overwritten); c [N, P, H] (rows[r] of it updated); peephole [3, P, H];
+grid [N, P_pad, H] (h of position p at row centres[p]); y [T, D, N, H, P] (at steps t[r])."""
 from __future__ import annotations
 
 import numpy as np
@@ -13,8 +14,8 @@ from edgeseq.runtime.kernels.flags import NJIT
 
 
 @njit(**NJIT)
-def conv_lstm_gates(pre, c, rows, peep, has_peep, codes, alphas, betas, h_out):
-    """c and h_out from the gate pre-activations of the rows listed in `rows`."""
+def conv_lstm_gates(pre, c, rows, peep, has_peep, codes, alphas, betas, grid, centres, y, t, d):
+    """c, the state grid and y from the gate pre-activations of the rows listed in `rows`."""
     n_pos, hidden = c.shape[1], c.shape[2]
     tmp = np.empty(hidden, np.float32)
     for r in range(rows.shape[0]):
@@ -36,5 +37,8 @@ def conv_lstm_gates(pre, c, rows, peep, has_peep, codes, alphas, betas, h_out):
                     acc[3 * hidden + j] += peep[2, pos, j] * c_row[j]
             activate(acc, 3 * hidden, hidden, codes[0], alphas[0], betas[0])     # o
             activate(tmp, 0, hidden, codes[2], alphas[2], betas[2])
+            g_row = grid[n, centres[pos]]
             for j in range(hidden):
-                h_out[r, pos, j] = acc[3 * hidden + j] * tmp[j]
+                h = acc[3 * hidden + j] * tmp[j]
+                g_row[j] = h
+                y[t[r], d, n, j, pos] = h
