@@ -96,3 +96,25 @@ def test_results_do_not_alias_the_reused_workspace(tol):
     kept = p.copy()
     s.push({"x": b[:, :, :5]})
     assert np.array_equal(p, kept)
+
+
+def test_threads_sharing_a_model_get_their_own_workspace():
+    """Model.run from two threads at once (the generated function releases the GIL): each
+    thread's calls use its own arena, so results stay those of a lone call."""
+    import threading
+    m = Model(_glue_graph(), codegen=True)
+    xs = [_f(1, 4, 40) for _ in range(2)]
+    want = [m.run({"x": x})["y"] for x in xs]
+    bad = []
+
+    def work(k):
+        for _ in range(300):
+            if not np.array_equal(m.run({"x": xs[k]})["y"], want[k]):
+                bad.append(k)
+                return
+    ts = [threading.Thread(target=work, args=(k,)) for k in range(2)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    assert not bad
