@@ -195,39 +195,21 @@ def _panel_rows4(typingctx, wp, x0, x1, x2, x3, o0, o1, o2, o3, p, k_len):
     return sig, codegen
 
 
-@njit(**NJIT)
-def panel_gemv_rows_acc(wp, v, rows, n_rows, out):
-    """out[b] += W v[b] for b in rows[:n_rows] (v [N, K], out [N, >= R_padded]): four batch
-    rows per pass over the weights, the rest one at a time."""
-    k_len = wp.shape[1]
-    if k_len == 0:
-        return
-    a = 0
-    while a + 4 <= n_rows:
-        b0, b1, b2, b3 = rows[a], rows[a + 1], rows[a + 2], rows[a + 3]
-        # panels come in groups of four, so pairs never run past the end
-        for p in range(0, wp.shape[0], 2):
-            _panel_rows4(wp, v[b0], v[b1], v[b2], v[b3], out[b0], out[b1], out[b2], out[b3],
-                         p, k_len)
-        a += 4
-    while a < n_rows:
-        panel_gemv_acc(wp, v[rows[a]], out[rows[a]])
-        a += 1
-
-
-# rows of v per block of `panel_gemm_acc`: 64 rows of up to 1024 inputs (256 KiB) stay in L2
-# while every panel pair passes over them
+# rows of v per block of `panel_gemv_rows_acc`: 64 rows of up to 1024 inputs (256 KiB) stay
+# in L2 while every panel pair passes over them
 ROW_BLOCK = 64
 
 
 @njit(**NJIT)
-def panel_gemm_acc(wp, v, n_rows, out):
-    """out[r] += W v[r] for r < n_rows (v [>= n_rows, K], out [>= n_rows, >= R_padded]), for
-    many rows: blocks of ROW_BLOCK rows, and within a block each panel pair (K x 32 weights)
-    serves every four rows before the next pair is read, so W streams from memory once per
-    block instead of once per four rows. Measured (100 rows x 1024 inputs by 4096 weight
-    rows, min of alternating calls): 26.4 ms -> 17.0 ms; equal (bitwise too) where W fits
-    in L2."""
+def panel_gemv_rows_acc(wp, v, rows, n_rows, out):
+    """out[b] += W v[b] for b in rows[:n_rows] (v [N, K], out [N, >= R_padded]): four batch
+    rows share each pass over a panel pair (`_panel_rows4`), the rest one at a time. Rows
+    go in blocks of ROW_BLOCK, and within a block each panel pair (K x 32 weights) serves
+    every four rows before the next pair is read, so for many rows (the input projection of
+    a whole sequence) W streams from memory once per block instead of once per four rows:
+    100 rows x 1024 inputs by 4096 weight rows 26.4 -> 17.0 ms and 29.3 -> 26.8 ms (min of
+    alternating calls, two runs at load 7-9), equal where W fits in L2; the sums are the
+    same either way (bitwise)."""
     k_len = wp.shape[1]
     if k_len == 0:
         return
@@ -237,20 +219,22 @@ def panel_gemm_acc(wp, v, n_rows, out):
         # panels come in groups of four, so pairs never run past the end
         for p in range(0, wp.shape[0], 2):
             for a in range(r0, r1, 4):
-                _panel_rows4(wp, v[a], v[a + 1], v[a + 2], v[a + 3], out[a], out[a + 1],
-                             out[a + 2], out[a + 3], p, k_len)
+                b0, b1, b2, b3 = rows[a], rows[a + 1], rows[a + 2], rows[a + 3]
+                _panel_rows4(wp, v[b0], v[b1], v[b2], v[b3], out[b0], out[b1], out[b2],
+                             out[b3], p, k_len)
     for a in range(n4, n_rows):
-        panel_gemv_acc(wp, v[a], out[a])
+        panel_gemv_acc(wp, v[rows[a]], out[rows[a]])
 
 
 @njit(**NJIT)
 def project_panels(x, wp):
-    """[T, N, R_padded] input contributions W x[t, b] from W_x in panels (x C-contiguous),
-    one blocked panel GEMM over all (t, b) rows (`panel_gemm_acc`). Used for streamed chunks
-    and whole sequences (29x128 by 512 rows: 30 us vs 42 us for NumPy's GEMM plus its call
-    overhead)."""
+    """[T, N, R_padded] input contributions W x[t, b] from W_x in panels (x C-contiguous):
+    four (t, b) rows per pass over a panel pair, in row blocks (`panel_gemv_rows_acc`). Used
+    for streamed chunks and, for small models, whole sequences (29x128 by 512 rows: 30 us vs
+    42 us for NumPy's GEMM plus its call overhead)."""
     n_rows = x.shape[0] * x.shape[1]
     out = np.zeros((x.shape[0], x.shape[1], wp.shape[0] * PANEL), dtype=np.float32)
-    panel_gemm_acc(wp, x.reshape(n_rows, x.shape[2]), n_rows,
-                   out.reshape(n_rows, wp.shape[0] * PANEL))
+    rows = np.arange(n_rows)
+    panel_gemv_rows_acc(wp, x.reshape(n_rows, x.shape[2]), rows, n_rows,
+                        out.reshape(n_rows, wp.shape[0] * PANEL))
     return out

@@ -1,5 +1,5 @@
 """The one-pass recurrent paths (kernels/lstm._plain_sequence, gru_plain.plain_gru_sequence)
-and the blocked input projection (panels.panel_gemm_acc) vs independent references: the
+and the row-blocked panel GEMM (panels.panel_gemv_rows_acc) vs independent references: the
 float64 reference interpreter and a float64 matrix product.
 
 These paths take every call whose batch rows share one length (batch 1 always), with
@@ -13,7 +13,7 @@ import pytest
 
 from edgeseq import reference, testing
 from edgeseq.runtime import Model
-from edgeseq.runtime.kernels.panels import ROW_BLOCK, panel_gemm_acc, to_panels
+from edgeseq.runtime.kernels.panels import ROW_BLOCK, panel_gemv_rows_acc, to_panels
 
 
 @pytest.mark.parametrize("rows,k_len,out_rows", [(0, 5, 7), (1, 3, 64), (3, 17, 130),
@@ -26,7 +26,8 @@ def test_blocked_projection_matches_a_float64_product(rows, k_len, out_rows):
     v = rng.standard_normal((rows + 2, k_len)).astype(np.float32)   # rows past n_rows: unread
     wp = to_panels(w)
     out = np.full((rows + 2, wp.shape[0] * 16), 0.5, dtype=np.float32)
-    panel_gemm_acc(wp, v, rows, out)
+    order = np.arange(rows + 2)[::-1].copy()        # any row order: the last rows first
+    panel_gemv_rows_acc(wp, v, order[2:], rows, out)
     want = 0.5 + v[:rows].astype(np.float64) @ w.T.astype(np.float64)
     assert np.max(np.abs(out[:rows, :out_rows] - want), initial=0.0) <= 1e-4
     assert np.all(out[:rows, out_rows:] == 0.5)          # padding rows: zero weights
