@@ -41,7 +41,15 @@ def load(path: str, native_code: bool | None = None, **options):
     model, note = load_native(path, native_code, options)
     if model is not None:
         return model
-    from edgeseq.runtime.session import load as _load
+    try:
+        from edgeseq.runtime.session import load as _load
+    except ModuleNotFoundError as e:      # a board install without Numba
+        if e.name not in ("numba", "llvmlite") or not native_code:
+            raise
+        raise UnsupportedModelError(f"{path}: {note or 'no native code used'}; the JIT runtime "
+                                    f"it falls back to needs {e.name}, which is not installed "
+                                    f"(compile the artifact for this CPU: edgeseq compile "
+                                    f"--target ..., or pip install numba)") from None
     model = _load(path, **options)
     if note:
         import warnings

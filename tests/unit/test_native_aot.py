@@ -280,3 +280,27 @@ def test_calling_convention_for_other_inputs_is_refused(compiled, tmp_path):
     bad = _resave(compiled, tmp_path / "other_inputs.eseq", text=json.dumps(meta))
     with pytest.raises(ModelFormatError, match="edgeseq.native unit"):
         edgeseq.load(bad, native_code=True)
+
+
+def test_no_usable_code_without_numba_is_one_clear_error(compiled, tmp_path):
+    meta = json.loads(artifact.read(compiled).native_text)
+    for t in meta["targets"]:
+        t["requires"] = list(t["requires"]) + ["no_such_feature"]
+    bad = _resave(compiled, tmp_path / "future_cpu.eseq", text=json.dumps(meta))
+    code = f"""
+import importlib.abc, sys
+class NotInstalled(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name.split(".")[0] in ("numba", "llvmlite"):
+            raise ModuleNotFoundError(f"No module named '{{name}}'", name=name)
+sys.meta_path.insert(0, NotInstalled())
+import edgeseq
+try:
+    edgeseq.load({str(bad)!r}, native_code=True)
+except edgeseq.UnsupportedModelError as e:
+    print(e)
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0 and not r.stderr.strip(), r.stderr
+    assert "native needs no_such_feature" in r.stdout and "which is not installed" in r.stdout
