@@ -22,7 +22,7 @@ import numpy as np
 from edgeseq.errors import InputError
 from edgeseq.graph import Graph, Node
 from edgeseq.ops import Op
-from edgeseq.runtime.compressed import _light_constants, pack, pack_slot
+from edgeseq.runtime.compressed import _Compressed, _light_constants, pack, pack_slot
 from edgeseq.runtime.kernels import delta as _dk
 from edgeseq.runtime.registry import register
 from edgeseq.runtime.recurrent import GruKernel, LstmKernel, RnnKernel, dense_weight
@@ -43,6 +43,13 @@ def transposed(w: np.ndarray, scale: np.ndarray | None) -> tuple[np.ndarray, np.
         wT = wT.copy()      # one Numba specialisation: writable arrays only
     sc = _NO_SCALE if scale is None else np.ascontiguousarray(scale, dtype=np.float32).copy()
     return wT, sc
+
+
+def _q16() -> int:
+    """Columns from which the delta kernels' dense products (U of a factored LSTM W_h, W_proj,
+    a GRU's candidate rows) multiply int16-quantised vectors: the compressed families' own
+    threshold. The column-sparse updates (`kernels.delta.absorb`) keep the float product."""
+    return _Compressed.int16_min_cols
 
 
 def _slot_T(graph: Graph, node: Node, slot: str, d: int, rows: slice = slice(None)):
@@ -179,11 +186,11 @@ class _DeltaLstmBase(_Delta, LstmKernel):
         if self.factored:
             # m_h lives in V-space (r values); U runs densely on it each step
             self.whT, self.sh = zip(*[_slot_T(graph, node, "w_h_v", d) for d in range(nd)])
-            self.mu = [pack_slot(graph, node, "w_h_u", d) for d in range(nd)]
+            self.mu = [pack_slot(graph, node, "w_h_u", d, _q16()) for d in range(nd)]
         else:
             self.whT, self.sh = zip(*[_slot_T(graph, node, "w_h", d) for d in range(nd)])
             self.mu = [pack(np.zeros((0, 0), np.float32), None)] * nd
-        self.mp = [pack_slot(graph, node, "w_proj", d) for d in range(nd)]
+        self.mp = [pack_slot(graph, node, "w_proj", d, _q16()) for d in range(nd)]
         kinds = sorted({str(graph.constants[n].dtype) for s, n in node.weights.items()
                         if s.startswith("w_")})
         self.note += f" ({'+'.join(kinds)}{', W_h factored' if self.factored else ''})"
@@ -218,7 +225,8 @@ class _DeltaGruBase(_Delta, GruKernel):
             self.whT, self.sh = zip(*[_slot_T(graph, node, "w_h", d, rec) for d in range(nd)])
             w_h, sc = graph.weight(node, "w_h"), graph.scale(node, "w_h")
             self.mhh = [pack(np.ascontiguousarray(w_h[d][2 * hs:]),
-                             None if sc is None else sc[d][2 * hs:]) for d in range(nd)]
+                             None if sc is None else sc[d][2 * hs:],
+                             int16=_q16() <= w_h.shape[-1]) for d in range(nd)]
         if self.lbr:
             self.mhh = [pack(np.zeros((0, 0), np.float32), None)] * nd
 

@@ -30,7 +30,7 @@ from edgeseq.runtime.kernels.operands import (GRU_ACT_F, GRU_ACT_G, GRU_GATE_CLI
                                               GRU_LINEAR_BEFORE_RESET, GRU_REVERSE,
                                               LSTM_PROJECTION, LSTM_REVERSE, RNN_ACT, RNN_ALPHA,
                                               RNN_BETA, RNN_GATE_CLIP, RNN_REVERSE)
-from edgeseq.runtime.kernels.quantized import _project, matvec, widen
+from edgeseq.runtime.kernels.quantized import _project, matvec16, widen
 
 
 @njit(**NJIT)
@@ -214,7 +214,7 @@ def lstm_delta_sequence(x, wxT, sx, whT, sh, u, factored, w_proj, aux, ip, fp, l
                 read_memory(mh[b], sh, z[b], True)
         counts[2] += n_act
         if factored:
-            matvec(u, tmp, rows, n_act, z, True)
+            matvec16(u, tmp, rows, n_act, z, True)       # int16 products when I8Q16
         for a in range(n_act):
             b = rows[a]
             zb = z[b]
@@ -287,7 +287,7 @@ def gru_delta_sequence(x, wxT, sx, whT, sh, w_hh, aux, ip, fp, lens, h, y,
         counts[2] += n_act
         if not lbr:
             # NOTE: W_hh (r ⊙ h) is not linear in Δh (r changes every step): computed densely
-            matvec(w_hh, tmp, rows, n_act, hh, False)
+            matvec16(w_hh, tmp, rows, n_act, hh, False)  # int16 products when I8Q16
             for a in range(n_act):
                 b = rows[a]
                 for j in range(n_hidden):

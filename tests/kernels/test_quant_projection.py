@@ -83,3 +83,36 @@ def test_int8_activations_equal_tflite_hybrid_lstm(tmp_path, rng, cell):
         assert "w_proj" in model.describe()
     assert np.max(np.abs(model.run(x)["y"] - want)) <= 1e-5
     assert np.max(np.abs(Model(activations.apply(g, "int16")).run(x)["y"] - want)) > 1e-4
+
+
+# ---- delta kernels: their dense products take the int16 path too -------------------------
+@pytest.mark.parametrize("make,feat", [
+    (lstm_graph, dict(proj_size=9)),                         # W_proj 9 x 70
+    ("svd", dict()),                                         # U 512 x 64 (rank 64)
+    ("gru", dict(linear_before_reset=False)),                # candidate rows 70 x 70
+], ids=["lstm-proj", "lstm-factored", "gru-lbr0"])
+def test_delta_kernels_dense_products_use_int16(rng, tol, make, feat):
+    """At θ = 0 the delta kernel computes the dense model's function; its dense products
+    (W_proj, U of a factored W_h, a GRU's candidate rows) now multiply int16-quantised
+    vectors (packed I8Q16, ≥ 64 columns) and stay within the int16 tolerance of the
+    reference."""
+    from edgeseq.quant import svd
+    from edgeseq.runtime.plan import select
+    from edgeseq.testing import gru_graph
+    if make == "svd":
+        g = int8.apply(svd.apply(lstm_graph(rng, 5, 128), rank=64)[0])[0]
+    elif make == "gru":
+        g = int8.apply(gru_graph(rng, 5, 70, **feat))[0]
+    else:
+        g = int8.apply(make(rng, 5, 70, **feat))[0]
+    cls, _ = select(g, g.nodes[0], delta=True)
+    kernel = cls(g, g.nodes[0])
+    attr = {"svd": "mu", "gru": "mhh"}.get(make, "mp")
+    assert all(m[0] == q.I8Q16 for m in getattr(kernel, attr))
+    x = random_inputs(g, rng, 6, 2)
+    ref = run(g, x)
+    node = g.nodes[0]
+    got = kernel([x.get(n) if n else None for n in node.inputs] + [None] * (4 - len(node.inputs)),
+                 thresholds=(0.0, 0.0))
+    err = max(float(np.max(np.abs(a - ref[name]))) for a, name in zip(got, node.outputs))
+    assert err <= _qk.act16_tol(g, x, ref, tol, 6)
