@@ -8,10 +8,10 @@ convolutions' own filter and bias values, read off the body (probing a convoluti
 vectors would take one run per input position and channel, and tell nothing the constants do
 not) in the layout the format names in `BodyOp.attrs`; the geometry comes from their padding
 and dilation (the recurrent one must be 'same', stride 1, undilated, as Keras writes it).
-Gates are proposed in the body's order (Keras' kernel order i, f, c, o) first, then every
-other assignment, each with the activation choices of `loops.GATE_ACTS` / `CELL_ACTS`; as for
-every pattern, a candidate is accepted only when the ConvLSTM node run by the reference
-reproduces the loop on a probe (`loops.verify`).
+Which sum is which gate is read from how the new c responds to overriding each one
+(`_gate_order`); that assignment is proposed first, then every other, each with the activation
+choices of `loops.GATE_ACTS` / `CELL_ACTS`; as for every pattern, a candidate is accepted only
+when the ConvLSTM node run by the reference reproduces the loop on a probe (`loops.verify`).
 """
 from __future__ import annotations
 
@@ -67,8 +67,8 @@ def _dependent(step: Step) -> set:
 
 
 def _sum_with(step: Step, key, dependent: set):
-    """(other operand, constant terms) of the ADD that sums conv output `key` with another
-    run-time value, following layout ops and ADDs of constants (a bias added apart)."""
+    """(other operand, constant terms, sum) of the ADD that sums conv output `key` with
+    another run-time value, following layout ops and ADDs of constants (a bias added apart)."""
     consts = []
     for _ in range(8):
         nxt = None
