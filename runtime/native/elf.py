@@ -329,6 +329,19 @@ def load(obj: ElfObject, where: str = "object") -> LoadedCode:
     return LoadedCode(base, total, symbols)
 
 
+def map_code(code: bytes) -> int:
+    """Address of `code` copied into a fresh read+execute mapping (kept for the process)."""
+    libc = _libc()
+    size = max(-(-len(code) // _PAGE) * _PAGE, _PAGE)
+    base = libc.mmap(None, size, _PROT_READ | _PROT_WRITE, _MAP_PRIVATE | _MAP_ANONYMOUS, -1, 0)
+    if base in (None, ctypes.c_void_p(-1).value):
+        raise OSError(ctypes.get_errno(), "mmap failed")
+    ctypes.memmove(base, code, len(code))
+    if libc.mprotect(base, size, _PROT_READ | _PROT_EXEC) != 0:
+        raise OSError(ctypes.get_errno(), "mprotect failed")
+    return base
+
+
 def _stub(machine: int, addr: int) -> bytes:
     if machine == EM_X86_64:        # jmp *0(%rip); .quad addr
         return b"\xff\x25\x00\x00\x00\x00" + struct.pack("<Q", addr) + b"\xcc\xcc"
