@@ -284,37 +284,9 @@ def _conv(lw: Lowering, node: Node) -> None:
     lw.emit(f"if {y}_n < 1:")
     lw.emit(f"    raise ValueError(\"node '{_esc(node.name)}': input shorter than the kernel\")")
     ints = ", ".join(f"np.int64({v})" for v in (o, k, at["stride"], at["dilation"], p0))
-    first = _first_read_frame(lw, out)
     lw.emit(f"{y} = G.conv1d_ws({x}, {wp}, {b}, {_flag(b_name is not None)}, {ints}, {y}_n, "
-            f"np.int64({post}), np.int64({first}), ws, wsp)")
+            f"np.int64({post}), ws, wsp)")
     lw.bind(out, y)
-
-
-def _first_read_frame(lw: Lowering, name: str) -> int:
-    """The first index along the last (time) axis of `name` that anything reads: > 0 only
-    when every reader is a Slice that starts there with step 1, or a Slice of other axes
-    whose own readers start there (silero's STFT: two channel Slices, each then [1:] in
-    time). Frames before it need not be computed."""
-    if name in lw.graph_outputs:
-        return 0
-    r = lw.rank(name)
-    first = None
-    for n in lw.graph.nodes:
-        if name not in n.inputs:
-            continue
-        if n.op is not Op.SLICE or list(n.inputs).count(name) != 1 or n.inputs[0] != name \
-                or lw.rank(n.outputs[0]) != r:
-            return 0
-        at = n.attrs
-        axes = [a % r for a in at["axes"]]
-        if r - 1 in axes:
-            k = axes.index(r - 1)
-            st = at["starts"][k]
-            f = st if at["steps"][k] == 1 and st >= 0 else 0
-        else:
-            f = _first_read_frame(lw, n.outputs[0])
-        first = f if first is None else min(first, f)
-    return first or 0
 
 
 # ---- normalising / reducing ---------------------------------------------------------------

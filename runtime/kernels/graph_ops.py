@@ -290,43 +290,35 @@ def linear_ws(x2, wp, n_out, bias, has_bias, alpha, ws, wsp):
 
 
 @njit(**NJIT)
-def conv1d_ws(x, wp, bias, has_bias, n_out, k_len, stride, dil, p0, out_len, post, first, ws,
-              wsp):
+def conv1d_ws(x, wp, bias, has_bias, n_out, k_len, stride, dil, p0, out_len, post, ws, wsp):
     """kernels/conv.conv1d_panels (same arguments and result) with its im2col rows,
-    accumulator and result taken from the arena; output frames before `first` are never
-    read downstream (the generator proved it) and are only zeroed, not computed (silero's
-    STFT drops its first frame: 4 rows make one pass over the weights instead of 4 + 1)."""
+    accumulator and result taken from the arena."""
     n_batch, n_chan, length = x.shape
     ck = n_chan * k_len
-    first = min(max(first, 0), out_len)
-    n_rows = out_len - first
     y = take3(ws, wsp, n_batch, n_out, out_len)
-    cols = take2(ws, wsp, n_rows, ck)
-    acc = take2(ws, wsp, n_rows, wp.shape[0] * PANEL)
+    cols = take2(ws, wsp, out_len, ck)
+    acc = take2(ws, wsp, out_len, wp.shape[0] * PANEL)
     for n in range(n_batch):
-        for r in range(n_rows):
-            cl = cols[r]
-            l = first + r
+        for l in range(out_len):
+            cl = cols[l]
             for c in range(n_chan):
                 xc = x[n, c]
                 for k in range(k_len):
                     at = l * stride + k * dil - p0
                     cl[c * k_len + k] = xc[at] if 0 <= at < length else np.float32(0.0)
         zero2(acc)
-        rows_acc(wp, cols, n_rows, acc)
+        rows_acc(wp, cols, out_len, acc)
         for o in range(n_out):
             b = bias[o] if has_bias else np.float32(0.0)
-            for l in range(first):
-                y[n, o, l] = 0.0
             if post == 1:
-                for r in range(n_rows):
-                    y[n, o, first + r] = max(acc[r, o] + b, np.float32(0.0))
+                for l in range(out_len):
+                    y[n, o, l] = max(acc[l, o] + b, np.float32(0.0))
             elif post == 2:
-                for r in range(n_rows):
-                    y[n, o, first + r] = fast_sigmoid(acc[r, o] + b)
+                for l in range(out_len):
+                    y[n, o, l] = fast_sigmoid(acc[l, o] + b)
             else:
-                for r in range(n_rows):
-                    y[n, o, first + r] = acc[r, o] + b
+                for l in range(out_len):
+                    y[n, o, l] = acc[l, o] + b
     return y
 
 

@@ -335,32 +335,3 @@ def test_cache_key_follows_the_kernel_sources(monkeypatch):
     monkeypatch.setattr(cache, "_kernels_digest", lambda: "a kernel changed")
     assert cache.cache_key("src") != before
 
-
-def _conv_then_time_slices(starts: tuple) -> Graph:
-    """Conv1d -> two channel Slices -> each sliced in time from its own start -> Add (the
-    shape of silero's STFT, which drops its first frame)."""
-    nodes = [Node("conv", Op.CONV1D, ["x", "w"], ["c"], {"stride": 2}),
-             Node("lo", Op.SLICE, ["c"], ["a"], {"starts": (0,), "ends": (3,), "axes": (1,),
-                                                 "steps": (1,)}),
-             Node("hi", Op.SLICE, ["c"], ["b"], {"starts": (3,), "ends": (6,), "axes": (1,),
-                                                 "steps": (1,)}),
-             Node("ta", Op.SLICE, ["a"], ["a1"], {"starts": (starts[0],), "ends": (2**62,),
-                                                  "axes": (2,), "steps": (1,)}),
-             Node("tb", Op.SLICE, ["b"], ["b1"], {"starts": (starts[1],), "ends": (2**62,),
-                                                  "axes": (-1,), "steps": (1,)}),
-             Node("tb2", Op.SLICE, ["b1"], ["b2"], {"starts": (starts[0] - starts[1],),
-                                                    "ends": (2**62,), "axes": (2,),
-                                                    "steps": (1,)}),
-             Node("add", Op.ADD, ["a1", "b2"], ["y"], {})]
-    return Graph("stft", [Value("x", "float32", (2, 2, "T"))], [Value("y", "float32", ())],
-                 nodes, {"w": _f(6, 2, 3)}).validate()
-
-
-@pytest.mark.parametrize("starts", [(2, 1), (2, 2), (0, 0)])
-def test_conv_frames_nobody_reads_are_skipped_exactly(starts, tol):
-    g = _conv_then_time_slices(starts)
-    m = _model(g)
-    assert f"np.int64({min(starts)}), ws, wsp)" in m.source()     # the first frame computed
-    for t_len in (11, 7):
-        x = _f(2, 2, t_len)
-        _close(m.run({"x": x}), reference.run(g, {"x": x}), tol["float32"])
