@@ -3,6 +3,7 @@ onnxruntime (1 thread) in one process, calls alternating A B C A B C, medians.
 
     python tools/bench.py real [--quick] [--only NAME,...]     (or python tools/bench_real.py)
     python tools/bench.py real --cold                          start-up (fresh processes)
+    python tools/bench.py real --kernels                       per-step kernel bounds
 
 Models are rebuilt here as PyTorch modules with seeded random weights, exported with the
 legacy ONNX exporter (torch is a tool dependency only), converted by edgeseq's ONNX
@@ -185,17 +186,21 @@ def _models(path: Path) -> tuple:
 
 
 def _alternate(fns: dict, budget_s: float, max_calls: int) -> dict:
-    """Median seconds per call of each fn, calls alternating, after one warm-up round."""
+    """Median seconds per call of each fn, calls alternating, after one warm-up round. The
+    order rotates every round (A B C, B C A, C A B): the call right after onnxruntime's runs
+    on caches it evicted (silero push 66.9 us in a fixed order against 64.7 us rotated)."""
     for f in fns.values():
         f()
     times = {k: [] for k in fns}
-    start = time.perf_counter()
+    order = list(fns.items())
+    start, rnd = time.perf_counter(), 0
     while len(times[next(iter(fns))]) < max_calls and \
             (time.perf_counter() - start < budget_s or len(times[next(iter(fns))]) < 5):
-        for k, f in fns.items():
+        for k, f in order[rnd % len(order):] + order[:rnd % len(order)]:
             t0 = time.perf_counter()
             f()
             times[k].append(time.perf_counter() - t0)
+        rnd += 1
     out = {k: statistics.median(v) for k, v in times.items()}
     out.update({f"{k}_min": min(v) for k, v in times.items()})   # robust on a loaded machine
     return out
@@ -276,14 +281,63 @@ def cold_start() -> None:
                 print(f"  {what:11s} {label:12s} {out[0]} s / {out[1]} s / {out[2]} s")
 
 
+def kernel_bounds() -> None:
+    """Per-step parts of the recurrent kernels at real sizes, minimum of repeated calls: the
+    one-row recurrent panel GEMV, the default LSTM cell's gate math per unit, and the input
+    projection's FMA rate (what docs/runtime.md cites as the bounds)."""
+    from edgeseq.runtime.kernels import lstm
+    from edgeseq.runtime.kernels.panels import panel_gemv_acc, project_panels, to_panels
+    r = np.random.default_rng(0)
+
+    def best(fn, n):
+        fn()
+        out = float("inf")
+        for _ in range(n):
+            t0 = time.perf_counter()
+            fn()
+            out = min(out, time.perf_counter() - t0)
+        return out
+    print("kernel bounds (min of repeated calls)")
+    for hs in (128, 256, 1024):
+        wp = to_panels(r.standard_normal((4 * hs, hs)).astype(np.float32))
+        h = r.standard_normal(hs).astype(np.float32)
+        z = np.zeros(wp.shape[0] * 16, np.float32)
+        t = best(lambda: panel_gemv_acc(wp, h, z), 200 if hs < 1024 else 20)
+        print(f"  recurrent GEMV {4 * hs}x{hs} ({wp.nbytes >> 10} KiB): {t * 1e6:8.2f} us "
+              f"({wp.nbytes / t / 1e9:.0f} GB/s)")
+    for hs in (32, 128):
+        t_len = 200
+        x = np.zeros((t_len, 1, 4 * hs), np.float32)
+        w0 = to_panels(np.zeros((4 * hs, 1), np.float32))     # K=1: the GEMV is ~free
+        aux = np.zeros((12, hs), np.float32)
+        st = np.zeros((1, hs), np.float32)
+        y = np.empty((t_len, 1, hs), np.float32)
+        t = best(lambda: lstm._plain_sequence(x, w0, aux, np.int64(0), False, np.int64(t_len),
+                                              st, st.copy(), y), 50)
+        print(f"  LSTM step without the recurrent GEMV, {hs} units: "
+              f"{t / t_len / hs * 1e9:.2f} ns per unit")
+    for rows, n_in, n_out in ((1200, 266, 100), (100, 1024, 4096)):
+        wp = to_panels(r.standard_normal((n_out, n_in)).astype(np.float32))
+        x = r.standard_normal((rows, 1, n_in)).astype(np.float32)
+        t = best(lambda: project_panels(x, wp), 20)
+        fma = rows * n_in * wp.shape[0] * 16
+        print(f"  input projection {rows}x{n_in} -> {n_out} rows: {t * 1e3:.2f} ms "
+              f"({fma / t / 1e9:.0f} GFMA/s incl. padding rows)")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="0.5 s per model instead of 3 s")
     ap.add_argument("--only", default="", help="comma-separated model names")
     ap.add_argument("--cold", action="store_true", help="start-up times only (subprocesses)")
+    ap.add_argument("--kernels", action="store_true",
+                    help="per-step bounds of the recurrent kernels only")
     args = ap.parse_args(argv)
     if args.cold:
         cold_start()
+        return 0
+    if args.kernels:
+        kernel_bounds()
         return 0
     budget = 0.5 if args.quick else 3.0
     only = set(filter(None, args.only.split(",")))
