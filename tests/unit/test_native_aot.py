@@ -5,6 +5,7 @@ asked for, and refuse tampered or hostile code before anything executes."""
 from __future__ import annotations
 
 import json
+import platform
 import shutil
 import struct
 import subprocess
@@ -31,7 +32,7 @@ def compiled(tmp_path_factory) -> Path:
     src = artifact.save(convert(DATA / "demo_classifier.onnx"), d / "demo.eseq")
     out = d / "demo_native.eseq"
     assert cli.main(["compile", str(src), "-o", str(out), "--target", "native",
-                     "--target", "cortex-a72"]) == 0
+                     "--target", "x86-64-v3", "--target", "cortex-a72"]) == 0
     return out
 
 
@@ -304,3 +305,29 @@ except edgeseq.UnsupportedModelError as e:
                        timeout=120)
     assert r.returncode == 0 and not r.stderr.strip(), r.stderr
     assert "native needs no_such_feature" in r.stdout and "which is not installed" in r.stdout
+
+
+QEMU_X86 = shutil.which("qemu-x86_64-static") or shutil.which("qemu-x86_64")
+
+
+@pytest.mark.skipif(QEMU_X86 is None or platform.machine() != "x86_64",
+                    reason="needs qemu-x86_64 (user mode) on an x86-64 host")
+def test_emulated_avx2_cpu_takes_the_v3_code(compiled, x, tmp_path):
+    """qemu-user -cpu Haswell shows the host's /proc/cpuinfo (AVX-512 here) but emulates
+    CPUID without AVX-512: the loader must take x86-64-v3, never this host's native code."""
+    np.save(tmp_path / "x.npy", x[:2])
+    code = f"""
+import numpy as np, edgeseq
+m = edgeseq.load({str(compiled)!r}, native_code=True)
+np.save({str(tmp_path / 'y.npy')!r}, m.run({{"x": np.load({str(tmp_path / 'x.npy')!r})}})["logits"])
+print(m.target.name)
+"""
+    r = subprocess.run([QEMU_X86, "-cpu", "Haswell", sys.executable, "-c", code],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    native_needs = {t.name: t.requires for t in store.parse(
+        artifact.read(compiled).native_text, "x").targets}["native"]
+    if "avx512f" in native_needs:
+        assert r.stdout.split()[-1] == "x86-64-v3"
+    want = reference.run(artifact.load(compiled), {"x": x[:2].astype(np.float64)})["logits"]
+    assert np.abs(np.load(tmp_path / "y.npy") - want).max() <= 1e-4
