@@ -12,7 +12,6 @@ from edgeseq.ops import ACT_CODES, Op, conv_lstm_geometry, num_directions
 from edgeseq.runtime.kernels import conv_lstm as _kernel
 from edgeseq.runtime.recurrent import dense_weight as _weight
 from edgeseq.runtime.registry import Kernel, register
-from edgeseq.windows import sliding_windows
 
 
 # the input convolution's column buffer (float32 values) per GEMM: bounded, whatever the length
@@ -36,10 +35,10 @@ class ConvLstmKernel(Kernel):
         self.k_x, self.k_h = w_x.shape[3:], w_h.shape[3:]
         begin, end, self.dil = conv_lstm_geometry(a, s)
         self.pads = begin + end
-        # [C*K, 4H] matching the im2col column order (c, k...); recurrent [K*H, 4H] (k, c)
-        self.w_x = [np.ascontiguousarray(w_x[d].reshape(w_x.shape[1], -1).T)
-                    for d in range(self.n_dir)]
+        # [K*C, 4H] and [K*H, 4H]: the im2col column order (taps, then channels)
         perm = tuple(range(2, 2 + s)) + (1, 0)
+        self.w_x = [np.ascontiguousarray(w_x[d].transpose(perm).reshape(-1, 4 * self.hidden))
+                    for d in range(self.n_dir)]
         self.w_h = [np.ascontiguousarray(w_h[d].transpose(perm).reshape(-1, 4 * self.hidden))
                     for d in range(self.n_dir)]
         b = _weight(graph, node, "b")
@@ -55,18 +54,26 @@ class ConvLstmKernel(Kernel):
         self.batch_first = a["batch_first"]
 
     def _input_conv(self, x: np.ndarray, d: int) -> np.ndarray:
-        """[T, N, C, *L] -> [T, N, P, 4H]: every step's input convolution plus bias (im2col
-        GEMMs over blocks of steps, so the column buffer stays within IM2COL_FLOATS)."""
-        s = self.n_spatial
-        win = sliding_windows(x, self.k_x, (1,) * s, self.dil, self.pads, 0.0)
-        out_sp = win.shape[3:3 + s]                      # win [T, N, C, *L', *K]
-        perm = (0, 1) + tuple(range(3, 3 + s)) + (2,) + tuple(range(3 + s, 3 + 2 * s))
+        """[T, N, C, *L] -> [T, N, P, 4H]: every step's input convolution plus bias: im2col
+        GEMMs over blocks of steps (the column buffer stays within IM2COL_FLOATS), columns
+        gathered channels last so that every copied run is C values long."""
+        s, (t_len, n, c) = self.n_spatial, x.shape[:3]
+        begin, end = self.pads[:s], self.pads[s:]
+        xp = np.zeros((t_len, n) + tuple(size + b + e for size, b, e in
+                                          zip(x.shape[3:], begin, end)) + (c,), np.float32)
+        xp[(slice(None), slice(None)) + tuple(slice(b, b + size) for b, size in
+                                              zip(begin, x.shape[3:]))] = np.moveaxis(x, 2, -1)
+        spans = tuple(dk * (k - 1) + 1 for dk, k in zip(self.dil, self.k_x))
+        win = np.lib.stride_tricks.sliding_window_view(xp, spans, axis=tuple(range(2, 2 + s)))
+        win = win[(Ellipsis,) + tuple(slice(None, None, dk) for dk in self.dil)]
+        win = np.moveaxis(win, 2 + s, -1)                   # [T, N, *L', *K, C]
+        out_sp = win.shape[2:2 + s]
         w = self.w_x[d]
-        per_step = x.shape[1] * int(np.prod(out_sp)) * w.shape[0]
+        per_step = n * int(np.prod(out_sp)) * w.shape[0]
         block = max(1, IM2COL_FLOATS // max(1, per_step))
-        xc = np.empty((x.shape[0], x.shape[1], int(np.prod(out_sp)), w.shape[1]), np.float32)
-        for t0 in range(0, x.shape[0], block):
-            cols = np.ascontiguousarray(win[t0:t0 + block].transpose(perm)).reshape(-1, w.shape[0])
+        xc = np.empty((t_len, n, int(np.prod(out_sp)), w.shape[1]), np.float32)
+        for t0 in range(0, t_len, block):
+            cols = np.ascontiguousarray(win[t0:t0 + block]).reshape(-1, w.shape[0])
             np.matmul(cols, w, out=xc[t0:t0 + block].reshape(-1, w.shape[1]))
         xc += self.b[d]
         return xc, out_sp
