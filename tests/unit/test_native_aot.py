@@ -331,3 +331,19 @@ print(m.target.name)
         assert r.stdout.split()[-1] == "x86-64-v3"
     want = reference.run(artifact.load(compiled), {"x": x[:2].astype(np.float64)})["logits"]
     assert np.abs(np.load(tmp_path / "y.npy") - want).max() <= 1e-4
+
+
+@pytest.mark.parametrize("inputs", [
+    {}, {"x": np.zeros((2, 29, 12), np.float32), "y": np.zeros(1)},
+    {"x": np.zeros((29, 12), np.float32)}, {"x": np.zeros((2, 28, 12), np.float32)},
+    {"x": np.zeros((2, 29, 12), np.int32)}, {"x": np.full((1, 29, 12), np.inf, np.float32)},
+    {"x": "abc"}], ids=["missing", "unknown", "rank", "dim", "dtype", "inf", "string"])
+def test_bad_inputs_get_the_runtime_message(compiled, inputs):
+    """runtime/native/inputs.py repeats Model.check_inputs' policy: the messages must agree."""
+    from edgeseq.runtime import Model
+    with pytest.raises(InputError) as jit:
+        Model(artifact.load(compiled), name="m").run(inputs)
+    m = edgeseq.load(compiled, native_code=True, name="m")
+    with pytest.raises(InputError) as native:
+        m.run(inputs)
+    assert str(native.value) == str(jit.value)
