@@ -7,7 +7,7 @@ multiply the activations in, recorded in the graph metadata (and so in the artif
   the CPU's dot-product instructions (VNNI, vpmaddubsw, sdot); about onnxruntime's
   DynamicQuantizeLSTM error and speed. The float64 reference defines its bits
   (`edgeseq.reference.int8_product`); it covers the slots of
-  `edgeseq.reference.INT8_ACTIVATION_SLOTS` (LSTM W_x and a dense W_h).
+  `edgeseq.reference.INT8_ACTIVATION_SLOTS` (which matrices of which recurrent ops).
 """
 from __future__ import annotations
 
