@@ -123,17 +123,22 @@ class ConvLstmKernel(Kernel):
             win = np.moveaxis(win, 1 + len(out_sp), -1)
             peep = self.peep[d] if self.peep is not None else no_peep
             xc = convs[d][0]
+            k_cols = self.w_h[d].shape[0]
+            cols_buf = np.empty((n, n_pos, k_cols), np.float32)
+            pre_buf = np.empty((n, n_pos, 4 * h), np.float32)
+            everyone = np.arange(n)
             for s in range(int(lens.max(initial=0))):
-                rows = np.flatnonzero(s < lens)
+                rows = everyone if s < lens.min() else np.flatnonzero(s < lens)
                 t = lens[rows] - 1 - s if self.reverse[d] else np.full(rows.size, s)
                 # NOTE: the recurrent convolution of all active rows and positions is one GEMM
-                cols = win if rows.size == n else win[rows]    # [R, *L', *K, H] (a view)
-                pre = (cols.reshape(rows.size * n_pos, -1) @ self.w_h[d]).reshape(
-                    rows.size, n_pos, -1)
-                pre += xc[t, rows]
-                _kernel.conv_lstm_gates(pre, c_flat, rows, peep, self.peep is not None,
+                r = rows.size
+                cols, pre = cols_buf[:r], pre_buf[:r]
+                cols.reshape(win[:r].shape)[...] = win if r == n else win[rows]
+                np.matmul(cols.reshape(r * n_pos, k_cols), self.w_h[d],
+                          out=pre.reshape(r * n_pos, 4 * h))
+                _kernel.conv_lstm_gates(pre, xc, t, c_flat, rows, peep, self.peep is not None,
                                         self.codes[d], self.alphas[d], self.betas[d], flat,
-                                        centres, y, t, d)
+                                        centres, y, d)
             h_fin[d] = np.moveaxis(grid[inner], -1, 1)
             c_fin[d] = np.moveaxis(c, -1, 1)
         y = y.reshape((t_len, d_n, n, h) + out_sp)

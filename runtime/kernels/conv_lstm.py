@@ -2,7 +2,7 @@
 (runtime/conv_lstm.py: the input one over every step at once, the recurrent one per step over
 an im2col gather of the carried h); here, per row and position, the peepholes, activations,
 cell update and new h, written into the state grid and the output. Layouts: pre [R, P, 4H]
-(gates i, f, c, o; overwritten); c [N, P, H] (rows[r] of it updated); peephole [3, P, H];
+(the recurrent convolution, gates i, f, c, o; overwritten); xc [T, N, P, 4H] (the input one); c [N, P, H] (rows[r] of it updated); peephole [3, P, H];
 grid [N, P_pad, H] (h of position p at row centres[p]); y [T, D, N, H, P] (at steps t[r])."""
 from __future__ import annotations
 
@@ -14,14 +14,19 @@ from edgeseq.runtime.kernels.flags import NJIT
 
 
 @njit(**NJIT)
-def conv_lstm_gates(pre, c, rows, peep, has_peep, codes, alphas, betas, grid, centres, y, t, d):
-    """c, the state grid and y from the gate pre-activations of the rows listed in `rows`."""
+def conv_lstm_gates(pre, xc, t, c, rows, peep, has_peep, codes, alphas, betas, grid, centres,
+                    y, d):
+    """c, the state grid and y from the gate pre-activations of the rows listed in `rows`
+    (pre: the recurrent convolution; xc [T, N, P, 4H]: the input one, read at steps t[r])."""
     n_pos, hidden = c.shape[1], c.shape[2]
     tmp = np.empty(hidden, np.float32)
     for r in range(rows.shape[0]):
         n = rows[r]
         for pos in range(n_pos):
             acc = pre[r, pos]
+            x_row = xc[t[r], n, pos]
+            for o in range(4 * hidden):
+                acc[o] += x_row[o]
             c_row = c[n, pos]
             if has_peep:
                 for j in range(hidden):
