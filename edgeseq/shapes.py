@@ -315,6 +315,12 @@ def _conv1d(graph, node, ins):
     _expect(len(a["pads"]) == 2, f"pads: expected 2 values (begin, end), got {list(a['pads'])}")
     _expect(_dims_equal(c, cg * a["group"]),
             f"channels: x has {c}, w expects {cg} x group {a['group']}")
+    if w.dtype == "int8":       # quant int8: w ≈ scale[..., None] * q, per output channel
+        sc = graph.constant_scale(node.inputs[1])
+        _expect(sc is not None and sc.dtype == np.float32 and tuple(sc.shape) in ((o, 1), (o, cg)),
+                f"w is int8: expected '{scale_name(node.inputs[1])}' float32 of shape "
+                f"{_fmt((o, 1))} or {_fmt((o, cg))}, got "
+                f"{'none' if sc is None else _fmt(sc.shape) + ' ' + str(sc.dtype)}")
     if len(ins) > 2 and ins[2] is not None:
         _expect(tuple(ins[2].shape) == (o,), f"bias: expected ({o},), got {_fmt(ins[2].shape)}")
     if isinstance(length, int):

@@ -77,3 +77,19 @@ def test_int8_conv_falls_back_to_fp16_when_int8_moves_weights_too_much(rng):
     assert q.constants["u"].dtype == np.float32 and "u.scale" not in q.constants
     assert q.constants["v"].dtype == np.int8
     assert int8.apply(g, conv=False)[0].constants["v"].dtype == np.float32
+
+
+@pytest.mark.parametrize("scale", [None, "flat", "float64"])
+def test_int8_conv_weight_without_a_usable_scale_is_refused(rng, scale):
+    """An int8 Conv1d weight is only meaningful with its per-channel scale: a missing one, or
+    one that would broadcast along the wrong axis ([O] against [O, C, K]), is refused naming
+    the node and the field instead of running on raw int8 values."""
+    from edgeseq.errors import ShapeError
+    g, _ = int8.apply(_chain(rng))
+    sc = g.constants["w2.scale"]
+    if scale is None:
+        del g.constants["w2.scale"]
+    else:
+        g.constants["w2.scale"] = sc.reshape(-1) if scale == "flat" else sc.astype(np.float64)
+    with pytest.raises(ShapeError, match=r"node 'c2' \(Conv1d\).*w is int8.*w2\.scale"):
+        g.validate()
