@@ -349,6 +349,19 @@ def _ir_dtype(tdtype) -> str:
     return "float32" if s in ("float32", "float64", "float16", "bfloat16") else s
 
 
+@handles("aten.new_zeros.default", "aten.new_ones.default", "aten.new_full.default",
+         "aten.new_empty.default")
+def _new_filled(cx, node, x, size, *args, **kwargs):
+    # NOTE: `x` lends only its dtype: the result is a constant of the traced size (a size that
+    # follows the sequence length shows up as a difference between the two traces)
+    kind = str(node.target).split(".")[1]
+    fill = {"new_zeros": 0, "new_ones": 1, "new_empty": 0}.get(kind)
+    if fill is None:
+        fill = args[0] if args else kwargs["fill_value"]
+    dtype = np.dtype(str(node.meta["val"].dtype).replace("torch.", ""))
+    return np.full([int(d) for d in size], fill, dtype)
+
+
 @handles("aten._assert_tensor_metadata.default")
 def _assert_metadata(cx, node, *args, **kwargs):
     return None     # a trace-time check of dtype/device; nothing to compute

@@ -143,3 +143,30 @@ def test_crnn_pooling_time_refused_instead_of_failing_at_run_time():
     # agree on the reshape's fixed sizes; the graph would fail at any other length
     with pytest.raises(UnsupportedModelError, match="Reshape.*dynamic_time=False"):
         from_module(CRNN(), (torch.randn(2, 1, 12, 10),), time_axis=3)
+
+
+class CellLoop(nn.Module):
+    """An LSTMCell stepped in Python from states made with `x.new_zeros` (a common idiom
+    that torch.export records as aten.new_zeros, with x only lending its dtype)."""
+
+    def __init__(self):
+        super().__init__()
+        self.cell = nn.LSTMCell(6, 9)
+        self.out = nn.Linear(9, 4)
+
+    def forward(self, x):
+        h = x.new_zeros(x.shape[1], 9)
+        c = x.new_zeros((x.shape[1], 9))
+        bias = x.new_full((4,), 0.25) + x.new_ones(4)
+        ys = []
+        for t in range(x.shape[0]):
+            h, c = self.cell(x[t], (h, c))
+            ys.append(self.out(h) + bias)
+        return torch.stack(ys)
+
+
+def test_new_zeros_ones_full_become_constants(tol):
+    torch.manual_seed(3)
+    x = torch.randn(7, 2, 6)
+    g = _check(CellLoop(), (x,), [(torch.randn(7, 2, 6),)], tol["float32"], dynamic_time=False)
+    assert g.inputs[0].shape == (7, 2, 6)
