@@ -313,6 +313,11 @@ def qemu_x86(work: Path, cpu: str, python: str, cpuinfo: str) -> int:
     print(f"{'ok  ' if ok else 'FAIL'} x86-64-v4 code under {label}: {_status(refused)} "
           f"after {refused['wall_s']:.1f}s: {refused.get('refused') or refused['stderr'][-600:]}")
     failures += [] if ok else ["v4 not refused"]
+    from edgeseq.runtime.native.targets import TARGETS
+    forced = run_once(_artifact(work, name, "x86-64-v4"), work / f"{name}.inputs.npz",
+                      work / "v4-forced.npz", prefix=prefix, python=python,
+                      env={PRETEND: ",".join(TARGETS["x86-64-v4"].requires)})
+    print(f"     control: the same code with the feature check bypassed: {_status(forced)}")
     ran = run_once(_artifact(work, name, "x86-64-v3"), work / f"{name}.inputs.npz",
                    work / "v3.npz", prefix=prefix, python=python)
     if _status(ran) == "ran":

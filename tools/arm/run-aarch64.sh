@@ -417,6 +417,10 @@ main() {
     [ "$(id -u)" = 0 ] || die "run as root (debootstrap, chroot and mounts need it)"
     [ -e "$HERE/cpuinfo-${ARM_CPU}.template" ] || die "no cpuinfo template for EDGESEQ_ARM_CPU=$ARM_CPU in $HERE"
     local t_start=$SECONDS
+    # one run per root at a time: a second one would re-copy the source and reinstall the venv
+    # under the first one's tests (seen when two runs shared the default root)
+    exec 9>"$ROOT.lock"
+    flock -n 9 || die "another run-aarch64.sh is using $ROOT ($ROOT.lock); wait, or set EDGESEQ_ARM_ROOT"
     host_packages
     enable_binfmt
     bootstrap_stage1
