@@ -200,7 +200,9 @@ def test_fixed_length_dense_export_streams(tol):
     m = model_of(nodes, [vi("x", [t, 1, 5])], [vi("out", None)], inits, opset=13)
     x = rng.standard_normal((t, 1, 5)).astype(np.float32)
     g = _check(m, {"x": x}, tol["float32"])
-    assert [n.attrs["shape"] for n in g.nodes if n.op is Op.RESHAPE] == [(-1, h), (-1, 1, 3)]
+    # batch 1: the merge and split only drop and restore a size-1 axis (Squeeze/Unsqueeze);
+    # no Reshape keeps the literal length
+    assert not any(n.op is Op.RESHAPE and t in n.attrs["shape"] for n in g.nodes)
     want = ort_run(m, {"x": x})["out"]
     stream = Model(g).stream()
     parts = [stream.push({"x": x[k:k + 2]})["out"] for k in range(0, t, 2)]
