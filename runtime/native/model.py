@@ -77,6 +77,7 @@ class NativeModel(InputChecks):
         self._no_state_ptr = self._no_state.ctypes.data
         self._flag_slot = self._layout.args[len(self._in) + 3 + len(self._states)].offset
         self._flag_cache: dict = {}
+        self._run_flags: dict = {}
         self._local = threading.local()
 
     def __repr__(self) -> str:
@@ -162,7 +163,12 @@ class NativeModel(InputChecks):
             raise InputError(f"model '{self.name}': delta execution needs the JIT runtime "
                              f"(load with native_code=False)")
         env = self.check_inputs(inputs)
-        flags = tuple(self._initial(s, env) for s in self._states)
+        # the state flags of a run follow from which inputs are given: one tuple per pattern
+        given = tuple(name in env for name, _, _ in self._in)
+        flags = self._run_flags.get(given)
+        if flags is None:
+            flags = self._run_flags.setdefault(
+                given, tuple(self._initial(s, env) for s in self._states))
         return self._call(env, (), flags)[0]
 
     def _call(self, env: dict, carried: tuple, state_flags: tuple) -> tuple:
