@@ -12,7 +12,7 @@ from numba import njit
 from edgeseq.runtime.kernels.flags import NJIT
 from edgeseq.runtime.kernels.activations import activate
 from edgeseq.runtime.kernels.gru_plain import plain_gru_sequence
-from edgeseq.runtime.kernels.linalg import begin_step, clip_inplace, matvec_rows
+from edgeseq.runtime.kernels.linalg import begin_step, clip_inplace, matvec_rows, shared_length
 from edgeseq.runtime.kernels.operands import (GRU_ACT_F, GRU_ACT_G, GRU_ALPHA_F, GRU_ALPHA_G,
                                               GRU_BETA_F, GRU_BETA_G, GRU_GATE_CLIP,
                                               GRU_LINEAR_BEFORE_RESET, GRU_N_IP, GRU_REVERSE,
@@ -122,16 +122,12 @@ def _gru_sequence(x, w_x, pre, w_hzr, w_hn, aux, ip, fp, lens, h, y):
     t_len, n_batch = x.shape[0], x.shape[1]
     n_hidden = h.shape[1]
     reverse = ip[GRU_REVERSE] != 0
-    if pre and n_batch > 0 and ip[GRU_ACT_F] == 0 and ip[GRU_ACT_G] == 1 \
-            and fp[GRU_GATE_CLIP] <= 0:
+    if pre and ip[GRU_ACT_F] == 0 and ip[GRU_ACT_G] == 1 and fp[GRU_GATE_CLIP] <= 0:
         # the default cell with every row of one length (batch 1 always): one-pass path
-        same = True
-        for b in range(n_batch):
-            if lens[b] != lens[0]:
-                same = False
-        if same:
+        length = shared_length(lens)
+        if length >= 0:
             plain_gru_sequence(x, w_hzr, w_hn, aux, ip[GRU_LINEAR_BEFORE_RESET], reverse,
-                               lens[0], h, y)
+                               length, h, y)
             return
     rows = np.empty(n_batch, dtype=np.int64)
     times = np.empty(n_batch, dtype=np.int64)

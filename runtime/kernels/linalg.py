@@ -149,6 +149,18 @@ def layer_norm_inplace(buf, start, n, gamma, eps):
 
 
 @njit(**NJIT)
+def shared_length(lens):
+    """The length every batch row has, or -1 when they differ or there are no rows (the
+    one-pass sequence paths take only calls with one length)."""
+    if lens.shape[0] == 0:
+        return -1
+    for b in range(lens.shape[0]):
+        if lens[b] != lens[0]:
+            return -1
+    return lens[0]
+
+
+@njit(**NJIT)
 def step_rows(step, t_len, lens, reverse, rows, times):
     """Batch rows still inside their sequence at step `step`, and the time index each reads
     (reverse: len-1-step). Returns how many rows are active."""

@@ -17,7 +17,7 @@ from numba import njit
 from edgeseq.runtime.kernels.flags import NJIT
 from edgeseq.runtime.kernels.activations import activate, fast_sigmoid, fast_tanh
 from edgeseq.runtime.kernels.linalg import (begin_step, clip_inplace, layer_norm_inplace,
-                                            matvec_rows)
+                                            matvec_rows, shared_length)
 from edgeseq.runtime.kernels.operands import (LSTM_ACT_F, LSTM_ACT_G, LSTM_ACT_H, LSTM_ALPHA_F,
                                               LSTM_ALPHA_G, LSTM_ALPHA_H, LSTM_BETA_F,
                                               LSTM_BETA_G, LSTM_BETA_H, LSTM_CELL_CLIP,
@@ -235,14 +235,11 @@ def _lstm_sequence(x, w_x, pre, w_h, w_proj, aux, ip, fp, lens, h, c, y):
     t_len, n_batch = x.shape[0], x.shape[1]
     n_cell = c.shape[1]
     reverse = ip[LSTM_REVERSE] != 0
-    if pre and ip[LSTM_PROJECTION] == 0 and _is_plain_or_peephole(ip, fp) and n_batch > 0:
+    if pre and ip[LSTM_PROJECTION] == 0 and _is_plain_or_peephole(ip, fp):
         # every row of one length (batch 1 always): the one-pass path
-        same = True
-        for b in range(n_batch):
-            if lens[b] != lens[0]:
-                same = False
-        if same:
-            _plain_sequence(x, w_h, aux, ip[LSTM_PEEPHOLE], reverse, lens[0], h, c, y)
+        length = shared_length(lens)
+        if length >= 0:
+            _plain_sequence(x, w_h, aux, ip[LSTM_PEEPHOLE], reverse, length, h, c, y)
             return
     rows = np.empty(n_batch, dtype=np.int64)
     times = np.empty(n_batch, dtype=np.int64)
