@@ -31,6 +31,7 @@ from edgeseq.converters.onnx.context import ONNX_TO_NP, Context, Unsupported, no
 from edgeseq.converters.onnx.fold import constant_value, try_fold
 from edgeseq.converters.onnx.symbolic import try_symbolic
 from edgeseq.converters.options import parse_fix, parse_shape  # noqa: F401  (re-exported)
+from edgeseq.converters.reroll import reroll
 from edgeseq.converters.time_literals import free_time_literals
 
 # Importing the handler modules registers them.
@@ -246,6 +247,7 @@ def convert(path_or_model, *, fix: Mapping | None = None, shapes: Mapping | None
                           "fixed_inputs": sorted(fixed)}
         for name, check in getattr(ctx, "input_checks", ()):   # e.g. a Keras mask's padding
             input_checks.add(graph.metadata, name, check)
+    reroll(graph)                 # an unrolled cell becomes one node (converters/reroll.py)
     free_time_literals(graph)     # a fixed-length export streams (converters/time_literals.py)
     if validate:
         try:

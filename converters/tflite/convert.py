@@ -189,7 +189,8 @@ def _convert(path, loaded: reader.Loaded, sub, dynamic_time: bool, shapes) -> Gr
         input_checks.add(meta, name, check)
     g = Graph(Path(path).stem, inputs, outputs, ctx.nodes, ctx.constants, metadata=meta)
     try:
+        from edgeseq.converters.reroll import reroll
         from edgeseq.converters.time_literals import free_time_literals
-        return free_time_literals(g).validate()
+        return free_time_literals(reroll(g)).validate()
     except (GraphError, ShapeError) as e:
         raise type(e)(f"{path}: converted graph is inconsistent: {e}") from None

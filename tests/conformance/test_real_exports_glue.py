@@ -22,8 +22,9 @@ TOL = 1e-5
 
 # file -> the IR op its formerly refused operator must now produce
 CASES = {
-    "k2_unroll.tflite_float.tflite": Op.SPLIT,       # tf-keras unroll=True: SPLIT of the gates
-    "k3_unroll.tflite_float.tflite": Op.SPLIT,       # Keras 3 unroll=True
+    # unroll=True: the per-step SPLITs convert, then converters/reroll.py re-rolls the copies
+    "k2_unroll.tflite_float.tflite": Op.LSTM,        # tf-keras unroll=True: SPLIT of the gates
+    "k3_unroll.tflite_float.tflite": Op.LSTM,        # Keras 3 unroll=True
     "k2_layernorm.onnx13.onnx": Op.SQRT,             # BatchNormalization with computed stats
     "k3_layernorm.tflite_float.tflite": Op.NEG,      # Keras 3 LayerNormalization's NEG
 }

@@ -112,3 +112,57 @@ def test_masked_exports_hold_their_state_over_fully_masked_chunks(name):
         stream.push({x_name: np.array(feeds[x_name])[:, :1]})
     stream.reset()
     stream.push({x_name: x[:, 2:4]})
+
+
+UNROLLED = [f for f in FILES if "unroll" in f]
+
+
+@pytest.mark.parametrize("name", UNROLLED)
+def test_an_unrolled_layer_is_rerolled_into_one_recurrent_node(name):
+    """Keras LSTM(unroll=True): T copies of the cell's glue become one LSTM node (no per-step
+    split is left), which matches Keras (and, in test_real_exports, the file's own runtime)
+    and streams (test_unidirectional_exports_stream_and_match_keras)."""
+    graph = _convert(FIXTURES / name)
+    assert [n.op for n in graph.nodes if n.op in RECURRENT] == [Op.LSTM]
+    assert not any(n.op is Op.SPLIT and len(n.outputs) > 2 for n in graph.nodes)
+    feeds, keras = _feeds(graph, FIXTURES / name)
+    got = Model(graph).run(feeds)
+    assert np.max(np.abs(got[graph.outputs[0].name] - keras[0])) <= TOL
+
+
+def _unrolled(monkeypatch, name: str):
+    """The fixture converted with the re-rolling pass switched off (the T copies kept)."""
+    from edgeseq.converters import reroll as reroll_mod
+    from edgeseq.converters.onnx import converter as onnx_converter
+    monkeypatch.setattr(onnx_converter, "reroll", lambda g: g)
+    monkeypatch.setattr(reroll_mod, "reroll", lambda g: g)
+    graph = _convert(FIXTURES / name)
+    monkeypatch.undo()
+    assert not any(n.op in RECURRENT for n in graph.nodes)
+    return graph
+
+
+@pytest.mark.parametrize("step", [1, 3])
+def test_a_chain_that_is_not_one_cell_stays_unrolled(monkeypatch, step):
+    """One step's input weights perturbed (by 1 %): step 1 is not the step the body is read
+    from (only the whole-graph probe sees the difference), step 3 is. Either way the graph
+    keeps its T copies and still computes what it did; the unperturbed graph is re-rolled."""
+    from edgeseq import reference
+    from edgeseq.converters.reroll import _find_stack, _steps, reroll
+    name = next(f for f in UNROLLED if f.endswith(".onnx"))
+    control = reroll(_unrolled(monkeypatch, name))
+    assert any(n.op in RECURRENT for n in control.nodes)
+    graph = _unrolled(monkeypatch, name)
+    split = next(n for n in graph.nodes if n.op is Op.SPLIT and len(n.outputs) == 6)
+    gemm = next(n for n in _steps(graph, split, _find_stack(graph, split))[step]
+                if n.op is Op.GEMM)
+    w = gemm.inputs[1]
+    graph.constants[w + "/perturbed"] = graph.constants[w] * np.float32(1.01)
+    gemm.inputs[1] = w + "/perturbed"
+    graph.values = {}
+    feeds, _ = _feeds(graph, FIXTURES / name)
+    want = reference.run(graph, feeds)
+    out = reroll(graph)
+    assert not any(n.op in RECURRENT for n in out.nodes)
+    got = reference.run(out, feeds)
+    assert all(np.array_equal(got[k], want[k]) for k in want)
