@@ -38,12 +38,13 @@ def reroll(graph: Graph) -> Graph:
         graph.validate()
     except EdgeseqError:
         return graph          # the converter's own validation reports what is wrong
+    from edgeseq.converters.reroll_map import reroll_maps
     done = set()
     while True:
         splits = [n for n in graph.nodes if n.op is Op.SPLIT and n.name not in done
                   and len(n.outputs) >= MIN_STEPS and all(s == 1 for s in n.attrs["split"])]
         if not splits:
-            return graph
+            return reroll_maps(graph, _verify)
         split = splits[0]
         done.add(split.name)
         try:

@@ -45,7 +45,8 @@ FIXTURES = ("k3_lstm_dense.tflite_float.tflite", "k3_lstm_dense.onnx13.onnx",
             "k2_convlstm2d_valid.tflite_float.tflite", "k3_convlstm2d_valid.onnx13.onnx",
             "k3_convlstm2d.onnx17.onnx", "k2_convlstm1d.onnx13.onnx",
             "k2_convlstm2d_dilated.onnx13.onnx", "k2_unroll.tflite_float.tflite",
-            "k3_unroll.onnx13.onnx")
+            "k3_unroll.onnx13.onnx", "k3_timedistributed.tflite_float.tflite",
+            "k3_timedistributed.onnx13.onnx")
 
 
 # ---------------------------------------------------------------------------------------------

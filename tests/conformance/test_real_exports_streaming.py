@@ -138,7 +138,6 @@ def _unrolled(monkeypatch, name: str):
     monkeypatch.setattr(reroll_mod, "reroll", lambda g: g)
     graph = _convert(FIXTURES / name)
     monkeypatch.undo()
-    assert not any(n.op in RECURRENT for n in graph.nodes)
     return graph
 
 
@@ -153,6 +152,7 @@ def test_a_chain_that_is_not_one_cell_stays_unrolled(monkeypatch, step):
     control = reroll(_unrolled(monkeypatch, name))
     assert any(n.op in RECURRENT for n in control.nodes)
     graph = _unrolled(monkeypatch, name)
+    assert not any(n.op in RECURRENT for n in graph.nodes)
     split = next(n for n in graph.nodes if n.op is Op.SPLIT and len(n.outputs) == 6)
     gemm = next(n for n in _steps(graph, split, _find_stack(graph, split))[step]
                 if n.op is Op.GEMM)
@@ -164,5 +164,42 @@ def test_a_chain_that_is_not_one_cell_stays_unrolled(monkeypatch, step):
     want = reference.run(graph, feeds)
     out = reroll(graph)
     assert not any(n.op in RECURRENT for n in out.nodes)
+    got = reference.run(out, feeds)
+    assert all(np.array_equal(got[k], want[k]) for k in want)
+
+
+MAPPED = [f for f in FILES if "timedistributed" in f]
+
+
+@pytest.mark.parametrize("name", MAPPED)
+def test_a_per_step_map_is_applied_to_the_whole_sequence(name):
+    """Keras 3 TimeDistributed(Dense): T slices, T equal Gemms, a stack become one MatMul on
+    the [T, N, H] value (no time slice is left), matching Keras; streaming is checked by
+    test_unidirectional_exports_stream_and_match_keras."""
+    graph = _convert(FIXTURES / name)
+    assert not any(n.op in (Op.SLICE, Op.CONCAT) for n in graph.nodes)
+    assert sum(n.op in (Op.MATMUL, Op.GEMM) for n in graph.nodes) == 1
+    feeds, keras = _feeds(graph, FIXTURES / name)
+    got = Model(graph).run(feeds)
+    assert np.max(np.abs(got[graph.outputs[0].name] - keras[0])) <= TOL
+
+
+def test_copies_with_different_weights_stay_per_step(monkeypatch):
+    """One step's Dense weight changed: the copies are not one map, the graph is unchanged."""
+    from edgeseq import reference
+    from edgeseq.converters.reroll import reroll
+    name = next(f for f in MAPPED if f.endswith(".onnx"))
+    graph = _unrolled(monkeypatch, name)
+    gemms = [n for n in graph.nodes if n.op is Op.GEMM]
+    assert len(gemms) == 6
+    w = gemms[2].inputs[1]
+    graph.constants[w + "/perturbed"] = graph.constants[w] * np.float32(1.01)
+    gemms[2].inputs[1] = w + "/perturbed"
+    graph.values = {}
+    before = [n.name for n in graph.nodes]
+    feeds, _ = _feeds(graph, FIXTURES / name)
+    want = reference.run(graph, feeds)
+    out = reroll(graph)
+    assert [n.name for n in out.nodes] == before
     got = reference.run(out, feeds)
     assert all(np.array_equal(got[k], want[k]) for k in want)
