@@ -16,68 +16,6 @@ from edgeseq.runtime.kernels.panels import PANEL, _panel_rows4, panel_gemv_acc, 
 
 
 @njit(**NJIT)
-def linear_rows(x2, wp, n_out, bias, has_bias, alpha):
-    """[M, n_out] = alpha * (x2 [M, K] W^T) + bias, W in panels (rows = output features):
-    four rows of x2 share each pass over the weights."""
-    m = x2.shape[0]
-    width = wp.shape[0] * PANEL
-    acc = np.zeros((m, width), dtype=np.float32)
-    if m > 0:
-        panel_gemv_rows_acc(wp, x2, np.arange(m), m, acc)
-    y = np.empty((m, n_out), dtype=np.float32)
-    a = np.float32(alpha)
-    for r in range(m):
-        ar = acc[r]
-        yr = y[r]
-        if has_bias:
-            for j in range(n_out):
-                yr[j] = a * ar[j] + bias[j]
-        else:
-            for j in range(n_out):
-                yr[j] = a * ar[j]
-    return y
-
-
-@njit(**NJIT)
-def softmax_axis(x3, log):
-    """Softmax (log=False) or log-softmax over axis 1 of x3 [outer, D, inner]."""
-    outer, d, inner = x3.shape
-    y = np.empty_like(x3)
-    for o in range(outer):
-        for i in range(inner):
-            mx = x3[o, 0, i] if d > 0 else np.float32(0.0)
-            for k in range(1, d):
-                mx = max(mx, x3[o, k, i])
-            s = np.float32(0.0)
-            for k in range(d):
-                s += np.exp(x3[o, k, i] - mx)
-            if log:
-                ls = np.log(s)
-                for k in range(d):
-                    y[o, k, i] = x3[o, k, i] - mx - ls
-            else:
-                inv = np.float32(1.0) / s
-                for k in range(d):
-                    y[o, k, i] = np.exp(x3[o, k, i] - mx) * inv
-    return y
-
-
-@njit(**NJIT)
-def reduce_axis(x3, mean):
-    """Sum (mean=False) or mean over axis 1 of x3 [outer, D, inner] -> [outer, inner],
-    accumulated in float64 (the reference's precision for long sums)."""
-    outer, d, inner = x3.shape
-    y = np.empty((outer, inner), dtype=np.float32)
-    for o in range(outer):
-        for i in range(inner):
-            s = 0.0
-            for k in range(d):
-                s += x3[o, k, i]
-            y[o, i] = s / d if mean and d > 0 else s
-    return y
-
-
-@njit(**NJIT)
 def slice_bounds(dim, start, end, step):
     """(first index, count) of an ONNX Slice along an axis of size dim (Python's
     slice.indices clamping)."""
@@ -177,22 +115,6 @@ def put_axis1(dst3, src3, offset):
     return True
 
 
-@njit(**NJIT)
-def gather_axis1(x3, idx):
-    """y[:, j, :] = x3[:, idx[j], :] with negative indices counted from the end; returns
-    (y, ok) with ok False when an index is out of range."""
-    n = x3.shape[1]
-    y = np.empty((x3.shape[0], idx.shape[0], x3.shape[2]), dtype=np.float32)
-    for j in range(idx.shape[0]):
-        k = idx[j] + n if idx[j] < 0 else idx[j]
-        if k < 0 or k >= n:
-            return y, False
-        for o in range(x3.shape[0]):
-            for i in range(x3.shape[2]):
-                y[o, j, i] = x3[o, k, i]
-    return y, True
-
-
 # ---- the workspace: buffers planned once ------------------------------------------------
 # Generated code takes every intermediate array from one float32 arena `ws` owned by the
 # caller (a Stream, or a Model per thread) with a bump pointer wsp[0] (reset to 0 at the
@@ -269,7 +191,8 @@ def rows_acc(wp, v, n_rows, out):
 
 @njit(**NJIT)
 def linear_ws(x2, wp, n_out, bias, has_bias, alpha, ws, wsp):
-    """linear_rows with its accumulator and result taken from the arena."""
+    """x2 @ W (+ bias) * alpha, rows through the packed panels wp; accumulator and result
+    taken from the arena."""
     m = x2.shape[0]
     width = wp.shape[0] * PANEL
     acc = take2(ws, wsp, m, width)
@@ -324,7 +247,8 @@ def conv1d_ws(x, wp, bias, has_bias, n_out, k_len, stride, dil, p0, out_len, pos
 
 @njit(**NJIT)
 def softmax_ws(x3, log, ws, wsp):
-    """softmax_axis into an arena buffer."""
+    """Softmax (log=False) or log-softmax over axis 1 of x3 [outer, D, inner], into an
+    arena buffer."""
     outer, d, inner = x3.shape
     y = take3(ws, wsp, outer, d, inner)
     for o in range(outer):
@@ -348,7 +272,8 @@ def softmax_ws(x3, log, ws, wsp):
 
 @njit(**NJIT)
 def reduce_ws(x3, mean, ws, wsp):
-    """reduce_axis into an arena buffer."""
+    """Sum (mean=False) or mean over axis 1 of x3 [outer, D, inner] -> [outer, inner],
+    accumulated in float64 (the reference's precision for long sums), into an arena buffer."""
     outer, d, inner = x3.shape
     y = take2(ws, wsp, outer, inner)
     for o in range(outer):
@@ -362,7 +287,8 @@ def reduce_ws(x3, mean, ws, wsp):
 
 @njit(**NJIT)
 def gather_ws(x3, idx, ws, wsp):
-    """gather_axis1 into an arena buffer: (y, ok)."""
+    """x3[:, idx, :] (negative indices from the end) into an arena buffer: (y, ok), ok False
+    for an index out of range."""
     n = x3.shape[1]
     y = take3(ws, wsp, x3.shape[0], idx.shape[0], x3.shape[2])
     for j in range(idx.shape[0]):
