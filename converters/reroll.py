@@ -38,13 +38,14 @@ def reroll(graph: Graph) -> Graph:
         graph.validate()
     except EdgeseqError:
         return graph          # the converter's own validation reports what is wrong
+    from edgeseq.converters.identities import drop_identities
     from edgeseq.converters.reroll_map import reroll_maps
     done = set()
     while True:
         splits = [n for n in graph.nodes if n.op is Op.SPLIT and n.name not in done
                   and len(n.outputs) >= MIN_STEPS and all(s == 1 for s in n.attrs["split"])]
         if not splits:
-            return reroll_maps(graph, _verify)
+            return drop_identities(reroll_maps(graph, _verify))
         split = splits[0]
         done.add(split.name)
         try:
@@ -77,15 +78,20 @@ def _steps(graph: Graph, split: Node, stack: Node | None) -> list[list[Node]]:
         step_of.update((o, k) for o in n.outputs)
         steps[k].append(n)
     slices = set(split.outputs)
+    readers: dict = {}
+    for m in graph.nodes:
+        for i in m.inputs:
+            readers.setdefault(i, []).append(m)
+    outputs = {v.name for v in graph.outputs}
     for t in range(t_len - 1):
-        nxt = {o for n in steps[t + 1] for o in n.outputs}
+        nxt = {id(n) for n in steps[t + 1]}
         for n in reversed(list(steps[t])):
-            users = [m for m in graph.nodes if set(m.outputs) and set(n.outputs) & set(m.inputs)]
-            if users and all(m in steps[t + 1] for m in users) and not slices & set(n.inputs) \
-                    and not set(n.outputs) & {v.name for v in graph.outputs}:
+            users = [m for o in n.outputs for m in readers.get(o, ())]
+            if users and all(id(m) in nxt for m in users) and not slices & set(n.inputs) \
+                    and not set(n.outputs) & outputs:
                 steps[t].remove(n)
                 steps[t + 1].insert(0, n)
-                nxt.update(n.outputs)
+                nxt.add(id(n))
     return steps
 
 

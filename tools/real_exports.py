@@ -46,7 +46,8 @@ FIXTURES = ("k3_lstm_dense.tflite_float.tflite", "k3_lstm_dense.onnx13.onnx",
             "k3_convlstm2d.onnx17.onnx", "k2_convlstm1d.onnx13.onnx",
             "k2_convlstm2d_dilated.onnx13.onnx", "k2_unroll.tflite_float.tflite",
             "k3_unroll.onnx13.onnx", "k3_timedistributed.tflite_float.tflite",
-            "k3_timedistributed.onnx13.onnx")
+            "k3_timedistributed.onnx13.onnx", "k2_layernorm.tflite_float.tflite",
+            "k2_layernorm.onnx13.onnx")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -203,3 +203,38 @@ def test_copies_with_different_weights_stay_per_step(monkeypatch):
     assert [n.name for n in out.nodes] == before
     got = reference.run(out, feeds)
     assert all(np.array_equal(got[k], want[k]) for k in want)
+
+
+@pytest.mark.parametrize("name", [f for f in FILES if "layernorm" in f])
+def test_layer_norm_as_a_batch_norm_drops_its_unit_scale_and_zero_offset(name):
+    """tf-keras LayerNormalization (tf2onnx, TF converter): a batch norm over [1, N*T, H, 1]
+    with ones/zeros of size N*T; without those constants the model streams
+    (test_unidirectional_exports_stream_and_match_keras) and still matches Keras."""
+    graph = _convert(FIXTURES / name)
+    for n in graph.nodes:
+        if n.op in (Op.MUL, Op.ADD, Op.SUB):
+            for i in n.inputs:
+                c = graph.constants.get(i)
+                assert c is None or c.size < 2 or not (np.all(c == 0) or np.all(c == 1)), n.name
+    feeds, keras = _feeds(graph, FIXTURES / name)
+    got = Model(graph).run(feeds)
+    assert np.max(np.abs(got[graph.outputs[0].name] - keras[0])) <= TOL
+
+
+def test_neutral_constants_are_dropped_only_where_they_change_nothing():
+    """x * 1 and x + 0 become Identity, 0 - x Neg; ones that broadcast x wider and a constant
+    that is not neutral stay (float64 reference before and after)."""
+    from edgeseq import reference
+    from edgeseq.converters.identities import drop_identities
+    from edgeseq.graph import Graph, Node, Value
+    consts = {"ones": np.ones(3, np.float32), "zeros": np.zeros(3, np.float32),
+              "wide": np.ones((4, 2, 3), np.float32), "half": np.full(3, 0.5, np.float32)}
+    nodes = [Node("m", Op.MUL, ["x", "ones"], ["a"], {}), Node("s", Op.SUB, ["zeros", "a"], ["b"], {}),
+             Node("p", Op.ADD, ["b", "zeros"], ["c"], {}), Node("w", Op.MUL, ["c", "wide"], ["d"], {}),
+             Node("h", Op.MUL, ["d", "half"], ["y"], {})]
+    g = Graph("g", [Value("x", "float32", (2, 3))], [Value("y", "float32", ())], nodes, consts)
+    x = np.arange(6, dtype=np.float32).reshape(2, 3) - 2
+    want = reference.run(g.copy(), {"x": x})["y"]
+    out = drop_identities(g)
+    assert [n.op for n in out.nodes] == [Op.IDENTITY, Op.NEG, Op.IDENTITY, Op.MUL, Op.MUL]
+    assert np.array_equal(reference.run(out, {"x": x})["y"], want)
