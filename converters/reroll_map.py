@@ -15,8 +15,7 @@ import numpy as np
 from edgeseq.graph import Graph, Node
 from edgeseq.ops import UNARY, Op
 
-_ELEMENTWISE = frozenset({Op.ADD, Op.MUL, Op.SUB, Op.DIV}) if hasattr(Op, "DIV") else \
-    frozenset({Op.ADD, Op.MUL, Op.SUB})
+_ELEMENTWISE = frozenset({Op.ADD, Op.MUL, Op.SUB, Op.DIV})
 
 
 class _Skip(Exception):
@@ -132,7 +131,7 @@ def _lift(g: Graph, n: Node, x: str) -> list[Node]:
             return [mm]
         out2 = g.fresh_name(n.outputs[0] + "/all_steps_bias")
         return [mm, Node(g.fresh_name(n.name + "/all_steps_bias"), Op.ADD, [out, c], [out2], {})]
-    if n.op is Op.MATMUL and n.inputs[0] == x or (n.op is Op.MATMUL and n.inputs[1] in g.constants):
+    if n.op is Op.MATMUL:
         if n.inputs[1] not in g.constants or g.constants[n.inputs[1]].ndim != 2:
             raise _Skip("a MatMul without a constant weight")
         return [Node(g.fresh_name(n.name + "/all_steps"), Op.MATMUL, [x, n.inputs[1]], [out], {})]
