@@ -16,8 +16,8 @@ from edgeseq import input_checks
 from edgeseq.errors import GraphError, InputError
 from edgeseq.graph import Graph, Node
 from edgeseq.ops import Op, conv_lstm_geometry, num_directions
-from edgeseq.shapes import pool_params
-from edgeseq.windows import sliding_windows
+from edgeseq.selection import COMPARE, arg_extremum
+from edgeseq.windows import max_pool, sliding_windows
 
 F64 = np.float64
 _OPS: dict[Op, Callable] = {}
@@ -795,31 +795,17 @@ def _conv2d(graph, node, ins):
 
 @implements(Op.MAX_POOL)
 def _max_pool(graph, node, ins):
-    kernel, strides, dilations, pads = pool_params(node.attrs)
-    win = sliding_windows(ins[0], kernel, strides, dilations, pads, -np.inf,
-                          node.attrs["ceil_mode"])
-    return [win.max(axis=tuple(range(-len(kernel), 0)))]
+    return [max_pool(ins[0], node.attrs)]
 
 
 @implements(Op.ARG_MAX, Op.ARG_MIN)
 def _arg_extremum(graph, node, ins):
-    x, at = ins[0], node.attrs
-    ax = at["axis"] % x.ndim
-    fn = np.argmax if node.op is Op.ARG_MAX else np.argmin
-    if at["select_last_index"]:
-        idx = x.shape[ax] - 1 - fn(np.flip(x, axis=ax), axis=ax)
-    else:
-        idx = fn(x, axis=ax)
-    idx = idx.astype(np.int64)
-    return [np.expand_dims(idx, ax) if at["keepdims"] else idx]
+    return [arg_extremum(ins[0], node.op, node.attrs)]
 
 
-_COMPARE = {Op.EQUAL: np.equal, Op.GREATER: np.greater, Op.LESS: np.less}
-
-
-@implements(*_COMPARE)
+@implements(*COMPARE)
 def _compare(graph, node, ins):
-    return [_COMPARE[node.op](ins[0], ins[1])]
+    return [COMPARE[node.op](ins[0], ins[1])]
 
 
 @implements(Op.NOT)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgeseq.shapes import window_count
+from edgeseq.shapes import pool_params, window_count
 
 
 def sliding_windows(x: np.ndarray, kernel, strides, dilations, pads, fill: float,
@@ -31,3 +31,11 @@ def sliding_windows(x: np.ndarray, kernel, strides, dilations, pads, fill: float
     win = np.lib.stride_tricks.sliding_window_view(x, spans, axis=tuple(range(lead, x.ndim)))
     win = win[(Ellipsis,) + tuple(slice(None, None, d) for d in dilations)]
     return win[(slice(None),) * lead + tuple(slice(None, None, s) for s in strides)]
+
+
+def max_pool(x: np.ndarray, attrs: dict) -> np.ndarray:
+    """MaxPool over the trailing axes of x (ONNX attributes; padding never wins the max).
+    Shared by the float64 reference and the runtime: the dtype of x is kept."""
+    kernel, strides, dilations, pads = pool_params(attrs)
+    win = sliding_windows(x, kernel, strides, dilations, pads, -np.inf, attrs["ceil_mode"])
+    return np.ascontiguousarray(win.max(axis=tuple(range(-len(kernel), 0))))

@@ -16,7 +16,8 @@ from edgeseq.runtime.kernels.conv import conv1d_panels
 from edgeseq.runtime.kernels.panels import to_panels
 from edgeseq.runtime.registry import Kernel, register
 from edgeseq.shapes import slice_bounds
-from edgeseq.windows import sliding_windows
+from edgeseq.selection import COMPARE, arg_extremum
+from edgeseq.windows import max_pool, sliding_windows
 
 
 def _glue(*ops: Op) -> Callable:
@@ -446,32 +447,17 @@ def _conv2d(node, ins):
 
 @_glue(Op.MAX_POOL)
 def _max_pool(node, ins):
-    from edgeseq.shapes import pool_params
-    kernel, strides, dilations, pads = pool_params(node.attrs)
-    x = ins[0]
-    win = sliding_windows(x, kernel, strides, dilations, pads, -np.inf, node.attrs["ceil_mode"])
-    return [np.ascontiguousarray(win.max(axis=tuple(range(-len(kernel), 0))))]
+    return [max_pool(ins[0], node.attrs)]
 
 
 @_glue(Op.ARG_MAX, Op.ARG_MIN)
 def _arg_extremum(node, ins):
-    x, at = ins[0], node.attrs
-    ax = at["axis"] % x.ndim
-    fn = np.argmax if node.op is Op.ARG_MAX else np.argmin
-    if at["select_last_index"]:
-        idx = x.shape[ax] - 1 - fn(np.flip(x, axis=ax), axis=ax)
-    else:
-        idx = fn(x, axis=ax)
-    idx = idx.astype(np.int64)
-    return [np.expand_dims(idx, ax) if at["keepdims"] else idx]
+    return [arg_extremum(ins[0], node.op, node.attrs)]
 
 
-_COMPARE = {Op.EQUAL: np.equal, Op.GREATER: np.greater, Op.LESS: np.less}
-
-
-@_glue(*_COMPARE)
+@_glue(*COMPARE)
 def _compare(node, ins):
-    return [_COMPARE[node.op](ins[0], ins[1])]
+    return [COMPARE[node.op](ins[0], ins[1])]
 
 
 @_glue(Op.NOT)

@@ -26,6 +26,7 @@ from edgeseq.graph import Graph
 from edgeseq.limits import LIMITS
 from edgeseq.memory import MemoryEstimate
 from edgeseq.ops import RECURRENT, Op
+from edgeseq.runtime.native.inputs import bound_symbols
 from edgeseq.runtime.plan import Plan, build_plan
 from edgeseq.runtime.delta import DSTATE_SLOTS
 from edgeseq.runtime.delta_runner import DeltaRunner, DeltaStats, parse_thresholds, run_delta
@@ -71,7 +72,7 @@ class Model:
         # checks: a graph may leave them symbolic while its weights fix them
         self._rec_sizes = {n.name: _recurrent_sizes(graph, n) for n in graph.nodes
                            if n.op in (Op.LSTM, Op.GRU, Op.RNN)}
-        self._bound = _bound_symbols(graph, self._rec_sizes)
+        self._bound = bound_symbols(graph)
         self.threads = threads
         self._pins = ThreadPins(threads)
         self.graph = graph
@@ -574,23 +575,6 @@ def _recurrent_sizes(graph: Graph, node) -> tuple:
     a = node.attrs
     h = a.get("hidden_size", 0)
     return (int(graph.weight(node, "w_x").shape[-1]), a.get("proj_size", 0) or h, h)
-
-
-def _bound_symbols(graph: Graph, rec_sizes: dict) -> dict[str, tuple[int, str]]:
-    """symbol -> (size, node) where a recurrent node's weights fix a dim its input leaves
-    symbolic; checked on the graph inputs of every call (the compiled and the interpreted
-    path read those dims without bounds checks)."""
-    out: dict[str, tuple[int, str]] = {}
-    for node in graph.nodes:
-        sizes = rec_sizes.get(node.name)
-        for k, want in enumerate(() if sizes is None else (sizes[0], None, sizes[1], sizes[2])):
-            name = node.inputs[k] if k < len(node.inputs) else ""
-            if want is None or not name or name in graph.constants:
-                continue
-            last = graph.value(name).shape[-1]
-            if isinstance(last, str):
-                out.setdefault(last, (want, node.name))
-    return out
 
 
 def _check_recurrent_ins(node, ins: list, sizes: tuple) -> None:

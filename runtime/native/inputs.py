@@ -15,15 +15,10 @@ from edgeseq.ops import Op
 from edgeseq.runtime import streaming
 
 
-def _optional_inputs(graph: Graph) -> set:
-    # NOTE: the Stream code names them through state_prep (newer) or _state_only_inputs
-    prep = getattr(streaming, "state_prep", None)
-    return set(prep(graph).inputs) if prep else streaming._state_only_inputs(graph)
-
-
 def input_specs(graph: Graph) -> list:
-    """(name, dtype, shape, optional) per graph input."""
-    optional = _optional_inputs(graph)
+    """(name, dtype, shape, optional) per graph input (optional: initial states, as the
+    runtime's Model says through streaming.state_prep)."""
+    optional = streaming.state_prep(graph).inputs
     return [(v.name, v.dtype, tuple(v.shape), v.name in optional) for v in graph.inputs]
 
 
@@ -33,7 +28,8 @@ def _describe(dtype: str, shape: tuple) -> str:
 
 def bound_symbols(graph: Graph) -> dict:
     """symbol -> (size, node) where a recurrent node's weights fix a dim its input leaves
-    symbolic (the compiled code reads those dims without bounds checks)."""
+    symbolic; checked on the graph inputs of every call (the compiled code and the per-node
+    kernels read those dims without bounds checks). Shared with runtime.session.Model."""
     out: dict = {}
     for node in graph.nodes:
         if node.op not in (Op.LSTM, Op.GRU, Op.RNN):
