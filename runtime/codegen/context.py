@@ -26,6 +26,23 @@ from edgeseq.runtime.kernels.panels import ALIGN
 
 FUNCTION = "graph_run"
 EMITTERS: dict[Op, Callable] = {}
+# recurrent nodes whose plan kernel is not the dense one (compressed, delta, ...): the kernel
+# class name -> fn(lowering, node, kernel); the LSTM/GRU/RNN emitter dispatches through it
+KERNEL_EMITTERS: dict[str, Callable] = {}
+# the generated module's imports beyond numpy/numba/graph_ops/panels, added by emitter modules
+IMPORT_LINES: list[str] = []
+
+
+def kernel_emitter(*kernel_class_names: str) -> Callable:
+    """Register fn(lowering, node, kernel) for recurrent nodes whose plan kernel has one of
+    these class names (one emitter per class)."""
+    def deco(fn: Callable) -> Callable:
+        for name in kernel_class_names:
+            if name in KERNEL_EMITTERS:
+                raise AssertionError(f"kernel emitter for {name} registered twice")
+            KERNEL_EMITTERS[name] = fn
+        return fn
+    return deco
 
 
 class Unsupported(Exception):

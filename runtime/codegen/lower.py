@@ -2,14 +2,22 @@
 that function is described in context.py)."""
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from edgeseq.graph import Graph
 from edgeseq.ops import Op
-from edgeseq.runtime.codegen import glue_ops, recurrent_ops  # noqa: F401  (register emitters)
-from edgeseq.runtime.codegen.context import EMITTERS, FUNCTION, Lowering, Unsupported
+from edgeseq.runtime.codegen.context import EMITTERS, FUNCTION, IMPORT_LINES, Lowering, Unsupported
+
+# modules of this package that register emitters (one per line)
+EMITTER_MODULES = (
+    "glue_ops",
+    "recurrent_ops",
+)
+for _name in EMITTER_MODULES:
+    importlib.import_module(f"edgeseq.runtime.codegen.{_name}")
 
 __all__ = ["FUNCTION", "Lowered", "Unsupported", "lower"]
 
@@ -79,7 +87,7 @@ def lower(graph: Graph, kernels: dict) -> Lowered:
         "from edgeseq.runtime.kernels.flags import NJIT",
         "from edgeseq.runtime.kernels import graph_ops as G",
         "from edgeseq.runtime.kernels import panels as P",
-        *recurrent_ops.IMPORT_LINES,
+        *IMPORT_LINES,
         "",
         "",
         "@njit(**NJIT)",

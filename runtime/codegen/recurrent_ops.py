@@ -8,16 +8,17 @@ import numpy as np
 
 from edgeseq.graph import Node
 from edgeseq.ops import Op, num_directions
-from edgeseq.runtime.codegen.context import Lowering, StateSlot, Unsupported, emitter
+from edgeseq.runtime.codegen.context import (IMPORT_LINES, KERNEL_EMITTERS, Lowering,
+                                             StateSlot, Unsupported, emitter)
 from edgeseq.runtime.kernels import operands as cell
 from edgeseq.runtime.kernels.panels import to_panels
 
-IMPORT_LINES = (
+IMPORT_LINES.extend((
     "from edgeseq.runtime.kernels import gru as GRU",
     "from edgeseq.runtime.kernels import gru_plain as GRUP",
     "from edgeseq.runtime.kernels import lstm as LSTM",
     "from edgeseq.runtime.kernels import rnn as RNN",
-)
+))
 
 
 def _dense_kernel_types() -> tuple:
@@ -113,6 +114,9 @@ def _source_kind(lw: Lowering, name: str) -> str:
 @emitter(Op.LSTM, Op.GRU, Op.RNN)
 def _recurrent(lw: Lowering, node: Node) -> None:
     kernel = lw.kernels.get(node.name)
+    other = KERNEL_EMITTERS.get(type(kernel).__name__)
+    if other is not None:
+        return other(lw, node, kernel)
     want = _dense_kernel_types()[node.op]
     if type(kernel) is not want:
         raise Unsupported(f"kernel {type(kernel).__name__} (compressed or delta weights) is "
