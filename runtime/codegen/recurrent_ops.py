@@ -1,8 +1,12 @@
 """Emitter of LSTM/GRU/RNN nodes: layout to time-major, initial states (carried, given or
 zero), the input projection for all steps through the panel kernel, then the existing njit
 sequence kernel per direction. This module is the only place that reads the dense kernel
-families' prepared weights and spells the sequence kernels' signatures."""
+families' prepared weights and spells the sequence kernels' signatures; other kernel
+families (registered with `context.kernel_emitter`) reuse its frame, `emit_sequence`."""
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -109,6 +113,29 @@ def _source_kind(lw: Lowering, name: str) -> str:
     if name in {v.name for v in lw.graph.inputs}:
         return "input"
     return "const" if lw.is_const(name) else "value"
+
+
+@dataclass
+class Frame:
+    """What a direction's emission reads (variables of the generated function)."""
+    v: str              # prefix of the node's variables ({v}_T, {v}_N, {v}_lens, ...)
+    x: str              # the input, time-major [T, N, I]
+    lens: str           # int64 [N] lengths (full when the node has none)
+    t_len: str          # T
+    states: list        # [D, N, size] state variables (h, then c for LSTM)
+    y: str              # this direction's output [T, N, P]
+    d: int
+    has_lens: bool
+
+
+def kernel_emitter_for(kernel) -> Callable | None:
+    """The emitter registered for the kernel's class or the nearest base class of it
+    (compressed kernels are registered per weight dtype as subclasses)."""
+    for cls in type(kernel).__mro__:
+        fn = KERNEL_EMITTERS.get(cls.__name__)
+        if fn is not None:
+            return fn
+    return None
 
 
 @emitter(Op.LSTM, Op.GRU, Op.RNN)
