@@ -11,10 +11,12 @@ multiply the activations in, recorded in the graph metadata (and so in the artif
 """
 from __future__ import annotations
 
+import numpy as np
+
 from edgeseq.errors import GraphError
 from edgeseq.graph import Graph
 from edgeseq.quant.common import note_pass
-from edgeseq.reference import INT8_ACTIVATIONS
+from edgeseq.reference import INT8_ACTIVATIONS, INT8_ACTIVATION_SLOTS
 
 CHOICES = ("int16", "int8")
 DEFAULT = "int16"
@@ -29,3 +31,9 @@ def apply(graph: Graph, activations: str) -> Graph:
     out.metadata[INT8_ACTIVATIONS] = activations
     note_pass(out, {"pass": "activations", "activations": activations})
     return out
+
+
+def has_int8_products(graph: Graph) -> bool:
+    """Whether some recurrent node holds an int8 weight in a slot the option applies to."""
+    return any(graph.constants[n.weights[s]].dtype == np.int8 for n in graph.nodes
+               for s in INT8_ACTIVATION_SLOTS.get(n.op, ()) if s in n.weights)

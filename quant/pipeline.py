@@ -22,14 +22,18 @@ def compress(graph: Graph, *, weights: str = "fp32", svd_rank: int | None = None
 
     Every row also carries `output_error` (graph outputs) when calibration data is given.
     `activations` ("int16" or "int8", `quant.activations`; default int16) is the precision
-    the int8 products multiply activations in; only with weights="int8"."""
+    the int8 products multiply activations in; with weights="int8", or on a graph whose
+    recurrent weights are int8 already (a TFLite hybrid file)."""
     if weights not in WEIGHTS:
         raise GraphError(f"weights must be one of {sorted(WEIGHTS)}, got {weights!r}")
     if sum(v is not None for v in (svd_rank, svd_energy, svd_budget)) > 1:
         raise GraphError("give at most one of svd_rank, svd_energy, svd_budget")
-    if activations is not None and weights != "int8":
-        raise GraphError(f"activations={activations!r} needs weights='int8' (got {weights!r})")
     src = graph.copy().validate()
+    # a converted file's own int8 weights (TFLite hybrid) take the option without --weights
+    kept_int8 = weights == "fp32" and act_pass.has_int8_products(src)
+    if activations is not None and weights != "int8" and not kept_int8:
+        raise GraphError(f"activations={activations!r} needs weights='int8' or a model with "
+                         f"int8 recurrent weights (got weights={weights!r})")
     calib = calibrate.load(calibration, src) if calibration is not None else None
     g, notes = src, {}
 
@@ -50,6 +54,8 @@ def compress(graph: Graph, *, weights: str = "fp32", svd_rank: int | None = None
         g, _ = WEIGHTS[weights](g)
     if weights == "int8":
         g = act_pass.apply(g, activations or act_pass.DEFAULT)
+    elif activations is not None:
+        g = act_pass.apply(g, activations)
     report = size_rows(src, g, notes)
     if calib is not None:
         out_err, per_layer = calibrate.errors(src, g, calib)

@@ -78,6 +78,8 @@ class Context:
         self.used: set[str] = set()
         self.notes: list[str] = []
         self.current: OpView | None = None
+        # hybrid ops (float activations, int8 weights kept int8): (label, asymmetric inputs)
+        self.hybrid: list[tuple[str, bool]] = []
 
     # ---- tensors ----------------------------------------------------------------------------
     def tensor(self, idx: int):

@@ -11,6 +11,7 @@ from edgeseq import input_checks
 from edgeseq.errors import (EdgeseqError, GraphError, ModelFormatError, ShapeError,
                             UnsupportedModelError)
 from edgeseq.graph import Graph, Value
+from edgeseq.reference import INT8_ACTIVATIONS
 
 from edgeseq.converters.tflite import glue, lstm, reader  # noqa: F401  (registers handlers)
 from edgeseq.converters.tflite.context import HANDLERS, Context, OpView, Unsupported
@@ -79,14 +80,34 @@ def _stage(path, field: str):
                                field=field) from None
 
 
+# The int8 products' activation precision of a hybrid file (`edgeseq.quant.activations`).
+# TFLite's hybrid kernels quantise x_t, h_{t-1} and m_t to int8 per batch row at every step:
+# symmetric (s = max|v|/127, edgeseq's "int8": equal to TFLite to float32 rounding) or, with
+# asymmetric_quantize_inputs (what TF's dynamic-range quantiser writes), with a zero point,
+# which edgeseq has no kernel for: there "int16" is the closer choice (measured: 1.1-2.8e-3
+# from TFLite vs 1.9-5.9e-3 for symmetric int8, n_cell 32, T 20).
+HYBRID_ACTIVATIONS = ("int8", "int16")
+
+
+def default_activations(hybrid: list[tuple[str, bool]]) -> str:
+    """TFLite's own semantics where edgeseq has them: int8 unless an op is asymmetric."""
+    return "int16" if any(asymmetric for _, asymmetric in hybrid) else "int8"
+
+
 def convert(path: str | Path, *, dynamic_time: bool = True, subgraph: int = 0,
-            fix: dict | None = None, shapes: dict | None = None) -> Graph:
+            fix: dict | None = None, shapes: dict | None = None,
+            activations: str | None = None) -> Graph:
     """Convert a .tflite model into a validated edgeseq Graph (float activations; hybrid int8
     LSTM weights stay int8 with per-row scales; other quantised constants are dequantised).
 
     dynamic_time: give graph inputs that feed a sequence op directly a symbolic time axis "T"
     (TFLite fixes it at conversion time; edgeseq runs and streams any length).
+    activations: with hybrid (dynamic-range) ops, the precision the int8 weights multiply
+    activations in: "int8" or "int16"; default `default_activations` (TFLite's semantics).
     """
+    if activations is not None and activations not in HYBRID_ACTIVATIONS:
+        raise UnsupportedModelError(f"{path}: activations must be one of "
+                                    f"{list(HYBRID_ACTIVATIONS)}, got {activations!r}")
     if fix:
         raise UnsupportedModelError(f"{path}: --fix is not supported for TFLite models (their "
                                     f"inputs are tensors, not shape-bearing graph inputs)")
@@ -95,10 +116,11 @@ def convert(path: str | Path, *, dynamic_time: bool = True, subgraph: int = 0,
     if not 0 <= subgraph < len(subs):
         raise UnsupportedModelError(f"{path}: no subgraph {subgraph}; the model has {len(subs)}")
     with _stage(path, "operators"):
-        return _convert(path, loaded, subs[subgraph], dynamic_time, shapes)
+        return _convert(path, loaded, subs[subgraph], dynamic_time, shapes, activations)
 
 
-def _convert(path, loaded: reader.Loaded, sub, dynamic_time: bool, shapes) -> Graph:
+def _convert(path, loaded: reader.Loaded, sub, dynamic_time: bool, shapes,
+             activations: str) -> Graph:
     ctx = Context(loaded, sub)
     ops = _ops(loaded, sub)
 
@@ -183,6 +205,14 @@ def _convert(path, loaded: reader.Loaded, sub, dynamic_time: bool, shapes) -> Gr
                                         f"produced by any mapped operator")
         outputs.append(Value(ctx.value(int(idx)), "float32", ()))
     meta = {"source_format": "tflite", "source": Path(path).name}
+    if ctx.hybrid:
+        act = activations or default_activations(ctx.hybrid)
+        meta[INT8_ACTIVATIONS] = act
+        asym = [label for label, asymmetric in ctx.hybrid if asymmetric]
+        ctx.notes.append(f"hybrid int8 weights: activations {act} in the int8 products"
+                         + (f" (TFLite quantises them to int8 with a zero point in "
+                            f"{', '.join(asym)}; edgeseq's int8 activations are symmetric)"
+                            if asym else ""))
     if ctx.notes:
         meta["conversion_notes"] = ctx.notes
     for name, check in getattr(ctx, "input_checks", ()):   # e.g. a Keras mask's padding

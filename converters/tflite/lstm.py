@@ -190,6 +190,17 @@ def lstm_attrs(opts: OpView, cells: list[Cell], direction: str, batch_first: boo
                 activations=("sigmoid", g, g) * len(cells))
 
 
+def _note_hybrid(ctx: Context, cells: list[Cell]) -> None:
+    """Record a hybrid op: int8 weights kept int8 and float activations (full-integer files
+    read int8 activations with static scales: not hybrid)."""
+    op = ctx.current
+    kept = [w for c in cells for w in (c.w_x, c.w_h, c.w_proj) if w is not None]
+    if op is None or not any(w.scale is not None for w in kept) or \
+            ctx.tensor(op.input(S.INPUT)).type != 0:       # FLOAT32
+        return
+    ctx.hybrid.append((op.label, bool(op.option("asymmetricQuantizeInputs", False))))
+
+
 def emit_lstm(ctx: Context, x: str, cells: list[Cell], attrs: dict, init: tuple[str, str] = ("", ""),
               outputs: tuple[str, str, str] | None = None) -> str:
     """One edgeseq LSTM node over `cells` (one per direction); returns the name of y."""
@@ -222,6 +233,7 @@ def emit_lstm(ctx: Context, x: str, cells: list[Cell], attrs: dict, init: tuple[
         put("w_proj", _stack([c.w_proj for c in cells]))
     if cells[0].b_proj is not None:
         put("b_proj", np.stack([c.b_proj for c in cells]))
+    _note_hybrid(ctx, cells)
     y = outputs[0] if outputs else ctx.tmp("y")
     outs = list(outputs) if outputs else [y]
     ins = [x, ""] + list(init)

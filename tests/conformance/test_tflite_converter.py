@@ -221,9 +221,31 @@ def with_initial_state(g):
 
 
 @pytest.mark.parametrize("name", HYBRID_UNI)
-def test_unidirectional_hybrid_within_derived_bound(tmp_path, rng, tol, name):
+def test_hybrid_default_activations_equal_tflite(tmp_path, rng, tol, name):
+    """By default a hybrid file's int8 products take int8 activations where TFLite's kernel
+    quantises them symmetrically (what edgeseq's int8 activations are): the reference then
+    equals the interpreter to float32 rounding (measured <= 1.0e-7; with int16 activations
+    1e-3). With asymmetric input quantisation (a zero point) the default is int16."""
     path, f = write(tmp_path, name, rng)
     g = convert(path)
+    want_act = "int16" if f.spec.hybrid == "asym" else "int8"
+    assert g.metadata[reference.INT8_ACTIVATIONS] == want_act
+    feeds = random_inputs(g, path, rng)
+    err = _err(reference.run(g, feeds)["y"], run_tflite(path, feeds)["y"])
+    if want_act == "int8":
+        assert err <= tol["float32"]
+    else:
+        assert err > 1e-4      # the asymmetric file really differs (bounded in the next test)
+    g16 = convert(path, activations="int16")
+    assert g16.metadata[reference.INT8_ACTIVATIONS] == "int16"
+    assert _err(reference.run(g16, feeds)["y"], run_tflite(path, feeds)["y"]) > 1e-4
+
+
+@pytest.mark.parametrize("name", HYBRID_UNI)
+def test_unidirectional_hybrid_within_derived_bound(tmp_path, rng, tol, name):
+    """int16 activations (the int8 weights' own error): within the derived bound."""
+    path, f = write(tmp_path, name, rng)
+    g = convert(path, activations="int16")
     s = f.spec
     node = lstm_node(g)
     for slot in ["w_x", "w_h"] + (["w_proj"] if s.n_output else []):
@@ -234,7 +256,7 @@ def test_unidirectional_hybrid_within_derived_bound(tmp_path, rng, tol, name):
     #    bound is tight because only this step's activation quantisation enters
     one = tmp_path / "one_step.tflite"
     one.write_bytes(fx.unidirectional_lstm(fx.replace(s, n_time=1), f.weights))
-    g1 = with_initial_state(convert(one, dynamic_time=False))
+    g1 = with_initial_state(convert(one, dynamic_time=False, activations="int16"))
     sess = TfliteSession(one)
     idx = {d["name"]: d["index"] for d in sess.it.get_tensor_details()}
     xs = rng.standard_normal((s.n_time, s.n_batch, s.n_input)).astype(np.float32)
@@ -271,7 +293,7 @@ def test_unidirectional_hybrid_within_derived_bound(tmp_path, rng, tol, name):
 def test_hybrid_per_channel_scales(tmp_path, rng, tol):
     """Per-row int8 scales (quantized_dimension 0) map to the IR's per-row scales exactly."""
     path, f = write(tmp_path, "uni_full_clip_bm_hybrid_channel", rng)
-    g = convert(path)
+    g = convert(path, activations="int16")
     node = lstm_node(g)
     sc = g.scale(node, "w_x")
     assert g.weight(node, "w_x").dtype == np.int8
@@ -287,7 +309,7 @@ def test_hybrid_per_channel_scales(tmp_path, rng, tol):
 
 def test_hybrid_step_op(tmp_path, rng):
     path, f = write(tmp_path, "step_full_clip_tm_hybrid", rng)
-    g = convert(path)
+    g = convert(path, activations="int16")
     assert g.weight(lstm_node(g), "w_x").dtype == np.int8
     x = rng.standard_normal((f.spec.n_batch, f.spec.n_input)).astype(np.float32)
     y_float, bound = hybrid_bound(f.spec, fx.dequantized(f.weights, f.spec), x[None])
@@ -295,6 +317,7 @@ def test_hybrid_step_op(tmp_path, rng):
     assert _err(got, y_float[0]) <= 1e-6
     assert np.abs(got - want).max() > 0
     assert np.all(np.abs(got - want) <= bound[0] + 1e-5)
+    assert _err(reference.run(convert(path), {"x": x})["y"], want) <= 1e-5   # int8 default
 
 
 # ---- refusals --------------------------------------------------------------------------------
@@ -367,6 +390,21 @@ def test_cli_convert_and_compare(tmp_path, rng, capsys):
     assert "operator #0 FLOOR" in capsys.readouterr().err
 
 
+def test_cli_hybrid_activations_option(tmp_path, rng):
+    """`edgeseq convert hybrid.tflite` keeps TFLite's int8 activations; `--activations int16`
+    (no --weights: the file's own int8 weights) selects int16; a float file refuses it."""
+    from edgeseq import artifact
+    from edgeseq.cli import main
+    path, _ = write(tmp_path, "uni_plain_clip_tm_hybrid", rng)
+    for extra, want in (([], "int8"), (["--activations", "int16"], "int16")):
+        out = tmp_path / f"h{want}.eseq"
+        assert main(["convert", str(path), "-o", str(out)] + extra) == 0
+        assert artifact.load(out).metadata[reference.INT8_ACTIVATIONS] == want
+    fpath, _ = write(tmp_path, "uni_plain_clip_tm", rng)
+    assert main(["convert", str(fpath), "-o", str(tmp_path / "f.eseq"),
+                 "--activations", "int8"]) == 2
+
+
 # ---- full integer (8x8_16) -------------------------------------------------------------------
 @pytest.mark.parametrize("name", fx.INT8)
 def test_full_integer_within_one_output_step(tmp_path, rng, name):
@@ -423,7 +461,7 @@ def test_bidirectional_hybrid_within_derived_bound(tmp_path, rng, tol, feats):
     w_fw, w_bw = fx.random_lstm_weights(rng, s), fx.random_lstm_weights(rng, s)
     path = tmp_path / "bidi_hybrid.tflite"
     path.write_bytes(fx.bidirectional_lstm(s, w_fw, w_bw, merge=False))
-    g = convert(path)
+    g = convert(path, activations="int16")
     node = lstm_node(g)
     assert node.attrs["direction"] == "bidirectional"
     assert g.weight(node, "w_h").dtype == np.int8 and g.scale(node, "w_h").shape[0] == 2
@@ -434,6 +472,8 @@ def test_bidirectional_hybrid_within_derived_bound(tmp_path, rng, tol, feats):
     for k, bound in (("y_fw", e_fw), ("y_bw", e_bw[::-1])):
         err = np.abs(got[k] - want[k])
         assert 0 < err.max() and np.all(err <= bound + tol["float32"]), (k, err.max(), bound.max())
+    got8 = reference.run(convert(path), {"x": x})     # int8 activations: TFLite's semantics
+    assert max(_err(got8[k], want[k]) for k in want) <= tol["float32"]
 
 
 def test_shape_option_fixes_input_dims(tmp_path, rng, tol):
@@ -493,11 +533,12 @@ def test_random_configurations(tmp_path, tol, seed):
     w = fx.random_lstm_weights(r, s)
     path = tmp_path / "random.tflite"
     path.write_bytes(fx.unidirectional_lstm(s, w))
-    g = convert(path)
+    g = convert(path, activations="int16")
     x = r.standard_normal(fx._x_shape(s)).astype(np.float32)
     got, want = reference.run(g, {"x": x})["y"], run_tflite(path, {"x": x})["y"]
+    if s.hybrid != "asym":      # float, or int8 activations by default: TFLite's own semantics
+        assert _err(reference.run(convert(path), {"x": x})["y"], want) <= tol["float32"], s
     if not s.hybrid:
-        assert _err(got, want) <= tol["float32"], s
         return
     _, bound = hybrid_bound(s, fx.dequantized(w, s), x)
     err = np.abs(got - want)
