@@ -141,13 +141,40 @@ def kernel_emitter_for(kernel) -> Callable | None:
 @emitter(Op.LSTM, Op.GRU, Op.RNN)
 def _recurrent(lw: Lowering, node: Node) -> None:
     kernel = lw.kernels.get(node.name)
-    other = KERNEL_EMITTERS.get(type(kernel).__name__)
+    other = kernel_emitter_for(kernel)
     if other is not None:
         return other(lw, node, kernel)
     want = _dense_kernel_types()[node.op]
     if type(kernel) is not want:
         raise Unsupported(f"kernel {type(kernel).__name__} (compressed or delta weights) is "
                           f"not emitted")
+    emit_sequence(lw, node, kernel, kernel.w_x[0].shape[1], _dense_direction)
+
+
+def _dense_direction(lw: Lowering, node: Node, kernel, f: Frame) -> None:
+    """Input projection through the panel kernel, then the dense sequence kernel."""
+    g = N_GATES[node.op] * kernel.hidden
+    wx = lw.pack("wf", np.zeros((g, 0), np.float32), key=("wx_shape", g))
+    d = f.d
+    wxp = lw.pack("wf", to_panels(kernel.w_x[d]))
+    xp = f"{f.v}_x{d}"
+    lw.emit(f"{xp} = P.project_panels({f.x}, {wxp})")
+    w = _weights(lw, node.op, kernel, d)
+    parts = [p.strip() for p in w.split(",")]
+    call = PLAIN_CALLS[node.op] if _plain(node, f.has_lens) else CALLS[node.op]
+    w_h = parts[0] if node.op is Op.LSTM else ", ".join(parts[:2])
+    s = f.states
+    lw.emit(call.format(x=xp, wx=wx, w=w, lens=f.lens, s0=s[0], s1=s[1] if len(s) > 1 else "",
+                        d=d, y=f.y, w_h=w_h, aux=parts[-3], ip=parts[-2], t_len=f.t_len,
+                        fp=parts[-1]))
+
+
+def emit_sequence(lw: Lowering, node: Node, kernel, n_input: int,
+                  direction: Callable) -> None:
+    """The frame every recurrent kernel family shares: layout to time-major, the input
+    width and sequence_lens checks, the state slots (carried, given or zero), the output
+    [T, D, N, P] and the final states; `direction(lw, node, kernel, frame)` emits the
+    lines of one direction (writing frame.y, updating frame.states[k][d] in place)."""
     a = node.attrs
     n_dir = num_directions(a)
     bf = a["batch_first"]
@@ -159,7 +186,6 @@ def _recurrent(lw: Lowering, node: Node) -> None:
     if bf:
         x = _copy_swap01(lw, x, 3)
     v = lw.fresh()
-    n_input = kernel.w_x[0].shape[1]
     lw.emit(f"if {x}.shape[2] != {n_input}:")
     lw.emit(f"    raise ValueError(\"node '{node.name}': input has the wrong number of features "
             f"(expected {n_input})\")")
@@ -205,27 +231,16 @@ def _recurrent(lw: Lowering, node: Node) -> None:
         lw.emit(f"{st.arg}_out = {s}")
         svars.append(s)
     p = kernel.out_size
-    g = N_GATES[node.op] * hidden
-    wx = lw.pack("wf", np.zeros((g, 0), np.float32), key=("wx_shape", g))
     y = f"{v}_y"
     lw.emit(f"{y} = G.empty4({v}_T, np.int64({n_dir}), {v}_N, np.int64({p}))")
     for d in range(n_dir):
-        wxp = lw.pack("wf", to_panels(kernel.w_x[d]))
-        xp = f"{v}_x{d}"
-        lw.emit(f"{xp} = P.project_panels({x}, {wxp})")
         yd = f"{v}_y{d}"
         if n_dir == 1:
             lw.emit(f"{yd} = {y}.reshape(({v}_T, {v}_N, {p}))")
         else:
             lw.emit(f"{yd} = G.empty3({v}_T, {v}_N, np.int64({p}))")
-        w = _weights(lw, node.op, kernel, d)
-        parts = [p.strip() for p in w.split(",")]
-        call = PLAIN_CALLS[node.op] if _plain(node, bool(ins[1])) else CALLS[node.op]
-        w_h = parts[0] if node.op is Op.LSTM else ", ".join(parts[:2])
-        lw.emit(call.format(x=xp, wx=wx, w=w, lens=f"{v}_lens", s0=svars[0],
-                                      s1=svars[1] if len(svars) > 1 else "", d=d, y=yd,
-                                      w_h=w_h, aux=parts[-3], ip=parts[-2], t_len=f"{v}_T",
-                                      fp=parts[-1]))
+        direction(lw, node, kernel, Frame(v, x, f"{v}_lens", f"{v}_T", svars, yd, d,
+                                          bool(ins[1])))
         if n_dir == 2:
             lw.emit(f"G.put_axis1({y}.reshape(({v}_T, 2, {v}_N * {p})), "
                     f"{yd}.reshape(({v}_T, 1, {v}_N * {p})), {d})")
