@@ -152,10 +152,11 @@ def _recurrent(lw: Lowering, node: Node) -> None:
 
 
 def _dense_direction(lw: Lowering, node: Node, kernel, f: Frame) -> None:
-    """Input projection through the panel kernel, then the dense sequence kernel."""
+    """Direction f.d of the dense family: the input projection for all steps through the
+    panels, then the sequence kernel."""
+    d = f.d
     g = N_GATES[node.op] * kernel.hidden
     wx = lw.pack("wf", np.zeros((g, 0), np.float32), key=("wx_shape", g))
-    d = f.d
     wxp = lw.pack("wf", to_panels(kernel.w_x[d]))
     xp = f"{f.v}_x{d}"
     lw.emit(f"{xp} = P.project_panels({f.x}, {wxp})")
@@ -170,11 +171,12 @@ def _dense_direction(lw: Lowering, node: Node, kernel, f: Frame) -> None:
 
 
 def emit_sequence(lw: Lowering, node: Node, kernel, n_input: int,
-                  direction: Callable) -> None:
-    """The frame every recurrent kernel family shares: layout to time-major, the input
-    width and sequence_lens checks, the state slots (carried, given or zero), the output
-    [T, D, N, P] and the final states; `direction(lw, node, kernel, frame)` emits the
-    lines of one direction (writing frame.y, updating frame.states[k][d] in place)."""
+                  direction: Callable[[Lowering, Node, object, Frame], None]) -> None:
+    """The frame of a recurrent node, shared by every kernel family: layout to time-major,
+    the input width check, lengths (given or full), the initial states (carried, given or
+    zero: one StateSlot each), y [T, D, N, P] with direction(lw, node, kernel, frame)
+    emitting each direction's kernel calls, then the outputs and final states in the
+    graph's layout. `kernel` needs hidden and out_size."""
     a = node.attrs
     n_dir = num_directions(a)
     bf = a["batch_first"]
