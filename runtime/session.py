@@ -31,6 +31,7 @@ from edgeseq.runtime.plan import Plan, build_plan
 from edgeseq.runtime.delta import DSTATE_SLOTS
 from edgeseq.runtime.delta_runner import DeltaRunner, DeltaStats, parse_thresholds, run_delta
 from edgeseq.runtime.stream_windows import SLOT as WINDOW_SLOT, conv_windows
+from edgeseq.runtime.loop_stream import check_state as check_loop_state, keep as keep_loop_state
 from edgeseq.runtime.streaming import _feed_state, state_prep, time_axes
 from edgeseq.runtime.threads import ThreadPins
 
@@ -92,7 +93,8 @@ class Model:
         # per step: value names (None for a constant or absent input) and constants
         self._flat_steps = [(s.kernel, tuple(x if k == "v" else None for k, x in s.sources),
                              tuple(x if k == "c" else None for k, x in s.sources), s.outputs,
-                             s.node.name if s.node.op in RECURRENT else None,
+                             s.node.name if s.node.op in RECURRENT or s.node.op is Op.LOOP
+                             else None,
                              s.node.name in self._prep.nodes)
                             for s in self.plan.steps]
         # whole-graph compiler (runtime/codegen): one native call per run / push
@@ -217,7 +219,9 @@ class Model:
                     res = windows[kernel.node.name].run(kernel, ins, state[kernel.node.name])
                 else:
                     res = kernel(ins)
-                if st is not None:
+                if st is not None and kernel.node.op is Op.LOOP:
+                    keep_loop_state(kernel.node, ins, res, st)
+                elif st is not None:
                     for slot, arr in zip(("h", "c"), res[1:]):
                         st[slot] = arr
                 for name, arr in zip(outs, res):
@@ -293,6 +297,7 @@ class Stream:
             "T_chunk" if self.axes.get(sp.name) == k else d for k, d in enumerate(sp.shape)),
             sp.optional) for sp in model.inputs]
         self._rec = [n for n in g.nodes if n.op in RECURRENT]
+        self._loops = [n for n in g.nodes if n.op is Op.LOOP]   # scans over time (loop_stream)
         self._windows = conv_windows(g, self.axes)
         # state slots computed by glue from state inputs (StatePrep): given in a push, such an
         # input restarts them (explicit wins; the generated step only knows direct inputs)
@@ -309,7 +314,7 @@ class Stream:
 
     def reset(self) -> None:
         """Forget the carried state: the next push starts a new sequence."""
-        self._state = {n.name: {} for n in self._rec}
+        self._state = {n.name: {} for n in self._rec + self._loops}
         self._state.update({name: {} for name in self._windows})
         self._ended: dict = {}      # rows whose mask has ended (input_checks.check_stream)
 
@@ -322,7 +327,7 @@ class Stream:
     @state.setter
     def state(self, value: dict) -> None:
         g = self.model.graph
-        new = {n.name: {} for n in self._rec}
+        new = {n.name: {} for n in self._rec + self._loops}
         new.update({name: {} for name in self._windows})
         if not isinstance(value, dict):
             raise InputError(f"stream state: expected a dict {{node: {{'h': array, 'c': array}}}}"
@@ -338,6 +343,9 @@ class Stream:
             for slot, arr in slots.items():
                 if name in self._windows:
                     new[name][slot] = self._window_state(name, slot, arr)
+                    continue
+                if node.op is Op.LOOP:
+                    new[name][slot] = check_loop_state(g, node, slot, arr)
                     continue
                 if slot not in ("h", "c") or (slot == "c" and node.op not in _CELL_STATE):
                     raise InputError(f"stream state of '{name}': unknown slot '{slot}'")

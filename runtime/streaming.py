@@ -412,6 +412,8 @@ def _propagate(graph: Graph, axes: dict[str, int | None]) -> dict[str, int | Non
                                in zip(in_axes, vals, in_static, ins) if v]
                     extra = {"consts": [p[3] for p in present]} if node.op in _NEEDS_CONSTS \
                         else {}
+                    if node.op is Op.LOOP:
+                        extra["graph"] = graph
                     outs = _RULES[node.op](node, [p[0] for p in present],
                                            [p[1] for p in present], [p[2] for p in present],
                                            **extra)
@@ -434,6 +436,10 @@ def _feed_state(node, ins: list, st: dict, given, sources: dict | None = None) -
     """Use the carried state as the node's initial state, unless the caller passed that
     initial state explicitly as a graph input in this push (explicit wins; `sources`: the
     graph inputs behind a state computed by glue, see StatePrep)."""
+    if node.op is Op.LOOP:
+        from edgeseq.runtime.loop_stream import feed
+        feed(node, ins, st)
+        return
     bf = node.attrs["batch_first"]
     n_batch = ins[0].shape[0 if bf else 1]
     for k, slot in ((2, "h"), (3, "c")):
@@ -501,7 +507,13 @@ def _tile(node, axes, vals, static):
 
 
 @_rule(Op.LOOP)
-def _loop(node, axes, vals, static):
-    raise NotStreamable("a general Loop runs all its iterations within one call, and its "
-                        "carried values are not stream state (only recurrent nodes carry "
-                        "state across chunks); run the whole sequence with Model.run")
+def _loop(node, axes, vals, static, consts=None, graph=None):
+    # a Loop that scans time streams with its state carried (runtime/loop_stream.py)
+    from edgeseq.runtime import loop_stream
+    full_axes, full_static = [None] * len(node.inputs), [True] * len(node.inputs)
+    for p, k in enumerate(k for k, n in enumerate(node.inputs) if n):
+        full_axes[k], full_static[k] = axes[p], static[p]
+    try:
+        return loop_stream.analyse(graph, node, full_axes, full_static)
+    except loop_stream.NotAScan as e:
+        raise NotStreamable(f"a general Loop streams only as a scan over time: {e}") from None
