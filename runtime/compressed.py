@@ -128,10 +128,28 @@ class _Compressed:
             self.note += (f", int8 activations for {'/'.join(slots)} "
                           f"({_s8.CHOSEN.name} kernels)")
 
-    def _project_inputs(self, d: int, x: np.ndarray) -> np.ndarray:
+    # NOTE: the two calls below are the whole of what a direction runs; the interpreter
+    # (`__call__`) and the generated code (`runtime/codegen/compressed_ops.py`) both make
+    # them from these descriptions, so both run the same kernels on the same operands.
+    def projection(self, d: int) -> tuple:
+        """(njit fn, W_x as packed) of direction d's input projection: fn(W_x, x [T, N, I])
+        -> [T, N, gates]."""
         if "w_x" in self.p8:
-            return _q.input_projection8(self.p8["w_x"][d], x)
-        return _q.input_projection(self.mx[d], x)
+            return _q.input_projection8, self.p8["w_x"][d]
+        return _q.input_projection, self.mx[d]
+
+    def sequence(self, d: int) -> tuple:
+        """(njit fn, operands) of direction d's sequence kernel:
+        fn(xin, *operands, lens, *states [N, size], y [T, N, P])."""
+        raise NotImplementedError
+
+    def _project_inputs(self, d: int, x: np.ndarray) -> np.ndarray:
+        fn, w_x = self.projection(d)
+        return fn(w_x, x)
+
+    def _sequence(self, d, xin, lens, states, y) -> None:
+        fn, operands = self.sequence(d)
+        fn(xin, *operands, lens, *states, y)
 
     def warmup(self) -> None:
         for t_len in (1, 4):
@@ -146,15 +164,14 @@ class CompressedLstm(_Compressed, LstmKernel):
     base = LstmKernel
     n_states = 2
 
-    def _sequence(self, d, xin, lens, states, y) -> None:
+    def sequence(self, d: int) -> tuple:
         # a Packed8 projection (int8 activations) or the packed tuple: `quantized._project`
         proj = self.p8["w_proj"][d] if "w_proj" in self.p8 else self.mp[d]
+        cell = (self.aux[d], self.ip[d], self.fp[d])
         if "w_h" in self.p8:
-            _q.lstm_sequence8(xin, self.p8["w_h"][d], proj, self.aux[d], self.ip[d],
-                              self.fp[d], lens, states[0], states[1], y)
-            return
-        _q.lstm_sequence(xin, self.mh[d], self.mu[d], self.mv[d], self.factored, proj,
-                         self.aux[d], self.ip[d], self.fp[d], lens, states[0], states[1], y)
+            return _q.lstm_sequence8, (self.p8["w_h"][d], proj, *cell)
+        return _q.lstm_sequence, (self.mh[d], self.mu[d], self.mv[d], self.factored, proj,
+                                  *cell)
 
 
 class CompressedGru(_Compressed, GruKernel):
@@ -178,26 +195,22 @@ class CompressedGru(_Compressed, GruKernel):
         elif "w_h" in self.p8:
             self.p8n = self.p8["w_h"]       # unused by the kernel when linear_before_reset
 
-    def _sequence(self, d, xin, lens, states, y) -> None:
+    def sequence(self, d: int) -> tuple:
+        cell = (self.aux[d], self.ip[d], self.fp[d])
         if "w_h" in self.p8:
-            _r8.gru_sequence8(xin, self.p8["w_h"][d], self.p8n[d], self.aux[d], self.ip[d],
-                              self.fp[d], lens, states[0], y)
-            return
-        _q.gru_sequence(xin, self.mh[d], self.mu[d], self.mv[d], self.factored, self.aux[d],
-                        self.ip[d], self.fp[d], lens, states[0], y)
+            return _r8.gru_sequence8, (self.p8["w_h"][d], self.p8n[d], *cell)
+        return _q.gru_sequence, (self.mh[d], self.mu[d], self.mv[d], self.factored, *cell)
 
 
 class CompressedRnn(_Compressed, RnnKernel):
     """Simple RNN on compressed matrices."""
     base = RnnKernel
 
-    def _sequence(self, d, xin, lens, states, y) -> None:
+    def sequence(self, d: int) -> tuple:
+        cell = (self.aux[d], self.ip[d], self.fp[d])
         if "w_h" in self.p8:
-            _r8.rnn_sequence8(xin, self.p8["w_h"][d], self.aux[d], self.ip[d], self.fp[d], lens,
-                              states[0], y)
-            return
-        _q.rnn_sequence(xin, self.mh[d], self.mu[d], self.mv[d], self.factored, self.aux[d],
-                        self.ip[d], self.fp[d], lens, states[0], y)
+            return _r8.rnn_sequence8, (self.p8["w_h"][d], *cell)
+        return _q.rnn_sequence, (self.mh[d], self.mu[d], self.mv[d], self.factored, *cell)
 
 
 def _light_constants(graph: Graph, node: Node) -> dict:

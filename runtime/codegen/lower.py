@@ -15,6 +15,7 @@ from edgeseq.runtime.codegen.context import EMITTERS, FUNCTION, IMPORT_LINES, Lo
 EMITTER_MODULES = (
     "glue_ops",
     "recurrent_ops",
+    "compressed_ops",
 )
 for _name in EMITTER_MODULES:
     importlib.import_module(f"edgeseq.runtime.codegen.{_name}")
