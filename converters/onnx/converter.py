@@ -382,7 +382,10 @@ def _unsupported_error(label: str, unsupported_ops: dict, problems: list[str],
     ops = [k.split(" (opset")[0] for k in unsupported_ops]
     ops += sorted({m.group(1) for p in problems
                    for m in [re.match(r"node .*? \(([^()]+)\): ", p)] if m} - set(ops))
-    lines = [f"{label}: cannot convert {len(unsupported_ops)} unsupported op type(s) and "
+    # a malformed node comes first: nodes downstream of it (shapes it left unknown) fail too
+    bad = "".join(f"node '{n}' is malformed" + (f" (field '{f}')" if f else "") + "; "
+                  for n, f in malformed[:1])
+    lines = [f"{label}: {bad}cannot convert {len(unsupported_ops)} unsupported op type(s) and "
              f"{len(problems)} node problem(s) ({', '.join(ops)}):"]
     for key, nodes in unsupported_ops.items():
         shown = ", ".join(f"'{n}'" for n in nodes[:8]) + (" ..." if len(nodes) > 8 else "")

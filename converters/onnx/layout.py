@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from edgeseq.errors import ModelFormatError
 from edgeseq.ops import Op
 from edgeseq.converters.unit_axes import UNIT_OPS, unit_axes_change, unit_move_perm
 from edgeseq.converters.onnx.context import ONNX_TO_NP, Context, Unsupported
@@ -170,8 +171,25 @@ def _squeeze(op: Op, axes_as_input: bool):
             axes = tuple(a.get("axes", ()))
         if op is Op.UNSQUEEZE and not axes:
             raise Unsupported("Unsqueeze needs axes")
+        _check_axes(ctx, node, op, axes)
         ctx.emit(op, [ctx.inp(node, 0)], [node.output[0]], {"axes": axes})
     return convert
+
+
+def _check_axes(ctx: Context, node, op: Op, axes) -> None:
+    """Axes outside the rank the spec allows are the file's fault (torch's TorchScript exporter
+    writes WaveRNN's `squeeze(1)...unsqueeze(-1)` as Unsqueeze axes=[3] on a rank-2 tensor;
+    onnxruntime refuses to load it): say so here, not at the shape ops downstream."""
+    shp = ctx.shape(node.input[0])
+    if shp is None:
+        return
+    rank = len(shp) + (len(axes) if op is Op.UNSQUEEZE else 0)
+    bad = [x for x in axes if not -rank <= x < rank]
+    if bad:
+        raise ModelFormatError(f"{node.op_type} axes {list(axes)} out of range for "
+                               f"{'an output' if op is Op.UNSQUEEZE else 'an input'} of rank "
+                               f"{rank} (allowed {-rank}..{rank - 1}; onnxruntime refuses "
+                               f"such a file too)", node=node.name or node.op_type, field="axes")
 
 
 handler("Squeeze", since=1)(_squeeze(Op.SQUEEZE, False))

@@ -396,6 +396,9 @@ def _transpose(cx, node, x, a, b):
 @handles("aten.cat.default")
 def _cat(cx, node, xs, dim=0):
     rank = len(out_shape(node))
+    # torch.cat skips legacy empty 1-D tensors of any other rank (Emformer's `mems` without
+    # memory is torch.empty(0)); ONNX Concat would reject the rank mismatch
+    xs = [x for x in xs if not (rank > 1 and tuple(x.shape) == (0,))] or xs
     return cx.emit1(Op.CONCAT, [_f32(x) for x in xs], node.name, out_shape(node),
                     axis=_axis(dim, rank))
 

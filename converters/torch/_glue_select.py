@@ -46,7 +46,70 @@ def _not(cx, node, x):
     return _bool(cx, Op.NOT, [x], node.name, out_shape(node))
 
 
+# and / or of bool tensors as a Where (as the ONNX And/Or handlers compose them)
+_LOGIC = {"and": False, "or": True}
+
+
+def _logic(name: str):
+    def fn(cx, node, a, b):
+        a, b = _like(a, b)
+        if any(isinstance(x, V) and x.dtype != "bool" for x in (a, b)):
+            raise UnsupportedModelError(f"{node.target} of non-bool tensors (only bool maps "
+                                        f"to Where)")
+        a, b = (x if isinstance(x, V) else np.asarray(x, np.bool_).reshape(np.shape(x) or (1,))
+                for x in (a, b))
+        const = np.array([_LOGIC[name]], np.bool_)
+        ins = [a, const, b] if _LOGIC[name] else [a, b, const]
+        return cx.emit(Op.WHERE, ins, node.name, [out_shape(node)], dtype="bool")[0]
+    return fn
+
+
+for _name in _LOGIC:
+    handles(f"aten.__{_name}__.Tensor", f"aten.bitwise_{_name}.Tensor",
+            f"aten.logical_{_name}.default")(_logic(_name))
+
+
 # ---- selection --------------------------------------------------------------------------------
+@handles("aten.zeros_like.default", "aten.ones_like.default", "aten.full_like.default",
+         "aten.empty_like.default")
+def _filled_like(cx, node, x, *args, **kwargs):
+    # NOTE: as new_zeros: a constant of the traced shape and result dtype (x lends only those;
+    # a size that follows the sequence length shows up as a difference between two traces)
+    kind = str(node.target).split(".")[1]
+    fill = {"zeros_like": 0, "ones_like": 1, "empty_like": 0}.get(kind)
+    if fill is None:
+        fill = args[0] if args else kwargs["fill_value"]
+    val = node.meta["val"]
+    dtype = np.dtype(str(val.dtype).replace("torch.", ""))
+    return np.full([int(d) for d in val.shape], fill, dtype)
+
+
+@handles("aten.gather.default")
+def _gather(cx, node, x, dim, index, *, sparse_grad=False):
+    """torch.gather with one index per row (`logp.gather(1, token[:, None])`, the score of a
+    greedy decoder's choice): ReduceSum(Where(Equal(iota, index), x, 0)) along `dim`, as the
+    ONNX GatherElements handler composes it."""
+    ax = _axis(dim, x.rank)
+    ishape = tuple(index.shape) if isinstance(index, V) else np.shape(index)
+    size = x.shape[ax]
+    if len(ishape) != x.rank or ishape[ax] != 1 or not isinstance(size, int) or any(
+            i != d for k, (i, d) in enumerate(zip(ishape, x.shape)) if k != ax):
+        raise UnsupportedModelError(f"gather is supported with one index per row (index of "
+                                    f"size 1 along dim {ax}, other dims as the input's); got "
+                                    f"input {tuple(x.shape)}, index {tuple(ishape)}")
+    iota = np.arange(size, dtype=np.int64).reshape([size if k == ax else 1
+                                                    for k in range(x.rank)])
+    if not isinstance(index, V):
+        index = np.asarray(index, np.int64)
+    elif index.dtype != "int64":
+        index = cx.emit1(Op.CAST, [index], node.name + "_idx64", index.shape, to="int64")
+    hit = _bool(cx, Op.EQUAL, [iota, index], node.name + "_hit", x.shape)
+    picked = cx.emit(Op.WHERE, [hit, x, np.zeros(1, np.dtype(x.dtype))], node.name + "_pick",
+                     [x.shape], dtype=x.dtype)[0]
+    return cx.emit(Op.REDUCE_SUM, [picked], node.name, [out_shape(node)],
+                   {"axes": (ax,), "keepdims": True}, dtype=x.dtype)[0]
+
+
 def _value_like(x, v):
     """A fill value as a constant of the tensor's dtype (an IR value stays as it is)."""
     return v if isinstance(v, V) else np.asarray(v, dtype=np.dtype(x.dtype)).reshape(1)
