@@ -26,6 +26,7 @@ from edgeseq.graph import Graph
 from edgeseq.limits import LIMITS
 from edgeseq.memory import MemoryEstimate
 from edgeseq.ops import RECURRENT, Op
+from edgeseq.runtime.kernels.graph_ops import all_finite
 from edgeseq.runtime.native.inputs import bound_symbols
 from edgeseq.runtime.plan import Plan, build_plan
 from edgeseq.runtime.delta import DSTATE_SLOTS
@@ -37,6 +38,7 @@ from edgeseq.runtime.threads import ThreadPins
 
 _FLOAT_KINDS = "f"
 _F32 = np.dtype(np.float32)
+_KNOWN_CALLS_MAX = 64       # input patterns remembered per Model (e.g. chunk lengths)
 
 
 @dataclass(frozen=True)
@@ -86,6 +88,7 @@ class Model:
                        for v in graph.inputs]
         self._input_index = {s.name: s for s in self.inputs}
         self._input_checks = bool(graph.metadata.get(input_checks.KEY))
+        self._known_calls: dict = {}     # input patterns that passed check_inputs
         self.output_names = [v.name for v in graph.outputs]
         self.last_stats = None      # DeltaStats of the latest run(..., delta=...)
         self._warned: set[str] = set()   # keys of the once-per-Model input warnings given
@@ -134,7 +137,10 @@ class Model:
         if extra:
             raise InputError(f"model '{self.name}': unknown input(s) {extra}; expected "
                              f"{[s.name for s in self.inputs]}")
-        env: dict[str, np.ndarray] = {}
+        env = self._known_call(inputs, specs)
+        if env is not None:
+            return env
+        env = {}
         symbols: dict[str, tuple[int, str]] = {}
         for spec in (self.inputs if specs is None else specs):
             a = inputs.get(spec.name)
@@ -156,7 +162,54 @@ class Model:
                 raise InputError(f"model '{self.name}': input '{got[1]}': '{sym}' is {got[0]}, "
                                  f"but node '{node}' needs it to be {want} (its weights fix it)")
         self._memory.check_call(self.memory_limit, f"model '{self.name}'", env)
+        self._remember_call(inputs, specs, env)
         return env
+
+    def _call_key(self, inputs: dict, specs) -> tuple | None:
+        """What the per-pattern checks depend on: the specs used, and each input's name, shape
+        and dtype (None unless every input is an ndarray)."""
+        key = [id(specs)]
+        for name, a in inputs.items():
+            if type(a) is not np.ndarray:
+                return None
+            key.append((name, a.shape, a.dtype))
+        return tuple(key)
+
+    def _known_call(self, inputs, specs) -> dict | None:
+        """The env of a call whose inputs have the names, shapes and dtypes of a call that
+        passed every check of `check_inputs` unchanged (ranks, fixed and shared dims, dims the
+        weights fix, the memory budget and the warnings depend on nothing else): only the
+        values are checked again (finiteness, the graph's input_checks). None: run the full
+        checks. NOTE: ~1.5 us instead of ~9 us a call (silero one frame per push)."""
+        if type(inputs) is not dict:
+            return None
+        key = self._call_key(inputs, specs)
+        known = self._known_calls.get(key) if key is not None else None
+        if known is None or known[0] is not specs:
+            return None
+        for name in known[1]:
+            # a non-finite value: the full checks say which input
+            if not all_finite(inputs[name].ravel()):
+                return None
+        env = dict(inputs)
+        if self._input_checks:
+            input_checks.check(self.graph, env)
+        return env
+
+    def _remember_call(self, inputs: dict, specs, env: dict) -> None:
+        """After the full checks passed: remember the call's pattern when the inputs went
+        through unchanged (converted dtypes and non-arrays are checked in full every time)."""
+        if len(env) != len(inputs) or any(env.get(k) is not a for k, a in inputs.items()):
+            return
+        key = self._call_key(inputs, specs)
+        if key is not None:
+            if len(self._known_calls) >= _KNOWN_CALLS_MAX:
+                self._known_calls.clear()
+            # the specs object is kept in the value, so its id in the key stays its own; then
+            # the float inputs whose values are checked on every call
+            floats = tuple(k for k, a in inputs.items() if a.dtype.kind == "f") \
+                if self.check_finite else ()
+            self._known_calls[key] = (specs, floats)
 
     def _check_one(self, spec: InputSpec, a, symbols: dict) -> np.ndarray:
         if not isinstance(a, np.ndarray):

@@ -72,6 +72,12 @@ class CompiledGraph:
         self._n_out = len(lowered.outputs)
         self._consts = (lowered.wf, lowered.wi, lowered.wd)
         self._flag_arrays: dict[tuple, np.ndarray] = {}
+        # per graph input (name, dtype, empty dummy), per state slot what push reads
+        self._arg_specs = [(name, np.dtype(_DTYPES[dt]), dummy)
+                           for (name, dt, _), dummy in zip(lowered.inputs, self._dummies)]
+        self._input_names = [name for name, _, _ in lowered.inputs]
+        self._slots = [(s.node, s.slot, s.name if s.source == "input" else None,
+                        s.batch_first, s) for s in lowered.states]
         self._local = threading.local()     # .workspace of Model.run in this thread
 
     def compile(self) -> None:
@@ -87,15 +93,18 @@ class CompiledGraph:
 
     def _args(self, env: dict) -> list:
         args = []
-        for (name, dt, _), dummy in zip(self._inputs, self._dummies):
+        for name, want, dummy in self._arg_specs:
             a = env.get(name)
             if a is None:
                 args.append(dummy)
                 continue
-            if type(a) is not np.ndarray or a.dtype != _DTYPES[dt] \
-                    or not a.flags.c_contiguous or not a.flags.writeable:
-                # NOTE: read-only arrays would need a second Numba specialisation
-                a = np.array(a, dtype=_DTYPES[dt], order="C")
+            if type(a) is not np.ndarray or a.dtype != want:
+                a = np.array(a, dtype=want, order="C")
+            else:
+                f = a.flags
+                if not (f.c_contiguous and f.writeable):
+                    # NOTE: read-only arrays would need a second Numba specialisation
+                    a = np.array(a, dtype=want, order="C")
             args.append(a)
         return args
 
@@ -103,7 +112,7 @@ class CompiledGraph:
         """The flags argument: these per-slot state values, then one presence flag per graph
         input (1 given, 0 left out: the function then sees an empty dummy); one read-only
         array per pattern, so a stream step reuses it instead of building one."""
-        values = values + tuple(int(env.get(name) is not None) for name, _, _ in self._inputs)
+        values = values + tuple([name in env for name in self._input_names])
         f = self._flag_arrays.get(values)
         if f is None:
             f = np.array(values, dtype=np.int64)
@@ -141,11 +150,11 @@ class CompiledGraph:
         (unless the chunk gives that initial state explicitly) and replaced by the new
         state. workspace: the Stream's (else a temporary one)."""
         states, flags = [], []
-        for s in self.lowered.states:
-            have = carried[s.node].get(s.slot)
-            if have is not None and not (s.source == "input" and s.name in given):
-                a = have.transpose(1, 0, 2) if s.batch_first else have
-                if not (a.flags.c_contiguous and a.dtype == np.float32):
+        for node, slot, input_name, bf, s in self._slots:
+            have = carried[node].get(slot)
+            if have is not None and (input_name is None or input_name not in given):
+                a = have.transpose(1, 0, 2) if bf else have
+                if not (a.dtype == np.float32 and a.flags.c_contiguous):
                     a = np.ascontiguousarray(a, dtype=np.float32)
                 states.append(a)
                 flags.append(1)
@@ -153,9 +162,10 @@ class CompiledGraph:
                 states.append(self._no_state)
                 flags.append(self._initial(s, env))
         res = self._call(env, states, self._flags(tuple(flags), env), workspace or Workspace())
-        for s, new in zip(self.lowered.states, res[self._n_out:]):
-            carried[s.node][s.slot] = new.transpose(1, 0, 2) if s.batch_first else new
-        return dict(zip(self.lowered.outputs, res[:self._n_out]))
+        n_out = self._n_out
+        for (node, slot, _, bf, _), new in zip(self._slots, res[n_out:]):
+            carried[node][slot] = new.transpose(1, 0, 2) if bf else new
+        return dict(zip(self.lowered.outputs, res[:n_out]))
 
 
 def compile_graph(graph: Graph, kernels: dict, name: str) -> CompiledGraph:

@@ -47,6 +47,17 @@ def reflect_index(i, n):
     return i
 
 
+@njit(**NJIT)
+def all_finite(flat):
+    """No NaN or +-inf in flat (float32, C-contiguous): x * 0 is 0 for finite x and NaN
+    otherwise, and the sum vectorises (the runtime's input check: ~0.4 us a call against
+    ~1.5-3.8 us for np.isfinite(a).all() on a 576-sample frame)."""
+    acc = np.float32(0.0)
+    for i in range(flat.shape[0]):
+        acc += flat[i] * np.float32(0.0)
+    return acc == np.float32(0.0)
+
+
 # NOTE: generated code allocates and copies through these helpers instead of np.empty(...)
 # and `a[...] = b`: a slice assignment compiles NumPy's broadcast-error formatting (unicode
 # machinery, ~30 s under load) into every generated function, and the helpers' compiled code

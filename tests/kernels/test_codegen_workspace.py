@@ -9,6 +9,7 @@ import pytest
 from numba.core.runtime import _nrt_python, rtsys
 
 from edgeseq import reference
+from edgeseq.errors import InputError
 from edgeseq.graph import Graph, Node, Value
 from edgeseq.ops import Op
 from edgeseq.runtime import Model
@@ -118,3 +119,32 @@ def test_threads_sharing_a_model_get_their_own_workspace():
     for t in ts:
         t.join()
     assert not bad
+
+
+@pytest.mark.parametrize("codegen", [True, False])
+def test_a_remembered_input_pattern_still_checks_values(codegen):
+    """Calls whose input names, shapes and dtypes passed the checks before skip the per-shape
+    checks (Model._known_call), never the values: NaN/inf anywhere is still refused."""
+    m = Model(_relu_graph(), codegen=codegen)
+    x = _f(1, 4, 9)
+    want = np.maximum(x, 0)
+    assert np.array_equal(m.run({"x": x})["y"], want)
+    assert np.array_equal(m.run({"x": x})["y"], want)     # the remembered pattern
+    s = m.stream()
+    s.push({"x": x[:, :, :3].copy()})
+    for bad in (np.nan, np.inf, -np.inf):
+        for at in ((0, 0, 0), (0, 3, 8), (0, 2, 5)):
+            y = x.copy()
+            y[at] = bad
+            with pytest.raises(InputError, match="non-finite"):
+                m.run({"x": y})
+            with pytest.raises(InputError, match="non-finite"):
+                k = at[2] // 3 * 3
+                s.push({"x": y[:, :, k:k + 3].copy()})
+    with pytest.raises(InputError, match="unknown input"):
+        m.run({"x": x, "z": x})
+    with pytest.raises(InputError, match="expected"):
+        m.run({"x": x[0]})
+    with pytest.warns(UserWarning, match="float64"):
+        assert np.array_equal(m.run({"x": x.astype(np.float64)})["y"], want)
+    assert np.array_equal(s.push({"x": x[:, :, 3:6].copy()})["y"], want[:, :, 3:6])
