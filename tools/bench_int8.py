@@ -3,7 +3,12 @@ quantize_dynamic (DynamicQuantizeLSTM, per-tensor and per-channel) and onnxrunti
 thread each, calls alternating in one process; time ratios and max error vs the float model.
 
     python tools/bench.py int8 [--quick] [--repeats N] [--sizes 1024,256] [--steps 100]
-                               [--haswell] [--json PATH]
+                               [--haswell] [--no-silero] [--json PATH]
+
+edgeseq rows run Model's default path, the generated whole-graph code; the "interpreter"
+row is the same model on the per-node interpreter (Model(..., codegen=False)). The silero
+part runs the int8 artifact one 576-sample frame per Stream.push: generated code vs
+interpreter vs onnxruntime fp32 (1 thread) on the float model, calls alternating (rotated).
 
 --haswell runs the same in a child process whose Numba compiles for an AVX2-only CPU
 (NUMBA_CPU_NAME=haswell plus its feature list: Numba applies the CPU name alone with the
@@ -41,10 +46,10 @@ def _ort_int8(model_bytes: bytes, tmp: Path, per_channel: bool) -> bytes:
     return out.read_bytes()
 
 
-def _edgeseq_int8(graph, activations: str):
+def _edgeseq_int8(graph, activations: str, codegen: bool | None = None):
     from edgeseq.quant.pipeline import compress
     from edgeseq.runtime import Model
-    return Model(compress(graph, weights="int8", activations=activations)[0])
+    return Model(compress(graph, weights="int8", activations=activations)[0], codegen=codegen)
 
 
 # one row per runtime: (label, builder(graph, fp32 onnx bytes, tmp dir) -> run(x, feed))
@@ -57,9 +62,12 @@ def _rows():
             return lambda x, feed: s.run(["y"], feed)[0][:, 0]
         return build
 
-    def ours(activations):
+    def ours(activations, codegen=None):
         def build(graph, mb, tmp):
-            m = _edgeseq_int8(graph, activations)
+            m = _edgeseq_int8(graph, activations, codegen)
+            if codegen is None and m.source() is None:
+                raise SystemExit("the int8 model did not compile to generated code:\n"
+                                 + m.describe())
             return lambda x, feed: m.run({"x": x})["y"]
         return build
 
@@ -67,7 +75,39 @@ def _rows():
             ("ort int8 per-tensor", ort(lambda mb, tmp: _ort_int8(mb, tmp, False))),
             ("ort int8 per-channel", ort(lambda mb, tmp: _ort_int8(mb, tmp, True))),
             ("edgeseq int8, int8 activations", ours("int8")),
-            ("edgeseq int8, int16 activations", ours("int16"))]
+            ("edgeseq int8, int16 activations", ours("int16")),
+            ("edgeseq int8, int8 activations, interpreter", ours("int8", codegen=False))]
+
+
+def silero_stream(budget_s: float) -> dict:
+    """silero-vad 16k_sequence compressed by `--weights int8`, one frame per Stream.push
+    (state carried): generated code, interpreter, and onnxruntime fp32 on the float file."""
+    import silero_vad
+    from bench_real import _alternate, _ort
+    from edgeseq.converters.onnx import convert
+    from edgeseq.quant.pipeline import compress
+    from edgeseq.runtime import Model
+    path = Path(silero_vad.__file__).parent / "data" / "silero_vad_16k_sequence.onnx"
+    q = compress(convert(str(path)), weights="int8")[0]
+    cg, it = Model(q), Model(q, codegen=False)
+    if cg.source() is None:
+        raise SystemExit("the int8 silero did not compile to generated code:\n" + cg.describe())
+    sess = _ort(path)
+    fr = (np.random.default_rng(1).standard_normal((1, 576)) * 0.1).astype(np.float32)
+    zero = {"h": np.zeros((1, 1, 128), np.float32), "c": np.zeros((1, 1, 128), np.float32)}
+    s1, s2 = cg.stream(), it.stream()
+    st = dict(zero)
+    diff = float(np.max(np.abs(s1.push({"input": fr, **zero})["speech_probs"]
+                               - sess.run(None, {"input": fr, **st})[0])))
+    s2.push({"input": fr, **zero})
+
+    def ort_step():
+        out = sess.run(None, {"input": fr, **st})
+        st["h"], st["c"] = out[1], out[2]
+    med = _alternate({"generated": lambda: s1.push({"input": fr}),
+                      "interpreter": lambda: s2.push({"input": fr}), "ort fp32": ort_step},
+                     budget_s, 5000)
+    return {"diff_vs_ort_fp32": diff, **med}
 
 
 def lstm_case(hidden: int, steps: int, repeats: int) -> dict:
@@ -127,6 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=100)
     ap.add_argument("--haswell", action="store_true",
                     help="also run in a child compiling for an AVX2-only CPU")
+    ap.add_argument("--no-silero", action="store_true", help="skip the silero int8 stream")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
     warnings.filterwarnings("ignore", message=".*initial state.*not given")   # zeros, as ORT's
@@ -142,10 +183,19 @@ def main(argv: list[str] | None = None) -> int:
         print(_table(f"\nLSTM {h}x{h}, T={args.steps}, batch 1, 1 thread; Numba CPU "
                      f"{target.cpu}, int8 kernels: {s8dot.CHOSEN.name}; load "
                      f"{', '.join(f'{v:.1f}' for v in os.getloadavg())}", rows), flush=True)
+    if not args.no_silero:
+        r = result["silero_int8_stream"] = silero_stream(2.0 if args.quick else 6.0)
+        us = {k: r[k] * 1e6 for k in ("generated", "interpreter", "ort fp32")}
+        print(f"\nsilero-vad int8 artifact, one 576-sample frame per Stream.push (median of "
+              f"alternating calls; load {', '.join(f'{v:.1f}' for v in os.getloadavg())})\n"
+              f"| runtime | us / push | × ORT fp32 |\n|---|---|---|\n" + "\n".join(
+                  f"| {k} | {v:.1f} | {v / us['ort fp32']:.2f} |" for k, v in us.items())
+              + f"\nmax |Δp| vs ORT fp32 (float model), first frame: "
+              f"{r['diff_vs_ort_fp32']:.1e}", flush=True)
     if args.haswell:
         env = dict(os.environ, NUMBA_CPU_NAME="haswell", NUMBA_CPU_FEATURES=HASWELL_FEATURES)
-        child = [sys.executable, __file__, "--sizes", args.sizes, "--steps", str(args.steps),
-                 "--repeats", str(repeats)]
+        child = [sys.executable, __file__, "--no-silero", "--sizes", args.sizes, "--steps",
+                 str(args.steps), "--repeats", str(repeats)]
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp) / "h.json"
             subprocess.run(child + ["--json", str(out)], env=env, check=True)
