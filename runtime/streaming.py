@@ -247,6 +247,10 @@ def _pad(node, axes, vals, static):
 
 @_rule(Op.GATHER)
 def _gather(node, axes, vals, static, consts=None):
+    if axes[0] is None and len(axes) > 1 and axes[1] is not None and static[0]:
+        # a lookup of time-carrying indices in a constant table (an embedding of tokens):
+        # the indices' dims replace the table's axis, time among them
+        return [node.attrs["axis"] % len(vals[0].shape) + axes[1]]
     t = _one_time_input(axes, static)
     ax = node.attrs["axis"] % len(vals[0].shape)
     if ax == t:
