@@ -20,14 +20,19 @@ def free_time_literals(graph: Graph) -> Graph:
     target without a -1 (input shape static) by -1; returns `graph` (changed in place)."""
     _free_scan_lengths(graph)
     rec = next(iter(graph.recurrent_nodes()), None)
-    if rec is None:
+    loop = next((n for n in graph.nodes if n.op is Op.LOOP and n.inputs[0] in graph.constants),
+                None)
+    if rec is None and loop is None:
         return graph
     try:
         graph.validate()
     except EdgeseqError:
         return graph          # the converter's own validation reports what is wrong
-    x = graph.value(rec.inputs[0]).shape
-    t0 = x[1 if rec.attrs.get("batch_first") else 0]
+    if rec is not None:
+        x = graph.value(rec.inputs[0]).shape
+        t0 = x[1 if rec.attrs.get("batch_first") else 0]
+    else:     # a general Loop's constant trip count (a scan over time: its length)
+        t0 = int(graph.constants[loop.inputs[0]].reshape(-1)[0])
     if not isinstance(t0, int) or t0 <= 1:
         return graph
     changed = False

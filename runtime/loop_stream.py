@@ -36,6 +36,11 @@ class NotAScan(Exception):
     """The Loop is not a scan over time (the message says why)."""
 
 
+class WrongTimeAxis(NotAScan):
+    """The candidate time axis is not the one the loop reads step by step: the candidate is
+    wrong, not the model (streaming.WrongAxis)."""
+
+
 @dataclass(frozen=True)
 class Scan:
     """How a streamable Loop node uses its operands."""
@@ -163,7 +168,7 @@ def _check_uses(body: Graph, control: set, counting: set, seq_inputs: dict, axes
                                    f"(attention over the whole sequence, a reversed read?)")
                 rank = len(body.value(x).shape)
                 if n.attrs.get("axis", 0) % rank != axes[k]:
-                    raise NotAScan(f"body node '{n.name}' gathers '{names[k]}' along axis "
+                    raise WrongTimeAxis(f"body node '{n.name}' gathers '{names[k]}' along axis "
                                    f"{n.attrs.get('axis', 0) % rank}, but time runs along "
                                    f"axis {axes[k]}")
                 indices.append(n.inputs[1])

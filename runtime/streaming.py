@@ -519,5 +519,7 @@ def _loop(node, axes, vals, static, consts=None, graph=None):
         full_axes[k], full_static[k] = axes[p], static[p]
     try:
         return loop_stream.analyse(graph, node, full_axes, full_static)
+    except loop_stream.WrongTimeAxis as e:
+        raise WrongAxis(str(e)) from None
     except loop_stream.NotAScan as e:
         raise NotStreamable(f"a general Loop streams only as a scan over time: {e}") from None

@@ -19,6 +19,7 @@ from edgeseq.ops import Op
 from edgeseq.converters import loops, loops_conv, masks
 from edgeseq.converters.tflite import body as tfl_body
 from edgeseq.converters.tflite import conv_body  # noqa: F401  (registers CONV_2D)
+from edgeseq.converters.tflite import general_loop
 from edgeseq.converters.tflite import masks as _masks  # noqa: F401  (registers mask ops)
 from edgeseq.converters.tflite import variables
 from edgeseq.converters.tflite.context import Context, OpView, Unsupported, handler
@@ -201,6 +202,20 @@ def _op_attrs(body: tfl_body.Subgraph, b) -> dict:
 @handler("WHILE")
 def while_(ctx: Context, op: OpView) -> None:
     cond_i, body_i = int(op.option("condSubgraphIndex")), int(op.option("bodySubgraphIndex"))
+    saved = (len(ctx.nodes), dict(ctx.names), dict(ctx.folded), dict(ctx.constants),
+             list(getattr(ctx, "input_checks", [])), len(ctx.notes))
+    try:
+        _lift_while(ctx, op, cond_i, body_i)
+    except Unsupported as e:     # no known cell: the body runs as it is (general_loop.py)
+        del ctx.nodes[saved[0]:]
+        ctx.names, ctx.folded, ctx.constants = saved[1], saved[2], saved[3]
+        if hasattr(ctx, "input_checks"):
+            ctx.input_checks = saved[4]
+        del ctx.notes[saved[5]:]
+        general_loop.emit(ctx, op, cond_i, body_i, str(e))
+
+
+def _lift_while(ctx: Context, op: OpView, cond_i: int, body_i: int) -> None:
     where = f"body {_subgraph_label(ctx, body_i)}"
     try:
         cond = tfl_body.Subgraph(ctx.loaded, cond_i, _sub_ops(ctx, cond_i))

@@ -1,0 +1,97 @@
+"""TFLite WHILE loops whose body is no known cell run as a general Loop node
+(converters/tflite/general_loop.py) and stream (runtime/loop_stream.py).
+
+Fixtures: tests/fixtures/loops (tools/make_loop_fixtures.py, TensorFlow 2.21): a Keras
+`RNN(GatedCell)` with a custom cell h' = tanh(x W + h U) * sigmoid(h V) written by tf-keras
+("k2") and Keras 3 ("k3") as TFLite and tf2onnx files, and a tf.while_loop whose condition
+depends on the data; tests/fixtures/real_exports: Keras' own LSTM/GRU/SimpleRNN/Masking loops,
+run here with the cell patterns disabled. References: Keras' outputs stored beside each file
+and the file's own runtime (the TFLite interpreter, onnxruntime).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgeseq import reference
+from edgeseq.errors import UnsupportedModelError
+from edgeseq.ops import RECURRENT, Op
+from edgeseq.runtime import Model
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+TOL = 1e-5
+
+
+def _convert(path: Path):
+    if path.suffix == ".onnx":
+        from edgeseq.converters.onnx import convert
+    else:
+        from edgeseq.converters.tflite import convert
+    return convert(path)
+
+
+def _own_runtime(path: Path, x: np.ndarray) -> np.ndarray:
+    if path.suffix == ".onnx":
+        ort = pytest.importorskip("onnxruntime")
+        s = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        return s.run(None, {s.get_inputs()[0].name: x})[0]
+    from edgeseq.converters.tflite.interpreter import interpreter_class
+    it = interpreter_class()(model_path=str(path))
+    it.allocate_tensors()
+    it.set_tensor(it.get_input_details()[0]["index"], x)
+    it.invoke()
+    return it.get_tensor(it.get_output_details()[0]["index"])
+
+
+def _check(path: Path, chunks=(1, 2, 3)) -> None:
+    """One general Loop and no recurrent node; the runtime and the reference match Keras and
+    the file's own runtime; streamed in chunks it equals the whole run."""
+    graph = _convert(path)
+    assert any(n.op is Op.LOOP for n in graph.nodes)
+    assert not any(n.op in RECURRENT for n in graph.nodes)
+    ref = np.load(path.parent / (path.name.split(".")[0] + ".npz"))
+    x, keras_y = ref["x"], ref["y0"]
+    x_name, y_name = graph.inputs[0].name, graph.outputs[0].name
+    m = Model(graph)
+    whole = m.run({x_name: x})[y_name]
+    peer = _own_runtime(path, x)
+    for got in (whole, reference.run(graph, {x_name: x})[y_name]):
+        assert np.max(np.abs(got - keras_y)) <= TOL
+        assert np.max(np.abs(got - peer)) <= TOL
+    for size in chunks:
+        s = m.stream()
+        ax = s.axes[y_name]
+        parts = [s.push({x_name: x[:, t:t + size]})[y_name] for t in range(0, x.shape[1], size)]
+        assert np.max(np.abs(np.concatenate(parts, axis=ax) - whole)) <= 1e-6
+
+
+@pytest.mark.parametrize("name", ["k2_gated_cell.tflite", "k3_gated_cell.tflite",
+                                  "k3_gated_cell.onnx"])
+def test_a_custom_keras_cell_runs_as_a_general_loop_and_streams(name):
+    if name.endswith(".onnx"):
+        pytest.importorskip("onnx")
+    _check(FIXTURES / "loops" / name)
+
+
+@pytest.mark.parametrize("name", ["k3_lstm_dense.tflite_float.tflite",
+                                  "k2_gru_ra.tflite_float.tflite",
+                                  "k2_masking_lstm.tflite_float.tflite",
+                                  "k3_hard_sigmoid.tflite_float.tflite"])
+def test_keras_loops_with_the_cell_patterns_off_run_as_general_loops(monkeypatch, name):
+    """The TensorList writes (buf[:j] ++ row ++ buf[j+1:]) become stacked rows, the GATHER
+    of step j the Loop's iteration; RELU/MINIMUM (hard sigmoid) and SELECT_V2 (a mask) are
+    converted inside the body."""
+    from edgeseq.converters import loops
+    monkeypatch.setattr(loops, "CELLS", {})
+    _check(FIXTURES / "real_exports" / name, chunks=(2,))
+
+
+def test_a_condition_computed_from_the_data_is_refused_naming_the_loop():
+    """A tf.while_loop that stops when a running sum passes a bound is no scan over time: it
+    is refused naming the operator and why (its reference: TF, tools/make_loop_fixtures.py)."""
+    with pytest.raises(UnsupportedModelError) as e:
+        _convert(FIXTURES / "loops" / "tf_stop_early.tflite")
+    msg = str(e.value)
+    assert "operator #0 WHILE" in msg and "its condition depends on the data" in msg
