@@ -316,10 +316,11 @@ def _conv1d(graph, node, ins):
     _expect(_dims_equal(c, cg * a["group"]),
             f"channels: x has {c}, w expects {cg} x group {a['group']}")
     if w.dtype == "int8":       # quant int8: w ≈ scale[..., None] * q, per output channel
-        sc = graph.constant_scale(node.inputs[1])
-        _expect(sc is not None and sc.dtype == np.float32 and tuple(sc.shape) in ((o, 1), (o, cg)),
+        sc = graph.constant_scale(node.inputs[1])   # (or (1, 1): one scale for the tensor)
+        _expect(sc is not None and sc.dtype == np.float32
+                and tuple(sc.shape) in ((o, 1), (o, cg), (1, 1)),
                 f"w is int8: expected '{scale_name(node.inputs[1])}' float32 of shape "
-                f"{_fmt((o, 1))} or {_fmt((o, cg))}, got "
+                f"{_fmt((o, 1))}, {_fmt((o, cg))} or (1, 1), got "
                 f"{'none' if sc is None else _fmt(sc.shape) + ' ' + str(sc.dtype)}")
     if len(ins) > 2 and ins[2] is not None:
         _expect(tuple(ins[2].shape) == (o,), f"bias: expected ({o},), got {_fmt(ins[2].shape)}")

@@ -27,10 +27,12 @@ def matrix_weights(graph: Graph, node: Node, *, linear: bool, conv: bool = False
 
 
 def recast(graph: Graph, encode: Encoder, *, from_dtypes: tuple[str, ...], pass_name: str,
-           linear: bool = True, conv_encode: Encoder | None = None) -> tuple[Graph, list[dict]]:
+           linear: bool = True, conv_encode: Encoder | None = None,
+           finish: Callable[[Graph], None] | None = None) -> tuple[Graph, list[dict]]:
     """A copy of `graph` with every layer matrix of a dtype in `from_dtypes` re-encoded
     (recurrent matrix slots, and with `linear` the constant weight of MatMul/Gemm, and of
-    Conv1d through `conv_encode` when given: [O, C, K] has its own scale convention)."""
+    Conv1d through `conv_encode` when given: [O, C, K] has its own scale convention);
+    `finish(copy)` then edits the copy further (before the report)."""
     src = graph if graph.values or not graph.nodes else graph.copy().validate()
     out = src.copy()
     done: set[str] = set()
@@ -46,6 +48,8 @@ def recast(graph: Graph, encode: Encoder, *, from_dtypes: tuple[str, ...], pass_
                 put_constant(out, name + SCALE_SUFFIX, scale)
             else:
                 out.constants.pop(name + SCALE_SUFFIX, None)
+    if finish is not None:
+        finish(out)
     note_pass(out, {"pass": pass_name, "linear": linear})
     out.validate()
     return out, size_rows(src, out)

@@ -93,3 +93,28 @@ def test_int8_conv_weight_without_a_usable_scale_is_refused(rng, scale):
         g.constants["w2.scale"] = sc.reshape(-1) if scale == "flat" else sc.astype(np.float64)
     with pytest.raises(ShapeError, match=r"node 'c2' \(Conv1d\).*w is int8.*w2\.scale"):
         g.validate()
+
+
+def test_int8_conv_one_scale_when_channels_share_their_range(rng, tol):
+    """Channels that share their range (each peaks at 1, as an STFT basis nearly does) get
+    one (1, 1) scale (4 bytes instead of 4 per channel); the runtime (interpreter and
+    generated code) broadcasts it like the float64 reference. The pass stores the biases of
+    the convolutions it rewrote as float16; a Gaussian weight keeps per-channel scales."""
+    w = rng.standard_normal((6, 1, 8))
+    w /= np.max(np.abs(w), axis=-1, keepdims=True)
+    g = Graph("basis", [Value("x", "float32", ("N", 1, "L"))], [Value("y", "float32", ())],
+              [Node("c", Op.CONV1D, ["x", "w", "b"], ["y"], dict(CONV, pads=(0, 0), stride=4))],
+              {"w": w.astype(np.float32), "b": rng.standard_normal(6).astype(np.float32)}
+              ).validate()
+    q, _ = int8.apply(g)
+    assert q.constants["w"].dtype == np.int8 and q.constants["w.scale"].shape == (1, 1)
+    assert q.constants["b"].dtype == np.float16
+    x = {"x": rng.standard_normal((2, 1, 30)).astype(np.float32)}
+    want = reference.run(q, x)["y"]
+    assert np.max(np.abs(want - reference.run(g, x)["y"])) <= 0.05 * np.max(np.abs(want))
+    for codegen in (False, True):
+        got = Model(q, warmup=False, codegen=codegen).run(x)["y"]
+        assert np.max(np.abs(got - want)) <= tol["float32"] * max(1.0, np.max(np.abs(want)))
+    chain, _ = int8.apply(_chain(rng))
+    assert chain.constants["w1.scale"].shape == (8, 1)
+    assert chain.constants["b1"].dtype == np.float16
