@@ -1,17 +1,29 @@
-"""Re-roll an unrolled recurrent layer (Keras `LSTM(unroll=True)`) into one LSTM/GRU/RNN node.
+"""Re-roll an unrolled recurrent layer into one LSTM/GRU/RNN node over the whole sequence.
 
-Converters write such a layer as T copies of the cell's glue: the sequence is split into T
-steps (ONNX Split + Squeeze, TFLite UNPACK), each copy reads its step and the previous copy's
-h (and c), and the copies' outputs are stacked (Unsqueeze + Concat). Nothing in that graph
-carries state from one chunk to the next, so it cannot stream. This pass finds the copies
-(every node is assigned the latest step it depends on), takes the body of a middle step (step 0
-reads constant zeros instead of h), hands it to the cell patterns of
-`edgeseq.converters.loops` as a `Step` (they match the dataflow, read the weights by probing and
-verify a candidate against the body run step by step), and replaces the copies with the lifted
-node only when the new graph reproduces the whole unrolled graph on a random probe (float64
-reference). Whatever does not fit is left as it was: the pass never refuses a graph.
+Two kinds of graph hold a recurrent layer as T copies of one step:
+- Keras `LSTM(unroll=True)`: the converters write T copies of the cell's glue (Split + Squeeze
+  or UNPACK of the steps, the gates' MatMuls, Split and activations);
+- a Python loop over a cell (PyTorch `nn.LSTMCell`/`GRUCell`/`RNNCell`, `h, c = cell(x[t],
+  (h, c))`): torch.export writes one T = 1 recurrent node per step, the TorchScript ONNX
+  exporter the cell's glue per step; heads applied per step (`ys.append(linear(h))`) follow.
+Each copy reads its step (a Split of the sequence, or T one-step Slices) and the previous
+copy's states; outputs are stacked (Unsqueeze + Concat). Nothing in that graph carries state
+from one chunk to the next, so it cannot stream, and it holds for one length only.
+
+This pass finds the copies (every node is assigned the latest step it depends on), pairs the
+values one step hands to the next by the structure of the ops that compute them, and takes the
+body of a middle step (step 0 reads constant zeros instead of states). The cell is either the
+one T = 1 recurrent node of that body, or what the cell patterns of
+`edgeseq.converters.loops` read off its dataflow (they verify a candidate against the body run
+step by step). The copies' states are replaced by the time slices of the new node's output,
+so the per-step heads read those slices; `reroll_map` then applies identical heads to the whole
+sequence. The result replaces the copies only when it reproduces the whole unrolled graph on a
+random probe (float64 reference; for quantised glue, within a bound derived from its scales).
+Whatever does not fit is left as it was: the pass never refuses a graph.
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -19,21 +31,37 @@ from edgeseq.errors import EdgeseqError
 from edgeseq.graph import Graph, Node
 from edgeseq.ops import Op
 
+from edgeseq.converters import cells_torch  # noqa: F401 - registers PyTorch's GRU order
 from edgeseq.converters import loops
 
 # IR op -> the normalised kind the cell patterns read (TFLite spelling)
 _KINDS = {Op.SIGMOID: "LOGISTIC", Op.SQUEEZE: "RESHAPE", Op.UNSQUEEZE: "RESHAPE"}
 MIN_STEPS = 3            # a middle step needs a step before and after it
 TOLERANCE = 1e-5         # the re-rolled graph against the unrolled one, relative to the output
+_ONE_STEP_NODES = frozenset({Op.LSTM, Op.GRU, Op.RNN})
+_LAYOUT = frozenset({Op.SQUEEZE, Op.UNSQUEEZE, Op.RESHAPE, Op.IDENTITY})
 
 
 class _Skip(Exception):
-    """This split is not the start of an unrolled cell (left as it is)."""
+    """This chain is not an unrolled cell (left as it is)."""
+
+
+@dataclass
+class Slices:
+    """The T one-step slices of a sequence that an unrolled chain reads (time axis kept)."""
+    source: str
+    axis: int
+    outputs: list[str]       # step k's slice
+    nodes: list[Node]        # the Split, or the T Slices
+
+    @property
+    def key(self) -> tuple:
+        return (self.source, self.axis, self.outputs[0])
 
 
 def reroll(graph: Graph) -> Graph:
-    """Replace every unrolled recurrent layer that a registered cell pattern reproduces by one
-    recurrent node; returns `graph` (changed in place)."""
+    """Replace every unrolled recurrent layer that a one-step node or a registered cell pattern
+    reproduces by one recurrent node; returns `graph` (changed in place)."""
     try:
         graph.validate()
     except EdgeseqError:
@@ -42,32 +70,70 @@ def reroll(graph: Graph) -> Graph:
     from edgeseq.converters.reroll_map import reroll_maps
     done = set()
     while True:
-        splits = [n for n in graph.nodes if n.op is Op.SPLIT and n.name not in done
-                  and len(n.outputs) >= MIN_STEPS and all(s == 1 for s in n.attrs["split"])]
-        if not splits:
+        groups = [s for s in slice_groups(graph) if s.key not in done]
+        if not groups:
             return drop_identities(reroll_maps(graph, _verify))
-        split = splits[0]
-        done.add(split.name)
+        sl = groups[0]
+        done.add(sl.key)
         try:
-            new = _reroll_one(graph, split)
+            new = _reroll_one(graph, sl)
         except Exception:   # noqa: BLE001 - whatever does not fit: the graph stays as it was
             continue
         graph.nodes, graph.constants, graph.values = new.nodes, new.constants, new.values
+
+
+def slice_groups(graph: Graph) -> list[Slices]:
+    """Every Split of a value into >= MIN_STEPS unit steps, and every set of one-step Slices
+    of one value along one axis that covers steps 0..T-1 exactly once."""
+    out, by_source = [], {}
+    for n in graph.nodes:
+        a = n.attrs
+        if n.op is Op.SPLIT and len(n.outputs) >= MIN_STEPS and all(s == 1 for s in a["split"]):
+            out.append(Slices(n.inputs[0], a["axis"], list(n.outputs), [n]))
+        elif n.op is Op.SLICE and len(a["axes"]) == 1 and tuple(a["steps"]) == (1,) and \
+                0 <= a["starts"][0] and a["ends"][0] - a["starts"][0] == 1:
+            by_source.setdefault((n.inputs[0], a["axes"][0]), []).append(n)
+    for (source, axis), nodes in by_source.items():
+        nodes = sorted(nodes, key=lambda n: n.attrs["starts"][0])
+        if len(nodes) >= MIN_STEPS and \
+                [n.attrs["starts"][0] for n in nodes] == list(range(len(nodes))):
+            out.append(Slices(source, axis, [n.outputs[0] for n in nodes], nodes))
+    return out
+
+
+def _as_slices(split) -> Slices:
+    if isinstance(split, Slices):
+        return split
+    return Slices(split.inputs[0], split.attrs["axis"], list(split.outputs), [split])
 
 
 def _kind(op: Op) -> str:
     return _KINDS.get(op, op.value.upper())
 
 
-def _steps(graph: Graph, split: Node, stack: Node | None) -> list[list[Node]]:
+def _step_of(graph: Graph, sl: Slices, stop: set) -> dict:
+    """value -> the latest step it depends on (values after `stop` excluded)."""
+    step_of = {v: k for k, v in enumerate(sl.outputs)}
+    for n in graph.nodes:
+        if id(n) in stop:
+            continue
+        k = max((step_of.get(i, -1) for i in n.inputs), default=-1)
+        if k >= 0:
+            step_of.update((o, k) for o in n.outputs if o)
+    return step_of
+
+
+def _steps(graph: Graph, split, stack: Node | None) -> list[list[Node]]:
     """The nodes of each step: the latest step a node depends on, stack and its users excluded;
     a node that only turns step t's values into step t+1's inputs belongs to step t+1."""
-    t_len = len(split.outputs)
-    step_of = {v: k for k, v in enumerate(split.outputs)}
+    sl = _as_slices(split)
+    t_len = len(sl.outputs)
+    step_of = {v: k for k, v in enumerate(sl.outputs)}
     after_stack = set(stack.outputs) if stack is not None else set()
+    skip = {id(n) for n in sl.nodes} | {id(stack)}
     steps: list[list[Node]] = [[] for _ in range(t_len)]
     for n in graph.nodes:
-        if n is split or n is stack:
+        if id(n) in skip:
             continue
         if any(i in after_stack for i in n.inputs):
             after_stack.update(n.outputs)
@@ -75,13 +141,10 @@ def _steps(graph: Graph, split: Node, stack: Node | None) -> list[list[Node]]:
         k = max((step_of.get(i, -1) for i in n.inputs), default=-1)
         if k < 0:
             continue
-        step_of.update((o, k) for o in n.outputs)
+        step_of.update((o, k) for o in n.outputs if o)
         steps[k].append(n)
-    slices = set(split.outputs)
-    readers: dict = {}
-    for m in graph.nodes:
-        for i in m.inputs:
-            readers.setdefault(i, []).append(m)
+    slices = set(sl.outputs)
+    readers = _readers(graph)
     outputs = {v.name for v in graph.outputs}
     for t in range(t_len - 1):
         nxt = {id(n) for n in steps[t + 1]}
@@ -95,15 +158,23 @@ def _steps(graph: Graph, split: Node, stack: Node | None) -> list[list[Node]]:
     return steps
 
 
+def _readers(graph: Graph) -> dict:
+    readers: dict = {}
+    for m in graph.nodes:
+        for i in m.inputs:
+            readers.setdefault(i, []).append(m)
+    return readers
+
+
 _COMMUTATIVE = frozenset({Op.ADD, Op.MUL})
 
 
-def _signatures(graph: Graph, nodes: list[Node], split: Node) -> dict:
+def _signatures(graph: Graph, nodes: list[Node], split) -> dict:
     """value -> a structural signature within one step: the op, its attributes and its
     operands' signatures (a constant by content, a slice of the sequence as 'x', a value from
     outside the step as 'carry')."""
     sig: dict = {}
-    slices = set(split.outputs)
+    slices = set(_as_slices(split).outputs)
 
     def operand(i):
         if i in sig:
@@ -122,35 +193,43 @@ def _signatures(graph: Graph, nodes: list[Node], split: Node) -> dict:
     return sig
 
 
-def _find_stack(graph: Graph, split: Node) -> Node | None:
+def _find_stack(graph: Graph, split) -> Node | None:
     """The Concat whose k-th operand is computed from step k (the stacked outputs), or None."""
-    t_len = len(split.outputs)
+    sl = _as_slices(split)
+    t_len = len(sl.outputs)
+    step_of = _step_of(graph, sl, {id(n) for n in sl.nodes})
     for n in graph.nodes:
-        if n.op is Op.CONCAT and len(n.inputs) == t_len:
+        if n.op is Op.CONCAT and [step_of.get(i) for i in n.inputs] == list(range(t_len)):
             return n
     return None
 
 
-def _reroll_one(graph: Graph, split: Node) -> Graph | None:
-    t_len = len(split.outputs)
-    seq = split.inputs[0]
-    seq_shape = graph.value(seq).shape
-    axis = split.attrs["axis"] % len(seq_shape)
-    if len(seq_shape) != 3 or axis not in (0, 1) or not all(isinstance(d, int) for d in seq_shape):
+def _reroll_one(graph: Graph, sl: Slices) -> Graph:
+    t_len = len(sl.outputs)
+    seq_shape = graph.value(sl.source).shape
+    axis = sl.axis % len(seq_shape)
+    if len(seq_shape) != 3 or axis not in (0, 1) or \
+            not all(isinstance(d, int) for k, d in enumerate(seq_shape) if k != axis):
         raise _Skip("not a [T, N, I] / [N, T, I] sequence")
+    dims = {}
+    if isinstance(seq_shape[axis], str):
+        dims[seq_shape[axis]] = t_len   # exported at T steps: checked there, runs at any T
+    elif seq_shape[axis] != t_len:
+        raise _Skip("the steps do not cover the sequence")
     n_batch, n_input = seq_shape[1 - axis], seq_shape[2]
-    stack = _find_stack(graph, split)
+    stack = _find_stack(graph, sl)
     if stack is None:
         raise _Skip("no stacked per-step outputs")
-    steps = _steps(graph, split, stack)
+    steps = _steps(graph, sl, stack)
     m = t_len // 2
     body, before, after = steps[m], steps[m - 1], steps[m + 1]
     if not body or len(after) != len(body):
         raise _Skip("the steps are not copies of one body")
-    made = {o: k for k, s in enumerate(steps) for n in s for o in n.outputs}
-    made.update((o, k) for k, o in enumerate(split.outputs))
+    made = {o: k for k, s in enumerate(steps) for n in s for o in n.outputs if o}
+    made.update((o, k) for k, o in enumerate(sl.outputs))
     # every step value is read only by its own step, the next one, or the stack
     step_nodes = {id(n) for s in steps for n in s}
+    slicing = {id(n) for n in sl.nodes}
     outputs = {v.name for v in graph.outputs}
     for n in graph.nodes:
         if id(n) in step_nodes:
@@ -159,7 +238,7 @@ def _reroll_one(graph: Graph, split: Node) -> Graph | None:
                 raise _Skip("a step reads a value two steps back")
             if any(i not in made and i and i not in graph.constants for i in n.inputs):
                 raise _Skip("a step reads a computed value from outside the chain")
-        elif n is not stack and n is not split and any(i in made for i in n.inputs):
+        elif n is not stack and id(n) not in slicing and any(i in made for i in n.inputs):
             raise _Skip("a step value is read outside the chain")
     if any(o in made for o in outputs):
         raise _Skip("a step value is a graph output")
@@ -170,31 +249,115 @@ def _reroll_one(graph: Graph, split: Node) -> Graph | None:
     # a carried value of step m-1 and one of step m are the same state when the ops that
     # compute them have the same structure (operands: constants by content, the step's slice,
     # carried values)
-    sig_in, sig_out = _signatures(graph, before, split), _signatures(graph, body, split)
+    sig_in, sig_out = _signatures(graph, before, sl), _signatures(graph, body, sl)
     by_sig = {sig_out[k]: k for k in c_out}
     if len(by_sig) != len(c_out) or len(c_in) != len(c_out) or \
             any(sig_in.get(k) not in by_sig for k in c_in):
         raise _Skip("the carried values do not line up")
     c_out = [by_sig[sig_in[k]] for k in c_in]
-    x_key = split.outputs[m]
     sizes = []
     for k in c_in:
         shape = graph.value(k).shape
         if not all(isinstance(d, int) for d in shape) or int(np.prod(shape)) % n_batch:
             raise _Skip("a carried value has no static [N, S] shape")
         sizes.append(int(np.prod(shape)) // n_batch)
-    step = _make_step(graph, body, x_key, c_in, c_out, stack.inputs[m], n_batch, n_input, sizes)
-    lifted = loops.lift(step, _looped(step), t_len)
-    new = _replace(graph, split, stack, steps, lifted.candidate, axis)
-    _verify(graph, new)
+    x_shape = (1, n_batch, n_input) if axis == 0 else (n_batch, 1, n_input)
+    step = _make_step(graph, body, sl.outputs[m], x_shape, c_in, c_out, n_batch, n_input, sizes)
+    cand = _one_step_node(graph, step, body)
+    if cand is not None:
+        if loops.verify(cand, _looped(step), *_probe(step, t_len)) > loops.TOLERANCE:
+            raise _Skip("the one-step node does not reproduce the body")
+    else:
+        cand = loops.lift(step, _looped(step), t_len).candidate
+    states = _state_values(graph, steps, sl, c_in, c_out, m)
+    out_axis = stack.attrs["axis"] % len(graph.value(stack.outputs[0]).shape)
+    new = _replace(graph, sl, steps, cand, [s.get(cand.h_index) for s in states], axis,
+                   out_axis if out_axis in (0, 1) else 0)
+    from edgeseq.converters.reroll_map import reroll_maps
+    new = reroll_maps(new, lambda old, g: _verify(old, g, dims))   # the per-step heads
+    _verify(graph, new, dims)
     return new
 
 
-def _make_step(graph, body, x_key, c_in, c_out, out_key, n_batch, n_input, sizes) -> loops.Step:
+def _probe(step: loops.Step, t_len: int):
+    rng = np.random.default_rng(0)
+    xs = rng.standard_normal((t_len, step.n_batch, step.n_input))
+    init = [0.5 * rng.standard_normal((step.n_batch, s)) for s in step.state_sizes]
+    return xs.astype(np.float32).astype(np.float64), \
+        [s.astype(np.float32).astype(np.float64) for s in init]
+
+
+def _one_step_node(graph: Graph, step: loops.Step, body: list[Node]) -> loops.Candidate | None:
+    """The body's one recurrent node of one step (a traced `nn.LSTMCell` call) as the cell,
+    its initial states read from the carried values (through layout ops), or None."""
+    rec = [n for n in body if n.op in _ONE_STEP_NODES]
+    if len(rec) != 1:
+        return None
+    n = rec[0]
+    a = n.attrs
+    if a.get("direction", "forward") != "forward" or a.get("batch_first") or \
+            any(i for i in n.inputs[1:2]):
+        raise _Skip("the step's node is not a forward time-major cell without lengths")
+    producers = {o: p for p in body for o in p.outputs}
+
+    def origin(v):
+        seen = 0
+        while v in producers and producers[v].op in _LAYOUT and seen < 4:
+            v, seen = producers[v].inputs[0], seen + 1
+        return v
+    slots = [origin(i) if i else None for i in n.inputs[2:]]
+    if origin(n.inputs[0]) != step.x_key or any(s not in step.state_keys for s in slots) or \
+            len(slots) != len(step.state_keys):
+        raise _Skip("the step's node does not read x_t and every carried state")
+    from edgeseq import reference
+    weights = {slot: reference._to_compute(reference.dequantize(
+        graph.constants[name], graph.constant_scale(name)))[0]
+        for slot, name in n.weights.items()}
+    attrs = {k: v for k, v in a.items() if k not in ("direction", "batch_first")}
+    h_index = step.state_keys.index(slots[0])
+    c_index = step.state_keys.index(slots[1]) if n.op is Op.LSTM else None
+    return loops.Candidate(n.op, attrs, weights, h_index, c_index, f"one-step {n.op.value}")
+
+
+def _state_values(graph: Graph, steps, sl: Slices, c_in, c_out, m: int) -> list[dict]:
+    """For each step, state index -> the value that plays c_out[state] (the state the step
+    hands on). Steps with the middle step's structure are matched by signature; a step that
+    reads constants instead of states (step 0) by how the next step reads its values."""
+    sig_m = _signatures(graph, steps[m], sl)
+    want = [sig_m[v] for v in c_out]
+
+    def read_key(nodes, sig, value):
+        return frozenset((sig[n.outputs[0]], -1 if n.op in _COMMUTATIVE else j)
+                         for n in nodes for j, i in enumerate(n.inputs) if i == value)
+    keys_m = [read_key(steps[m], sig_m, v) for v in c_in]
+    out = []
+    for k, nodes in enumerate(steps):
+        sig = _signatures(graph, nodes, sl)
+        found = {}
+        for s, w in enumerate(want):
+            hits = [v for v, g in sig.items() if g == w]
+            if len(hits) == 1:
+                found[s] = hits[0]
+        out.append(found)
+    for k in range(len(steps) - 1):
+        if len(out[k]) == len(want):
+            continue
+        mine = {o for n in steps[k] for o in n.outputs}
+        sig = _signatures(graph, steps[k + 1], sl)
+        for v in dict.fromkeys(i for n in steps[k + 1] for i in n.inputs if i in mine):
+            key = read_key(steps[k + 1], sig, v)
+            hits = [s for s, km in enumerate(keys_m) if km == key]
+            if len(hits) == 1:
+                out[k].setdefault(hits[0], v)
+    return out
+
+
+def _make_step(graph, body, x_key, x_shape, c_in, c_out, n_batch, n_input, sizes) -> loops.Step:
     from edgeseq import reference
     consts = {name: reference._to_compute(reference.dequantize(c, graph.constant_scale(name)))
               for name, c in graph.constants.items()}
-    shapes = {k: graph.value(k).shape for k in [x_key, *c_in]}
+    shapes = {k: graph.value(k).shape for k in c_in}
+    shapes[x_key] = x_shape                   # one step, the time axis kept
 
     def run(x, states, over):
         env = dict(consts)
@@ -209,51 +372,72 @@ def _make_step(graph, body, x_key, c_in, c_out, out_key, n_batch, n_input, sizes
         return env
     ops = [loops.BodyOp(_kind(n.op), tuple(i for i in n.inputs if i), tuple(n.outputs))
            for n in body]
-    return loops.Step(run, ops, x_key, list(c_in), list(c_out), out_key, n_batch, n_input, sizes)
+    # no per-step output: the heads stay in the graph, the cell is checked by its states
+    return loops.Step(run, ops, x_key, list(c_in), list(c_out), None, n_batch, n_input, sizes)
 
 
 def _looped(step: loops.Step):
-    """The body run over a sequence: (y [T, N, O], final states)."""
+    """The body run over a sequence: (None, final states)."""
     def loop(xs, init):
-        states, ys = list(init), []
+        states = list(init)
         for x in xs:
             env = step.run(x, states, {})
             states = [env[k].reshape(step.n_batch, -1) for k in step.new_state_keys]
-            ys.append(env[step.out_key].reshape(step.n_batch, -1))
-        return np.stack(ys), states
+        return None, states
     return loop
 
 
-def _replace(graph: Graph, split: Node, stack: Node, steps, cand: loops.Candidate,
-             axis: int) -> Graph:
+def _replace(graph: Graph, sl: Slices, steps, cand: loops.Candidate, h_values: list,
+             axis: int, out_axis: int) -> Graph:
+    """`graph` with one recurrent node over the sequence; step k's h becomes slice k of its
+    output (the heads read it), and the copies nobody reads any more are dropped."""
     if cand.run is not None:
         raise _Skip("not a sequence cell")
     new = graph.copy()
-    base = stack.name
-    x = split.inputs[0]
+    base = new.fresh_name(sl.nodes[0].name + "/reroll")
+    x = sl.source
     nodes = []
     if axis == 1:
-        x_tm = new.fresh_name(base + "/reroll_x")
+        x_tm = new.fresh_name(base + "_x")
         nodes.append(Node(x_tm, Op.TRANSPOSE, [x], [x_tm], {"perm": (1, 0, 2)}))
         x = x_tm
     weights = {}
     for slot, w in cand.weights.items():
-        name = new.fresh_name(f"{base}/reroll_{slot}")
+        name = new.fresh_name(f"{base}_{slot}")
         new.constants[name] = np.asarray(w, np.float32)[None]
         weights[slot] = name
-    y = new.fresh_name(base + "/reroll_y")
-    rec = Node(new.fresh_name(base + "/reroll"), cand.op, [x], [y], dict(cand.attrs), weights)
-    nodes.append(rec)
-    y3 = new.fresh_name(base + "/reroll_y3")
-    out = stack.outputs[0]
-    stack_axis = stack.attrs["axis"] % len(graph.value(out).shape)
-    nodes.append(Node(y3, Op.SQUEEZE, [y], [y3 if stack_axis == 1 else out], {"axes": (1,)}))
-    if stack_axis == 1:
-        nodes.append(Node(base + "/reroll_bt", Op.TRANSPOSE, [y3], [out], {"perm": (1, 0, 2)}))
-    gone = {id(n) for s in steps for n in s} | {id(split), id(stack)}
-    at = graph.nodes.index(split)
-    kept = [n for n in graph.nodes[:at] if id(n) not in gone]
-    kept += nodes + [n for n in graph.nodes[at:] if id(n) not in gone]
+    y, y3 = new.fresh_name(base + "_y"), new.fresh_name(base + "_y3")
+    nodes.append(Node(base, cand.op, [x], [y], dict(cand.attrs), weights))
+    nodes.append(Node(y3, Op.SQUEEZE, [y], [y3], {"axes": (1,)}))
+    if out_axis == 1:
+        y_bt = new.fresh_name(base + "_bt")
+        nodes.append(Node(y_bt, Op.TRANSPOSE, [y3], [y_bt], {"perm": (1, 0, 2)}))
+        y3 = y_bt
+    replaced = set()
+    for k, h in enumerate(h_values):
+        if h is None:
+            continue
+        if len(graph.value(h).shape) != 2:
+            raise _Skip("a step's h is not [N, H]")
+        cut = new.fresh_name(f"{base}_step{k}")
+        nodes.append(Node(cut, Op.SLICE, [y3], [cut], {"starts": (k,), "ends": (k + 1,),
+                                                         "axes": (out_axis,), "steps": (1,)}))
+        nodes.append(Node(new.fresh_name(f"{base}_h{k}"), Op.SQUEEZE, [cut], [h],
+                          {"axes": (out_axis,)}))
+        replaced.add(h)
+    chain = {n.name for s in steps for n in s} | {n.name for n in sl.nodes}
+    at = min(k for k, n in enumerate(new.nodes) if n.name in chain)
+    kept = new.nodes[:at] + nodes + new.nodes[at:]
+    for n in kept:
+        if n.name in chain:      # the old producers of the h values write where nobody reads
+            n.outputs = [new.fresh_name(o + "/unrolled") if o in replaced else o
+                         for o in n.outputs]
+    kept = _drop_unread(kept, chain, {v.name for v in graph.outputs})
+    made = {o: k for k, s in enumerate(steps) for n in s for o in n.outputs if o}
+    step_of = {n.name: k for k, s in enumerate(steps) for n in s}
+    if any(made.get(i, step_of[n.name]) < step_of[n.name]
+           for n in kept if n.name in step_of for i in n.inputs):
+        raise _Skip("a per-step node still reads the previous step: not only h leaves a step")
     new.nodes = kept
     used = {i for n in kept for i in n.inputs} | {w for n in kept for w in n.weights.values()}
     new.constants = {k: v for k, v in new.constants.items()
@@ -262,15 +446,27 @@ def _replace(graph: Graph, split: Node, stack: Node, steps, cand: loops.Candidat
     return new.validate()
 
 
-def _verify(old: Graph, new: Graph) -> None:
-    """The re-rolled graph reproduces the unrolled one on a random probe (float64 reference)."""
+def _drop_unread(nodes: list[Node], droppable: set, outputs: set) -> list[Node]:
+    """`nodes` without the droppable ones whose outputs nobody reads (repeatedly)."""
+    while True:
+        read = ({i for n in nodes for i in n.inputs} | outputs) - {""}
+        dead = {id(n) for n in nodes if n.name in droppable and not set(n.outputs) & read}
+        if not dead:
+            return nodes
+        nodes = [n for n in nodes if id(n) not in dead]
+
+
+def _verify(old: Graph, new: Graph, dims: dict | None = None) -> None:
+    """The re-rolled graph reproduces the unrolled one on a random probe (float64 reference);
+    `dims` binds symbolic input dims (the length the chain was unrolled at)."""
     from edgeseq import reference
     rng = np.random.default_rng(3)
     feeds = {}
     for v in old.inputs:
-        if not all(isinstance(d, int) for d in v.shape) or not v.dtype.startswith("float"):
+        shape = tuple((dims or {}).get(d, d) for d in v.shape)
+        if not all(isinstance(d, int) for d in shape) or not v.dtype.startswith("float"):
             raise _Skip("probe needs static float inputs")
-        feeds[v.name] = rng.standard_normal(v.shape).astype(v.dtype)
+        feeds[v.name] = rng.standard_normal(shape).astype(v.dtype)
     want, got = reference.run(old, feeds), reference.run(new, feeds)
     for k, w in want.items():
         g = got[k]

@@ -87,7 +87,10 @@ def _one(graph: Graph, stack: Node) -> Graph:
     if len(sources) != 1 or [c[1] for c in chains] != list(range(len(chains))):
         raise _Skip("not the steps of one value in order")
     src = sources.pop()
-    if graph.value(src).shape[axis] != len(chains):
+    covered = graph.value(src).shape[axis]
+    if isinstance(covered, int) and covered != len(chains):
+        # NOTE: a symbolic length was unrolled at len(chains) steps by the exporter; the
+        # caller's probe checks the new graph at that length
         raise _Skip("the steps do not cover the value")
     keys = [[_key(graph, n) for n in c[2]] for c in chains]
     if any(k != keys[0] for k in keys):
@@ -97,6 +100,8 @@ def _one(graph: Graph, stack: Node) -> Graph:
     for n in chains[0][2][1:-1]:
         made += _lift(new, n, x)
         x = made[-1].outputs[0]
+    if not made:        # the steps stacked as they were sliced: the value itself
+        made = [Node(new.fresh_name(stack.name + "/all_steps"), Op.IDENTITY, [src], [""], {})]
     made[-1].outputs[0] = stack.outputs[0]
     gone = {id(n) for c in chains for n in c[2]} | {id(stack)}
     gone |= {id(c[3]) for c in chains if all(id(u) in gone for o in c[3].outputs

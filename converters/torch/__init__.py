@@ -42,7 +42,10 @@ def _lower(ep, name: str) -> Graph:
     from edgeseq.converters.torch import _convlstm  # noqa: F401
     from edgeseq.converters.torch import _glue_select, _glue_spatial  # noqa: F401
     from edgeseq.converters.torch._lowering import Lowering
-    return Lowering(ep, name).run()
+    from edgeseq.converters.reroll import reroll
+    # a Python loop over a cell is traced as one T = 1 node per step: one node over the
+    # sequence instead (converters/reroll.py), so it streams and its length can be symbolic
+    return reroll(Lowering(ep, name).run())
 
 
 def _lower_checked(ep, path: Path) -> Graph:

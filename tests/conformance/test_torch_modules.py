@@ -230,7 +230,8 @@ def test_cell_step(cls, kw, tol):
 
 
 class UnrolledLoop(nn.Module):
-    """A Python loop over time with a GRUCell: traced into one IR step per time step."""
+    """A Python loop over time with a GRUCell: traced as one IR step per time step, re-rolled
+    into one GRU node over the sequence (converters/reroll.py)."""
 
     def __init__(self):
         super().__init__()
@@ -246,15 +247,14 @@ class UnrolledLoop(nn.Module):
         return torch.stack(outs)
 
 
-def test_unrolled_cell_loop_shares_weights(tol):
+def test_unrolled_cell_loop_becomes_one_node_of_any_length(tol):
     torch.manual_seed(10)
     g, _ = _check(UnrolledLoop(), _x((5, 2, 4)), [], tol["float32"], dynamic_time=False)
-    steps = [n for n in g.nodes if n.op is Op.GRU]
-    assert len(steps) == 5
-    assert len({n.weights["w_h"] for n in steps}) == 1     # one copy of the weights
-    # its structure changes with the length, so a symbolic length is refused, saying so
-    with pytest.raises(UnsupportedModelError, match="dynamic_time=False"):
-        from_module(UnrolledLoop(), _x((5, 2, 4)), time_axis=0)
+    assert [n.op for n in g.nodes if n.op in (Op.LSTM, Op.GRU, Op.RNN)] == [Op.GRU]
+    # one node whatever the length: the two traces agree, so the length becomes symbolic
+    g, _ = _check(UnrolledLoop(), _x((5, 2, 4)), [_x((8, 2, 4), 1)], tol["float32"],
+                  time_axis=0)
+    assert g.inputs[0].shape == ("T", 2, 4)
 
 
 class IntegerGlue(nn.Module):
@@ -366,9 +366,9 @@ class LSTMCellLoop(nn.Module):
 
 def test_cell_loop_never_names_the_batch_axis_T(tol):
     # a cell is one step: its length-1 time axis once matched the size-1 batch axis, which
-    # then became the symbol 'T'
+    # then became the symbol 'T'; re-rolled, the loop's one node sees the whole sequence
     torch.manual_seed(14)
-    with pytest.raises(UnsupportedModelError, match="cell stepped 6 times.*dynamic_time=False"):
-        from_module(LSTMCellLoop(), _x((6, 1, 5)))
+    g, _ = _check(LSTMCellLoop(), _x((6, 1, 5)), [_x((3, 1, 5), 2)], tol["float32"])
+    assert g.inputs[0].shape == ("T", 1, 5)
     g, _ = _check(LSTMCellLoop(), _x((6, 1, 5)), [], tol["float32"], dynamic_time=False)
     assert g.inputs[0].shape == (6, 1, 5)
