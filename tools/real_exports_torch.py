@@ -1,16 +1,23 @@
 """The PyTorch part of the real-exports corpus: torchaudio's recurrent models and modules users
 write, each converted three ways (from_module, ONNX export -> convert, .pt2 -> convert) and
-compared with PyTorch on the same inputs.
+compared with PyTorch on the same inputs; models with a time axis are also streamed.
 
-    python tools/real_exports_torch.py            # ~3 min; prints the markdown table
+    python tools/real_exports_torch.py            # ~20 min on 2 busy cores; the markdown table
     python tools/real_exports_torch.py --only crnn
 
 torchaudio's model sources (DeepSpeech, Wav2Letter, WaveRNN, the Tacotron2 encoder, the RNN-T
 predictor and the Emformer RNN-T) import nothing of torchaudio's C extension: the pinned wheel
 is downloaded once into the cache (pip download --no-deps, no install) and the six files are
-loaded from it as a private package. Weights are random (seeded), sizes small; torch is the
-project's test extra. Acceptance as for the TensorFlow corpus (docs/real_exports.md): float
-outputs within 1e-5 * max(1, max|y|) of PyTorch, or a refusal naming the op and node.
+loaded from it as a private package. The Luong-attention seq2seq with greedy decoding comes
+from tools/seq2seq_models.py (a `while` loop, TorchScripted to one ONNX Loop, and the
+fixed-steps form torch.export can trace). Weights are random (seeded), sizes small; torch is
+the project's test extra. Acceptance as for the TensorFlow corpus (docs/real_exports.md):
+float outputs within 1e-5 * max(1, max|y|) of PyTorch and integer outputs (token ids, lengths)
+equal, or a refusal naming the op and node. An ONNX file onnxruntime cannot run, or a module
+the exporter cannot write, is listed but not counted. A refusal that advises a fixed length
+(from_module) or `--shape` (ONNX) is followed, as a user would, and the row says so.
+Streams: chunks of 2, 1 and the rest of the time inputs pushed through `Model.stream()` equal
+the whole run (other inputs, such as lengths, with the first chunk).
 """
 from __future__ import annotations
 
@@ -22,7 +29,9 @@ import subprocess
 import sys
 import tempfile
 import zipfile
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 
@@ -30,6 +39,7 @@ TORCHAUDIO = "2.11.0"
 FILES = ("deepspeech", "wav2letter", "wavernn", "tacotron2", "emformer", "rnnt")
 CACHE = Path(os.environ.get("EDGESEQ_CACHE", Path.home() / ".cache" / "edgeseq")) / "torchaudio"
 TOL = 1e-5
+sys.path.insert(0, str(Path(__file__).resolve().parent))     # seq2seq_models
 
 
 def torchaudio_sources() -> Path:
@@ -62,8 +72,19 @@ def _package(pkg: Path):
     return {name: importlib.import_module(f"ta_models.{name}") for name in FILES}
 
 
-def models(torch) -> dict:
-    """name -> (module, example inputs tuple, ONNX input names, time axes {input: axis})."""
+@dataclass
+class Case:
+    """One corpus model: the module, example inputs, ONNX input names, time axes {input: axis}
+    (empty: fixed length, no streaming check), and how a user writes its ONNX file when plain
+    `torch.onnx.export` is not it (`onnx(module, args, path)`, e.g. TorchScript for a loop)."""
+    module: Any
+    args: tuple
+    names: list              # the forward's parameter names (from_module's input names)
+    time_axes: dict
+    onnx: Callable | None = None
+
+
+def models(torch) -> dict[str, Case]:
     from torch import nn
     ta = _package(torchaudio_sources())
     torch.manual_seed(0)            # PyTorch's default initialisation, seeded
@@ -134,6 +155,19 @@ def models(torch) -> dict:
                                     n_res_block=1, n_rnn=16, n_fc=16, kernel_size=5, n_freq=8,
                                     n_hidden=8, n_output=8)
     spec_t = 12
+    # Emformer RNN-T as torchaudio builds it (emformer_rnnt_model), small dims; the whole
+    # network's forward (transcriber + predictor + joiner -> joint logits, lengths, predictor
+    # state) is what `export(model, (sources, source_lengths, targets, target_lengths))`
+    # writes. Its attention mask is built in Python from the length: fixed length.
+    emformer = ta["rnnt"].emformer_rnnt_model(
+        input_dim=8, encoding_dim=12, num_symbols=10, segment_length=4, right_context_length=2,
+        time_reduction_input_dim=6, time_reduction_stride=2, transformer_num_heads=2,
+        transformer_ffn_dim=16, transformer_num_layers=2, transformer_dropout=0.0,
+        transformer_activation="relu", transformer_left_context_length=4,
+        transformer_max_memory_size=0, transformer_weight_init_scale_strategy="depthwise",
+        transformer_tanh_on_mem=False, symbol_embedding_dim=8, num_lstm_layers=2,
+        lstm_layer_norm=True, lstm_layer_norm_epsilon=1e-5, lstm_dropout=0.0)
+    luong, luong_fixed, src = _seq2seq(torch)
     table = {
         "deepspeech": (ta["deepspeech"].DeepSpeech(13, n_hidden=32, n_class=10),
                        (rnd(1, 1, 40, 13),), ["x"], {"x": 2}),
@@ -149,8 +183,15 @@ def models(torch) -> dict:
         "crnn_ocr": (CRNN(), (rnd(1, 1, 8, 24),), ["x"], {"x": 3}),
         "lstmcell_loop": (CellLoop(), (rnd(10, 2, 6),), ["x"], {"x": 0}),
         "gru_tagger": (GruTagger(), (rnd(1, 20, 7),), ["x"], {"x": 1}),
+        "emformer_rnnt": (emformer, (rnd(1, 18, 8), torch.tensor([16]),
+                                     torch.randint(0, 10, (1, 5), generator=g),
+                                     torch.tensor([5])),
+                          ["sources", "source_lengths", "targets", "target_lengths"], {}),
+        "luong_seq2seq": (luong, (src,), ["src"], {"src": 0}, _torchscript_onnx),
+        "luong_seq2seq_fixed_steps": (luong_fixed, (src,), ["src"], {"src": 0}),
     }
-    for m, *_ in table.values():
+    table = {k: Case(*v) for k, v in table.items()}
+    for m in (c.module for c in table.values()):
         for b in m.modules():        # running statistics a trained BatchNorm would have
             if isinstance(b, (nn.BatchNorm1d, nn.BatchNorm2d)):
                 b.running_mean.copy_(torch.randn(b.num_features, generator=g) * 0.1)
@@ -159,28 +200,55 @@ def models(torch) -> dict:
     return table
 
 
-def _compare(graph, args, want) -> float:
+def _seq2seq(torch):
+    """The Luong-attention (general) GRU encoder-decoder of tools/seq2seq_models.py with
+    greedy decoding: as written with a `while` loop that stops when every row has ended, and
+    with a fixed number of steps (how it is written for torch.export). Batch 2; the end token
+    is row 0's third free-running token, so row 0 ends early and the other may not."""
+    import seq2seq_models as s2s
+    spec = replace(s2s.TEST_BEDS["dates"], attention="general", eos=-1)
+    src = torch.randint(3, spec.src_vocab, (7, 2), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        free = s2s.build(spec)(src)[0]
+    spec = replace(spec, eos=int(free[0, 2]))
+    return s2s.build(spec), s2s.build_fixed_steps(spec), src
+
+
+def _torchscript_onnx(module, args, path):
+    import seq2seq_models as s2s
+    s2s.export_onnx(module, args[0], path)
+
+
+def _compare(graph, args, want) -> tuple[float, list]:
+    """Largest error over the outputs, in order (floats relative to max(1, max|y|), integer
+    outputs such as token ids and lengths exact: inf when any differs), and the outputs."""
     from edgeseq.runtime import Model
     feeds = {v.name: a.numpy() for v, a in zip(graph.inputs, args)}
     out = Model(graph).run(feeds)
     got = [out[v.name] for v in graph.outputs]
-    errs, free = [], list(range(len(got)))
-    for w in want:
-        if not np.issubdtype(w.dtype, np.floating):
-            continue
-        k = next((k for k in free if np.shape(got[k]) == w.shape), None)
-        if k is None:
-            return float("inf")
-        free.remove(k)
-        # relative to the output's scale: deep random stacks reach large values
-        errs.append(float(np.max(np.abs(got[k] - w)) / max(1.0, float(np.max(np.abs(w)))))
-                    if w.size else 0.0)
-    return max(errs) if errs else float("inf")
+    if len(got) != len(want):
+        return float("inf"), got
+    return max(_error(g, w) for g, w in zip(got, want)), got
 
 
-def _paths(torch, name, module, args, names, taxes, tmp: Path) -> dict:
+def _error(got, want) -> float:
+    if np.shape(got) != want.shape:
+        return float("inf")
+    if not np.issubdtype(want.dtype, np.floating):
+        return 0.0 if np.array_equal(got, want) else float("inf")
+    # relative to the output's scale: deep random stacks reach large values
+    return float(np.max(np.abs(got - want)) / max(1.0, float(np.max(np.abs(want))))) \
+        if want.size else 0.0
+
+
+class PeerFailed(Exception):
+    """The written file's own runtime (onnxruntime) cannot run it: the file is not counted."""
+
+
+def _paths(torch, name: str, case: Case, tmp: Path) -> dict:
     from edgeseq.converters.onnx import convert as convert_onnx
     from edgeseq.converters.torch import convert_exported, from_module
+    module, args, taxes = case.module, case.args, case.time_axes
 
     def from_mod():
         return from_module(module, args, dynamic_time=bool(taxes),
@@ -188,8 +256,13 @@ def _paths(torch, name, module, args, names, taxes, tmp: Path) -> dict:
 
     def onnx_path():
         f = tmp / f"{name}.onnx"
-        torch.onnx.export(module, args, str(f), input_names=names, opset_version=17,
-                          dynamo=False, dynamic_axes={k: {a: "T"} for k, a in taxes.items()})
+        if case.onnx is not None:
+            case.onnx(module, args, f)
+        else:
+            torch.onnx.export(module, args, str(f), input_names=case.names, opset_version=17,
+                              dynamo=False,
+                              dynamic_axes={k: {a: "T"} for k, a in taxes.items()})
+        _onnxruntime_runs(f, case)
         return convert_onnx(f)
 
     def pt2_path():
@@ -199,60 +272,133 @@ def _paths(torch, name, module, args, names, taxes, tmp: Path) -> dict:
     return {"from_module": from_mod, "onnx": onnx_path, ".pt2": pt2_path}
 
 
+def _onnxruntime_runs(path: Path, case: Case) -> None:
+    import onnxruntime as ort
+    try:
+        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        sess.run(None, {i.name: a.numpy() for i, a in zip(sess.get_inputs(), case.args)})
+    except Exception as e:   # noqa: BLE001 - whatever onnxruntime raises
+        raise PeerFailed(" ".join(str(e).split())[:140]) from None
+
+
 def evaluate(only: str = "") -> list[dict]:
     import torch
-    from edgeseq.converters.torch import from_module
+    from torch.utils._pytree import tree_flatten
     from edgeseq.errors import EdgeseqError
     rows = []
     with torch.no_grad(), tempfile.TemporaryDirectory() as tmp:
-        for name, (module, args, names, taxes) in models(torch).items():
+        for name, case in models(torch).items():
             if only not in name:
                 continue
-            out = module(*args)
-            want = [t.numpy() for t in (out if isinstance(out, (tuple, list)) else (out,))]
-            for path, make in _paths(torch, name, module, args, names, taxes, Path(tmp)).items():
-                row = {"model": name, "path": path}
+            want = [t.numpy() for t in tree_flatten(case.module(*case.args))[0]]
+            for path, make in _paths(torch, name, case, Path(tmp)).items():
+                row = {"model": name, "path": path, "stream": ""}
+                rows.append(row)
                 try:
                     graph = make()
+                except PeerFailed as e:
+                    row["result"] = f"onnxruntime fails on the file: {e}"
+                    continue
                 except EdgeseqError as e:
-                    if path != "from_module" or not _fixed_length_advised(e):
-                        row["result"] = "refused: " + str(e).splitlines()[0][:150]
-                        rows.append(row)
+                    if _exporter_failed(e):
+                        row["result"] = f"export failed: {str(e)[:120]}"
                         continue
-                    # as the refusal advises (the model's graph depends on the length)
-                    graph = from_module(module, args, dynamic_time=False)
-                    row["path"] = "from_module, fixed length"
+                    advised = _as_advised(path, e, name, case, Path(tmp))
+                    if advised is None:
+                        row["result"] = "refused: " + str(e).splitlines()[0][:150]
+                        continue
+                    graph, row["path"] = advised
                 except Exception as e:   # noqa: BLE001 - the exporter failed: not counted
                     row["result"] = f"export failed: {type(e).__name__}: {str(e)[:100]}"
-                    rows.append(row)
                     continue
                 try:
-                    err = _compare(graph, args, want)
+                    err, whole = _compare(graph, case.args, want)
                     row["result"] = "match" if err <= TOL else "WRONG"
                     row["err"] = err
                 except EdgeseqError as e:
                     row["result"] = "run refused: " + str(e).splitlines()[0][:150]
-                rows.append(row)
+                    continue
+                if case.time_axes:
+                    row["stream"] = _stream(graph, case, whole)
     return rows
 
 
-def _fixed_length_advised(e) -> bool:
+def _exporter_failed(e) -> bool:
+    """from_module's own torch.export step failed (the exporter, not the conversion)."""
+    return str(e).startswith("torch.export could not trace")
+
+
+def _as_advised(path: str, e, name: str, case: Case, tmp: Path):
+    """(graph, path label) converted again as the refusal advises, as a user would, or None:
+    from_module at the traced length when the graph depends on it; an ONNX file with its
+    dynamic dims given (`--shape`): all but the time axis first, then all."""
+    from edgeseq.converters.onnx import convert as convert_onnx
+    from edgeseq.converters.torch import from_module
+    from edgeseq.errors import EdgeseqError
     msg = str(e)
-    return "dynamic_time=False" in msg or "holds for one sequence length" in msg
+    if path == "from_module" and ("dynamic_time=False" in msg
+                                  or "holds for one sequence length" in msg):
+        return (from_module(case.module, case.args, dynamic_time=False),
+                "from_module, fixed length")
+    if path != "onnx" or "--shape" not in msg:
+        return None
+    shapes = {k: list(a.shape) for k, a in zip(case.names, case.args)}
+    for k, a in case.time_axes.items():
+        shapes[k][a] = "T"
+    for _ in range(2):
+        try:
+            graph = convert_onnx(tmp / f"{name}.onnx", shapes=shapes)
+        except EdgeseqError:
+            shapes = {k: list(a.shape) for k, a in zip(case.names, case.args)}
+            continue
+        given = " ".join(f"{k}={','.join(map(str, d))}" for k, d in shapes.items())
+        return graph, f"onnx, --shape {given}"
+    return None
+
+
+def _stream(graph, case: Case, whole: list) -> str:
+    """'yes (err)' when pushing the time inputs in chunks of 2, 1 and the rest reproduces the
+    whole run (other inputs, e.g. lengths, with the first chunk), else 'no: why'."""
+    from edgeseq.errors import EdgeseqError
+    from edgeseq.runtime import Model
+    feeds = {v.name: a.numpy() for v, a in zip(graph.inputs, case.args)}
+    axes = {graph.inputs[case.names.index(k)].name: a for k, a in case.time_axes.items()}
+    n_steps = min(feeds[k].shape[a] for k, a in axes.items())
+    try:
+        stream = Model(graph).stream(time_axes=axes)
+        parts = []
+        for lo, hi in ((0, 2), (2, 3), (3, n_steps)):
+            chunk = dict(feeds) if lo == 0 else {}
+            for k, a in axes.items():
+                chunk[k] = np.take(feeds[k], np.arange(lo, hi), axis=a)
+            parts.append(stream.push(chunk))
+    except (EdgeseqError, ValueError, NotImplementedError) as e:
+        return "no: " + str(e).splitlines()[0][:90]
+    errs = []
+    for v, want in zip(graph.outputs, whole):
+        axis = stream.axes.get(v.name)
+        got = np.concatenate([p[v.name] for p in parts], axis=axis) if axis is not None \
+            else parts[-1][v.name]      # a final value: the last push gives the whole run's
+        errs.append(_error(got, want))
+    return f"yes {max(errs):.1e}" if max(errs) <= TOL else f"no: differs ({max(errs):.1e})"
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| model | path | result | max err / max(1, max abs y) vs PyTorch |",
-             "|---|---|---|---|"]
+    lines = ["| model | path | result | max err / max(1, max abs y) vs PyTorch | streams |",
+             "|---|---|---|---|---|"]
     for r in rows:
         err = f"{r['err']:.1e}" if "err" in r else ""
-        lines.append(f"| {r['model']} | {r['path']} | {r['result'].replace('|', '/')} | {err} |")
-    counted = [r for r in rows if not r["result"].startswith("export failed")]
+        lines.append(f"| {r['model']} | {r['path']} | {r['result'].replace('|', '/')} | {err} "
+                     f"| {r['stream'].replace('|', '/')} |")
+    counted = [r for r in rows if not r["result"].startswith(("export failed", "onnxruntime"))]
     ok = sum(r["result"] == "match" for r in counted)
+    timed = [r for r in rows if r["stream"]]
     lines.append(f"\n{len(rows)} conversions, {len(rows) - len(counted)} not written by the "
-                 f"exporter; of the {len(counted)} others {ok} match, "
-                 f"{sum(r['result'] == 'WRONG' for r in counted)} wrong, "
-                 f"{sum('refused' in r['result'] for r in counted)} refused")
+                 f"exporter or not run by onnxruntime; of the {len(counted)} others {ok} "
+                 f"match, {sum(r['result'] == 'WRONG' for r in counted)} wrong, "
+                 f"{sum('refused' in r['result'] for r in counted)} refused; streaming "
+                 f"checked on {len(timed)} (models with a time axis): "
+                 f"{sum(r['stream'].startswith('yes') for r in timed)} stream")
     return "\n".join(lines)
 
 

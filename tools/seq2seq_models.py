@@ -156,3 +156,52 @@ def export_onnx(module: GreedySeq2Seq, src: torch.Tensor, path) -> None:
         torch.onnx.export(torch.jit.script(module), (src,), str(path), dynamo=False,
                           input_names=["src"], output_names=["tokens", "scores"],
                           dynamic_axes={"src": {0: "S", 1: "N"}}, opset_version=17)
+
+
+class FixedStepsSeq2Seq(GreedySeq2Seq):
+    """The same decoder with a fixed number of steps (`for _ in range(max_len)`, no early
+    exit): how greedy decoding is written for torch.export, which cannot trace a loop whose
+    end depends on the data. Rows that ended emit 0 with score 0, as in GreedySeq2Seq; the
+    outputs equal GreedySeq2Seq's padded with those zeros to max_len steps."""
+
+    def forward(self, src):                                              # src [S, N] int64
+        if self.is_lstm:
+            enc, (hn, _) = self.enc(self.src_emb(src))
+        else:
+            enc, hn = self.enc(self.src_emb(src))
+        h = torch.tanh(self.bridge(torch.cat([hn[0], hn[1]], 1)))
+        c = torch.zeros_like(h)
+        keys = self.w_k(enc)
+        tok = torch.full_like(src[0], self.bos)
+        done = torch.zeros_like(src[0], dtype=torch.bool)
+        tokens, scores = [], []
+        for _ in range(self.max_len):
+            x = self.tgt_emb(tok)
+            if self.additive:
+                ctx = self._attend(keys, enc, h)
+                x = torch.cat([x, ctx], 1)
+            if self.is_lstm:
+                h, c = self.cell(x, (h, c))
+            else:
+                h = self.cell(x.unsqueeze(0), h.unsqueeze(0))[1][0]
+            if self.additive:
+                o = torch.cat([h, ctx], 1)
+            else:
+                ctx = self._attend(keys, enc, h)
+                o = torch.tanh(self.w_c(torch.cat([ctx, h], 1)))
+            logp = torch.log_softmax(self.out(o), 1)
+            nxt = logp.argmax(1)
+            score = logp.gather(1, nxt.unsqueeze(1))[:, 0]
+            nxt = torch.where(done, torch.zeros_like(nxt), nxt)
+            tokens.append(nxt)
+            scores.append(torch.where(done, torch.zeros_like(score), score))
+            done = done | (nxt == self.eos)
+            tok = nxt
+        return torch.stack(tokens, 1), torch.stack(scores, 1)
+
+
+def build_fixed_steps(spec: Seq2SeqSpec, seed: int = 0, scale: float = 2.0) -> FixedStepsSeq2Seq:
+    """`build`'s module (same weights for the same seed) as a FixedStepsSeq2Seq."""
+    m = FixedStepsSeq2Seq(spec)
+    m.load_state_dict(build(spec, seed, scale).state_dict())
+    return m.eval()
