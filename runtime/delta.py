@@ -145,8 +145,15 @@ class _Delta:
             states = [np.ascontiguousarray(s.transpose(1, 0, 2)) for s in states]
         return [y] + states
 
-    def _run_delta(self, d, x, lens, states, y, ds, th, counts) -> None:
+    def sequence(self, d: int) -> tuple:
+        """(njit sequence kernel, its operands between x and lens) of direction d: the call
+        is fn(x, *operands, lens, *states[d], y, x_hat, h_hat, m_x, m_h, th, counts), made
+        by the interpreter here and by generated code (codegen/delta_ops.py)."""
         raise NotImplementedError
+
+    def _run_delta(self, d, x, lens, states, y, ds, th, counts) -> None:
+        fn, operands = self.sequence(d)
+        fn(x, *operands, lens, *states, y, *ds, th, counts)
 
     def macs(self, counts) -> tuple[int, int]:
         """(multiply-adds done, multiply-adds of the dense kernel) in the node's matrices
@@ -201,10 +208,10 @@ class _DeltaLstmBase(_Delta, LstmKernel):
             n += 4 * self.hidden * self._gh()
         return n
 
-    def _run_delta(self, d, x, lens, states, y, ds, th, counts) -> None:
-        _dk.lstm_delta_sequence(x, self.wxT[d], self.sx[d], self.whT[d], self.sh[d], self.mu[d],
-                                self.factored, self.mp[d], self.aux[d], self.ip[d], self.fp[d],
-                                lens, states[0], states[1], y, *ds, th, counts)
+    def sequence(self, d: int) -> tuple:
+        return _dk.lstm_delta_sequence, (self.wxT[d], self.sx[d], self.whT[d], self.sh[d],
+                                         self.mu[d], self.factored, self.mp[d], self.aux[d],
+                                         self.ip[d], self.fp[d])
 
 
 class _DeltaGruBase(_Delta, GruKernel):
@@ -233,10 +240,9 @@ class _DeltaGruBase(_Delta, GruKernel):
     def _dense_extra(self) -> int:
         return 0 if self.lbr else self.hidden * self.hidden
 
-    def _run_delta(self, d, x, lens, states, y, ds, th, counts) -> None:
-        _dk.gru_delta_sequence(x, self.wxT[d], self.sx[d], self.whT[d], self.sh[d], self.mhh[d],
-                               self.aux[d], self.ip[d], self.fp[d], lens, states[0], y, *ds, th,
-                               counts)
+    def sequence(self, d: int) -> tuple:
+        return _dk.gru_delta_sequence, (self.wxT[d], self.sx[d], self.whT[d], self.sh[d],
+                                        self.mhh[d], self.aux[d], self.ip[d], self.fp[d])
 
 
 class _DeltaRnnBase(_Delta, RnnKernel):
@@ -253,9 +259,9 @@ class _DeltaRnnBase(_Delta, RnnKernel):
         else:
             self.whT, self.sh = zip(*[_slot_T(graph, node, "w_h", d) for d in range(nd)])
 
-    def _run_delta(self, d, x, lens, states, y, ds, th, counts) -> None:
-        _dk.rnn_delta_sequence(x, self.wxT[d], self.sx[d], self.whT[d], self.sh[d], self.aux[d],
-                               self.ip[d], self.fp[d], lens, states[0], y, *ds, th, counts)
+    def sequence(self, d: int) -> tuple:
+        return _dk.rnn_delta_sequence, (self.wxT[d], self.sx[d], self.whT[d], self.sh[d],
+                                        self.aux[d], self.ip[d], self.fp[d])
 
 
 DELTA_FAMILIES = {Op.LSTM: _DeltaLstmBase, Op.GRU: _DeltaGruBase, Op.RNN: _DeltaRnnBase}

@@ -10,13 +10,14 @@ to float rounding, slower); its statistics then show every column kept.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
 
 import numpy as np
 
 from edgeseq.errors import InputError
 from edgeseq.ops import RECURRENT
+from edgeseq.runtime import delta_codegen
 from edgeseq.runtime.delta import check_thresholds, is_delta_kernel
+from edgeseq.runtime.delta_stats import DeltaStats, LayerStats, accumulate  # noqa: F401
 from edgeseq.runtime.plan import select
 from edgeseq.runtime.streaming import _feed_state
 
@@ -35,69 +36,6 @@ def parse_thresholds(model, delta) -> dict[str, tuple[float, float]]:
     return {n: th for n in names}
 
 
-@dataclass
-class LayerStats:
-    """Delta statistics of one recurrent node over a run (or a stream since reset)."""
-    node: str
-    thresholds: tuple[float, float]
-    row_steps: int = 0            # time steps x batch rows x directions processed
-    n_input: int = 0              # input columns per step (W_x)
-    n_recurrent: int = 0          # recurrent columns per step (W_h or V)
-    kept_input: int = 0
-    kept_recurrent: int = 0
-    macs: int = 0                 # multiply-adds done in the node's matrices
-    macs_dense: int = 0           # ... by the dense kernel on the same steps
-
-    @property
-    def skipped_input(self) -> float:
-        """Fraction of input columns skipped."""
-        total = self.row_steps * self.n_input
-        return 1.0 - self.kept_input / total if total else 0.0
-
-    @property
-    def skipped_recurrent(self) -> float:
-        """Fraction of recurrent columns skipped."""
-        total = self.row_steps * self.n_recurrent
-        return 1.0 - self.kept_recurrent / total if total else 0.0
-
-    @property
-    def mac_reduction(self) -> float:
-        """Dense MACs / MACs done (>= 1: how many times fewer)."""
-        return self.macs_dense / self.macs if self.macs else float("inf")
-
-
-@dataclass
-class DeltaStats:
-    """Per-layer delta statistics; `str()` is a small table."""
-    layers: dict[str, LayerStats] = field(default_factory=dict)
-
-    @property
-    def macs(self) -> int:
-        return sum(s.macs for s in self.layers.values())
-
-    @property
-    def macs_dense(self) -> int:
-        return sum(s.macs_dense for s in self.layers.values())
-
-    @property
-    def mac_reduction(self) -> float:
-        return self.macs_dense / self.macs if self.macs else float("inf")
-
-    def as_dict(self) -> dict:
-        return {k: {"thresholds": list(s.thresholds), "row_steps": s.row_steps,
-                    "skipped_input": s.skipped_input, "skipped_recurrent": s.skipped_recurrent,
-                    "macs": s.macs, "macs_dense": s.macs_dense} for k, s in self.layers.items()}
-
-    def __str__(self) -> str:
-        lines = [f"{'layer':<16} {'θx':>7} {'θh':>7} {'skip x':>7} {'skip h':>7} "
-                 f"{'MACs':>13} {'dense MACs':>13} {'fewer':>7}"]
-        for s in self.layers.values():
-            lines.append(f"{s.node:<16} {s.thresholds[0]:>7.4g} {s.thresholds[1]:>7.4g} "
-                         f"{s.skipped_input:>7.1%} {s.skipped_recurrent:>7.1%} {s.macs:>13,} "
-                         f"{s.macs_dense:>13,} {s.mac_reduction:>6.2f}x")
-        return "\n".join(lines)
-
-
 class DeltaRunner:
     """A model's delta kernels (built on first use, weights transposed once) and the plan walk
     that runs them. One per Model; thread-safe (no per-call state)."""
@@ -106,6 +44,10 @@ class DeltaRunner:
         self.model = model
         self._kernels: dict[str, object] = {}
         self._lock = threading.Lock()
+        # generated delta functions per (delta nodes, counted nodes) (delta_codegen.py)
+        self.compiled: dict[tuple, object] = {}
+        self.compile_lock = threading.Lock()
+        self.codegen_note = ""
 
     @classmethod
     def of(cls, model) -> "DeltaRunner":
@@ -151,7 +93,7 @@ class DeltaRunner:
                 else:
                     ds = None if dstates is None else dstates.setdefault(node.name, {})
                     res = kernel(ins, thresholds=th, dstate=ds, counts=counts)
-                _accumulate(stats, node.name, th, kernel, counts)
+                accumulate(stats, node.name, th, kernel, counts)
             if state is not None and node.name in state:
                 st = state[node.name]
                 for slot, arr in zip(("h", "c"), res[1:]):
@@ -174,23 +116,14 @@ def _dense_counts(kernel, ins, counts) -> None:
     counts[:] = (steps * kernel.n_input, steps * kernel.out_size, steps)
 
 
-def _accumulate(stats: DeltaStats, name: str, th, kernel, counts) -> None:
-    s = stats.layers.get(name)
-    if s is None:
-        s = stats.layers[name] = LayerStats(name, th, n_input=kernel.n_input,
-                                            n_recurrent=kernel.out_size)
-    done, dense = kernel.macs(counts)
-    s.row_steps += int(counts[2])
-    s.kept_input += int(counts[0])
-    s.kept_recurrent += int(counts[1])
-    s.macs += done
-    s.macs_dense += dense
-
-
 def run_delta(model, env: dict, delta) -> dict:
     """Model.run with delta execution; sets model.last_stats."""
     thresholds = parse_thresholds(model, delta)
     stats = DeltaStats()
-    env = DeltaRunner.of(model).execute(env, thresholds, stats)
+    runner = DeltaRunner.of(model)
+    out = delta_codegen.run(model, runner, env, thresholds, stats)
+    if out is None:
+        env = runner.execute(env, thresholds, stats)
+        out = {n: env[n] for n in model.output_names}
     model.last_stats = stats
-    return {n: env[n] for n in model.output_names}
+    return out

@@ -29,6 +29,7 @@ from edgeseq.ops import RECURRENT, Op
 from edgeseq.runtime.kernels.graph_ops import all_finite
 from edgeseq.runtime.native.inputs import bound_symbols
 from edgeseq.runtime.plan import Plan, build_plan
+from edgeseq.runtime import delta_codegen
 from edgeseq.runtime.delta import DSTATE_SLOTS
 from edgeseq.runtime.delta_runner import DeltaRunner, DeltaStats, parse_thresholds, run_delta
 from edgeseq.runtime.stream_windows import SLOT as WINDOW_SLOT, conv_windows
@@ -574,6 +575,9 @@ class DeltaStream(Stream):
         for x, node, slot in self._restarts:
             if x in env:
                 self._state[node].pop(slot, None)
+        out = delta_codegen.push(self, env, chunk)      # one generated call, if it lowers
+        if out is not None:
+            return out
         env = self._runner.execute(env, self.thresholds, self.stats, self._state, chunk,
                                    self._dstates)
         return {n: env[n] for n in m.output_names}

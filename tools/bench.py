@@ -18,7 +18,12 @@ vs onnxruntime DynamicQuantizeLSTM per-tensor/per-channel and fp32; time ratios,
     python tools/bench.py int8-rnn [--quick] [--rounds 3] [--only gru,tflite]
 
 runs its GRU and TFLite rows (tools/bench_int8_rnn.py: GRU 1024 int8 vs onnxruntime fp32;
-TFLite hybrid LSTM 256 vs the TFLite interpreter, 1 thread)."""
+TFLite hybrid LSTM 256 vs the TFLite interpreter, 1 thread).
+
+    python tools/bench.py delta [--quick] [--budget 5] [--aeon-cache DIR]
+
+runs the delta section (tools/bench_delta.py: the demo classifier with per-layer thresholds
+calibrated for a MAC budget, generated delta code vs generated dense code, whole model)."""
 import sys
 
 from edgeseq.commands.bench import main
@@ -33,6 +38,9 @@ if __name__ == "__main__":
     if sys.argv[1:2] == ["int8-rnn"]:
         from bench_int8_rnn import main as int8_rnn_main    # tools/ is on sys.path here
         sys.exit(int8_rnn_main(sys.argv[2:]))
+    if sys.argv[1:2] == ["delta"]:
+        from bench_delta import main as delta_main          # tools/ is on sys.path here
+        sys.exit(delta_main(sys.argv[2:]))
     if "--variants" in sys.argv[1:]:
         from variants_bench import main as variants_main    # tools/ is on sys.path here
         sys.exit(variants_main([a for a in sys.argv[1:] if a != "--variants"]))

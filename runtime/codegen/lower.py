@@ -16,6 +16,7 @@ EMITTER_MODULES = (
     "glue_ops",
     "recurrent_ops",
     "compressed_ops",
+    "delta_ops",
 )
 for _name in EMITTER_MODULES:
     importlib.import_module(f"edgeseq.runtime.codegen.{_name}")
