@@ -55,9 +55,9 @@ def _once(lw: Lowering, expr: str) -> str:
 
 
 def _array(lw: Lowering, a: np.ndarray) -> str:
-    """A prologue view of a kernel's array (packed once per array object: the kernels share
-    their empty placeholders and some matrices)."""
-    key = ("compressed", id(a))
+    """A prologue view of a kernel's array (packed once per array object, as the kernels
+    share some matrices; one view per dtype and shape of the empty placeholders)."""
+    key = ("empty", a.dtype.str, a.shape) if a.size == 0 else ("compressed", id(a))
     buf = BUFFERS.get(a.dtype)
     if buf is not None:
         return lw.pack(buf, a, key=key)
