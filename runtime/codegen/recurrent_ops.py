@@ -200,7 +200,7 @@ def emit_sequence(lw: Lowering, node: Node, kernel, n_input: int,
         indent = ""
         if k_in is not None:
             lw.emit(f"if flags[flags.shape[0] - {len(lw.graph.inputs) - k_in}] == 0:")
-            lw.emit(f"    {v}_lens = G.full_lengths({v}_N, {v}_T)")
+            lw.emit(f"    {v}_lens = G.full_lengths_ws({v}_N, {v}_T, ws, wsp)")
             lw.emit("else:")
             indent = "    "
         lw.emit(f"{indent}if {lens}.shape[0] != {v}_N:")
@@ -210,9 +210,9 @@ def emit_sequence(lw: Lowering, node: Node, kernel, n_input: int,
         lw.emit(f"{indent}    if {lens}[b] < 0 or {lens}[b] > {v}_T:")
         lw.emit(f"{indent}        raise ValueError(\"node '{node.name}': sequence_lens out of "
                 f"[0, T]\")")
-        lw.emit(f"{indent}{v}_lens = {lens}.copy()")
+        lw.emit(f"{indent}{v}_lens = G.lengths_ws({lens}, ws, wsp)")
     else:
-        lw.emit(f"{v}_lens = G.full_lengths({v}_N, {v}_T)")
+        lw.emit(f"{v}_lens = G.full_lengths_ws({v}_N, {v}_T, ws, wsp)")
     slots = ["h", "c"] if node.op is Op.LSTM else ["h"]
     svars = []
     for k, slot in enumerate(slots):
@@ -234,13 +234,13 @@ def emit_sequence(lw: Lowering, node: Node, kernel, n_input: int,
         svars.append(s)
     p = kernel.out_size
     y = f"{v}_y"
-    lw.emit(f"{y} = G.empty4({v}_T, np.int64({n_dir}), {v}_N, np.int64({p}))")
+    lw.emit(f"{y} = G.take4(ws, wsp, {v}_T, np.int64({n_dir}), {v}_N, np.int64({p}))")
     for d in range(n_dir):
         yd = f"{v}_y{d}"
         if n_dir == 1:
             lw.emit(f"{yd} = {y}.reshape(({v}_T, {v}_N, {p}))")
         else:
-            lw.emit(f"{yd} = G.empty3({v}_T, {v}_N, np.int64({p}))")
+            lw.emit(f"{yd} = G.take3(ws, wsp, {v}_T, {v}_N, np.int64({p}))")
         direction(lw, node, kernel, Frame(v, x, f"{v}_lens", f"{v}_T", svars, yd, d,
                                           bool(ins[1])))
         if n_dir == 2:

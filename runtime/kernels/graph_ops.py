@@ -12,7 +12,7 @@ from numba import njit
 
 from edgeseq.runtime.kernels.flags import NJIT
 from edgeseq.runtime.kernels.activations import fast_sigmoid
-from edgeseq.runtime.kernels.panels import PANEL, _panel_rows4, panel_gemv_acc, panel_gemv_rows_acc
+from edgeseq.runtime.kernels.panels import PANEL, panel_rows_acc
 
 
 @njit(**NJIT)
@@ -162,6 +162,26 @@ def take4(ws, wsp, d0, d1, d2, d3):
 
 
 @njit(**NJIT)
+def full_lengths_ws(n_batch, t_len, ws, wsp):
+    """Every sequence of the batch at full length: int64 [n_batch] from the arena (two
+    floats per value; 64-byte aligned like every buffer)."""
+    lens = take1(ws, wsp, 2 * n_batch).view(np.int64)
+    for b in range(n_batch):
+        lens[b] = t_len
+    return lens
+
+
+@njit(**NJIT)
+def lengths_ws(given, ws, wsp):
+    """A copy of the int64 lengths `given` in the arena (the kernels read it after the
+    checks)."""
+    lens = take1(ws, wsp, 2 * given.shape[0]).view(np.int64)
+    for b in range(given.shape[0]):
+        lens[b] = given[b]
+    return lens
+
+
+@njit(**NJIT)
 def _in_arena(addr, size, ws):
     if size == 0 or ws.size == 0:
         return False
@@ -183,24 +203,6 @@ def zero2(a):
 
 
 @njit(**NJIT)
-def rows_acc(wp, v, n_rows, out):
-    """out[r] += W v[r] for r < n_rows (v [>= n_rows, K], out [>= n_rows, >= R_padded]):
-    panel_gemv_rows_acc over consecutive rows, without an index array to allocate."""
-    k_len = wp.shape[1]
-    if k_len == 0:
-        return
-    a = 0
-    while a + 4 <= n_rows:
-        for p in range(0, wp.shape[0], 2):
-            _panel_rows4(wp, v[a], v[a + 1], v[a + 2], v[a + 3], out[a], out[a + 1],
-                         out[a + 2], out[a + 3], p, k_len)
-        a += 4
-    while a < n_rows:
-        panel_gemv_acc(wp, v[a], out[a])
-        a += 1
-
-
-@njit(**NJIT)
 def linear_ws(x2, wp, n_out, bias, has_bias, alpha, ws, wsp):
     """x2 @ W (+ bias) * alpha, rows through the packed panels wp; accumulator and result
     taken from the arena."""
@@ -208,7 +210,7 @@ def linear_ws(x2, wp, n_out, bias, has_bias, alpha, ws, wsp):
     width = wp.shape[0] * PANEL
     acc = take2(ws, wsp, m, width)
     zero2(acc)
-    rows_acc(wp, x2, m, acc)
+    panel_rows_acc(wp, x2, m, acc)
     y = take2(ws, wsp, m, n_out)
     a = np.float32(alpha)
     for r in range(m):
@@ -241,7 +243,7 @@ def conv1d_ws(x, wp, bias, has_bias, n_out, k_len, stride, dil, p0, out_len, pos
                     at = l * stride + k * dil - p0
                     cl[c * k_len + k] = xc[at] if 0 <= at < length else np.float32(0.0)
         zero2(acc)
-        rows_acc(wp, cols, out_len, acc)
+        panel_rows_acc(wp, cols, out_len, acc)
         for o in range(n_out):
             b = bias[o] if has_bias else np.float32(0.0)
             if post == 1:

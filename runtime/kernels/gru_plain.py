@@ -12,7 +12,7 @@ from numba import njit
 
 from edgeseq.runtime.kernels.activations import fast_sigmoid, fast_tanh
 from edgeseq.runtime.kernels.flags import NJIT
-from edgeseq.runtime.kernels.panels import panel_gemv_rows_acc
+from edgeseq.runtime.kernels.panels import panel_rows_acc
 
 
 @njit(**NJIT)
@@ -25,16 +25,15 @@ def plain_gru_sequence(x, w_hzr, w_hn, aux, lbr, reverse, length, h, y):
     rz = np.empty((n_batch, w_hzr.shape[0] * 16), dtype=np.float32)
     hn = np.empty((n_batch, w_hn.shape[0] * 16), dtype=np.float32)
     rh = np.empty((n_batch, n), dtype=np.float32)
-    rows = np.arange(n_batch)
     for t in range(length, t_len):
         y[t] = 0.0
     for s in range(length):
         t = length - 1 - s if reverse else s
         rz[:] = 0.0
         hn[:] = 0.0
-        panel_gemv_rows_acc(w_hzr, h, rows, n_batch, rz)
+        panel_rows_acc(w_hzr, h, n_batch, rz)
         if lbr:
-            panel_gemv_rows_acc(w_hn, h, rows, n_batch, hn)
+            panel_rows_acc(w_hn, h, n_batch, hn)
             for b in range(n_batch):
                 xs = x[t, b]
                 zb = rz[b]
@@ -56,7 +55,7 @@ def plain_gru_sequence(x, w_hzr, w_hn, aux, lbr, reverse, length, h, y):
                 for j in range(n):
                     rh[b, j] = fast_sigmoid(xs[n + j] + aux[1, j] + zb[n + j] + aux[4, j]) \
                         * hb[j]
-            panel_gemv_rows_acc(w_hn, rh, rows, n_batch, hn)
+            panel_rows_acc(w_hn, rh, n_batch, hn)
             for b in range(n_batch):
                 xs = x[t, b]
                 zb = rz[b]

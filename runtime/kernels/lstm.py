@@ -28,7 +28,7 @@ from edgeseq.runtime.kernels.operands import (LSTM_ACT_F, LSTM_ACT_G, LSTM_ACT_H
                                               STREAM_N_CELL, STREAM_N_INPUT, STREAM_N_OUT,
                                               STREAM_OFF_AUX, STREAM_OFF_W_3, STREAM_OFF_W_H,
                                               STREAM_OFF_W_X)
-from edgeseq.runtime.kernels.panels import panel_gemv_rows_acc, project_panels
+from edgeseq.runtime.kernels.panels import panel_gemv_rows_acc, panel_rows_acc, project_panels
 
 
 @njit(**NJIT)
@@ -182,7 +182,6 @@ def _plain_sequence(x, w_h, aux, peep, reverse, length, h, c, y):
     n = c.shape[1]
     gp = w_h.shape[0] * 16
     z = np.empty((n_batch, gp), dtype=np.float32)
-    rows = np.arange(n_batch)
     for t in range(length, t_len):
         y[t] = 0.0
     for s in range(length):
@@ -194,7 +193,7 @@ def _plain_sequence(x, w_h, aux, peep, reverse, length, h, c, y):
                 zb[j] = xs[j]
             for j in range(4 * n, gp):
                 zb[j] = 0.0     # padding rows of the panel GEMV
-        panel_gemv_rows_acc(w_h, h, rows, n_batch, z)
+        panel_rows_acc(w_h, h, n_batch, z)
         for b in range(n_batch):
             zb = z[b]
             hb = h[b]

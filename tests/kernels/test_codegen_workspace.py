@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from numba.core.runtime import _nrt_python, rtsys
 
-from edgeseq import reference
+from edgeseq import reference, testing
 from edgeseq.errors import InputError
 from edgeseq.graph import Graph, Node, Value
 from edgeseq.ops import Op
@@ -78,6 +78,47 @@ def test_steady_state_calls_allocate_nothing_for_intermediates(nrt_stats, tol):
     assert _allocs_per_call(nrt_stats, lambda: s2.push({"x": x[:, :, :3]})) == base
     want = reference.run(_glue_graph(), {"x": x})["y"]
     assert np.max(np.abs(glue.run({"x": x})["y"] - want)) <= tol["float32"]
+
+
+def _recurrent_graph() -> Graph:
+    """Conv1d + Relu -> Transpose -> LSTM -> Squeeze -> MatMul head -> Softmax (the structure
+    of test_codegen_vs_reference's streaming tagger, so both share one compiled function)."""
+    lstm = testing.lstm_graph(R, 6, 10)
+    w = dict(lstm.constants)
+    w.update({"cw": _f(6, 4, 1), "cb": _f(6), "hwt": _f(10, 3)})
+    nodes = [Node("conv", Op.CONV1D, ["x", "cw", "cb"], ["c"], {}),
+             Node("relu", Op.RELU, ["c"], ["r"], {}),
+             Node("tr", Op.TRANSPOSE, ["r"], ["rt"], {"perm": (2, 0, 1)}),
+             Node("lstm", Op.LSTM, ["rt"], ["y", "", ""], dict(lstm.nodes[0].attrs),
+                  dict(lstm.nodes[0].weights)),
+             Node("sq", Op.SQUEEZE, ["y"], ["ys"], {"axes": (1,)}),
+             Node("head", Op.MATMUL, ["ys", "hwt"], ["z"], {}),
+             Node("sm", Op.SOFTMAX, ["z"], ["p"], {"axis": -1})]
+    return Graph("front", [Value("x", "float32", ("N", 4, "T"))], [Value("p", "float32", ())],
+                 nodes, w).validate()
+
+
+# NRT allocations of an LSTM node per call beyond its two state arguments' wrappers: the two
+# initial states (G.state3), the input projection (P.project_panels) and the one-pass
+# kernel's gate buffer; its lengths, output and the glue around it come from the workspace
+# (before: 4 more, lengths, output and two index arrays)
+LSTM_ALLOCATIONS = 4
+
+
+def test_a_recurrent_node_allocates_only_its_states_and_kernel_buffers(nrt_stats, tol):
+    x = _f(1, 4, 9)
+    one, rec = Model(_relu_graph(), codegen=True), Model(_recurrent_graph(), codegen=True)
+    assert rec.source() is not None, rec.describe()
+    base = _allocs_per_call(nrt_stats, lambda: one.run({"x": x}))
+    got = _allocs_per_call(nrt_stats, lambda: rec.run({"x": x}))
+    # the generated function's two extra arguments (carried h and c) have NRT wrappers too
+    assert got == [b + 2 + LSTM_ALLOCATIONS for b in base]
+    s1, s2 = one.stream(), rec.stream()
+    base = _allocs_per_call(nrt_stats, lambda: s1.push({"x": x[:, :, :3]}))
+    got = _allocs_per_call(nrt_stats, lambda: s2.push({"x": x[:, :, :3]}))
+    assert got == [b + 2 + LSTM_ALLOCATIONS for b in base]
+    want = reference.run(rec.graph, {"x": x})["p"]
+    assert np.max(np.abs(rec.run({"x": x})["p"] - want)) <= tol["float32"]
 
 
 def test_results_do_not_alias_the_reused_workspace(tol):
