@@ -59,9 +59,12 @@ class Slices:
         return (self.source, self.axis, self.outputs[0])
 
 
-def reroll(graph: Graph) -> Graph:
+def reroll(graph: Graph, quant_steps: dict[str, float] | None = None) -> Graph:
     """Replace every unrolled recurrent layer that a one-step node or a registered cell pattern
-    reproduces by one recurrent node; returns `graph` (changed in place)."""
+    reproduces by one recurrent node; returns `graph` (changed in place).
+
+    quant_steps: value name -> its quantisation step (the largest scale) in a quantised file;
+    an output with a step is checked within half of it instead of TOLERANCE (see _bounds)."""
     try:
         graph.validate()
     except EdgeseqError:
@@ -76,7 +79,7 @@ def reroll(graph: Graph) -> Graph:
         sl = groups[0]
         done.add(sl.key)
         try:
-            new = _reroll_one(graph, sl)
+            new = _reroll_one(graph, sl, _bounds(graph, quant_steps or {}))
         except Exception:   # noqa: BLE001 - whatever does not fit: the graph stays as it was
             continue
         graph.nodes, graph.constants, graph.values = new.nodes, new.constants, new.values
@@ -204,7 +207,7 @@ def _find_stack(graph: Graph, split) -> Node | None:
     return None
 
 
-def _reroll_one(graph: Graph, sl: Slices) -> Graph:
+def _reroll_one(graph: Graph, sl: Slices, bounds: dict | None = None) -> Graph:
     t_len = len(sl.outputs)
     seq_shape = graph.value(sl.source).shape
     axis = sl.axis % len(seq_shape)
@@ -275,7 +278,7 @@ def _reroll_one(graph: Graph, sl: Slices) -> Graph:
                    out_axis if out_axis in (0, 1) else 0)
     from edgeseq.converters.reroll_map import reroll_maps
     new = reroll_maps(new, lambda old, g: _verify(old, g, dims))   # the per-step heads
-    _verify(graph, new, dims)
+    _verify(graph, new, dims, bounds)
     return new
 
 
@@ -456,9 +459,36 @@ def _drop_unread(nodes: list[Node], droppable: set, outputs: set) -> list[Node]:
         nodes = [n for n in nodes if id(n) not in dead]
 
 
-def _verify(old: Graph, new: Graph, dims: dict | None = None) -> None:
+_PASS_THROUGH = frozenset({Op.IDENTITY, Op.TRANSPOSE, Op.RESHAPE, Op.SQUEEZE, Op.UNSQUEEZE})
+
+
+def _bounds(graph: Graph, quant_steps: dict[str, float]) -> dict[str, float]:
+    """Graph output -> how far a re-rolled graph may be from the unrolled one there: half the
+    quantisation step of the quantised tensor the output is (through layout ops), else absent.
+
+    NOTE: in a quantised file each step's copy of a glue constant may be quantised at its own
+    scale (TFLite int8: step 0 adds its bias inside FULLY_CONNECTED, as int32 at
+    s_x * s_w, later steps in an ADD, as int8 at the ADD's scale), while the re-rolled node
+    takes the middle step's copy for every step. The file itself writes the output as integers
+    at step s: answers closer than s / 2 are the same output to it. The cell is still the one
+    the middle step computes to 1e-5 (`loops.lift`); only the copies' rounding is absorbed."""
+    producers = {o: n for n in graph.nodes for o in n.outputs}
+    out = {}
+    for v in graph.outputs:
+        name, seen = v.name, 0
+        while name not in quant_steps and name in producers and seen < 8 and \
+                producers[name].op in _PASS_THROUGH:
+            name, seen = producers[name].inputs[0], seen + 1
+        if name in quant_steps:
+            out[v.name] = 0.5 * quant_steps[name]
+    return out
+
+
+def _verify(old: Graph, new: Graph, dims: dict | None = None,
+            bounds: dict | None = None) -> None:
     """The re-rolled graph reproduces the unrolled one on a random probe (float64 reference);
-    `dims` binds symbolic input dims (the length the chain was unrolled at)."""
+    `dims` binds symbolic input dims (the length the chain was unrolled at), `bounds` are the
+    quantisation-aware tolerances of quantised outputs (_bounds)."""
     from edgeseq import reference
     rng = np.random.default_rng(3)
     feeds = {}
@@ -470,5 +500,6 @@ def _verify(old: Graph, new: Graph, dims: dict | None = None) -> None:
     want, got = reference.run(old, feeds), reference.run(new, feeds)
     for k, w in want.items():
         g = got[k]
-        if g.shape != w.shape or np.max(np.abs(g - w)) > TOLERANCE * (1 + np.max(np.abs(w))):
+        tol = max(TOLERANCE * (1 + np.max(np.abs(w))), (bounds or {}).get(k, 0.0))
+        if g.shape != w.shape or np.max(np.abs(g - w)) > tol:
             raise _Skip(f"the re-rolled graph differs from the unrolled one at {k}")

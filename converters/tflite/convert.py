@@ -221,6 +221,9 @@ def _convert(path, loaded: reader.Loaded, sub, dynamic_time: bool, shapes,
     try:
         from edgeseq.converters.reroll import reroll
         from edgeseq.converters.time_literals import free_time_literals
-        return free_time_literals(reroll(g)).validate()
+        # quantisation steps of the file's tensors: the re-rolling probe's bound (reroll._bounds)
+        steps = {name: float(q.scale.max()) for idx, name in ctx.names.items()
+                 if (q := ctx.quant(idx)) is not None}
+        return free_time_literals(reroll(g, steps)).validate()
     except (GraphError, ShapeError) as e:
         raise type(e)(f"{path}: converted graph is inconsistent: {e}") from None
