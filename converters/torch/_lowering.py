@@ -55,7 +55,13 @@ BIG = 2 ** 62          # "to the end" for Slice ends (shapes.py treats >= 2**61 
 def target_name(target: Any) -> str:
     if target is operator.getitem:
         return "getitem"
-    return str(target)
+    name = str(target)
+    if name.startswith("<") and hasattr(target, "__name__"):
+        # a Python function on sizes (math.ceil, operator.truediv, torch.sym_min): its own
+        # name, not its repr (which lists as '<built-in' in the first line of a refusal)
+        mod = (getattr(target, "__module__", None) or "").lstrip("_")
+        return f"{mod}.{target.__name__}" if mod else target.__name__
+    return name
 
 
 def _torch_dir() -> str:
@@ -297,6 +303,9 @@ class Lowering(Emitter):
                 f"{len(self.problems)} op(s) of '{self.name}' cannot be converted "
                 f"({', '.join(ops)}):\n  "
                 + "\n  ".join(self.problems)
+                + ("\n(aten.item reads a tensor's value as a Python number: shapes or slices "
+                   "computed from it depend on the data, and edgeseq needs them at conversion)"
+                   if "aten.item.default" in ops else "")
                 + f"\nsupported aten ops: {', '.join(sorted(HANDLERS))}")
         results = list(_flatten(_map(out_node.args[0], self.env)))
         kinds = [str(getattr(s.kind, "name", s.kind)) for s in self.ep.graph_signature.output_specs]

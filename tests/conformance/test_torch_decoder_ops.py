@@ -4,6 +4,8 @@ row (the score of the argmax), `|` and logical_and of bool masks, and torch.cat 
 legacy empty 1-D tensor (Emformer's `mems` without memory)."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -72,3 +74,23 @@ def test_gather_of_several_indices_per_row_is_refused_naming_it():
     x, idx = torch.randn(2, 5), torch.tensor([[0, 3], [1, 1]])
     with pytest.raises(UnsupportedModelError, match=r"aten\.gather\.default.*one index per row"):
         from_module(GatherMany(), (x, idx), dynamic_time=False)
+
+
+class DataDependentSlice(nn.Module):
+    """Emformer's streaming step reads its state's length with .item() and slices by it."""
+
+    def forward(self, x, n):
+        k = n.item()
+        torch._check(k >= 0)
+        torch._check(k < 6)
+        return x[: math.ceil(k / 2)] * 2
+
+
+def test_data_dependent_sizes_are_refused_naming_python_ops_and_item():
+    with pytest.raises(UnsupportedModelError) as e:
+        from_module(DataDependentSlice(), (torch.randn(6, 3), torch.tensor(4)),
+                    dynamic_time=False)
+    msg = str(e.value)
+    first = msg.splitlines()[0]
+    assert "aten.item.default" in first and "math.ceil" in first and "<" not in first, first
+    assert "(node 'item')" in msg and "aten.item reads a tensor's value" in msg
