@@ -167,6 +167,7 @@ def models(torch) -> dict[str, Case]:
         transformer_max_memory_size=0, transformer_weight_init_scale_strategy="depthwise",
         transformer_tanh_on_mem=False, symbol_embedding_dim=8, num_lstm_layers=2,
         lstm_layer_norm=True, lstm_layer_norm_epsilon=1e-5, lstm_dropout=0.0)
+    step, step_args = _emformer_step(torch, emformer, rnd)
     luong, luong_fixed, src = _seq2seq(torch)
     table = {
         "deepspeech": (ta["deepspeech"].DeepSpeech(13, n_hidden=32, n_class=10),
@@ -187,6 +188,8 @@ def models(torch) -> dict[str, Case]:
                                      torch.randint(0, 10, (1, 5), generator=g),
                                      torch.tensor([5])),
                           ["sources", "source_lengths", "targets", "target_lengths"], {}),
+        "emformer_rnnt_step": (step, step_args, ["x", "lengths", "mem0", "key0", "val0",
+                                                 "past0", "mem1", "key1", "val1", "past1"], {}),
         "luong_seq2seq": (luong, (src,), ["src"], {"src": 0}, _torchscript_onnx),
         "luong_seq2seq_fixed_steps": (luong_fixed, (src,), ["src"], {"src": 0}),
     }
@@ -198,6 +201,27 @@ def models(torch) -> dict[str, Case]:
                 b.running_var.copy_(torch.rand(b.num_features, generator=g) + 0.5)
         m.eval()
     return table
+
+
+def _emformer_step(torch, rnnt, rnd):
+    """The streaming form users deploy: the transcriber's `infer` on one segment (+ right
+    context) with its per-layer state [memory, left-context keys, values, past length] as
+    explicit inputs and outputs; example state after three segments."""
+    class EmformerStep(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.t = rnnt.transcriber
+
+        def forward(self, x, lengths, mem0, key0, val0, past0, mem1, key1, val1, past1):
+            out, lens, st = self.t.infer(x, lengths, [[mem0, key0, val0, past0],
+                                                      [mem1, key1, val1, past1]])
+            return (out, lens) + tuple(t for layer in st for t in layer)
+    state = None
+    with torch.no_grad():
+        for _ in range(3):
+            state = rnnt.transcriber.infer(rnd(1, 6, 8), torch.tensor([6]), state)[2]
+    return EmformerStep(), (rnd(1, 6, 8), torch.tensor([6])) + tuple(
+        t for layer in state for t in layer)
 
 
 def _seq2seq(torch):
