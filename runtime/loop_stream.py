@@ -68,8 +68,8 @@ def analyse(graph: Graph, node: Node, axes: list, static: list) -> list:
     for k in (0, 1):
         if names[k] and const.get(k) is None:
             what = "trip count" if k == 0 else "initial condition"
-            raise NotAScan(f"its {what} '{names[k]}' is a run-time value, not the length of "
-                           f"a sequence it reads step by step")
+            raise NotAScan(f"its {what} '{names[k]}' is computed at run time (a scan over "
+                           f"time has a constant trip count, the length of its sequence)")
     passed = {2 + j for j in range(nc) if b_out[1 + j] == b_in[2 + j]}
     passed |= set(range(2 + nc, len(names)))                  # captured values
     sequences, fixed = [], {}

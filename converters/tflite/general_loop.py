@@ -176,8 +176,9 @@ def _tainted(body: _Sub, control: set, sources: set) -> set:
     return t
 
 
-def _write(body: _Sub, k: int, users: dict, control: set) -> _Write | None:
-    """Operand k's buffer rewritten as buf[:j] ++ row ++ buf[j+1:], or None."""
+def _write(body: _Sub, k: int, users: dict, control: set | None) -> _Write | None:
+    """Operand k's buffer rewritten as buf[:j] ++ row ++ buf[j+1:], or None (control: the
+    index arithmetic the bounds must come from; None: checked by the caller)."""
     cat = body.producer.get(body.outputs[k])
     if cat is None or cat.name != "CONCATENATION" or len(cat.inputs) != 3 or \
             int(cat.option("axis", 0)) != 0 or cat.option("fusedActivationFunction", 0):
@@ -185,12 +186,12 @@ def _write(body: _Sub, k: int, users: dict, control: set) -> _Write | None:
     pre, suf = (body.producer.get(cat.inputs[0]), body.producer.get(cat.inputs[2]))
     buf = body.inputs[k]
     for s in (pre, suf):
-        if s is None or s.name != "SLICE" or s.inputs[0] != buf or \
+        if s is None or s.name != "SLICE" or s.inputs[0] != buf or control is not None and \
                 not all(i in control or body.const(i) is not None for i in s.inputs[1:]):
             return None
     if {id(b) for b, _ in users.get(buf, [])} != {id(pre), id(suf)}:
         return None           # the body reads the buffer otherwise
-    if cat.inputs[1] in control:
+    if control is not None and cat.inputs[1] in control:
         return None
     return _Write(cat, pre, suf, cat.inputs[1])
 
@@ -249,14 +250,25 @@ def _dtype(sub, idx: int) -> str:
 
 
 def emit(ctx: Context, op: OpView, cond_i: int, body_i: int, why: str) -> None:
-    """Emit the WHILE `op` as a general Loop node; `why`: why no cell was lifted."""
+    """Emit the WHILE `op` as a general Loop node; `why`: why no cell was lifted. A scan
+    over time becomes a Loop with a trip count and stacked rows (it streams); any other loop
+    whose operators all convert runs as it is (`_emit_as_is`)."""
+    cond, body = _Sub(ctx, cond_i), _Sub(ctx, body_i)
     try:
-        cond, body = _Sub(ctx, cond_i), _Sub(ctx, body_i)
         r = _roles(ctx, op, cond, body)
         trips, finals = _simulate(ctx, op, cond, body, r)
     except Unsupported as e:
-        raise Unsupported(f"no cell was lifted ({why}), and it is no scan over time edgeseq "
-                          f"runs as a general loop: {e}") from None
+        saved = (len(ctx.nodes), dict(ctx.constants))
+        try:
+            _emit_as_is(ctx, op, cond, body)
+        except Unsupported as e2:
+            del ctx.nodes[saved[0]:]
+            ctx.constants = saved[1]
+            raise Unsupported(f"no cell was lifted ({why}); it is no scan over time ({e}), and "
+                              f"it cannot run as it is: {e2}") from None
+        ctx.notes.append(f"{op.label}: runs as a general Loop with its own condition (not a "
+                         f"scan over time: {e}; no cell was lifted: {why})")
+        return
     base = ctx.tmp("loop")
     it, cn = ctx.fresh(f"{base}/iteration"), ctx.fresh(f"{base}/cond")
     child = Context(ctx.loaded, body.sub)
@@ -321,6 +333,159 @@ def emit(ctx: Context, op: OpView, cond_i: int, body_i: int, why: str) -> None:
                      f"lifted: {why})")
 
 
+# ---- any other loop: run as it is -------------------------------------------------------------
+class _ScalarContext(Context):
+    """A loop's body or condition: scalar constants stay 0-d (Context keeps constants at
+    least 1-d), so that a scalar counter plus a constant stays a scalar and keeps its rank."""
+
+    def value(self, idx: int) -> str:
+        if idx not in self.names and self.is_const(idx):
+            arr = np.asarray(self.real(idx))
+            if arr.ndim == 0:
+                self.names[idx] = self.fresh(self.tname(idx))
+                self.constants[self.names[idx]] = arr.copy()
+        return super().value(idx)
+
+
+def _convert_ops(child: Context, ops, skip=frozenset()) -> None:
+    problems = []
+    for b in ops:
+        if id(b) in skip:
+            continue
+        child.current = b
+        try:
+            if b.name not in HANDLERS:
+                raise Unsupported("no edgeseq mapping")
+            HANDLERS[b.name].fn(child, b)
+        except Unsupported as e:
+            problems.append(f"{b.label}: {e}")
+    child.current = None
+    if problems:
+        raise Unsupported("; ".join(problems))
+
+
+def _cond_value(parent: Context, cond: _Sub, bound: dict, consts: dict) -> str:
+    """The condition subgraph converted into `parent`'s nodes, its operands bound to IR
+    names (`bound`) or constants; returns the IR name of its result."""
+    c = _ScalarContext(parent.loaded, cond.sub)
+    c.used, c.notes, c.nodes, c.constants = parent.used, parent.notes, parent.nodes, \
+        parent.constants
+    for k, name in bound.items():
+        c.names[cond.inputs[k]] = name
+    for k, v in consts.items():
+        c.fold(cond.inputs[k], v)
+    try:
+        _convert_ops(c, cond.ops)
+    except Unsupported as e:
+        raise Unsupported(f"its condition: {e}") from None
+    return c.value(cond.outputs[0])
+
+
+def _index_write(body: _Sub, k: int, users: dict) -> tuple | None:
+    """(write, index tensor j) when operand k's buffer is rewritten as buf[:j] ++ row ++
+    buf[j+1:] with j a run-time scalar (size [j, -1...] and begin [j + 1, 0...] built by
+    RESHAPE and CONCATENATION as the TF converter writes them), else None."""
+    w = _write(body, k, users, None)
+    if w is None:
+        return None
+
+    def lead(vec: int) -> tuple | None:     # CONCATENATION(RESHAPE(s, [1]), const) -> (s, rest)
+        cat = body.producer.get(vec)
+        if cat is None or cat.name != "CONCATENATION" or len(cat.inputs) != 2:
+            return None
+        rs = body.producer.get(cat.inputs[0])
+        rest = body.const(cat.inputs[1])
+        if rs is None or rs.name != "RESHAPE" or rest is None:
+            return None
+        return rs.inputs[0], np.asarray(rest).reshape(-1)
+    size, begin = lead(w.prefix.inputs[2]), lead(w.suffix.inputs[1])
+    b0, s1 = body.const(w.prefix.inputs[1]), body.const(w.suffix.inputs[2])
+    if size is None or begin is None or b0 is None or s1 is None or \
+            np.any(np.asarray(b0) != 0) or np.any(np.asarray(s1) != -1) or \
+            np.any(size[1] != -1) or np.any(begin[1] != 0):
+        return None
+    j, j1 = size[0], begin[0]
+    inc = body.producer.get(j1)
+    if inc is None or inc.name != "ADD" or j not in inc.inputs or inc.option(
+            "fusedActivationFunction", 0):
+        return None
+    one = body.const(next(i for i in inc.inputs if i != j) if inc.inputs.count(j) == 1 else j)
+    if one is None or np.size(one) != 1 or int(np.asarray(one).reshape(-1)[0]) != 1:
+        return None
+    return w, j
+
+
+def _operand(ctx: Context, op: OpView, body: _Sub, k: int) -> str:
+    """Operand k's IR name; a constant held with another shape of the same size than the
+    body declares (a scalar counter's start: Context keeps constants at least 1-d) is
+    reshaped."""
+    name = ctx.value(op.inputs[k])
+    want = tuple(int(d) for d in body.sub.tensors[body.inputs[k]].shape)
+    arr = ctx.constants.get(name)
+    if arr is not None and arr.shape != want and arr.size == int(np.prod(want)):
+        name = ctx.fresh(f"{name}_as{list(want)}")
+        ctx.constants[name] = np.asarray(arr).reshape(want)
+    return name
+
+
+def _emit_as_is(ctx: Context, op: OpView, cond: _Sub, body: _Sub) -> None:
+    """TFLite WHILE semantics as an ONNX-style Loop: no trip count; the initial condition is
+    the condition subgraph on the operands (converted into the enclosing graph), and the
+    body returns the condition on its new values. Every operand the body rewrites is
+    carried; a TensorList write at a run-time row j becomes Where(rows == j, row, buf)."""
+    n = len(op.inputs)
+    if len(body.inputs) != n or len(body.outputs) != n or len(cond.inputs) != n:
+        raise Unsupported(f"the WHILE has {n} operands, its body takes {len(body.inputs)}")
+    passed = [k for k in range(n) if body.outputs[k] == body.inputs[k]]
+    consts = {k: np.asarray(ctx.real(op.inputs[k])) for k in passed if ctx.is_const(op.inputs[k])}
+    captured = [k for k in passed if k not in consts]
+    carried = [k for k in range(n) if k not in passed]
+    outer = {k: _operand(ctx, op, body, k) for k in carried + captured}
+    go0 = _cond_value(ctx, cond, outer, consts)
+    base = ctx.tmp("loop")
+    it, cn = ctx.fresh(f"{base}/iteration"), ctx.fresh(f"{base}/cond")
+    child = _ScalarContext(ctx.loaded, body.sub)
+    child.used, child.notes = ctx.used, ctx.notes
+    declared = [Value(it, "int64", ()), Value(cn, "bool", ())]
+    for k in carried + captured:
+        idx = body.inputs[k]
+        child.names[idx] = ctx.fresh(f"{base}/{child.tname(idx)}")
+        declared.append(Value(child.names[idx], _dtype(body.sub, idx), child.shape(idx)))
+    for k, v in consts.items():
+        child.fold(body.inputs[k], v)
+    users: dict[int, list] = {}
+    for b in body.ops:
+        for pos, i in enumerate(b.inputs):
+            users.setdefault(i, []).append((b, pos))
+    writes = {k: w for k in carried if (w := _index_write(body, k, users)) is not None}
+    _convert_ops(child, body.ops, {id(x) for w, _ in writes.values()
+                                   for x in (w.concat, w.prefix, w.suffix)})
+    new = {k: child.value(body.outputs[k]) for k in carried if k not in writes}
+    for k, (w, j) in writes.items():
+        shape = child.shape(body.inputs[k])
+        j_name = child.value(j)
+        rows = child.constant(f"{base}/rows{k}", np.arange(shape[0]).astype(
+            np.int64 if _dtype(body.sub, j) == "int64" else np.int32).reshape(
+                (shape[0],) + (1,) * (len(shape) - 1)))
+        hit, out = ctx.fresh(f"{base}/row{k}_at"), ctx.fresh(f"{base}/written{k}")
+        child.emit(Op.EQUAL, [rows, j_name], [hit])
+        child.emit(Op.WHERE, [hit, child.value(w.row), child.names[body.inputs[k]]], [out])
+        new[k] = out
+    bound = {k: new[k] for k in carried}
+    bound.update({k: child.names[body.inputs[k]] for k in captured})
+    go = _cond_value(child, cond, bound, consts)
+    outs = [Value(go, "bool", ())] + [Value(new[k], "float32", ()) for k in carried]
+    g = Graph(f"{base}/body", declared, outs, child.nodes, child.constants)
+    try:
+        g.validate()
+    except Exception as e:     # noqa: BLE001 - an inconsistent body is refused, not raised
+        raise Unsupported(f"the converted body is inconsistent: {e}") from None
+    ctx.emit(Op.LOOP, ["", go0] + [outer[k] for k in carried + captured],
+             [ctx.out(op.outputs[k]) for k in carried], body=g, num_carried=len(carried))
+    for k in passed:
+        ctx.names[op.outputs[k]] = ctx.value(op.inputs[k])
+
+
 # ---- operators loop bodies use that the main graph handlers lacked ----------------------------
 @handler("GATHER", max_version=6)
 def gather(ctx: Context, op: OpView) -> None:
@@ -351,3 +516,29 @@ def min_max(ctx: Context, op: OpView) -> None:
     c = float(np.asarray(c).reshape(-1)[0])
     bound = {"max": c} if op.name == "MINIMUM" else {"min": c}
     ctx.emit(Op.CLIP, [ctx.value(a)], [ctx.out(op.outputs[0])], **bound)
+
+
+@handler("LESS", "GREATER", max_version=3)
+def compare(ctx: Context, op: OpView) -> None:
+    ctx.emit(Op.LESS if op.name == "LESS" else Op.GREATER,
+             [ctx.value(op.input(0)), ctx.value(op.input(1))], [ctx.out(op.outputs[0])])
+
+
+@handler("LOGICAL_AND", max_version=1)
+def logical_and(ctx: Context, op: OpView) -> None:
+    """a and b = Where(a, b, a) (the IR has no boolean And)."""
+    a = ctx.value(op.input(0))
+    ctx.emit(Op.WHERE, [a, ctx.value(op.input(1)), a], [ctx.out(op.outputs[0])])
+
+
+@handler("ABS", max_version=5)
+def abs_(ctx: Context, op: OpView) -> None:
+    ctx.emit(Op.ABS, [ctx.value(op.input(0))], [ctx.out(op.outputs[0])])
+
+
+@handler("SUM", max_version=2)
+def reduce_sum(ctx: Context, op: OpView) -> None:
+    rank = len(ctx.shape(op.input(0)))
+    axes = tuple(sorted({a % rank for a in ctx.ints(op.input(1), "SUM axes")})) if rank else ()
+    ctx.emit(Op.REDUCE_SUM, [ctx.value(op.input(0))], [ctx.out(op.outputs[0])], axes=axes,
+             keepdims=bool(op.option("keepDims", False)))

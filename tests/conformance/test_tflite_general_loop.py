@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 
 from edgeseq import reference
-from edgeseq.errors import UnsupportedModelError
 from edgeseq.ops import RECURRENT, Op
 from edgeseq.runtime import Model
 
@@ -88,10 +87,50 @@ def test_keras_loops_with_the_cell_patterns_off_run_as_general_loops(monkeypatch
     _check(FIXTURES / "real_exports" / name, chunks=(2,))
 
 
-def test_a_condition_computed_from_the_data_is_refused_naming_the_loop():
+def test_a_condition_computed_from_the_data_runs_as_it_is_and_does_not_stream(rng):
     """A tf.while_loop that stops when a running sum passes a bound is no scan over time: it
-    is refused naming the operator and why (its reference: TF, tools/make_loop_fixtures.py)."""
-    with pytest.raises(UnsupportedModelError) as e:
-        _convert(FIXTURES / "loops" / "tf_stop_early.tflite")
-    msg = str(e.value)
-    assert "operator #0 WHILE" in msg and "its condition depends on the data" in msg
+    runs as a Loop with its own condition (converted twice: on the operands, and inside the
+    body on the new values), matching the TFLite interpreter whether it stops early or runs
+    every step, and TF's own output (tools/make_loop_fixtures.py); it does not stream."""
+    from edgeseq.errors import GraphError
+    path = FIXTURES / "loops" / "tf_stop_early.tflite"
+    graph = _convert(path)
+    assert [n.op for n in graph.nodes].count(Op.LOOP) == 1
+    assert "condition depends on the data" in " ".join(graph.metadata["conversion_notes"])
+    ref = np.load(FIXTURES / "loops" / "tf_stop_early.npz")
+    x_name, y_name = graph.inputs[0].name, graph.outputs[0].name
+    m = Model(graph)
+    assert np.max(np.abs(m.run({x_name: ref["x"]})[y_name] - ref["y0"])) <= TOL
+    steps = set()
+    for scale in (0.05, 0.12, 1.0):     # all six steps / stops after five / after one
+        x = (scale * ref["x"]).astype(np.float32)
+        want = _own_runtime(path, x)
+        steps.add(int(np.searchsorted(np.abs(x).sum(axis=(1, 2)).cumsum(), 2.0)))
+        assert np.max(np.abs(m.run({x_name: x})[y_name] - want)) <= TOL
+        assert np.max(np.abs(reference.run(graph, {x_name: x})[y_name] - want)) <= TOL
+    assert steps == {6, 4, 0}, "the inputs must stop the loop at different steps"
+    with pytest.raises(GraphError, match=r"cannot stream: node '.*' \(Loop\): .*initial "
+                                         r"condition"):
+        m.stream()
+
+
+def test_a_keras_loop_run_as_it_is_matches(monkeypatch):
+    """The as-is path on a Keras LSTM loop (scan analysis and cell patterns off): counters
+    carried, TensorList rows written by Where(rows == j, row, buf), the condition converted;
+    it matches Keras and the interpreter."""
+    from edgeseq.converters import loops
+    from edgeseq.converters.tflite import general_loop
+    from edgeseq.converters.tflite.context import Unsupported
+
+    def no_scan(*args):
+        raise Unsupported("scan analysis off")
+    monkeypatch.setattr(loops, "CELLS", {})
+    monkeypatch.setattr(general_loop, "_roles", no_scan)
+    path = FIXTURES / "real_exports" / "k3_lstm_dense.tflite_float.tflite"
+    graph = _convert(path)
+    body = next(n for n in graph.nodes if n.op is Op.LOOP).attrs["body"]
+    assert any(n.op is Op.WHERE for n in body.nodes)
+    ref = np.load(FIXTURES / "real_exports" / "k3_lstm_dense.npz")
+    got = Model(graph).run({graph.inputs[0].name: ref["x"]})[graph.outputs[0].name]
+    assert np.max(np.abs(got - ref["y0"])) <= TOL
+    assert np.max(np.abs(got - _own_runtime(path, ref["x"]))) <= TOL
