@@ -89,6 +89,10 @@ class _Delta:
         self.theta = check_thresholds((theta_x, theta_h), f"node '{node.name}'")
         self.note = "delta: transposed weights, columns skipped below the thresholds"
 
+    def state_sizes(self) -> tuple[int, int, int, int]:
+        """Sizes of x_hat, h_hat, m_x, m_h per direction and batch row (DSTATE_SLOTS order)."""
+        return self.n_input, self.out_size, self._gx(), self._gh()
+
     # sizes of the memories
     def _gx(self) -> int:
         return self.wxT[0].shape[1]
@@ -110,9 +114,7 @@ class _Delta:
         return st
 
     def _check_dstate(self, st: dict, n_batch: int) -> None:
-        want = {"x_hat": self.n_input, "h_hat": self.out_size, "m_x": self._gx(),
-                "m_h": self._gh()}
-        for k, size in want.items():
+        for k, size in zip(DSTATE_SLOTS, self.state_sizes()):
             a = st.get(k)
             if a is None or a.shape != (self.n_dir, n_batch, size) or a.dtype != np.float32:
                 got = None if a is None else (a.shape, str(a.dtype))
@@ -159,10 +161,13 @@ class _Delta:
         """(multiply-adds done, multiply-adds of the dense kernel) in the node's matrices
         for the kept-column counts of a run."""
         kept_x, kept_h, steps = counts[:3].tolist()      # Python ints (no overflow)
-        gx = self._gx()
-        done = kept_x * gx + kept_h * self._gh() + steps * self._dense_extra()
-        dense = steps * (self.n_input * gx + self._dense_rec())
-        return done, dense
+        coef = self.__dict__.get("_mac_coef")
+        if coef is None:        # per kept column / row-step; fixed once weights are loaded
+            gx = self._gx()
+            coef = self._mac_coef = (gx, self._gh(), self._dense_extra(),
+                                     self.n_input * gx + self._dense_rec())
+        gx, gh, extra, dense_step = coef
+        return kept_x * gx + kept_h * gh + steps * extra, steps * dense_step
 
     def _dense_extra(self) -> int:
         """MACs per row-step that run densely in the delta kernel (U of a factored W_h, the

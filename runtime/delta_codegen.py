@@ -23,7 +23,8 @@ from edgeseq.ops import RECURRENT
 from edgeseq.runtime.delta import DSTATE_SLOTS, is_delta_kernel
 from edgeseq.runtime.delta_stats import DeltaStats, accumulate
 
-THETA, COUNTS = "theta", "counts"      # the per-call slots (codegen/delta_ops.py)
+# the slots of codegen/delta_ops.py: per-call arguments (thresholds, counts) and the state
+ARGS, STATE = "delta_args", "delta_state"
 
 
 class CountedDense:
@@ -35,17 +36,40 @@ class CountedDense:
         self.delta = delta          # the node's delta kernel (sizes for the counts)
 
 
-def theta_bits(th: tuple[float, float]) -> np.ndarray:
-    """(θx, θh) as the float64 pair the kernels read, in a float32 [1, 1, 4] slot (read-only
-    for the generated code, so one array serves every call with these thresholds)."""
-    return np.array(th, np.float64).view(np.float32).reshape(1, 1, 4)
+def args_template(thresholds: dict, names: list) -> np.ndarray:
+    """Per node its ARGS slot, float32 [1, 1, 10]: (θx, θh) as float64, zero int64 counts."""
+    block = np.zeros((len(names), 5), np.float64)
+    for k, name in enumerate(names):
+        block[k, :2] = thresholds[name]
+    return block.view(np.float32).reshape(len(names), 1, 1, 10)
 
 
-def counts_bits(n_nodes: int) -> tuple[np.ndarray, list]:
-    """Zeroed int64 [n, 3] counts, and per node its float32 [1, 1, 6] slot view."""
-    block = np.zeros((n_nodes, 3), np.int64)
-    slots = block.view(np.float32).reshape(n_nodes, 1, 1, 6)
-    return block, [slots[k] for k in range(n_nodes)]
+def pack_state(name: str, kernel, ds: dict) -> np.ndarray:
+    """A node's four delta-state arrays [D, N, size] as one flat STATE slot."""
+    parts, n = [], None
+    for k, size in zip(DSTATE_SLOTS, kernel.state_sizes()):
+        a = ds[k]
+        if a.ndim != 3 or a.shape[0] != kernel.n_dir or a.shape[2] != size \
+                or (n is not None and a.shape[1] != n):
+            raise InputError(f"node '{name}': delta state '{k}' must be "
+                             f"({kernel.n_dir}, N, {size}) float32 (N as the other slots), "
+                             f"got {a.shape}")
+        n = a.shape[1]
+        parts.append(np.ascontiguousarray(a, np.float32).ravel())
+    return np.concatenate(parts).reshape(1, 1, -1)
+
+
+def unpack_state(kernel, flat: np.ndarray) -> dict:
+    """The four delta-state arrays as views of a STATE slot."""
+    flat = flat.reshape(-1)
+    sizes = kernel.state_sizes()
+    n = flat.size // (kernel.n_dir * sum(sizes))
+    out, off = {}, 0
+    for k, size in zip(DSTATE_SLOTS, sizes):
+        end = off + kernel.n_dir * n * size
+        out[k] = flat[off:end].reshape(kernel.n_dir, n, size)
+        off = end
+    return out
 
 
 def split(thresholds: dict, plan) -> tuple[frozenset, frozenset]:
@@ -81,46 +105,54 @@ class CompiledDelta:
         self.recurrent = [s.node.name for s in model.plan.steps if s.node.op in RECURRENT]
         # nodes with statistics (delta and counted dense), in plan order
         self.counted = [n for n in self.recurrent if n in self.stats_kernels]
-        self._theta: dict[tuple, np.ndarray] = {}     # thresholds -> their slot array
+        self._args: dict[tuple, np.ndarray] = {}      # thresholds -> ARGS slots template
         self._local = threading.local()
 
     def workspace(self):
         return self.compiled.workspace()
 
     def call(self, env: dict, thresholds: dict, stats, state: dict | None = None,
-             dstates: dict | None = None, given=(), workspace=None) -> dict:
-        """One run (state None) or stream push (state / dstates carried and replaced);
-        accumulates `stats` like `DeltaRunner.execute`."""
-        block, count_slots = counts_bits(len(self.counted))
+             dstates: dict | None = None, given=(), workspace=None,
+             packed: dict | None = None) -> dict:
+        """One run (state None) or stream push (state / dstates carried and replaced;
+        packed: {node: (STATE slot, the dstates dict made from it)} of the stream, so an
+        unchanged state is passed on without packing); accumulates `stats` like
+        `DeltaRunner.execute`."""
+        key = tuple(thresholds[n] for n in self.counted)
+        template = self._args.get(key)
+        if template is None:
+            if len(self._args) >= 256:          # a threshold search: keep it bounded
+                self._args.clear()
+            template = self._args[key] = args_template(thresholds, self.counted)
+        args = template.copy()
         carried = {}
         for name in self.recurrent:
             carried[name] = dict(state[name]) if state is not None else {}
-        for name, cs in zip(self.counted, count_slots):
+        for k, name in enumerate(self.counted):
             slots = carried[name]
-            if name in self.delta:
-                if dstates is not None and dstates.get(name):
-                    slots.update(dstates[name])
-                th = thresholds[name]
-                bits = self._theta.get(th)
-                if bits is None:
-                    if len(self._theta) >= 256:     # a threshold search: keep it bounded
-                        self._theta.clear()
-                    bits = self._theta[th] = theta_bits(th)
-                slots[THETA] = bits
-            slots[COUNTS] = cs
+            slots[ARGS] = args[k]
+            ds = dstates.get(name) if dstates is not None else None
+            if name in self.delta and ds:
+                prev = packed.get(name) if packed is not None else None
+                slots[STATE] = prev[0] if prev is not None and prev[1] is ds else \
+                    pack_state(name, self.stats_kernels[name], ds)
         if workspace is None:
             workspace = getattr(self._local, "workspace", None)
             if workspace is None:
                 workspace = self._local.workspace = self.compiled.workspace()
         out = self.compiled.push(env, carried, given, workspace)
-        for name, c in zip(self.counted, block):
+        counts = args.reshape(-1, 10)[:, 4:].view(np.int64)
+        for name, c in zip(self.counted, counts):
             accumulate(stats, name, thresholds[name], self.stats_kernels[name], c)
         if state is not None:
             for name in self.recurrent:
                 got = carried[name]
                 state[name] = {k: got[k] for k in ("h", "c") if k in got}
                 if name in self.delta:
-                    dstates[name] = {k: got[k] for k in DSTATE_SLOTS}
+                    flat = got[STATE]
+                    ds = dstates[name] = unpack_state(self.stats_kernels[name], flat)
+                    if packed is not None:
+                        packed[name] = (flat, ds)
         return out
 
 
@@ -129,9 +161,17 @@ def compiled_for(model, runner, thresholds: dict):
     the interpreter runs delta for this model (`runner.codegen_note` says why)."""
     if model._compiled is None:
         return None
+    # NOTE: the split depends only on which thresholds are (0, 0): looked up by them first
+    seen = tuple(thresholds.items())
+    got = runner.compiled_by_thresholds.get(seen, False)
+    if got is not False:
+        return got
     key = split(thresholds, model.plan)
     got = runner.compiled.get(key, False)
     if got is not False:
+        if len(runner.compiled_by_thresholds) >= 256:
+            runner.compiled_by_thresholds.clear()
+        runner.compiled_by_thresholds[seen] = got
         return got
     with runner.compile_lock:
         if key not in runner.compiled:
@@ -174,8 +214,9 @@ def push(stream, env: dict, chunk: dict) -> dict | None:
     if ws is None:
         ws = stream._delta_workspace = cd.workspace()
     try:
+        packed = stream.__dict__.setdefault("_delta_packed", {})
         return cd.call(env, stream.thresholds, stream.stats, stream._state, stream._dstates,
-                       chunk, ws)
+                       chunk, ws, packed)
     except InputError:
         # the interpreter's message names the values; it runs on copies of the state
         stream._runner.execute(dict(env), stream.thresholds, DeltaStats(),

@@ -24,7 +24,10 @@ from edgeseq.runtime.streaming import _feed_state
 
 def parse_thresholds(model, delta) -> dict[str, tuple[float, float]]:
     """{recurrent node name: (θx, θh)} for the nodes that run with delta."""
-    names = [n.name for n in model.graph.nodes if n.op in RECURRENT]
+    names = model.__dict__.get("_recurrent_names")
+    if names is None:
+        names = model._recurrent_names = [n.name for n in model.graph.nodes
+                                          if n.op in RECURRENT]
     if isinstance(delta, dict):
         unknown = sorted(set(delta) - set(names))
         if unknown:
@@ -46,6 +49,7 @@ class DeltaRunner:
         self._lock = threading.Lock()
         # generated delta functions per (delta nodes, counted nodes) (delta_codegen.py)
         self.compiled: dict[tuple, object] = {}
+        self.compiled_by_thresholds: dict[tuple, object] = {}
         self.compile_lock = threading.Lock()
         self.codegen_note = ""
 

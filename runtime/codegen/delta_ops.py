@@ -1,20 +1,18 @@
 """Emitter of delta recurrent nodes (`runtime.delta` families, docs/design.md "Delta-based
 zero skipping") and of dense nodes counted inside a delta run (`runtime.delta_codegen`).
 
-A delta node is the shared recurrent frame (`recurrent_ops.emit_sequence`) plus, per node,
-state slots carried in and out of the generated function like h and c:
-  x_hat, h_hat, m_x, m_h   the delta state [D, N, size] (`delta.DSTATE_SLOTS`); carried
-                           (flag 1) or fresh (x̂ = 0, m_x = 0, ĥ = h0, m_h = W_h h0), as
-                           `_Delta.fresh_state` makes it;
-  theta                    (θx, θh) float64 [2], travelling as float32 [1, 1, 4] bits;
-  counts                   int64 [3] (kept input columns, kept recurrent columns,
-                           row-steps), as float32 [1, 1, 6] bits, accumulated in place.
+A delta node is the shared recurrent frame (`recurrent_ops.emit_sequence`) plus two slots
+carried in and out of the generated function like h and c (few slots: each argument and
+result costs the call time):
+  delta_state  x_hat, h_hat, m_x, m_h [D, N, size] (`delta.DSTATE_SLOTS`) back to back in
+               one flat array; carried (flag 1) or fresh (flag 2: x̂ = 0, m_x = 0, ĥ = h0,
+               m_h = W_h h0, as `_Delta.fresh_state` makes it);
+  delta_args   (θx, θh) as float64 and the counts as int64 [3] (kept input columns, kept
+               recurrent columns, row-steps; accumulated in place), as float32 words.
 Each direction then calls the family's own sequence kernel on the family's own operands
 (`_Delta.sequence`), so generated code and the interpreter run the same compiled kernel.
 """
 from __future__ import annotations
-
-import numpy as np
 
 from edgeseq.graph import Node
 from edgeseq.runtime.codegen.compressed_ops import MODULES, _operand, _qualified
@@ -23,13 +21,10 @@ from edgeseq.runtime.codegen.context import (IMPORT_LINES, Lowering, StateSlot, 
 from edgeseq.runtime.codegen.recurrent_ops import (Frame, _dense_direction, _dense_kernel_types,
                                                    emit_sequence)
 from edgeseq.runtime.delta import DSTATE_SLOTS
+from edgeseq.runtime.delta_codegen import ARGS, STATE
 
 MODULES["edgeseq.runtime.kernels.delta"] = "DK"
 IMPORT_LINES.append("from edgeseq.runtime.kernels import delta as DK")
-
-# per-call slots beside the delta state: name -> (dtype viewed, values)
-THETA, COUNTS = "theta", "counts"
-BITS = {THETA: ("float64", 2), COUNTS: ("int64", 3)}
 
 
 def _slot(lw: Lowering, node: Node, name: str) -> StateSlot:
@@ -41,38 +36,40 @@ def _slot(lw: Lowering, node: Node, name: str) -> StateSlot:
     return st
 
 
-def _bits(lw: Lowering, node: Node, v: str, name: str) -> str:
-    """The per-call slot `name` viewed as its real dtype."""
-    st = _slot(lw, node, name)
-    dtype, n = BITS[name]
-    var = f"{v}_{name}"
-    words = n * np.dtype(dtype).itemsize // 4
+def _args(lw: Lowering, node: Node, v: str) -> tuple[str, str]:
+    """(thresholds float64 [2], counts int64 [3]) viewed from the node's ARGS slot."""
+    st = _slot(lw, node, ARGS)
     lw.emit(f"{st.arg}_out = {st.arg}")
-    lw.emit(f"if {st.arg}.size != {words}:")
-    lw.emit(f"    raise ValueError(\"node '{node.name}': delta {name} not given\")")
-    lw.emit(f"{var} = {st.arg}.reshape({words}).view(np.{dtype})")
-    return var
+    lw.emit(f"if {st.arg}.size != 10:")
+    lw.emit(f"    raise ValueError(\"node '{node.name}': delta arguments not given\")")
+    lw.emit(f"{v}_args = {st.arg}.reshape(10)")
+    return f"{v}_args[0:4].view(np.float64)", f"{v}_args[4:10].view(np.int64)"
 
 
 def _delta_state(lw: Lowering, node: Node, kernel, f: Frame) -> list[str]:
-    """The four delta-state variables [D, N, size]: carried, else fresh from h0."""
-    sizes = {"x_hat": kernel.n_input, "h_hat": kernel.out_size, "m_x": kernel._gx(),
-             "m_h": kernel._gh()}
-    n_dir = kernel.n_dir
-    out, flag = [], None
-    for name in DSTATE_SLOTS:
-        st = _slot(lw, node, name)
-        flag = st.flag if flag is None else flag
-        var = f"{f.v}_{name}"
-        lw.emit(f"{var}, {var}_ok = G.state3(np.int64({n_dir}), {f.v}_N, "
-                f"np.int64({sizes[name]}), {st.arg}, {st.arg}, False, flags[{st.flag}])")
-        lw.emit(f"if not {var}_ok:")
-        lw.emit(f"    raise ValueError(\"node '{node.name}': the carried delta state {name} "
-                f"does not match the batch (a Stream changes batch only after reset())\")")
-        lw.emit(f"{st.arg}_out = {var}")
+    """The four delta-state variables [D, N, size], C-contiguous views of one flat STATE
+    slot [1, 1, N * D * (I + P + Gx + Gh)] (x_hat, h_hat, m_x, m_h back to back): carried,
+    else fresh (x̂ = 0, m_x = 0, ĥ = h0, m_h = W_h h0, as `_Delta.fresh_state`)."""
+    n_dir, v = kernel.n_dir, f.v
+    sizes = kernel.state_sizes()
+    st = _slot(lw, node, STATE)
+    flat = f"{v}_dflat"
+    lw.emit(f"{flat}, {flat}_ok = G.state3(np.int64(1), np.int64(1), "
+            f"{v}_N * np.int64({n_dir * sum(sizes)}), {st.arg}, {st.arg}, False, "
+            f"flags[{st.flag}])")
+    lw.emit(f"if not {flat}_ok:")
+    lw.emit(f"    raise ValueError(\"node '{node.name}': the carried delta state does not match "
+            f"the batch (a Stream changes batch only after reset())\")")
+    lw.emit(f"{st.arg}_out = {flat}")
+    out, off = [], "0"
+    for name, size in zip(DSTATE_SLOTS, sizes):
+        var = f"{v}_{name}"
+        end = f"{off} + {v}_N * {n_dir * size}"
+        lw.emit(f"{var} = {flat}[0, 0, {off}:{end}].reshape(({n_dir}, {v}_N, {size}))")
         out.append(var)
-    # NOTE: the slots are carried together (DeltaStream keeps all four or none)
-    lw.emit(f"if flags[{flag}] != 1:")
+        off = f"{var}_end"
+        lw.emit(f"{off} = {end}")
+    lw.emit(f"if flags[{st.flag}] != 1:")
     h, h_hat, m_h = f.states[0], out[1], out[3]
     for d in range(n_dir):
         w_hT = _operand(lw, kernel.whT[d])
@@ -86,8 +83,7 @@ def _delta(lw: Lowering, node: Node, kernel) -> None:
 
     def direction(lw: Lowering, node: Node, kernel, f: Frame) -> None:
         if not made:
-            made["th"] = _bits(lw, node, f.v, THETA)
-            made["counts"] = _bits(lw, node, f.v, COUNTS)
+            made["th"], made["counts"] = _args(lw, node, f.v)
             made["ds"] = _delta_state(lw, node, kernel, f)
         d = f.d
         fn, operands = kernel.sequence(d)
@@ -110,7 +106,7 @@ def _counted_dense(lw: Lowering, node: Node, counted) -> None:
 
     def direction(lw: Lowering, node: Node, kernel, f: Frame) -> None:
         if f.d == 0:
-            cnt = _bits(lw, node, f.v, COUNTS)
+            _, cnt = _args(lw, node, f.v)
             steps = f"{f.v}_steps"
             lw.emit(f"{steps} = 0")
             lw.emit(f"for b in range({f.v}_N):")
