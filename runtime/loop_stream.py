@@ -20,6 +20,7 @@ arithmetic (a position), a counter read after the loop.
 """
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 
 import numpy as np
@@ -50,7 +51,8 @@ class Scan:
     length: int           # steps of the sequence in the graph (what the check covered)
 
 
-_SCANS: dict[int, tuple[Node, Scan]] = {}     # id(node) -> (node, scan): the rule's findings
+# id(node) -> (weak reference to the node, scan): the rule's findings, for the pushes
+_SCANS: dict[int, tuple[weakref.ref, Scan]] = {}
 
 
 def slot(j: int) -> str:
@@ -121,7 +123,9 @@ def analyse(graph: Graph, node: Node, axes: list, static: list) -> list:
     length = _length(graph, names, sequences, axes)
     _check_trips(body, node, names, const, fixed, counters, control, indices, length)
     scan = Scan(tuple((k, axes[k]) for k in sequences), tuple(states), tuple(counters), length)
-    _SCANS[id(node)] = (node, scan)
+    for key in [k for k, (ref, _) in _SCANS.items() if ref() is None]:
+        del _SCANS[key]
+    _SCANS[id(node)] = (weakref.ref(node), scan)
     outs = [axes[2 + j] if 2 + j in sequences else None for j in range(nc)]
     return (outs + [0] * (len(node.outputs) - nc))[:len(node.outputs)]
 
@@ -245,7 +249,7 @@ def _check_trips(body: Graph, node: Node, names: list, const: dict, fixed: dict,
 # ---- running ----------------------------------------------------------------------------------
 def scan_of(node: Node) -> Scan:
     hit = _SCANS.get(id(node))
-    if hit is None or hit[0] is not node:
+    if hit is None or hit[0]() is not node:
         raise InputError(f"stream: node '{node.name}' (Loop) was not checked for streaming")
     return hit[1]
 
