@@ -33,7 +33,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from edgeseq.runtime.kernels.flags import NJIT
-from edgeseq.runtime.kernels.strict import scaled_total
+from edgeseq.runtime.kernels.strict import abs_bits, from_bits, scaled_total
 
 LANES = 32
 BLOCK = 8192
@@ -142,9 +142,10 @@ def quantize16(v, rows, n_rows, xq, xs):
     zero vector), for a < n_rows."""
     for a in range(n_rows):
         b = rows[a]
-        mx = np.float32(0.0)
+        bits = np.int32(0)
         for k in range(v.shape[1]):
-            mx = max(mx, abs(v[b, k]))
+            bits = max(bits, abs_bits(v[b, k]))     # vectorises; max|v| exactly
+        mx = from_bits(bits)
         s = mx / Q16 if mx > 0 else np.float32(1.0)
         inv = np.float32(1.0) / s
         for k in range(v.shape[1]):

@@ -27,7 +27,7 @@ from edgeseq.runtime.kernels.flags import NJIT
 from edgeseq.runtime.kernels import i8dot, s8dot
 from edgeseq.runtime.kernels.activations import activate
 from edgeseq.runtime.kernels.gru import _gru_gates, _update_hidden_gru
-from edgeseq.runtime.kernels.linalg import begin_step, clip_inplace
+from edgeseq.runtime.kernels.linalg import begin_step, clip_inplace, shared_length
 from edgeseq.runtime.kernels.lstm import _is_plain, _plain_cell, _update_cell, _update_hidden
 from edgeseq.runtime.kernels.operands import (GRU_LINEAR_BEFORE_RESET, GRU_REVERSE,
                                               LSTM_PROJ_CLIP, LSTM_PROJECTION, LSTM_REVERSE,
@@ -498,6 +498,36 @@ def input_projection8(p, x):
     return out.reshape(t_len, n_batch, out.shape[1])[:, :, :p.rows]
 
 
+@njit(**NJIT)
+def _plain_sequence8(xin, p_h, aux, reverse, length, h, c, y):
+    """`lstm_sequence8` for the default cell without projection when every batch row has
+    `length` steps (<= T; batch 1 always): per step one quantisation and one int8 product for
+    all rows, then the fused cell pass; no per-step row bookkeeping. The same operations in
+    the same order as the general loop, so the same bits."""
+    t_len, n_batch = xin.shape[0], xin.shape[1]
+    n = c.shape[1]
+    rows = np.arange(n_batch)
+    z = np.empty((n_batch, out_rows8(p_h)), dtype=np.float32)
+    m = np.empty(n, dtype=np.float32)
+    hq = np.zeros((n_batch, 4 * in_groups8(p_h)), dtype=np.int8)
+    xs = np.empty(n_batch, dtype=np.float32)
+    for t in range(length, t_len):
+        y[t] = 0.0
+    for s in range(length):
+        t = length - 1 - s if reverse else s
+        for b in range(n_batch):
+            z[b, :4 * n] = xin[t, b, :]
+        # odd steps read W_h last panel first: what the previous step read last is in L2
+        recurrent8(p_h, h, rows, n_batch, z, True, hq, xs, s % 2 == 1)
+        for b in range(n_batch):
+            _plain_cell(z[b, :4 * n], c[b], m, aux)
+            hb = h[b]
+            yb = y[t, b]
+            for j in range(n):
+                hb[j] = m[j]
+                yb[j] = m[j]
+
+
 # NOTE: the step loop mirrors `lstm_sequence` (same cell and projection code); only the W_h
 # product differs (dense W_h with int8 activations, padded gate buffer).
 @njit(**NJIT)
@@ -506,6 +536,11 @@ def lstm_sequence8(xin, p_h, w_proj, aux, ip, fp, lens, h, c, y):
     t_len, n_batch = xin.shape[0], xin.shape[1]
     n_cell = c.shape[1]
     reverse = ip[LSTM_REVERSE] != 0
+    if ip[LSTM_PROJECTION] == 0 and _is_plain(ip, fp):
+        length = shared_length(lens)
+        if length >= 0:
+            _plain_sequence8(xin, p_h, aux, reverse, length, h, c, y)
+            return
     rows = np.empty(n_batch, dtype=np.int64)
     times = np.empty(n_batch, dtype=np.int64)
     one = np.zeros(1, dtype=np.int64)

@@ -37,7 +37,7 @@ from numba.extending import intrinsic
 
 from edgeseq.runtime.kernels.cpu import Target, numba_target
 from edgeseq.runtime.kernels.flags import NJIT
-from edgeseq.runtime.kernels.strict import div32, mul32, scaled_total
+from edgeseq.runtime.kernels.strict import abs_bits, div32, from_bits, mul32, scaled_total
 
 BLOCK = 8192
 PREFETCH = 4096             # bytes ahead (see kernels.i8dot: the same W_h streaming)
@@ -254,9 +254,10 @@ def quantize8(v, rows, n_rows, xq, xs):
     (the packed weights are zero there)."""
     for a in range(n_rows):
         b = rows[a]
-        mx = np.float32(0.0)
+        bits = np.int32(0)
         for k in range(v.shape[1]):
-            mx = max(mx, abs(v[b, k]))
+            bits = max(bits, abs_bits(v[b, k]))     # vectorises; max|v| exactly
+        mx = from_bits(bits)
         s = div32(mx, Q8) if mx > 0 else np.float32(1.0)
         inv = div32(np.float32(1.0), s)
         for k in range(v.shape[1]):

@@ -57,3 +57,32 @@ def mul32(typingctx, a, b):
         return builder.fmul(args[0], args[1], flags=_OWN)
 
     return types.float32(a, b), codegen
+
+
+# |x| as its IEEE bits: for non-negative floats the integer order is the float order, and an
+# integer max reduction vectorises (a float one needs the `nnan` flag the kernels never set):
+# max |v| over a vector in 1/4 of the time, the same value (NaN: bits above +inf, as NaN
+# propagates through the reference's np.max).
+@intrinsic
+def abs_bits(typingctx, x):
+    """The int32 bits of |x| (x float32)."""
+    if x != types.float32:
+        return None
+
+    def codegen(context, builder, sig, args):
+        bits = builder.bitcast(args[0], ir.IntType(32))
+        return builder.and_(bits, ir.Constant(ir.IntType(32), 0x7FFFFFFF))
+
+    return types.int32(x), codegen
+
+
+@intrinsic
+def from_bits(typingctx, bits):
+    """The float32 whose IEEE bits are `bits` (int32)."""
+    if bits != types.int32:
+        return None
+
+    def codegen(context, builder, sig, args):
+        return builder.bitcast(args[0], ir.FloatType())
+
+    return types.float32(bits), codegen

@@ -202,6 +202,26 @@ def test_int8_activation_lstm_matches_the_reference(rng, feat):
     assert err16 > 1e-4
 
 
+@pytest.mark.parametrize("direction", ["forward", "reverse"])
+def test_int8_one_pass_path_gives_the_general_paths_bits(rng, direction):
+    """Rows of one length take the one-pass int8 sequence (`quantized._plain_sequence8`);
+    rows of different lengths the general step loop. Quantisation is per vector, so a row
+    run alone (one-pass) has the same bits as inside a batch of mixed lengths (general)."""
+    g = _int8_act(lstm_graph(rng, 6, 13, direction=direction, seq_lens=True))
+    model = Model(g)
+    x = random_inputs(g, rng, 8, 2)
+    names = [v.name for v in g.inputs]
+    xname, lname = names[0], next(n for n in names if x[n].dtype.kind == "i")
+    x[lname] = np.array([8, 5], x[lname].dtype)
+    mixed = model.run(x)
+    for b, length in enumerate((8, 5)):
+        alone = model.run({xname: x[xname][:, b:b + 1], lname: x[lname][b:b + 1]})
+        for k in mixed:
+            axis = 2 if k == "y" else 1
+            np.testing.assert_array_equal(np.take(alone[k], [0], axis=axis),
+                                          np.take(mixed[k], [b], axis=axis), err_msg=k)
+
+
 def test_int8_activations_survive_the_artifact_and_the_cli(tmp_path, rng):
     from edgeseq import artifact
     from edgeseq.quant.pipeline import compress
