@@ -76,6 +76,8 @@ class CompiledGraph:
         self._arg_specs = [(name, np.dtype(_DTYPES[dt]), dummy)
                            for (name, dt, _), dummy in zip(lowered.inputs, self._dummies)]
         self._input_names = [name for name, _, _ in lowered.inputs]
+        self._no_states = [self._no_state] * len(lowered.states)
+        self._run_flags: dict[tuple, np.ndarray] = {}    # inputs given -> flags of a run
         self._slots = [(s.node, s.slot, s.name if s.source == "input" else None,
                         s.batch_first, s) for s in lowered.states]
         self._local = threading.local()     # .workspace of Model.run in this thread
@@ -138,11 +140,16 @@ class CompiledGraph:
 
     def run(self, env: dict) -> dict:
         """Whole sequences: validated inputs -> {output: array}."""
-        flags = tuple(self._initial(s, env) for s in self.lowered.states)
+        present = tuple([name in env for name in self._input_names])
+        flags = self._run_flags.get(present)
+        if flags is None:
+            # the state flags of a run depend only on which inputs are given
+            flags = self._flags(tuple(self._initial(s, env) for s in self.lowered.states), env)
+            self._run_flags[present] = flags
         ws = getattr(self._local, "workspace", None)
         if ws is None:
             ws = self._local.workspace = Workspace()
-        res = self._call(env, [self._no_state] * len(flags), self._flags(flags, env), ws)
+        res = self._call(env, self._no_states, flags, ws)
         return dict(zip(self.lowered.outputs, res[:self._n_out]))
 
     def push(self, env: dict, carried: dict, given, workspace: Workspace | None = None) -> dict:

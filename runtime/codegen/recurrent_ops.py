@@ -251,7 +251,8 @@ def emit_sequence(lw: Lowering, node: Node, kernel, n_input: int,
         lw.bind(outs[0], _copy_swap4(lw, y) if bf else y)
     for k, slot in enumerate(slots):
         name = outs[1 + k]
-        if name:
+        # NOTE: a named but unread y_h / y_c (ONNX exports name them) costs no copy
+        if name and (lw.readers.get(name) or name in lw.graph_outputs):
             lw.bind(name, _copy_swap01(lw, svars[k], 3) if bf else _copy(lw, svars[k]))
 
 
