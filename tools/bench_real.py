@@ -263,21 +263,30 @@ print(f"{t1 - t0:.2f} {t2 - t1:.2f} {time.perf_counter() - t2:.2f}")
 """
 
 
-def cold_start() -> None:
+# start-up variants: label -> environment (the generated code calls the kernels through
+# pointers by default; "linked" is the ahead-of-time form, kernels linked into the function)
+COLD_VARIANTS = {
+    "compiled": {"EDGESEQ_CODEGEN": "1", "EDGESEQ_CODEGEN_LINKED": "0"},
+    "linked": {"EDGESEQ_CODEGEN": "1", "EDGESEQ_CODEGEN_LINKED": "1"},
+    "interpreter": {"EDGESEQ_CODEGEN": "0"},
+}
+
+
+def cold_start(variants=tuple(COLD_VARIANTS)) -> None:
     """Fresh processes: silero Model + first push, then classifier Model + first run, with
-    private empty caches and then warm ones, compiler on and off."""
+    private empty caches and then warm ones, per variant (compiled with pointer calls,
+    compiled with the kernels linked, interpreter)."""
     import subprocess
     demo = str(ROOT / "edgeseq" / "data" / "demo_classifier.onnx")
     print("start-up, fresh process: import+convert / silero Model + first push / "
           "classifier Model + first run")
-    for codegen in ("1", "0"):
+    for what in variants:
         with tempfile.TemporaryDirectory() as cache:
             env = dict(os.environ, NUMBA_CACHE_DIR=cache, EDGESEQ_CACHE_DIR=cache,
-                       EDGESEQ_CODEGEN=codegen)
+                       **COLD_VARIANTS[what])
             for label in ("empty caches", "warm caches"):
                 out = subprocess.run([sys.executable, "-c", _COLD, demo], env=env, check=True,
                                      capture_output=True, text=True).stdout.split()
-                what = "compiled" if codegen == "1" else "interpreter"
                 print(f"  {what:11s} {label:12s} {out[0]} s / {out[1]} s / {out[2]} s")
 
 
@@ -330,11 +339,13 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="0.5 s per model instead of 3 s")
     ap.add_argument("--only", default="", help="comma-separated model names")
     ap.add_argument("--cold", action="store_true", help="start-up times only (subprocesses)")
+    ap.add_argument("--cold-variants", default=",".join(COLD_VARIANTS),
+                    help="with --cold: comma-separated subset of " + ", ".join(COLD_VARIANTS))
     ap.add_argument("--kernels", action="store_true",
                     help="per-step bounds of the recurrent kernels only")
     args = ap.parse_args(argv)
     if args.cold:
-        cold_start()
+        cold_start(tuple(v for v in args.cold_variants.split(",") if v))
         return 0
     if args.kernels:
         kernel_bounds()

@@ -56,8 +56,11 @@ def compile_native(model, out, targets=("native",)) -> Path:
 
 def _build_entry(src: Path, outdir: Path) -> None:
     # NOTE: a generic CPU, so that kernels choosing instructions by CPU feature
-    # (kernels/cpu.py, s8dot) take their portable form; each target's machine then vectorises
+    # (kernels/cpu.py, s8dot) take their portable form; each target's machine then vectorises.
+    # EDGESEQ_CODEGEN_LINKED: the kernels linked into the object (the JIT calls them through
+    # pointers into its own process, runtime/codegen/kernel_calls.py)
     env = dict(os.environ, NUMBA_OPT="0", NUMBA_CPU_NAME="generic", NUMBA_CPU_FEATURES="",
+               EDGESEQ_CODEGEN_LINKED="1",
                NUMBA_CACHE_DIR=str(outdir.parent / "numba"),
                EDGESEQ_CACHE_DIR=str(outdir.parent / "codegen"), PYTHONWARNINGS="ignore")
     r = subprocess.run([sys.executable, "-m", "edgeseq.runtime.aot.entry", str(src),

@@ -4,6 +4,7 @@
     lower.py          lowering context, emitter registry, the generated function's layout
     glue_ops.py       emitters of the glue ops (elementwise chains fused into one loop, ...)
     recurrent_ops.py  emitter of LSTM/GRU/RNN (calls the njit sequence kernels)
+    kernel_calls.py   kernel calls through function pointers (JIT) or linked (ahead of time)
     cache.py          the generated module on disk, imported so Numba's file cache works
 
 `compile_graph` returns a `CompiledGraph`, or raises `Unsupported` naming every node the
@@ -20,6 +21,7 @@ from numba import types
 from edgeseq.errors import InputError
 from edgeseq.graph import Graph
 from edgeseq.runtime.codegen.cache import load_module
+from edgeseq.runtime.codegen.kernel_calls import addresses, linked_by_default
 from edgeseq.runtime.codegen.lower import FUNCTION, Lowered, Unsupported, lower
 
 __all__ = ["CompiledGraph", "Unsupported", "Workspace", "compile_graph", "enabled"]
@@ -71,6 +73,9 @@ class CompiledGraph:
         self._no_state = np.zeros((0, 0, 0), np.float32)
         self._n_out = len(lowered.outputs)
         self._consts = (lowered.wf, lowered.wi, lowered.wd)
+        self.linked = lowered.linked
+        # the kernels' addresses in this process (the last argument, unless linked)
+        self._extra = () if self.linked else (addresses(lowered.kernel_calls),)
         self._flag_arrays: dict[tuple, np.ndarray] = {}
         # per graph input (name, dtype, empty dummy), per state slot what push reads
         self._arg_specs = [(name, np.dtype(_DTYPES[dt]), dummy)
@@ -91,7 +96,8 @@ class CompiledGraph:
         states = [types.Array(types.float32, 3, "C")] * len(self.lowered.states)
         flags = [types.Array(types.int64, 1, "C")]
         workspace = [types.Array(types.float32, 1, "C"), types.Array(types.int64, 1, "C")]
-        self.fn.compile(tuple(arr + consts + states + flags + workspace))
+        table = [] if self.linked else [types.Array(types.int64, 1, "C")]
+        self.fn.compile(tuple(arr + consts + states + flags + workspace + table))
 
     def _args(self, env: dict) -> list:
         args = []
@@ -127,7 +133,8 @@ class CompiledGraph:
 
     def _call(self, env: dict, states: list, flags: np.ndarray, ws: Workspace) -> tuple:
         try:
-            res = self.fn(*self._args(env), *self._consts, *states, flags, ws.ws, ws.wsp)
+            res = self.fn(*self._args(env), *self._consts, *states, flags, ws.ws, ws.wsp,
+                          *self._extra)
         except ValueError as e:
             raise InputError(f"model '{self.name}': {e}") from None
         ws.fit()
@@ -175,12 +182,19 @@ class CompiledGraph:
         return dict(zip(self.lowered.outputs, res[:n_out]))
 
 
-def compile_graph(graph: Graph, kernels: dict, name: str) -> CompiledGraph:
+def compile_graph(graph: Graph, kernels: dict, name: str,
+                  linked: bool | None = None) -> CompiledGraph:
     """Lower, load and compile a validated graph whose plan prepared `kernels`
-    ({node name: kernel}); raises Unsupported with one line per node it cannot emit."""
-    compiled = CompiledGraph(lower(graph, kernels), name)
+    ({node name: kernel}); raises Unsupported with one line per node it cannot emit.
+    linked: kernels linked into the function instead of called through pointers (None:
+    EDGESEQ_CODEGEN_LINKED, off by default)."""
+    compiled = CompiledGraph(lower(graph, kernels, _linked(linked)), name)
     compiled.compile()
     return compiled
+
+
+def _linked(linked: bool | None) -> bool:
+    return linked_by_default() if linked is None else linked
 
 
 def for_model(model, *, use: bool | None, delta: bool, build_now: bool) -> tuple:
@@ -193,7 +207,7 @@ def for_model(model, *, use: bool | None, delta: bool, build_now: bool) -> tuple
         return None, "codegen: not used (delta kernels run on the per-node interpreter)"
     kernels = {s.node.name: s.kernel for s in model.plan.steps}
     try:
-        compiled = CompiledGraph(lower(model.graph, kernels), model.name)
+        compiled = CompiledGraph(lower(model.graph, kernels, _linked(None)), model.name)
         if build_now:
             compiled.compile()
     except Unsupported as e:

@@ -22,6 +22,7 @@ import numpy as np
 
 from edgeseq.graph import Graph, Node
 from edgeseq.ops import Op
+from edgeseq.runtime.codegen.kernel_calls import KernelCalls
 from edgeseq.runtime.kernels.panels import ALIGN
 
 FUNCTION = "graph_run"
@@ -75,9 +76,10 @@ class StateSlot:
 class Lowering:
     """Emission context: variable names, constant packing, source lines."""
 
-    def __init__(self, graph: Graph, kernels: dict) -> None:
+    def __init__(self, graph: Graph, kernels: dict, linked: bool = False) -> None:
         self.graph = graph
         self.kernels = kernels          # node name -> the plan's kernel (weights prepared)
+        self.kernel_calls = KernelCalls(linked)
         self.lines: list[str] = []
         self.prologue: list[str] = []
         self.var: dict[str, str] = {}
@@ -103,6 +105,11 @@ class Lowering:
 
     def emit(self, line: str) -> None:
         self.lines.append("    " + line)
+
+    def call(self, name: str, *args: str) -> str:
+        """A call of kernel entry `name` (kernels/pointer_calls.ENTRIES): through its
+        pointer, or linked for ahead-of-time compilation (codegen/kernel_calls.py)."""
+        return self.kernel_calls.call(name, *args)
 
     def comment(self, node: Node) -> None:
         self.lines.append(f"    # {node.op.value} '{node.name}'")
@@ -144,8 +151,13 @@ class Lowering:
         var = self.fresh("w")
         shape = ", ".join(str(d) for d in arr.shape) + ("," if arr.ndim == 1 else "")
         view = f"{buf}[{off}:{off + arr.size}]"
-        self.prologue.append(f"    {var} = {view}.reshape(({shape}))" if arr.ndim != 1
-                             else f"    {var} = {view}")
+        if buf == "wf" and 2 <= arr.ndim <= 4:
+            # NOTE: a call rather than an inline reshape (kernels/const_views.py)
+            self.prologue.append(f"    {var} = " + self.call(
+                f"view{arr.ndim}", buf, f"np.int64({off})", *(f"np.int64({d})" for d in arr.shape)))
+        else:
+            self.prologue.append(f"    {var} = {view}.reshape(({shape}))" if arr.ndim != 1
+                                 else f"    {var} = {view}")
         if key is not None:
             self._const_cache[(buf, key)] = var
         return var
@@ -194,8 +206,7 @@ class Lowering:
     def tup(exprs: list[str]) -> str:
         return "(" + ", ".join(exprs) + ("," if len(exprs) == 1 else "") + ")"
 
-    @staticmethod
-    def empty(dims: list[str]) -> str:
+    def empty(self, dims: list[str]) -> str:
         """An uninitialised float32 buffer of these dims, taken from the caller's workspace
         (arguments `ws`, `wsp`: kernels/graph_ops.take1..4), so a stream step of fixed
         shapes allocates nothing; valid until the function returns (results leave through
@@ -203,7 +214,7 @@ class Lowering:
         if 1 <= len(dims) <= 4:
             # NOTE: a bare int literal would make Numba specialise the helper per value
             dims = [f"np.int64({d})" if d.isdigit() else d for d in dims]
-            return f"G.take{len(dims)}(ws, wsp, {', '.join(dims)})"
+            return self.call(f"take{len(dims)}", "ws", "wsp", *dims)
         return f"np.empty({Lowering.tup(dims)}, dtype=np.float32)"
 
     def loop_nest(self, dims: list[str], body: list[str], idx: str = "i") -> None:

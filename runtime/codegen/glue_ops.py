@@ -197,8 +197,8 @@ def _linear(lw: Lowering, node: Node, x2: str, rows: np.ndarray, bias: np.ndarra
     wp = lw.pack("wf", to_panels(np.ascontiguousarray(rows, np.float32)))
     b = lw.pack("wf", bias if bias is not None else np.zeros(1, np.float32))
     y = lw.fresh()
-    lw.emit(f"{y} = G.linear_ws({x2}, {wp}, np.int64({rows.shape[0]}), {b}, "
-            f"{_flag(bias is not None)}, {float(alpha)!r}, ws, wsp)")
+    lw.emit(f"{y} = " + lw.call("linear_ws", x2, wp, f"np.int64({rows.shape[0]})", b,
+                                _flag(bias is not None), repr(float(alpha)), "ws", "wsp"))
     return y
 
 
@@ -283,9 +283,9 @@ def _conv(lw: Lowering, node: Node) -> None:
             f"// {at['stride']} + 1")
     lw.emit(f"if {y}_n < 1:")
     lw.emit(f"    raise ValueError(\"node '{_esc(node.name)}': input shorter than the kernel\")")
-    ints = ", ".join(f"np.int64({v})" for v in (o, k, at["stride"], at["dilation"], p0))
-    lw.emit(f"{y} = G.conv1d_ws({x}, {wp}, {b}, {_flag(b_name is not None)}, {ints}, {y}_n, "
-            f"np.int64({post}), ws, wsp)")
+    ints = [f"np.int64({v})" for v in (o, k, at["stride"], at["dilation"], p0)]
+    lw.emit(f"{y} = " + lw.call("conv1d_ws", x, wp, b, _flag(b_name is not None), *ints,
+                                f"{y}_n", f"np.int64({post})", "ws", "wsp"))
     lw.bind(out, y)
 
 
@@ -307,8 +307,8 @@ def _softmax(lw: Lowering, node: Node) -> None:
     ax = _axis(node.attrs["axis"], r)
     x3 = _three(lw, x, r, ax, ax)
     y = lw.fresh()
-    lw.emit(f"{y} = G.softmax_ws({x3}, {_flag(node.op is Op.LOG_SOFTMAX)}, ws, wsp)"
-            f".reshape({x}.shape)")
+    lw.emit(f"{y} = " + lw.call("softmax_ws", x3, _flag(node.op is Op.LOG_SOFTMAX), "ws", "wsp")
+            + f".reshape({x}.shape)")
     lw.bind(node.outputs[0], y)
 
 
@@ -327,8 +327,8 @@ def _reduce(lw: Lowering, node: Node) -> None:
     d = lw.dims(x, r)
     shape = [("1" if keep else None) if k in axes else d[k] for k in range(r)]
     y = lw.fresh()
-    lw.emit(f"{y} = G.reduce_ws({x3}, {_flag(node.op is Op.REDUCE_MEAN)}, ws, wsp)"
-            f".reshape({lw.tup([s for s in shape if s is not None])})")
+    lw.emit(f"{y} = " + lw.call("reduce_ws", x3, _flag(node.op is Op.REDUCE_MEAN), "ws", "wsp")
+            + f".reshape({lw.tup([s for s in shape if s is not None])})")
     lw.bind(node.outputs[0], y)
 
 
@@ -348,7 +348,7 @@ def _concat(lw: Lowering, node: Node) -> None:
     lw.emit(f"{y}_o = 0")
     for x in xs:
         x3 = _three(lw, x, r, ax, ax)
-        lw.emit(f"if not G.put_axis1({y3}, {x3}, {y}_o):")
+        lw.emit(f"if not {lw.call('put_axis1', y3, x3, f'{y}_o')}:")
         lw.emit(f"    raise ValueError(\"node '{_esc(node.name)}' (Concat): input shapes "
                 f"do not match\")")
         lw.emit(f"{y}_o += {x}.shape[{ax}]")
@@ -389,8 +389,9 @@ def _slice(lw: Lowering, node: Node) -> None:
     for st, en, ax, sp in zip(at["starts"], at["ends"], axes, at["steps"]):
         en = max(min(en, big), -big)
         st = max(min(st, big), -big)
-        lw.emit(f"{y}_s{ax}, {y}_n{ax} = G.slice_bounds({x}.shape[{ax}], np.int64({st}), "
-                f"np.int64({en}), np.int64({sp}))")
+        lw.emit(f"{y}_s{ax}, {y}_n{ax} = " + lw.call("slice_bounds", f"{x}.shape[{ax}]",
+                                                     f"np.int64({st})", f"np.int64({en})",
+                                                     f"np.int64({sp})"))
         dims[ax] = f"{y}_n{ax}"
         src[ax] = f"{y}_s{ax} + i{ax} * {sp}"
     lw.emit(f"{y} = {lw.empty(dims)}")
@@ -521,7 +522,7 @@ def _gather(lw: Lowering, node: Node) -> None:
     d = lw.dims(x, r)
     y = lw.fresh()
     lw.emit(f"{y}_i = {idx}.ravel()")
-    lw.emit(f"{y}3, {y}_ok = G.gather_ws({x3}, {y}_i, ws, wsp)")
+    lw.emit(f"{y}3, {y}_ok = " + lw.call("gather_ws", x3, f"{y}_i", "ws", "wsp"))
     lw.emit(f"if not {y}_ok:")
     lw.emit(f"    raise ValueError(\"node '{_esc(node.name)}' (Gather): indices out of range\")")
     i_dims = lw.dims(idx, len(i_val.shape))

@@ -50,12 +50,12 @@ def _weights(lw: Lowering, op: Op, kernel, d: int) -> str:
     return f"{f32(kernel.w_h[d])}, {f32(kernel.aux[d])}, {i64(kernel.ip[d])}, {f64(kernel.fp[d])}"
 
 
-# op -> format of the sequence-kernel call (x, w_x, weights, lens, states, y); NOTE: pre as
-# np.int64, not a literal 1, so the generated code shares the interpreter's specialisation
+# op -> (kernel entry, format of its arguments: x, w_x, weights, lens, states, y); the
+# entries' signatures are in kernels/pointer_calls.py, the call is spelled by `lw.call`
 CALLS = {
-    Op.LSTM: "LSTM._lstm_sequence({x}, {wx}, np.int64(1), {w}, {lens}, {s0}[{d}], {s1}[{d}], {y})",
-    Op.GRU: "GRU._gru_sequence({x}, {wx}, np.int64(1), {w}, {lens}, {s0}[{d}], {y})",
-    Op.RNN: "RNN._rnn_sequence({x}, {wx}, np.int64(1), {w}, {lens}, {s0}[{d}], {y})",
+    Op.LSTM: ("lstm_sequence", "{x}, {wx}, np.int64(1), {w}, {lens}, {s0}[{d}], {s1}[{d}], {y}"),
+    Op.GRU: ("gru_sequence", "{x}, {wx}, np.int64(1), {w}, {lens}, {s0}[{d}], {y}"),
+    Op.RNN: ("rnn_sequence", "{x}, {wx}, np.int64(1), {w}, {lens}, {s0}[{d}], {y}"),
 }
 N_GATES = {Op.LSTM: 4, Op.GRU: 3, Op.RNN: 1}
 # the default cell over full-length sequences (no sequence_lens input): one fused pass per
@@ -63,10 +63,10 @@ N_GATES = {Op.LSTM: 4, Op.GRU: 3, Op.RNN: 1}
 # (a generated LSTM graph took ~5x longer to compile through the general _lstm_sequence)
 PLAIN_CALLS = {
     # the flags are read from the packed operands by their named slots (kernels/operands.py)
-    Op.LSTM: "LSTM._plain_sequence({x}, {w_h}, {aux}, {ip}[%d], ({ip}[%d] != 0), {t_len}, "
-             "{s0}[{d}], {s1}[{d}], {y})" % (cell.LSTM_PEEPHOLE, cell.LSTM_REVERSE),
-    Op.GRU: "GRUP.plain_gru_sequence({x}, {w_h}, {aux}, {ip}[%d], ({ip}[%d] != 0), {t_len}, "
-            "{s0}[{d}], {y})" % (cell.GRU_LINEAR_BEFORE_RESET, cell.GRU_REVERSE),
+    Op.LSTM: ("lstm_plain_sequence", "{x}, {w_h}, {aux}, {ip}[%d], ({ip}[%d] != 0), {t_len}, "
+              "{s0}[{d}], {s1}[{d}], {y}" % (cell.LSTM_PEEPHOLE, cell.LSTM_REVERSE)),
+    Op.GRU: ("gru_plain_sequence", "{x}, {w_h}, {aux}, {ip}[%d], ({ip}[%d] != 0), {t_len}, "
+             "{s0}[{d}], {y}" % (cell.GRU_LINEAR_BEFORE_RESET, cell.GRU_REVERSE)),
 }
 PLAIN_ACTIVATIONS = {Op.LSTM: ("sigmoid", "tanh", "tanh"), Op.GRU: ("sigmoid", "tanh")}
 
@@ -159,15 +159,16 @@ def _dense_direction(lw: Lowering, node: Node, kernel, f: Frame) -> None:
     wx = lw.pack("wf", np.zeros((g, 0), np.float32), key=("wx_shape", g))
     wxp = lw.pack("wf", to_panels(kernel.w_x[d]))
     xp = f"{f.v}_x{d}"
-    lw.emit(f"{xp} = P.project_panels({f.x}, {wxp})")
+    lw.emit(f"{xp} = {lw.call('project_panels', f.x, wxp)}")
     w = _weights(lw, node.op, kernel, d)
     parts = [p.strip() for p in w.split(",")]
-    call = PLAIN_CALLS[node.op] if _plain(node, f.has_lens) else CALLS[node.op]
+    entry, call = PLAIN_CALLS[node.op] if _plain(node, f.has_lens) else CALLS[node.op]
     w_h = parts[0] if node.op is Op.LSTM else ", ".join(parts[:2])
     s = f.states
-    lw.emit(call.format(x=xp, wx=wx, w=w, lens=f.lens, s0=s[0], s1=s[1] if len(s) > 1 else "",
-                        d=d, y=f.y, w_h=w_h, aux=parts[-3], ip=parts[-2], t_len=f.t_len,
-                        fp=parts[-1]))
+    lw.emit(lw.call(entry, call.format(x=xp, wx=wx, w=w, lens=f.lens, s0=s[0],
+                                       s1=s[1] if len(s) > 1 else "", d=d, y=f.y,
+                                       w_h=w_h, aux=parts[-3], ip=parts[-2],
+                                       t_len=f.t_len, fp=parts[-1])))
 
 
 def emit_sequence(lw: Lowering, node: Node, kernel, n_input: int,
