@@ -8,7 +8,6 @@ independent nodes side by side (one generated function each)."""
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
 from edgeseq import reference
 from edgeseq.graph import Graph, Node, Value
@@ -39,8 +38,8 @@ def _q8(g):
     return int8.apply(g)[0]
 
 
-def _build(rng, parts: dict) -> tuple[Graph, Graph, dict]:
-    """(compressed graph, float graph, {output prefix: tolerance key}) of parts
+def _build(parts: dict) -> tuple[list, list, dict]:
+    """([(key, float graph)], [(key, compressed graph)], {key: tolerance key}) of parts
     {key: (float graph, compress fn, tolerance key)}."""
     floats = [(k, f) for k, (f, _, _) in parts.items()]
     return floats, [(k, c(f)) for k, (f, c, _) in parts.items()], \
@@ -68,7 +67,7 @@ def _check(rng, parts, acts, tol, stream: str | None):
     """stream: None, "exact" (chunks equal the full run bit for bit) or "close" (within
     float32 rounding: the float-product kernels' input projection groups vectors in tiles
     of four, so the chunking moves the last bit)."""
-    floats, compressed, tols = _build(rng, parts)
+    floats, compressed, tols = _build(parts)
     g = _side_by_side(compressed, acts)
     gen, interp = Model(g, codegen=True), Model(g, codegen=False)
     assert "codegen: one compiled call" in gen.describe(), gen.describe()
