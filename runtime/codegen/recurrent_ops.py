@@ -201,7 +201,7 @@ def emit_sequence(lw: Lowering, node: Node, kernel, n_input: int,
         indent = ""
         if k_in is not None:
             lw.emit(f"if flags[flags.shape[0] - {len(lw.graph.inputs) - k_in}] == 0:")
-            lw.emit(f"    {v}_lens = G.full_lengths_ws({v}_N, {v}_T, ws, wsp)")
+            lw.emit(f"    {v}_lens = " + lw.call("full_lengths_ws", f"{v}_N", f"{v}_T", "ws", "wsp"))
             lw.emit("else:")
             indent = "    "
         lw.emit(f"{indent}if {lens}.shape[0] != {v}_N:")
@@ -211,9 +211,9 @@ def emit_sequence(lw: Lowering, node: Node, kernel, n_input: int,
         lw.emit(f"{indent}    if {lens}[b] < 0 or {lens}[b] > {v}_T:")
         lw.emit(f"{indent}        raise ValueError(\"node '{node.name}': sequence_lens out of "
                 f"[0, T]\")")
-        lw.emit(f"{indent}{v}_lens = G.lengths_ws({lens}, ws, wsp)")
+        lw.emit(f"{indent}{v}_lens = " + lw.call("lengths_ws", lens, "ws", "wsp"))
     else:
-        lw.emit(f"{v}_lens = G.full_lengths_ws({v}_N, {v}_T, ws, wsp)")
+        lw.emit(f"{v}_lens = " + lw.call("full_lengths_ws", f"{v}_N", f"{v}_T", "ws", "wsp"))
     slots = ["h", "c"] if node.op is Op.LSTM else ["h"]
     svars = []
     for k, slot in enumerate(slots):
@@ -225,9 +225,9 @@ def emit_sequence(lw: Lowering, node: Node, kernel, n_input: int,
         s = f"{v}_{slot}"
         size = sizes[slot]
         given = lw.value(src) if st.source != "none" else st.arg
-        lw.emit(f"{s}, {s}_ok = G.state3(np.int64({n_dir}), {v}_N, np.int64({size}), {st.arg}, "
-                f"{given}, {bf}, "
-                f"flags[{st.flag}])")
+        lw.emit(f"{s}, {s}_ok = " + lw.call("state3", f"np.int64({n_dir})", f"{v}_N",
+                                            f"np.int64({size})", st.arg, given, str(bf),
+                                            f"flags[{st.flag}]"))
         lw.emit(f"if not {s}_ok:")
         lw.emit(f"    raise ValueError(\"node '{node.name}': the initial or carried {slot} state "
                 f"does not match the batch (a Stream changes batch only after reset())\")")
@@ -235,18 +235,18 @@ def emit_sequence(lw: Lowering, node: Node, kernel, n_input: int,
         svars.append(s)
     p = kernel.out_size
     y = f"{v}_y"
-    lw.emit(f"{y} = G.take4(ws, wsp, {v}_T, np.int64({n_dir}), {v}_N, np.int64({p}))")
+    lw.emit(f"{y} = {lw.empty([f'{v}_T', str(n_dir), f'{v}_N', str(p)])}")
     for d in range(n_dir):
         yd = f"{v}_y{d}"
         if n_dir == 1:
             lw.emit(f"{yd} = {y}.reshape(({v}_T, {v}_N, {p}))")
         else:
-            lw.emit(f"{yd} = G.take3(ws, wsp, {v}_T, {v}_N, np.int64({p}))")
+            lw.emit(f"{yd} = {lw.empty([f'{v}_T', f'{v}_N', str(p)])}")
         direction(lw, node, kernel, Frame(v, x, f"{v}_lens", f"{v}_T", svars, yd, d,
                                           bool(ins[1])))
         if n_dir == 2:
-            lw.emit(f"G.put_axis1({y}.reshape(({v}_T, 2, {v}_N * {p})), "
-                    f"{yd}.reshape(({v}_T, 1, {v}_N * {p})), {d})")
+            lw.emit(lw.call("put_axis1", f"{y}.reshape(({v}_T, 2, {v}_N * {p}))",
+                            f"{yd}.reshape(({v}_T, 1, {v}_N * {p}))", str(d)))
     outs = list(node.outputs) + [""] * 3
     if outs[0]:
         lw.bind(outs[0], _copy_swap4(lw, y) if bf else y)

@@ -82,6 +82,10 @@ _TABLE = (
     Entry("gather_ws", graph_ops.gather_ws, (_F32[3], _I64, _F32[1], _I64)),
     Entry("put_axis1", graph_ops.put_axis1, (_F32[3], _F32[3], _i)),
     Entry("slice_bounds", graph_ops.slice_bounds, (_i, _i, _i, _i)),
+    # a recurrent node's initial state and lengths
+    Entry("state3", graph_ops.state3, (_i, _i, _i, _F32[3], _F32[3], _b, _i)),
+    Entry("full_lengths_ws", graph_ops.full_lengths_ws, (_i, _i, _F32[1], _I64)),
+    Entry("lengths_ws", graph_ops.lengths_ws, (_I64, _F32[1], _I64)),
     # the arena's buffers, the results' copies out of it, views of the packed constants: a
     # few lines each, but every one inlined cost the generated function's compile too
     *(Entry(f"take{r}", getattr(graph_ops, f"take{r}"), (_F32[1], _I64) + (_i,) * r)
