@@ -29,6 +29,9 @@ from edgeseq.runtime.recurrent import GruKernel, LstmKernel, RnnKernel, dense_we
 
 _NO_SCALE = np.zeros(0, np.float32)
 DSTATE_SLOTS = ("x_hat", "h_hat", "m_x", "m_h")
+# slots of a delta node in generated code (codegen/delta_ops.py, delta_codegen.py): its
+# thresholds + counts, and its four delta-state arrays back to back
+ARGS_SLOT, STATE_SLOT = "delta_args", "delta_state"
 
 
 def transposed(w: np.ndarray, scale: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:

@@ -20,11 +20,10 @@ import numpy as np
 
 from edgeseq.errors import InputError
 from edgeseq.ops import RECURRENT
-from edgeseq.runtime.delta import DSTATE_SLOTS, is_delta_kernel
+from edgeseq.runtime.delta import (ARGS_SLOT as ARGS, DSTATE_SLOTS, STATE_SLOT as STATE,
+                                   is_delta_kernel)
 from edgeseq.runtime.delta_stats import DeltaStats, accumulate
 
-# the slots of codegen/delta_ops.py: per-call arguments (thresholds, counts) and the state
-ARGS, STATE = "delta_args", "delta_state"
 
 
 class CountedDense:

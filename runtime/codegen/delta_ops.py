@@ -20,8 +20,7 @@ from edgeseq.runtime.codegen.context import (IMPORT_LINES, Lowering, StateSlot, 
                                              kernel_emitter)
 from edgeseq.runtime.codegen.recurrent_ops import (Frame, _dense_direction, _dense_kernel_types,
                                                    emit_sequence)
-from edgeseq.runtime.delta import DSTATE_SLOTS
-from edgeseq.runtime.delta_codegen import ARGS, STATE
+from edgeseq.runtime.delta import ARGS_SLOT as ARGS, DSTATE_SLOTS, STATE_SLOT as STATE
 
 MODULES["edgeseq.runtime.kernels.delta"] = "DK"
 IMPORT_LINES.append("from edgeseq.runtime.kernels import delta as DK")
