@@ -25,6 +25,7 @@ from numba.extending import intrinsic, overload
 
 from edgeseq.runtime.kernels.flags import NJIT
 from edgeseq.runtime.kernels import i8dot, s8dot
+from edgeseq.runtime.kernels.cpu import numba_target
 from edgeseq.runtime.kernels.activations import activate
 from edgeseq.runtime.kernels.gru import _gru_gates, _update_hidden_gru
 from edgeseq.runtime.kernels.linalg import begin_step, clip_inplace, shared_length
@@ -42,13 +43,48 @@ _OVERLOAD_OPTIONS = {k: v for k, v in NJIT.items() if k != "cache"}
 F32, F16, I8, I8Q16 = 0, 1, 2, 3
 
 
+def _native_half() -> bool:
+    """Whether LLVM lowers `fpext half` to an instruction here: x86 needs F16C (without it
+    the lowering calls `__extendhfsf2`, which no Numba JIT links: the process aborts),
+    AArch64 always has it."""
+    t = numba_target()
+    if t.triple.startswith(("x86_64", "i386", "i686")):
+        return "f16c" in t.features
+    return t.triple.startswith(("aarch64", "arm64"))
+
+
+def _half_bits_to_float(builder, h16):
+    """IEEE half bits -> float32 in integer arithmetic, exact for every non-NaN value (NaN
+    stays NaN): shift exponent and mantissa into place and rebias; Inf/NaN get the top
+    exponent; a subnormal half is rebiased one step up and renormalised by one exact float
+    subtraction of 2^-14."""
+    i32, f32 = ir.IntType(32), ir.FloatType()
+    c = lambda v: ir.Constant(i32, v)   # noqa: E731
+    h = builder.zext(h16, i32)
+    o = builder.shl(builder.and_(h, c(0x7FFF)), c(13))
+    e = builder.and_(o, c(0x7C00 << 13))
+    o = builder.add(o, c((127 - 15) << 23))
+    inf_nan = builder.add(o, c((128 - 16) << 23))
+    sub = builder.bitcast(builder.fsub(builder.bitcast(builder.add(o, c(1 << 23)), f32),
+                                       ir.Constant(f32, 2.0 ** -14)), i32)
+    o = builder.select(builder.icmp_unsigned("==", e, c(0x7C00 << 13)), inf_nan,
+                       builder.select(builder.icmp_unsigned("==", e, c(0)), sub, o))
+    o = builder.or_(o, builder.shl(builder.and_(h, c(0x8000)), c(16)))
+    return builder.bitcast(o, f32)
+
+
 @intrinsic
 def widen(typingctx, x):
     """float32 value of a stored weight element: uint16 holds IEEE half bits (bitcast to half,
-    then fpext), int8 and float32 convert as numbers."""
+    then fpext where the CPU converts halves, else integer arithmetic), int8 and float32
+    convert as numbers."""
     if x == types.uint16:
-        def codegen(context, builder, signature, args):
-            return builder.fpext(builder.bitcast(args[0], ir.HalfType()), ir.FloatType())
+        if _native_half():
+            def codegen(context, builder, signature, args):
+                return builder.fpext(builder.bitcast(args[0], ir.HalfType()), ir.FloatType())
+        else:
+            def codegen(context, builder, signature, args):
+                return _half_bits_to_float(builder, args[0])
     elif x in (types.int8, types.float32):
         def codegen(context, builder, signature, args):
             return context.cast(builder, args[0], signature.args[0], types.float32)
