@@ -4,6 +4,7 @@ onnxruntime (1 thread) in one process, calls alternating A B C A B C, medians.
     python tools/bench.py real [--quick] [--only NAME,...]     (or python tools/bench_real.py)
     python tools/bench.py real --cold                          start-up (fresh processes)
     python tools/bench.py real --kernels                       per-step kernel bounds
+    python tools/bench.py real --overhead [--quick]            Python side of a call vs native
 
 Models are rebuilt here as PyTorch modules with seeded random weights, exported with the
 legacy ONNX exporter (torch is a tool dependency only), converted by edgeseq's ONNX
@@ -290,6 +291,59 @@ def cold_start(variants=tuple(COLD_VARIANTS)) -> None:
                 print(f"  {what:11s} {label:12s} {out[0]} s / {out[1]} s / {out[2]} s")
 
 
+def call_overhead(calls: int) -> None:
+    """Per call of silero (one frame per Stream.push) and the demo classifier (Model.run):
+    the whole call and, inside it, the generated function's native call (timed by a
+    wrapper around it, so both come from the same call); their difference is the Python
+    side (input checks, argument and result building). Then NRT allocations per call."""
+    import silero_vad
+    from numba.core.runtime import _nrt_python, rtsys
+    from edgeseq.converters.onnx import convert
+    from edgeseq.runtime import Model
+    fr = (np.random.default_rng(1).standard_normal((1, 576)) * 0.1).astype(np.float32)
+    x = np.random.default_rng(2).standard_normal((1, 29, 12)).astype(np.float32)
+    silero = Model(convert(str(Path(silero_vad.__file__).parent / "data" /
+                               "silero_vad_16k_sequence.onnx")))
+    demo = Model(convert(str(ROOT / "edgeseq" / "data" / "demo_classifier.onnx")))
+    stream = silero.stream()
+    cases = {"silero Stream.push": (silero, lambda: stream.push({"input": fr})),
+             "classifier Model.run": (demo, lambda: demo.run({"x": x}))}
+    print(f"per call, {calls} calls each (median / 10th percentile):")
+    for label, (model, call) in cases.items():
+        compiled = model._compiled
+        inner, native = compiled.fn, []
+
+        def timed(*args, _inner=inner, _native=native):
+            t0 = time.perf_counter()
+            out = _inner(*args)
+            _native.append(time.perf_counter() - t0)
+            return out
+        compiled.fn = timed
+        try:
+            call()
+            native.clear()
+            whole = []
+            for _ in range(calls):
+                t0 = time.perf_counter()
+                call()
+                whole.append(time.perf_counter() - t0)
+        finally:
+            compiled.fn = inner
+        py = sorted(w - n for w, n in zip(whole, native))
+        whole, native = sorted(whole), sorted(native)
+        _nrt_python.memsys_enable_stats()
+        try:
+            before = rtsys.get_allocation_stats().alloc
+            call()
+            allocs = rtsys.get_allocation_stats().alloc - before
+        finally:
+            _nrt_python.memsys_disable_stats()
+        q = calls // 10
+        print(f"  {label:22s} whole {_fmt(whole[calls // 2])} / {_fmt(whole[q])}   native "
+              f"{_fmt(native[calls // 2])} / {_fmt(native[q])}   Python {_fmt(py[calls // 2])} / "
+              f"{_fmt(py[q])}   NRT allocations {allocs}")
+
+
 def kernel_bounds() -> None:
     """Per-step parts of the recurrent kernels at real sizes, minimum of repeated calls: the
     one-row recurrent panel GEMV, the default LSTM cell's gate math per unit, and the input
@@ -343,7 +397,12 @@ def main(argv=None) -> int:
                     help="with --cold: comma-separated subset of " + ", ".join(COLD_VARIANTS))
     ap.add_argument("--kernels", action="store_true",
                     help="per-step bounds of the recurrent kernels only")
+    ap.add_argument("--overhead", action="store_true",
+                    help="per call: Python side vs the native call, NRT allocations")
     args = ap.parse_args(argv)
+    if args.overhead:
+        call_overhead(1000 if args.quick else 5000)
+        return 0
     if args.cold:
         cold_start(tuple(v for v in args.cold_variants.split(",") if v))
         return 0
