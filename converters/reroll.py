@@ -258,6 +258,8 @@ def _reroll_one(graph: Graph, sl: Slices, bounds: dict | None = None) -> Graph:
             any(sig_in.get(k) not in by_sig for k in c_in):
         raise _Skip("the carried values do not line up")
     c_out = [by_sig[sig_in[k]] for k in c_in]
+    if not c_in:
+        raise _Skip("no value is carried from step to step (a per-step map: reroll_map)")
     sizes = []
     for k in c_in:
         shape = graph.value(k).shape
@@ -271,11 +273,19 @@ def _reroll_one(graph: Graph, sl: Slices, bounds: dict | None = None) -> Graph:
         if loops.verify(cand, _looped(step), *_probe(step, t_len)) > loops.TOLERANCE:
             raise _Skip("the one-step node does not reproduce the body")
     else:
-        cand = loops.lift(step, _looped(step), t_len).candidate
+        try:
+            cand = loops.lift(step, _looped(step), t_len).candidate
+        except loops.NoMatch:
+            cand = None       # no known cell: the body runs as a general Loop
     states = _state_values(graph, steps, sl, c_in, c_out, m)
     out_axis = stack.attrs["axis"] % len(graph.value(stack.outputs[0]).shape)
-    new = _replace(graph, sl, steps, cand, [s.get(cand.h_index) for s in states], axis,
-                   out_axis if out_axis in (0, 1) else 0)
+    out_axis = out_axis if out_axis in (0, 1) else 0
+    if cand is not None:
+        new = _replace(graph, sl, steps, _node_maker(cand, axis),
+                       [{0: s.get(cand.h_index)} for s in states], out_axis)
+    else:
+        new = _replace(graph, sl, steps, _loop_maker(graph, sl, body, c_in, c_out, axis, t_len),
+                       states, out_axis)
     from edgeseq.converters.reroll_map import reroll_maps
     new = reroll_maps(new, lambda old, g: _verify(old, g, dims))   # the per-step heads
     _verify(graph, new, dims, bounds)
@@ -390,44 +400,96 @@ def _looped(step: loops.Step):
     return loop
 
 
-def _replace(graph: Graph, sl: Slices, steps, cand: loops.Candidate, h_values: list,
-             axis: int, out_axis: int) -> Graph:
-    """`graph` with one recurrent node over the sequence; step k's h becomes slice k of its
-    output (the heads read it), and the copies nobody reads any more are dropped."""
+def _node_maker(cand: loops.Candidate, axis: int):
+    """Nodes of the lifted recurrent node over the sequence: {0: its [T, N, H] output}."""
     if cand.run is not None:
         raise _Skip("not a sequence cell")
+
+    def make(new: Graph, x: str, base: str):
+        nodes = []
+        if axis == 1:
+            x_tm = new.fresh_name(base + "_x")
+            nodes.append(Node(x_tm, Op.TRANSPOSE, [x], [x_tm], {"perm": (1, 0, 2)}))
+            x = x_tm
+        weights = {}
+        for slot, w in cand.weights.items():
+            name = new.fresh_name(f"{base}_{slot}")
+            new.constants[name] = np.asarray(w, np.float32)[None]
+            weights[slot] = name
+        y, y3 = new.fresh_name(base + "_y"), new.fresh_name(base + "_y3")
+        nodes.append(Node(base, cand.op, [x], [y], dict(cand.attrs), weights))
+        nodes.append(Node(y3, Op.SQUEEZE, [y], [y3], {"axes": (1,)}))
+        return nodes, {0: y3}
+    return make
+
+
+def _loop_maker(graph: Graph, sl: Slices, body: list[Node], c_in, c_out, axis: int,
+                t_len: int):
+    """Nodes of a general Loop running the middle step's body once per step (a cell no pattern
+    knows): the iteration gathers its step of the sequence (a captured value), the states are
+    carried from zeros, and every state is also a scan output {state: [T, N, S]}."""
+    from edgeseq.graph import Value
+
+    def make(new: Graph, x: str, base: str):
+        seq = graph.value(sl.source)
+        it, go, x_all = base + "/iteration", base + "/cond", base + "/sequence"
+        x_t, x_key = base + "/x_t", sl.outputs[len(sl.outputs) // 2]
+        b_nodes = [Node(base + "/gather", Op.GATHER, [x_all, it], [x_t], {"axis": axis}),
+                   Node(base + "/step", Op.UNSQUEEZE, [x_t], [x_key], {"axes": (axis,)})]
+        b_nodes += [Node(n.name, n.op, list(n.inputs), list(n.outputs), dict(n.attrs),
+                         dict(n.weights)) for n in body]
+        b_nodes.append(Node(base + "/go", Op.IDENTITY, [go], [go + "_out"], {}))
+        scans = [f"{base}/scan{j}" for j in range(len(c_out))]
+        b_nodes += [Node(o, Op.IDENTITY, [v], [o], {}) for o, v in zip(scans, c_out)]
+        used = {i for n in body for i in n.inputs} | {w for n in body for w in n.weights.values()}
+        consts = {k: v for k, v in graph.constants.items()
+                  if k in used or any(k == u + ".scale" for u in used)}
+        states = [Value(k, "float32", graph.value(k).shape) for k in c_in]
+        b_graph = Graph(base + "/body",
+                        [Value(it, "int64", ()), Value(go, "bool", ()), *states,
+                         Value(x_all, seq.dtype, seq.shape)],
+                        [Value(go + "_out", "bool", ())] +
+                        [Value(o, "float32", ()) for o in [*c_out, *scans]], b_nodes, consts)
+        trip = new.fresh_name(base + "_trips")
+        new.constants[trip] = np.array(t_len, np.int64)
+        inits = []
+        for v in states:
+            inits.append(new.fresh_name(f"{base}_init"))
+            new.constants[inits[-1]] = np.zeros(v.shape, np.float32)
+        finals = [new.fresh_name(f"{base}_final{j}") for j in range(len(c_out))]
+        ys = [new.fresh_name(f"{base}_y{j}") for j in range(len(c_out))]
+        node = Node(base, Op.LOOP, [trip, "", *inits, x], finals + ys,
+                    {"body": b_graph, "num_carried": len(c_out)})
+        return [node], dict(enumerate(ys))
+    return make
+
+
+def _replace(graph: Graph, sl: Slices, steps, make, values: list[dict],
+             out_axis: int) -> Graph:
+    """`graph` with the nodes `make` builds over the sequence ({key: [T, N, S] output}); step
+    k's value values[k][key] becomes slice k of that output (the heads read it), and the
+    copies nobody reads any more are dropped."""
     new = graph.copy()
     base = new.fresh_name(sl.nodes[0].name + "/reroll")
-    x = sl.source
-    nodes = []
-    if axis == 1:
-        x_tm = new.fresh_name(base + "_x")
-        nodes.append(Node(x_tm, Op.TRANSPOSE, [x], [x_tm], {"perm": (1, 0, 2)}))
-        x = x_tm
-    weights = {}
-    for slot, w in cand.weights.items():
-        name = new.fresh_name(f"{base}_{slot}")
-        new.constants[name] = np.asarray(w, np.float32)[None]
-        weights[slot] = name
-    y, y3 = new.fresh_name(base + "_y"), new.fresh_name(base + "_y3")
-    nodes.append(Node(base, cand.op, [x], [y], dict(cand.attrs), weights))
-    nodes.append(Node(y3, Op.SQUEEZE, [y], [y3], {"axes": (1,)}))
-    if out_axis == 1:
-        y_bt = new.fresh_name(base + "_bt")
-        nodes.append(Node(y_bt, Op.TRANSPOSE, [y3], [y_bt], {"perm": (1, 0, 2)}))
-        y3 = y_bt
+    nodes, outs = make(new, sl.source, base)
     replaced = set()
-    for k, h in enumerate(h_values):
-        if h is None:
-            continue
-        if len(graph.value(h).shape) != 2:
-            raise _Skip("a step's h is not [N, H]")
-        cut = new.fresh_name(f"{base}_step{k}")
-        nodes.append(Node(cut, Op.SLICE, [y3], [cut], {"starts": (k,), "ends": (k + 1,),
-                                                         "axes": (out_axis,), "steps": (1,)}))
-        nodes.append(Node(new.fresh_name(f"{base}_h{k}"), Op.SQUEEZE, [cut], [h],
-                          {"axes": (out_axis,)}))
-        replaced.add(h)
+    for key, y3 in outs.items():
+        if out_axis == 1:
+            y_bt = new.fresh_name(f"{base}_bt{key}")
+            nodes.append(Node(y_bt, Op.TRANSPOSE, [y3], [y_bt], {"perm": (1, 0, 2)}))
+            y3 = y_bt
+        for k, found in enumerate(values):
+            h = found.get(key)
+            if h is None:
+                continue
+            if len(graph.value(h).shape) != 2:
+                raise _Skip("a step's state is not [N, S]")
+            cut = new.fresh_name(f"{base}_step{k}_{key}")
+            nodes.append(Node(cut, Op.SLICE, [y3], [cut], {"starts": (k,), "ends": (k + 1,),
+                                                             "axes": (out_axis,), "steps": (1,)}))
+            nodes.append(Node(new.fresh_name(f"{base}_h{k}_{key}"), Op.SQUEEZE, [cut], [h],
+                              {"axes": (out_axis,)}))
+            replaced.add(h)
     chain = {n.name for s in steps for n in s} | {n.name for n in sl.nodes}
     at = min(k for k, n in enumerate(new.nodes) if n.name in chain)
     kept = new.nodes[:at] + nodes + new.nodes[at:]
@@ -435,7 +497,12 @@ def _replace(graph: Graph, sl: Slices, steps, cand: loops.Candidate, h_values: l
         if n.name in chain:      # the old producers of the h values write where nobody reads
             n.outputs = [new.fresh_name(o + "/unrolled") if o in replaced else o
                          for o in n.outputs]
-    kept = _drop_unread(kept, chain, {v.name for v in graph.outputs})
+    slices = {n.name for n in nodes if n.op in (Op.SLICE, Op.SQUEEZE)}   # unread ones go
+    kept = _drop_unread(kept, chain | slices, {v.name for v in graph.outputs})
+    made_here, ours = {o for n in nodes for o in n.outputs}, {id(n) for n in nodes}
+    if not any(i in made_here for n in kept if id(n) not in ours for i in n.inputs) and \
+            not made_here & {v.name for v in graph.outputs}:
+        raise _Skip("nothing reads the re-rolled sequence")
     made = {o: k for k, s in enumerate(steps) for n in s for o in n.outputs if o}
     step_of = {n.name: k for k, s in enumerate(steps) for n in s}
     if any(made.get(i, step_of[n.name]) < step_of[n.name]
@@ -484,6 +551,24 @@ def _bounds(graph: Graph, quant_steps: dict[str, float]) -> dict[str, float]:
     return out
 
 
+def _index_bound(graph: Graph, v) -> int:
+    """Values an integer input (token ids, lengths) takes on the probe: [0, rows of the
+    smallest constant table it indexes through layout ops); any other use skips the probe."""
+    readers = _readers(graph)
+    bound, todo = None, [v.name]
+    while todo:
+        name = todo.pop()
+        for n in readers.get(name, ()):
+            if n.op in _PASS_THROUGH or n.op is Op.TRANSPOSE:
+                todo.extend(n.outputs)
+            elif n.op is Op.GATHER and n.inputs[1] == name and n.inputs[0] in graph.constants:
+                rows = graph.constants[n.inputs[0]].shape[n.attrs.get("axis", 0)]
+                bound = rows if bound is None else min(bound, rows)
+            else:
+                raise _Skip(f"probe: integer input '{v.name}' is read by '{n.name}'")
+    return max(bound or 1, 1)       # unread or only passed on: any value will do
+
+
 def _verify(old: Graph, new: Graph, dims: dict | None = None,
             bounds: dict | None = None) -> None:
     """The re-rolled graph reproduces the unrolled one on a random probe (float64 reference);
@@ -494,9 +579,12 @@ def _verify(old: Graph, new: Graph, dims: dict | None = None,
     feeds = {}
     for v in old.inputs:
         shape = tuple((dims or {}).get(d, d) for d in v.shape)
-        if not all(isinstance(d, int) for d in shape) or not v.dtype.startswith("float"):
-            raise _Skip("probe needs static float inputs")
-        feeds[v.name] = rng.standard_normal(shape).astype(v.dtype)
+        if not all(isinstance(d, int) for d in shape):
+            raise _Skip("probe needs static inputs")
+        if v.dtype.startswith("float"):
+            feeds[v.name] = rng.standard_normal(shape).astype(v.dtype)
+        else:
+            feeds[v.name] = rng.integers(0, _index_bound(old, v), shape).astype(v.dtype)
     want, got = reference.run(old, feeds), reference.run(new, feeds)
     for k, w in want.items():
         g = got[k]

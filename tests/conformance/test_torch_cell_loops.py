@@ -77,3 +77,44 @@ def test_cell_loop_becomes_one_node_that_streams(cls, op, path, tmp_path):
     parts = [stream.push({"x": x[a:b]})[out] for a, b in ((0, 2), (2, 3), (3, 7))]
     assert stream.axes[out] == 0
     assert np.max(np.abs(np.concatenate(parts) - whole)) <= 1e-6
+
+
+class NormLSTMLoop(nn.Module):
+    """A cell no IR recurrent op computes (torchaudio's RNN-T `_CustomLSTM`: the 4H gates
+    layer-normalised together, and the cell state) stepped over x [T, N, 3] in Python."""
+
+    def __init__(self):
+        super().__init__()
+        self.x2g = nn.Linear(3, 16, bias=False)
+        self.p2g = nn.Linear(4, 16, bias=False)
+        self.g_norm, self.c_norm = nn.LayerNorm(16), nn.LayerNorm(4)
+
+    def forward(self, x):
+        h = x.new_zeros(x.shape[1], 4)
+        c = x.new_zeros(x.shape[1], 4)
+        ys = []
+        for gates in self.x2g(x).unbind(0):
+            i, f, g, o = self.g_norm(gates + self.p2g(h)).chunk(4, 1)
+            c = self.c_norm(f.sigmoid() * c + i.sigmoid() * g.tanh())
+            h = o.sigmoid() * c.tanh()
+            ys.append(h)
+        return torch.stack(ys)
+
+
+def test_unknown_cell_loop_becomes_one_general_loop_that_streams():
+    torch.manual_seed(6)
+    module = NormLSTMLoop().eval()
+    gen = torch.Generator().manual_seed(7)
+    x = torch.randn(6, 2, 3, generator=gen)
+    graph = from_module(module, (x,), dynamic_time=False)
+    assert [n.op for n in graph.nodes if n.op in (Op.LOOP, Op.SPLIT, Op.CONCAT)] == [Op.LOOP]
+    with torch.no_grad():
+        want = module(x).numpy()
+    model = Model(graph)
+    out = graph.outputs[0].name
+    got = model.run({"x": x.numpy()})[out]
+    assert np.max(np.abs(got - want)) <= TOL
+    assert np.max(np.abs(reference.run(graph, {"x": x.numpy()})[out] - want)) <= TOL
+    stream = model.stream()
+    parts = [stream.push({"x": x.numpy()[a:b]})[out] for a, b in ((0, 1), (1, 4), (4, 6))]
+    assert np.max(np.abs(np.concatenate(parts, axis=stream.axes[out]) - got)) <= 1e-6
