@@ -163,7 +163,7 @@ class _Delta:
     def macs(self, counts) -> tuple[int, int]:
         """(multiply-adds done, multiply-adds of the dense kernel) in the node's matrices
         for the kept-column counts of a run."""
-        kept_x, kept_h, steps = counts[:3].tolist()      # Python ints (no overflow)
+        kept_x, kept_h, steps = (int(v) for v in counts[:3])     # Python ints (no overflow)
         coef = self.__dict__.get("_mac_coef")
         if coef is None:        # per kept column / row-step; fixed once weights are loaded
             gx = self._gx()

@@ -168,7 +168,7 @@ class CompiledDelta:
 
     def _accumulate(self, stats, thresholds: dict, args: np.ndarray) -> None:
         counts = args.reshape(-1, 10)[:, 4:].view(np.int64)
-        for name, c in zip(self.counted, counts):
+        for name, c in zip(self.counted, counts.tolist()):
             accumulate(stats, name, thresholds[name], self.stats_kernels[name], c)
 
     def _run(self, env: dict, args: np.ndarray, workspace) -> dict:

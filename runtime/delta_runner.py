@@ -28,6 +28,35 @@ def parse_thresholds(model, delta) -> dict[str, tuple[float, float]]:
     if names is None:
         names = model._recurrent_names = [n.name for n in model.graph.nodes
                                           if n.op in RECURRENT]
+    key = _plain_key(delta)
+    cache = model.__dict__.setdefault("_parsed_thresholds", {})
+    if key is not None and key in cache:
+        return cache[key]
+    parsed = _parse(model, names, delta)
+    if key is not None:
+        if len(cache) >= 256:           # a threshold search: keep it bounded
+            cache.clear()
+        cache[key] = parsed
+    return parsed
+
+
+def _plain_key(delta):
+    """A cache key for thresholds spelled with Python floats only (the calibrated dicts and
+    plain numbers; anything else is parsed each call), else None."""
+    if type(delta) is float:
+        return delta
+    if type(delta) is not dict:
+        return None
+    key = []
+    for k, v in delta.items():
+        if not (type(v) is float or (type(v) is tuple and len(v) == 2
+                                     and type(v[0]) is float and type(v[1]) is float)):
+            return None
+        key.append((k, v))
+    return tuple(key)
+
+
+def _parse(model, names: list, delta) -> dict[str, tuple[float, float]]:
     if isinstance(delta, dict):
         unknown = sorted(set(delta) - set(names))
         if unknown:

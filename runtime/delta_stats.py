@@ -71,13 +71,15 @@ class DeltaStats:
 
 def accumulate(stats: DeltaStats, name: str, th, kernel, counts) -> None:
     """Add one node's kept-column counts of a call (int64 [3]) to `stats`."""
+    kept_x, kept_h, steps = (int(v) for v in counts[:3])
+    done, dense = kernel.macs((kept_x, kept_h, steps))
     s = stats.layers.get(name)
     if s is None:
-        s = stats.layers[name] = LayerStats(name, th, n_input=kernel.n_input,
-                                            n_recurrent=kernel.out_size)
-    done, dense = kernel.macs(counts)
-    s.row_steps += int(counts[2])
-    s.kept_input += int(counts[0])
-    s.kept_recurrent += int(counts[1])
+        stats.layers[name] = LayerStats(name, th, steps, kernel.n_input, kernel.out_size,
+                                        kept_x, kept_h, done, dense)
+        return
+    s.row_steps += steps
+    s.kept_input += kept_x
+    s.kept_recurrent += kept_h
     s.macs += done
     s.macs_dense += dense
