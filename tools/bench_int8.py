@@ -3,7 +3,7 @@ quantize_dynamic (DynamicQuantizeLSTM, per-tensor and per-channel) and onnxrunti
 thread each, calls alternating in one process; time ratios and max error vs the float model.
 
     python tools/bench.py int8 [--quick] [--repeats N] [--sizes 1024,256] [--steps 100]
-                               [--haswell] [--no-silero] [--json PATH]
+                               [--haswell] [--no-silero] [--pair] [--json PATH]
 
 edgeseq rows run Model's default path, the generated whole-graph code; the "interpreter"
 row is the same model on the per-node interpreter (Model(..., codegen=False)). The silero
@@ -110,7 +110,11 @@ def silero_stream(budget_s: float) -> dict:
     return {"diff_vs_ort_fp32": diff, **med}
 
 
-def lstm_case(hidden: int, steps: int, repeats: int) -> dict:
+# --pair: only these two alternate (the others are built for the error column, not timed)
+PAIR = ("ort int8 per-tensor", "edgeseq int8, int8 activations")
+
+
+def lstm_case(hidden: int, steps: int, repeats: int, pair: bool = False) -> dict:
     from edgeseq.commands._benchmark import _graph, onnx_model
     graph = _graph("lstm", hidden, hidden)
     mb = onnx_model(graph)
@@ -121,7 +125,10 @@ def lstm_case(hidden: int, steps: int, repeats: int) -> dict:
         runs = {label: build(graph, mb, Path(tmp)) for label, build in _rows()}
     outs = {k: np.asarray(f(x, feed)).reshape(steps, -1) for k, f in runs.items()}
     ref = outs["ort fp32"]
-    wall, cpu = _alternate({k: (lambda f=f: f(x, feed)) for k, f in runs.items()}, repeats)
+    wall, cpu = _alternate({k: (lambda f=f: f(x, feed)) for k, f in runs.items()
+                            if not pair or k in PAIR}, repeats)
+    nan = float("nan")
+    wall, cpu = ({k: d.get(k, nan) for k in runs} for d in (wall, cpu))
     q = "ort int8 per-tensor"
     return {k: {"median_ms": wall[k] * 1e3, "cpu_ms": cpu[k] * 1e3,
                 "x_ort_fp32": wall[k] / wall["ort fp32"], "x_ort_int8": wall[k] / wall[q],
@@ -168,6 +175,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--haswell", action="store_true",
                     help="also run in a child compiling for an AVX2-only CPU")
     ap.add_argument("--no-silero", action="store_true", help="skip the silero int8 stream")
+    ap.add_argument("--pair", action="store_true",
+                    help="time only edgeseq int8 (int8 activations, generated code) against "
+                         "onnxruntime int8 per-tensor (no other model between their calls)")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
     warnings.filterwarnings("ignore", message=".*initial state.*not given")   # zeros, as ORT's
@@ -178,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {"cpu": target.cpu, "formulation": s8dot.CHOSEN.name,
               "load": os.getloadavg(), "repeats": repeats, "cases": {}}
     for h in (int(s) for s in args.sizes.split(",")):
-        rows = lstm_case(h, args.steps, repeats)
+        rows = lstm_case(h, args.steps, repeats, args.pair)
         result["cases"][f"lstm{h}"] = rows
         print(_table(f"\nLSTM {h}x{h}, T={args.steps}, batch 1, 1 thread; Numba CPU "
                      f"{target.cpu}, int8 kernels: {s8dot.CHOSEN.name}; load "
