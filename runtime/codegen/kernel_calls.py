@@ -47,27 +47,30 @@ class KernelCalls:
     def __init__(self, linked: bool) -> None:
         self.linked = linked
         self.used: list[str] = []        # entry names, in address-table order
+        self.spelled_linked: set[str] = set()
 
     def call(self, name: str, *args: str) -> str:
         """The expression calling entry `name` with these argument expressions."""
         if name not in ENTRIES:
             raise KeyError(f"no kernel entry '{name}' (kernels/pointer_calls.py ENTRIES)")
-        if name not in self.used:
-            self.used.append(name)
-        if self.linked:
+        if self.linked or ENTRIES[name].linked:
+            self.spelled_linked.add(name)
             fn = ENTRIES[name].kernel.py_func.__name__
             mod = _module(name)
             return f"{ALIASES.get(mod, mod)}.{fn}({', '.join(args)})"
+        if name not in self.used:
+            self.used.append(name)
         # NOTE: the pointer entries cast their arguments, so a constant needs no np.int64(..)
         # wrapper (that keeps linked helpers to one specialisation) and lowers to less IR
         args = [_LITERAL.sub(r"\1", a) for a in args]
         return f"{POINTER_MODULE}.{name}({TABLE_ARG}[{self.used.index(name)}], {', '.join(args)})"
 
     def import_lines(self) -> list[str]:
-        if not self.linked:
-            return [f"from edgeseq.runtime.kernels import pointer_calls as {POINTER_MODULE}"]
-        mods = sorted({_module(n) for n in self.used})
-        return [f"from edgeseq.runtime.kernels import {m} as {ALIASES.get(m, m)}" for m in mods]
+        mods = sorted({_module(n) for n in self.spelled_linked})
+        lines = [f"from edgeseq.runtime.kernels import {m} as {ALIASES.get(m, m)}" for m in mods]
+        if self.used:
+            lines.append(f"from edgeseq.runtime.kernels import pointer_calls as {POINTER_MODULE}")
+        return lines
 
     def arguments(self) -> list[str]:
         """Extra arguments of the generated function (after the workspace)."""
