@@ -125,14 +125,31 @@ def infer(graph, node: Node, ins: list[Value | None]) -> list[Value]:
         dims = tuple(d if symbols.get(o, o) == d else f"{node.name}:{j}.{a}"
                      for a, (d, o) in enumerate(zip(v_in.shape, b_out.shape)))
         outs.append(Value(f"{node.name}:{j}", v_in.dtype, dims))
+    trips = _fixed_trips(graph, node)
     for s, b_out in enumerate(body.outputs[1 + nc:]):
         dims = tuple(symbols.get(d, f"{node.name}:scan{s}.{a}") if isinstance(d, str) else d
                      for a, d in enumerate(b_out.shape))
-        outs.append(Value(f"{node.name}:scan{s}", b_out.dtype, (f"{node.name}:trips",) + dims))
+        outs.append(Value(f"{node.name}:scan{s}", b_out.dtype,
+                          (f"{node.name}:trips" if trips is None else trips,) + dims))
     if len(node.outputs) > len(outs):
         raise ShapeError(f"{len(node.outputs)} outputs, but the body gives {nc} carried and "
                          f"{len(outs) - nc} scan values")
     return outs
+
+
+def _fixed_trips(graph, node: Node) -> int | None:
+    """The number of iterations when it is known before running: a constant trip count, no
+    condition (or a constant true one) and a body that hands its condition on unchanged."""
+    if graph is None:
+        return None
+    io, body = loop_io(node), node.attrs["body"]
+    m = graph.constants.get(io.trip) if io.trip else None
+    go = graph.constants.get(io.cond) if io.cond else np.array(True)
+    if m is None or go is None or np.size(m) != 1 or np.size(go) != 1 or \
+            not bool(np.asarray(go).reshape(-1)[0]) or \
+            body.outputs[0].name != body.inputs[1].name:
+        return None
+    return max(0, int(np.asarray(m).reshape(-1)[0]))
 
 
 def _hoist_constants(graph, node: Node, body) -> None:

@@ -55,6 +55,7 @@ class _Roles:
     writes: dict = field(default_factory=dict)           # operand -> _Write
     reads: list = field(default_factory=list)            # GATHER ops reading a step
     control: set = field(default_factory=set)            # body tensors of index arithmetic
+    counting: set = field(default_factory=set)           # ... that depend on a counter
 
 
 class _Sub:
@@ -154,9 +155,9 @@ def _roles(ctx: Context, op: OpView, cond: _Sub, body: _Sub) -> _Roles:
             r.states.append(k)
     glue = {id(w.concat) for w in r.writes.values()} | {id(w.prefix) for w in r.writes.values()} \
         | {id(w.suffix) for w in r.writes.values()}
-    counting = _tainted(body, control, {body.inputs[k] for k in counters})
+    counting = r.counting = _tainted(body, control, {body.inputs[k] for k in counters})
     for b in body.ops:
-        if id(b) in glue or all(o in control for o in b.outputs):
+        if id(b) in glue or all(o in counting for o in b.outputs):
             continue
         for pos, i in enumerate(b.inputs):
             if i in counting:
@@ -286,8 +287,8 @@ def emit(ctx: Context, op: OpView, cond_i: int, body_i: int, why: str) -> None:
         | {id(w.suffix) for w in r.writes.values()}
     reads = {id(g) for g in r.reads}
     problems = []
-    for b in body.ops:
-        if id(b) in glue or all(o in r.control for o in b.outputs):
+    for b in body.ops:    # (constant expressions are converted: the data may read them)
+        if id(b) in glue or all(o in r.counting for o in b.outputs):
             continue
         child.current = b
         try:
