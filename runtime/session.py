@@ -119,8 +119,11 @@ class Model:
 
     def describe(self) -> str:
         """The plan: which kernel runs each node, and whether the generated whole-graph
-        function runs them (else which nodes the generator cannot emit, and why)."""
-        return self.plan.describe() + "\n" + self._codegen_note
+        function runs them (else which nodes the generator cannot emit, and why); after a
+        delta run the generator refused, why (delta_codegen.py)."""
+        runner = self.__dict__.get("_delta_runner")
+        note = f"\n{runner.codegen_note}" if runner is not None and runner.codegen_note else ""
+        return self.plan.describe() + "\n" + self._codegen_note + note
 
     def source(self) -> str | None:
         """The generated source of the whole-graph function, or None when the per-node
