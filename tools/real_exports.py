@@ -422,7 +422,13 @@ def main(argv=None) -> int:
     ap.add_argument("--shard", help="K/N: evaluate every N-th file from the K-th and save the "
                                     "rows (run N shards side by side, then --table)")
     ap.add_argument("--table", action="store_true", help="print the table of saved shards")
+    ap.add_argument("--cells-off", action="store_true",
+                    help="disable the recurrent-cell patterns: every loop runs as a general "
+                         "Loop node (docs/real_exports.md, 'General loops')")
     a = ap.parse_args(argv)
+    if a.cells_off:
+        from edgeseq.converters import loops
+        loops.CELLS.clear()
     if a.fixtures:
         a.fixtures.mkdir(parents=True, exist_ok=True)
         for name in FIXTURES:
