@@ -30,7 +30,7 @@ from edgeseq.runtime.kernels.graph_ops import all_finite
 from edgeseq.runtime.native.inputs import bound_symbols
 from edgeseq.runtime.plan import Plan, build_plan
 from edgeseq.runtime import delta_codegen
-from edgeseq.runtime.delta import DSTATE_SLOTS
+from edgeseq.runtime.delta import DSTATE_SLOTS, is_delta_kernel
 from edgeseq.runtime.delta_runner import DeltaRunner, DeltaStats, parse_thresholds, run_delta
 from edgeseq.runtime.stream_windows import SLOT as WINDOW_SLOT, conv_windows
 from edgeseq.runtime.loop_stream import check_state as check_loop_state, keep as keep_loop_state
@@ -334,7 +334,12 @@ class Model:
     def stream(self, time_axes: dict[str, int] | None = None, delta=None) -> "Stream":
         """A Stream over this model (one per thread). time_axes: {input: axis} when the
         time axis of an input cannot be inferred. delta: as for `run`; the stream then
-        carries the delta state too and accumulates `stream.stats`."""
+        carries the delta state too and accumulates `stream.stats`. A Model built with
+        delta kernels (`Model(graph, delta={...})`) streams with their thresholds the same way:
+        a plain Stream would start each push from a fresh delta state."""
+        if delta is None:
+            delta = {s.node.name: s.kernel.theta for s in self.plan.steps
+                     if is_delta_kernel(s.kernel)} or None
         if delta is not None:
             return DeltaStream(self, time_axes, delta)
         return Stream(self, time_axes)

@@ -275,3 +275,15 @@ def test_model_built_with_delta_plan_uses_delta_kernel(rng, tol):
     assert is_delta_kernel(model.plan.steps[0].kernel), model.describe()
     x = testing.random_inputs(g, rng, 9, 2)
     assert _err(model.run(x)["y"], Model(g).run(x)["y"]) <= tol["float32"]
+
+
+def test_model_built_with_delta_streams_like_its_full_run(rng):
+    # the plan's delta state is carried between pushes (a fresh one per push drifted)
+    g = testing.rnn_graph(rng, 3, 6)
+    model = Model(g, delta={"rnn": {"theta_x": 0.05, "theta_h": 0.02}})
+    x = testing.random_inputs(g, rng, 9, 2)
+    want = model.run(x)["y"]
+    stream = model.stream()
+    got = np.concatenate([stream.push({"x": x["x"][a:b]})["y"]
+                          for a, b in ((0, 3), (3, 4), (4, 9))])
+    assert np.array_equal(got, want)
