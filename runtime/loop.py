@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgeseq.errors import GraphError
+from edgeseq.errors import GraphError, InputError
 from edgeseq.graph import Graph, Node
 from edgeseq.loop_op import run as run_loop
 from edgeseq.ops import SPECS, Op
@@ -44,7 +44,18 @@ class LoopKernel(Kernel):
 
     def __call__(self, ins: list) -> list:
         ins = [None if a is None else _f32(a) for a in ins]
+        for k in range(2, len(ins)):
+            if ins[k] is None:     # an optional initial state left out (StatePrep): zeros
+                ins[k] = self._zeros(k)
         return run_loop(self.node, ins, self._body, np.float32)
+
+    def _zeros(self, k: int) -> np.ndarray:
+        v = self.node.attrs["body"].inputs[k]
+        if not all(isinstance(d, int) for d in v.shape):
+            raise InputError(f"node '{self.node.name}' (Loop): input {k} "
+                             f"('{self.node.inputs[k]}') not given, and its shape {v.shape} "
+                             f"is not fixed, so it cannot start from zeros")
+        return np.zeros(v.shape, np.float32 if v.dtype.startswith("float") else v.dtype)
 
     def warmup(self) -> None:
         for kernel, _, _ in self._steps:

@@ -254,8 +254,9 @@ def scan_of(node: Node) -> Scan:
     return hit[1]
 
 
-def feed(node: Node, ins: list, state: dict) -> None:
-    """This push's operands: the chunk's length as trip count, the carried state."""
+def feed(node: Node, ins: list, state: dict, explicit=lambda name: False) -> None:
+    """This push's operands: the chunk's length as trip count, the carried state (unless
+    the push gives that initial state: `explicit(value name)`, explicit wins)."""
     scan = scan_of(node)
     k, axis = scan.sequences[0]
     n = int(np.shape(ins[k])[axis])
@@ -265,7 +266,7 @@ def feed(node: Node, ins: list, state: dict) -> None:
                          f"count was checked); got a chunk of {n}")
     ins[0] = np.array(n, np.int64)
     for j in scan.states:
-        if slot(j) in state:
+        if slot(j) in state and not explicit(node.inputs[2 + j]):
             ins[2 + j] = state[slot(j)]
 
 

@@ -327,7 +327,8 @@ def state_prep(graph: Graph) -> StatePrep:
                     sources[o] = src
     def ok(value: str) -> bool:
         return value not in outputs and bool(uses.get(value)) and all(
-            (c.op in RECURRENT and k >= 1) or c.name in nodes for c, k in uses[value])
+            (c.op in RECURRENT and k >= 1) or c.name in nodes or _loop_state_slot(c, k)
+            for c, k in uses[value])
 
     # the greatest set of glue nodes whose values only reach initial-state slots
     while True:
@@ -436,13 +437,23 @@ def _propagate(graph: Graph, axes: dict[str, int | None]) -> dict[str, int | Non
     return axes
 
 
+def _loop_state_slot(node: Node, k: int) -> bool:
+    """Input k of a general Loop is the initial value of a carried value its body rewrites
+    (a state, when the Loop scans time: runtime/loop_stream.py)."""
+    if node.op is not Op.LOOP or not 2 <= k < 2 + node.attrs["num_carried"]:
+        return False
+    body = node.attrs["body"]
+    return body.outputs[k - 1].name != body.inputs[k].name
+
+
 def _feed_state(node, ins: list, st: dict, given, sources: dict | None = None) -> None:
     """Use the carried state as the node's initial state, unless the caller passed that
     initial state explicitly as a graph input in this push (explicit wins; `sources`: the
     graph inputs behind a state computed by glue, see StatePrep)."""
     if node.op is Op.LOOP:
         from edgeseq.runtime.loop_stream import feed
-        feed(node, ins, st)
+        feed(node, ins, st, lambda name: name in given or bool(
+            sources and any(x in given for x in sources.get(name, ()))))
         return
     bf = node.attrs["batch_first"]
     n_batch = ins[0].shape[0 if bf else 1]

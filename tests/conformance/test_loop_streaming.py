@@ -136,3 +136,34 @@ def test_loops_that_are_no_scan_over_time_are_refused(case, reason):
     g = _loop_graph(nodes, consts, **kw)
     with pytest.raises(GraphError, match=rf"cannot stream: node 'loop' \(Loop\): .*{reason}"):
         time_axes(g, {"x": 0})
+
+
+def test_initial_states_given_as_inputs_stream_and_explicit_wins(no_cells):
+    """Keras 3 `initial_state` via tf2onnx as a general Loop: h0 and c0 only start the
+    carried state (optional inputs, no time axis); given in the first push the chunks equal
+    the whole run and Keras; given again later they restart the state (explicit wins); left
+    out of a run, the state starts from zeros."""
+    pytest.importorskip("onnx")
+    from edgeseq.converters.onnx import convert
+    graph = convert(FIXTURES / "k3_initial_state.onnx13.onnx")
+    assert any(n.op is Op.LOOP for n in graph.nodes)
+    ref = np.load(FIXTURES / "k3_initial_state.npz")
+    feeds = {"x": ref["x"], "h0": ref["h0"], "c0": ref["c0"]}
+    m = Model(graph)
+    assert [s.optional for s in m.inputs] == [False, True, True]
+    y = graph.outputs[0].name
+    whole = m.run(feeds)[y]
+    assert np.max(np.abs(whole - ref["y0"])) <= TOL
+    s = m.stream()
+    first = s.push(feeds | {"x": ref["x"][:, :2]})[y]
+    rest = [s.push({"x": ref["x"][:, t:t + 2]})[y] for t in (2, 4)]
+    assert np.max(np.abs(np.concatenate([first] + rest, axis=1) - whole)) <= 1e-6
+    fresh = m.stream().push(feeds | {"x": ref["x"][:, 3:]})[y]
+    s.reset()
+    s.push(feeds | {"x": ref["x"][:, :3]})
+    again = s.push(feeds | {"x": ref["x"][:, 3:]})[y]
+    assert np.max(np.abs(again - fresh)) <= 1e-6
+    zeros = {"h0": np.zeros_like(ref["h0"]), "c0": np.zeros_like(ref["c0"])}
+    with pytest.warns(UserWarning, match="not given"):
+        left_out = m.run({"x": ref["x"]})[y]
+    assert np.max(np.abs(left_out - m.run({"x": ref["x"]} | zeros)[y])) <= 1e-6
