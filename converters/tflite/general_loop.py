@@ -15,8 +15,9 @@ The body's other operators are converted by the TFLite handlers in a child Conte
 Loop's body Graph [iteration, cond, states..., captured...] -> [cond, new states..., rows...]
 with trip count L and no condition; the counters leave the loop as the constants the index
 arithmetic reached. Such a Loop runs on the reference and the runtime and streams
-(runtime/loop_stream.py). A loop that is no scan over time (a decoder that stops on a token,
-a reversed read, a counter used as a position) is refused, naming why.
+(runtime/loop_stream.py). Any other loop (a condition computed from the data, a reversed
+read, a counter used as a position) runs as it is, with its own condition (`_emit_as_is`);
+it does not stream. Operators bodies use beyond the main graph's are in loop_body_ops.py.
 """
 from __future__ import annotations
 
@@ -29,8 +30,9 @@ from edgeseq.limits import LIMITS
 from edgeseq.ops import Op
 
 from edgeseq.converters.tflite import body as tfl_body
+from edgeseq.converters.tflite import loop_body_ops  # noqa: F401  (registers their handlers)
 from edgeseq.converters.tflite import reader
-from edgeseq.converters.tflite.context import HANDLERS, Context, OpView, Unsupported, handler
+from edgeseq.converters.tflite.context import HANDLERS, Context, OpView, Unsupported
 
 _MAX_TRIPS = 1 << 16      # iterations the index arithmetic is run for at conversion
 _FLOAT = {0: "float32", 1: "float32", 9: "float32", 7: "float32", 3: "float32"}
@@ -485,61 +487,3 @@ def _emit_as_is(ctx: Context, op: OpView, cond: _Sub, body: _Sub) -> None:
              [ctx.out(op.outputs[k]) for k in carried], body=g, num_carried=len(carried))
     for k in passed:
         ctx.names[op.outputs[k]] = ctx.value(op.inputs[k])
-
-
-# ---- operators loop bodies use that the main graph handlers lacked ----------------------------
-@handler("GATHER", max_version=6)
-def gather(ctx: Context, op: OpView) -> None:
-    if op.option("batchDims", 0):
-        raise Unsupported(f"GATHER with batchDims {op.option('batchDims')}")
-    rank = len(ctx.shape(op.input(0)))
-    axis = int(op.option("axis", 0) or 0)
-    if not -rank <= axis < rank:
-        raise Unsupported(f"GATHER axis {axis} for a rank-{rank} operand")
-    ctx.emit(Op.GATHER, [ctx.value(op.input(0)), ctx.value(op.input(1))],
-             [ctx.out(op.outputs[0])], axis=axis % rank)
-
-
-@handler("RELU", max_version=3)
-def relu(ctx: Context, op: OpView) -> None:
-    ctx.emit(Op.RELU, [ctx.value(op.input(0))], [ctx.out(op.outputs[0])])
-
-
-@handler("MINIMUM", "MAXIMUM", max_version=4)
-def min_max(ctx: Context, op: OpView) -> None:
-    """min/max against a constant scalar (Keras' hard sigmoid) is a one-sided Clip."""
-    a, b = op.input(0), op.input(1)
-    if ctx.is_const(a) and not ctx.is_const(b):
-        a, b = b, a
-    c = ctx.real(b) if ctx.is_const(b) else None
-    if c is None or np.size(c) != 1:
-        raise Unsupported(f"{op.name} of two run-time values (only against a constant scalar)")
-    c = float(np.asarray(c).reshape(-1)[0])
-    bound = {"max": c} if op.name == "MINIMUM" else {"min": c}
-    ctx.emit(Op.CLIP, [ctx.value(a)], [ctx.out(op.outputs[0])], **bound)
-
-
-@handler("LESS", "GREATER", max_version=3)
-def compare(ctx: Context, op: OpView) -> None:
-    ctx.emit(Op.LESS if op.name == "LESS" else Op.GREATER,
-             [ctx.value(op.input(0)), ctx.value(op.input(1))], [ctx.out(op.outputs[0])])
-
-
-@handler("LOGICAL_AND", max_version=1)
-def logical_and(ctx: Context, op: OpView) -> None:
-    """a and b = Where(a, b, a) (the IR has no boolean And)."""
-    a = ctx.value(op.input(0))
-    ctx.emit(Op.WHERE, [a, ctx.value(op.input(1)), a], [ctx.out(op.outputs[0])])
-
-
-@handler("ABS", max_version=5)
-def abs_(ctx: Context, op: OpView) -> None:
-    ctx.emit(Op.ABS, [ctx.value(op.input(0))], [ctx.out(op.outputs[0])])
-
-
-@handler("SUM", max_version=2)
-def reduce_sum(ctx: Context, op: OpView) -> None:
-    rank = len(ctx.shape(op.input(0)))
-    axes = tuple(sorted({a % rank for a in ctx.ints(op.input(1), "SUM axes")})) if rank else ()
-    ctx.emit(Op.REDUCE_SUM, [ctx.value(op.input(0))], [ctx.out(op.outputs[0])], axes=axes,
-             keepdims=bool(op.option("keepDims", False)))
