@@ -31,7 +31,7 @@ from edgeseq.ops import Op
 
 from edgeseq.converters.tflite import body as tfl_body
 from edgeseq.converters.tflite import loop_body_ops  # noqa: F401  (registers their handlers)
-from edgeseq.converters.tflite import reader
+from edgeseq.converters.tflite import reader, variables
 from edgeseq.converters.tflite.context import HANDLERS, Context, OpView, Unsupported
 
 _MAX_TRIPS = 1 << 16      # iterations the index arithmetic is run for at conversion
@@ -239,6 +239,19 @@ def _simulate(ctx: Context, op: OpView, cond: _Sub, body: _Sub, r: _Roles) -> tu
     return j, {k: vals[k] for k in r.counters}
 
 
+def _note_variable_states(ctx: Context, op: OpView, r: _Roles) -> None:
+    """A stateful layer's states read from variables: the Loop's final states may be assigned
+    back (variables.py checks each ASSIGN_VARIABLE against this); a Stream carries them."""
+    st = variables.state(ctx)
+    for k, idx in enumerate(op.inputs):
+        var = st["reads"].get(idx)
+        if var is None:
+            continue
+        if k not in r.states:
+            raise Unsupported(f"WHILE operand {k} reads variable '{var}' but is not a state")
+        st["finals"][op.outputs[k]] = var
+
+
 def _val(body: _Sub, env: dict, i: int):
     return env[i] if i in env else body.const(i)
 
@@ -332,6 +345,7 @@ def emit(ctx: Context, op: OpView, cond_i: int, body_i: int, why: str) -> None:
         ctx.names[op.outputs[k]] = ctx.value(op.inputs[k])
     for k, v in finals.items():
         ctx.fold(op.outputs[k], np.asarray(v))
+    _note_variable_states(ctx, op, r)
     ctx.notes.append(f"{op.label}: runs as a general Loop ({trips} iterations; no cell was "
                      f"lifted: {why})")
 

@@ -134,3 +134,29 @@ def test_a_keras_loop_run_as_it_is_matches(monkeypatch):
     got = Model(graph).run({graph.inputs[0].name: ref["x"]})[graph.outputs[0].name]
     assert np.max(np.abs(got - ref["y0"])) <= TOL
     assert np.max(np.abs(got - _own_runtime(path, ref["x"]))) <= TOL
+
+
+def test_a_stateful_layer_as_a_general_loop_carries_its_variables(monkeypatch):
+    """A stateful Keras LSTM keeps h and c in TFLite variables between invocations; run as a
+    general Loop (cell patterns off) its carried state is the stream's: pushes equal the
+    interpreter's successive invocations."""
+    from edgeseq.converters import loops
+    from edgeseq.converters.tflite.interpreter import interpreter_class
+    monkeypatch.setattr(loops, "CELLS", {})
+    path = FIXTURES / "real_exports" / "k2_stateful.tflite_float.tflite"
+    graph = _convert(path)
+    assert any(n.op is Op.LOOP for n in graph.nodes)
+    x = np.load(FIXTURES / "real_exports" / "k2_stateful.npz")["x"]
+    calls = [x, np.flip(x, axis=1).copy(), x]
+    it = interpreter_class()(model_path=str(path))
+    it.allocate_tensors()
+    stream = Model(graph).stream()
+    for k, c in enumerate(calls):
+        it.set_tensor(it.get_input_details()[0]["index"], c)
+        it.invoke()
+        want = it.get_tensor(it.get_output_details()[0]["index"])
+        got = stream.push({graph.inputs[0].name: c})[graph.outputs[0].name]
+        assert np.max(np.abs(got - want)) <= TOL
+        if k == 2:      # the same input as the first call: only the carried state differs
+            first = Model(graph).run({graph.inputs[0].name: c})[graph.outputs[0].name]
+            assert np.max(np.abs(got - first)) > 1e-3
