@@ -78,7 +78,8 @@ _TABLE = (
     Entry("linear_ws", graph_ops.linear_ws,
           (_F32[2], _F32[3], _i, _F32[1], _b, _f, _F32[1], _I64)),
     # NOTE: linked, its loops specialised on the kernel size, stride and fused activation:
-    # through a pointer silero's push took 4 % longer (47.6 vs 45.7 us, alternating calls)
+    # through a pointer silero's push took 4 % longer (47.6 vs 45.7 us, alternating calls);
+    # the price is ~2.5 s more compile of a generated function that calls it (silero)
     Entry("conv1d_ws", graph_ops.conv1d_ws,
           (_F32[3], _F32[3], _F32[1], _b, _i, _i, _i, _i, _i, _i, _i, _F32[1], _I64),
           linked=True),
