@@ -21,6 +21,7 @@ from __future__ import annotations
 import numpy as np
 from llvmlite import ir
 from numba import njit, types
+from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
 from edgeseq.runtime.kernels.flags import NJIT
@@ -29,6 +30,7 @@ from edgeseq.runtime.kernels.cpu import numba_target
 from edgeseq.runtime.kernels.activations import activate
 from edgeseq.runtime.kernels.gru import _gru_gates, _update_hidden_gru
 from edgeseq.runtime.kernels.linalg import begin_step, clip_inplace, shared_length
+from edgeseq.runtime.kernels.strict import _OWN, mul32
 from edgeseq.runtime.kernels.lstm import _is_plain, _plain_cell, _update_cell, _update_hidden
 from edgeseq.runtime.kernels.operands import (GRU_LINEAR_BEFORE_RESET, GRU_REVERSE,
                                               LSTM_PROJ_CLIP, LSTM_PROJECTION, LSTM_REVERSE,
@@ -93,62 +95,169 @@ def widen(typingctx, x):
     return types.float32(x), codegen
 
 
-@njit(**NJIT)
-def _dot_row(w, j, v, b):
-    """Σ_k w[j, k] v[b, k] for one stored weight row."""
-    acc = np.float32(0.0)
-    for k in range(w.shape[1]):
-        acc += widen(w[j, k]) * v[b, k]
-    return acc
+LANES = 16      # k elements per vector FMA in the float-product tiles
 
 
-@njit(**NJIT)
-def _rows4(w, j, v, b, out, accumulate, scale):
-    """Rows j..j+3 against one vector: each loaded element of v feeds four rows."""
-    a0 = np.float32(0.0)
-    a1 = np.float32(0.0)
-    a2 = np.float32(0.0)
-    a3 = np.float32(0.0)
-    for k in range(w.shape[1]):
-        vk = v[b, k]
-        a0 += widen(w[j, k]) * vk
-        a1 += widen(w[j + 1, k]) * vk
-        a2 += widen(w[j + 2, k]) * vk
-        a3 += widen(w[j + 3, k]) * vk
-    _store4(out, b, j, accumulate, scale, a0, a1, a2, a3)
+def _widen_vector(builder, vec, dtype):
+    """<n x stored type> -> <n x float>, element by element as `widen`."""
+    f32 = ir.FloatType()
+    n = vec.type.count
+    if dtype == types.float32:
+        return vec
+    if dtype == types.int8:
+        return builder.sitofp(vec, ir.VectorType(f32, n))
+    if _native_half():
+        return builder.fpext(builder.bitcast(vec, ir.VectorType(ir.HalfType(), n)),
+                             ir.VectorType(f32, n))
+    out = ir.Constant(ir.VectorType(f32, n), ir.Undefined)
+    for i in range(n):
+        at = ir.Constant(ir.IntType(32), i)
+        out = builder.insert_element(
+            out, _half_bits_to_float(builder, builder.extract_element(vec, at)), at)
+    return out
+
+
+def _make_float_tile(n_rows: int, n_vec: int):
+    """Intrinsic tile(w, j, v, b0, b1, b2, b3) -> the n_vec·n_rows products
+    Σ_k w[j+r, k] v[b_q, k] (float32, element q·n_rows + r) of rows j..j+n_rows-1 with
+    vectors b0..b_{n_vec-1} (the others are ignored); rows of w (float32, int8, or half bits
+    in uint16) and of v must be contiguous. Every product is computed by the same operations
+    whichever tile computes it, so a vector's result does not depend on how many vectors the
+    call holds (a stream in chunks equals the full run bit for bit): LANES-wide FMAs over
+    the k blocks, a fixed halving tree over the lanes, then the K % LANES rest one element at
+    a time (multiply, then add); written as IR whose float operations carry their own flags
+    (`strict._OWN`), so fast-math can neither re-associate nor re-vectorise them per call
+    site. (Numba's loops,
+    with `reassoc`, came out vectorised differently in the 4x4 tile and the one-vector loop:
+    4.8e-7 apart.)"""
+
+    @intrinsic
+    def tile(typingctx, w, j, v, b0, b1, b2, b3):
+        if not (isinstance(w, types.Array) and w.ndim == 2
+                and w.dtype in (types.float32, types.int8, types.uint16)
+                and isinstance(v, types.Array) and v.ndim == 2 and v.dtype == types.float32):
+            return None
+        ret = types.UniTuple(types.float32, n_rows * n_vec)
+
+        def codegen(context, builder, sig, args):
+            wa = context.make_array(sig.args[0])(context, builder, args[0])
+            va = context.make_array(sig.args[2])(context, builder, args[2])
+            i8p = ir.IntType(8).as_pointer()
+            i64 = ir.IntType(64)
+            f32 = ir.FloatType()
+            vf = ir.VectorType(f32, LANES)
+            k_len = cgutils.unpack_tuple(builder, wa.shape, 2)[1]
+
+            def c(x):
+                return ir.Constant(i64, x)
+
+            def row(arr, index):
+                """Pointer to the first element of row `index` (byte stride of axis 0)."""
+                stride = cgutils.unpack_tuple(builder, arr.strides, 2)[0]
+                at = builder.gep(builder.bitcast(arr.data, i8p), [builder.mul(index, stride)])
+                return builder.bitcast(at, arr.data.type)
+
+            wp = [row(wa, builder.add(args[1], c(r))) for r in range(n_rows)]
+            vp = [row(va, args[3 + q]) for q in range(n_vec)]
+            w_el = wa.data.type.pointee
+            wv_t = ir.VectorType(w_el, LANES)
+            # fmuladd: an FMA where the CPU has one, else multiply and add (never a libm
+            # call); the target decides once for every call, so every product alike
+            fma = cgutils.get_or_insert_function(builder.module,
+                                                 ir.FunctionType(vf, [vf, vf, vf]),
+                                                 f"llvm.fmuladd.v{LANES}f32")
+            accs = [[cgutils.alloca_once_value(builder, ir.Constant(vf, None))
+                     for _ in range(n_rows)] for _ in range(n_vec)]
+            n_blocks = builder.udiv(k_len, c(LANES))
+            with cgutils.for_range(builder, n_blocks) as loop:
+                off = builder.mul(loop.index, c(LANES))
+                ws = [_widen_vector(builder, builder.load(builder.bitcast(
+                    builder.gep(p, [off]), wv_t.as_pointer()), align=1), sig.args[0].dtype)
+                    for p in wp]
+                xs = [builder.load(builder.bitcast(builder.gep(p, [off]), vf.as_pointer()),
+                                   align=4) for p in vp]
+                for q in range(n_vec):
+                    for r in range(n_rows):
+                        builder.store(builder.call(fma, [ws[r], xs[q],
+                                                         builder.load(accs[q][r])]),
+                                      accs[q][r])
+            sums = []
+            for q in range(n_vec):
+                for r in range(n_rows):
+                    a = builder.load(accs[q][r])
+                    width = LANES
+                    while width > 1:
+                        width //= 2
+                        lo = builder.shuffle_vector(a, a, ir.Constant(
+                            ir.VectorType(ir.IntType(32), width), list(range(width))))
+                        hi = builder.shuffle_vector(a, a, ir.Constant(
+                            ir.VectorType(ir.IntType(32), width), list(range(width, 2 * width))))
+                        a = builder.fadd(lo, hi, flags=_OWN)
+                    sums.append(cgutils.alloca_once_value(
+                        builder, builder.extract_element(a, ir.Constant(ir.IntType(32), 0))))
+            with cgutils.for_range(builder, builder.sub(k_len, builder.mul(n_blocks, c(LANES)))
+                                   ) as loop:
+                k = builder.add(builder.mul(n_blocks, c(LANES)), loop.index)
+                ws = [_widen_vector(builder, builder.load(builder.bitcast(
+                    builder.gep(p, [k]), ir.VectorType(w_el, 1).as_pointer()), align=1),
+                    sig.args[0].dtype) for p in wp]
+                ws = [builder.extract_element(x, ir.Constant(ir.IntType(32), 0)) for x in ws]
+                xs = [builder.load(builder.gep(p, [k])) for p in vp]
+                for q in range(n_vec):
+                    for r in range(n_rows):
+                        at = sums[q * n_rows + r]
+                        builder.store(builder.fadd(builder.load(at), builder.fmul(
+                            ws[r], xs[q], flags=_OWN), flags=_OWN), at)
+            return context.make_tuple(builder, ret, [builder.load(x) for x in sums])
+
+        return ret(w, types.intp, v, types.intp, types.intp, types.intp, types.intp), codegen
+
+    return tile
+
+
+_tile44, _tile41, _tile11 = (_make_float_tile(r, q) for r, q in ((4, 4), (4, 1), (1, 1)))
 
 
 @njit(**NJIT)
 def _matvec_typed(w, scale, v, rows, n_rows, out, accumulate):
     """out[b, j] (+)= scale[j]·Σ_k w[j, k] v[b, k] for b in rows[:n_rows] (no scale when
     `scale` is empty). Weight rows outer, four at a time, so the matrix streams from memory
-    once per call; vectors four at a time (4x4 tiles: each widened weight element feeds four
-    vectors, each vector element four rows), the rest one at a time."""
+    once per call; vectors four at a time (4x4 tiles: each widened weight block feeds four
+    vectors, each vector block four rows), the rest one at a time; every tile forms each
+    product the same way (`_make_float_tile`)."""
     n = w.shape[0]
     quads = n_rows // 4
     j = 0
     while j + 4 <= n:
         for a in range(quads):
-            _tile44(w, j, v, rows[4 * a], rows[4 * a + 1], rows[4 * a + 2], rows[4 * a + 3],
-                    out, accumulate, scale)
+            b0, b1, b2, b3 = rows[4 * a], rows[4 * a + 1], rows[4 * a + 2], rows[4 * a + 3]
+            t = _tile44(w, j, v, b0, b1, b2, b3)
+            _store4(out, b0, j, accumulate, scale, t[0], t[1], t[2], t[3])
+            _store4(out, b1, j, accumulate, scale, t[4], t[5], t[6], t[7])
+            _store4(out, b2, j, accumulate, scale, t[8], t[9], t[10], t[11])
+            _store4(out, b3, j, accumulate, scale, t[12], t[13], t[14], t[15])
         for a in range(4 * quads, n_rows):
-            _rows4(w, j, v, rows[a], out, accumulate, scale)
+            b = rows[a]
+            t = _tile41(w, j, v, b, b, b, b)
+            _store4(out, b, j, accumulate, scale, t[0], t[1], t[2], t[3])
         j += 4
     for jj in range(j, n):
-        sc = scale[jj] if scale.shape[0] else np.float32(1.0)
         for a in range(n_rows):
             b = rows[a]
-            acc = _dot_row(w, jj, v, b) * sc
+            acc = _tile11(w, jj, v, b, b, b, b)[0]
+            if scale.shape[0]:
+                acc = mul32(acc, scale[jj])
             out[b, jj] = out[b, jj] + acc if accumulate else acc
 
 
 @njit(**NJIT)
 def _store4(out, b, j, accumulate, scale, x0, x1, x2, x3):
+    # the scale as its own rounding (never fused with the accumulating add)
     if scale.shape[0]:
-        x0 *= scale[j]
-        x1 *= scale[j + 1]
-        x2 *= scale[j + 2]
-        x3 *= scale[j + 3]
+        x0 = mul32(x0, scale[j])
+        x1 = mul32(x1, scale[j + 1])
+        x2 = mul32(x2, scale[j + 2])
+        x3 = mul32(x3, scale[j + 3])
     if accumulate:
         out[b, j] += x0
         out[b, j + 1] += x1
@@ -159,46 +268,6 @@ def _store4(out, b, j, accumulate, scale, x0, x1, x2, x3):
         out[b, j + 1] = x1
         out[b, j + 2] = x2
         out[b, j + 3] = x3
-
-
-@njit(**NJIT)
-def _tile44(w, j, v, b0, b1, b2, b3, out, accumulate, scale):
-    """Rows j..j+3 against vectors b0..b3: 16 accumulators (AVX-512VL has 32 vector
-    registers; measured 1.7x faster than 4x2 tiles for the all-steps input projection)."""
-    z = np.float32(0.0)
-    a00, a01, a02, a03 = z, z, z, z
-    a10, a11, a12, a13 = z, z, z, z
-    a20, a21, a22, a23 = z, z, z, z
-    a30, a31, a32, a33 = z, z, z, z
-    for k in range(w.shape[1]):
-        v0 = v[b0, k]
-        v1 = v[b1, k]
-        v2 = v[b2, k]
-        v3 = v[b3, k]
-        w0 = widen(w[j, k])
-        w1 = widen(w[j + 1, k])
-        w2 = widen(w[j + 2, k])
-        w3 = widen(w[j + 3, k])
-        a00 += w0 * v0
-        a01 += w0 * v1
-        a02 += w0 * v2
-        a03 += w0 * v3
-        a10 += w1 * v0
-        a11 += w1 * v1
-        a12 += w1 * v2
-        a13 += w1 * v3
-        a20 += w2 * v0
-        a21 += w2 * v1
-        a22 += w2 * v2
-        a23 += w2 * v3
-        a30 += w3 * v0
-        a31 += w3 * v1
-        a32 += w3 * v2
-        a33 += w3 * v3
-    _store4(out, b0, j, accumulate, scale, a00, a10, a20, a30)
-    _store4(out, b1, j, accumulate, scale, a01, a11, a21, a31)
-    _store4(out, b2, j, accumulate, scale, a02, a12, a22, a32)
-    _store4(out, b3, j, accumulate, scale, a03, a13, a23, a33)
 
 
 @njit(**NJIT)
