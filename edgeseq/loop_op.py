@@ -146,10 +146,23 @@ def _fixed_trips(graph, node: Node) -> int | None:
     m = graph.constants.get(io.trip) if io.trip else None
     go = graph.constants.get(io.cond) if io.cond else np.array(True)
     if m is None or go is None or np.size(m) != 1 or np.size(go) != 1 or \
-            not bool(np.asarray(go).reshape(-1)[0]) or \
-            body.outputs[0].name != body.inputs[1].name:
+            not bool(np.asarray(go).reshape(-1)[0]) or not _hands_condition_on(body):
         return None
     return max(0, int(np.asarray(m).reshape(-1)[0]))
+
+
+def _hands_condition_on(body) -> bool:
+    """The body's condition output is its condition input, directly or through Identity
+    nodes (as a re-rolled cell loop writes it)."""
+    producer = {o: n for n in body.nodes for o in n.outputs if o}
+    name, seen = body.outputs[0].name, set()
+    while name != body.inputs[1].name:
+        n = producer.get(name)
+        if n is None or n.op.value != "Identity" or name in seen:
+            return False
+        seen.add(name)
+        name = n.inputs[0]
+    return True
 
 
 def _hoist_constants(graph, node: Node, body) -> None:

@@ -69,6 +69,18 @@ def test_reference_runs_the_trip_count(rng):
     assert g.value("ys").shape == (5, "N", 3)
 
 
+def test_condition_handed_on_through_identity_keeps_the_trip_count(rng):
+    # a re-rolled cell loop writes its condition output as Identity(condition input)
+    b = _cumsum_body()
+    body = Graph("body", b.inputs, [Value("c_out", "bool", ())] + b.outputs[1:],
+                 b.nodes + [Node("pass", Op.IDENTITY, ["c"], ["c_out"])], b.constants)
+    g = _loop_graph(body, 5)
+    x, a0 = _inputs(rng)
+    np.testing.assert_allclose(reference.run(g, {"x": x, "a0": a0})["ys"],
+                               _numpy_loop(x, a0, 5)[1], atol=1e-12)
+    assert g.value("ys").shape == (5, "N", 3)
+
+
 def test_reference_stops_on_the_condition(rng):
     x, a0 = _inputs(rng, t=40)
     x = np.abs(x) + 0.1                       # the sum grows: the condition turns false
