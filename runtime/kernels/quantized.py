@@ -117,6 +117,37 @@ def _widen_vector(builder, vec, dtype):
     return out
 
 
+def _halving_sums(builder, vecs):
+    """The lane sums of the <LANES x float> vectors, each by the same halving tree (lane i
+    plus lane i + w for w = LANES/2, ..., 1), however many vectors there are: each level adds
+    pairs of vectors packed into one (lower halves of both, plus their upper halves), so n
+    vectors cost ~n vector adds instead of n·log2(LANES)."""
+    i32 = ir.IntType(32)
+    zero = ir.Constant(vecs[0].type, None)
+    packs = [(v, [a]) for a, v in enumerate(vecs)]     # (vector, accumulator per group)
+    width = LANES
+    while width > 1:
+        half = width // 2
+        if len(packs) % 2:
+            packs.append((zero, [None] * len(packs[0][1])))
+        nxt = []
+        for (p, gp), (q, gq) in zip(packs[::2], packs[1::2]):
+            groups = [(0, g) for g in range(len(gp))] + [(LANES, g) for g in range(len(gq))]
+            lo = [o + g * width + i for o, g in groups for i in range(half)]
+            hi = [o + g * width + half + i for o, g in groups for i in range(half)]
+            nxt.append((builder.fadd(
+                builder.shuffle_vector(p, q, ir.Constant(ir.VectorType(i32, LANES), lo)),
+                builder.shuffle_vector(p, q, ir.Constant(ir.VectorType(i32, LANES), hi)),
+                flags=_OWN), gp + gq))
+        packs, width = nxt, half
+    out = [None] * len(vecs)
+    for v, accs in packs:
+        for lane, a in enumerate(accs):
+            if a is not None:
+                out[a] = builder.extract_element(v, ir.Constant(i32, lane))
+    return out
+
+
 def _make_float_tile(n_rows: int, n_vec: int):
     """Intrinsic tile(w, j, v, b0, b1, b2, b3) -> the n_vec·n_rows products
     Σ_k w[j+r, k] v[b_q, k] (float32, element q·n_rows + r) of rows j..j+n_rows-1 with
@@ -124,12 +155,11 @@ def _make_float_tile(n_rows: int, n_vec: int):
     in uint16) and of v must be contiguous. Every product is computed by the same operations
     whichever tile computes it, so a vector's result does not depend on how many vectors the
     call holds (a stream in chunks equals the full run bit for bit): LANES-wide FMAs over
-    the k blocks, a fixed halving tree over the lanes, then the K % LANES rest one element at
-    a time (multiply, then add); written as IR whose float operations carry their own flags
-    (`strict._OWN`), so fast-math can neither re-associate nor re-vectorise them per call
-    site. (Numba's loops,
-    with `reassoc`, came out vectorised differently in the 4x4 tile and the one-vector loop:
-    4.8e-7 apart.)"""
+    the k blocks (the K % LANES rest zero-padded to one more block), then a fixed halving
+    tree over the lanes (`_halving_sums`); written as IR whose float operations carry their
+    own flags (`strict._OWN`), so fast-math can neither re-associate nor re-vectorise them
+    per call site. (Numba's loops, with `reassoc`, came out vectorised differently in the
+    4x4 tile and the one-vector loop: 4.8e-7 apart.)"""
 
     @intrinsic
     def tile(typingctx, w, j, v, b0, b1, b2, b3):
@@ -168,47 +198,39 @@ def _make_float_tile(n_rows: int, n_vec: int):
                                                  f"llvm.fmuladd.v{LANES}f32")
             accs = [[cgutils.alloca_once_value(builder, ir.Constant(vf, None))
                      for _ in range(n_rows)] for _ in range(n_vec)]
-            n_blocks = builder.udiv(k_len, c(LANES))
-            with cgutils.for_range(builder, n_blocks) as loop:
-                off = builder.mul(loop.index, c(LANES))
-                ws = [_widen_vector(builder, builder.load(builder.bitcast(
-                    builder.gep(p, [off]), wv_t.as_pointer()), align=1), sig.args[0].dtype)
-                    for p in wp]
-                xs = [builder.load(builder.bitcast(builder.gep(p, [off]), vf.as_pointer()),
-                                   align=4) for p in vp]
+            def block(ws, xs):
+                """acc[q][r] = fmuladd(w_r, x_q, acc[q][r]) on one LANES-wide k block."""
+                ws = [_widen_vector(builder, x, sig.args[0].dtype) for x in ws]
                 for q in range(n_vec):
                     for r in range(n_rows):
                         builder.store(builder.call(fma, [ws[r], xs[q],
                                                          builder.load(accs[q][r])]),
                                       accs[q][r])
-            sums = []
-            for q in range(n_vec):
-                for r in range(n_rows):
-                    a = builder.load(accs[q][r])
-                    width = LANES
-                    while width > 1:
-                        width //= 2
-                        lo = builder.shuffle_vector(a, a, ir.Constant(
-                            ir.VectorType(ir.IntType(32), width), list(range(width))))
-                        hi = builder.shuffle_vector(a, a, ir.Constant(
-                            ir.VectorType(ir.IntType(32), width), list(range(width, 2 * width))))
-                        a = builder.fadd(lo, hi, flags=_OWN)
-                    sums.append(cgutils.alloca_once_value(
-                        builder, builder.extract_element(a, ir.Constant(ir.IntType(32), 0))))
-            with cgutils.for_range(builder, builder.sub(k_len, builder.mul(n_blocks, c(LANES)))
-                                   ) as loop:
-                k = builder.add(builder.mul(n_blocks, c(LANES)), loop.index)
-                ws = [_widen_vector(builder, builder.load(builder.bitcast(
-                    builder.gep(p, [k]), ir.VectorType(w_el, 1).as_pointer()), align=1),
-                    sig.args[0].dtype) for p in wp]
-                ws = [builder.extract_element(x, ir.Constant(ir.IntType(32), 0)) for x in ws]
-                xs = [builder.load(builder.gep(p, [k])) for p in vp]
-                for q in range(n_vec):
-                    for r in range(n_rows):
-                        at = sums[q * n_rows + r]
-                        builder.store(builder.fadd(builder.load(at), builder.fmul(
-                            ws[r], xs[q], flags=_OWN), flags=_OWN), at)
-            return context.make_tuple(builder, ret, [builder.load(x) for x in sums])
+
+            n_blocks = builder.udiv(k_len, c(LANES))
+            with cgutils.for_range(builder, n_blocks) as loop:
+                off = builder.mul(loop.index, c(LANES))
+                block([builder.load(builder.bitcast(builder.gep(p, [off]), wv_t.as_pointer()),
+                                    align=1) for p in wp],
+                      [builder.load(builder.bitcast(builder.gep(p, [off]), vf.as_pointer()),
+                                    align=4) for p in vp])
+            # the K % LANES rest: copied into zeroed LANES-wide buffers (never a read past
+            # the row's end), then one more block; the zero lanes add 0·0
+            rest = builder.sub(k_len, builder.mul(n_blocks, c(LANES)))
+            with builder.if_then(builder.icmp_signed(">", rest, c(0))):
+                base = builder.mul(n_blocks, c(LANES))
+                wbuf = [cgutils.alloca_once_value(builder, ir.Constant(wv_t, None))
+                        for _ in wp]
+                vbuf = [cgutils.alloca_once_value(builder, ir.Constant(vf, None)) for _ in vp]
+                with cgutils.for_range(builder, rest) as loop:
+                    k = builder.add(base, loop.index)
+                    for src, dst in zip(wp + vp, wbuf + vbuf):
+                        el = builder.bitcast(dst, src.type)
+                        builder.store(builder.load(builder.gep(src, [k])),
+                                      builder.gep(el, [loop.index]))
+                block([builder.load(b) for b in wbuf], [builder.load(b) for b in vbuf])
+            sums = _halving_sums(builder, [builder.load(a) for acc in accs for a in acc])
+            return context.make_tuple(builder, ret, sums)
 
         return ret(w, types.intp, v, types.intp, types.intp, types.intp, types.intp), codegen
 
