@@ -247,6 +247,10 @@ def _matvec_typed(w, scale, v, rows, n_rows, out, accumulate):
     once per call; vectors four at a time (4x4 tiles: each widened weight block feeds four
     vectors, each vector block four rows), the rest one at a time; every tile forms each
     product the same way (`_make_float_tile`)."""
+    # the tiles read rows as contiguous blocks: refuse a strided view rather than misread it
+    if (w.shape[1] > 1 and w.strides[1] != w.itemsize) or \
+            (v.shape[1] > 1 and v.strides[1] != v.itemsize):
+        raise ValueError("matvec: weight and vector rows must be contiguous")
     n = w.shape[0]
     quads = n_rows // 4
     j = 0

@@ -75,3 +75,13 @@ def test_float_tiles_run_without_f16c_or_fma(tmp_path):
     r = subprocess.run([sys.executable, "-c", NO_F16C], env=env, capture_output=True,
                        text=True, timeout=300)
     assert r.returncode == 0 and r.stdout.strip() == "ok", r.stdout + r.stderr
+
+
+def test_strided_rows_are_refused_not_misread():
+    # the float tiles read each row as one contiguous block
+    from edgeseq.runtime.kernels import quantized as q
+    w = np.ones((4, 6), np.float32)
+    v = np.ones((1, 12), np.float32)[:, ::2]
+    with pytest.raises(ValueError, match="contiguous"):
+        q._matvec_typed(w, np.zeros(0, np.float32), v, np.arange(1), 1,
+                        np.zeros((1, 4), np.float32), False)
