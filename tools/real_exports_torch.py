@@ -1,6 +1,7 @@
 """The PyTorch part of the real-exports corpus: torchaudio's recurrent models and modules users
-write, each converted three ways (from_module, ONNX export -> convert, .pt2 -> convert) and
-compared with PyTorch on the same inputs; models with a time axis are also streamed.
+write, each converted four ways (from_module; ONNX export by the TorchScript exporter and by
+the torch.export-based one, the default since PyTorch 2.9; .pt2) and compared with PyTorch on
+the same inputs; models with a time axis are also streamed.
 
     python tools/real_exports_torch.py            # ~20 min on 2 busy cores; the markdown table
     python tools/real_exports_torch.py --only crnn
@@ -25,6 +26,7 @@ import argparse
 import importlib
 import importlib.util
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -289,11 +291,34 @@ def _paths(torch, name: str, case: Case, tmp: Path) -> dict:
         _onnxruntime_runs(f, case)
         return convert_onnx(f)
 
+    def onnx_dynamo_path():
+        # torch.onnx.export's default since PyTorch 2.9: the torch.export-based exporter
+        f = tmp / f"{name}.dynamo.onnx"
+        label = None
+        # NOTE: copies: the exporter marks the dynamic dims on the tensors it is given, and a
+        # later torch.export of the same tensors (another model's from_module) then fails
+        args_ = tuple(a.clone() for a in args)
+        try:
+            torch.onnx.export(module, args_, str(f), input_names=case.names, dynamo=True,
+                              dynamic_axes={k: {a: "T"} for k, a in taxes.items()} or None,
+                              verbose=False)
+        except Exception:   # noqa: BLE001 - torch.export refuses the dynamic length
+            if not taxes:
+                raise
+            # as a user would: export at the example's length
+            torch.onnx.export(module, args_, str(f), input_names=case.names, dynamo=True,
+                              verbose=False)
+            label = "onnx (dynamo), fixed length (the exporter refuses a dynamic T)"
+        _onnxruntime_runs(f, case)
+        graph = convert_onnx(f)
+        return graph if label is None else (graph, label)
+
     def pt2_path():
         f = tmp / f"{name}.pt2"
         torch.export.save(torch.export.export(module, args), str(f))
         return convert_exported(f, dynamic_time=bool(taxes))
-    return {"from_module": from_mod, "onnx": onnx_path, ".pt2": pt2_path}
+    return {"from_module": from_mod, "onnx": onnx_path, "onnx (dynamo)": onnx_dynamo_path,
+            ".pt2": pt2_path}
 
 
 def _onnxruntime_runs(path: Path, case: Case) -> None:
@@ -320,6 +345,8 @@ def evaluate(only: str = "") -> list[dict]:
                 rows.append(row)
                 try:
                     graph = make()
+                    if isinstance(graph, tuple):
+                        graph, row["path"] = graph
                 except PeerFailed as e:
                     row["result"] = f"onnxruntime fails on the file: {e}"
                     continue
@@ -333,7 +360,8 @@ def evaluate(only: str = "") -> list[dict]:
                         continue
                     graph, row["path"] = advised
                 except Exception as e:   # noqa: BLE001 - the exporter failed: not counted
-                    row["result"] = f"export failed: {type(e).__name__}: {str(e)[:100]}"
+                    msg = re.sub(r"\x1b\[[0-9;]*m", "", " ".join(str(e).split()))
+                    row["result"] = f"export failed: {type(e).__name__}: {msg[:100]}"
                     continue
                 try:
                     err, whole = _compare(graph, case.args, want)
@@ -364,19 +392,20 @@ def _as_advised(path: str, e, name: str, case: Case, tmp: Path):
                                   or "holds for one sequence length" in msg):
         return (from_module(case.module, case.args, dynamic_time=False),
                 "from_module, fixed length")
-    if path != "onnx" or "--shape" not in msg:
+    if not path.startswith("onnx") or "--shape" not in msg:
         return None
+    onnx_file = tmp / f"{name}{'.dynamo' if 'dynamo' in path else ''}.onnx"
     shapes = {k: list(a.shape) for k, a in zip(case.names, case.args)}
     for k, a in case.time_axes.items():
         shapes[k][a] = "T"
     for _ in range(2):
         try:
-            graph = convert_onnx(tmp / f"{name}.onnx", shapes=shapes)
+            graph = convert_onnx(onnx_file, shapes=shapes)
         except EdgeseqError:
             shapes = {k: list(a.shape) for k, a in zip(case.names, case.args)}
             continue
         given = " ".join(f"{k}={','.join(map(str, d))}" for k, d in shapes.items())
-        return graph, f"onnx, --shape {given}"
+        return graph, f"{path}, --shape {given}"
     return None
 
 
