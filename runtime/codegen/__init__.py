@@ -33,6 +33,11 @@ _NB = {"float32": types.float32, "int64": types.int64}
 # a workspace grown past this many floats (256 MB) is not kept between calls (a very long
 # sequence then allocates its buffers per call, as before workspaces)
 WORKSPACE_MAX_FLOATS = 1 << 26
+# Numba + LLVM compile time grows faster than the function: 1100 generated lines compile in
+# about a minute on a busy 2-core machine, while a 3500-line function (PyTorch's dynamo
+# exporter unrolls a DeepSpeech-style model into 505 nodes) ran over 20 minutes at 3.2 GB.
+# Longer functions run on the interpreter unless Model(..., codegen=True) insists.
+MAX_GENERATED_LINES = 2000
 
 
 class Workspace:
@@ -207,7 +212,14 @@ def for_model(model, *, use: bool | None, delta: bool, build_now: bool) -> tuple
         return None, "codegen: not used (delta kernels run on the per-node interpreter)"
     kernels = {s.node.name: s.kernel for s in model.plan.steps}
     try:
-        compiled = CompiledGraph(lower(model.graph, kernels, _linked(None)), model.name)
+        lowered = lower(model.graph, kernels, _linked(None))
+        lines = lowered.source.count("\n")
+        if use is not True and lines > MAX_GENERATED_LINES:
+            return None, (f"codegen: not used, the per-node interpreter runs the graph: its "
+                          f"generated function would have {lines} lines (> "
+                          f"{MAX_GENERATED_LINES}, minutes of compiling); "
+                          f"Model(..., codegen=True) compiles it anyway")
+        compiled = CompiledGraph(lowered, model.name)
         if build_now:
             compiled.compile()
     except Unsupported as e:

@@ -201,6 +201,20 @@ def test_unsupported_nodes_fall_back_and_describe_says_why(tol):
     _close(m.run({"x": arrays["x"]}), reference.run(g, {"x": arrays["x"]}), tol["float32"])
 
 
+def test_a_very_long_generated_function_runs_on_the_interpreter(tol, monkeypatch):
+    # compile time grows faster than the function: past the limit the default is the
+    # interpreter (a 3500-line function compiled for over 20 minutes)
+    from edgeseq.runtime import codegen
+    monkeypatch.setenv("EDGESEQ_CODEGEN", "1")
+    monkeypatch.setattr(codegen, "MAX_GENERATED_LINES", 3)
+    arrays = {"x": _f(2, 4, 9)}
+    g = _one(Op.RELU, arrays, {})
+    m = Model(g)
+    assert m.source() is None
+    assert "lines (> 3" in m.describe()
+    _close(m.run({"x": arrays["x"]}), reference.run(g, {"x": arrays["x"]}), tol["float32"])
+
+
 def test_bad_indices_and_lengths_raise_input_error():
     op, arrays, attrs = GLUE["gather_input"]
     m = _model(_one(op, arrays, attrs))
