@@ -77,12 +77,12 @@ _TABLE = (
     # glue ops with their arena (kernels/graph_ops.py)
     Entry("linear_ws", graph_ops.linear_ws,
           (_F32[2], _F32[3], _i, _F32[1], _b, _f, _F32[1], _I64)),
-    # NOTE: linked, its loops specialised on the kernel size, stride and fused activation:
-    # through a pointer silero's push took 4 % longer (47.6 vs 45.7 us, alternating calls);
-    # the price is ~2.5 s more compile of a generated function that calls it (silero)
+    # NOTE: through a pointer since a quiet-machine A/B: silero's push 0.51 vs 0.50x
+    # onnxruntime (within noise; 4 % slower at load ~5), its cold start 6.8-7.1 s vs 7.4 s
+    # (linked, the loops specialise on the kernel size, stride and fused activation)
     Entry("conv1d_ws", graph_ops.conv1d_ws,
           (_F32[3], _F32[3], _F32[1], _b, _i, _i, _i, _i, _i, _i, _i, _F32[1], _I64),
-          linked=True),
+          linked=False),
     Entry("softmax_ws", graph_ops.softmax_ws, (_F32[3], _b, _F32[1], _I64)),
     Entry("reduce_ws", graph_ops.reduce_ws, (_F32[3], _b, _F32[1], _I64)),
     Entry("gather_ws", graph_ops.gather_ws, (_F32[3], _I64, _F32[1], _I64)),
