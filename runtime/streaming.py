@@ -277,7 +277,8 @@ def time_axes(graph: Graph, given: dict[str, int | None] | None = None) -> dict[
                          f"{sorted(names)}")
     state_only = state_prep(graph).inputs
     free = [v for v in graph.inputs if v.name not in given and v.name not in state_only]
-    choices = [list(range(len(v.shape))) for v in free]
+    # every axis, then none (an input such as per-row lengths, given whole with each push)
+    choices = [list(range(len(v.shape))) + [None] for v in free]
     # NOTE: of the failed candidates, report the one that streamed furthest into the graph:
     # its blocking node is the real obstacle (the first candidate is often the batch axis,
     # which fails at the first recurrent node for a reason that is not the model's)
@@ -286,6 +287,8 @@ def time_axes(graph: Graph, given: dict[str, int | None] | None = None) -> dict[
         axes = {v.name: None for v in graph.inputs}
         axes.update(given)
         axes.update({v.name: a for v, a in zip(free, combo)})
+        if not _one_length(graph, axes):
+            continue
         try:
             return _propagate(graph, axes)
         except GraphError as e:
@@ -294,6 +297,14 @@ def time_axes(graph: Graph, given: dict[str, int | None] | None = None) -> dict[
     if best is None:
         raise GraphError("graph has no inputs to stream")
     raise best
+
+
+def _one_length(graph: Graph, axes: dict) -> bool:
+    """Some input has a time axis, and the inputs given one agree on its length where the
+    graph fixes it (a Stream pushes one chunk length to all of them): a [N] lengths input of
+    a fixed-shape graph is not a time axis of N steps."""
+    fixed = [graph.value(k).shape[a] for k, a in axes.items() if a is not None]
+    return bool(fixed) and len({d for d in fixed if isinstance(d, int)}) <= 1
 
 
 @dataclass(frozen=True)

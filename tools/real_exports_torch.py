@@ -411,17 +411,20 @@ def _as_advised(path: str, e, name: str, case: Case, tmp: Path):
 
 def _stream(graph, case: Case, whole: list) -> str:
     """'yes (err)' when pushing the time inputs in chunks of 2, 1 and the rest reproduces the
-    whole run (other inputs, e.g. lengths, with the first chunk), else 'no: why'."""
+    whole run (other inputs with every chunk, or with the first one where they only set
+    initial states or lengths), else 'no: why'."""
     from edgeseq.errors import EdgeseqError
     from edgeseq.runtime import Model
     feeds = {v.name: a.numpy() for v, a in zip(graph.inputs, case.args)}
     axes = {graph.inputs[case.names.index(k)].name: a for k, a in case.time_axes.items()}
     n_steps = min(feeds[k].shape[a] for k, a in axes.items())
     try:
-        stream = Model(graph).stream(time_axes=axes)
+        model = Model(graph)
+        stream = model.stream(time_axes=axes)
+        every = {s.name for s in model.inputs if not s.optional}   # needed by each push
         parts = []
         for lo, hi in ((0, 2), (2, 3), (3, n_steps)):
-            chunk = dict(feeds) if lo == 0 else {}
+            chunk = dict(feeds) if lo == 0 else {k: feeds[k] for k in every}
             for k, a in axes.items():
                 chunk[k] = np.take(feeds[k], np.arange(lo, hi), axis=a)
             parts.append(stream.push(chunk))
