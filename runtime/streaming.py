@@ -277,8 +277,9 @@ def time_axes(graph: Graph, given: dict[str, int | None] | None = None) -> dict[
                          f"{sorted(names)}")
     state_only = state_prep(graph).inputs
     free = [v for v in graph.inputs if v.name not in given and v.name not in state_only]
-    # every axis, then none (an input such as per-row lengths, given whole with each push)
-    choices = [list(range(len(v.shape))) + [None] for v in free]
+    # every axis, then none for a vector (per-row lengths, given whole with each push; never
+    # for a higher-rank input, which could be a sequence read whole against a chunk)
+    choices = [list(range(len(v.shape))) + ([None] if len(v.shape) <= 1 else []) for v in free]
     # NOTE: of the failed candidates, report the one that streamed furthest into the graph:
     # its blocking node is the real obstacle (the first candidate is often the batch axis,
     # which fails at the first recurrent node for a reason that is not the model's)
