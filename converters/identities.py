@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from edgeseq.errors import EdgeseqError
-from edgeseq.graph import Graph, Node
+from edgeseq.graph import Graph, Node, read_constants
 from edgeseq.ops import Op
 
 _PURE_LAYOUT = frozenset({Op.UNSQUEEZE, Op.SQUEEZE, Op.RESHAPE, Op.IDENTITY})
@@ -82,10 +82,7 @@ def drop_identities(graph: Graph) -> Graph:
         if not dead:
             break
         graph.nodes = [n for n in graph.nodes if n not in dead]
-    used = {i for n in graph.nodes for i in n.inputs} | \
-        {w for n in graph.nodes for w in n.weights.values()}
-    graph.constants = {k: v for k, v in graph.constants.items()
-                       if k in used or any(k == u + ".scale" for u in used)}
+    graph.constants = read_constants(graph.constants, graph.nodes)
     graph.values = {}
     graph.validate()
     return graph

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from edgeseq.errors import EdgeseqError
-from edgeseq.graph import Graph, Node
+from edgeseq.graph import Graph, Node, read_constants
 from edgeseq.ops import Op
 
 from edgeseq.converters import cells_torch  # noqa: F401 - registers PyTorch's GRU order
@@ -441,9 +441,7 @@ def _loop_maker(graph: Graph, sl: Slices, body: list[Node], c_in, c_out, axis: i
         b_nodes.append(Node(base + "/go", Op.IDENTITY, [go], [go + "_out"], {}))
         scans = [f"{base}/scan{j}" for j in range(len(c_out))]
         b_nodes += [Node(o, Op.IDENTITY, [v], [o], {}) for o, v in zip(scans, c_out)]
-        used = {i for n in body for i in n.inputs} | {w for n in body for w in n.weights.values()}
-        consts = {k: v for k, v in graph.constants.items()
-                  if k in used or any(k == u + ".scale" for u in used)}
+        consts = read_constants(graph.constants, body)
         states = [Value(k, "float32", graph.value(k).shape) for k in c_in]
         b_graph = Graph(base + "/body",
                         [Value(it, "int64", ()), Value(go, "bool", ()), *states,
@@ -509,9 +507,7 @@ def _replace(graph: Graph, sl: Slices, steps, make, values: list[dict],
            for n in kept if n.name in step_of for i in n.inputs):
         raise _Skip("a per-step node still reads the previous step: not only h leaves a step")
     new.nodes = kept
-    used = {i for n in kept for i in n.inputs} | {w for n in kept for w in n.weights.values()}
-    new.constants = {k: v for k, v in new.constants.items()
-                     if k in used or any(k == u + ".scale" for u in used)}
+    new.constants = read_constants(new.constants, kept)
     new.values = {}
     return new.validate()
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgeseq.graph import Graph, Node
+from edgeseq.graph import Graph, Node, read_constants
 from edgeseq.ops import UNARY, Op
 
 _ELEMENTWISE = frozenset({Op.ADD, Op.MUL, Op.SUB, Op.DIV})
@@ -110,9 +110,7 @@ def _one(graph: Graph, stack: Node) -> Graph:
     kept = [n for n in graph.nodes[:at] if id(n) not in gone] + made + \
         [n for n in graph.nodes[at:] if id(n) not in gone]
     new.nodes = kept
-    used = {i for n in kept for i in n.inputs} | {w for n in kept for w in n.weights.values()}
-    new.constants = {k: v for k, v in new.constants.items()
-                     if k in used or any(k == u + ".scale" for u in used)}
+    new.constants = read_constants(new.constants, kept)
     new.values = {}
     return new.validate()
 

@@ -211,6 +211,14 @@ class Graph:
         return f"{base}_{i}"
 
 
+def read_constants(constants: dict[str, np.ndarray], nodes) -> dict[str, np.ndarray]:
+    """The entries of `constants` that `nodes` read (as inputs or weights), with the per-row
+    scales of the int8 ones."""
+    used = {i for n in nodes for i in n.inputs} | {w for n in nodes for w in n.weights.values()}
+    used |= {scale_name(u) for u in used}
+    return {k: v for k, v in constants.items() if k in used}
+
+
 def _body_from_json(node: Node, d, constants: dict, depth: int) -> "Graph":
     """A Loop body from its JSON: its constants come from the enclosing table by name, each
     with the dtype and shape the body's table states; nesting is bounded."""
