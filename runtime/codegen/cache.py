@@ -4,7 +4,6 @@ imported from there, so Numba's file cache (`cache=True`, `__pycache__` beside t
 serves a second process, and graphs with the same structure share one compiled function."""
 from __future__ import annotations
 
-import functools
 import hashlib
 import importlib.util
 import os
@@ -26,16 +25,11 @@ def _host() -> str:
     return f"{platform.machine()}-{binding.get_host_cpu_name()}-numba{numba.__version__}"
 
 
-@functools.lru_cache(maxsize=None)
 def _kernels_digest() -> str:
     """Hash of the kernel sources the generated code calls: Numba's file cache checks only
     the generated file itself, so a changed kernel must change the module's name."""
-    from edgeseq.runtime import kernels
-    h = hashlib.sha256()
-    for f in sorted(Path(kernels.__file__).parent.glob("*.py")):
-        h.update(f.name.encode())
-        h.update(f.read_bytes())
-    return h.hexdigest()
+    from edgeseq.runtime.kernels.cache_stamp import KERNELS_DIGEST
+    return KERNELS_DIGEST
 
 
 def cache_key(source: str) -> str:

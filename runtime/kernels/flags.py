@@ -6,6 +6,8 @@ so that compiled code imports nothing above it; `runtime/config.py` re-exports t
 """
 from __future__ import annotations
 
+from edgeseq.runtime.kernels import cache_stamp  # noqa: F401  (one cache stamp per package)
+
 # NOTE: never "nnan"/"ninf": sigmoid and tanh must saturate correctly at +-inf, and clamps
 # written with min/max must keep their meaning. "reassoc" + "contract" let LLVM vectorise and
 # fuse the dot-product loops; "afn"/"arcp" allow a reciprocal instead of a division.
