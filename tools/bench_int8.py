@@ -3,16 +3,21 @@ quantize_dynamic (DynamicQuantizeLSTM, per-tensor and per-channel) and onnxrunti
 thread each, calls alternating in one process; time ratios and max error vs the float model.
 
     python tools/bench.py int8 [--quick] [--repeats N] [--sizes 1024,256] [--steps 100]
-                               [--haswell] [--no-silero] [--pair] [--json PATH]
+                               [--haswell | --avx2] [--no-silero] [--pair] [--json PATH]
 
 edgeseq rows run Model's default path, the generated whole-graph code; the "interpreter"
 row is the same model on the per-node interpreter (Model(..., codegen=False)). The silero
 part runs the int8 artifact one 576-sample frame per Stream.push: generated code vs
 interpreter vs onnxruntime fp32 (1 thread) on the float model, calls alternating (rotated).
 
---haswell runs the same in a child process whose Numba compiles for an AVX2-only CPU
-(NUMBA_CPU_NAME=haswell plus its feature list: Numba applies the CPU name alone with the
-host's features). The error reference is onnxruntime fp32 on the float model (same weights,
+--haswell runs the same in a child process as on an AVX2-only CPU (`--avx2`): Numba compiles
+for haswell (NUMBA_CPU_NAME=haswell plus its feature list: Numba applies the CPU name alone
+with the host's features) and CPUID is masked (`tools/cpuid_mask.py`: no AVX-512, VNNI or
+AMX) before onnxruntime is imported, so its MLAS picks its AVX2 kernels too. Each table says
+which int8 kernel each side runs: edgeseq's formulation, and onnxruntime's U8S8 GEMM told
+apart by a probe (u8 255 × s8 127: the AVX2 kernel's vpmaddubsw saturates the pair sums,
+VNNI is exact). Where CPUID faulting is absent the child runs with Numba for haswell only,
+labelled "onnxruntime keeps its host ISA". The error reference is onnxruntime fp32 on the float model (same weights,
 same N(0,1) inputs); "× ORT int8" is relative to the per-tensor DynamicQuantizeLSTM;
 medians of wall time and of process CPU time (which leaves out time the OS gave others).
 """
@@ -35,6 +40,46 @@ HASWELL_FEATURES = ("+64bit,+avx,+avx2,+bmi,+bmi2,+cmov,+cx16,+cx8,+f16c,+fma,+f
                     "+fxsr,+invpcid,+lzcnt,+mmx,+movbe,+pclmul,+popcnt,+rdrnd,+sahf,+sse,"
                     "+sse2,+sse3,+sse4.1,+sse4.2,+ssse3,+xsave,+xsaveopt,-avx512f,-avx512bw,"
                     "-avx512vl,-avx512vnni,-avxvnni")
+
+
+def as_avx2(mask: bool = True) -> str:
+    """Make this process an AVX2-only one before numba or onnxruntime is imported: Numba
+    compiles for haswell, and (mask) CPUID hides AVX-512/VNNI/AMX. Returns how onnxruntime
+    was capped (for the tables)."""
+    late = [m for m in ("numba", "onnxruntime") if m in sys.modules]
+    if late:
+        raise SystemExit(f"--avx2: {', '.join(late)} already imported; run bench_int8.py "
+                         f"--avx2 in a fresh process")
+    os.environ.update(NUMBA_CPU_NAME="haswell", NUMBA_CPU_FEATURES=HASWELL_FEATURES)
+    if not mask:
+        return "onnxruntime keeps its host ISA (no CPUID mask)"
+    import cpuid_mask
+    cpuid_mask.install()
+    return "CPUID masked to AVX2 (tools/cpuid_mask.py)"
+
+
+def ort_u8s8_kernel() -> str:
+    """Which U8S8 GEMM onnxruntime's MLAS runs here, from its bits: MatMulInteger of u8 255
+    by s8 127 over 64 columns is 2 072 640 exactly; the AVX2 kernel (vpmaddubsw, then
+    vpmaddwd) saturates each pair sum to 32767, giving 32 · 32767 = 1 048 544."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+    k = 64
+    g = helper.make_graph(
+        [helper.make_node("MatMulInteger", ["a", "b"], ["y"])], "probe",
+        [helper.make_tensor_value_info("a", TensorProto.UINT8, [4, k])],
+        [helper.make_tensor_value_info("y", TensorProto.INT32, [4, 16])],
+        [numpy_helper.from_array(np.full((k, 16), 127, np.int8), "b")])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    s = ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    y = int(s.run(None, {"a": np.full((4, k), 255, np.uint8)})[0][0, 0])
+    if y == 32 * 32767:
+        return "MLAS U8S8 AVX2 (vpmaddubsw: pair sums saturate)"
+    if y == k * 255 * 127:
+        return "MLAS U8S8 exact (its VNNI kernels)"
+    return f"MLAS U8S8 unknown (probe {y})"
 
 
 def _ort_int8(model_bytes: bytes, tmp: Path, per_channel: bool) -> bytes:
@@ -173,25 +218,36 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sizes", default="1024,256", help="LSTM sizes (inputs = units)")
     ap.add_argument("--steps", type=int, default=100)
     ap.add_argument("--haswell", action="store_true",
-                    help="also run in a child compiling for an AVX2-only CPU")
+                    help="also run in a child as on an AVX2-only CPU (--avx2)")
+    ap.add_argument("--avx2", action="store_true",
+                    help="run as on an AVX2-only CPU: Numba for haswell, CPUID masked for "
+                         "onnxruntime (fails where CPUID faulting is absent)")
+    ap.add_argument("--no-cpuid-mask", action="store_true",
+                    help="with --avx2: Numba for haswell only, onnxruntime on its host ISA")
     ap.add_argument("--no-silero", action="store_true", help="skip the silero int8 stream")
     ap.add_argument("--pair", action="store_true",
                     help="time only edgeseq int8 (int8 activations, generated code) against "
                          "onnxruntime int8 per-tensor (no other model between their calls)")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
+    capped = as_avx2(mask=not args.no_cpuid_mask) if args.avx2 else "host ISA"
     warnings.filterwarnings("ignore", message=".*initial state.*not given")   # zeros, as ORT's
     repeats = args.repeats or (7 if args.quick else 21)
     from edgeseq.runtime.kernels import s8dot
     from edgeseq.runtime.kernels.cpu import numba_target
     target = numba_target()
-    result = {"cpu": target.cpu, "formulation": s8dot.CHOSEN.name,
+    ort_kernel = ort_u8s8_kernel()
+    print(f"edgeseq: Numba CPU {target.cpu}, int8 kernels {s8dot.CHOSEN.name}; onnxruntime: "
+          f"{ort_kernel}; {capped}", flush=True)
+    result = {"cpu": target.cpu, "formulation": s8dot.CHOSEN.name, "ort_kernel": ort_kernel,
+              "isa": capped,
               "load": os.getloadavg(), "repeats": repeats, "cases": {}}
     for h in (int(s) for s in args.sizes.split(",")):
         rows = lstm_case(h, args.steps, repeats, args.pair)
         result["cases"][f"lstm{h}"] = rows
         print(_table(f"\nLSTM {h}x{h}, T={args.steps}, batch 1, 1 thread; Numba CPU "
-                     f"{target.cpu}, int8 kernels: {s8dot.CHOSEN.name}; load "
+                     f"{target.cpu}, int8 kernels: {s8dot.CHOSEN.name}; onnxruntime "
+                     f"{ort_kernel}; load "
                      f"{', '.join(f'{v:.1f}' for v in os.getloadavg())}", rows), flush=True)
     if not args.no_silero:
         r = result["silero_int8_stream"] = silero_stream(2.0 if args.quick else 6.0)
@@ -203,12 +259,19 @@ def main(argv: list[str] | None = None) -> int:
               + f"\nmax |Δp| vs ORT fp32 (float model), first frame: "
               f"{r['diff_vs_ort_fp32']:.1e}", flush=True)
     if args.haswell:
-        env = dict(os.environ, NUMBA_CPU_NAME="haswell", NUMBA_CPU_FEATURES=HASWELL_FEATURES)
-        child = [sys.executable, __file__, "--no-silero", "--sizes", args.sizes, "--steps",
-                 str(args.steps), "--repeats", str(repeats)]
+        import cpuid_mask
+        why = cpuid_mask.available()
+        child = [sys.executable, __file__, "--avx2", "--no-silero", "--sizes", args.sizes,
+                 "--steps", str(args.steps), "--repeats", str(repeats)] \
+            + ["--pair"] * args.pair
+        if why:
+            print(f"\n*** {why}: onnxruntime cannot be capped to AVX2; the child below "
+                  f"compiles edgeseq for haswell while onnxruntime keeps its host ISA "
+                  f"(not a like-for-like comparison) ***", flush=True)
+            child.append("--no-cpuid-mask")
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp) / "h.json"
-            subprocess.run(child + ["--json", str(out)], env=env, check=True)
+            subprocess.run(child + ["--json", str(out)], check=True)
             result["haswell"] = json.loads(out.read_text())
     if args.json:
         args.json.write_text(json.dumps(result, indent=1))
