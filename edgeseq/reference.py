@@ -126,9 +126,15 @@ INT8_ACTIVATION_SLOTS = {Op.LSTM: ("w_x", "w_h", "w_h_u", "w_h_v", "w_proj"),
                          Op.RNN: ("w_x", "w_h", "w_h_u", "w_h_v")}
 
 
+# "int8_asymmetric": TFLite's hybrid kernels with asymmetric_quantize_inputs (a zero point
+# per vector, `quantize_activations8_asymmetric`), for the same slots
+INT8_ASYMMETRIC = "int8_asymmetric"
+INT8_MODES = ("int8", INT8_ASYMMETRIC)
+
+
 def int8_activation_slots(graph: Graph, node: Node) -> tuple[str, ...]:
     """The weight slots of `node` whose products use int8 activations."""
-    if graph.metadata.get(INT8_ACTIVATIONS) != "int8":
+    if graph.metadata.get(INT8_ACTIVATIONS) not in INT8_MODES:
         return ()
     slots = tuple(s for s in INT8_ACTIVATION_SLOTS.get(node.op, ())
                   if s in node.weights and graph.constants[node.weights[s]].dtype == np.int8)
@@ -158,10 +164,57 @@ def int8_product(v: np.ndarray, q_w: np.ndarray, scale: np.ndarray) -> np.ndarra
     return (y * step).astype(np.float32).astype(F64)
 
 
+def _round_away(x: np.ndarray) -> np.ndarray:
+    """Round half away from zero (C's round / std::round, TFLite's TfLiteRound)."""
+    t = np.trunc(x)                 # x - t is exact: no rounding before the comparison
+    return np.where(np.abs(x - t) >= 0.5, t + np.sign(x), t)
+
+
+def quantize_activations8_asymmetric(v: np.ndarray) -> tuple[np.ndarray, np.ndarray,
+                                                              np.ndarray]:
+    """(q int64 [..., K], step float32 [..., 1], zero point int64 [..., 1]) of each vector
+    along the last axis, as TFLite's AsymmetricQuantizeFloats computes them (its hybrid
+    kernels with asymmetric_quantize_inputs; tensor_utils): rmin = min(0, min v),
+    rmax = max(0, max v) in float32; scale = float32(rmax - rmin) / 255 in float64; the zero
+    point from rmin or rmax, whichever adds the smaller terms, nudged into [-128, 127] and
+    rounded half away from zero; step = float32(scale), inv = float32(1 / step);
+    q = clip(zp + round(float32(v · inv)), -128, 127), half away from zero. A vector with
+    rmin == rmax: q = 0, step 1, zp 0."""
+    v = np.asarray(v, np.float32)
+    rmin = np.minimum(np.float32(0), np.min(v, axis=-1, keepdims=True))
+    rmax = np.maximum(np.float32(0), np.max(v, axis=-1, keepdims=True))
+    flat = rmin == rmax
+    span = np.where(flat, np.float32(1), (rmax - rmin).astype(np.float32)).astype(F64)
+    scale = span / 255.0
+    lo, hi = rmin.astype(F64) / scale, rmax.astype(F64) / scale
+    zd = np.where(128.0 + np.abs(lo) < 127.0 + np.abs(hi), -128.0 - lo, 127.0 - hi)
+    zp = np.where(zd <= -128.0, -128.0, np.where(zd >= 127.0, 127.0, _round_away(zd)))
+    step = scale.astype(np.float32)
+    inv = (1.0 / step.astype(F64)).astype(np.float32)
+    r = _round_away((v * inv).astype(np.float32))
+    q = np.clip(zp + r.astype(F64), -128, 127)
+    q, zp = np.where(flat, 0, q), np.where(flat, 0, zp)
+    return q.astype(np.int64), np.where(flat, np.float32(1), step), zp.astype(np.int64)
+
+
+def int8_product_asymmetric(v: np.ndarray, q_w: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """`int8_product` with `quantize_activations8_asymmetric`: the integer sum is
+    Σ_k q_w[j, k]·(q[k] − zp) = Σ_k q_w[j, k]·q[k] − zp·Σ_k q_w[j, k], exact."""
+    q, step, zp = quantize_activations8_asymmetric(v)
+    w = q_w.astype(np.int64)
+    total = np.matmul(q, w.T) - zp * w.sum(axis=1)
+    y = (total.astype(np.float32) * np.asarray(scale, np.float32)).astype(np.float32)
+    return (y * step).astype(np.float32).astype(F64)
+
+
+INT8_PRODUCTS = {"int8": int8_product, INT8_ASYMMETRIC: int8_product_asymmetric}
+
+
 def _int8_products(graph: Graph, node: Node) -> dict:
     """slot -> [per direction: v -> W v] for the slots with int8 activations; factors U, V
     become "w_h": v -> U (V v)."""
-    out = {s: [lambda v, w=w, sc=sc: int8_product(v, w, sc)
+    product = INT8_PRODUCTS.get(graph.metadata.get(INT8_ACTIVATIONS), int8_product)
+    out = {s: [lambda v, w=w, sc=sc: product(v, w, sc)
                for w, sc in zip(graph.weight(node, s), graph.scale(node, s))]
            for s in int8_activation_slots(graph, node)}
     if "w_h_u" in out:

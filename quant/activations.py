@@ -8,6 +8,10 @@ multiply the activations in, recorded in the graph metadata (and so in the artif
   DynamicQuantizeLSTM error and speed. The float64 reference defines its bits
   (`edgeseq.reference.int8_product`); it covers the slots of
   `edgeseq.reference.INT8_ACTIVATION_SLOTS` (which matrices of which recurrent ops).
+- "int8_asymmetric": int8 with a zero point per vector (step (max - min)/255 over the range
+  widened to hold 0, q in [-128, 127]): TFLite's hybrid kernels with
+  asymmetric_quantize_inputs (`edgeseq.reference.quantize_activations8_asymmetric`); the same
+  kernels, each row's integer sum less zp·Σ_k w[j, k].
 """
 from __future__ import annotations
 
@@ -16,9 +20,9 @@ import numpy as np
 from edgeseq.errors import GraphError
 from edgeseq.graph import Graph
 from edgeseq.quant.common import note_pass
-from edgeseq.reference import INT8_ACTIVATIONS, INT8_ACTIVATION_SLOTS
+from edgeseq.reference import INT8_ACTIVATIONS, INT8_ACTIVATION_SLOTS, INT8_ASYMMETRIC
 
-CHOICES = ("int16", "int8")
+CHOICES = ("int16", "int8", INT8_ASYMMETRIC)
 DEFAULT = "int16"
 
 

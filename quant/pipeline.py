@@ -21,8 +21,8 @@ def compress(graph: Graph, *, weights: str = "fp32", svd_rank: int | None = None
     graph inputs) the max abs error of the layer's output against the float graph.
 
     Every row also carries `output_error` (graph outputs) when calibration data is given.
-    `activations` ("int16" or "int8", `quant.activations`; default int16) is the precision
-    the int8 products multiply activations in; with weights="int8", or on a graph whose
+    `activations` ("int16", "int8" or "int8_asymmetric", `quant.activations`; default int16)
+    is the precision the int8 products multiply activations in; with weights="int8", or on a graph whose
     recurrent weights are int8 already (a TFLite hybrid file)."""
     if weights not in WEIGHTS:
         raise GraphError(f"weights must be one of {sorted(WEIGHTS)}, got {weights!r}")

@@ -8,11 +8,12 @@ import numpy as np
 
 from edgeseq.graph import Graph, Node
 from edgeseq.ops import Op
-from edgeseq.reference import int8_activation_slots
+from edgeseq.reference import INT8_ACTIVATIONS, INT8_ASYMMETRIC, int8_activation_slots
 from edgeseq.runtime.kernels import quantized as _q
 from edgeseq.runtime.kernels import quantized_rnn8 as _r8
 from edgeseq.runtime.kernels import s8dot as _s8
 from edgeseq.runtime.kernels.s8dot import packed8
+from edgeseq.runtime.kernels.s8dot_asymmetric import packed8_asymmetric
 from edgeseq.runtime.registry import register
 from edgeseq.runtime.recurrent import GruKernel, LstmKernel, RnnKernel
 
@@ -56,6 +57,10 @@ def pack_slot(graph: Graph, node: Node, slot: str, d: int, int16_min_cols: int =
 
 
 INT16_NOTE = ", int8 products on int16-quantised activations"
+# int8-activation mode (graph metadata) -> packer of a matrix for its products; the record
+# type selects the kernels' quantisation (symmetric, or with a zero point: TFLite's
+# asymmetric_quantize_inputs)
+INT8_PACKERS = {"int8": packed8, INT8_ASYMMETRIC: packed8_asymmetric}
 
 
 class _Compressed:
@@ -112,7 +117,9 @@ class _Compressed:
         W_x and a dense W_h are packed for `kernels.s8dot` (the CPU's integer dot-product
         form) into self.p8[slot][d]; only the packed copy is kept."""
         slots = int8_activation_slots(graph, node)
-        self.p8 = {s: [packed8(graph.weight(node, s)[d], graph.scale(node, s)[d])
+        mode = graph.metadata.get(INT8_ACTIVATIONS)
+        self.packed8 = INT8_PACKERS.get(mode, packed8)
+        self.p8 = {s: [self.packed8(graph.weight(node, s)[d], graph.scale(node, s)[d])
                        for d in range(self.n_dir)] for s in slots}
         if "w_h_u" in self.p8 and "w_h_v" in self.p8:     # factored: W_h h = U (V h)
             self.p8["w_h"] = list(zip(self.p8.pop("w_h_u"), self.p8.pop("w_h_v")))
@@ -125,8 +132,8 @@ class _Compressed:
             if not any(m[0] == _q.I8Q16 for m in self.mx + self.mh + self.mu + self.mv
                        + self.mp):
                 self.note = self.note.replace(INT16_NOTE, "")
-            self.note += (f", int8 activations for {'/'.join(slots)} "
-                          f"({_s8.CHOSEN.name} kernels)")
+            self.note += (f", int8 activations{' with zero points' * (mode == INT8_ASYMMETRIC)}"
+                          f" for {'/'.join(slots)} ({_s8.CHOSEN.name} kernels)")
 
     # NOTE: the two calls below are the whole of what a direction runs; the interpreter
     # (`__call__`) and the generated code (`runtime/codegen/compressed_ops.py`) both make
@@ -186,8 +193,8 @@ class CompressedGru(_Compressed, GruKernel):
             hs = self.hidden
             rows_of = "w_h_u" if self.factored else "w_h"       # U's rows are W_h's rows
             w, sc = graph.weight(node, rows_of), graph.scale(node, rows_of)
-            zr = [packed8(w[d][:2 * hs], sc[d][:2 * hs]) for d in range(self.n_dir)]
-            cand = [packed8(w[d][2 * hs:], sc[d][2 * hs:]) for d in range(self.n_dir)]
+            zr = [self.packed8(w[d][:2 * hs], sc[d][:2 * hs]) for d in range(self.n_dir)]
+            cand = [self.packed8(w[d][2 * hs:], sc[d][2 * hs:]) for d in range(self.n_dir)]
             if self.factored:
                 v = [p[1] for p in self.p8["w_h"]]
                 zr, cand = list(zip(zr, v)), list(zip(cand, v))

@@ -11,7 +11,7 @@ from edgeseq import input_checks
 from edgeseq.errors import (EdgeseqError, GraphError, ModelFormatError, ShapeError,
                             UnsupportedModelError)
 from edgeseq.graph import Graph, Value
-from edgeseq.reference import INT8_ACTIVATIONS
+from edgeseq.reference import INT8_ACTIVATIONS, INT8_ASYMMETRIC
 
 from edgeseq.converters.tflite import glue, lstm, reader  # noqa: F401  (registers handlers)
 from edgeseq.converters.tflite.context import HANDLERS, Context, OpView, Unsupported
@@ -82,16 +82,20 @@ def _stage(path, field: str):
 
 # The int8 products' activation precision of a hybrid file (`edgeseq.quant.activations`).
 # TFLite's hybrid kernels quantise x_t, h_{t-1} and m_t to int8 per batch row at every step:
-# symmetric (s = max|v|/127, edgeseq's "int8": equal to TFLite to float32 rounding) or, with
-# asymmetric_quantize_inputs (what TF's dynamic-range quantiser writes), with a zero point,
-# which edgeseq has no kernel for: there "int16" is the closer choice (measured: 1.1-2.8e-3
-# from TFLite vs 1.9-5.9e-3 for symmetric int8, n_cell 32, T 20).
-HYBRID_ACTIVATIONS = ("int8", "int16")
+# symmetric (s = max|v|/127, edgeseq's "int8") or, with asymmetric_quantize_inputs (what
+# TF's dynamic-range quantiser writes), with a zero point per row ("int8_asymmetric"); both
+# equal TFLite to float32 rounding. One precision per graph: a file mixing the two forms gets
+# "int16" (the int8 weights' own error, closer to either than the other int8 form).
+HYBRID_ACTIVATIONS = ("int8", INT8_ASYMMETRIC, "int16")
 
 
 def default_activations(hybrid: list[tuple[str, bool]]) -> str:
-    """TFLite's own semantics where edgeseq has them: int8 unless an op is asymmetric."""
-    return "int16" if any(asymmetric for _, asymmetric in hybrid) else "int8"
+    """TFLite's own semantics: int8 where every hybrid op quantises symmetrically,
+    int8_asymmetric where every one has a zero point, int16 for a mix."""
+    forms = {asymmetric for _, asymmetric in hybrid}
+    if len(forms) > 1:
+        return "int16"
+    return INT8_ASYMMETRIC if forms == {True} else "int8"
 
 
 def convert(path: str | Path, *, dynamic_time: bool = True, subgraph: int = 0,
@@ -103,7 +107,8 @@ def convert(path: str | Path, *, dynamic_time: bool = True, subgraph: int = 0,
     dynamic_time: give graph inputs that feed a sequence op directly a symbolic time axis "T"
     (TFLite fixes it at conversion time; edgeseq runs and streams any length).
     activations: with hybrid (dynamic-range) ops, the precision the int8 weights multiply
-    activations in: "int8" or "int16"; default `default_activations` (TFLite's semantics).
+    activations in: "int8", "int8_asymmetric" or "int16"; default `default_activations`
+    (TFLite's semantics).
     """
     if activations is not None and activations not in HYBRID_ACTIVATIONS:
         raise UnsupportedModelError(f"{path}: activations must be one of "
@@ -211,8 +216,7 @@ def _convert(path, loaded: reader.Loaded, sub, dynamic_time: bool, shapes,
         asym = [label for label, asymmetric in ctx.hybrid if asymmetric]
         ctx.notes.append(f"hybrid int8 weights: activations {act} in the int8 products"
                          + (f" (TFLite quantises them to int8 with a zero point in "
-                            f"{', '.join(asym)}; edgeseq's int8 activations are symmetric)"
-                            if asym else ""))
+                            f"{', '.join(asym)})" if asym and act != INT8_ASYMMETRIC else ""))
     if ctx.notes:
         meta["conversion_notes"] = ctx.notes
     for name, check in getattr(ctx, "input_checks", ()):   # e.g. a Keras mask's padding

@@ -24,6 +24,7 @@ MODULES = {
     "edgeseq.runtime.kernels.quantized": "QUANT",
     "edgeseq.runtime.kernels.quantized_rnn8": "QRNN8",
     "edgeseq.runtime.kernels.s8dot": "S8DOT",
+    "edgeseq.runtime.kernels.s8dot_asymmetric": "S8DOTA",
 }
 IMPORT_LINES.extend(f"from edgeseq.runtime.kernels import {m.rsplit('.', 1)[1]} as {alias}"
                     for m, alias in MODULES.items())

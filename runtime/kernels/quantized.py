@@ -25,7 +25,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
 from edgeseq.runtime.kernels.flags import NJIT
-from edgeseq.runtime.kernels import i8dot, s8dot
+from edgeseq.runtime.kernels import i8dot, s8dot, s8dot_asymmetric
 from edgeseq.runtime.kernels.cpu import numba_target
 from edgeseq.runtime.kernels.activations import activate
 from edgeseq.runtime.kernels.gru import _gru_gates, _update_hidden_gru
@@ -559,10 +559,31 @@ def rnn_sequence(xin, w_h, w_u, w_v, factored, aux, ip, fp, lens, h, y):
 def products8_range(p, v, rows, n_rows, out, accumulate, xq, xs, backward):
     """out[rows[a], :p.rows] (+)= the int8-activation product of `p` with v[rows[a]], for
     a < n_rows (`s8dot.products8`); out needs the padded rows of `p` as columns, xq/xs are
-    caller-owned scratch (int8 [>= n_rows, 4·p.groups] zero-initialised, float32 [>= n_rows])."""
-    s8dot.quantize8(v, rows, n_rows, xq, xs)
-    s8dot.products8(p.blocks, p.scale, p.sums, p.groups, xq, xs, n_rows, out, rows, accumulate,
-                    backward)
+    caller-owned scratch (int8 [>= n_rows, 4·p.groups] zero-initialised, float32 [>= n_rows]).
+    A `s8dot_asymmetric.Packed8Asymmetric` p quantises with a zero point per vector."""
+    _quantized_products(p, v, rows, n_rows, out, accumulate, xq, xs, backward)
+
+
+def _quantized_products(p, v, rows, n_rows, out, accumulate, xq, xs, backward):
+    """`products8_range`'s quantisation and product, by the record type of p."""
+    raise TypeError("compiled kernels only")
+
+
+@overload(_quantized_products, jit_options=_OVERLOAD_OPTIONS)
+def _quantized_products_forms(p, v, rows, n_rows, out, accumulate, xq, xs, backward):
+    if getattr(p, "instance_class", None) is s8dot_asymmetric.Packed8Asymmetric:
+        def asymmetric(p, v, rows, n_rows, out, accumulate, xq, xs, backward):
+            zp = np.empty(n_rows, dtype=np.int32)
+            s8dot_asymmetric.quantize8_asymmetric(v, rows, n_rows, xq, xs, zp)
+            s8dot_asymmetric.products8_asymmetric(p.blocks, p.scale, p.sums, p.groups, xq, xs,
+                                                  zp, n_rows, out, rows, accumulate, backward)
+        return asymmetric
+
+    def symmetric(p, v, rows, n_rows, out, accumulate, xq, xs, backward):
+        s8dot.quantize8(v, rows, n_rows, xq, xs)
+        s8dot.products8(p.blocks, p.scale, p.sums, p.groups, xq, xs, n_rows, out, rows,
+                        accumulate, backward)
+    return symmetric
 
 
 # A recurrent W_h with int8 activations is a Packed8 (dense) or a (U, V) pair of Packed8

@@ -267,25 +267,28 @@ def quantize8(v, rows, n_rows, xq, xs):
         xs[a] = s
 
 
-def make_tile(form: Formulation, n_panels: int, n_vec: int, prefetch: bool = True):
+def make_tile(form: Formulation, n_panels: int, n_vec: int, prefetch: bool = True,
+              zero_points: bool = False):
     """Intrinsic tile(bp, p0, groups, x, a0, dst, out, scale, wsum, xs, accumulate, pf):
     for panels p0..p0+n_panels-1 and vectors a0..a0+n_vec-1, out[dst[a], 16p + r]
     (+)= float32(float32(Σ_k w[16p + r, k]·q[a, k]) · scale[16p + r]) · xs[a], with
     x = the `quantize8` bytes (q + offset), wsum the packed row sums; `pf`: bytes ahead of
     each panel's read position to prefetch (negative: behind). The float steps carry no
-    fast-math flags (see kernels.strict). out needs ≥ 16·panels columns."""
+    fast-math flags (see kernels.strict). out needs ≥ 16·panels columns.
+    zero_points: the tile takes one more argument, zp (int32 per vector a), and sums
+    Σ_k w[16p + r, k]·(q[a, k] − zp[a]) instead (`s8dot_asymmetric`)."""
     prep, mac, acc_lanes, finish = form.emit()
     offset = form.offset
 
-    @intrinsic
-    def tile(typingctx, bp, p0, groups, x, a0, dst, out, scale, wsum, xs, accumulate, pf):
+    def typed(bp, p0, groups, x, a0, dst, out, scale, wsum, xs, accumulate, pf, *zp):
         def arr(t, dtype, ndim):
             return isinstance(t, types.Array) and t.dtype == dtype and t.ndim == ndim \
                 and t.layout == "C"
         if not (arr(bp, types.int8, 2) and arr(x, types.int8, 2) and arr(out, types.float32, 2)
                 and isinstance(dst, types.Array) and dst.dtype == types.int64
                 and arr(scale, types.float32, 1) and arr(wsum, types.int32, 1)
-                and isinstance(xs, types.Array) and xs.dtype == types.float32):
+                and isinstance(xs, types.Array) and xs.dtype == types.float32
+                and all(isinstance(z, types.Array) and z.dtype == types.int32 for z in zp)):
             return None
 
         def codegen(context, builder, sig, args):
@@ -344,7 +347,20 @@ def make_tile(form: Formulation, n_panels: int, n_vec: int, prefetch: bool = Tru
                 sc = builder.load(builder.bitcast(elem(sa, sig.args[7], j), vf.as_pointer()),
                                   align=4)
                 tot = [finish(builder, builder.load(accs[p][q])) for q in range(n_vec)]
-                if offset:
+                if zero_points:     # Σ w·(q + offset) − (offset + zp)·Σ w, per vector
+                    za = context.make_array(sig.args[12])(context, builder, args[12])
+                    ws_ = builder.load(builder.bitcast(elem(wa, sig.args[8], j),
+                                                       vacc.as_pointer()), align=4)
+                    for q in range(n_vec):
+                        z = builder.add(builder.load(elem(za, sig.args[12],
+                                                          builder.add(a0v, c(q)))),
+                                        ir.Constant(I32, offset))
+                        zv = builder.shuffle_vector(
+                            builder.insert_element(ir.Constant(vacc, None), z,
+                                                   ir.Constant(I32, 0)),
+                            ir.Constant(vacc, None), zero_mask)
+                        tot[q] = builder.sub(tot[q], builder.mul(ws_, zv))
+                elif offset:
                     ws_ = builder.load(builder.bitcast(elem(wa, sig.args[8], j),
                                                        vacc.as_pointer()), align=4)
                     corr = builder.mul(ws_, ir.Constant(vacc, [offset] * PANEL))
@@ -371,8 +387,18 @@ def make_tile(form: Formulation, n_panels: int, n_vec: int, prefetch: bool = Tru
             return context.get_dummy_value()
 
         return types.void(bp, types.intp, types.intp, x, types.intp, dst, out, scale, wsum, xs,
-                          types.boolean, types.intp), codegen
+                          types.boolean, types.intp, *zp), codegen
 
+    if zero_points:
+        @intrinsic
+        def tile_zp(typingctx, bp, p0, groups, x, a0, dst, out, scale, wsum, xs, accumulate,
+                    pf, zp):
+            return typed(bp, p0, groups, x, a0, dst, out, scale, wsum, xs, accumulate, pf, zp)
+        return tile_zp
+
+    @intrinsic
+    def tile(typingctx, bp, p0, groups, x, a0, dst, out, scale, wsum, xs, accumulate, pf):
+        return typed(bp, p0, groups, x, a0, dst, out, scale, wsum, xs, accumulate, pf)
     return tile
 
 

@@ -222,20 +222,19 @@ def with_initial_state(g):
 
 @pytest.mark.parametrize("name", HYBRID_UNI)
 def test_hybrid_default_activations_equal_tflite(tmp_path, rng, tol, name):
-    """By default a hybrid file's int8 products take int8 activations where TFLite's kernel
-    quantises them symmetrically (what edgeseq's int8 activations are): the reference then
-    equals the interpreter to float32 rounding (measured <= 1.0e-7; with int16 activations
-    1e-3). With asymmetric input quantisation (a zero point) the default is int16."""
+    """By default a hybrid file's int8 products take TFLite's own int8 activations: symmetric
+    ("int8") or, with asymmetric input quantisation, with a zero point per row
+    ("int8_asymmetric"): the reference then equals the interpreter to float32 rounding
+    (measured <= 1.0e-7; with int16 activations 1e-3, and the other int8 form 2e-3)."""
     path, f = write(tmp_path, name, rng)
     g = convert(path)
-    want_act = "int16" if f.spec.hybrid == "asym" else "int8"
+    want_act = reference.INT8_ASYMMETRIC if f.spec.hybrid == "asym" else "int8"
+    other = "int8" if f.spec.hybrid == "asym" else reference.INT8_ASYMMETRIC
     assert g.metadata[reference.INT8_ACTIVATIONS] == want_act
     feeds = random_inputs(g, path, rng)
-    err = _err(reference.run(g, feeds)["y"], run_tflite(path, feeds)["y"])
-    if want_act == "int8":
-        assert err <= tol["float32"]
-    else:
-        assert err > 1e-4      # the asymmetric file really differs (bounded in the next test)
+    want = run_tflite(path, feeds)["y"]
+    assert _err(reference.run(g, feeds)["y"], want) <= tol["float32"]
+    assert _err(reference.run(convert(path, activations=other), feeds)["y"], want) > 1e-4
     g16 = convert(path, activations="int16")
     assert g16.metadata[reference.INT8_ACTIVATIONS] == "int16"
     assert _err(reference.run(g16, feeds)["y"], run_tflite(path, feeds)["y"]) > 1e-4
@@ -392,11 +391,13 @@ def test_cli_convert_and_compare(tmp_path, rng, capsys):
 
 def test_cli_hybrid_activations_option(tmp_path, rng):
     """`edgeseq convert hybrid.tflite` keeps TFLite's int8 activations; `--activations int16`
-    (no --weights: the file's own int8 weights) selects int16; a float file refuses it."""
+    (no --weights: the file's own int8 weights) selects int16, `--activations int8_asymmetric`
+    the zero-point form; a float file refuses it."""
     from edgeseq import artifact
     from edgeseq.cli import main
     path, _ = write(tmp_path, "uni_plain_clip_tm_hybrid", rng)
-    for extra, want in (([], "int8"), (["--activations", "int16"], "int16")):
+    for extra, want in (([], "int8"), (["--activations", "int16"], "int16"),
+                        (["--activations", "int8_asymmetric"], "int8_asymmetric")):
         out = tmp_path / f"h{want}.eseq"
         assert main(["convert", str(path), "-o", str(out)] + extra) == 0
         assert artifact.load(out).metadata[reference.INT8_ACTIVATIONS] == want
@@ -536,8 +537,8 @@ def test_random_configurations(tmp_path, tol, seed):
     g = convert(path, activations="int16")
     x = r.standard_normal(fx._x_shape(s)).astype(np.float32)
     got, want = reference.run(g, {"x": x})["y"], run_tflite(path, {"x": x})["y"]
-    if s.hybrid != "asym":      # float, or int8 activations by default: TFLite's own semantics
-        assert _err(reference.run(convert(path), {"x": x})["y"], want) <= tol["float32"], s
+    # float, or by default TFLite's own int8 activations (symmetric or with a zero point)
+    assert _err(reference.run(convert(path), {"x": x})["y"], want) <= tol["float32"], s
     if not s.hybrid:
         return
     _, bound = hybrid_bound(s, fx.dequantized(w, s), x)

@@ -59,10 +59,12 @@ def test_runtime_hybrid(tmp_path, rng, tol, name):
     assert np.all(np.abs(got - want) <= np.abs(ref - want) + tol["float32"])
 
 
-@pytest.mark.parametrize("name", ["uni_full_clip_tm", "uni_full_clip_bm", "uni_full_clip_tm_hybrid"])
+@pytest.mark.parametrize("name", ["uni_full_clip_tm", "uni_full_clip_bm", "uni_full_clip_tm_hybrid",
+                                  "uni_full_clip_tm_hybrid_asym"])
 def test_stream_matches_tflite_invokes(tmp_path, rng, tol, name):
     """Chunks of 3 steps: TFLite invoke() after invoke() (state in variable tensors) vs
-    edgeseq Stream.push after push, chunk by chunk."""
+    edgeseq Stream.push after push, chunk by chunk (hybrid files: with TFLite's own int8
+    activations, symmetric or with zero points, by default)."""
     f = fx.build(name, rng)
     s = fx.replace(f.spec, n_time=3)
     path = tmp_path / "chunk.tflite"
@@ -75,8 +77,7 @@ def test_stream_matches_tflite_invokes(tmp_path, rng, tol, name):
     for x in chunks:
         outs_tfl.append(sess.run({"x": x})["y"])
         outs_es.append(stream.push({"x": x})["y"])
-        if not hybrid:
-            assert _err(outs_es[-1], outs_tfl[-1]) <= tol["float32"]
+        assert _err(outs_es[-1], outs_tfl[-1]) <= tol["float32"]
     axis = 0 if s.time_major else 1
     if hybrid:
         # the stream equals one whole run of the same int8 model, and stays within what the
@@ -86,6 +87,29 @@ def test_stream_matches_tflite_invokes(tmp_path, rng, tol, name):
         es, tfl = np.concatenate(outs_es, axis), np.concatenate(outs_tfl, axis)
         assert _err(es, whole) <= tol["float32"]
         assert np.all(np.abs(es - tfl) <= np.abs(whole - tfl) + tol["float32"])
+
+
+@pytest.mark.parametrize("source", ["uni_full_clip_tm_hybrid_asym", "keras_lstm40_hybrid"])
+def test_runtime_asymmetric_hybrid_equals_tflite(tmp_path, rng, tol, source):
+    """asymmetric_quantize_inputs (a zero point per row; what TF's dynamic-range quantiser
+    writes: keras_lstm40_hybrid is its file): converted with int8_asymmetric activations by
+    default, the runtime equals the TFLite interpreter to float32 rounding (measured
+    3e-8 / 1.5e-7), where int16 activations are 1.4e-3 / 2.2e-3 off."""
+    if source.startswith("keras"):
+        path = Path(__file__).resolve().parents[1] / "fixtures" / "tflite" / f"{source}.tflite"
+    else:
+        path = tmp_path / f"{source}.tflite"
+        path.write_bytes(fx.build(source, rng).data)
+    g = convert(path)
+    assert g.metadata[reference.INT8_ACTIVATIONS] == reference.INT8_ASYMMETRIC
+    feeds = _feeds(path, rng)
+    want = run_tflite(path, feeds)
+    model = Model(g)
+    assert "int8 activations with zero points" in model.describe()
+    got = model.run(feeds)
+    assert max(_err(got[k], want[k]) for k in want) <= tol["float32"]
+    got16 = Model(convert(path, activations="int16")).run(feeds)
+    assert max(_err(got16[k], want[k]) for k in want) > 1e-4
 
 
 def test_stream_step_op(tmp_path, rng, tol):
