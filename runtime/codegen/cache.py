@@ -17,6 +17,8 @@ from types import ModuleType
 CACHE_DIR = os.environ.get("EDGESEQ_CACHE_DIR") or os.path.join(
     os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"),
     "edgeseq")
+# module name of a generated module: this prefix + its cache key
+MODULE_PREFIX = "edgeseq_generated_"
 
 
 def _host() -> str:
@@ -42,6 +44,13 @@ def cache_key(source: str) -> str:
     return h.hexdigest()[:24]
 
 
+def _warm_loads() -> None:
+    """Cached generated functions load as the kernels do (kernels/cache_stamp.py)."""
+    from edgeseq.runtime.kernels.cache_stamp import WARM_LOAD_MODULES
+    if MODULE_PREFIX not in WARM_LOAD_MODULES:
+        WARM_LOAD_MODULES.append(MODULE_PREFIX)
+
+
 def _directory() -> Path:
     d = Path(CACHE_DIR) / "codegen"
     try:
@@ -58,7 +67,7 @@ def _directory() -> Path:
 def load_module(source: str) -> tuple[ModuleType, Path]:
     """Import the module of this source from the cache (writing it on first use)."""
     key = cache_key(source)
-    name = f"edgeseq_generated_{key}"
+    name = MODULE_PREFIX + key
     if name in sys.modules:
         mod = sys.modules[name]
         return mod, Path(mod.__file__)
@@ -69,6 +78,7 @@ def load_module(source: str) -> tuple[ModuleType, Path]:
         with os.fdopen(fd, "w") as f:
             f.write(source)
         os.replace(tmp, path)
+    _warm_loads()
     spec = importlib.util.spec_from_file_location(name, path)
     mod = importlib.util.module_from_spec(spec)
     sys.modules[name] = mod

@@ -5,13 +5,21 @@ the kernels it calls into its machine code: after an edit of `quantized.py` (or 
 that changes it), `delta.py`'s cached kernels kept the old code (a delta stream drifted from
 the interpreter in the last bit). Here every function defined in this package gets one stamp,
 the hash of all its sources (`KERNELS_DIGEST`, also part of the generated modules' cache key,
-runtime/codegen/cache.py), through locators put in front of Numba's own."""
+runtime/codegen/cache.py), through locators put in front of Numba's own.
+
+Loading: Numba sets up its whole typing and lowering registries before every cache load
+(`refresh()`: ~0.15 s on its first use in a process, most of a warm start's Numba cost),
+though a cache hit only links stored machine code, which needs Numba's runtime (NRT) and
+nothing else. Functions of this package and of the modules listed in `WARM_LOAD_MODULES`
+(the generated whole-graph modules) load with just that; a miss compiles, and Numba's
+compiler then sets the registries up itself."""
 from __future__ import annotations
 
 import hashlib
 from pathlib import Path
 
 from numba.core import caching
+from numba.core.runtime import rtsys
 
 _HERE = Path(__file__).resolve().parent
 
@@ -41,8 +49,32 @@ def _package_stamped(base: type) -> type:
 
         def get_source_stamp(self):
             return KERNELS_DIGEST
+
+        def ensure_cache_path(self):
+            # NOTE: Numba creates and writes a test file per function; one check per directory
+            path = self.get_cache_path()
+            if path not in _ENSURED:
+                super().ensure_cache_path()
+                _ENSURED.add(path)
     Locator.__name__ = f"Kernels{base.__name__}"
     return Locator
+
+
+_ENSURED: set[str] = set()       # cache directories found writable in this process
+
+# module-name prefixes whose cached functions load without Numba's registries (this package's
+# and, registered by runtime/codegen/cache.py, the generated modules)
+WARM_LOAD_MODULES: list[str] = [__name__.rpartition(".")[0] + "."]
+_numba_load_overload = caching.FunctionCache.load_overload
+
+
+def _load_overload(self, sig, target_context):
+    """FunctionCache.load_overload; ours link the stored code after NRT set-up only."""
+    if not self._py_func.__module__.startswith(tuple(WARM_LOAD_MODULES)):
+        return _numba_load_overload(self, sig, target_context)
+    rtsys.initialize(target_context)
+    with self._guard_against_spurious_io_errors():
+        return self._load_overload(sig, target_context)
 
 
 if not any(getattr(c, "__name__", "").startswith("Kernels")
@@ -51,3 +83,4 @@ if not any(getattr(c, "__name__", "").startswith("Kernels")
         _package_stamped(c) for c in (caching.UserProvidedCacheLocator,
                                       caching.InTreeCacheLocator,
                                       caching.UserWideCacheLocator)]
+    caching.FunctionCache.load_overload = _load_overload

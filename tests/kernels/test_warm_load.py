@@ -1,0 +1,44 @@
+"""A warm start links the cached machine code of the kernels and of the generated function
+without Numba's typing and lowering registries (kernels/cache_stamp.py): in a second fresh
+process, the shipped classifier compiles nothing, never imports the modules Numba's registry
+set-up imports, and its result matches the float64 reference."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgeseq import reference
+
+DEMO = Path(__file__).resolve().parents[2] / "edgeseq" / "data" / "demo_classifier.onnx"
+
+# numba.np.arraymath: imported by Numba's registry set-up (CPUContext.refresh), by nothing
+# the runtime imports itself
+_RUN = """
+import sys, numpy as np
+from edgeseq.converters.onnx import convert
+from edgeseq.runtime import Model
+m = Model(convert({demo!r}), codegen=True)
+np.save({out!r}, m.run({{"x": np.load({x!r})}})["logits"])
+fn = m._compiled.fn
+print(len(fn.stats.cache_hits), len(fn.stats.cache_misses), "numba.np.arraymath" in sys.modules)
+"""
+
+
+def test_second_process_loads_cached_code_without_numba_registries(tmp_path, tol):
+    pytest.importorskip("onnx")
+    from edgeseq.converters.onnx import convert
+    x = np.random.default_rng(3).standard_normal((2, 29, 12)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    code = _RUN.format(demo=str(DEMO), out=str(tmp_path / "y.npy"), x=str(tmp_path / "x.npy"))
+    for _ in range(2):      # the first fills the caches (if no earlier test did)
+        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           timeout=600)
+        assert r.returncode == 0, r.stderr
+    hits, misses, registries = r.stdout.split()
+    assert (hits, misses, registries) == ("1", "0", "False"), r.stdout
+    want = reference.run(convert(str(DEMO)), {"x": x})["logits"]
+    assert np.max(np.abs(np.load(tmp_path / "y.npy") - want)) <= tol["float32"]
