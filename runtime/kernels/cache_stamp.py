@@ -15,6 +15,7 @@ nothing else. Functions of this package and of the modules listed in `WARM_LOAD_
 compiler then sets the registries up itself."""
 from __future__ import annotations
 
+import functools
 import hashlib
 from pathlib import Path
 
@@ -35,15 +36,21 @@ def _digest() -> str:
 KERNELS_DIGEST = _digest()
 
 
+@functools.lru_cache(maxsize=None)
+def _in_package(py_file: str) -> bool:
+    # NOTE: cached: asked per function and locator, and resolve() is a syscall per component
+    try:
+        return Path(py_file).resolve().parent == _HERE
+    except OSError:
+        return False
+
+
 def _package_stamped(base: type) -> type:
     """`base` restricted to this package's files, stamped with the package digest."""
     class Locator(base):
         @classmethod
         def from_function(cls, py_func, py_file):
-            try:
-                if Path(py_file).resolve().parent != _HERE:
-                    return None
-            except OSError:
+            if not _in_package(py_file):
                 return None
             return super().from_function(py_func, py_file)
 
