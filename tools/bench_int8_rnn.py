@@ -50,12 +50,18 @@ def gru_int8_vs_ort(hidden: int = 1024, t_len: int = 100, repeats: int = 7, roun
     return rows
 
 
+# hybrid form of the file -> the activation precisions measured: the converter's default
+# (TFLite's own semantics: symmetric int8, or int8 with a zero point for files with
+# asymmetric_quantize_inputs) first, then int16 (the int8 weights' own error)
+TFLITE_FORMS = {"sym": ("int8", "int16"), "asym": ("int8_asymmetric", "int16")}
+
+
 def tflite_hybrid_lstm(hidden: int = 256, n_in: int = 64, t_len: int = 100,
                        repeats: int = 30, rounds: int = 3) -> list[dict]:
     """Hybrid (int8 weight) TFLite LSTMs, whole sequence, batch 1: the edgeseq runtime on the
-    converted file vs the TFLite interpreter on the file itself (1 thread), with int8
-    activations (the converter's default for these symmetric files: TFLite's own hybrid
-    semantics, equal to the interpreter to float32 rounding) and int16 (more accurate)."""
+    converted file vs the TFLite interpreter on the file itself (1 thread), symmetric and
+    asymmetric-input files, each with the converter's default activations (TFLite's own
+    hybrid semantics, equal to the interpreter to float32 rounding) and int16."""
     import tflite_bench as tb
     import make_tflite_fixtures as fx
     from edgeseq.converters.tflite import convert
@@ -65,24 +71,25 @@ def tflite_hybrid_lstm(hidden: int = 256, n_in: int = 64, t_len: int = 100,
     from edgeseq.runtime import Model
     rows = []
     with tempfile.TemporaryDirectory() as d:
-        for cell in tb.CELLS:
+        for (form, acts), cell in ((f, c) for f in TFLITE_FORMS.items() for c in tb.CELLS):
             rng = np.random.default_rng(0)
-            s = tb._spec(cell, n_in, hidden, t_len, "sym")
+            s = tb._spec(cell, n_in, hidden, t_len, form)
             w = fx.random_lstm_weights(rng, s, scale=1.0 / np.sqrt(hidden))
-            path = Path(d) / f"{cell}.tflite"
+            path = Path(d) / f"{cell}_{form}.tflite"
             path.write_bytes(fx.unidirectional_lstm(s, w))
             g = convert(path)
             sess = TfliteSession(path, num_threads=1)
             x = rng.standard_normal(fx._x_shape(s)).astype(np.float32)
             want = sess.run({"x": x})["y"]
-            for act in ("int8", "int16"):
+            for act in acts:
                 model = Model(activations.apply(g, act))
                 err = float(np.max(np.abs(model.run({"x": x})["y"] - want)))
                 for _ in range(rounds):
                     t = alternate({"edgeseq": lambda: model.run({"x": x}),
                                    "peer": lambda: sess.run({"x": x})}, repeats, 5)
                     default = " (default)" if g.metadata.get(INT8_ACTIVATIONS) == act else ""
-                    rows.append(dict(case=f"TFLite hybrid LSTM {cell} {hidden} act {act}{default}",
+                    rows.append(dict(case=f"TFLite {form} hybrid LSTM {cell} {hidden} act "
+                                          f"{act}{default}",
                                      err=err, target="<=1.0", **t))
     return rows
 
@@ -96,10 +103,10 @@ ROWS = {"gru": gru_both_activations, "tflite": tflite_hybrid_lstm}
 
 
 def print_rows(rows: list[dict]) -> None:
-    print(f"{'case':<44} {'edgeseq':>10} {'peer':>10} {'ratio':>6} {'r(min)':>6} "
+    print(f"{'case':<58} {'edgeseq':>10} {'peer':>10} {'ratio':>6} {'r(min)':>6} "
           f"{'target':>6}  max|diff|")
     for r in rows:
-        print(f"{r['case']:<44} {r['edgeseq'] * 1e3:>8.2f}ms {r['peer'] * 1e3:>8.2f}ms "
+        print(f"{r['case']:<58} {r['edgeseq'] * 1e3:>8.2f}ms {r['peer'] * 1e3:>8.2f}ms "
               f"{r['edgeseq'] / r['peer']:>6.2f} {r['edgeseq:min'] / r['peer:min']:>6.2f} "
               f"{r['target']:>6}  {r['err']:.1e}", flush=True)
 
