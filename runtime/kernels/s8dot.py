@@ -89,21 +89,51 @@ def _avx2():
     v8, v16, v32 = ir.VectorType(I8, 32), ir.VectorType(I16, 16), ir.VectorType(I32, 8)
     ones = ir.Constant(v16, [1] * 16)
 
-    def prep(builder, x):                   # (|q|, q) per 32-byte half
+    def prep(builder, x):                   # (|q|, q < 0 ? -1 : 0); both halves are equal
+        h = _halves(builder, x, 2)[0]
         fn = _declare(builder, "llvm.abs.v32i8", v8, [v8, ir.IntType(1)])
-        return [(builder.call(fn, [h, ir.Constant(ir.IntType(1), 0)]), h)
-                for h in _halves(builder, x, 2)]
+        neg = builder.sext(builder.icmp_signed("<", h, ir.Constant(v8, None)), v8)
+        return builder.call(fn, [h, ir.Constant(ir.IntType(1), 0)]), neg
 
-    def mac(builder, acc, xs, w):
-        sign = _declare(builder, "llvm.x86.avx2.psign.b", v8, [v8, v8])
+    def mac(builder, acc, xs, w):           # |q|·(w xor neg): w·q − |q|·[q < 0], per pair
         madd = _declare(builder, "llvm.x86.avx2.pmadd.ub.sw", v16, [v8, v8])
         wd = _declare(builder, "llvm.x86.avx2.pmadd.wd", v32, [v16, v16])
-        out = []
-        for a, (ax, x), wv in zip(_halves(builder, acc, 2), xs, _halves(builder, w, 2)):
-            pairs = builder.call(madd, [ax, builder.call(sign, [wv, x])])
-            out.append(builder.add(a, builder.call(wd, [pairs, ones])))
-        return _join(builder, out)
+        ax, neg = xs
+        return _join(builder, [
+            builder.add(a, builder.call(wd, [builder.call(madd, [ax, builder.xor(wv, neg)]),
+                                             ones]))
+            for a, wv in zip(_halves(builder, acc, 2), _halves(builder, w, 2))])
     return prep, mac, PANEL, _same
+
+
+def _negative_total(builder, x, n):
+    """i32 Σ_{k<n} max(−x[k], 0) of the int8 bytes at x (n: i64, a multiple of 4): what the
+    avx2 formulation's xor leaves out of every row (one pass over the vector per tile)."""
+    i64, v8 = ir.IntType(64), ir.VectorType(I8, 32)
+    v64 = ir.VectorType(i64, 4)
+    sad = _declare(builder, "llvm.x86.avx2.psad.bw", v64, [v8, v8])
+    zero = ir.Constant(v8, None)
+    acc = cgutils.alloca_once_value(builder, ir.Constant(v64, None))
+    full = builder.udiv(n, ir.Constant(i64, 32))
+    with cgutils.for_range(builder, full) as loop:          # 32 bytes: psadbw vs 0 sums 8
+        v = builder.load(builder.bitcast(builder.gep(x, [builder.mul(
+            loop.index, ir.Constant(i64, 32))]), v8.as_pointer()), align=1)
+        neg = builder.and_(builder.sub(zero, v), builder.sext(     # -(-128) = 128 as u8
+            builder.icmp_signed("<", v, zero), v8))
+        builder.store(builder.add(builder.load(acc), builder.call(sad, [neg, zero])), acc)
+    tail = cgutils.alloca_once_value(builder, ir.Constant(i64, 0))
+    with cgutils.for_range_slice(builder, builder.mul(full, ir.Constant(i64, 32)), n,
+                                  ir.Constant(i64, 1)) as (k, _):
+        b = builder.sext(builder.load(builder.gep(x, [k])), i64)
+        nb = builder.sub(ir.Constant(i64, 0), b)
+        builder.store(builder.add(builder.load(tail), builder.select(
+            builder.icmp_signed(">", nb, ir.Constant(i64, 0)), nb, ir.Constant(i64, 0))),
+            tail)
+    lanes = builder.load(acc)
+    total = builder.load(tail)
+    for i in range(4):
+        total = builder.add(total, builder.extract_element(lanes, ir.Constant(I32, i)))
+    return builder.trunc(total, I32)
 
 
 def _pairs(builder, v):
@@ -163,6 +193,10 @@ class Formulation(NamedTuple):
     offset: int                 # added to each activation (u8 operand); row sums undo it
     usable: Callable[[Target], bool]
     emit: Callable              # () -> (prep, mac, accumulator lanes, finish)
+    # (builder, int8* vector, i64 bytes) -> i32 added to each row's total (avx2), or None
+    vector_term: Callable | None = None
+    # many vectors run the one-vector tile (4 panels) each instead of 2 panels x 4 vectors
+    gemv_tiles_only: bool = False
 
 
 def _x86(t: Target) -> bool:
@@ -181,8 +215,8 @@ FORMULATIONS = (
                 lambda t: _x86(t) and ("avxvnni" in t.features
                                        or {"avx512vnni", "avx512vl"} <= t.features),
                 lambda: _vnni(256)),
-    Formulation("avx2", ("vpmaddubsw", "vpsignb"), 0,
-                lambda t: _x86(t) and "avx2" in t.features, _avx2),
+    Formulation("avx2", ("vpabsb", "vpmaddubsw"), 0,
+                lambda t: _x86(t) and "avx2" in t.features, _avx2, _negative_total, True),
     Formulation("neon-dotprod", ("sdot",), 0,
                 lambda t: _arm(t) and "dotprod" in t.features, _sdot),
     Formulation("neon", ("smull", "sadalp"), 0, _arm, _neon),
@@ -342,11 +376,18 @@ def make_tile(form: Formulation, n_panels: int, n_vec: int, prefetch: bool = Tru
                         builder.store(mac(builder, builder.load(accs[p][q]), xsplat, ws[p]),
                                       accs[p][q])
             own = ("nsz",)          # keeps Numba's fastmath pass off these (kernels.strict)
+            if form.vector_term:
+                extra = [form.vector_term(builder, builder.bitcast(xrow[q], I8.as_pointer()),
+                                          builder.mul(gv, c(GROUP))) for q in range(n_vec)]
             for p in range(n_panels):
                 j = builder.mul(builder.add(p0v, c(p)), c(PANEL))
                 sc = builder.load(builder.bitcast(elem(sa, sig.args[7], j), vf.as_pointer()),
                                   align=4)
                 tot = [finish(builder, builder.load(accs[p][q])) for q in range(n_vec)]
+                if form.vector_term:
+                    tot = [builder.add(t, builder.shuffle_vector(builder.insert_element(
+                        ir.Constant(vacc, None), e, ir.Constant(I32, 0)),
+                        ir.Constant(vacc, None), zero_mask)) for t, e in zip(tot, extra)]
                 if zero_points:     # Σ w·(q + offset) − (offset + zp)·Σ w, per vector
                     za = context.make_array(sig.args[12])(context, builder, args[12])
                     ws_ = builder.load(builder.bitcast(elem(wa, sig.args[8], j),
@@ -408,6 +449,9 @@ def make_tile(form: Formulation, n_panels: int, n_vec: int, prefetch: bool = Tru
 # was faster, 52.7 vs 57.9 µs and 3.8 vs 4.1 µs per GEMV, than one line 4 KB ahead)
 _gemv4, _tile24, _tile14, _tile11 = (make_tile(CHOSEN, p, v, prefetch=False) for p, v in
                                      ((4, 1), (2, 4), (1, 4), (1, 1)))
+# avx2: 2 x 4 needs 16 ymm accumulators, all AVX2 has (it spilled); 4 x 1 was fastest there
+# (1024x256 by 96 vectors on Zen 4 for haswell: 4x1 277 µs, 2x2 316, 2x4 365, 1x4 335)
+_GEMV_ONLY = CHOSEN.gemv_tiles_only
 
 
 @njit(**NJIT)
@@ -421,18 +465,18 @@ def products8(bp, scale, wsum, groups, xq, xs, n_vec, out, dst, accumulate, back
     pf = -PREFETCH if backward else PREFETCH
     p = 0
     while p < n_panels:
-        if n_vec == 1:
+        if n_vec == 1 or _GEMV_ONLY:
             step = 4 if p + 4 <= n_panels else 1
         else:
             step = 2 if p + 2 <= n_panels else 1
         first = n_panels - p - step if backward else p
         a = 0
         while a < n_vec:
-            if n_vec == 1:
+            if n_vec == 1 or _GEMV_ONLY:
                 if step == 4:
-                    _gemv4(bp, first, groups, xq, 0, dst, out, scale, wsum, xs, accumulate, pf)
+                    _gemv4(bp, first, groups, xq, a, dst, out, scale, wsum, xs, accumulate, pf)
                 else:
-                    _tile11(bp, first, groups, xq, 0, dst, out, scale, wsum, xs, accumulate, pf)
+                    _tile11(bp, first, groups, xq, a, dst, out, scale, wsum, xs, accumulate, pf)
                 a += 1
             elif a + 4 <= n_vec:
                 if step == 2:

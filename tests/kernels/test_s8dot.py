@@ -131,7 +131,8 @@ X86, ARM = "x86_64-unknown-linux-gnu", "aarch64-unknown-linux-gnu"
 ASM_CASES = [
     ("avx512vnni", X86, "znver4", "", ("vpdpbusd", "zmm"), ("vpmaddwd",)),
     ("avxvnni", X86, "alderlake", "", ("vpdpbusd", "ymm"), ("zmm",)),
-    ("avx2", X86, "haswell", "", ("vpmaddubsw", "vpsignb", "vpmaddwd"), ("vpdpbusd",)),
+    ("avx2", X86, "haswell", "", ("vpabsb", "vpxor", "vpmaddubsw", "vpmaddwd"),
+     ("vpsignb", "vpdpbusd")),
     ("neon-dotprod", ARM, "cortex-a76", "+dotprod", ("sdot",), ("smull",)),
     ("neon", ARM, "cortex-a72", "", ("smull", "sadalp"), ("sdot",)),
 ]
