@@ -36,13 +36,19 @@ def load(path: str, native_code: bool | None = None, **options):
     default) uses it only for artifacts whose checksum is listed in the allow-list file
     (runtime/native/loader.py); False never. Without code for this CPU the model is compiled
     as usual, and `describe()` and one warning say why."""
+    from edgeseq.gc_pause import fewer_collections
+    with fewer_collections():
+        return _load(path, native_code, options)
+
+
+def _load(path: str, native_code: bool | None, options: dict):
     # lazy imports: keep `import edgeseq` light
     from edgeseq.runtime.native.loader import load_native
     model, note = load_native(path, native_code, options)
     if model is not None:
         return model
     try:
-        from edgeseq.runtime.session import load as _load
+        from edgeseq.runtime.session import load as _load_jit
     except ModuleNotFoundError as e:      # a board install without Numba
         if e.name not in ("numba", "llvmlite") or not native_code:
             raise
@@ -50,11 +56,11 @@ def load(path: str, native_code: bool | None = None, **options):
                                     f"it falls back to needs {e.name}, which is not installed "
                                     f"(compile the artifact for this CPU: edgeseq compile "
                                     f"--target ..., or pip install numba)") from None
-    model = _load(path, **options)
+    model = _load_jit(path, **options)
     if note:
         import warnings
         model._codegen_note += "\n" + note
-        warnings.warn(note, UserWarning, stacklevel=2)
+        warnings.warn(note, UserWarning, stacklevel=3)
     return model
 
 

@@ -15,7 +15,10 @@ _LAZY = {"Model": "session", "Stream": "session", "InputSpec": "session", "load"
 def __getattr__(name: str):
     if name in _LAZY:
         import importlib
-        module = importlib.import_module(f"edgeseq.runtime.{_LAZY[name]}")
+
+        from edgeseq.gc_pause import fewer_collections
+        with fewer_collections():     # imports Numba and the kernels (edgeseq/gc_pause.py)
+            module = importlib.import_module(f"edgeseq.runtime.{_LAZY[name]}")
         value = getattr(module, "calibrate" if name == "delta_calibrate" else name)
         globals()[name] = value   # (replaces the sub-module delta_calibrate the import bound)
         return value

@@ -22,6 +22,7 @@ import numpy as np
 
 from edgeseq import input_checks
 from edgeseq.errors import GraphError, InputError
+from edgeseq.gc_pause import fewer_collections
 from edgeseq.graph import Graph
 from edgeseq.limits import LIMITS
 from edgeseq.memory import MemoryEstimate
@@ -103,15 +104,17 @@ class Model:
                             for s in self.plan.steps]
         # whole-graph compiler (runtime/codegen): one native call per run / push
         from edgeseq.runtime.codegen import for_model
-        self._compiled, self._codegen_note = for_model(self, use=codegen, delta=bool(delta),
-                                                       build_now=warmup)
-        if warmup and self._compiled is None:
-            # NOTE: the generated function needs none of the per-node kernels compiled
-            # (they compile lazily if a delta run or a one-node stream uses them)
-            for s in self.plan.steps:
-                w = getattr(s.kernel, "warmup", None)
-                if w is not None:
-                    w()
+        with fewer_collections():      # loading or compiling machine code (gc_pause.py)
+            self._compiled, self._codegen_note = for_model(self, use=codegen,
+                                                           delta=bool(delta),
+                                                           build_now=warmup)
+            if warmup and self._compiled is None:
+                # NOTE: the generated function needs none of the per-node kernels compiled
+                # (they compile lazily if a delta run or a one-node stream uses them)
+                for s in self.plan.steps:
+                    w = getattr(s.kernel, "warmup", None)
+                    if w is not None:
+                        w()
 
     def __repr__(self) -> str:
         ins = ", ".join(f"{s.name}: {s.describe()}" for s in self.inputs)

@@ -1,0 +1,36 @@
+"""Loading raises the youngest generation's collection threshold and gives the user's
+thresholds back afterwards, also when the load fails (edgeseq/gc_pause.py)."""
+import gc
+
+import pytest
+
+from edgeseq.gc_pause import YOUNG_THRESHOLD, fewer_collections
+
+
+@pytest.fixture
+def thresholds():
+    old = gc.get_threshold()
+    yield
+    gc.set_threshold(*old)
+
+
+def test_threshold_raised_inside_and_restored_after_an_error(thresholds):
+    gc.set_threshold(700, 11, 12)
+    with pytest.raises(RuntimeError):
+        with fewer_collections():
+            assert gc.get_threshold() == (YOUNG_THRESHOLD, 11, 12)
+            raise RuntimeError("load failed")
+    assert gc.get_threshold() == (700, 11, 12)
+
+
+def test_a_higher_user_threshold_is_kept(thresholds):
+    gc.set_threshold(5 * YOUNG_THRESHOLD, 10, 10)
+    with fewer_collections():
+        assert gc.get_threshold()[0] == 5 * YOUNG_THRESHOLD
+    assert gc.get_threshold() == (5 * YOUNG_THRESHOLD, 10, 10)
+
+
+def test_collection_turned_off_stays_off(thresholds):
+    gc.set_threshold(0)
+    with fewer_collections():
+        assert gc.get_threshold()[0] == 0
