@@ -240,6 +240,15 @@ def test_hybrid_default_activations_equal_tflite(tmp_path, rng, tol, name):
     assert _err(reference.run(g16, feeds)["y"], run_tflite(path, feeds)["y"]) > 1e-4
 
 
+def test_default_activations_follow_the_files_hybrid_ops():
+    """One precision per graph: TFLite's own form when all hybrid ops share it, int16 (the
+    int8 weights' own error) for a file mixing symmetric and asymmetric ops."""
+    from edgeseq.converters.tflite.convert import default_activations
+    assert default_activations([("a", False), ("b", False)]) == "int8"
+    assert default_activations([("a", True), ("b", True)]) == reference.INT8_ASYMMETRIC
+    assert default_activations([("a", True), ("b", False)]) == "int16"
+
+
 @pytest.mark.parametrize("name", HYBRID_UNI)
 def test_unidirectional_hybrid_within_derived_bound(tmp_path, rng, tol, name):
     """int16 activations (the int8 weights' own error): within the derived bound."""
