@@ -16,6 +16,7 @@ Input policy (checked here, so kernels never see bad input):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -79,7 +80,6 @@ class Model:
                            if n.op in (Op.LSTM, Op.GRU, Op.RNN)}
         self._bound = bound_symbols(graph)
         self.threads = threads
-        self._pins = ThreadPins(threads)
         self.graph = graph
         self.name = name or graph.name
         self.check_finite = check_finite
@@ -115,6 +115,12 @@ class Model:
                     w = getattr(s.kernel, "warmup", None)
                     if w is not None:
                         w()
+
+    @cached_property
+    def _pins(self) -> ThreadPins:
+        # NOTE: made on first use: only the interpreter calls BLAS, and finding the BLAS
+        # libraries takes a few ms of a warm start
+        return ThreadPins(self.threads)
 
     def __repr__(self) -> str:
         ins = ", ".join(f"{s.name}: {s.describe()}" for s in self.inputs)
