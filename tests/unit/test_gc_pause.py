@@ -34,3 +34,22 @@ def test_collection_turned_off_stays_off(thresholds):
     gc.set_threshold(0)
     with fewer_collections():
         assert gc.get_threshold()[0] == 0
+
+
+def test_what_a_quiet_block_built_goes_to_the_oldest_generation(thresholds):
+    gc.collect()
+    with fewer_collections():
+        kept = [[k] for k in range(5000)]
+    assert gc.get_count()[0] < 1000          # not waiting in the youngest generation
+    assert any(o is kept for o in gc.get_objects(generation=2))
+
+
+def test_objects_the_process_froze_stay_frozen(thresholds):
+    gc.freeze()
+    try:
+        frozen = gc.get_freeze_count()
+        with fewer_collections():
+            pass
+        assert gc.get_freeze_count() == frozen
+    finally:
+        gc.unfreeze()
