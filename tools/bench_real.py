@@ -247,20 +247,23 @@ def _silero_stream(budget):
                 compiled=cg.source() is not None, diff=diff, compile_s=t_compile, **med)
 
 
+# prints per phase the wall time, then the process's CPU time (all threads; on a loaded
+# machine the steadier number for an A/B)
 _COLD = """
 import os, sys, time
-t0 = time.perf_counter()
+w0, c0 = time.perf_counter(), time.process_time()
 import numpy as np, silero_vad
 from edgeseq.converters.onnx import convert
 from edgeseq.runtime import Model
 g = convert(os.path.join(os.path.dirname(silero_vad.__file__), "data",
                          "silero_vad_16k_sequence.onnx"))
 g2 = convert(sys.argv[1])
-t1 = time.perf_counter()
+w1, c1 = time.perf_counter(), time.process_time()
 Model(g).stream().push({"input": np.zeros((1, 576), np.float32)})
-t2 = time.perf_counter()
+w2, c2 = time.perf_counter(), time.process_time()
 Model(g2).run({"x": np.zeros((1, 29, 12), np.float32)})
-print(f"{t1 - t0:.2f} {t2 - t1:.2f} {time.perf_counter() - t2:.2f}")
+w3, c3 = time.perf_counter(), time.process_time()
+print(f"{w1 - w0:.2f} {w2 - w1:.2f} {w3 - w2:.2f} {c1 - c0:.2f} {c2 - c1:.2f} {c3 - c2:.2f}")
 """
 
 
@@ -277,18 +280,24 @@ def cold_start(variants=tuple(COLD_VARIANTS)) -> None:
     """Fresh processes: silero Model + first push, then classifier Model + first run, with
     private empty caches and then warm ones, per variant (compiled with pointer calls,
     compiled with the kernels linked, interpreter)."""
+    import resource
     import subprocess
     demo = str(ROOT / "edgeseq" / "data" / "demo_classifier.onnx")
-    print("start-up, fresh process: import+convert / silero Model + first push / "
-          "classifier Model + first run")
+    print(f"start-up, fresh process (load average {os.getloadavg()[0]:.1f}): import+convert / "
+          f"silero Model + first push / classifier Model + first run, wall [CPU] seconds; "
+          f"cpu: the child's whole CPU time (getrusage)")
     for what in variants:
         with tempfile.TemporaryDirectory() as cache:
             env = dict(os.environ, NUMBA_CACHE_DIR=cache, EDGESEQ_CACHE_DIR=cache,
                        **COLD_VARIANTS[what])
             for label in ("empty caches", "warm caches"):
+                r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
                 out = subprocess.run([sys.executable, "-c", _COLD, demo], env=env, check=True,
                                      capture_output=True, text=True).stdout.split()
-                print(f"  {what:11s} {label:12s} {out[0]} s / {out[1]} s / {out[2]} s")
+                r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+                cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
+                phases = " / ".join(f"{w} [{c}]" for w, c in zip(out[:3], out[3:]))
+                print(f"  {what:11s} {label:12s} {phases} s; cpu {cpu:.2f} s")
 
 
 def call_overhead(calls: int) -> None:

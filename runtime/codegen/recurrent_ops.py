@@ -148,7 +148,10 @@ def _recurrent(lw: Lowering, node: Node) -> None:
     if type(kernel) is not want:
         raise Unsupported(f"kernel {type(kernel).__name__} (compressed or delta weights) is "
                           f"not emitted")
-    emit_sequence(lw, node, kernel, kernel.w_x[0].shape[1], _dense_direction)
+    # NOTE: the plain kernels run every row to T and take no lengths: no full-lengths
+    # array then (its kernel was one more compile of a cold start)
+    emit_sequence(lw, node, kernel, kernel.w_x[0].shape[1], _dense_direction,
+                  full_lengths=not _plain(node, False))
 
 
 def _dense_direction(lw: Lowering, node: Node, kernel, f: Frame) -> None:
@@ -172,12 +175,14 @@ def _dense_direction(lw: Lowering, node: Node, kernel, f: Frame) -> None:
 
 
 def emit_sequence(lw: Lowering, node: Node, kernel, n_input: int,
-                  direction: Callable[[Lowering, Node, object, Frame], None]) -> None:
+                  direction: Callable[[Lowering, Node, object, Frame], None],
+                  full_lengths: bool = True) -> None:
     """The frame of a recurrent node, shared by every kernel family: layout to time-major,
     the input width check, lengths (given or full), the initial states (carried, given or
     zero: one StateSlot each), y [T, D, N, P] with direction(lw, node, kernel, frame)
     emitting each direction's kernel calls, then the outputs and final states in the
-    graph's layout. `kernel` needs hidden and out_size."""
+    graph's layout. `kernel` needs hidden and out_size. full_lengths=False: a node without
+    lengths gets none (frame.lens is "": its direction must not read it)."""
     a = node.attrs
     n_dir = num_directions(a)
     bf = a["batch_first"]
@@ -212,8 +217,9 @@ def emit_sequence(lw: Lowering, node: Node, kernel, n_input: int,
         lw.emit(f"{indent}        raise ValueError(\"node '{node.name}': sequence_lens out of "
                 f"[0, T]\")")
         lw.emit(f"{indent}{v}_lens = " + lw.call("lengths_ws", lens, "ws", "wsp"))
-    else:
+    elif full_lengths:
         lw.emit(f"{v}_lens = " + lw.call("full_lengths_ws", f"{v}_N", f"{v}_T", "ws", "wsp"))
+    lens = f"{v}_lens" if ins[1] or full_lengths else ""
     slots = ["h", "c"] if node.op is Op.LSTM else ["h"]
     svars = []
     for k, slot in enumerate(slots):
@@ -242,8 +248,7 @@ def emit_sequence(lw: Lowering, node: Node, kernel, n_input: int,
             lw.emit(f"{yd} = {y}.reshape(({v}_T, {v}_N, {p}))")
         else:
             lw.emit(f"{yd} = {lw.empty([f'{v}_T', f'{v}_N', str(p)])}")
-        direction(lw, node, kernel, Frame(v, x, f"{v}_lens", f"{v}_T", svars, yd, d,
-                                          bool(ins[1])))
+        direction(lw, node, kernel, Frame(v, x, lens, f"{v}_T", svars, yd, d, bool(ins[1])))
         if n_dir == 2:
             lw.emit(lw.call("put_axis1", f"{y}.reshape(({v}_T, 2, {v}_N * {p}))",
                             f"{yd}.reshape(({v}_T, 1, {v}_N * {p}))", str(d)))
