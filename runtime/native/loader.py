@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from edgeseq.runtime.native import cpu, elf, store
+from edgeseq.runtime.native import cpu
 
 _NATIVE_OPTIONS = {"check_finite", "name", "memory_limit"}
 _JIT_ONLY = {"warmup", "threads", "codegen"}       # no effect on compiled code
@@ -49,13 +49,19 @@ def choose(targets: list) -> tuple:
 def load_native(path, native_code: bool | None, options: dict) -> tuple:
     """(NativeModel or None, note for Model.describe() and a warning, or "").
     native_code: True use it, False never, None only for an artifact on the allow-list."""
-    from edgeseq import artifact
     if native_code is False:
         return None, ""
+    from edgeseq import artifact
     if native_code is None:
-        info = artifact.read_info(path)
-        if not info.native or info.checksum not in trusted_checksums():
+        # NOTE: the allow-list first: without one (the usual case) the file is read once,
+        # by the JIT runtime's load
+        trusted = trusted_checksums()
+        if not trusted:
             return None, ""
+        info = artifact.read_info(path)
+        if not info.native or info.checksum not in trusted:
+            return None, ""
+    from edgeseq.runtime.native import elf, store
     art = artifact.read(path)
     where = str(path)
     if not art.native_text:
