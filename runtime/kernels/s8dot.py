@@ -13,9 +13,14 @@ table `FORMULATIONS`, first usable wins; `CHOSEN` is what `Model.describe()` sho
   unsigned operand, so the activations enter as q + 128 (one xor per loaded block) and
   128 · Σ_k w[j, k] (row sums, computed at pack time) is subtracted from each row's total.
 - `avxvnni`: the same with ymm `{vex} vpdpbusd` (AVX-VNNI CPUs without AVX-512).
-- `avx2`: `vpmaddubsw(|q|, sign(w, q))` then `vpmaddwd` with ones. vpmaddubsw saturates a
-  pair sum to int16, but |q| ≤ 127 and |w| ≤ 127 keep each pair ≤ 2·127² = 32258 < 32767:
-  exact.
+- `avx2`: `vpmaddubsw(|q|, w xor n)` then `vpmaddwd` with ones, n = (q < 0 ? -1 : 0): for
+  q < 0, w xor n = −w − 1, so |q|·(w xor n) = w·q − |q|; the vector's Σ_{q<0} |q| (one
+  psadbw pass per tile, `_negative_total`) is added to every row's total. The xor is one
+  ALU op where vpsignb apparently took a multiply pipe (1.3× on the input projection).
+  vpmaddubsw saturates a pair sum to int16, but |q| ≤ 128 and w xor n ∈ [−128, 127] keep
+  each pair within [−32768, 32512]: exact (onnxruntime's AVX2 kernel feeds u8 q + zero
+  point, up to 255, and does saturate). Many vectors run the 4-panel one-vector tile:
+  2 panels × 4 vectors needs all 16 ymm registers as accumulators.
 - `neon-dotprod` / `neon` / `generic`: portable IR, `llvm.vector.partial.reduce.add` of
   mul(sext, sext); AArch64 lowers it to `sdot` with +dotprod and to `smull` + `saddw`
   without; any other target gets a correct widening form.
