@@ -237,6 +237,10 @@ def main(argv: list[str] | None = None) -> int:
     from edgeseq.runtime.kernels.cpu import numba_target
     target = numba_target()
     ort_kernel = ort_u8s8_kernel()
+    if args.avx2 and not args.no_cpuid_mask:
+        import cpuid_mask
+        if not cpuid_mask.handler_installed():     # a later CPUID would crash, not mask
+            raise SystemExit("--avx2: a library replaced the CPUID-mask SIGSEGV handler")
     print(f"edgeseq: Numba CPU {target.cpu}, int8 kernels {s8dot.CHOSEN.name}; onnxruntime: "
           f"{ort_kernel}; {capped}", flush=True)
     result = {"cpu": target.cpu, "formulation": s8dot.CHOSEN.name, "ort_kernel": ort_kernel,
