@@ -54,7 +54,11 @@ def as_avx2(mask: bool = True) -> str:
     if not mask:
         return "onnxruntime keeps its host ISA (no CPUID mask)"
     import cpuid_mask
-    cpuid_mask.install()
+    try:
+        cpuid_mask.install()
+    except OSError as e:
+        raise SystemExit(f"--avx2: cannot mask CPUID here ({e}); onnxruntime would keep its "
+                         f"host ISA: use --avx2 --no-cpuid-mask for that (unequal) comparison")
     return "CPUID masked to AVX2 (tools/cpuid_mask.py)"
 
 
