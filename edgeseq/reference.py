@@ -164,6 +164,29 @@ def int8_product(v: np.ndarray, q_w: np.ndarray, scale: np.ndarray) -> np.ndarra
     return (y * step).astype(np.float32).astype(F64)
 
 
+def delta_absorb8(v: np.ndarray, vhat: np.ndarray, theta: float, q_w: np.ndarray,
+                  mem: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """One delta step of one vector against an int8 W [R, K] with int8 activations (docs/
+    quant.md, "Delta kernels with int8 activations"), float32 as the kernels compute it:
+    d = v - v̂; kept K = {k: |d_k| > θ}; (q, s) = `quantize_activations8` of the kept deltas
+    as one vector (zeros elsewhere); columns with q_k = 0 leave K; v̂_k += float32(q_k·s);
+    mem_j += float32(float32(Σ_{k∈K} q_w[j, k]·q_k) · s), the sum exact. mem holds W v̂ in
+    units of W's row scales (read as scale ⊙ mem). Returns (v̂, mem, |K|), new arrays."""
+    v, vhat = np.asarray(v, np.float32), np.array(vhat, np.float32)
+    mem = np.array(mem, np.float32)
+    d = (v - vhat).astype(np.float32)
+    keep = np.abs(d) > np.float32(theta)
+    if not keep.any():
+        return vhat, mem, 0
+    q, step = quantize_activations8(np.where(keep, d, np.float32(0)))
+    keep &= q != 0
+    s = step[0]
+    vhat[keep] = (vhat[keep] + (q[keep].astype(np.float32) * s).astype(np.float32))
+    total = q_w[:, keep].astype(np.int64) @ q[keep]
+    mem = (mem + (total.astype(np.float32) * s).astype(np.float32)).astype(np.float32)
+    return vhat, mem, int(keep.sum())
+
+
 def _round_away(x: np.ndarray) -> np.ndarray:
     """Round half away from zero (C's round / std::round, TFLite's TfLiteRound)."""
     t = np.trunc(x)                 # x - t is exact: no rounding before the comparison

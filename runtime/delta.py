@@ -21,6 +21,7 @@ import numpy as np
 
 from edgeseq.errors import InputError
 from edgeseq.graph import Graph, Node
+from edgeseq.reference import INT8_ACTIVATIONS, int8_activation_slots
 from edgeseq.ops import Op
 from edgeseq.runtime.compressed import _Compressed, _light_constants, pack, pack_slot
 from edgeseq.runtime.kernels import delta as _dk
@@ -28,6 +29,8 @@ from edgeseq.runtime.registry import register
 from edgeseq.runtime.recurrent import GruKernel, LstmKernel, RnnKernel, dense_weight
 
 _NO_SCALE = np.zeros(0, np.float32)
+# columns whose int8 x int8 products sum exactly in int32: 127² · K < 2³¹
+INT32_COLUMNS = (2**31 - 1) // (127 * 127)
 DSTATE_SLOTS = ("x_hat", "h_hat", "m_x", "m_h")
 # slots of a delta node in generated code (codegen/delta_ops.py, delta_codegen.py): its
 # thresholds + counts, and its four delta-state arrays back to back
@@ -87,10 +90,30 @@ class _Delta:
     """Shared plumbing of the delta families (mixed into the dense family classes, whose
     `_lens`, `_state` and attributes — n_dir, hidden, out_size, batch_first — it reuses)."""
     n_states = 1
+    # int8 activations: a memory of fewer rows keeps the float column updates (measured,
+    # docs/quant.md: at 512 rows the integer updates were 2-7 % slower, from 1024 0.87-1.04x)
+    int8_min_rows = 1024
 
-    def _init_delta(self, node: Node, theta_x: float, theta_h: float) -> None:
+    def _init_delta(self, graph: Graph, node: Node, theta_x: float, theta_h: float) -> None:
         self.theta = check_thresholds((theta_x, theta_h), f"node '{node.name}'")
         self.note = "delta: transposed weights, columns skipped below the thresholds"
+
+    def _init_int8_activations(self, graph: Graph, node: Node) -> None:
+        """self.q8 (int64 [2]): whether the column-sparse updates of W_x / W_h (V of a
+        factored LSTM W_h) run with int8 activations (`kernels.delta.absorb8`): graph metadata
+        (`edgeseq.reference.int8_activation_slots`) and the transposed matrix int8 with at
+        most INT32_COLUMNS columns (its int32 column sums cannot overflow) and at least
+        `int8_min_rows` rows (the memory's size). The dense products
+        (U, W_proj, a GRU's candidate rows) stay as with int16 activations, and so does every
+        product of a graph with int8 activations with a zero point (symmetric only here)."""
+        symmetric = graph.metadata.get(INT8_ACTIVATIONS) == "int8"
+        slots = int8_activation_slots(graph, node) if symmetric else ()
+        want = ("w_x" in slots, "w_h" in slots or "w_h_v" in slots)
+        self.q8 = np.array([w and wT[0].dtype == np.int8 and wT[0].shape[0] <= INT32_COLUMNS
+                            and wT[0].shape[1] >= self.int8_min_rows
+                            for w, wT in zip(want, (self.wxT, self.whT))], np.int64)
+        if self.q8.any():
+            self.note += ", int8 activations for the column updates"
 
     def state_sizes(self) -> tuple[int, int, int, int]:
         """Sizes of x_hat, h_hat, m_x, m_h per direction and batch row (DSTATE_SLOTS order)."""
@@ -113,7 +136,7 @@ class _Delta:
         if h0.any():        # a zero initial state (the usual case) leaves everything at 0
             for d in range(nd):
                 _dk.absorb_rows(np.ascontiguousarray(h0[d]), st["h_hat"][d], self.whT[d],
-                                st["m_h"][d])
+                                st["m_h"][d], bool(self.q8[1]))
         return st
 
     def _check_dstate(self, st: dict, n_batch: int) -> None:
@@ -193,7 +216,7 @@ class _DeltaLstmBase(_Delta, LstmKernel):
     def __init__(self, graph: Graph, node: Node, theta_x: float = 0.0,
                  theta_h: float = 0.0) -> None:
         LstmKernel.__init__(self, _shadow(graph, node), node)
-        self._init_delta(node, theta_x, theta_h)
+        self._init_delta(graph, node, theta_x, theta_h)
         self.factored = "w_h_u" in node.weights
         self.n_input = graph.weight(node, "w_x").shape[-1]
         nd = self.n_dir
@@ -209,6 +232,7 @@ class _DeltaLstmBase(_Delta, LstmKernel):
         kinds = sorted({str(graph.constants[n].dtype) for s, n in node.weights.items()
                         if s.startswith("w_")})
         self.note += f" ({'+'.join(kinds)}{', W_h factored' if self.factored else ''})"
+        self._init_int8_activations(graph, node)
 
     def _dense_extra(self) -> int:
         n = self.hidden * self.out_size if self.node.attrs.get("proj_size", 0) else 0
@@ -217,7 +241,7 @@ class _DeltaLstmBase(_Delta, LstmKernel):
         return n
 
     def sequence(self, d: int) -> tuple:
-        return _dk.lstm_delta_sequence, (self.wxT[d], self.sx[d], self.whT[d], self.sh[d],
+        return _dk.lstm_delta_sequence, (self.wxT[d], self.sx[d], self.whT[d], self.sh[d], self.q8,
                                          self.mu[d], self.factored, self.mp[d], self.aux[d],
                                          self.ip[d], self.fp[d])
 
@@ -226,7 +250,7 @@ class _DeltaGruBase(_Delta, GruKernel):
     def __init__(self, graph: Graph, node: Node, theta_x: float = 0.0,
                  theta_h: float = 0.0) -> None:
         GruKernel.__init__(self, _shadow(graph, node), node)
-        self._init_delta(node, theta_x, theta_h)
+        self._init_delta(graph, node, theta_x, theta_h)
         hs, nd = self.hidden, self.n_dir
         self.n_input = graph.weight(node, "w_x").shape[-1]
         self.lbr = bool(node.attrs["linear_before_reset"])
@@ -244,12 +268,13 @@ class _DeltaGruBase(_Delta, GruKernel):
                              int16=_q16() <= w_h.shape[-1]) for d in range(nd)]
         if self.lbr:
             self.mhh = [pack(np.zeros((0, 0), np.float32), None)] * nd
+        self._init_int8_activations(graph, node)
 
     def _dense_extra(self) -> int:
         return 0 if self.lbr else self.hidden * self.hidden
 
     def sequence(self, d: int) -> tuple:
-        return _dk.gru_delta_sequence, (self.wxT[d], self.sx[d], self.whT[d], self.sh[d],
+        return _dk.gru_delta_sequence, (self.wxT[d], self.sx[d], self.whT[d], self.sh[d], self.q8,
                                         self.mhh[d], self.aux[d], self.ip[d], self.fp[d])
 
 
@@ -257,7 +282,7 @@ class _DeltaRnnBase(_Delta, RnnKernel):
     def __init__(self, graph: Graph, node: Node, theta_x: float = 0.0,
                  theta_h: float = 0.0) -> None:
         RnnKernel.__init__(self, _shadow(graph, node), node)
-        self._init_delta(node, theta_x, theta_h)
+        self._init_delta(graph, node, theta_x, theta_h)
         nd = self.n_dir
         self.n_input = graph.weight(node, "w_x").shape[-1]
         self.wxT, self.sx = zip(*[_slot_T(graph, node, "w_x", d) for d in range(nd)])
@@ -266,9 +291,10 @@ class _DeltaRnnBase(_Delta, RnnKernel):
             self.whT, self.sh = zip(*[transposed(w_h[d], None) for d in range(nd)])
         else:
             self.whT, self.sh = zip(*[_slot_T(graph, node, "w_h", d) for d in range(nd)])
+        self._init_int8_activations(graph, node)
 
     def sequence(self, d: int) -> tuple:
-        return _dk.rnn_delta_sequence, (self.wxT[d], self.sx[d], self.whT[d], self.sh[d],
+        return _dk.rnn_delta_sequence, (self.wxT[d], self.sx[d], self.whT[d], self.sh[d], self.q8,
                                         self.aux[d], self.ip[d], self.fp[d])
 
 

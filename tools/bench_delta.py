@@ -14,6 +14,15 @@ median of the per-pair wall-clock ratios. Rows: generated dense vs generated del
 target: >= 1.5x) and, for reference, the interpreter's delta path (Model(codegen=False));
 and the recurrent kernels alone (delta vs dense kernels on captured inputs, through the
 interpreter's calls, 40 utterances per call), which bound the whole model.
+
+    python tools/bench.py delta --int8 [--sizes 128,1024] [--repeats 21]
+
+int8 weights with int8 activations (docs/quant.md, "Delta kernels with int8 activations"):
+on the demo classifier (thresholds calibrated on the float model as above) and on random
+LSTMs of --sizes units (input = units, T = 100, a random-walk input, thresholds calibrated on
+the float model for --budget), generated code, alternating calls: int8-activation delta
+against the int8-activation dense model, the same int8 weights' delta with float column
+updates (int16 activations), and the float delta; accuracy / error and MACs per row.
 """
 from __future__ import annotations
 
@@ -66,6 +75,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="fewer repeats")
     ap.add_argument("--budget", type=float, default=5.0, help="MAC reduction to calibrate for")
     ap.add_argument("--repeats", type=int, default=21)
+    ap.add_argument("--int8", action="store_true",
+                    help="int8 activations: the delta kernels' integer column updates")
+    ap.add_argument("--sizes", default="1024", help="--int8: random LSTM sizes (units)")
     ap.add_argument("--aeon-cache", type=Path, default=None,
                     help="folder holding (or receiving) the aeon wheel (training split)")
     args = ap.parse_args(argv)
@@ -87,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
           f"({len(cal.history)} moves, met={cal.met}): " + ", ".join(
               f"{k} ({a:.4f}, {b:.4f})" for k, (a, b) in cal.thresholds.items()))
     th = cal.thresholds
+    if args.int8:
+        return int8_main(args, graph, th, x, y, repeats)
     if DeltaRunner.of(model).codegen_note:
         print(DeltaRunner.of(model).codegen_note)
         return 1
@@ -122,6 +136,105 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'LSTM kernels only (interpreter calls): dense / delta':<50} {ta * 1e6 / 40:>8.1f} "
           f"{tb * 1e6 / 40:>8.1f} {best:>10.2f} {cpu:>9.2f} {pair:>9.2f}  (40 per call)")
     print(f"(load average after: {' '.join(f'{v:.1f}' for v in os.getloadavg())})")
+    return 0
+
+
+def _int8_models(graph) -> dict:
+    """{label: Model} of the float graph, its int8 weights with float column updates
+    (int16 activations) and with int8 activations: generated code each."""
+    from edgeseq.quant import activations, int8
+    from edgeseq.runtime import Model
+    q = int8.apply(graph)[0]
+    return {"float": Model(graph), "int8/16": Model(activations.apply(q, "int16")),
+            "int8/8": Model(activations.apply(q, "int8"))}
+
+
+def _int8_rows(models: dict, th, feeds: list, repeats: int) -> None:
+    a8 = models["int8/8"]
+    pairs = [("int8/8 dense / int8/8 delta", lambda f: a8.run(f), lambda f: a8.run(f, delta=th)),
+             ("int8/16 delta / int8/8 delta", lambda f: models["int8/16"].run(f, delta=th),
+              lambda f: a8.run(f, delta=th)),
+             ("float delta / int8/8 delta", lambda f: models["float"].run(f, delta=th),
+              lambda f: a8.run(f, delta=th))]
+    print(f"{'A / B':<32} {'A us':>9} {'B us':>9} {'Σmin wall':>10} {'Σmin CPU':>9} "
+          f"{'med pair':>9}   (load {' '.join(f'{v:.1f}' for v in os.getloadavg())})")
+    for label, a, b in pairs:
+        ta, tb, ca, cb, pair = _per_utterance(a, b, feeds, repeats)
+        print(f"{label:<32} {ta:>9.1f} {tb:>9.1f} {ta / tb:>10.2f} {ca / cb:>9.2f} "
+              f"{pair:>9.2f}", flush=True)
+
+
+def _kernel_rows(k_cols: int, rows: int, repeats: int) -> None:
+    """The column updates alone (`kernels.delta.absorb` on the int8 W^T, float products, vs
+    `absorb8`) on the same kept columns: v̂ reset to 0 before each call, θ = 0, a share of v
+    non-zero (|v_k| ≥ 0.5, so the int8 path keeps the same columns); min of repeats."""
+    from edgeseq.runtime.kernels import delta as dk
+    rng = np.random.default_rng(k_cols)
+    wT = rng.integers(-127, 128, (k_cols, rows)).astype(np.int8)
+    idx, dv = np.empty(k_cols, np.int64), np.empty(k_cols, np.float32)
+    qv, acc32 = np.empty(k_cols, np.int16), np.empty(rows, np.int32)
+    print(f"column updates alone, W^T {k_cols}x{rows} int8, 100 vectors per timing, min of "
+          f"{repeats}:")
+    for share in (0.05, 0.2, 0.5, 1.0):
+        vs = []
+        for _ in range(100):
+            v = np.zeros(k_cols, np.float32)
+            sel = rng.random(k_cols) < share
+            v[sel] = np.sign(rng.standard_normal(sel.sum())) * (0.5 + rng.random(sel.sum()))
+            vs.append(v)
+        best = [np.inf, np.inf]
+        kept = [0, 0]
+        vh, acc = np.zeros(k_cols, np.float32), np.zeros(rows, np.float32)
+        for r in range(repeats + 1):
+            for side in ((0, 1) if r % 2 else (1, 0)):
+                n = 0
+                t = time.perf_counter()
+                for v in vs:
+                    vh[:] = 0
+                    n += dk.absorb_any(side == 1, v, vh, np.float32(0), wT, acc, idx, dv, qv,
+                                       acc32)
+                best[side] = min(best[side], time.perf_counter() - t)
+                kept[side] = n
+        print(f"  {share:>4.0%} of columns (kept {kept[0] / 100:.0f} / {kept[1] / 100:.0f}): "
+              f"float {best[0] * 1e4:.2f} us, int8 {best[1] * 1e4:.2f} us per vector, "
+              f"int8/float {best[1] / best[0]:.2f}", flush=True)
+
+
+def int8_main(args, graph, th, x, y, repeats: int) -> int:
+    """The --int8 section (module docstring)."""
+    from edgeseq import testing
+    from edgeseq.runtime.delta_calibrate import calibrate
+    from edgeseq.runtime.delta_runner import DeltaRunner
+    models = _int8_models(graph)
+    print("demo classifier, 370 test utterances, thresholds calibrated on the float model")
+    dense = models["float"].run({"x": x})["logits"]
+    for k, m in models.items():
+        out = m.run({"x": x}, delta=th)["logits"]
+        note = DeltaRunner.of(m).codegen_note
+        print(f"  {k:<8} delta: accuracy {np.mean(out.argmax(1) == y):.4f} (dense float "
+              f"{np.mean(dense.argmax(1) == y):.4f}), {m.last_stats.mac_reduction:.2f}x fewer "
+              f"MACs, max |logit - float dense| {np.abs(out - dense).max():.3f}"
+              + (f" [{note}]" if note else ""))
+    _int8_rows(models, th, [{"x": x[k:k + 1]} for k in range(40)], repeats)
+    for units in (int(s) for s in args.sizes.split(",") if s):
+        rng = np.random.default_rng(units)
+        g = testing.lstm_graph(rng, units, units)
+        models = _int8_models(g)
+        walk = np.cumsum(0.1 * rng.standard_normal((100, 4, units)), axis=0)
+        xs = walk.astype(np.float32)
+        cal = calibrate(models["float"], {"x": xs[:, :2]}, budget=args.budget)
+        th_u = cal.thresholds
+        feed = {"x": xs[:, 2:3]}
+        ref = models["float"].run(feed)["y"]
+        print(f"\nLSTM {units}x{units}, T=100, batch 1, thresholds {th_u} (calibrated on two "
+              f"other walks, met={cal.met})")
+        for k, m in models.items():
+            out = m.run(feed, delta=th_u)["y"]
+            print(f"  {k:<8} delta: {m.last_stats.mac_reduction:.2f}x fewer MACs, max |y - "
+                  f"float dense| {np.abs(out - ref).max():.2e}")
+        _int8_rows(models, th_u, [feed], max(repeats, 21))
+        _kernel_rows(units, 4 * units, max(repeats, 21))
+    _kernel_rows(128, 512, max(repeats, 21))
     return 0
 
 

@@ -72,7 +72,8 @@ def _delta_state(lw: Lowering, node: Node, kernel, f: Frame) -> list[str]:
     h, h_hat, m_h = f.states[0], out[1], out[3]
     for d in range(n_dir):
         w_hT = _operand(lw, kernel.whT[d])
-        lw.emit(f"    DK.absorb_rows({h}[{d}], {h_hat}[{d}], {w_hT}, {m_h}[{d}])")
+        lw.emit(f"    DK.absorb_rows({h}[{d}], {h_hat}[{d}], {w_hT}, {m_h}[{d}], "
+                f"np.bool_({bool(kernel.q8[1])}))")
     return out
 
 

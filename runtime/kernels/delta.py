@@ -13,6 +13,8 @@ Weights may be float32, float16 (as uint16 bits) or int8: they are widened in re
 (`kernels.quantized.widen`). An int8 weight's per-row scale multiplies the memory when it is
 read (m = Σ q·Δ accumulates unscaled; W·x̂ = scale ⊙ m), so the memories stay exact sums.
 Factored W_h = U·V (LSTM): m_h lives in V-space (r values); z += U (s_V ⊙ m_h) densely.
+With int8 activations (graph metadata) an int8 W_x / W_h (V) takes `absorb8`: the kept
+deltas quantised to int8 per step and the column sums in int32.
 
 counts [3] int64 accumulates: kept input columns, kept recurrent columns, row-steps run.
 """
@@ -31,6 +33,7 @@ from edgeseq.runtime.kernels.operands import (GRU_ACT_F, GRU_ACT_G, GRU_GATE_CLI
                                               LSTM_PROJECTION, LSTM_REVERSE, RNN_ACT, RNN_ALPHA,
                                               RNN_BETA, RNN_GATE_CLIP, RNN_REVERSE)
 from edgeseq.runtime.kernels.quantized import _project, matvec16, widen
+from edgeseq.runtime.kernels.strict import abs_bits, div32, from_bits, mul32
 
 
 @njit(**NJIT)
@@ -97,6 +100,112 @@ def absorb(v, vhat, theta, wT, acc, idx, dv):
     return n
 
 
+# ---- int8 activations: the column-sparse update in integer arithmetic --------------------
+# (edgeseq.reference.delta_absorb8 defines the bits; docs/quant.md "Delta kernels with int8
+# activations"): the kept deltas are quantised as one int8 vector per step (s = max|d|/127),
+# Σ_k w_jk·q_k is summed exactly in int32 and the memory takes float32(float32(Σ)·s) once;
+# x̂ moves by the quantised delta q_k·s (what the memory holds), not to x.
+
+@njit(**NJIT)
+def _isum(wT, ks, qs, j):
+    """Σ_i W[j, ks[i]]·qs[i] over a tuple of 1, 2, 4 or 8 columns, exact in int32: products
+    and pair sums in int16 (|w|, |q| ≤ 127: a pair ≤ 32258), pairs widened and added."""
+    if len(ks) == 1:
+        return np.int32(np.int16(np.int16(wT[ks[0], j]) * qs[0]))
+    t = np.int32(0)
+    for i in range(0, len(ks), 2):
+        t += np.int32(np.int16(np.int16(wT[ks[i], j]) * qs[i] +
+                               np.int16(wT[ks[i + 1], j]) * qs[i + 1]))
+    return t
+
+
+@njit(**NJIT)
+def _icols(wT, ks, qs, acc32, mem, s, first, last):
+    """One group of kept columns (a tuple: one compiled loop per width): the first group
+    writes the int32 row sums, later ones add to them, the last one ends in the memory,
+    mem += float32(float32(Σ)·s): a kept column costs one pass over the rows, as in `absorb`."""
+    n = mem.shape[0]
+    if last and first:
+        for j in range(n):
+            mem[j] = mem[j] + mul32(np.float32(_isum(wT, ks, qs, j)), s)
+    elif last:
+        for j in range(n):
+            mem[j] = mem[j] + mul32(np.float32(np.int32(acc32[j] + _isum(wT, ks, qs, j))), s)
+    elif first:
+        for j in range(n):
+            acc32[j] = _isum(wT, ks, qs, j)
+    else:
+        for j in range(n):
+            acc32[j] = np.int32(acc32[j] + _isum(wT, ks, qs, j))
+
+
+@njit(**NJIT)
+def absorb8(v, vhat, theta, wT, acc, idx, dv, qv, acc32):
+    """`absorb` with int8 activations for an int8 W (`edgeseq.reference.delta_absorb8` bit
+    for bit): kept = |v - v̂| > θ; q = the kept deltas quantised as one int8 vector
+    (s = max|d|/127); columns with q = 0 are dropped (v̂ unchanged, not read, not counted);
+    v̂_k += float32(q_k·s); acc += float32(float32(Σ_k W[:, k]·q_k) · s), the sum exact in
+    int32. qv int32 [len(v)] and acc32 int32 [len(acc)] are scratch. Returns the number
+    of columns read."""
+    n = 0
+    bits = np.int32(0)
+    for k in range(v.shape[0]):
+        d = v[k] - vhat[k]
+        if abs(d) > theta:
+            idx[n] = k
+            dv[n] = d
+            bits = max(bits, abs_bits(d))
+            n += 1
+    if n == 0:
+        return 0
+    s = div32(from_bits(bits), np.float32(127.0))
+    inv = div32(np.float32(1.0), s)
+    zeros = 0
+    for i in range(n):      # vectorises (no branch): q of every kept delta
+        r = np.rint(mul32(dv[i], inv))
+        q = np.int16(min(max(r, np.float32(-127.0)), np.float32(127.0)))
+        qv[i] = q
+        zeros += q == 0
+    for i in range(n):
+        vhat[idx[i]] += mul32(np.float32(qv[i]), s)
+    m = n
+    if zeros:               # |d_k| < s/2: the column is not read (v̂_k unchanged: q = 0)
+        m = 0
+        for i in range(n):
+            if qv[i] != 0:
+                idx[m] = idx[i]
+                qv[m] = qv[i]
+                m += 1
+    p = 0
+    while p < m:       # groups of 8, then 4, 2, 1 columns
+        if m - p >= 8:
+            _icols(wT, (idx[p], idx[p + 1], idx[p + 2], idx[p + 3], idx[p + 4], idx[p + 5],
+                        idx[p + 6], idx[p + 7]),
+                   (qv[p], qv[p + 1], qv[p + 2], qv[p + 3], qv[p + 4], qv[p + 5], qv[p + 6],
+                    qv[p + 7]), acc32, acc, s, p == 0, p + 8 == m)
+            p += 8
+        elif m - p >= 4:
+            _icols(wT, (idx[p], idx[p + 1], idx[p + 2], idx[p + 3]),
+                   (qv[p], qv[p + 1], qv[p + 2], qv[p + 3]), acc32, acc, s, p == 0, p + 4 == m)
+            p += 4
+        elif m - p >= 2:
+            _icols(wT, (idx[p], idx[p + 1]), (qv[p], qv[p + 1]), acc32, acc, s, p == 0,
+                   p + 2 == m)
+            p += 2
+        else:
+            _icols(wT, (idx[p],), (qv[p],), acc32, acc, s, p == 0, True)
+            p += 1
+    return m
+
+
+@njit(**NJIT)
+def absorb_any(int8act, v, vhat, theta, wT, acc, idx, dv, qv, acc32):
+    """`absorb8` when int8act (an int8 W with int8 activations), else `absorb`."""
+    if int8act:
+        return absorb8(v, vhat, theta, wT, acc, idx, dv, qv, acc32)
+    return absorb(v, vhat, theta, wT, acc, idx, dv)
+
+
 @njit(**NJIT)
 def read_memory(mem, scale, out, accumulate):
     """out (+)= scale ⊙ mem (no scale when `scale` is empty)."""
@@ -122,6 +231,14 @@ def _scratch(n_batch, width):
     """Per-call scratch: active rows and their time indices, kept column indices and deltas."""
     return (np.empty(n_batch, dtype=np.int64), np.empty(n_batch, dtype=np.int64),
             np.empty(width, dtype=np.int64), np.empty(width, dtype=np.float32))
+
+
+@njit(**NJIT)
+def _scratch8(q8, width, rows):
+    """Scratch of `absorb8` (quantised deltas, int32 row sums); empty without int8 columns."""
+    if q8[0] == 0 and q8[1] == 0:
+        width = rows = 0
+    return np.empty(width, dtype=np.int16), np.empty(rows, dtype=np.int32)
 
 
 @njit(**NJIT)
@@ -160,10 +277,11 @@ def _plain_delta_cell_scaled(mx, sx, mh, sh, aux, c, h, yt):
 
 
 @njit(**NJIT)
-def lstm_delta_sequence(x, wxT, sx, whT, sh, u, factored, w_proj, aux, ip, fp, lens, h, c, y,
-                        xhat, hhat, mx, mh, th, counts):
+def lstm_delta_sequence(x, wxT, sx, whT, sh, q8, u, factored, w_proj, aux, ip, fp, lens, h,
+                        c, y, xhat, hhat, mx, mh, th, counts):
     """One direction over raw inputs x [T, N, I]. wxT [I, 4H], whT [P, 4H] (factored: V^T
-    [P, r], u = packed U [4H, r]); sx/sh per-row scales or empty; w_proj packed (or empty);
+    [P, r], u = packed U [4H, r]); sx/sh per-row scales or empty; q8 int64 [2]: W_x / W_h
+    (V) update with int8 activations (`absorb8`); w_proj packed (or empty);
     aux/ip/fp packed as for `kernels.lstm`. h [N, P], c [N, H] carry the state in place;
     xhat [N, I], hhat [N, P], mx [N, 4H], mh [N, 4H or r] carry the delta state in place;
     th = (θx, θh)."""
@@ -173,6 +291,8 @@ def lstm_delta_sequence(x, wxT, sx, whT, sh, u, factored, w_proj, aux, ip, fp, l
     thx = np.float32(th[0])
     thh = np.float32(th[1])
     rows, times, idx, dv = _scratch(n_batch, max(x.shape[2], h.shape[1]))
+    qv, acc32 = _scratch8(q8, max(x.shape[2], h.shape[1]), max(mx.shape[1], mh.shape[1]))
+    x8, h8 = q8[0] != 0, q8[1] != 0     # int8 activations for W_x / W_h (absorb8)
     one = np.zeros(1, dtype=np.int64)
     z = np.empty((n_batch, 4 * n_cell), dtype=np.float32)
     tmp = np.empty((n_batch, mh.shape[1]), dtype=np.float32)
@@ -194,8 +314,9 @@ def lstm_delta_sequence(x, wxT, sx, whT, sh, u, factored, w_proj, aux, ip, fp, l
         if fused:
             for a in range(n_act):
                 b = rows[a]
-                counts[0] += absorb(x[times[a], b], xhat[b], thx, wxT, mx[b], idx, dv)
-                counts[1] += absorb(h[b], hhat[b], thh, whT, mh[b], idx, dv)
+                counts[0] += absorb_any(x8, x[times[a], b], xhat[b], thx, wxT, mx[b], idx, dv,
+                                        qv, acc32)
+                counts[1] += absorb_any(h8, h[b], hhat[b], thh, whT, mh[b], idx, dv, qv, acc32)
                 if scaled:
                     _plain_delta_cell_scaled(mx[b], sx1, mh[b], sh1, aux, c[b], h[b],
                                              y[times[a], b])
@@ -205,8 +326,9 @@ def lstm_delta_sequence(x, wxT, sx, whT, sh, u, factored, w_proj, aux, ip, fp, l
             continue
         for a in range(n_act):
             b = rows[a]
-            counts[0] += absorb(x[times[a], b], xhat[b], thx, wxT, mx[b], idx, dv)
-            counts[1] += absorb(h[b], hhat[b], thh, whT, mh[b], idx, dv)
+            counts[0] += absorb_any(x8, x[times[a], b], xhat[b], thx, wxT, mx[b], idx, dv,
+                                        qv, acc32)
+            counts[1] += absorb_any(h8, h[b], hhat[b], thh, whT, mh[b], idx, dv, qv, acc32)
             read_memory(mx[b], sx, z[b], False)
             if factored:
                 read_memory(mh[b], sh, tmp[b], False)
@@ -245,7 +367,7 @@ def _gru_lbr_delta_cell(mx, mh, aux, h, yt):
 
 
 @njit(**NJIT)
-def gru_delta_sequence(x, wxT, sx, whT, sh, w_hh, aux, ip, fp, lens, h, y,
+def gru_delta_sequence(x, wxT, sx, whT, sh, q8, w_hh, aux, ip, fp, lens, h, y,
                        xhat, hhat, mx, mh, th, counts):
     """One direction of a GRU (ONNX z, r, h). wxT [I, 3H]; whT [H, 3H] when
     linear_before_reset = 1 (the h gate's recurrent term r ⊙ (W_hh h + b) is linear in h,
@@ -258,6 +380,8 @@ def gru_delta_sequence(x, wxT, sx, whT, sh, w_hh, aux, ip, fp, lens, h, y,
     thx = np.float32(th[0])
     thh = np.float32(th[1])
     rows, times, idx, dv = _scratch(n_batch, max(x.shape[2], n_hidden))
+    qv, acc32 = _scratch8(q8, max(x.shape[2], n_hidden), max(mx.shape[1], mh.shape[1]))
+    x8, h8 = q8[0] != 0, q8[1] != 0     # int8 activations for W_x / W_h (absorb8)
     xz = np.empty((n_batch, 3 * n_hidden), dtype=np.float32)
     rz = np.zeros((n_batch, 3 * n_hidden), dtype=np.float32)
     tmp = np.empty((n_batch, n_hidden), dtype=np.float32)
@@ -272,15 +396,17 @@ def gru_delta_sequence(x, wxT, sx, whT, sh, w_hh, aux, ip, fp, lens, h, y,
         if fused:
             for a in range(n_act):
                 b = rows[a]
-                counts[0] += absorb(x[times[a], b], xhat[b], thx, wxT, mx[b], idx, dv)
-                counts[1] += absorb(h[b], hhat[b], thh, whT, mh[b], idx, dv)
+                counts[0] += absorb_any(x8, x[times[a], b], xhat[b], thx, wxT, mx[b], idx, dv,
+                                        qv, acc32)
+                counts[1] += absorb_any(h8, h[b], hhat[b], thh, whT, mh[b], idx, dv, qv, acc32)
                 _gru_lbr_delta_cell(mx[b], mh[b], aux, h[b], y[times[a], b])
             counts[2] += n_act
             continue
         for a in range(n_act):
             b = rows[a]
-            counts[0] += absorb(x[times[a], b], xhat[b], thx, wxT, mx[b], idx, dv)
-            counts[1] += absorb(h[b], hhat[b], thh, whT, mh[b], idx, dv)
+            counts[0] += absorb_any(x8, x[times[a], b], xhat[b], thx, wxT, mx[b], idx, dv,
+                                        qv, acc32)
+            counts[1] += absorb_any(h8, h[b], hhat[b], thh, whT, mh[b], idx, dv, qv, acc32)
             read_memory(mx[b], sx, xz[b], False)
             read_memory(mh[b], sh, rz[b, :mh.shape[1]], False)
             _gru_gates(xz[b], rz[b], h[b], tmp[b], n_hidden, aux, ip, fp, lbr)
@@ -301,7 +427,7 @@ def gru_delta_sequence(x, wxT, sx, whT, sh, w_hh, aux, ip, fp, lens, h, y,
 
 
 @njit(**NJIT)
-def rnn_delta_sequence(x, wxT, sx, whT, sh, aux, ip, fp, lens, h, y,
+def rnn_delta_sequence(x, wxT, sx, whT, sh, q8, aux, ip, fp, lens, h, y,
                        xhat, hhat, mx, mh, th, counts):
     """One direction of a simple RNN: h = act(clip(W x̂ + R ĥ + b)) from the two memories."""
     t_len, n_batch = x.shape[0], x.shape[1]
@@ -310,13 +436,16 @@ def rnn_delta_sequence(x, wxT, sx, whT, sh, aux, ip, fp, lens, h, y,
     thx = np.float32(th[0])
     thh = np.float32(th[1])
     rows, times, idx, dv = _scratch(n_batch, max(x.shape[2], n_hidden))
+    qv, acc32 = _scratch8(q8, max(x.shape[2], n_hidden), max(mx.shape[1], mh.shape[1]))
+    x8, h8 = q8[0] != 0, q8[1] != 0     # int8 activations for W_x / W_h (absorb8)
     z = np.empty(n_hidden, dtype=np.float32)
     for s in range(t_len):
         n_act = begin_step(s, lens, reverse, rows, times, y)
         for a in range(n_act):
             b = rows[a]
-            counts[0] += absorb(x[times[a], b], xhat[b], thx, wxT, mx[b], idx, dv)
-            counts[1] += absorb(h[b], hhat[b], thh, whT, mh[b], idx, dv)
+            counts[0] += absorb_any(x8, x[times[a], b], xhat[b], thx, wxT, mx[b], idx, dv,
+                                        qv, acc32)
+            counts[1] += absorb_any(h8, h[b], hhat[b], thh, whT, mh[b], idx, dv, qv, acc32)
             read_memory(mx[b], sx, z, False)
             read_memory(mh[b], sh, z, True)
             for j in range(n_hidden):
@@ -329,10 +458,13 @@ def rnn_delta_sequence(x, wxT, sx, whT, sh, aux, ip, fp, lens, h, y,
 
 
 @njit(**NJIT)
-def absorb_rows(v, vhat, wT, acc):
+def absorb_rows(v, vhat, wT, acc, int8act):
     """Propagate whole vectors (every non-zero change) for each batch row: used once to put
-    an initial state's contribution W_h h0 into the memory."""
+    an initial state's contribution W_h h0 into the memory (int8act: as `absorb8`, so ĥ
+    becomes h0's int8 rounding)."""
     idx = np.empty(v.shape[1], dtype=np.int64)
     dv = np.empty(v.shape[1], dtype=np.float32)
+    qv = np.empty(v.shape[1], dtype=np.int16)
+    acc32 = np.empty(acc.shape[1], dtype=np.int32)
     for b in range(v.shape[0]):
-        absorb(v[b], vhat[b], np.float32(0.0), wT, acc[b], idx, dv)
+        absorb_any(int8act, v[b], vhat[b], np.float32(0.0), wT, acc[b], idx, dv, qv, acc32)
