@@ -139,3 +139,23 @@ def test_asymmetric_lstm_matches_the_reference_and_streams_as_the_full_run(rng, 
         stream = model.stream()
         ys = [stream.push({xname: x[xname][t:t + size]})["y"] for t in range(0, 8, size)]
         np.testing.assert_array_equal(np.concatenate(ys, 0), got["y"])
+
+
+def test_asymmetric_gru_and_factored_rnn_match_the_reference(rng):
+    """The other packings take the zero-point records too: a GRU with linear_before_reset=0
+    (W_h as its z/r rows and its candidate rows, r ⊙ h quantised on its own) and an RNN with
+    a factored W_h = U (V h) (V h quantised again), each ≤ 1e-5 from the reference at 21 units
+    (interpreter)."""
+    from edgeseq.quant import svd
+    from edgeseq.testing import gru_graph, rnn_graph
+    gru = _asym(gru_graph(rng, 7, 21, linear_before_reset=False, seq_lens=True))
+    rnn = activations.apply(int8.apply(svd.apply(rnn_graph(rng, 7, 21), rank=9)[0])[0],
+                            INT8_ASYMMETRIC)
+    for g in (gru, rnn):
+        model = Model(g, codegen=False)
+        assert "int8 activations with zero points" in model.describe()
+        x = random_inputs(g, rng, 9, 2)
+        ref = run(g, x)
+        assert max(float(np.max(np.abs(ref[k] - model.run(x)[k]))) for k in ref) <= 1e-5
+        sym = run(activations.apply(g, "int8"), x)
+        assert max(float(np.max(np.abs(ref[k] - sym[k]))) for k in ref) > 1e-4
