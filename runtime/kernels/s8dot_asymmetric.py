@@ -140,9 +140,10 @@ def quantize8_asymmetric(v, rows, n_rows, xq, xs, zp):
 
 
 # the same tiles as `s8dot.products8` (4 panels for one vector, 2 x 4 for many, the edges one
-# each), with the zero-point correction
+# each; one-vector tiles only where the formulation says so), with the zero-point correction
 _gemv4, _tile24, _tile14, _tile11 = (make_tile(CHOSEN, p, v, prefetch=False, zero_points=True)
                                      for p, v in ((4, 1), (2, 4), (1, 4), (1, 1)))
+_GEMV_ONLY = CHOSEN.gemv_tiles_only
 
 
 # NOTE: the tile walk is `s8dot.products8`'s (same panel order, so the same bits in both row
@@ -155,19 +156,19 @@ def products8_asymmetric(bp, scale, wsum, groups, xq, xs, zp, n_vec, out, dst, a
     n_panels = bp.shape[0] // groups
     p = 0
     while p < n_panels:
-        if n_vec == 1:
+        if n_vec == 1 or _GEMV_ONLY:
             step = 4 if p + 4 <= n_panels else 1
         else:
             step = 2 if p + 2 <= n_panels else 1
         first = n_panels - p - step if backward else p
         a = 0
         while a < n_vec:
-            if n_vec == 1:
+            if n_vec == 1 or _GEMV_ONLY:
                 if step == 4:
-                    _gemv4(bp, first, groups, xq, 0, dst, out, scale, wsum, xs, accumulate, 0,
+                    _gemv4(bp, first, groups, xq, a, dst, out, scale, wsum, xs, accumulate, 0,
                            zp)
                 else:
-                    _tile11(bp, first, groups, xq, 0, dst, out, scale, wsum, xs, accumulate, 0,
+                    _tile11(bp, first, groups, xq, a, dst, out, scale, wsum, xs, accumulate, 0,
                             zp)
                 a += 1
             elif a + 4 <= n_vec:
