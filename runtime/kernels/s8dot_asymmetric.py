@@ -10,8 +10,8 @@ integer total less zp·Σ_k w[j, k] (the packed row sums), still exact in int32,
 float32 scaling: float32(float32(Σ_k w[j, k]·(q[k] − zp)) · scale[j]) · step.
 
 q = −128 is within every formulation's exact range: VNNI reads q + 128 ∈ [0, 255] as u8;
-AVX2's `vpmaddubsw(|q|, sign(w, q))` reads |−128| = 0x80 as the unsigned 128, and a pair
-sum 2·128·127 = 32512 stays below int16's saturation; the others widen to int16/int32.
+AVX2's `vpmaddubsw(|q|, w xor [q < 0])` reads |−128| = 0x80 as the unsigned 128 and keeps
+each pair within [−32768, 32512] (see `s8dot`); the others widen to int16/int32.
 """
 from __future__ import annotations
 
