@@ -386,6 +386,13 @@ def _slice(lw: Lowering, node: Node) -> None:
     y = lw.fresh()
     dims, src = lw.dims(x, r), [f"i{k}" for k in range(r)]
     big = 2 ** 62
+    if r == 3 and len(axes) == 1:
+        bounds = [max(min(v, big), -big) for v in (at["starts"][0], at["ends"][0])]
+        lw.emit(f"{y} = " + lw.call("slice3_ws", x, f"np.int64({axes[0]})",
+                                    *(f"np.int64({v})" for v in bounds),
+                                    f"np.int64({at['steps'][0]})", "ws", "wsp"))
+        lw.bind(node.outputs[0], y)
+        return
     for st, en, ax, sp in zip(at["starts"], at["ends"], axes, at["steps"]):
         en = max(min(en, big), -big)
         st = max(min(st, big), -big)
@@ -409,6 +416,11 @@ def _transpose(lw: Lowering, node: Node) -> None:
         lw.bind(node.outputs[0], x)
         return
     y = lw.fresh()
+    if r == 3:
+        lw.emit(f"{y} = " + lw.call("permute3_ws", x, *(f"np.int64({p})" for p in perm),
+                                    "ws", "wsp"))
+        lw.bind(node.outputs[0], y)
+        return
     d = lw.dims(x, r)
     dims = [d[p] for p in perm]
     src = [""] * r
@@ -491,6 +503,8 @@ def _pad(lw: Lowering, node: Node) -> None:
             inside.append(f"0 <= {j} < {d[k]}")
             src.append(f"{j}")
     for k in range(r):
+        if pads[k] + pads[k + r] >= 0:
+            continue        # cannot crop (a check costs the generated function's compile)
         lw.emit(f"if {dims[k]} < 0:")
         lw.emit(f"    raise ValueError(\"node '{_esc(node.name)}': pads crop more than the "
                 f"input\")")

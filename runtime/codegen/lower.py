@@ -3,6 +3,7 @@ that function is described in context.py)."""
 from __future__ import annotations
 
 import importlib
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -38,6 +39,24 @@ class Lowered:
     kernel_calls: tuple = ()  # entries called through pointers, in `kt` order
     linked: bool = False      # kernels linked in (no `kt` argument): ahead-of-time form
 
+
+
+_ASSIGNED = re.compile(r"^\s*(\w+) = ")
+_NAME = re.compile(r"\b\w+\b")
+
+
+def _read(prologue: list[str], body: list[str]) -> list[str]:
+    """The prologue's constant views that the body reads (emitters pack every operand of a
+    kernel family, e.g. the plain LSTM reads no projection: an unread view still cost the
+    generated function's compile a call)."""
+    used = set(_NAME.findall("\n".join(body)))
+    kept = []
+    for line in reversed(prologue):     # a prologue line may read an earlier one
+        m = _ASSIGNED.match(line)
+        if m is None or m.group(1) in used:
+            kept.append(line)
+            used.update(_NAME.findall(line))
+    return kept[::-1]
 
 
 def lower(graph: Graph, kernels: dict, linked: bool = False) -> Lowered:
@@ -102,7 +121,8 @@ def lower(graph: Graph, kernels: dict, linked: bool = False) -> Lowered:
         f"def {FUNCTION}({', '.join(args)}):",
     ]
     ret = "    return " + ", ".join(outs) + ("," if len(outs) == 1 else "")
-    source = "\n".join(head + ["    wsp[0] = 0"] + lw.prologue + lw.lines + [ret]) + "\n"
+    body = lw.lines + [ret]
+    source = "\n".join(head + ["    wsp[0] = 0"] + _read(lw.prologue, body) + body) + "\n"
     wf, wi, wd = lw.buffers()
     return Lowered(source, inputs, [v.name for v in graph.outputs], lw.states, wf, wi, wd,
                    lw.notes, () if linked else tuple(lw.kernel_calls.used), linked)

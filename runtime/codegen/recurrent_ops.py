@@ -91,6 +91,10 @@ def _plain(node: Node, has_lens: bool) -> bool:
 def _copy_swap01(lw: Lowering, x: str, rank: int) -> str:
     """A C-contiguous copy of x with axes 0 and 1 swapped."""
     y = lw.fresh()
+    if rank == 3:
+        lw.emit(f"{y} = " + lw.call("permute3_ws", x, "np.int64(1)", "np.int64(0)",
+                                    "np.int64(2)", "ws", "wsp"))
+        return y
     d = lw.dims(x, rank)
     dims = [d[1], d[0]] + d[2:]
     idx = [f"i{k}" for k in range(rank)]

@@ -88,6 +88,8 @@ _TABLE = (
     Entry("gather_ws", graph_ops.gather_ws, (_F32[3], _I64, _F32[1], _I64)),
     Entry("put_axis1", graph_ops.put_axis1, (_F32[3], _F32[3], _i)),
     Entry("slice_bounds", graph_ops.slice_bounds, (_i, _i, _i, _i)),
+    Entry("slice3_ws", graph_ops.slice3_ws, (_F32[3], _i, _i, _i, _i, _F32[1], _I64)),
+    Entry("permute3_ws", graph_ops.permute3_ws, (_F32[3], _i, _i, _i, _F32[1], _I64)),
     # a recurrent node's initial state and lengths
     Entry("state3", graph_ops.state3, (_i, _i, _i, _F32[3], _F32[3], _b, _i)),
     Entry("full_lengths_ws", graph_ops.full_lengths_ws, (_i, _i, _F32[1], _I64)),

@@ -66,6 +66,9 @@ GLUE = {
     "slice": (Op.SLICE, {"x": _f(5, 6, 3)},
               {"starts": (-1, 1), "ends": (-2**62, 5), "axes": (0, 1), "steps": (-2, 2)}),
     "transpose": (Op.TRANSPOSE, {"x": _f(2, 3, 4)}, {"perm": (2, 0, 1)}),
+    # one axis of a rank-3 value: the slice3_ws kernel (other slices are emitted inline)
+    "slice_one_axis": (Op.SLICE, {"x": _f(4, 7, 3)},
+                       {"starts": (6,), "ends": (0,), "axes": (-2,), "steps": (-2,)}),
     "reshape": (Op.RESHAPE, {"x": _f(2, 3, 4)}, {"shape": (0, -1)}),
     "pad_const": (Op.PAD, {"x": _f(2, 3)}, {"pads": (1, -1, 0, 2), "value": 0.5}),
     "pad_reflect": (Op.PAD, {"x": _f(2, 4)}, {"pads": (0, 3, 0, 2), "mode": "reflect"}),
