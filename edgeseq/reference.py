@@ -129,7 +129,11 @@ INT8_ACTIVATION_SLOTS = {Op.LSTM: ("w_x", "w_h", "w_h_u", "w_h_v", "w_proj"),
 # "int8_asymmetric": TFLite's hybrid kernels with asymmetric_quantize_inputs (a zero point
 # per vector, `quantize_activations8_asymmetric`), for the same slots
 INT8_ASYMMETRIC = "int8_asymmetric"
-INT8_MODES = ("int8", INT8_ASYMMETRIC)
+# "int7": symmetric with |q| <= 63 (`quantize_activations8(v, INT7_MAX)`): on AVX2, u = q + 64
+# and w·u pairs never saturate vpmaddubsw, so the kernels are exact at its 3 ops per 32 bytes
+INT7 = "int7"
+INT7_MAX = 63
+INT8_MODES = ("int8", INT8_ASYMMETRIC, INT7)
 
 
 def int8_activation_slots(graph: Graph, node: Node) -> tuple[str, ...]:
@@ -143,22 +147,24 @@ def int8_activation_slots(graph: Graph, node: Node) -> tuple[str, ...]:
     return slots
 
 
-def quantize_activations8(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def quantize_activations8(v: np.ndarray, qmax: int = 127) -> tuple[np.ndarray, np.ndarray]:
     """(q int64 [..., K], step float32 [..., 1]) of each vector along the last axis, in
-    float32 as the kernels compute it: step = max|v| / 127 (1 for a zero vector),
-    q = clip(rint(v · (1 / step)), ±127), half to even."""
+    float32 as the kernels compute it: step = max|v| / qmax (1 for a zero vector),
+    q = clip(rint(v · (1 / step)), ±qmax), half to even (qmax 127: "int8", 63: "int7")."""
     v = np.asarray(v, np.float32)
     mx = np.max(np.abs(v), axis=-1, keepdims=True)
-    step = np.where(mx > 0, mx / np.float32(127), np.float32(1)).astype(np.float32)
+    step = np.where(mx > 0, mx / np.float32(qmax), np.float32(1)).astype(np.float32)
     inv = (np.float32(1) / step).astype(np.float32)
-    q = np.clip(np.rint((v * inv).astype(np.float32)), -127, 127)
+    q = np.clip(np.rint((v * inv).astype(np.float32)), -qmax, qmax)
     return q.astype(np.int64), step
 
 
-def int8_product(v: np.ndarray, q_w: np.ndarray, scale: np.ndarray) -> np.ndarray:
+def int8_product(v: np.ndarray, q_w: np.ndarray, scale: np.ndarray,
+                 qmax: int = 127) -> np.ndarray:
     """W v per vector with int8 activations: float32(float32(Σ_k q_w[j, k]·q[k]) ·
-    scale[j]) · step, the integer sum exact (int64); float64 result of float32 values."""
-    q, step = quantize_activations8(v)
+    scale[j]) · step, the integer sum exact (int64); float64 result of float32 values.
+    qmax: the activations' largest |q| (`quantize_activations8`)."""
+    q, step = quantize_activations8(v, qmax)
     total = np.matmul(q, q_w.astype(np.int64).T)
     y = (total.astype(np.float32) * np.asarray(scale, np.float32)).astype(np.float32)
     return (y * step).astype(np.float32).astype(F64)
@@ -230,7 +236,13 @@ def int8_product_asymmetric(v: np.ndarray, q_w: np.ndarray, scale: np.ndarray) -
     return (y * step).astype(np.float32).astype(F64)
 
 
-INT8_PRODUCTS = {"int8": int8_product, INT8_ASYMMETRIC: int8_product_asymmetric}
+def int7_product(v: np.ndarray, q_w: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """`int8_product` with 7-bit activations: step = max|v| / 63, |q| <= 63."""
+    return int8_product(v, q_w, scale, INT7_MAX)
+
+
+INT8_PRODUCTS = {"int8": int8_product, INT8_ASYMMETRIC: int8_product_asymmetric,
+                 INT7: int7_product}
 
 
 def _int8_products(graph: Graph, node: Node) -> dict:

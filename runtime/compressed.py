@@ -4,15 +4,17 @@ form; `kernels.quantized` widens them inside the dot products.
 """
 from __future__ import annotations
 
+from typing import Callable, NamedTuple
+
 import numpy as np
 
 from edgeseq.graph import Graph, Node
 from edgeseq.ops import Op
-from edgeseq.reference import INT8_ACTIVATIONS, INT8_ASYMMETRIC, int8_activation_slots
+from edgeseq.reference import INT7, INT8_ACTIVATIONS, INT8_ASYMMETRIC, int8_activation_slots
 from edgeseq.runtime.kernels import quantized as _q
 from edgeseq.runtime.kernels import quantized_rnn8 as _r8
 from edgeseq.runtime.kernels import s8dot as _s8
-from edgeseq.runtime.kernels.s8dot import packed8
+from edgeseq.runtime.kernels.s8dot import packed8, packed8_int7
 from edgeseq.runtime.kernels.s8dot_asymmetric import packed8_asymmetric
 from edgeseq.runtime.registry import register
 from edgeseq.runtime.recurrent import GruKernel, LstmKernel, RnnKernel
@@ -57,10 +59,23 @@ def pack_slot(graph: Graph, node: Node, slot: str, d: int, int16_min_cols: int =
 
 
 INT16_NOTE = ", int8 products on int16-quantised activations"
-# int8-activation mode (graph metadata) -> packer of a matrix for its products; the record
-# type selects the kernels' quantisation (symmetric, or with a zero point: TFLite's
-# asymmetric_quantize_inputs)
-INT8_PACKERS = {"int8": packed8, INT8_ASYMMETRIC: packed8_asymmetric}
+
+
+class Int8Mode(NamedTuple):
+    """How the int8 products of one activation mode (graph metadata) are run."""
+    packer: Callable            # (int8 [R, K], scale [R]) -> the record the kernels take
+    note: str                   # what Model.describe() says of the activations
+    formulation: str            # the s8dot formulation its products run
+
+
+# int8-activation mode -> its row; the record type selects the kernels' quantisation
+# (symmetric, with a zero point: TFLite's asymmetric_quantize_inputs, or 7-bit)
+ACTIVATION_MODES = {
+    "int8": Int8Mode(packed8, "int8 activations", _s8.CHOSEN.name),
+    INT8_ASYMMETRIC: Int8Mode(packed8_asymmetric, "int8 activations with zero points",
+                              _s8.CHOSEN.name),
+    INT7: Int8Mode(packed8_int7, "int7 activations", _s8.CHOSEN7.name),
+}
 
 
 class _Compressed:
@@ -118,7 +133,8 @@ class _Compressed:
         form) into self.p8[slot][d]; only the packed copy is kept."""
         slots = int8_activation_slots(graph, node)
         mode = graph.metadata.get(INT8_ACTIVATIONS)
-        self.packed8 = INT8_PACKERS.get(mode, packed8)
+        row = ACTIVATION_MODES.get(mode, ACTIVATION_MODES["int8"])
+        self.packed8 = row.packer
         self.p8 = {s: [self.packed8(graph.weight(node, s)[d], graph.scale(node, s)[d])
                        for d in range(self.n_dir)] for s in slots}
         if "w_h_u" in self.p8 and "w_h_v" in self.p8:     # factored: W_h h = U (V h)
@@ -132,8 +148,7 @@ class _Compressed:
             if not any(m[0] == _q.I8Q16 for m in self.mx + self.mh + self.mu + self.mv
                        + self.mp):
                 self.note = self.note.replace(INT16_NOTE, "")
-            self.note += (f", int8 activations{' with zero points' * (mode == INT8_ASYMMETRIC)}"
-                          f" for {'/'.join(slots)} ({_s8.CHOSEN.name} kernels)")
+            self.note += f", {row.note} for {'/'.join(slots)} ({row.formulation} kernels)"
 
     # NOTE: the two calls below are the whole of what a direction runs; the interpreter
     # (`__call__`) and the generated code (`runtime/codegen/compressed_ops.py`) both make

@@ -19,12 +19,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--weights", choices=("fp32", "fp16", "int8"), default=None,
                    help="storage of the recurrent and dense weights: int8 (per-row scales, "
                         "~0.27x bytes), fp16 (0.5x), fp32 (as converted)")
-    g.add_argument("--activations", choices=("int16", "int8", "int8_asymmetric"), default=None,
+    g.add_argument("--activations", choices=("int16", "int8", "int8_asymmetric", "int7"),
+                   default=None,
                    help="with --weights int8: precision of the activations in the integer "
                         "products: int16 (default; the int8 weights' own error) or int8 "
                         "(u8/s8 dot-product instructions, onnxruntime's int8 speed and error); "
                         "int8_asymmetric: int8 with a zero point per vector (TFLite's hybrid "
-                        "kernels with asymmetric_quantize_inputs)")
+                        "kernels with asymmetric_quantize_inputs); int7: |q| <= 63, ~2x "
+                        "int8's error, onnxruntime's AVX2 speed without its saturation")
     g.add_argument("--svd-rank", type=int, default=None, metavar="R",
                    help="factor each recurrent weight W_h into two rank-R matrices")
     g.add_argument("--svd-energy", type=float, default=None, metavar="E",

@@ -560,7 +560,8 @@ def products8_range(p, v, rows, n_rows, out, accumulate, xq, xs, backward):
     """out[rows[a], :p.rows] (+)= the int8-activation product of `p` with v[rows[a]], for
     a < n_rows (`s8dot.products8`); out needs the padded rows of `p` as columns, xq/xs are
     caller-owned scratch (int8 [>= n_rows, 4·p.groups] zero-initialised, float32 [>= n_rows]).
-    A `s8dot_asymmetric.Packed8Asymmetric` p quantises with a zero point per vector."""
+    A `s8dot_asymmetric.Packed8Asymmetric` p quantises with a zero point per vector, a
+    `s8dot.Packed8Int7` to 7 bits."""
     _quantized_products(p, v, rows, n_rows, out, accumulate, xq, xs, backward)
 
 
@@ -578,6 +579,13 @@ def _quantized_products_forms(p, v, rows, n_rows, out, accumulate, xq, xs, backw
             s8dot_asymmetric.products8_asymmetric(p.blocks, p.scale, p.sums, p.groups, xq, xs,
                                                   zp, n_rows, out, rows, accumulate, backward)
         return asymmetric
+
+    if getattr(p, "instance_class", None) is s8dot.Packed8Int7:
+        def int7(p, v, rows, n_rows, out, accumulate, xq, xs, backward):
+            s8dot.quantize7(v, rows, n_rows, xq, xs)
+            s8dot.products7(p.blocks, p.scale, p.sums, p.groups, xq, xs, n_rows, out, rows,
+                            accumulate, backward)
+        return int7
 
     def symmetric(p, v, rows, n_rows, out, accumulate, xq, xs, backward):
         s8dot.quantize8(v, rows, n_rows, xq, xs)

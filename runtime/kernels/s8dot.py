@@ -111,6 +111,22 @@ def _avx2():
     return prep, mac, PANEL, _same
 
 
+def _avx2_u7():
+    v8, v16, v32 = ir.VectorType(I8, 32), ir.VectorType(I16, 16), ir.VectorType(I32, 8)
+    ones = ir.Constant(v16, [1] * 16)
+
+    def prep(builder, x):                   # u = q + 64 in [1, 127]; both halves are equal
+        return _halves(builder, x, 2)[0]
+
+    def mac(builder, acc, u, w):            # onnxruntime's 3 ops; pairs |u·w| sums <= 32512
+        madd = _declare(builder, "llvm.x86.avx2.pmadd.ub.sw", v16, [v8, v8])
+        wd = _declare(builder, "llvm.x86.avx2.pmadd.wd", v32, [v16, v16])
+        return _join(builder, [
+            builder.add(a, builder.call(wd, [builder.call(madd, [u, wv]), ones]))
+            for a, wv in zip(_halves(builder, acc, 2), _halves(builder, w, 2))])
+    return prep, mac, PANEL, _same
+
+
 def _negative_total(builder, x, n):
     """i32 Σ_{k<n} max(−x[k], 0) of the int8 bytes at x (n: i64, a multiple of 4): what the
     avx2 formulation's xor leaves out of every row (one pass over the vector per tile)."""
@@ -202,6 +218,8 @@ class Formulation(NamedTuple):
     vector_term: Callable | None = None
     # many vectors run the one-vector tile (4 panels) each instead of 2 panels x 4 vectors
     gemv_tiles_only: bool = False
+    # the largest |q| it is exact for (127: "int8"; 63: only 7-bit activations, "int7")
+    max_q: int = 127
 
 
 def _x86(t: Target) -> bool:
@@ -220,6 +238,8 @@ FORMULATIONS = (
                 lambda t: _x86(t) and ("avxvnni" in t.features
                                        or {"avx512vnni", "avx512vl"} <= t.features),
                 lambda: _vnni(256)),
+    Formulation("avx2-u7", ("vpmaddubsw", "vpmaddwd"), 64,
+                lambda t: _x86(t) and "avx2" in t.features, _avx2_u7, None, True, 63),
     Formulation("avx2", ("vpabsb", "vpmaddubsw"), 0,
                 lambda t: _x86(t) and "avx2" in t.features, _avx2, _negative_total, True),
     Formulation("neon-dotprod", ("sdot",), 0,
@@ -230,11 +250,14 @@ FORMULATIONS = (
 BY_NAME = {f.name: f for f in FORMULATIONS}
 
 
-def choose(target: Target) -> Formulation:
-    return next(f for f in FORMULATIONS if f.usable(target))
+def choose(target: Target, max_q: int = 127) -> Formulation:
+    """The first formulation `target` runs that is exact for activations up to |q| = max_q."""
+    return next(f for f in FORMULATIONS if f.usable(target) and f.max_q >= max_q)
 
 
 CHOSEN = choose(numba_target())
+Q7_MAX = 63                 # 7-bit activations ("int7", edgeseq.reference.INT7_MAX)
+CHOSEN7 = choose(numba_target(), Q7_MAX)
 
 
 OFFSET = CHOSEN.offset
@@ -259,12 +282,28 @@ class Packed8(NamedTuple):
     cols: int
 
 
-def packed8(w: np.ndarray, scale: np.ndarray) -> Packed8:
-    """`Packed8` of an int8 [R, K] matrix and its float32 per-row scale [R]."""
+def packed8(w: np.ndarray, scale: np.ndarray, record: type = Packed8) -> Packed8:
+    """`Packed8` (or `record`, a type with its fields) of an int8 [R, K] matrix and its
+    float32 per-row scale [R]."""
     blocks, sums = pack8(w)
     scp = np.zeros(sums.shape[0], np.float32)
     scp[:w.shape[0]] = scale
-    return Packed8(blocks, scp, sums, packed_shape(*w.shape)[1], w.shape[0], w.shape[1])
+    return record(blocks, scp, sums, packed_shape(*w.shape)[1], w.shape[0], w.shape[1])
+
+
+class Packed8Int7(NamedTuple):
+    """`Packed8`'s fields for a matrix whose products take 7-bit activations ("int7",
+    `quantize7` / `products7`; a Numba record type of its own: the kernels pick by type)."""
+    blocks: np.ndarray
+    scale: np.ndarray
+    sums: np.ndarray
+    groups: int
+    rows: int
+    cols: int
+
+
+def packed8_int7(w: np.ndarray, scale: np.ndarray) -> Packed8Int7:
+    return packed8(w, scale, Packed8Int7)
 
 
 def pack8(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -493,6 +532,76 @@ def products8(bp, scale, wsum, groups, xq, xs, n_vec, out, dst, accumulate, back
                 for pp in range(step):
                     _tile11(bp, first + pp, groups, xq, a, dst, out, scale, wsum, xs,
                             accumulate, pf)
+                a += 1
+        p += step
+
+
+# ---- 7-bit activations ("int7"): |q| <= 63, the CHOSEN7 formulation's tiles -----------------
+Q7 = np.float32(Q7_MAX)
+OFFSET7 = CHOSEN7.offset
+if CHOSEN7 is CHOSEN:       # VNNI, NEON, generic: the int8 tiles (any q fits)
+    _gemv4_7, _tile24_7, _tile14_7, _tile11_7 = _gemv4, _tile24, _tile14, _tile11
+else:
+    _gemv4_7, _tile24_7, _tile14_7, _tile11_7 = (make_tile(CHOSEN7, p, v, prefetch=False)
+                                                 for p, v in ((4, 1), (2, 4), (1, 4), (1, 1)))
+_GEMV_ONLY7 = CHOSEN7.gemv_tiles_only
+
+
+# NOTE: `quantize8` with Q7 / ±63 / OFFSET7 (module constants, so each compiles to its own
+# straight-line loop)
+@njit(**NJIT)
+def quantize7(v, rows, n_rows, xq, xs):
+    """`quantize8` for 7-bit activations: xs[a] = max|v[rows[a]]| / 63, q clipped to ±63,
+    stored as q + OFFSET7 (`edgeseq.reference.quantize_activations8(v, 63)`)."""
+    for a in range(n_rows):
+        b = rows[a]
+        bits = np.int32(0)
+        for k in range(v.shape[1]):
+            bits = max(bits, abs_bits(v[b, k]))
+        mx = from_bits(bits)
+        s = div32(mx, Q7) if mx > 0 else np.float32(1.0)
+        inv = div32(np.float32(1.0), s)
+        for k in range(v.shape[1]):
+            r = np.rint(mul32(v[b, k], inv))
+            q = np.int32(min(max(r, np.float32(-63.0)), np.float32(63.0)))
+            xq[a, k] = np.int8(q + OFFSET7)
+        xs[a] = s
+
+
+# NOTE: the tile walk is `products8`'s (same panel order, so the same bits in both row
+# orders); only the tiles differ
+@njit(**NJIT)
+def products7(bp, scale, wsum, groups, xq, xs, n_vec, out, dst, accumulate, backward=False):
+    """`products8` for `quantize7` activations (the CHOSEN7 formulation's tiles)."""
+    n_panels = bp.shape[0] // groups
+    p = 0
+    while p < n_panels:
+        if n_vec == 1 or _GEMV_ONLY7:
+            step = 4 if p + 4 <= n_panels else 1
+        else:
+            step = 2 if p + 2 <= n_panels else 1
+        first = n_panels - p - step if backward else p
+        a = 0
+        while a < n_vec:
+            if n_vec == 1 or _GEMV_ONLY7:
+                if step == 4:
+                    _gemv4_7(bp, first, groups, xq, a, dst, out, scale, wsum, xs, accumulate, 0)
+                else:
+                    _tile11_7(bp, first, groups, xq, a, dst, out, scale, wsum, xs, accumulate,
+                              0)
+                a += 1
+            elif a + 4 <= n_vec:
+                if step == 2:
+                    _tile24_7(bp, first, groups, xq, a, dst, out, scale, wsum, xs, accumulate,
+                              0)
+                else:
+                    _tile14_7(bp, first, groups, xq, a, dst, out, scale, wsum, xs, accumulate,
+                              0)
+                a += 4
+            else:
+                for pp in range(step):
+                    _tile11_7(bp, first + pp, groups, xq, a, dst, out, scale, wsum, xs,
+                              accumulate, 0)
                 a += 1
         p += step
 
