@@ -80,6 +80,10 @@ def _load_overload(self, sig, target_context):
     if not self._py_func.__module__.startswith(tuple(WARM_LOAD_MODULES)):
         return _numba_load_overload(self, sig, target_context)
     rtsys.initialize(target_context)
+    # NOTE: the one registry module that adds linker symbols when imported (the hash
+    # secret, which cached code that hashes links to); the pickled environments of array
+    # code import it anyway
+    import numba.cpython.hashing  # noqa: F401
     with self._guard_against_spurious_io_errors():
         return self._load_overload(sig, target_context)
 
