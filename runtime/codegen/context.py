@@ -96,6 +96,8 @@ class Lowering:
         self.graph_outputs = {v.name for v in graph.outputs}
         self.pending: dict[str, Node] = {}   # elementwise nodes folded into a later loop
         self.fused: set[str] = set()         # activations applied by their producer
+        # variables holding a fresh array, never the workspace: returned without a detach
+        self.owned: set[str] = set()
         self.notes: list[str] = []
 
     # ---- names and lines -------------------------------------------------------------

@@ -96,12 +96,16 @@ def lower(graph: Graph, kernels: dict, linked: bool = False) -> Lowered:
         var = lw.value(v.name)
         if v.name in {i[0] for i in inputs} or lw.is_const(v.name):
             var = f"{var}.copy()"
+        elif var in lw.owned:
+            pass
         elif v.dtype == "float32" and 1 <= len(v.shape) <= 4:
             var = lw.call(f"detach{len(v.shape)}", var, "ws")  # never hand out the workspace
         elif v.dtype == "float32":
             var = f"G.detach({var}, ws)"
         outs.append(var)
-    outs += [lw.call("detach3", f"{s.arg}_out", "ws") for s in lw.states]
+    # NOTE: a final state is never in the workspace (state3 allocates it, or it is the
+    # carried argument), so no detach: one kernel and a call per slot less to compile
+    outs += [f"{s.arg}_out" for s in lw.states]
     args = [f"in_{k}" for k in range(len(inputs))] + ["wf", "wi", "wd"] + \
         [s.arg for s in lw.states] + ["flags", "ws", "wsp"] + lw.kernel_calls.arguments()
     head = [

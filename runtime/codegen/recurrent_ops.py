@@ -245,12 +245,15 @@ def emit_sequence(lw: Lowering, node: Node, kernel, n_input: int,
         svars.append(s)
     p = kernel.out_size
     y = f"{v}_y"
-    lw.emit(f"{y} = {lw.empty([f'{v}_T', str(n_dir), f'{v}_N', str(p)])}")
+    if n_dir == 1:
+        # NOTE: a 3-D take and a 4-D view of it (a 4-D take was one more kernel to compile)
+        lw.emit(f"{v}_y0 = {lw.empty([f'{v}_T', f'{v}_N', str(p)])}")
+        lw.emit(f"{y} = {v}_y0.reshape(({v}_T, 1, {v}_N, {p}))")
+    else:
+        lw.emit(f"{y} = {lw.empty([f'{v}_T', str(n_dir), f'{v}_N', str(p)])}")
     for d in range(n_dir):
         yd = f"{v}_y{d}"
-        if n_dir == 1:
-            lw.emit(f"{yd} = {y}.reshape(({v}_T, {v}_N, {p}))")
-        else:
+        if n_dir == 2:
             lw.emit(f"{yd} = {lw.empty([f'{v}_T', f'{v}_N', str(p)])}")
         direction(lw, node, kernel, Frame(v, x, lens, f"{v}_T", svars, yd, d, bool(ins[1])))
         if n_dir == 2:
@@ -269,6 +272,7 @@ def emit_sequence(lw: Lowering, node: Node, kernel, n_input: int,
 def _copy(lw: Lowering, x: str) -> str:
     y = lw.fresh()
     lw.emit(f"{y} = {x}.copy()")
+    lw.owned.add(y)
     return y
 
 
