@@ -124,6 +124,7 @@ def _rows():
             ("ort int8 per-tensor", ort(lambda mb, tmp: _ort_int8(mb, tmp, False))),
             ("ort int8 per-channel", ort(lambda mb, tmp: _ort_int8(mb, tmp, True))),
             ("edgeseq int8, int8 activations", ours("int8")),
+            ("edgeseq int8, int7 activations", ours("int7")),
             ("edgeseq int8, int16 activations", ours("int16")),
             ("edgeseq int8, int8 activations, interpreter", ours("int8", codegen=False))]
 
@@ -159,8 +160,9 @@ def silero_stream(budget_s: float) -> dict:
     return {"diff_vs_ort_fp32": diff, **med}
 
 
-# --pair: only these two alternate (the others are built for the error column, not timed)
-PAIR = ("ort int8 per-tensor", "edgeseq int8, int8 activations")
+# --pair: only these alternate (the others are built for the error column, not timed)
+PAIR = ("ort int8 per-tensor", "edgeseq int8, int8 activations",
+        "edgeseq int8, int7 activations")
 
 
 def lstm_case(hidden: int, steps: int, repeats: int, pair: bool = False) -> dict:
@@ -230,8 +232,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="with --avx2: Numba for haswell only, onnxruntime on its host ISA")
     ap.add_argument("--no-silero", action="store_true", help="skip the silero int8 stream")
     ap.add_argument("--pair", action="store_true",
-                    help="time only edgeseq int8 (int8 activations, generated code) against "
-                         "onnxruntime int8 per-tensor (no other model between their calls)")
+                    help="time only edgeseq int8 (int8 and int7 activations, generated code) "
+                         "against onnxruntime int8 per-tensor (no other model between their "
+                         "calls)")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
     capped = as_avx2(mask=not args.no_cpuid_mask) if args.avx2 else "host ISA"
@@ -245,16 +248,19 @@ def main(argv: list[str] | None = None) -> int:
         import cpuid_mask
         if not cpuid_mask.handler_installed():     # a later CPUID would crash, not mask
             raise SystemExit("--avx2: a library replaced the CPUID-mask SIGSEGV handler")
-    print(f"edgeseq: Numba CPU {target.cpu}, int8 kernels {s8dot.CHOSEN.name}; onnxruntime: "
+    print(f"edgeseq: Numba CPU {target.cpu}, int8 kernels {s8dot.CHOSEN.name} (int7: "
+          f"{s8dot.CHOSEN7.name}); onnxruntime: "
           f"{ort_kernel}; {capped}", flush=True)
-    result = {"cpu": target.cpu, "formulation": s8dot.CHOSEN.name, "ort_kernel": ort_kernel,
+    result = {"cpu": target.cpu, "formulation": s8dot.CHOSEN.name,
+              "formulation_int7": s8dot.CHOSEN7.name, "ort_kernel": ort_kernel,
               "isa": capped,
               "load": os.getloadavg(), "repeats": repeats, "cases": {}}
     for h in (int(s) for s in args.sizes.split(",")):
         rows = lstm_case(h, args.steps, repeats, args.pair)
         result["cases"][f"lstm{h}"] = rows
         print(_table(f"\nLSTM {h}x{h}, T={args.steps}, batch 1, 1 thread; Numba CPU "
-                     f"{target.cpu}, int8 kernels: {s8dot.CHOSEN.name}; onnxruntime "
+                     f"{target.cpu}, int8 kernels: {s8dot.CHOSEN.name} (int7: "
+                     f"{s8dot.CHOSEN7.name}); onnxruntime "
                      f"{ort_kernel}; load "
                      f"{', '.join(f'{v:.1f}' for v in os.getloadavg())}", rows), flush=True)
     if not args.no_silero:
