@@ -21,7 +21,8 @@ counts [3] int64 accumulates: kept input columns, kept recurrent columns, row-st
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from numba import njit, types
+from numba.extending import overload
 
 from edgeseq.runtime.kernels.flags import NJIT
 from edgeseq.runtime.kernels.activations import activate, fast_sigmoid, fast_tanh
@@ -32,7 +33,7 @@ from edgeseq.runtime.kernels.operands import (GRU_ACT_F, GRU_ACT_G, GRU_GATE_CLI
                                               GRU_LINEAR_BEFORE_RESET, GRU_REVERSE,
                                               LSTM_PROJECTION, LSTM_REVERSE, RNN_ACT, RNN_ALPHA,
                                               RNN_BETA, RNN_GATE_CLIP, RNN_REVERSE)
-from edgeseq.runtime.kernels.quantized import _project, matvec16, widen
+from edgeseq.runtime.kernels.quantized import _OVERLOAD_OPTIONS, _project, matvec16, widen
 from edgeseq.runtime.kernels.strict import abs_bits, div32, from_bits, mul32
 
 
@@ -198,11 +199,29 @@ def absorb8(v, vhat, theta, wT, acc, idx, dv, qv, acc32):
     return m
 
 
+def _absorb8_for(v, vhat, theta, wT, acc, idx, dv, qv, acc32):
+    """`absorb8` where W is int8; compiled to nothing for float weights (never called there:
+    their q8 flag is 0), so float/fp16 delta kernels do not compile the integer update."""
+    raise NotImplementedError
+
+
+@overload(_absorb8_for, jit_options=_OVERLOAD_OPTIONS)
+def _absorb8_forms(v, vhat, theta, wT, acc, idx, dv, qv, acc32):
+    if wT.dtype == types.int8:
+        def int8_weights(v, vhat, theta, wT, acc, idx, dv, qv, acc32):
+            return absorb8(v, vhat, theta, wT, acc, idx, dv, qv, acc32)
+        return int8_weights
+
+    def other(v, vhat, theta, wT, acc, idx, dv, qv, acc32):
+        return 0
+    return other
+
+
 @njit(**NJIT)
 def absorb_any(int8act, v, vhat, theta, wT, acc, idx, dv, qv, acc32):
     """`absorb8` when int8act (an int8 W with int8 activations), else `absorb`."""
     if int8act:
-        return absorb8(v, vhat, theta, wT, acc, idx, dv, qv, acc32)
+        return _absorb8_for(v, vhat, theta, wT, acc, idx, dv, qv, acc32)
     return absorb(v, vhat, theta, wT, acc, idx, dv)
 
 
