@@ -21,6 +21,11 @@ table `FORMULATIONS`, first usable wins; `CHOSEN` is what `Model.describe()` sho
   each pair within [−32768, 32512]: exact (onnxruntime's AVX2 kernel feeds u8 q + zero
   point, up to 255, and does saturate). Many vectors run the 4-panel one-vector tile:
   2 panels × 4 vectors needs all 16 ymm registers as accumulators.
+- `avx2-u7` (7-bit activations only, "int7": `Formulation.max_q` 63, `CHOSEN7`,
+  `quantize7` / `products7`, records `Packed8Int7`): u = q + 64 ∈ [1, 127] straight into
+  `vpmaddubsw(u, w)` + `vpmaddwd` with ones + `vpaddd` (onnxruntime's AVX2 sequence), 64 ·
+  row sum subtracted; pair sums ≤ 2·127·128 never saturate. Elsewhere int7 runs the int8
+  formulation (any q fits), so its bits are the same on every CPU.
 - `neon-dotprod` / `neon` / `generic`: portable IR, `llvm.vector.partial.reduce.add` of
   mul(sext, sext); AArch64 lowers it to `sdot` with +dotprod and to `smull` + `saddw`
   without; any other target gets a correct widening form.
