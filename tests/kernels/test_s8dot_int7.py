@@ -165,6 +165,4 @@ def test_int7_survives_the_artifact_and_the_cli(tmp_path):
     out = tmp_path / "c.eseq"
     assert main(["convert", src, "-o", str(out), "--weights", "int8",
                  "--activations", "int7"]) == 0
-    g = artifact.load(out)
-    assert g.metadata[INT8_ACTIVATIONS] == INT7
-    assert "int7 activations for w_x/w_h" in Model(g).describe()
+    assert artifact.load(out).metadata[INT8_ACTIVATIONS] == INT7    # (runs: the tests above)
