@@ -94,4 +94,7 @@ if not any(getattr(c, "__name__", "").startswith("Kernels")
         _package_stamped(c) for c in (caching.UserProvidedCacheLocator,
                                       caching.InTreeCacheLocator,
                                       caching.UserWideCacheLocator)]
-    caching.FunctionCache.load_overload = _load_overload
+    # NOTE: private Numba API (0.59-0.68): where it is missing, Numba's own load path stays
+    if all(hasattr(caching.FunctionCache, a) for a in ("_load_overload",
+                                                     "_guard_against_spurious_io_errors")):
+        caching.FunctionCache.load_overload = _load_overload
