@@ -24,8 +24,10 @@ table `FORMULATIONS`, first usable wins; `CHOSEN` is what `Model.describe()` sho
 - `avx2-u7` (7-bit activations only, "int7": `Formulation.max_q` 63, `CHOSEN7`,
   `quantize7` / `products7`, records `Packed8Int7`): u = q + 64 ∈ [1, 127] straight into
   `vpmaddubsw(u, w)` + `vpmaddwd` with ones + `vpaddd` (onnxruntime's AVX2 sequence), 64 ·
-  row sum subtracted; pair sums ≤ 2·127·128 never saturate. Elsewhere int7 runs the int8
-  formulation (any q fits), so its bits are the same on every CPU.
+  row sum subtracted; pair sums ≤ 2·127·128 never saturate. Many vectors run one panel ×
+  5 vectors (`panel_vectors`, MLAS's shape: rows of the output × 16 columns, each 32-byte
+  weight load used by every row). Elsewhere int7 runs the int8 formulation (any q fits), so
+  its bits are the same on every CPU.
 - `neon-dotprod` / `neon` / `generic`: portable IR, `llvm.vector.partial.reduce.add` of
   mul(sext, sext); AArch64 lowers it to `sdot` with +dotprod and to `smull` + `saddw`
   without; any other target gets a correct widening form.
@@ -225,6 +227,9 @@ class Formulation(NamedTuple):
     gemv_tiles_only: bool = False
     # the largest |q| it is exact for (127: "int8"; 63: only 7-bit activations, "int7")
     max_q: int = 127
+    # int7 (`products7`): many vectors run tiles of one panel x this many vectors (0: the
+    # int8 walk's tiles): the 16 KB panel stays in L1 and each loaded block serves them all
+    panel_vectors: int = 0
 
 
 def _x86(t: Target) -> bool:
@@ -244,7 +249,7 @@ FORMULATIONS = (
                                        or {"avx512vnni", "avx512vl"} <= t.features),
                 lambda: _vnni(256)),
     Formulation("avx2-u7", ("vpmaddubsw", "vpmaddwd"), 64,
-                lambda t: _x86(t) and "avx2" in t.features, _avx2_u7, None, True, 63),
+                lambda t: _x86(t) and "avx2" in t.features, _avx2_u7, None, False, 63, 5),
     Formulation("avx2", ("vpabsb", "vpmaddubsw"), 0,
                 lambda t: _x86(t) and "avx2" in t.features, _avx2, _negative_total, True),
     Formulation("neon-dotprod", ("sdot",), 0,
@@ -550,6 +555,12 @@ else:
     _gemv4_7, _tile24_7, _tile14_7, _tile11_7 = (make_tile(CHOSEN7, p, v, prefetch=False)
                                                  for p, v in ((4, 1), (2, 4), (1, 4), (1, 1)))
 _GEMV_ONLY7 = CHOSEN7.gemv_tiles_only
+# avx2-u7: 1 panel x 5 vectors = 10 ymm accumulators + 2 weight halves + broadcast, ones and
+# a product: 15 of 16, no spill (x 6 spilled one). 100 x 1024 by 4096 x 1024 on Zen 4 for
+# haswell, thread time: 1 x 5 3.73-3.77 ms, 1 x 4 3.75-3.80, 2 x 2 3.82-3.96, 4 x 1 3.92-4.06
+_PANEL_VECTORS7 = CHOSEN7.panel_vectors
+_tile1v_7 = make_tile(CHOSEN7, 1, _PANEL_VECTORS7, prefetch=False) if _PANEL_VECTORS7 \
+    else _tile14_7
 
 
 # NOTE: `quantize8` with Q7 / ±63 / OFFSET7 (module constants, so each compiles to its own
@@ -573,28 +584,34 @@ def quantize7(v, rows, n_rows, xq, xs):
         xs[a] = s
 
 
-# NOTE: the tile walk is `products8`'s (same panel order, so the same bits in both row
-# orders); only the tiles differ
+# NOTE: `products8`'s walk (the same bits in both row orders: every total is exact), except
+# that a formulation with `panel_vectors` runs many vectors one panel at a time
 @njit(**NJIT)
 def products7(bp, scale, wsum, groups, xq, xs, n_vec, out, dst, accumulate, backward=False):
     """`products8` for `quantize7` activations (the CHOSEN7 formulation's tiles)."""
     n_panels = bp.shape[0] // groups
+    one_vec = n_vec == 1 or (_GEMV_ONLY7 and _PANEL_VECTORS7 == 0)
     p = 0
     while p < n_panels:
-        if n_vec == 1 or _GEMV_ONLY7:
+        if one_vec:
             step = 4 if p + 4 <= n_panels else 1
+        elif _PANEL_VECTORS7:
+            step = 1
         else:
             step = 2 if p + 2 <= n_panels else 1
         first = n_panels - p - step if backward else p
         a = 0
         while a < n_vec:
-            if n_vec == 1 or _GEMV_ONLY7:
+            if one_vec:
                 if step == 4:
                     _gemv4_7(bp, first, groups, xq, a, dst, out, scale, wsum, xs, accumulate, 0)
                 else:
                     _tile11_7(bp, first, groups, xq, a, dst, out, scale, wsum, xs, accumulate,
                               0)
                 a += 1
+            elif _PANEL_VECTORS7 and a + _PANEL_VECTORS7 <= n_vec:
+                _tile1v_7(bp, first, groups, xq, a, dst, out, scale, wsum, xs, accumulate, 0)
+                a += _PANEL_VECTORS7
             elif a + 4 <= n_vec:
                 if step == 2:
                     _tile24_7(bp, first, groups, xq, a, dst, out, scale, wsum, xs, accumulate,

@@ -35,9 +35,10 @@ def test_quantize7_bits_equal_the_reference(rng):
     assert np.abs(q).max() == 63 and xs[2] == 1.0
 
 
-@pytest.mark.parametrize("rows,k_len,n_vec", [(13, 301, 1), (70, 101, 6), (9, 1030, 5)])
+@pytest.mark.parametrize("rows,k_len,n_vec", [(13, 301, 1), (70, 101, 9), (9, 1030, 6)])
 def test_products7_bits_equal_the_reference_in_both_row_orders(rng, rows, k_len, n_vec):
-    """Odd sizes (padded panels and column groups), one and many vectors; the int8 product
+    """Odd sizes (padded panels and column groups), one and many vectors (9 = 5 + 4 and
+    6 = 5 + 1 on avx2-u7's one-panel tiles, 4 + 4 + 1 and 4 + 1 elsewhere); the int8 product
     of the same vectors differs (so the comparison can fail)."""
     w = rng.integers(-127, 128, (rows, k_len)).astype(np.int8)
     w[0] = 127                                      # |pair| 2·127·127 on avx2-u7
@@ -86,6 +87,35 @@ def test_every_runnable_formulation_gives_the_int7_bits(rng, form):
     run_tiles(p.blocks, p.groups, np.ascontiguousarray(xq), np.zeros(1, np.int64), out,
               p.scale, p.sums, step[:, 0].astype(np.float32))
     assert np.array_equal(out[0, :80], int7_product(v, w, sc)[0].astype(np.float32))
+
+
+@pytest.mark.parametrize("form", [f for f in RUNNABLE if f.panel_vectors],
+                         ids=lambda f: f.name)
+def test_the_one_panel_many_vector_tile_gives_the_int7_bits(rng, form):
+    """avx2-u7's many-vector tile (1 panel x `panel_vectors`, what `products7` runs only when
+    Numba compiles for an AVX2-only CPU) on this CPU: q at ±63 in every vector, w at ±127,
+    a padded panel: the reference's bits for each vector."""
+    n = form.panel_vectors
+    tile = s8dot.make_tile(form, 1, n)
+
+    @njit(cache=False)
+    def run_tile(bp, groups, xq, dst, out, scale, wsum, xs):
+        tile(bp, 0, groups, xq, 0, dst, out, scale, wsum, xs, False, 0)
+
+    w = rng.integers(-127, 128, (11, 203)).astype(np.int8)
+    w[0], w[1] = 127, -127
+    sc = rng.uniform(0.01, 0.1, 11).astype(np.float32)
+    v = rng.standard_normal((n, 203)).astype(np.float32)
+    v[:, 5] = np.abs(v).max(axis=1) + 1
+    v[:, 9] = -v[:, 5]
+    q, step = quantize_activations8(v, 63)
+    xq = np.zeros((n, 204), np.int8)
+    xq[:, :203] = ((q + form.offset) % 256).astype(np.uint8).view(np.int8)
+    p = s8dot.packed8_int7(w, sc)
+    out = np.zeros((n, p.scale.shape[0]), np.float32)
+    run_tile(p.blocks, p.groups, xq, np.arange(n)[::-1].copy(), out, p.scale, p.sums,
+             step[:, 0].astype(np.float32))
+    assert np.array_equal(out[::-1, :11], int7_product(v, w, sc).astype(np.float32))
 
 
 def test_avx2_u7_is_onnxruntimes_three_instructions():
