@@ -250,9 +250,30 @@ def project_panels(x, wp):
     """[T, N, R_padded] input contributions W x[t, b] from W_x in panels (x C-contiguous):
     four (t, b) rows per pass over a panel pair, in row blocks (`panel_rows_acc`). Used
     for streamed chunks and, for small models, whole sequences (29x128 by 512 rows: 30 us vs
-    42 us for NumPy's GEMM plus its call overhead)."""
+    42 us for NumPy's GEMM plus its call overhead). wp may hold any even number of panels
+    (the last rows run as one quad, not through the four-panel GEMV), so a
+    75-row GRU W_x needs 6 panels, not 8; the sums are the same (bitwise)."""
     n_rows = x.shape[0] * x.shape[1]
-    out = np.zeros((x.shape[0], x.shape[1], wp.shape[0] * PANEL), dtype=np.float32)
-    panel_rows_acc(wp, x.reshape(n_rows, x.shape[2]), n_rows,
-                   out.reshape(n_rows, wp.shape[0] * PANEL))
-    return out
+    width = wp.shape[0] * PANEL
+    n4 = n_rows - n_rows % 4
+    # one buffer with room for a whole last quad: the tail needs no allocation of its own
+    buf = np.zeros((n4 + 4 if n4 < n_rows else n_rows) * width, dtype=np.float32)
+    o2 = buf.reshape(-1, width)
+    x2 = x.reshape(n_rows, x.shape[2])
+    panel_rows_acc(wp, x2, n4, o2)
+    k_len = wp.shape[1]
+    if n4 < n_rows and k_len > 0:
+        # the tail quad repeats the last row; its copies land in the padding rows
+        last = n_rows - 1
+        r1, r2, r3 = min(n4 + 1, last), min(n4 + 2, last), min(n4 + 3, last)
+        for p in range(0, wp.shape[0], 2):
+            _panel_rows4(wp, x2[n4], x2[r1], x2[r2], x2[r3], o2[n4], o2[n4 + 1], o2[n4 + 2],
+                         o2[n4 + 3], p, k_len)
+    return buf[:n_rows * width].reshape((x.shape[0], x.shape[1], width))
+
+
+def to_panel_pairs(w: np.ndarray) -> np.ndarray:
+    """`to_panels` trimmed to whole panel pairs (rows padded to a multiple of 32, not 64):
+    the layout `project_panels` needs at least."""
+    pairs = -(-w.shape[0] // (2 * PANEL))
+    return np.ascontiguousarray(to_panels(w)[:2 * pairs])
