@@ -15,7 +15,7 @@ from edgeseq.ops import Op, num_directions
 from edgeseq.runtime.codegen.context import (IMPORT_LINES, KERNEL_EMITTERS, Lowering,
                                              StateSlot, Unsupported, emitter)
 from edgeseq.runtime.kernels import operands as cell
-from edgeseq.runtime.kernels.panels import to_panel_pairs
+from edgeseq.runtime.kernels.panels import to_whole_panels
 
 IMPORT_LINES.extend((
     "from edgeseq.runtime.kernels import gru as GRU",
@@ -164,9 +164,9 @@ def _dense_direction(lw: Lowering, node: Node, kernel, f: Frame) -> None:
     d = f.d
     g = N_GATES[node.op] * kernel.hidden
     wx = lw.pack("wf", np.zeros((g, 0), np.float32), key=("wx_shape", g))
-    # NOTE: whole panel pairs only (the interpreter's to_panels pads to 64 rows): a 25-unit
-    # GRU's 75 rows in 6 panels, not 8, a quarter less projection work
-    wxp = lw.pack("wf", to_panel_pairs(kernel.w_x[d]))
+    # NOTE: only the panels that hold rows (the interpreter's to_panels pads to 64 rows): a
+    # 25-unit GRU's 75 rows in 5 panels, not 8; a 25-unit LSTM's 100 in 7, not 8
+    wxp = lw.pack("wf", to_whole_panels(kernel.w_x[d]))
     xp = f"{f.v}_x{d}"
     lw.emit(f"{xp} = {lw.call('project_panels', f.x, wxp)}")
     w = _weights(lw, node.op, kernel, d)

@@ -133,40 +133,33 @@ def panel_gemv_acc(wp, x, out):
         _panel_group(wp, x, out, g, k_len)
 
 
-@intrinsic
-def _panel_rows4(typingctx, wp, x0, x1, x2, x3, o0, o1, o2, o3, p, k_len):
-    """o_i[16p : 16p+32] += panels p, p+1 of wp times x_i, for four vectors x_0..x_3 at once:
-    each 16-lane weight load feeds four FMAs (batch rows share the weights from registers).
-    16-lane vectors here (AVX-512 where the CPU has it): measured 1.2x faster than 8 lanes
-    for 16 batch rows at 256 units; compute-bound, unlike the one-row GEMV."""
-    arrays = (wp, x0, x1, x2, x3, o0, o1, o2, o3)
-    if not all(isinstance(a, types.Array) and a.layout == "C" and a.dtype == types.float32
-               for a in arrays):
-        return None
-    sig = types.void(*arrays, types.intp, types.intp)
-
+def _rows_codegen(n_rows: int, n_panels: int):
+    """Codegen of o_i[16p : 16p + 16n_panels] += panels p.. of wp times x_i for n_rows
+    vectors x_i at once (arguments wp, x_0.., o_0.., p, k_len): each 16-lane weight load
+    feeds n_rows FMAs, n_rows * n_panels accumulators."""
     def codegen(context, builder, signature, args):
+        n_arr = 1 + 2 * n_rows
         data = [context.make_array(t)(context, builder, v).data
-                for t, v in zip(signature.args[:9], args[:9])]
-        w_ptr, xs, outs = data[0], data[1:5], data[5:9]
-        p, k_len = args[9], args[10]
+                for t, v in zip(signature.args[:n_arr], args[:n_arr])]
+        w_ptr, xs, outs = data[0], data[1:1 + n_rows], data[1 + n_rows:n_arr]
+        p, k_len = args[n_arr], args[n_arr + 1]
         i64 = ir.IntType(64)
         v16 = ir.VectorType(ir.FloatType(), 16)
         fma = cgutils.get_or_insert_function(builder.module,
                                              ir.FunctionType(v16, [v16, v16, v16]),
                                              "llvm.fma.v16f32")
         panel_len = builder.mul(k_len, ir.Constant(i64, PANEL))
-        starts = [builder.mul(p, panel_len), builder.mul(builder.add(p, ir.Constant(i64, 1)),
-                                                         panel_len)]
+        starts = [builder.mul(builder.add(p, ir.Constant(i64, h)), panel_len)
+                  for h in range(n_panels)]
         entry = builder.block
-        loop = builder.append_basic_block("rows4_loop")
-        done = builder.append_basic_block("rows4_done")
+        loop = builder.append_basic_block("rows_loop")
+        done = builder.append_basic_block("rows_done")
         builder.branch(loop)
         builder.position_at_end(loop)
         k = builder.phi(i64)
         k.add_incoming(ir.Constant(i64, 0), entry)
         accs = []
-        for _ in range(8):
+        for _ in range(n_rows * n_panels):
             acc = builder.phi(v16)
             acc.add_incoming(ir.Constant(v16, [0.0] * 16), entry)
             accs.append(acc)
@@ -174,10 +167,10 @@ def _panel_rows4(typingctx, wp, x0, x1, x2, x3, o0, o1, o2, o3, p, k_len):
         w = [builder.load(builder.bitcast(builder.gep(w_ptr, [builder.add(st, koff)]),
                                           v16.as_pointer()), align=4) for st in starts]
         new = []
-        for r in range(4):
+        for r in range(n_rows):
             splat = _splat(builder, builder.load(builder.gep(xs[r], [k])), 16)
-            for h in range(2):
-                new.append(builder.call(fma, [w[h], splat, accs[2 * r + h]]))
+            for h in range(n_panels):
+                new.append(builder.call(fma, [w[h], splat, accs[n_panels * r + h]]))
         k1 = builder.add(k, ir.Constant(i64, 1))
         k.add_incoming(k1, loop)
         for acc, v in zip(accs, new):
@@ -185,14 +178,41 @@ def _panel_rows4(typingctx, wp, x0, x1, x2, x3, o0, o1, o2, o3, p, k_len):
         builder.cbranch(builder.icmp_signed("<", k1, k_len), loop, done)
         builder.position_at_end(done)
         base = builder.mul(p, ir.Constant(i64, PANEL))
-        for r in range(4):
-            for h in range(2):
+        for r in range(n_rows):
+            for h in range(n_panels):
                 at = builder.add(base, ir.Constant(i64, 16 * h))
                 ptr = builder.bitcast(builder.gep(outs[r], [at]), v16.as_pointer())
-                builder.store(builder.fadd(builder.load(ptr, align=4), new[2 * r + h]), ptr,
-                              align=4)
+                builder.store(builder.fadd(builder.load(ptr, align=4), new[n_panels * r + h]),
+                              ptr, align=4)
         return context.get_dummy_value()
-    return sig, codegen
+    return codegen
+
+
+def _rows_signature(arrays: tuple):
+    # contiguous float32 only: the IR assumes unit strides
+    if not all(isinstance(a, types.Array) and a.layout == "C" and a.dtype == types.float32
+               for a in arrays):
+        return None
+    return types.void(*arrays, types.intp, types.intp)
+
+
+@intrinsic
+def _panel_rows4(typingctx, wp, x0, x1, x2, x3, o0, o1, o2, o3, p, k_len):
+    """o_i[16p : 16p+32] += panels p, p+1 of wp times x_i, for four vectors x_0..x_3 at once:
+    each 16-lane weight load feeds four FMAs (batch rows share the weights from registers).
+    16-lane vectors here (AVX-512 where the CPU has it): measured 1.2x faster than 8 lanes
+    for 16 batch rows at 256 units; compute-bound, unlike the one-row GEMV."""
+    sig = _rows_signature((wp, x0, x1, x2, x3, o0, o1, o2, o3))
+    return None if sig is None else (sig, _rows_codegen(4, 2))
+
+
+@intrinsic
+def _panel_rows8(typingctx, wp, x0, x1, x2, x3, x4, x5, x6, x7, o0, o1, o2, o3, o4, o5, o6,
+                 o7, p, k_len):
+    """o_i[16p : 16p+16] += panel p of wp times x_i for eight vectors: the odd last panel of
+    `project_panels` with as many accumulators (eight) as a pair pass over four rows."""
+    sig = _rows_signature((wp, x0, x1, x2, x3, x4, x5, x6, x7, o0, o1, o2, o3, o4, o5, o6, o7))
+    return None if sig is None else (sig, _rows_codegen(8, 1))
 
 
 # rows of v per block of `panel_gemv_rows_acc`: 64 rows of up to 1024 inputs (256 KiB) stay
@@ -250,30 +270,42 @@ def project_panels(x, wp):
     """[T, N, R_padded] input contributions W x[t, b] from W_x in panels (x C-contiguous):
     four (t, b) rows per pass over a panel pair, in row blocks (`panel_rows_acc`). Used
     for streamed chunks and, for small models, whole sequences (29x128 by 512 rows: 30 us vs
-    42 us for NumPy's GEMM plus its call overhead). wp may hold any even number of panels
-    (the last rows run as one quad, not through the four-panel GEMV), so a
-    75-row GRU W_x needs 6 panels, not 8; the sums are the same (bitwise)."""
+    42 us for NumPy's GEMM plus its call overhead). wp may hold any number of panels (an
+    odd last one runs over eight rows at a time, the last rows as one repeated group, never
+    through the four-panel GEMV), so a 75-row GRU W_x needs 5 panels, not 8; the sums are
+    the same (bitwise)."""
     n_rows = x.shape[0] * x.shape[1]
-    width = wp.shape[0] * PANEL
-    n4 = n_rows - n_rows % 4
-    # one buffer with room for a whole last quad: the tail needs no allocation of its own
-    buf = np.zeros((n4 + 4 if n4 < n_rows else n_rows) * width, dtype=np.float32)
+    n_pan = wp.shape[0]
+    n_even = n_pan - n_pan % 2
+    width = n_pan * PANEL
+    # room for a whole last group of 8 rows: the tails need no allocation of their own
+    buf = np.zeros(-(-n_rows // 8) * 8 * width, dtype=np.float32)
     o2 = buf.reshape(-1, width)
     x2 = x.reshape(n_rows, x.shape[2])
-    panel_rows_acc(wp, x2, n4, o2)
     k_len = wp.shape[1]
-    if n4 < n_rows and k_len > 0:
-        # the tail quad repeats the last row; its copies land in the padding rows
+    if n_rows > 0 and k_len > 0:
+        n4 = n_rows - n_rows % 4
         last = n_rows - 1
-        r1, r2, r3 = min(n4 + 1, last), min(n4 + 2, last), min(n4 + 3, last)
-        for p in range(0, wp.shape[0], 2):
-            _panel_rows4(wp, x2[n4], x2[r1], x2[r2], x2[r3], o2[n4], o2[n4 + 1], o2[n4 + 2],
-                         o2[n4 + 3], p, k_len)
+        if n_even > 0:
+            wpe = wp[:n_even]
+            panel_rows_acc(wpe, x2, n4, o2)
+            if n4 < n_rows:
+                # the tail quad repeats the last row; its copies land in the padding rows
+                r1, r2, r3 = min(n4 + 1, last), min(n4 + 2, last), min(n4 + 3, last)
+                for p in range(0, n_even, 2):
+                    _panel_rows4(wpe, x2[n4], x2[r1], x2[r2], x2[r3], o2[n4], o2[n4 + 1],
+                                 o2[n4 + 2], o2[n4 + 3], p, k_len)
+        if n_even < n_pan:
+            for a in range(0, n_rows, 8):
+                _panel_rows8(wp, x2[a], x2[min(a + 1, last)], x2[min(a + 2, last)],
+                             x2[min(a + 3, last)], x2[min(a + 4, last)], x2[min(a + 5, last)],
+                             x2[min(a + 6, last)], x2[min(a + 7, last)], o2[a], o2[a + 1],
+                             o2[a + 2], o2[a + 3], o2[a + 4], o2[a + 5], o2[a + 6], o2[a + 7],
+                             n_even, k_len)
     return buf[:n_rows * width].reshape((x.shape[0], x.shape[1], width))
 
 
-def to_panel_pairs(w: np.ndarray) -> np.ndarray:
-    """`to_panels` trimmed to whole panel pairs (rows padded to a multiple of 32, not 64):
-    the layout `project_panels` needs at least."""
-    pairs = -(-w.shape[0] // (2 * PANEL))
-    return np.ascontiguousarray(to_panels(w)[:2 * pairs])
+def to_whole_panels(w: np.ndarray) -> np.ndarray:
+    """`to_panels` trimmed to the panels that hold rows of w (rows padded to a multiple of
+    16, not 64): the layout `project_panels` needs at least."""
+    return np.ascontiguousarray(to_panels(w)[:-(-w.shape[0] // PANEL)])
