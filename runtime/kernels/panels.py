@@ -286,7 +286,11 @@ def project_panels(x, wp):
     if n_rows > 0 and k_len > 0:
         n4 = n_rows - n_rows % 4
         last = n_rows - 1
-        if n_even > 0:
+        if n_even > 0 and n_even % 4 == 0:
+            # NOTE: whole panel quads: the tail rows take the one-row GEMV (a streamed step
+            # is one row: the repeated-row quad below would do 4x its FMAs, +23 % a step)
+            panel_rows_acc(wp[:n_even], x2, n_rows, o2)
+        elif n_even > 0:
             wpe = wp[:n_even]
             panel_rows_acc(wpe, x2, n4, o2)
             if n4 < n_rows:
