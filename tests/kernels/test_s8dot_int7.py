@@ -35,11 +35,13 @@ def test_quantize7_bits_equal_the_reference(rng):
     assert np.abs(q).max() == 63 and xs[2] == 1.0
 
 
-@pytest.mark.parametrize("rows,k_len,n_vec", [(13, 301, 1), (70, 101, 9), (9, 1030, 6)])
+@pytest.mark.parametrize("rows,k_len,n_vec", [(13, 301, 1), (70, 101, 9), (9, 1030, 6),
+                                              (1601, 1030, 1)])
 def test_products7_bits_equal_the_reference_in_both_row_orders(rng, rows, k_len, n_vec):
     """Odd sizes (padded panels and column groups), one and many vectors (9 = 5 + 4 and
-    6 = 5 + 1 on avx2-u7's one-panel tiles, 4 + 4 + 1 and 4 + 1 elsewhere); the int8 product
-    of the same vectors differs (so the comparison can fail)."""
+    6 = 5 + 1 on avx2-u7's one-panel tiles, 4 + 4 + 1 and 4 + 1 elsewhere), and a 1.65 MB
+    matrix (avx2-u7's GEMV walks it one panel at a time); the int8 product of the same
+    vectors differs (so the comparison can fail)."""
     w = rng.integers(-127, 128, (rows, k_len)).astype(np.int8)
     w[0] = 127                                      # |pair| 2·127·127 on avx2-u7
     sc = rng.uniform(0.001, 0.1, rows).astype(np.float32)
