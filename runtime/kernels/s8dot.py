@@ -333,6 +333,25 @@ def pack8(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.ascontiguousarray(packed).reshape(panels * groups, PANEL * GROUP), sums
 
 
+# NOTE: inlined at the IR level into quantize8 / quantize7, so each still compiles to its own
+# straight-line loop with qmax and offset as constants
+@njit(inline="always", **NJIT)
+def _quantize_rows(v, rows, n_rows, xq, xs, qmax, offset):
+    for a in range(n_rows):
+        b = rows[a]
+        bits = np.int32(0)
+        for k in range(v.shape[1]):
+            bits = max(bits, abs_bits(v[b, k]))     # vectorises; max|v| exactly
+        mx = from_bits(bits)
+        s = div32(mx, qmax) if mx > 0 else np.float32(1.0)
+        inv = div32(np.float32(1.0), s)
+        for k in range(v.shape[1]):
+            r = np.rint(mul32(v[b, k], inv))
+            q = np.int32(min(max(r, -qmax), qmax))
+            xq[a, k] = np.int8(q + offset)            # wraps: q + 128 as u8 bits
+        xs[a] = s
+
+
 @njit(**NJIT)
 def quantize8(v, rows, n_rows, xq, xs):
     """xq[a, :K] = clip(rint(v[rows[a]] · (1 / xs[a])), ±127) + OFFSET as (wrapping) int8,
@@ -340,19 +359,7 @@ def quantize8(v, rows, n_rows, xq, xs):
     product rounded exactly as float32 (`kernels.strict`), so the bits equal the reference's
     (`edgeseq.reference.quantize_activations8`). Columns of xq past K are left as they are
     (the packed weights are zero there)."""
-    for a in range(n_rows):
-        b = rows[a]
-        bits = np.int32(0)
-        for k in range(v.shape[1]):
-            bits = max(bits, abs_bits(v[b, k]))     # vectorises; max|v| exactly
-        mx = from_bits(bits)
-        s = div32(mx, Q8) if mx > 0 else np.float32(1.0)
-        inv = div32(np.float32(1.0), s)
-        for k in range(v.shape[1]):
-            r = np.rint(mul32(v[b, k], inv))
-            q = np.int32(min(max(r, np.float32(-127.0)), np.float32(127.0)))
-            xq[a, k] = np.int8(q + OFFSET)            # wraps: q + 128 as u8 bits
-        xs[a] = s
+    _quantize_rows(v, rows, n_rows, xq, xs, Q8, OFFSET)
 
 
 def make_tile(form: Formulation, n_panels: int, n_vec: int, prefetch: bool = True,
@@ -570,25 +577,11 @@ _tile1v_7 = make_tile(CHOSEN7, 1, _PANEL_VECTORS7, prefetch=False) if _PANEL_VEC
 _STREAM_BYTES7 = (3 << 19) if CHOSEN7 is not CHOSEN else 1 << 62
 
 
-# NOTE: `quantize8` with Q7 / ±63 / OFFSET7 (module constants, so each compiles to its own
-# straight-line loop)
 @njit(**NJIT)
 def quantize7(v, rows, n_rows, xq, xs):
     """`quantize8` for 7-bit activations: xs[a] = max|v[rows[a]]| / 63, q clipped to ±63,
     stored as q + OFFSET7 (`edgeseq.reference.quantize_activations8(v, 63)`)."""
-    for a in range(n_rows):
-        b = rows[a]
-        bits = np.int32(0)
-        for k in range(v.shape[1]):
-            bits = max(bits, abs_bits(v[b, k]))
-        mx = from_bits(bits)
-        s = div32(mx, Q7) if mx > 0 else np.float32(1.0)
-        inv = div32(np.float32(1.0), s)
-        for k in range(v.shape[1]):
-            r = np.rint(mul32(v[b, k], inv))
-            q = np.int32(min(max(r, np.float32(-63.0)), np.float32(63.0)))
-            xq[a, k] = np.int8(q + OFFSET7)
-        xs[a] = s
+    _quantize_rows(v, rows, n_rows, xq, xs, Q7, OFFSET7)
 
 
 # NOTE: `products8`'s walk (the same bits in both row orders: every total is exact), except
