@@ -301,15 +301,10 @@ def packed8(w: np.ndarray, scale: np.ndarray, record: type = Packed8) -> Packed8
     return record(blocks, scp, sums, packed_shape(*w.shape)[1], w.shape[0], w.shape[1])
 
 
-class Packed8Int7(NamedTuple):
-    """`Packed8`'s fields for a matrix whose products take 7-bit activations ("int7",
-    `quantize7` / `products7`; a Numba record type of its own: the kernels pick by type)."""
-    blocks: np.ndarray
-    scale: np.ndarray
-    sums: np.ndarray
-    groups: int
-    rows: int
-    cols: int
+class Packed8Int7(Packed8):
+    """A `Packed8` whose products take 7-bit activations ("int7", `quantize7` / `products7`;
+    a Numba record type of its own: the kernels pick by type)."""
+    __slots__ = ()
 
 
 def packed8_int7(w: np.ndarray, scale: np.ndarray) -> Packed8Int7:

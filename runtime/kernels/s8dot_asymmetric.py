@@ -15,7 +15,6 @@ each pair within [−32768, 32512] (see `s8dot`); the others widen to int16/int3
 """
 from __future__ import annotations
 
-from typing import NamedTuple
 
 import numpy as np
 from llvmlite import ir
@@ -23,31 +22,22 @@ from numba import njit, types
 from numba.extending import intrinsic
 
 from edgeseq.runtime.kernels.flags import NJIT
-from edgeseq.runtime.kernels.s8dot import CHOSEN, OFFSET, make_tile, pack8, packed_shape
+from edgeseq.runtime.kernels.s8dot import CHOSEN, OFFSET, Packed8, make_tile, packed8
 from edgeseq.runtime.kernels.strict import mul32
 
 _OWN = ("nsz",)         # any flag keeps Numba's fastmath pass off the instruction (strict.py)
 _FLOATS = (types.float32, types.float64)
 
 
-class Packed8Asymmetric(NamedTuple):
-    """`s8dot.Packed8`'s fields for a matrix whose products quantise the activations with a
-    zero point (a Numba record type of its own: the kernels pick the form by type)."""
-    blocks: np.ndarray
-    scale: np.ndarray
-    sums: np.ndarray
-    groups: int
-    rows: int
-    cols: int
+class Packed8Asymmetric(Packed8):
+    """A `s8dot.Packed8` whose products quantise the activations with a zero point (a Numba
+    record type of its own: the kernels pick the form by type)."""
+    __slots__ = ()
 
 
 def packed8_asymmetric(w: np.ndarray, scale: np.ndarray) -> Packed8Asymmetric:
     """`Packed8Asymmetric` of an int8 [R, K] matrix and its float32 per-row scale [R]."""
-    blocks, sums = pack8(w)
-    scp = np.zeros(sums.shape[0], np.float32)
-    scp[:w.shape[0]] = scale
-    return Packed8Asymmetric(blocks, scp, sums, packed_shape(*w.shape)[1], w.shape[0],
-                             w.shape[1])
+    return packed8(w, scale, Packed8Asymmetric)
 
 
 @intrinsic
