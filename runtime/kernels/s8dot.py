@@ -328,9 +328,8 @@ def pack8(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.ascontiguousarray(packed).reshape(panels * groups, PANEL * GROUP), sums
 
 
-# NOTE: inlined at the IR level into quantize8 / quantize7, so each still compiles to its own
-# straight-line loop with qmax and offset as constants
-@njit(inline="always", **NJIT)
+# NOTE: one body for quantize8 / quantize7 (linked into each, its arguments their constants)
+@njit(**NJIT)
 def _quantize_rows(v, rows, n_rows, xq, xs, qmax, offset):
     for a in range(n_rows):
         b = rows[a]
